@@ -1,0 +1,44 @@
+/* Operation codes of a plan; emergence/plan.py holds the same numbers. */
+#ifndef EMERGENCE_PLAN_H
+#define EMERGENCE_PLAN_H
+
+enum {
+    /* launcher, before clone */
+    OP_SETNS = 1,          /* what, path, nstype (also valid in the init) */
+    OP_UNSHARE = 2,        /* what, flags (also valid in the init) */
+    OP_WRITE = 3,          /* what, path, content (also valid in the init) */
+    OP_CLONE = 4,          /* what, clone flags */
+    /* launcher, after clone */
+    OP_CHILD_WRITE = 5,    /* what, "uid_map"-style /proc/<pid>/ file or absolute path, content ("$PID" = init pid) */
+    OP_CHILD = 6,          /* what: the init's operations follow */
+    /* init */
+    OP_MOUNT = 10,         /* what, source, target, fstype, flags, data, resolve (0 plain, 1 dir, 2 file) */
+    OP_MOUNT_EXISTING = 11,/* what, in-root target, flags, data */
+    OP_SET_ROOT = 12,      /* what, rootfs path */
+    OP_MKNOD = 13,         /* what, in-root path, mode, major, minor, uid, gid */
+    OP_SYMLINK = 14,       /* what, target, in-root link path */
+    OP_PIVOT_ROOT = 15,    /* what */
+    OP_CHROOT = 16,        /* what */
+    OP_MASK = 17,          /* what, path */
+    OP_READONLY = 18,      /* what, path */
+    OP_SETHOSTNAME = 19,   /* what, name */
+    OP_SETDOMAINNAME = 20, /* what, name */
+    OP_RLIMIT = 21,        /* what, resource, soft, hard */
+    OP_PERSONALITY = 22,   /* what, persona */
+    OP_SETSID = 23,        /* what */
+    OP_BECOME_ROOT = 24,   /* what */
+    OP_OPEN_STATE = 25,    /* what, state dir */
+    OP_USER = 26,          /* what, uid, gid, umask or -1, additional gids... */
+    OP_CAPS = 27,          /* what, effective, permitted, inheritable, ambient */
+    OP_NO_NEW_PRIVS = 28,  /* what */
+    OP_SECCOMP = 29,       /* what, flags, bpf (hex) */
+    OP_RESOLVE_CWD = 30,   /* what, cwd */
+    OP_RESOLVE_EXEC = 31,  /* what, program, PATH */
+    OP_READY = 32,         /* what */
+    OP_BARRIER = 33,       /* what, fifo name in the state dir */
+    OP_CHDIR = 34,         /* what, path */
+    OP_EXEC = 35,          /* what, preserved fds, argc, argv..., env... */
+    OP_CAPS_BOUNDING = 36, /* what, bounding set to keep (needs CAP_SETPCAP: before OP_USER) */
+};
+
+#endif

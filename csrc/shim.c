@@ -1,0 +1,837 @@
+/*
+ * emergence-shim: executes a container plan between clone and exec.
+ *
+ * Python decides everything (order, flags, paths, limits) and writes a plan:
+ * a flat list of primitive operations.  This program only interprets it, so
+ * no Python code ever runs inside the container, nothing of the interpreter
+ * is charged to the container's cgroup, and /proc/<pid>/exe of the container
+ * init (before its execve) is this binary, run from a sealed memfd.
+ *
+ * Process shape:  python --posix_spawn--> shim (launcher)
+ *                 launcher --clone(CLONE_PARENT|CLONE_NEW*)--> init
+ * The init is a sibling of the launcher, i.e. a child of the Python process,
+ * which can wait for it (`run`) or exit and let it be reparented (`create`).
+ *
+ * Invoked as: emergence-shim PLAN_FD STATUS_FD
+ * Plan wire format (PLAN_FD): "EMPLAN1\0", then records
+ *     u32 op, u32 nargs, nargs * (u32 len, len bytes incl. trailing NUL)
+ * Status channel (STATUS_FD): text lines to the caller
+ *     "pid N"            host pid of the init (sent by the launcher)
+ *     "ready"            init reached the start barrier
+ *     "error ERRNO TEXT" an operation failed; TEXT names it
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <grp.h>
+
+#include "plan.h"
+
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+struct op {
+    uint32_t code;
+    uint32_t nargs;
+    char **args;
+};
+
+static struct op *ops;
+static size_t nops;
+static int status_fd = -1;
+static const char *current_what = "shim";
+
+/* State carried between operations inside the init. */
+static int root_fd = -1;     /* the container rootfs, before pivot */
+static int state_fd = -1;    /* O_PATH fd of the state dir (barrier fifo) */
+static int cwd_fd = -1;      /* resolved process.cwd */
+static char exec_path[PATH_MAX];
+
+static void say(const char *fmt, ...)
+{
+    char buf[4096];
+    va_list ap;
+    int n;
+
+    if (status_fd < 0)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(buf) - 2)
+        n = sizeof(buf) - 2;
+    buf[n++] = '\n';
+    while (write(status_fd, buf, n) < 0 && errno == EINTR)
+        ;
+}
+
+static void die_errno(int err)
+{
+    say("error %d %s", err, current_what);
+    _exit(127);
+}
+
+static void die(void)
+{
+    die_errno(errno);
+}
+
+static unsigned long long num(const char *s)
+{
+    return strtoull(s, NULL, 0);
+}
+
+/* ---- plan reading ---------------------------------------------------- */
+
+static int read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void load_plan(int fd)
+{
+    char magic[8];
+    size_t cap = 64;
+    uint32_t hdr[2];
+
+    current_what = "reading the plan";
+    if (read_full(fd, magic, sizeof(magic)) < 0 || memcmp(magic, "EMPLAN1", 8) != 0)
+        die_errno(EINVAL);
+    ops = calloc(cap, sizeof(*ops));
+    if (!ops)
+        die();
+    while (read_full(fd, hdr, sizeof(hdr)) == 0) {
+        struct op *o;
+        if (nops == cap) {
+            cap *= 2;
+            ops = realloc(ops, cap * sizeof(*ops));
+            if (!ops)
+                die();
+        }
+        o = &ops[nops++];
+        o->code = hdr[0];
+        o->nargs = hdr[1];
+        o->args = calloc(o->nargs + 1, sizeof(char *));
+        if (!o->args)
+            die();
+        for (uint32_t i = 0; i < o->nargs; i++) {
+            uint32_t len;
+            if (read_full(fd, &len, sizeof(len)) < 0 || len == 0)
+                die_errno(EINVAL);
+            o->args[i] = malloc(len);
+            if (!o->args[i] || read_full(fd, o->args[i], len) < 0)
+                die_errno(EINVAL);
+            o->args[i][len - 1] = '\0';
+        }
+    }
+    close(fd);
+}
+
+/* ---- path resolution inside the rootfs ------------------------------- */
+
+/* Open PATH beneath root_fd as if root_fd were "/": symlinks (absolute or
+ * "..") can never lead outside, magic links are refused. */
+static int open_in_root(const char *path, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    while (*path == '/')
+        path++;
+    if (*path == '\0')
+        path = ".";
+    return syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+}
+
+/* Like open_in_root, creating missing components: directories, and the
+ * last one as a directory or as an empty file. */
+static int mkpath_in_root(const char *path, int last_is_file)
+{
+    char buf[PATH_MAX];
+    char *slash;
+    int fd, parent;
+
+    fd = open_in_root(path, O_PATH);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    if (strlen(path) >= sizeof(buf)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(buf, path);
+    slash = strrchr(buf, '/');
+    if (slash == NULL || slash == buf) {
+        parent = dup(root_fd);
+        slash = slash ? slash + 1 : buf;
+    } else {
+        *slash++ = '\0';
+        parent = mkpath_in_root(buf, 0);
+    }
+    if (parent < 0)
+        return -1;
+    if (last_is_file) {
+        fd = openat(parent, slash, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            close(fd);
+    } else {
+        fd = mkdirat(parent, slash, 0755);
+    }
+    close(parent);
+    if (fd < 0 && errno != EEXIST)
+        return -1;
+    fd = open_in_root(path, O_PATH);
+    if (fd < 0 && errno == ENOENT)
+        errno = ELOOP; /* it exists but is a dangling symlink */
+    return fd;
+}
+
+static void fd_path(char *buf, size_t len, int fd)
+{
+    snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+/* ---- operations ------------------------------------------------------ */
+
+static void do_mount(char **a)
+{
+    /* a: what, source, target, fstype, flags, data, resolve(0 plain, 1 dir, 2 file) */
+    const char *src = *a[1] ? a[1] : NULL;
+    const char *fstype = *a[3] ? a[3] : NULL;
+    unsigned long flags = num(a[4]);
+    const char *data = *a[5] ? a[5] : NULL;
+    int resolve = (int)num(a[6]);
+    char target[64];
+    int fd = -1;
+
+    if (resolve) {
+        fd = mkpath_in_root(a[2], resolve == 2);
+        if (fd < 0)
+            die();
+        fd_path(target, sizeof(target), fd);
+        if (mount(src, target, fstype, flags, data) < 0)
+            die();
+        close(fd);
+    } else if (mount(src, a[2], fstype, flags, data) < 0) {
+        die();
+    }
+}
+
+/* Remount, bind or propagation change on an existing in-root path: the
+ * target is re-resolved so it names the mount just made. */
+static void do_mount_existing(char **a)
+{
+    /* a: what, target, flags, data */
+    char target[64];
+    int fd = open_in_root(a[1], O_PATH);
+    if (fd < 0)
+        die();
+    fd_path(target, sizeof(target), fd);
+    if (mount(NULL, target, NULL, num(a[2]), *a[3] ? a[3] : NULL) < 0)
+        die();
+    close(fd);
+}
+
+static void do_mknod(char **a)
+{
+    /* a: what, path, mode (incl. type bits), major, minor, uid, gid */
+    char buf[PATH_MAX], *slash, *name;
+    int parent;
+    mode_t mode = (mode_t)num(a[2]);
+
+    if (strlen(a[1]) >= sizeof(buf))
+        die_errno(ENAMETOOLONG);
+    strcpy(buf, a[1]);
+    slash = strrchr(buf, '/');
+    if (!slash)
+        die_errno(EINVAL);
+    *slash = '\0';
+    name = slash + 1;
+    parent = mkpath_in_root(*buf ? buf : "/", 0);
+    if (parent < 0)
+        die();
+    unlinkat(parent, name, 0);
+    if (mknodat(parent, name, mode, makedev(num(a[3]), num(a[4]))) < 0)
+        die();
+    if (fchmodat(parent, name, mode & 07777, 0) < 0)
+        die();
+    if (fchownat(parent, name, (uid_t)num(a[5]), (gid_t)num(a[6]), AT_SYMLINK_NOFOLLOW) < 0)
+        die();
+    close(parent);
+}
+
+static void do_symlink(char **a)
+{
+    /* a: what, target, linkpath */
+    char buf[PATH_MAX], *slash;
+    int parent;
+
+    if (strlen(a[2]) >= sizeof(buf))
+        die_errno(ENAMETOOLONG);
+    strcpy(buf, a[2]);
+    slash = strrchr(buf, '/');
+    if (!slash)
+        die_errno(EINVAL);
+    *slash = '\0';
+    parent = mkpath_in_root(*buf ? buf : "/", 0);
+    if (parent < 0)
+        die();
+    if (symlinkat(a[1], parent, slash + 1) < 0 && errno != EEXIST)
+        die();
+    close(parent);
+}
+
+static void do_set_root(char **a)
+{
+    /* a: what, rootfs absolute path */
+    if (root_fd >= 0)
+        close(root_fd);
+    root_fd = open(a[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        die();
+}
+
+static void do_pivot(char **a)
+{
+    (void)a;
+    if (fchdir(root_fd) < 0)
+        die();
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        die();
+    /* The old root is stacked under the new one: make it private so the
+     * detach does not propagate to the host, then drop it. */
+    if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
+        die();
+    if (umount2(".", MNT_DETACH) < 0)
+        die();
+    if (chdir("/") < 0)
+        die();
+    close(root_fd);
+    root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        die();
+}
+
+static void do_chroot(char **a)
+{
+    (void)a;
+    if (fchdir(root_fd) < 0)
+        die();
+    if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
+        die();
+    if (chroot(".") < 0 || chdir("/") < 0)
+        die();
+    close(root_fd);
+    root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        die();
+}
+
+static void do_write(char **a)
+{
+    /* a: what, path, content */
+    int fd = open(a[1], O_WRONLY | O_CLOEXEC);
+    size_t len = strlen(a[2]);
+    if (fd < 0)
+        die();
+    if (write(fd, a[2], len) != (ssize_t)len)
+        die();
+    close(fd);
+}
+
+/* maskedPaths: hide a file behind /dev/null or a directory behind an empty
+ * read-only tmpfs; a path that does not exist needs no mask. */
+static void do_mask(char **a)
+{
+    char target[64];
+    struct stat st;
+    int fd = open_in_root(a[1], O_PATH | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return;
+        die();
+    }
+    if (fstat(fd, &st) < 0)
+        die();
+    fd_path(target, sizeof(target), fd);
+    if (S_ISDIR(st.st_mode)) {
+        if (mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0,mode=755") < 0)
+            die();
+    } else if (mount("/dev/null", target, NULL, MS_BIND, NULL) < 0) {
+        die();
+    }
+    close(fd);
+}
+
+static void do_readonly(char **a)
+{
+    char target[64];
+    int fd = open_in_root(a[1], O_PATH | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return;
+        die();
+    }
+    fd_path(target, sizeof(target), fd);
+    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+        die();
+    close(fd);
+    fd = open_in_root(a[1], O_PATH | O_NOFOLLOW);
+    if (fd < 0)
+        die();
+    fd_path(target, sizeof(target), fd);
+    if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        die();
+    close(fd);
+}
+
+static void do_rlimit(char **a)
+{
+    /* a: what, resource, soft, hard */
+    struct rlimit rl = {.rlim_cur = num(a[2]), .rlim_max = num(a[3])};
+    if (setrlimit((int)num(a[1]), &rl) < 0)
+        die();
+}
+
+static void do_user(char **a)
+{
+    /* a: what, uid, gid, umask (or -1), additional gids... */
+    size_t ngroups = 0;
+    gid_t groups[NGROUPS_MAX];
+    for (char **g = a + 4; *g && ngroups < NGROUPS_MAX; g++)
+        groups[ngroups++] = (gid_t)num(*g);
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        die();
+    if (setgroups(ngroups, groups) < 0 && !(errno == EPERM && ngroups == 0))
+        die();
+    if (setresgid(num(a[2]), num(a[2]), num(a[2])) < 0)
+        die();
+    if (setresuid(num(a[1]), num(a[1]), num(a[1])) < 0)
+        die();
+    if (strcmp(a[3], "-1") != 0)
+        umask((mode_t)num(a[3]));
+}
+
+static int last_cap(void)
+{
+    int last = CAP_LAST_CAP;
+    FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+    if (f) {
+        if (fscanf(f, "%d", &last) != 1)
+            last = CAP_LAST_CAP;
+        fclose(f);
+    }
+    return last;
+}
+
+static void do_caps_bounding(char **a)
+{
+    /* a: what, bounding set to keep (u64 mask) */
+    uint64_t keep = num(a[1]);
+    int last = last_cap();
+    for (int c = 0; c <= last; c++)
+        if (!(keep & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+            die();
+}
+
+static void do_caps(char **a)
+{
+    /* a: what, effective, permitted, inheritable, ambient (u64 masks) */
+    uint64_t eff = num(a[1]), prm = num(a[2]), inh = num(a[3]), amb = num(a[4]);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    int last = last_cap();
+
+    data[0].effective = (uint32_t)eff;
+    data[1].effective = (uint32_t)(eff >> 32);
+    data[0].permitted = (uint32_t)prm;
+    data[1].permitted = (uint32_t)(prm >> 32);
+    data[0].inheritable = (uint32_t)inh;
+    data[1].inheritable = (uint32_t)(inh >> 32);
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        die();
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        die();
+    for (int c = 0; c <= last; c++)
+        if ((amb & (1ULL << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+            die();
+}
+
+static void do_seccomp(char **a, uint32_t nargs)
+{
+    /* a: what, flags, bpf program bytes (hex) */
+    size_t hexlen = strlen(a[2]), n = hexlen / 2;
+    unsigned char *code = malloc(n ? n : 1);
+    struct sock_fprog prog;
+    (void)nargs;
+    if (!code)
+        die();
+    for (size_t i = 0; i < n; i++) {
+        unsigned int byte;
+        if (sscanf(a[2] + 2 * i, "%2x", &byte) != 1)
+            die_errno(EINVAL);
+        code[i] = (unsigned char)byte;
+    }
+    prog.len = (unsigned short)(n / sizeof(struct sock_filter));
+    prog.filter = (struct sock_filter *)code;
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, (unsigned int)num(a[1]), &prog) < 0)
+        die();
+}
+
+/* Resolve process.cwd inside the container now, so a bad cwd fails create;
+ * fchdir happens after the barrier.  Magic links (/proc/self/fd/N) are
+ * refused, so no host directory can become the cwd (CVE-2024-21626). */
+static void do_resolve_cwd(char **a)
+{
+    cwd_fd = open_in_root(a[1], O_PATH | O_DIRECTORY);
+    if (cwd_fd < 0)
+        die();
+}
+
+/* Find argv[0] the way execvp would, but with the container's PATH. */
+static void do_resolve_exec(char **a)
+{
+    /* a: what, program, PATH */
+    const char *prog = a[1], *p = a[2];
+    struct stat st;
+
+    if (strchr(prog, '/')) {
+        snprintf(exec_path, sizeof(exec_path), "%s", prog);
+        if (stat(exec_path, &st) < 0)
+            die();
+        if (!S_ISREG(st.st_mode))
+            die_errno(EACCES);
+        if (access(exec_path, X_OK) < 0)
+            die();
+        return;
+    }
+    while (p && *p) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        snprintf(exec_path, sizeof(exec_path), "%.*s/%s", (int)len, len ? p : ".", prog);
+        if (stat(exec_path, &st) == 0 && S_ISREG(st.st_mode) && access(exec_path, X_OK) == 0)
+            return;
+        p = end ? end + 1 : NULL;
+    }
+    die_errno(ENOENT);
+}
+
+static void do_ready(void)
+{
+    say("ready");
+    close(status_fd);
+    status_fd = -1;
+}
+
+/* The start barrier: opening the fifo for writing blocks until `start`
+ * opens it for reading.  The state dir is reached through an fd opened
+ * before pivot_root, so no /proc is needed inside the container. */
+static void do_barrier(char **a)
+{
+    int fd;
+    do {
+        fd = openat(state_fd, a[1], O_WRONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        _exit(127);
+    close(state_fd);
+    state_fd = -1;
+    if (write(fd, "0", 1) != 1)
+        _exit(127);
+    close(fd);
+}
+
+static void do_exec(char **a, uint32_t nargs)
+{
+    /* a: what, preserved fd count, argc, argv..., env... */
+    size_t argc = num(a[2]);
+    char **argv = calloc(argc + 1, sizeof(char *));
+    char **envp = a + 3 + argc;
+    (void)nargs;
+
+    if (!argv)
+        _exit(127);
+    memcpy(argv, a + 3, argc * sizeof(char *));
+
+    if (cwd_fd >= 0) {
+        if (fchdir(cwd_fd) < 0)
+            _exit(127);
+        close(cwd_fd);
+    }
+    if (root_fd >= 0)
+        close(root_fd);
+    /* Only stdio and fds the caller asked to preserve cross into the
+     * container (CVE-2024-21626 class). */
+    syscall(SYS_close_range, 3 + (unsigned int)num(a[1]), ~0U, CLOSE_RANGE_CLOEXEC);
+    execve(exec_path, argv, envp);
+    _exit(127);
+}
+
+static void run_child_op(struct op *o)
+{
+    char **a = o->args;
+    current_what = o->nargs ? a[0] : "?";
+    switch (o->code) {
+    case OP_MOUNT:
+        do_mount(a);
+        break;
+    case OP_MOUNT_EXISTING:
+        do_mount_existing(a);
+        break;
+    case OP_SET_ROOT:
+        do_set_root(a);
+        break;
+    case OP_MKNOD:
+        do_mknod(a);
+        break;
+    case OP_SYMLINK:
+        do_symlink(a);
+        break;
+    case OP_PIVOT_ROOT:
+        do_pivot(a);
+        break;
+    case OP_CHROOT:
+        do_chroot(a);
+        break;
+    case OP_WRITE:
+        do_write(a);
+        break;
+    case OP_MASK:
+        do_mask(a);
+        break;
+    case OP_READONLY:
+        do_readonly(a);
+        break;
+    case OP_SETHOSTNAME:
+        if (sethostname(a[1], strlen(a[1])) < 0)
+            die();
+        break;
+    case OP_SETDOMAINNAME:
+        if (setdomainname(a[1], strlen(a[1])) < 0)
+            die();
+        break;
+    case OP_RLIMIT:
+        do_rlimit(a);
+        break;
+    case OP_PERSONALITY:
+        if (personality((unsigned long)num(a[1])) < 0)
+            die();
+        break;
+    case OP_UNSHARE:
+        if (unshare((int)num(a[1])) < 0)
+            die();
+        break;
+    case OP_SETSID:
+        if (setsid() < 0)
+            die();
+        break;
+    case OP_BECOME_ROOT:
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            die();
+        break;
+    case OP_OPEN_STATE:
+        state_fd = open(a[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (state_fd < 0)
+            die();
+        break;
+    case OP_USER:
+        do_user(a);
+        break;
+    case OP_CAPS_BOUNDING:
+        do_caps_bounding(a);
+        break;
+    case OP_CAPS:
+        do_caps(a);
+        break;
+    case OP_SETNS: {
+        int fd = open(a[1], O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || setns(fd, (int)num(a[2])) < 0)
+            die();
+        close(fd);
+        break;
+    }
+    case OP_NO_NEW_PRIVS:
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            die();
+        break;
+    case OP_SECCOMP:
+        do_seccomp(a, o->nargs);
+        break;
+    case OP_RESOLVE_CWD:
+        do_resolve_cwd(a);
+        break;
+    case OP_RESOLVE_EXEC:
+        do_resolve_exec(a);
+        break;
+    case OP_READY:
+        do_ready();
+        break;
+    case OP_BARRIER:
+        do_barrier(a);
+        break;
+    case OP_CHDIR:
+        if (chdir(a[1]) < 0)
+            die();
+        break;
+    case OP_EXEC:
+        do_exec(a, o->nargs);
+        break;
+    default:
+        die_errno(EINVAL);
+    }
+}
+
+/* ---- the launcher ---------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    size_t i = 0;
+    int go[2], plan_fd = -1;
+    pid_t pid;
+    char path[128], c;
+
+    if (argc == 3) {
+        plan_fd = atoi(argv[1]);
+        status_fd = atoi(argv[2]);
+    }
+    /* Anything but a caller-provided plan is a mistake, including a
+     * container that execs /proc/self/exe while this binary is its exe. */
+    if (argc != 3 || plan_fd < 3 || status_fd < 3 || fcntl(plan_fd, F_GETFD) < 0 ||
+        fcntl(status_fd, F_GETFD) < 0) {
+        status_fd = -1;
+        static const char msg[] = "emergence-shim: internal helper of emergence, not to be run directly\n";
+        if (write(2, msg, sizeof(msg) - 1) < 0)
+            _exit(2);
+        return 2;
+    }
+    /* Until exec, nothing else may ptrace or open our /proc entries. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    fcntl(status_fd, F_SETFD, FD_CLOEXEC);
+    load_plan(plan_fd);
+
+    /* Launcher part: join namespaces, then clone the init. */
+    for (; i < nops && ops[i].code != OP_CLONE; i++) {
+        char **a = ops[i].args;
+        current_what = a[0];
+        switch (ops[i].code) {
+        case OP_SETNS: {
+            int fd = open(a[1], O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || setns(fd, (int)num(a[2])) < 0)
+                die();
+            close(fd);
+            break;
+        }
+        case OP_UNSHARE:
+            if (unshare((int)num(a[1])) < 0)
+                die();
+            break;
+        case OP_WRITE:
+            do_write(a);
+            break;
+        default:
+            die_errno(EINVAL);
+        }
+    }
+    if (i == nops)
+        die_errno(EINVAL);
+    current_what = ops[i].args[0];
+    if (pipe2(go, O_CLOEXEC) < 0)
+        die();
+    pid = (pid_t)syscall(SYS_clone, (unsigned long)num(ops[i].args[1]) | CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+    if (pid < 0)
+        die();
+    if (pid == 0) {
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(127); /* the launcher failed and said why */
+        close(go[0]);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        for (i++; i < nops && ops[i].code != OP_CHILD; i++)
+            ;
+        for (i++; i < nops; i++)
+            run_child_op(&ops[i]);
+        current_what = "the plan ended without exec";
+        die_errno(EINVAL);
+    }
+    close(go[0]);
+    /* Launcher, after clone: id maps and cgroups for the init. */
+    for (i++; i < nops && ops[i].code != OP_CHILD; i++) {
+        char **a = ops[i].args;
+        current_what = a[0];
+        switch (ops[i].code) {
+        case OP_CHILD_WRITE:
+            /* a: what, file under /proc/<pid>/ or "" with an absolute path, content */
+            if (a[1][0] == '/')
+                snprintf(path, sizeof(path), "%s", a[1]);
+            else
+                snprintf(path, sizeof(path), "/proc/%d/%s", pid, a[1]);
+            {
+                char content[64];
+                const char *text = a[2];
+                if (strcmp(text, "$PID") == 0) {
+                    snprintf(content, sizeof(content), "%d", pid);
+                    text = content;
+                }
+                int fd = open(path, O_WRONLY | O_CLOEXEC);
+                size_t len = strlen(text);
+                if (fd < 0 || write(fd, text, len) != (ssize_t)len) {
+                    int err = errno;
+                    kill(pid, SIGKILL);
+                    die_errno(err);
+                }
+                close(fd);
+            }
+            break;
+        default:
+            kill(pid, SIGKILL);
+            die_errno(EINVAL);
+        }
+    }
+    say("pid %d", pid);
+    if (write(go[1], "g", 1) != 1) {
+        int err = errno;
+        kill(pid, SIGKILL);
+        die_errno(err);
+    }
+    return 0;
+}

@@ -1,0 +1,222 @@
+"""The runc-compatible command line.
+
+Engines call create/start/state/kill/delete constantly, so this module
+imports only what every command needs; each verb's module loads on use.
+Options follow runc's: global ones before the command, `--flag value`,
+`--flag=value`, and single-dash long forms (`-bundle`) as Go's flag parser
+accepts them.  Every error is one line on stderr (and a JSON line in --log
+when asked) with a non-zero exit.
+"""
+
+import os
+import sys
+
+from .errors import EmergenceError
+
+USAGE = """usage: emergence [global options] COMMAND [options] [args]
+
+Commands:
+  spec     write a default config.json (--bundle DIR, --rootless)
+  create   create a container: create [--bundle DIR] [--pid-file F] [--no-pivot] ID
+  start    start a created container: start ID
+  run      create, start and wait: run [--bundle DIR] [--detach] [--pid-file F] ID
+  state    print a container's state as JSON: state ID
+  kill     signal a container: kill [--all] ID [SIGNAL]
+  delete   delete a container: delete [--force] ID
+  list     list containers: list [--format table|json] [-q]
+
+Global options:
+  --root DIR            state directory (default /run/emergence)
+  --log FILE            also write errors to FILE
+  --log-format FORMAT   text or json (for --log)
+  --debug               show the plan and more detail
+  --systemd-cgroup      accepted; emergence manages cgroupfs directly
+  --version             print the version
+"""
+
+# option name -> (takes a value, canonical name)
+GLOBAL_OPTIONS = {
+    "root": True, "log": True, "log-format": True, "debug": False, "systemd-cgroup": False,
+    "rootless": True, "criu": True, "version": False, "help": False, "h": False, "v": False,
+}
+COMMAND_OPTIONS = {
+    "spec": {"bundle": True, "b": "bundle", "rootless": False},
+    "create": {"bundle": True, "b": "bundle", "pid-file": True, "no-pivot": False,
+               "console-socket": True, "preserve-fds": True, "no-new-keyring": False},
+    "run": {"bundle": True, "b": "bundle", "pid-file": True, "no-pivot": False,
+            "detach": False, "d": "detach", "console-socket": True, "preserve-fds": True,
+            "no-new-keyring": False, "keep": False},
+    "start": {},
+    "state": {},
+    "kill": {"all": False, "a": "all"},
+    "delete": {"force": False, "f": "force"},
+    "list": {"format": True, "f": "format", "quiet": False, "q": "quiet"},
+}
+
+
+class UsageError(EmergenceError):
+    exit_code = 2
+
+
+def parse_options(argv, table, stop_at_positional):
+    """Parse leading options; return (options dict, remaining args)."""
+    opts = {}
+    rest = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i + 1:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            if stop_at_positional:
+                rest.extend(argv[i:])
+                break
+            rest.append(arg)
+            i += 1
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        spec = table.get(name)
+        if isinstance(spec, str):  # an alias
+            name, spec = spec, table[spec]
+        if spec is None:
+            raise UsageError(f"unknown option {arg}; see `emergence --help`")
+        if spec is True:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"option {arg} needs a value")
+                value = argv[i]
+            opts[name] = value
+        else:
+            opts[name] = value.lower() not in ("false", "0") if eq else True
+        i += 1
+    return opts, rest
+
+
+def _one_id(args, command):
+    if len(args) != 1:
+        raise UsageError(f"`{command}` takes exactly one container id"
+                         + (f", got {len(args)}" if args else ""))
+    return args[0]
+
+
+def _preserve_fds(opts):
+    try:
+        n = int(opts.get("preserve-fds", 0))
+    except ValueError:
+        raise UsageError("--preserve-fds needs a number") from None
+    if n < 0:
+        raise UsageError("--preserve-fds must not be negative")
+    return n
+
+
+def dispatch(g, command, argv):
+    table = COMMAND_OPTIONS.get(command)
+    if table is None:
+        raise UsageError(f"unknown command {command!r}; see `emergence --help`")
+    opts, args = parse_options(argv, table, stop_at_positional=False)
+    root = g.get("root", None) or "/run/emergence"
+    if command == "state":
+        from . import fastjson
+        from .state import Container
+        cid = _one_id(args, command)
+        with Container.open(root, cid, lock=False) as c:
+            sys.stdout.write(fastjson.dumps(c.oci_state(), indent=2) + "\n")
+        return 0
+    if command == "start":
+        from .start import start
+        start(root, _one_id(args, command))
+        return 0
+    if command == "create":
+        from .create import create
+        if opts.get("console-socket"):
+            raise UsageError("--console-socket: terminals are not supported yet")
+        create(root, _one_id(args, command), opts.get("bundle", "."),
+               pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
+               preserve_fds=_preserve_fds(opts))
+        return 0
+    if command == "run":
+        from .run import run
+        if opts.get("console-socket"):
+            raise UsageError("--console-socket: terminals are not supported yet")
+        return run(root, _one_id(args, command), opts.get("bundle", "."),
+                   pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
+                   detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts))
+    if command == "kill":
+        from .kill import kill, parse_signal
+        if not 1 <= len(args) <= 2:
+            raise UsageError("usage: emergence kill [--all] ID [SIGNAL]")
+        sig = parse_signal(args[1]) if len(args) == 2 else 15
+        kill(root, args[0], sig, all_processes=opts.get("all", False))
+        return 0
+    if command == "delete":
+        from .delete import delete
+        delete(root, _one_id(args, command), force=opts.get("force", False))
+        return 0
+    if command == "list":
+        from .listing import list_containers
+        fmt = opts.get("format", "table")
+        if fmt not in ("table", "json"):
+            raise UsageError("--format must be table or json")
+        sys.stdout.write(list_containers(root, fmt, opts.get("quiet", False)))
+        return 0
+    if command == "spec":
+        from .spec import write_spec
+        if args:
+            raise UsageError("`spec` takes no arguments (use --bundle DIR)")
+        write_spec(opts.get("bundle", "."), rootless=opts.get("rootless", False))
+        return 0
+    raise UsageError(f"unknown command {command!r}")
+
+
+def log_error(g, message):
+    path = g.get("log")
+    if not path:
+        return
+    import time
+    try:
+        with open(path, "a") as f:
+            if g.get("log-format") == "json":
+                import json
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                f.write(json.dumps({"level": "error", "msg": message, "time": stamp}) + "\n")
+            else:
+                f.write(f"emergence: error: {message}\n")
+    except OSError:
+        pass
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    g = {}
+    try:
+        g, rest = parse_options(argv, GLOBAL_OPTIONS, stop_at_positional=True)
+        if g.get("version") or g.get("v"):
+            from . import OCI_VERSION, __version__
+            sys.stdout.write(f"emergence version {__version__}\nspec: {OCI_VERSION}\n")
+            return 0
+        if g.get("help") or g.get("h") or not rest:
+            sys.stdout.write(USAGE)
+            return 0 if not rest and (g.get("help") or g.get("h")) else (2 if not rest else 0)
+        if g.get("log-format") not in (None, "text", "json"):
+            raise UsageError("--log-format must be text or json")
+        if rest[0] in ("help", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
+        if os.geteuid() != 0:
+            raise EmergenceError("emergence must run as root (rootless mode is not supported)")
+        return dispatch(g, rest[0], rest[1:])
+    except EmergenceError as e:
+        msg = str(e)
+        sys.stderr.write(f"emergence: {msg}\n")
+        log_error(g, msg)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        # Anything the code above did not foresee still gets one line, not a traceback.
+        msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        sys.stderr.write(f"emergence: unexpected error: {msg}\n")
+        log_error(g, msg)
+        return 1

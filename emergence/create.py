@@ -1,0 +1,90 @@
+"""`create`: set the container up and leave its init waiting at the start barrier.
+
+Everything that can be checked is checked before anything is made; after
+that, any failure undoes what was made (init, cgroup, state dir), so a
+failed create leaves nothing behind.
+"""
+
+import os
+import time
+
+from . import OCI_VERSION, cgroups, config as config_mod
+from .errors import EmergenceError
+from .state import FIFO, Container, proc_start_time, write_atomic
+
+
+def _rfc3339_now():
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def _device_allow(config):
+    """linux.resources.devices plus what every container must be able to use."""
+    from .linux import DEFAULT_DEVICE_ALLOW
+    linux = config.get("linux", {})
+    res = linux.get("resources")
+    if not res or "devices" not in res:
+        return res
+    extra = list(DEFAULT_DEVICE_ALLOW)
+    for d in linux.get("devices", ()):
+        if d["type"] != "p":
+            extra.append({"allow": True, "type": "c" if d["type"] == "u" else d["type"],
+                          "major": d["major"], "minor": d["minor"], "access": "rwm"})
+    return {**res, "devices": list(res["devices"]) + extra}
+
+
+def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0):
+    """Create the container; return (Container data, init pid). The caller owns the init."""
+    from .linux import Planner
+    from .launch import Launch
+
+    bundle = os.path.abspath(bundle)
+    config = config_mod.load(bundle)
+    rootfs = config_mod.root_path(config, bundle)
+    linux = config.get("linux", {})
+    bpf = None
+    if linux.get("seccomp"):
+        from .seccomp import compile_bpf, filter_flags
+        bpf = (filter_flags(linux["seccomp"]), compile_bpf(linux["seccomp"]).hex())
+    if config["process"].get("terminal"):
+        os.write(2, b"emergence: warning: process.terminal is set but terminals are not "
+                    b"supported yet; the container uses the caller's stdio\n")
+    hierarchies = cgroups.discover()
+    rel = cgroups.relative_path(linux.get("cgroupsPath"), container_id)
+
+    c = Container.claim(root, container_id)
+    cg = cgroups.Cgroup(hierarchies, rel)
+    launch = None
+    try:
+        c.data = {"ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
+                  "status": "creating", "bundle": bundle, "rootfs": rootfs,
+                  "created": _rfc3339_now(), "annotations": config.get("annotations", {}),
+                  "cgroup": {"rel": rel, "created": cg.created}}
+        c.save()
+        cg.create()
+        c.save()  # records which cgroup dirs exist, for delete --force after a crash
+        cg.apply(_device_allow(config))
+        os.mkfifo(os.path.join(c.dir, FIFO), 0o600)
+        planner = Planner(config, bundle, rootfs, c.dir, cg, hierarchies, no_pivot=no_pivot,
+                          preserve_fds=preserve_fds)
+        plan = planner.build(bpf)
+        launch = Launch(plan.encode(), min_fd=3 + preserve_fds)
+        pid = launch.wait_ready()
+        st = proc_start_time(pid)
+        if st is None:
+            raise EmergenceError("the container init exited right after setup")
+        c.data.update(status="created", pid=pid, startTime=st[1])
+        c.save()
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
+        return c.data, pid
+    except BaseException:
+        if launch is not None:
+            launch.abort()
+        try:
+            cg.remove()
+        finally:
+            c.remove_dir()
+        raise
+    finally:
+        c.close()

@@ -1,0 +1,52 @@
+"""`delete`: remove a stopped (or, with --force, any) container and all it made."""
+
+import os
+import select
+import time
+
+from .errors import NotFound, StateError
+from .kill import send
+from .state import Container
+
+
+def _wait_gone(pid, start_time, timeout=5.0):
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        p = select.poll()
+        p.register(pidfd, select.POLLIN)
+        p.poll(int(timeout * 1000))
+    finally:
+        os.close(pidfd)
+
+
+def delete(root, container_id, force=False):
+    from .cgroups import Cgroup, discover
+    try:
+        c = Container.open(root, container_id)
+    except NotFound:
+        if force:
+            return
+        raise
+    with c:
+        status = c.status()
+        if status in ("running", "creating") and not force:
+            raise StateError(f"container {container_id!r} is {status}; stop it first "
+                             "(kill) or use delete --force")
+        if c.init_alive():
+            send(c.pid, c.data.get("startTime"), 9)
+            _wait_gone(c.pid, c.data.get("startTime"))
+        cg_data = c.data.get("cgroup")
+        if cg_data:
+            cg = Cgroup(discover(), cg_data["rel"], cg_data.get("created", []))
+            deadline = time.monotonic() + 5
+            pids = cg.pids()
+            while pids and time.monotonic() < deadline:
+                for pid in pids:
+                    send(pid, None, 9)
+                time.sleep(0.01)
+                pids = cg.pids()
+            cg.remove()
+        c.remove_dir()

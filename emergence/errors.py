@@ -1,0 +1,19 @@
+"""Errors meant for people: each carries one line naming the problem and the fix."""
+
+
+class EmergenceError(Exception):
+    """A failure reported as one line and a non-zero exit, never a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(EmergenceError):
+    """The bundle or its config.json is wrong; nothing was touched."""
+
+
+class NotFound(EmergenceError):
+    """The named container does not exist."""
+
+
+class StateError(EmergenceError):
+    """The container is not in a state that allows the operation."""

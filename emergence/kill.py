@@ -1,0 +1,55 @@
+"""`kill`: signal the init (or, with --all, every process in the container)."""
+
+import os
+import signal
+
+from .errors import EmergenceError, StateError
+from .state import Container, proc_start_time
+
+
+def parse_signal(text):
+    """'9', 'KILL', 'SIGKILL', 'sigkill' -> 9."""
+    t = text.strip().upper()
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < signal.SIGRTMAX + 1:
+            return n
+    else:
+        name = t if t.startswith("SIG") else "SIG" + t
+        sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if sig is not None:
+            return int(sig)
+    raise EmergenceError(f"unknown signal {text!r}: give a name like TERM or KILL, or a number")
+
+
+def send(pid, start_time, sig):
+    """Signal pid only if it is still the process we started (pidfd, no reuse race)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        st = proc_start_time(pid)
+        if st is None or (start_time is not None and st[1] != start_time):
+            return False
+        signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def kill(root, container_id, sig, all_processes=False):
+    from .cgroups import Cgroup, discover
+    with Container.open(root, container_id) as c:
+        status = c.status()
+        if status not in ("created", "running"):
+            raise StateError(f"container {container_id!r} is {status}; only a created or "
+                             "running container can be signalled")
+        if all_processes:
+            cg = Cgroup(discover(), c.data["cgroup"]["rel"])
+            for pid in cg.pids():
+                send(pid, None, sig)
+        else:
+            send(c.pid, c.data.get("startTime"), sig)

@@ -1,0 +1,77 @@
+"""The plan: the ordered list of primitive operations the shim executes.
+
+Python decides what happens and in which order; the shim (csrc/shim.c) only
+interprets.  Each operation carries a `what` label used in error messages,
+so a failure inside the container comes back as one readable line.
+The numbers must match csrc/plan.h.
+"""
+
+import struct
+
+SETNS = 1
+UNSHARE = 2
+WRITE = 3
+CLONE = 4
+CHILD_WRITE = 5
+CHILD = 6
+MOUNT = 10
+MOUNT_EXISTING = 11
+SET_ROOT = 12
+MKNOD = 13
+SYMLINK = 14
+PIVOT_ROOT = 15
+CHROOT = 16
+MASK = 17
+READONLY = 18
+SETHOSTNAME = 19
+SETDOMAINNAME = 20
+RLIMIT = 21
+PERSONALITY = 22
+SETSID = 23
+BECOME_ROOT = 24
+OPEN_STATE = 25
+USER = 26
+CAPS = 27
+NO_NEW_PRIVS = 28
+SECCOMP = 29
+RESOLVE_CWD = 30
+RESOLVE_EXEC = 31
+READY = 32
+BARRIER = 33
+CHDIR = 34
+EXEC = 35
+CAPS_BOUNDING = 36
+
+NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
+
+# Where a mount target is resolved.
+PLAIN, IN_ROOT_DIR, IN_ROOT_FILE = 0, 1, 2
+
+
+class Plan:
+    """An append-only list of (op, what, args) that serialises for the shim."""
+
+    def __init__(self):
+        self.ops = []
+
+    def add(self, op, what, *args):
+        self.ops.append((op, what, tuple(str(a) for a in args)))
+
+    def encode(self):
+        out = [b"EMPLAN1\0"]
+        pack = struct.pack
+        for op, what, args in self.ops:
+            fields = (what,) + args
+            out.append(pack("=II", op, len(fields)))
+            for f in fields:
+                b = f.encode("utf-8", "surrogateescape") + b"\0"
+                out.append(pack("=I", len(b)))
+                out.append(b)
+        return b"".join(out)
+
+    def describe(self):
+        """Human-readable listing, for --debug and tests."""
+        return [f"{NAMES[op]}: {what} {list(args)}" for op, what, args in self.ops]
+
+    def kinds(self):
+        return [op for op, _, _ in self.ops]

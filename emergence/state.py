@@ -1,0 +1,170 @@
+"""Container state on disk: <root>/<id>/{state.json, exec.fifo}.
+
+The directory is the container's existence (mkdir is the atomic claim of an
+id); an flock on it serialises commands on the same container.  The status
+is derived, never stored stale: `creating` while create holds the claim,
+`created` while the init waits on exec.fifo, `running` after, `stopped` once
+the init (checked by pid and start time, so a reused pid is not mistaken for
+it) is gone.
+"""
+
+import fcntl
+import os
+
+from . import fastjson
+from .errors import EmergenceError, NotFound
+
+DEFAULT_ROOT = "/run/emergence"
+FIFO = "exec.fifo"
+STATE = "state.json"
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+
+
+def valid_id(container_id):
+    return (0 < len(container_id) <= 1024 and container_id[0].isalnum()
+            and container_id.isascii() and ID_CHARS.issuperset(container_id))
+
+
+def check_id(container_id):
+    if not valid_id(container_id):
+        raise EmergenceError(f"invalid container id {container_id!r}: use letters, digits "
+                             "and _ . + - (not starting with a symbol)")
+
+
+def proc_start_time(pid):
+    """Field 22 of /proc/PID/stat and the state letter, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return rest[0].decode(), int(rest[19])
+
+
+def write_atomic(path, data, mode=0o600):
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Container:
+    """A container's state directory, locked while the object is in use."""
+
+    def __init__(self, root, container_id):
+        check_id(container_id)
+        self.root = root
+        self.id = container_id
+        self.dir = os.path.join(root, container_id)
+        self.fd = None
+        self.data = {}
+
+    # -- claiming and locking --
+    @classmethod
+    def claim(cls, root, container_id):
+        """Create the state dir for a new container; fail if the id is taken."""
+        c = cls(root, container_id)
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(c.dir, 0o711)
+        except FileExistsError:
+            raise EmergenceError(f"container {container_id!r} already exists; "
+                                 "pick another id or delete it first") from None
+        c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(c.fd, fcntl.LOCK_EX)
+        return c
+
+    @classmethod
+    def open(cls, root, container_id, lock=True):
+        c = cls(root, container_id)
+        try:
+            c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"container {container_id!r} does not exist") from None
+        if lock:
+            fcntl.flock(c.fd, fcntl.LOCK_EX)
+        if not c.load():
+            c.close()
+            raise NotFound(f"container {container_id!r} does not exist")
+        return c
+
+    def load(self):
+        try:
+            with open(os.path.join(self.dir, STATE), "rb") as f:
+                self.data = fastjson.loads(f.read())
+            return True
+        except FileNotFoundError:
+            return False  # deleted while we waited for the lock
+        except ValueError:
+            raise EmergenceError(f"state of container {self.id!r} is corrupt "
+                                 f"({os.path.join(self.dir, STATE)}); "
+                                 "remove it with `delete --force`") from None
+
+    def save(self):
+        write_atomic(os.path.join(self.dir, STATE), fastjson.dumps(self.data).encode())
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- status --
+    @property
+    def pid(self):
+        return self.data.get("pid", 0)
+
+    def init_alive(self):
+        pid = self.pid
+        if not pid:
+            return False
+        st = proc_start_time(pid)
+        return st is not None and st[0] != "Z" and st[1] == self.data.get("startTime")
+
+    def status(self):
+        if self.data.get("status") == "creating":
+            return "creating"
+        if not self.init_alive():
+            return "stopped"
+        if os.path.exists(os.path.join(self.dir, FIFO)):
+            return "created"
+        return "running"
+
+    def oci_state(self):
+        """The state as runtime.md defines it (valid against state-schema.json)."""
+        status = self.status()
+        s = {
+            "ociVersion": self.data.get("ociVersion", ""),
+            "id": self.id,
+            "status": status,
+            "pid": self.pid if status in ("created", "running") else 0,
+            "bundle": self.data.get("bundle", ""),
+            "rootfs": self.data.get("rootfs", ""),
+            "created": self.data.get("created", ""),
+            "owner": "",
+        }
+        if self.data.get("annotations"):
+            s["annotations"] = self.data["annotations"]
+        return s
+
+    def remove_dir(self):
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)
+
+
+def list_ids(root):
+    try:
+        return sorted(n for n in os.listdir(root) if valid_id(n))
+    except FileNotFoundError:
+        return []
