@@ -1,0 +1,156 @@
+"""Shared fixtures: a busybox rootfs, bundles made from it, and a runner for
+the installed `emergence` command with a private --root.
+
+Integration tests run real containers and need root; every test checks on
+teardown that its containers left no state dir, cgroup or mount behind.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = os.path.join(os.path.dirname(REPO), "shared", "spec")
+MAKE_ROOTFS = os.path.join(REPO, "bundles", "busybox", "make-rootfs.sh")
+
+
+def emergence_command():
+    """The installed launcher next to this interpreter, else the one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "emergence")
+    if os.path.exists(here):
+        return [here]
+    found = shutil.which("emergence")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "emergence"]
+
+
+def spec_validator(kind, schema_file):
+    """A Draft 4 validator for one of the spec's schemas, with its sibling files
+    registered so relative $refs (defs.json#/...) resolve offline."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    d = os.path.join(SPEC, kind, "schema")
+    resources = []
+    for name in os.listdir(d):
+        if name.endswith(".json"):
+            with open(os.path.join(d, name)) as f:
+                resources.append((name, Resource.from_contents(
+                    json.load(f), default_specification=DRAFT4)))
+    registry = Registry().with_resources(resources)
+    with open(os.path.join(d, schema_file)) as f:
+        schema = json.load(f)
+    return jsonschema.Draft4Validator(schema, registry=registry)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers: needs root")
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("busybox") / "rootfs"
+    subprocess.run([MAKE_ROOTFS, str(path)], check=True, stdout=subprocess.DEVNULL)
+    return str(path)
+
+
+def base_config(args, rootfs_path="rootfs"):
+    sys.path.insert(0, REPO)
+    from emergence.spec import default_config
+    c = default_config(args=list(args), terminal=False)
+    c["root"]["path"] = rootfs_path
+    return c
+
+
+class Runtime:
+    """Runs `emergence --root ROOT ...` and makes bundles."""
+
+    def __init__(self, root, tmp_path, rootfs):
+        self.root = root
+        self.tmp = tmp_path
+        self.rootfs = rootfs
+        self.cmd = emergence_command()
+        self.ids = set()
+        self.n = 0
+
+    def __call__(self, *args, check=False, timeout=60, **kw):
+        """Output goes to files, not pipes: a created container keeps the
+        stdio of `create` open, so a pipe would never reach EOF."""
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+            p = subprocess.run(self.cmd + ["--root", self.root, *args], timeout=timeout,
+                               stdout=out, stderr=err, text=True, **kw)
+            out.seek(0)
+            err.seek(0)
+            p.stdout, p.stderr = out.read(), err.read()
+        if check and p.returncode != 0:
+            raise AssertionError(f"emergence {' '.join(args)} failed ({p.returncode}):\n"
+                                 f"{p.stdout}\n{p.stderr}")
+        return p
+
+    def bundle(self, args=("true",), edit=None, copy_rootfs=False):
+        """A bundle dir whose config runs ARGS; EDIT(config) may change it."""
+        self.n += 1
+        b = self.tmp / f"bundle{self.n}"
+        b.mkdir()
+        if copy_rootfs:
+            shutil.copytree(self.rootfs, b / "rootfs", symlinks=True)
+            path = "rootfs"
+        else:
+            path = self.rootfs
+        c = base_config(args, path)
+        if edit:
+            edit(c)
+        (b / "config.json").write_text(json.dumps(c))
+        return str(b)
+
+    def new_id(self, prefix="t"):
+        self.n += 1
+        cid = f"{prefix}{os.getpid()}-{self.n}"
+        self.ids.add(cid)
+        return cid
+
+    def run(self, args, edit=None, **kw):
+        """Run a container to completion; return the CompletedProcess."""
+        b = self.bundle(args, edit)
+        return self("run", "--bundle", b, self.new_id(), **kw)
+
+    def state(self, cid):
+        p = self("state", cid, check=True)
+        return json.loads(p.stdout)
+
+
+def leftovers(cid):
+    """Cgroup dirs and mounts that mention a container id."""
+    found = []
+    for base in os.listdir("/sys/fs/cgroup"):
+        d = os.path.join("/sys/fs/cgroup", base)
+        for dirpath, dirnames, _ in os.walk(d):
+            if cid in os.path.basename(dirpath):
+                found.append(dirpath)
+            if dirpath.count("/") > 6:
+                dirnames[:] = []
+    with open("/proc/self/mountinfo") as f:
+        found += [line.strip() for line in f if cid in line]
+    return found
+
+
+@pytest.fixture
+def rt(tmp_path, rootfs):
+    if os.geteuid() != 0:
+        pytest.skip("runs real containers: needs root")
+    root = tmp_path / "state"
+    r = Runtime(str(root), tmp_path, rootfs)
+    yield r
+    for cid in sorted(r.ids):
+        r("delete", "--force", cid)
+    left = [cid for cid in r.ids if os.path.exists(os.path.join(r.root, cid))]
+    stray = [x for cid in r.ids for x in leftovers(cid)]
+    assert not left, f"state left behind for {left}"
+    assert not stray, f"cgroups or mounts left behind: {stray}"
