@@ -332,17 +332,22 @@ static void do_set_root(char **a)
 
 static void do_pivot(char **a)
 {
+    int old_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     (void)a;
-    if (fchdir(root_fd) < 0)
+    if (old_root < 0 || fchdir(root_fd) < 0)
         die();
     if (syscall(SYS_pivot_root, ".", ".") < 0)
         die();
-    /* The old root is stacked under the new one: make it private so the
-     * detach does not propagate to the host, then drop it. */
+    /* The old root is now stacked on top of the new one.  Through an fd of
+     * it (not ".", which names the new root), make it a slave so detaching
+     * it cannot propagate to the host, then drop it. */
+    if (fchdir(old_root) < 0)
+        die();
     if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
         die();
     if (umount2(".", MNT_DETACH) < 0)
         die();
+    close(old_root);
     if (chdir("/") < 0)
         die();
     close(root_fd);

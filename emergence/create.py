@@ -33,6 +33,18 @@ def _device_allow(config):
     return {**res, "devices": list(res["devices"]) + extra}
 
 
+def _root_ids(config):
+    """Host uid and gid that the container's root maps to."""
+    linux = config.get("linux", {})
+
+    def host(mappings):
+        for m in mappings:
+            if m["containerID"] <= 0 < m["containerID"] + m["size"]:
+                return m["hostID"] - m["containerID"]
+        return 0
+    return host(linux.get("uidMappings", ())), host(linux.get("gidMappings", ()))
+
+
 def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0):
     """Create the container; return (Container data, init pid). The caller owns the init."""
     from .linux import Planner
@@ -64,7 +76,14 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         cg.create()
         c.save()  # records which cgroup dirs exist, for delete --force after a crash
         cg.apply(_device_allow(config))
-        os.mkfifo(os.path.join(c.dir, FIFO), 0o600)
+        # Writable by the init whatever user it becomes (runc uses the same
+        # mode); only `start`, as root, can read it and so release the init.
+        fifo = os.path.join(c.dir, FIFO)
+        os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # not subject to the umask
+        uid, gid = _root_ids(config)
+        if (uid, gid) != (0, 0):
+            os.chown(fifo, uid, gid)
         planner = Planner(config, bundle, rootfs, c.dir, cg, hierarchies, no_pivot=no_pivot,
                           preserve_fds=preserve_fds)
         plan = planner.build(bpf)
