@@ -43,43 +43,55 @@ def _unescape(field):
                 .replace("\\134", "\\")
 
 
+def _shadowed(mountpoint, later):
+    """Is MOUNTPOINT hidden by a mount made later on it or on one of its parents?"""
+    for other in later:
+        if other == mountpoint or mountpoint.startswith(other.rstrip("/") + "/"):
+            return True
+    return False
+
+
 def discover(mountinfo="/proc/self/mountinfo"):
-    """The cgroup hierarchies mounted in this mount namespace (first mount of each)."""
+    """The visible cgroup hierarchies of this mount namespace (first mount of each)."""
     found = []
     seen = set()
     with open(mountinfo) as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fstype, _source, superopts = (post.split() + ["", ""])[:3]
-            if fstype not in ("cgroup", "cgroup2"):
+        lines = f.read().splitlines()
+    mountpoints = [_unescape(line.split(None, 5)[4]) for line in lines]
+    for i, line in enumerate(lines):
+        pre, _, post = line.partition(" - ")
+        fstype, _source, superopts = (post.split() + ["", ""])[:3]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        fields = pre.split()
+        root, mountpoint = _unescape(fields[3]), mountpoints[i]
+        if root != "/":
+            continue  # a bind of a sub-cgroup, e.g. inside a container
+        if _shadowed(mountpoint, mountpoints[i + 1:]):
+            continue
+        if fstype == "cgroup2":
+            key = "cgroup2"
+            if key in seen:
                 continue
-            fields = pre.split()
-            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
-            if root != "/":
-                continue  # a bind of a sub-cgroup, e.g. inside a container
-            if fstype == "cgroup2":
-                key = "cgroup2"
-                if key in seen:
-                    continue
-                try:
-                    with open(os.path.join(mountpoint, "cgroup.controllers")) as c:
-                        controllers = set(c.read().split())
-                except OSError:
-                    controllers = set()
-                found.append(Hierarchy(mountpoint, 2, controllers,
-                                       "unified" if mountpoint != CGROUP_ROOT else ""))
-            else:
-                opts = superopts.split(",")
-                controllers = {o for o in opts if o not in ("rw", "ro") and "=" not in o
-                               and o not in ("noprefix", "xattr", "clone_children",
-                                             "cpuset_v2_mode", "favordynmods")}
-                names = [o for o in opts if o.startswith("name=")]
-                key = ",".join(sorted(controllers) + names)
-                if key in seen:
-                    continue
-                controllers |= set(names)
-                found.append(Hierarchy(mountpoint, 1, controllers, os.path.basename(mountpoint)))
-            seen.add(key)
+            try:
+                with open(os.path.join(mountpoint, "cgroup.controllers")) as c:
+                    controllers = set(c.read().split())
+            except OSError:
+                controllers = set()
+            found.append(Hierarchy(mountpoint, 2, controllers,
+                                   "unified" if mountpoint != CGROUP_ROOT else ""))
+        else:
+            opts = superopts.split(",")
+            controllers = {o for o in opts if o not in ("rw", "ro") and "=" not in o
+                           and o not in ("noprefix", "xattr", "clone_children",
+                                         "cpuset_v2_mode", "favordynmods")}
+            names = [o for o in opts if o.startswith("name=")]
+            key = ",".join(sorted(controllers) + names)
+            if key in seen:
+                continue
+            controllers |= set(names)
+            found.append(Hierarchy(mountpoint, 1, controllers, os.path.basename(mountpoint)))
+        seen.add(key)
     return found
 
 

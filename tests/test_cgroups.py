@@ -1,0 +1,130 @@
+"""Resource limits enforced on real containers, and cgroup clean-up, on this
+host's hierarchy (hybrid here) and on a real cgroup2 mount."""
+
+import os
+import subprocess
+
+import pytest
+
+
+def limit(**resources):
+    def edit(c):
+        c["linux"]["resources"].update(resources)
+    return edit
+
+
+def test_true_runs_under_a_512k_memory_limit(rt):
+    p = rt.run(["/bin/true"], edit=limit(memory={"limit": 512 * 1024}))
+    assert p.returncode == 0, p.stderr
+
+
+def test_memory_limit_oom_kills(rt):
+    # The shell keeps a command substitution's output in its own memory.
+    p = rt.run(["sh", "-c", "a=$(head -c 64m /dev/zero | tr '\\0' x); echo survived"],
+               edit=limit(memory={"limit": 16 << 20, "swap": 16 << 20}))
+    assert "survived" not in p.stdout
+    assert p.returncode == 128 + 9
+
+
+def test_memory_limit_lets_small_work_through(rt):
+    p = rt.run(["sh", "-c", "head -c 4m /dev/zero | tail -c 1 | wc -c"],
+               edit=limit(memory={"limit": 32 << 20}))
+    assert p.stdout.strip() == "1"
+
+
+def test_pids_limit_stops_fork(rt):
+    p = rt.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait"],
+               edit=limit(pids={"limit": 4}))
+    assert "can't fork" in p.stderr or "Resource temporarily unavailable" in p.stderr
+
+
+def test_cpu_settings_are_written(rt):
+    p = rt.run(["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+                            "/sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/cpuset/cpuset.cpus"],
+               edit=limit(cpu={"shares": 512, "quota": 25000, "period": 50000, "cpus": "0"}))
+    assert p.stdout.split() == ["512", "25000", "50000", "0"], p.stderr
+
+
+def test_blkio_and_memory_extras(rt):
+    dev = os.stat("/").st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    p = rt.run(["sh", "-c", "cat /sys/fs/cgroup/memory/memory.soft_limit_in_bytes "
+                            "/sys/fs/cgroup/memory/memory.swappiness "
+                            "/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device"],
+               edit=limit(memory={"reservation": 8 << 20, "swappiness": 10},
+                          blockIO={"throttleReadBpsDevice": [
+                              {"major": major, "minor": minor, "rate": 1048576}]}))
+    assert p.stdout.split() == [str(8 << 20), "10", f"{major}:{minor}", "1048576"], p.stderr
+
+
+def test_cgroups_path_is_honoured_and_removed(rt):
+    cid = rt.new_id()
+    path = f"/emergence-test/{cid}"
+    b = rt.bundle(["cat", "/proc/self/cgroup"], edit=lambda c: (
+        c["linux"].update(cgroupsPath=path),
+        c["linux"]["namespaces"].remove({"type": "cgroup"})))
+    p = rt("run", "--bundle", b, cid)
+    assert f"memory:{path}" in p.stdout, p.stderr
+    assert not os.path.exists(f"/sys/fs/cgroup/memory{path}")
+    os.rmdir("/sys/fs/cgroup/memory/emergence-test") if os.path.exists(
+        "/sys/fs/cgroup/memory/emergence-test") else None
+    for h in os.listdir("/sys/fs/cgroup"):
+        d = f"/sys/fs/cgroup/{h}/emergence-test"
+        if os.path.isdir(d):
+            os.rmdir(d)
+
+
+def test_default_parent_cgroup_goes_away_with_the_last_container(rt):
+    p = rt.run(["true"])
+    assert p.returncode == 0
+    assert not any(os.path.exists(f"/sys/fs/cgroup/{h}/emergence")
+                   for h in os.listdir("/sys/fs/cgroup"))
+
+
+def test_unmounted_controller_is_reported_by_name(rt):
+    p = rt.run(["true"], edit=limit(network={"classID": 7}))
+    assert p.returncode == 1
+    assert "net_cls.classid" in p.stderr and "not mounted" in p.stderr
+
+
+def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt):
+    with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+        if "hugetlb" not in f.read().split():
+            pytest.skip("hugetlb is not bound to cgroup2 on this host")
+    p = rt.run(["cat", "/sys/fs/cgroup/unified/hugetlb.2MB.max"],
+               edit=limit(hugepageLimits=[{"pageSize": "2MB", "limit": 4 << 21}]))
+    assert p.stdout.strip() == str(4 << 21), p.stderr
+
+
+V2_SCRIPT = r"""
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /sys/fs/cgroup
+mkdir -p /sys/fs/cgroup
+mount -t cgroup2 none /sys/fs/cgroup
+exec "$@"
+"""
+
+
+def test_pure_cgroup2_host(rt):
+    """A private mount namespace where /sys/fs/cgroup is the real cgroup2 hierarchy
+    alone, as on a unified host: the container lives and dies in cgroup2 only."""
+    with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+        controllers = f.read().split()
+    def edit(c):
+        c["linux"]["namespaces"].remove({"type": "cgroup"})
+        if "hugetlb" in controllers:
+            c["linux"]["resources"]["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2 << 21}]
+    cid = rt.new_id()
+    b = rt.bundle(["sh", "-c", "grep ^0:: /proc/self/cgroup; "
+                               "cat /sys/fs/cgroup/hugetlb.2MB.max 2>/dev/null || echo none"],
+                  edit=edit)
+    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
+                       ["--root", rt.root, "run", "--bundle", b, cid],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines[0] == f"0::/emergence/{cid}"
+    assert lines[1] == (str(2 << 21) if "hugetlb" in controllers else "none")
+    assert not os.path.exists(f"/sys/fs/cgroup/unified/emergence/{cid}")
+    assert not os.path.exists("/sys/fs/cgroup/unified/emergence")
