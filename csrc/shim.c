@@ -184,45 +184,79 @@ static int open_in_root(const char *path, int flags)
 }
 
 /* Like open_in_root, creating missing components: directories, and the
- * last one as a directory or as an empty file. */
-static int mkpath_in_root(const char *path, int last_is_file)
+ * last one as a directory or as an empty file.  A dangling symlink on the
+ * way is followed the way the kernel would inside the rootfs, and its
+ * target created there; nothing is ever created outside. */
+static int mkpath_depth(const char *path, int last_is_file, int depth)
 {
-    char buf[PATH_MAX];
-    char *slash;
-    int fd, parent;
+    char buf[PATH_MAX], target[PATH_MAX], next[PATH_MAX];
+    char *slash, *name;
+    const char *dir;
+    int fd, parent, rc;
+    ssize_t n;
 
     fd = open_in_root(path, O_PATH);
     if (fd >= 0 || errno != ENOENT)
         return fd;
+    if (depth > 40) {
+        errno = ELOOP;
+        return -1;
+    }
     if (strlen(path) >= sizeof(buf)) {
         errno = ENAMETOOLONG;
         return -1;
     }
     strcpy(buf, path);
+    while ((slash = strrchr(buf, '/')) != NULL && slash[1] == '\0' && slash != buf)
+        *slash = '\0'; /* trailing slashes */
     slash = strrchr(buf, '/');
-    if (slash == NULL || slash == buf) {
-        parent = dup(root_fd);
-        slash = slash ? slash + 1 : buf;
+    if (slash == NULL) {
+        dir = "/";
+        name = buf;
     } else {
-        *slash++ = '\0';
-        parent = mkpath_in_root(buf, 0);
+        *slash = '\0';
+        dir = *buf ? buf : "/";
+        name = slash + 1;
     }
+    parent = mkpath_depth(dir, 0, depth + 1);
     if (parent < 0)
         return -1;
     if (last_is_file) {
-        fd = openat(parent, slash, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd >= 0)
-            close(fd);
+        rc = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (rc >= 0)
+            close(rc);
     } else {
-        fd = mkdirat(parent, slash, 0755);
+        rc = mkdirat(parent, name, 0755);
     }
-    close(parent);
-    if (fd < 0 && errno != EEXIST)
+    if (rc < 0 && errno != EEXIST) {
+        close(parent);
         return -1;
+    }
     fd = open_in_root(path, O_PATH);
-    if (fd < 0 && errno == ENOENT)
-        errno = ELOOP; /* it exists but is a dangling symlink */
-    return fd;
+    if (fd >= 0 || errno != ENOENT) {
+        close(parent);
+        return fd;
+    }
+    /* NAME exists but resolves to nothing: a dangling symlink. */
+    n = readlinkat(parent, name, target, sizeof(target) - 1);
+    close(parent);
+    if (n < 0)
+        return -1;
+    target[n] = '\0';
+    if (target[0] == '/')
+        rc = snprintf(next, sizeof(next), "%s", target);
+    else
+        rc = snprintf(next, sizeof(next), "%s/%s", dir, target);
+    if (rc < 0 || rc >= (int)sizeof(next)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return mkpath_depth(next, last_is_file, depth + 1);
+}
+
+static int mkpath_in_root(const char *path, int last_is_file)
+{
+    return mkpath_depth(path, last_is_file, 0);
 }
 
 static void fd_path(char *buf, size_t len, int fd)

@@ -61,7 +61,6 @@ def rootfs(tmp_path_factory):
 
 
 def base_config(args, rootfs_path="rootfs"):
-    sys.path.insert(0, REPO)
     from emergence.spec import default_config
     c = default_config(args=list(args), terminal=False)
     c["root"]["path"] = rootfs_path
