@@ -25,7 +25,7 @@ def _wait_gone(pid, start_time, timeout=5.0):
 def delete(root, container_id, force=False):
     from .cgroups import Cgroup, discover
     try:
-        c = Container.open(root, container_id)
+        c = Container.open(root, container_id, tolerate_corrupt=force)
     except NotFound:
         if force:
             return
@@ -39,6 +39,11 @@ def delete(root, container_id, force=False):
             send(c.pid, c.data.get("startTime"), 9)
             _wait_gone(c.pid, c.data.get("startTime"))
         cg_data = c.data.get("cgroup")
+        if c.corrupt:
+            import sys
+            sys.stderr.write(f"emergence: warning: state of {container_id!r} was corrupt; "
+                             "removing its default cgroup and state only\n")
+            cg_data = {"rel": f"emergence/{container_id}", "created": []}
         if cg_data:
             cg = Cgroup(discover(), cg_data["rel"], cg_data.get("created", []))
             deadline = time.monotonic() + 5

@@ -33,7 +33,7 @@ def loads(data):
     start = len(data) - len(data.lstrip(_WS))
     try:
         obj, end = _scan(data, start)
-    except StopIteration:
+    except Exception:  # StopIteration, or an error the scanner cannot word without `json`
         import json
         return json.loads(data)  # raises the precise JSONDecodeError
     finally:

@@ -63,6 +63,7 @@ class Container:
         self.dir = os.path.join(root, container_id)
         self.fd = None
         self.data = {}
+        self.corrupt = False
 
     # -- claiming and locking --
     @classmethod
@@ -80,15 +81,23 @@ class Container:
         return c
 
     @classmethod
-    def open(cls, root, container_id, lock=True):
+    def open(cls, root, container_id, lock=True, tolerate_corrupt=False):
         c = cls(root, container_id)
+        c.corrupt = False
         try:
             c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"container {container_id!r} does not exist") from None
         if lock:
             fcntl.flock(c.fd, fcntl.LOCK_EX)
-        if not c.load():
+        try:
+            found = c.load()
+        except EmergenceError:
+            if not tolerate_corrupt:
+                c.close()
+                raise
+            c.corrupt, found = True, True
+        if not found:
             c.close()
             raise NotFound(f"container {container_id!r} does not exist")
         return c
