@@ -247,8 +247,8 @@ def v2_settings(res):
         out.append(("cpu", "cpu.weight", shares_to_weight(cpu["shares"])))
     if "quota" in cpu or "period" in cpu:
         quota = cpu.get("quota", -1)
-        out.append(("cpu", "cpu.max",
-                    f"{'max' if quota is None or quota < 0 else quota} {cpu.get('period') or 100000}"))
+        quota = "max" if quota is None or quota < 0 else quota
+        out.append(("cpu", "cpu.max", f"{quota} {cpu.get('period') or 100000}"))
     if "burst" in cpu:
         out.append(("cpu", "cpu.max.burst", cpu["burst"]))
     if "idle" in cpu:
@@ -395,7 +395,7 @@ class Cgroup:
             v2_res = resources if not v1_wanted else {
                 k: v for k, v in resources.items()
                 if k == "unified" or (k == "hugepageLimits" and "hugetlb" in v2[0].controllers)}
-            for c, f, v in v2_settings(v2_res):
+            for _, f, v in v2_settings(v2_res):
                 settings.append((v2[0], f, v))
         elif resources.get("unified"):
             raise ConfigError("config.json: linux.resources.unified needs cgroup v2, "

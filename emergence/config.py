@@ -285,7 +285,8 @@ def validate_semantics(config, bundle):
             _fail(f"process.rlimits[{i}].type", f"{rl['type']} is given twice")
         seen.add(rl["type"])
         if rl["soft"] > rl["hard"]:
-            _fail(f"process.rlimits[{i}]", f"soft limit {rl['soft']} exceeds hard limit {rl['hard']}")
+            _fail(f"process.rlimits[{i}]",
+                  f"soft limit {rl['soft']} exceeds hard limit {rl['hard']}")
     for i, m in enumerate(config.get("mounts", ())):
         if not m["destination"].startswith("/"):
             _fail(f"mounts[{i}].destination", f"{m['destination']!r} must be an absolute path")
@@ -302,7 +303,8 @@ def validate_semantics(config, bundle):
     if "user" in seen and not any(ns["type"] == "user" and "path" in ns
                                   for ns in linux.get("namespaces", ())):
         if not linux.get("uidMappings") or not linux.get("gidMappings"):
-            _fail("linux.namespaces", "a new user namespace needs linux.uidMappings and gidMappings")
+            _fail("linux.namespaces",
+                  "a new user namespace needs linux.uidMappings and gidMappings")
     if "timeOffsets" in linux and "time" not in seen:
         _fail("linux.timeOffsets", "needs a time namespace in linux.namespaces")
     if config.get("hostname") and "uts" not in seen:

@@ -8,7 +8,8 @@ failed create leaves nothing behind.
 import os
 import time
 
-from . import OCI_VERSION, cgroups, config as config_mod
+from . import OCI_VERSION, cgroups
+from . import config as config_mod
 from .errors import EmergenceError
 from .state import FIFO, Container, proc_start_time, write_atomic
 
@@ -47,8 +48,8 @@ def _root_ids(config):
 
 def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0):
     """Create the container; return (Container data, init pid). The caller owns the init."""
-    from .linux import Planner
     from .launch import Launch
+    from .linux import Planner
 
     bundle = os.path.abspath(bundle)
     config = config_mod.load(bundle)

@@ -34,13 +34,13 @@ def loads(data):
     try:
         obj, end = _scan(data, start)
     except Exception:  # StopIteration, or an error the scanner cannot word without `json`
-        import json
-        return json.loads(data)  # raises the precise JSONDecodeError
+        import json  # raises the precise JSONDecodeError
+        return json.loads(data, parse_constant=_Context.parse_constant)
     finally:
         _Context.memo.clear()
     if data[end:].strip(_WS):
         import json
-        return json.loads(data)
+        return json.loads(data, parse_constant=_Context.parse_constant)
     return obj
 
 

@@ -8,7 +8,8 @@ shim executes the list in order and reports the first failure.
 
 import os
 
-from . import capabilities, plan as P
+from . import capabilities
+from . import plan as P
 from .errors import ConfigError
 
 CLONE_FLAGS = {

@@ -39,8 +39,8 @@ def test_pids_limit_stops_fork(rt):
 
 
 def test_cpu_settings_are_written(rt):
-    p = rt.run(["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
-                            "/sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/cpuset/cpuset.cpus"],
+    p = rt.run(["sh", "-c", "cd /sys/fs/cgroup; cat cpu/cpu.shares cpu/cpu.cfs_quota_us "
+                            "cpu/cpu.cfs_period_us cpuset/cpuset.cpus"],
                edit=limit(cpu={"shares": 512, "quota": 25000, "period": 50000, "cpus": "0"}))
     assert p.stdout.split() == ["512", "25000", "50000", "0"], p.stderr
 

@@ -103,8 +103,9 @@ def test_init_exe_is_a_sealed_memfd_that_cannot_be_written(rt):
 def test_container_cannot_write_the_runtime_via_proc_self_exe(rt):
     """The classic attack: the container runs /proc/self/exe (which, before exec,
     is whatever the runtime runs as) and tries to write to it from inside."""
-    import emergence.launch
     import sys
+
+    import emergence.launch
     host_files = [sys.executable, emergence.launch.SHIM]
     before = {f: _sha(f) for f in host_files}
     script = ("for p in /proc/[0-9]*; do "
