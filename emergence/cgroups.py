@@ -279,6 +279,13 @@ def v2_settings(res):
     return out
 
 
+def _v2_part(resources, v2):
+    """On hybrid hosts only what cgroup2 holds is written there: `unified` and
+    the limits of controllers bound to it (hugetlb, on some hosts)."""
+    return {k: v for k, v in resources.items()
+            if k == "unified" or (k == "hugepageLimits" and "hugetlb" in v2.controllers)}
+
+
 # ---- the container's cgroup --------------------------------------------------
 
 def relative_path(cgroups_path, container_id):
@@ -325,13 +332,15 @@ def _inherit_cpuset(mountpoint, rel):
                 _write(os.path.join(path, f), src.read().strip())
 
 
-def _enable_v2_controllers(mountpoint, rel):
-    """Enable every available controller from the root down to the leaf's parent."""
+def _enable_v2_controllers(mountpoint, rel, only=None):
+    """Enable controllers from the root down to the leaf's parent: all available
+    ones, or just ONLY (on hybrid hosts, where a controller enabled in cgroup2
+    can no longer be mounted as v1 by anyone else)."""
     path = mountpoint
     for part in rel.split("/"):
         try:
             with open(os.path.join(path, "cgroup.controllers")) as f:
-                wanted = f.read().split()
+                wanted = [c for c in f.read().split() if only is None or c in only]
             with open(os.path.join(path, "cgroup.subtree_control")) as f:
                 have = set(f.read().split())
         except OSError:
@@ -365,14 +374,19 @@ class Cgroup:
     def procs_files(self):
         return [os.path.join(p, "cgroup.procs") for p in self.paths]
 
-    def create(self):
+    def create(self, resources=None):
+        hybrid = layout(self.hierarchies) == "hybrid"
         for h in self.hierarchies:
             try:
                 _makedirs(h.mountpoint, self.rel, self.created)
                 if h.version == 1 and "cpuset" in h.controllers:
                     _inherit_cpuset(h.mountpoint, self.rel)
                 if h.version == 2:
-                    _enable_v2_controllers(h.mountpoint, self.rel)
+                    only = None
+                    if hybrid:
+                        only = {c for c, _, _ in v2_settings(_v2_part(resources or {}, h))}
+                    if only is None or only:
+                        _enable_v2_controllers(h.mountpoint, self.rel, only)
             except OSError as e:
                 raise EmergenceError(f"cannot create cgroup {self.rel} under {h.mountpoint}: "
                                      f"{e.strerror}") from None
@@ -391,10 +405,7 @@ class Cgroup:
                     settings.append((h, f, v))
         v2 = [h for h in self.hierarchies if h.version == 2]
         if v2:
-            # On hybrid hosts only the controllers bound to cgroup2 take v2 files.
-            v2_res = resources if not v1_wanted else {
-                k: v for k, v in resources.items()
-                if k == "unified" or (k == "hugepageLimits" and "hugetlb" in v2[0].controllers)}
+            v2_res = resources if not v1_wanted else _v2_part(resources, v2[0])
             for _, f, v in v2_settings(v2_res):
                 settings.append((v2[0], f, v))
         elif resources.get("unified"):

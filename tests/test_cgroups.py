@@ -87,13 +87,37 @@ def test_unmounted_controller_is_reported_by_name(rt):
     assert "net_cls.classid" in p.stderr and "not mounted" in p.stderr
 
 
-def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt):
+@pytest.fixture
+def restore_v2_root():
+    """Enabling a controller in the cgroup2 root outlives the container; put it back
+    so the host stays as it was (e.g. for moving hugetlb to v1 for crun)."""
+    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
+    with open(path) as f:
+        before = set(f.read().split())
+    yield
+    with open(path) as f:
+        after = set(f.read().split())
+    for c in after - before:
+        with open(path, "w") as f:
+            f.write("-" + c)
+
+
+def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt, restore_v2_root):
     with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
         if "hugetlb" not in f.read().split():
             pytest.skip("hugetlb is not bound to cgroup2 on this host")
     p = rt.run(["cat", "/sys/fs/cgroup/unified/hugetlb.2MB.max"],
                edit=limit(hugepageLimits=[{"pageSize": "2MB", "limit": 4 << 21}]))
     assert p.stdout.strip() == str(4 << 21), p.stderr
+
+
+def test_hybrid_host_leaves_cgroup2_controllers_alone_when_unused(rt):
+    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
+    with open(path) as f:
+        before = f.read()
+    assert rt.run(["true"]).returncode == 0
+    with open(path) as f:
+        assert f.read() == before
 
 
 V2_SCRIPT = r"""
@@ -106,7 +130,7 @@ exec "$@"
 """
 
 
-def test_pure_cgroup2_host(rt):
+def test_pure_cgroup2_host(rt, restore_v2_root):
     """A private mount namespace where /sys/fs/cgroup is the real cgroup2 hierarchy
     alone, as on a unified host: the container lives and dies in cgroup2 only."""
     with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
