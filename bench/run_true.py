@@ -58,9 +58,14 @@ class HugetlbOnV1:
             return self
         if "hugetlb" in busy and not os.path.ismount("/sys/fs/cgroup/hugetlb"):
             os.makedirs("/sys/fs/cgroup/hugetlb", exist_ok=True)
-            r = subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup",
-                                "/sys/fs/cgroup/hugetlb"])
-            self.mounted = r.returncode == 0
+            # Busy for a moment after cgroup2 children of it were removed: retry.
+            for _ in range(50):
+                r = subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup",
+                                    "/sys/fs/cgroup/hugetlb"], stderr=subprocess.DEVNULL)
+                if r.returncode == 0:
+                    self.mounted = True
+                    break
+                time.sleep(0.1)
         return self
 
     def __exit__(self, *exc):

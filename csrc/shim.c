@@ -27,6 +27,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,35 +113,33 @@ static unsigned long long num(const char *s)
 
 /* ---- plan reading ---------------------------------------------------- */
 
-static int read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= n;
-    }
-    return 0;
-}
-
+/* The plan arrives in a memfd: read it whole, then point the op arguments
+ * into that buffer (each field is NUL-terminated by the writer). */
 static void load_plan(int fd)
 {
-    char magic[8];
+    struct stat st;
+    char *buf, *p, *end;
     size_t cap = 64;
-    uint32_t hdr[2];
 
     current_what = "reading the plan";
-    if (read_full(fd, magic, sizeof(magic)) < 0 || memcmp(magic, "EMPLAN1", 8) != 0)
+    if (fstat(fd, &st) < 0 || st.st_size < 8)
         die_errno(EINVAL);
+    buf = malloc(st.st_size);
+    if (!buf || pread(fd, buf, st.st_size, 0) != st.st_size || memcmp(buf, "EMPLAN1", 8) != 0)
+        die_errno(EINVAL);
+    close(fd);
     ops = calloc(cap, sizeof(*ops));
     if (!ops)
         die();
-    while (read_full(fd, hdr, sizeof(hdr)) == 0) {
+    p = buf + 8;
+    end = buf + st.st_size;
+    while (p < end) {
         struct op *o;
+        uint32_t hdr[2];
+        if (end - p < (ptrdiff_t)sizeof(hdr))
+            die_errno(EINVAL);
+        memcpy(hdr, p, sizeof(hdr));
+        p += sizeof(hdr);
         if (nops == cap) {
             cap *= 2;
             ops = realloc(ops, cap * sizeof(*ops));
@@ -155,15 +154,16 @@ static void load_plan(int fd)
             die();
         for (uint32_t i = 0; i < o->nargs; i++) {
             uint32_t len;
-            if (read_full(fd, &len, sizeof(len)) < 0 || len == 0)
+            if (end - p < (ptrdiff_t)sizeof(len))
                 die_errno(EINVAL);
-            o->args[i] = malloc(len);
-            if (!o->args[i] || read_full(fd, o->args[i], len) < 0)
+            memcpy(&len, p, sizeof(len));
+            p += sizeof(len);
+            if (len == 0 || (size_t)(end - p) < len || p[len - 1] != '\0')
                 die_errno(EINVAL);
-            o->args[i][len - 1] = '\0';
+            o->args[i] = p;
+            p += len;
         }
     }
-    close(fd);
 }
 
 /* ---- path resolution inside the rootfs ------------------------------- */

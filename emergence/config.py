@@ -60,17 +60,27 @@ def BOOL(v, where):
         _fail(where, f"must be true or false, got {_kind(v)}")
 
 
-def pattern(regex, hint):
-    compiled = []
-
+def pattern(test, hint):
+    """A string check by predicate (the schema's regexes, without importing `re`)."""
     def check(v, where):
         STRING(v, where)
-        if not compiled:  # `re` costs milliseconds to import: only when a field needs it
-            import re
-            compiled.append(re.compile(regex))
-        if not compiled[0].search(v):
+        if not test(v):
             _fail(where, f"{v!r} is not {hint}")
     return check
+
+
+def _page_size(v):
+    return (len(v) >= 3 and v[-1] == "B" and v[-2] in "KMG" and v[0] in "123456789"
+            and v[:-2].isdigit() and v[:-2].isascii())
+
+
+def _rlimit_name(v):
+    rest = v[len("RLIMIT_"):]
+    return v.startswith("RLIMIT_") and rest.isascii() and rest.isalpha() and rest.isupper()
+
+
+def _cpu_list(v):
+    return all(ch in "0123456789, -" for ch in v)
 
 
 def enum(*values):
@@ -161,7 +171,7 @@ RESOURCES = obj({
     "cpu": obj({"cpus": STRING, "mems": STRING, "period": UINT64, "quota": INT64,
                 "burst": UINT64, "realtimePeriod": UINT64, "realtimeRuntime": INT64,
                 "shares": UINT64, "idle": INT64}),
-    "hugepageLimits": array(obj({"pageSize": pattern(r"^[1-9][0-9]*[KMG]B$",
+    "hugepageLimits": array(obj({"pageSize": pattern(_page_size,
                                                      "a page size like 2MB or 1GB"),
                                  "limit": UINT64}, ("pageSize", "limit"))),
     "memory": obj({"kernel": INT64, "kernelTCP": INT64, "limit": INT64, "reservation": INT64,
@@ -174,7 +184,7 @@ RESOURCES = obj({
 })
 
 LINUX = obj({
-    "devices": array(obj({"type": pattern(r"^[cbup]$", "one of c, b, u, p"), "path": STRING,
+    "devices": array(obj({"type": enum("c", "b", "u", "p"), "path": STRING,
                           "fileMode": FILEMODE, "major": INT64, "minor": INT64,
                           "uid": UINT32, "gid": UINT32}, ("type", "path"))),
     "netDevices": mapping(obj({"name": STRING})),
@@ -193,7 +203,8 @@ LINUX = obj({
     "readonlyPaths": STRINGS,
     "mountLabel": STRING,
     "intelRdt": obj({"closID": STRING, "schemata": STRINGS, "l3CacheSchema": STRING,
-                     "memBwSchema": pattern(r"^MB:[^\n]*$", "an MB: schema"),
+                     "memBwSchema": pattern(lambda v: v.startswith("MB:") and "\n" not in v,
+                                            "an MB: schema"),
                      "enableMonitoring": BOOL}),
     "personality": obj({"domain": enum("LINUX", "LINUX32"), "flags": STRINGS}),
     "timeOffsets": obj({"boottime": TIME_OFFSET, "monotonic": TIME_OFFSET}),
@@ -220,10 +231,10 @@ PROCESS = obj({
                                      "SCHED_ISO", "SCHED_IDLE", "SCHED_DEADLINE"),
                       "nice": INT32, "priority": INT32, "flags": STRINGS,
                       "runtime": UINT64, "deadline": UINT64, "period": UINT64}, ("policy",)),
-    "rlimits": array(obj({"type": pattern(r"^RLIMIT_[A-Z]+$", "an RLIMIT_* name"),
+    "rlimits": array(obj({"type": pattern(_rlimit_name, "an RLIMIT_* name"),
                           "soft": UINT64, "hard": UINT64}, ("type", "soft", "hard"))),
-    "execCPUAffinity": obj({"initial": pattern(r"^[0-9, -]*$", "a CPU list"),
-                            "final": pattern(r"^[0-9, -]*$", "a CPU list")}),
+    "execCPUAffinity": obj({"initial": pattern(_cpu_list, "a CPU list"),
+                            "final": pattern(_cpu_list, "a CPU list")}),
 }, ("cwd",))
 
 CONFIG = obj({

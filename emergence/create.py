@@ -73,10 +73,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
                   "status": "creating", "bundle": bundle, "rootfs": rootfs,
                   "created": _rfc3339_now(), "annotations": config.get("annotations", {}),
                   "cgroup": {"rel": rel, "created": cg.created}}
-        c.save()
+        c.save()  # names the cgroup, for delete --force after a crash
         resources = _device_allow(config)
         cg.create(resources)
-        c.save()  # records which cgroup dirs exist, for delete --force after a crash
         cg.apply(resources)
         # Writable by the init whatever user it becomes (runc uses the same
         # mode); only `start`, as root, can read it and so release the init.

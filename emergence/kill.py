@@ -1,7 +1,7 @@
 """`kill`: signal the init (or, with --all, every process in the container)."""
 
+import _signal  # the C module: `signal` imports enum, which costs milliseconds
 import os
-import signal
 
 from .errors import EmergenceError, StateError
 from .state import Container, proc_start_time
@@ -12,13 +12,13 @@ def parse_signal(text):
     t = text.strip().upper()
     if t.isdigit():
         n = int(t)
-        if 0 < n < signal.SIGRTMAX + 1:
+        if 0 < n <= _signal.SIGRTMAX:
             return n
     else:
         name = t if t.startswith("SIG") else "SIG" + t
-        sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
-        if sig is not None:
-            return int(sig)
+        sig = None if name.startswith("SIG_") else getattr(_signal, name, None)
+        if isinstance(sig, int) and 0 < sig <= _signal.SIGRTMAX:
+            return sig
     raise EmergenceError(f"unknown signal {text!r}: give a name like TERM or KILL, or a number")
 
 
@@ -32,7 +32,7 @@ def send(pid, start_time, sig):
         st = proc_start_time(pid)
         if st is None or (start_time is not None and st[1] != start_time):
             return False
-        signal.pidfd_send_signal(pidfd, sig)
+        _signal.pidfd_send_signal(pidfd, sig)
         return True
     except ProcessLookupError:
         return False

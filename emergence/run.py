@@ -4,8 +4,8 @@ The init is a child of this process (the shim clones it with CLONE_PARENT),
 so its exit status is ours to collect; signals sent to `run` are passed on.
 """
 
+import _signal as signal  # `signal` would import enum: milliseconds per command
 import os
-import signal
 
 from .create import create
 from .delete import delete

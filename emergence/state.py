@@ -43,11 +43,14 @@ def proc_start_time(pid):
 
 
 def write_atomic(path, data, mode=0o600):
+    """Replace PATH atomically: readers see the old or the new file, never half.
+
+    No fsync: container state describes processes, which do not survive a
+    reboot either, so durability across power loss would buy nothing."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
