@@ -67,6 +67,7 @@ setup(
     packages=["emergence"],
     python_requires=">=3.9",
     install_requires=["cffi>=1.15"],
+    extras_require={"test": ["pytest>=7", "jsonschema>=4.18", "ruff"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim},

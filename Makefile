@@ -1,0 +1,36 @@
+# The two commands of the README.  Both install what they need first.
+#   make demo   set up and run the busybox example
+#   make test   ruff + the whole test suite (real containers: run as root)
+
+PYTHON ?= python3
+APT_PACKAGES = gcc libc6-dev make libseccomp-dev busybox-static iproute2 procps \
+               util-linux file runc crun hyperfine
+export PIP_BREAK_SYSTEM_PACKAGES = 1
+export PIP_ROOT_USER_ACTION = ignore
+export DEBIAN_FRONTEND = noninteractive
+
+.PHONY: deps install demo test bench
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+install: deps
+	$(PYTHON) -m pip install -q '.[test]'
+
+bundles/busybox/rootfs/bin/busybox: bundles/busybox/make-rootfs.sh
+	bundles/busybox/make-rootfs.sh >/dev/null
+
+demo: install bundles/busybox/rootfs/bin/busybox
+	cd bundles/busybox && emergence run demo-$$$$
+
+test: install
+	$(PYTHON) -m ruff check .
+	cd tests && $(PYTHON) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(PYTHON) bench/run_true.py
