@@ -69,9 +69,30 @@ class HugetlbOnV1:
         return self
 
     def __exit__(self, *exc):
-        if self.mounted:
-            subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
-            os.rmdir("/sys/fs/cgroup/hugetlb")
+        if not self.mounted:
+            return
+        subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
+        os.rmdir("/sys/fs/cgroup/hugetlb")
+        # An unmounted v1 hierarchy lingers while its dead children are released,
+        # keeping hugetlb from cgroup2; mounting and unmounting it again frees it.
+        spare = tempfile.mkdtemp(prefix="emergence-hugetlb-")
+        for _ in range(50):
+            if self.hierarchy_of("hugetlb") == 0:
+                break
+            if subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", spare],
+                              stderr=subprocess.DEVNULL).returncode == 0:
+                subprocess.run(["umount", spare])
+            time.sleep(0.1)
+        os.rmdir(spare)
+
+    @staticmethod
+    def hierarchy_of(controller):
+        with open("/proc/cgroups") as f:
+            for line in f:
+                fields = line.split()
+                if fields[0] == controller:
+                    return int(fields[1])
+        return 0
 
 
 def main():
