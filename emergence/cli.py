@@ -134,7 +134,7 @@ def dispatch(g, command, argv):
             raise UsageError("--console-socket: terminals are not supported yet")
         create(root, _one_id(args, command), opts.get("bundle", "."),
                pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
-               preserve_fds=_preserve_fds(opts))
+               preserve_fds=_preserve_fds(opts), debug=g.get("debug", False))
         return 0
     if command == "run":
         from .run import run
@@ -142,7 +142,8 @@ def dispatch(g, command, argv):
             raise UsageError("--console-socket: terminals are not supported yet")
         return run(root, _one_id(args, command), opts.get("bundle", "."),
                    pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
-                   detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts))
+                   detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts),
+                   debug=g.get("debug", False))
     if command == "kill":
         from .kill import kill, parse_signal
         if not 1 <= len(args) <= 2:

@@ -342,6 +342,60 @@ def validate_semantics(config, bundle):
                           "create it or fix root.path in config.json")
 
 
+# Fields emergence cannot honour yet: refusing is better than running a
+# container that silently lacks what was asked for.
+UNSUPPORTED = [
+    (("hooks",), "hooks are not supported yet"),
+    (("process", "scheduler"), "scheduling policies are not supported yet"),
+    (("process", "ioPriority"), "I/O priorities are not supported yet"),
+    (("process", "execCPUAffinity"), "exec CPU affinity is not supported yet"),
+    (("linux", "intelRdt"), "Intel RDT is not supported"),
+    (("linux", "memoryPolicy"), "NUMA memory policies are not supported yet"),
+    (("linux", "netDevices"), "moving network devices is not supported yet"),
+    (("linux", "resources", "rdma"), "the rdma controller is not supported"),
+    (("linux", "seccomp", "listenerPath"), "seccomp user notification is not supported"),
+]
+
+
+def _get(config, path):
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
+def _lsm_enabled(name):
+    if name == "selinux":
+        return os.path.exists("/sys/fs/selinux/enforce")
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def check_supported(config, warn):
+    """Refuse what emergence cannot apply; warn about what this host makes moot."""
+    for path, why in UNSUPPORTED:
+        value = _get(config, path)
+        if value:
+            raise ConfigError(f"config.json: {'.'.join(path)}: {why}; remove it")
+    for i, m in enumerate(config.get("mounts", ())):
+        if m.get("uidMappings") or m.get("gidMappings"):
+            raise ConfigError(f"config.json: mounts[{i}]: id-mapped mounts are not supported "
+                              "yet; remove uidMappings/gidMappings")
+    for path, lsm in ((("process", "selinuxLabel"), "selinux"),
+                      (("linux", "mountLabel"), "selinux"),
+                      (("process", "apparmorProfile"), "apparmor")):
+        if _get(config, path):
+            where = ".".join(path)
+            if _lsm_enabled(lsm):
+                raise ConfigError(f"config.json: {where}: {lsm} labels are not supported yet; "
+                                  "remove it")
+            warn(f"{where} ignored: {lsm} is not enabled on this host")
+
+
 def root_path(config, bundle):
     path = config["root"]["path"]
     return os.path.normpath(os.path.join(bundle, path))
@@ -366,4 +420,9 @@ def load(bundle):
         raise ConfigError(f"{path}: the top level must be a JSON object")
     validate_schema(config)
     validate_semantics(config, bundle)
+    check_supported(config, _warn)
     return config
+
+
+def _warn(msg):
+    os.write(2, f"emergence: warning: {msg}\n".encode())

@@ -46,7 +46,8 @@ def _root_ids(config):
     return host(linux.get("uidMappings", ())), host(linux.get("gidMappings", ()))
 
 
-def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0):
+def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0,
+           debug=False):
     """Create the container; return (Container data, init pid). The caller owns the init."""
     from .launch import Launch
     from .linux import Planner
@@ -88,6 +89,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         planner = Planner(config, bundle, rootfs, c.dir, cg, hierarchies, no_pivot=no_pivot,
                           preserve_fds=preserve_fds)
         plan = planner.build(bpf)
+        if debug:
+            os.write(2, "".join(f"emergence: plan: {line}\n"
+                                for line in plan.describe()).encode())
         launch = Launch(plan.encode(), min_fd=3 + preserve_fds)
         pid = launch.wait_ready()
         st = proc_start_time(pid)

@@ -71,7 +71,8 @@ class Plan:
 
     def describe(self):
         """Human-readable listing, for --debug and tests."""
-        return [f"{NAMES[op]}: {what} {list(args)}" for op, what, args in self.ops]
+        return [f"{NAMES[op]}: {what} {[a if len(a) < 80 else a[:77] + '...' for a in args]}"
+                for op, what, args in self.ops]
 
     def kinds(self):
         return [op for op, _, _ in self.ops]

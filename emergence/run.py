@@ -16,9 +16,9 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
-        preserve_fds=0):
+        preserve_fds=0, debug=False):
     _, pid = create(root, container_id, bundle, pid_file=pid_file, no_pivot=no_pivot,
-                    preserve_fds=preserve_fds)
+                    preserve_fds=preserve_fds, debug=debug)
     if detach:
         start(root, container_id)
         return 0

@@ -141,3 +141,25 @@ def test_corrupt_state_is_reported_not_crashed(rt):
     p = rt("delete", "--force", cid)
     assert p.returncode == 0, p.stderr
     assert "corrupt" in p.stderr  # a warning, and everything is gone (checked on teardown)
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true"}]}), ["hooks"]),
+    (lambda c: c["process"].update(scheduler={"policy": "SCHED_BATCH"}), ["process.scheduler"]),
+    (lambda c: c["process"].update(ioPriority={"class": "IOPRIO_CLASS_BE"}), ["ioPriority"]),
+    (lambda c: c["linux"].update(intelRdt={"closID": "x"}), ["linux.intelRdt"]),
+    (lambda c: c["linux"].update(netDevices={"eth9": {}}), ["linux.netDevices"]),
+    (lambda c: c["mounts"].append({"destination": "/m", "type": "tmpfs", "uidMappings": [
+        {"containerID": 0, "hostID": 1, "size": 1}]}), ["id-mapped"]),
+])
+def test_unsupported_fields_are_refused(rt, mutate, words):
+    cid, p = create_with(rt, edit=mutate)
+    assert_clean_failure(rt, cid, p, "not supported", *words)
+
+
+def test_lsm_labels_without_the_lsm_are_a_warning(rt):
+    if os.path.exists("/sys/fs/selinux/enforce"):
+        pytest.skip("SELinux is enabled here")
+    p = rt.run(["true"], edit=lambda c: c["process"].update(selinuxLabel="system_u:x"))
+    assert p.returncode == 0
+    assert "warning: process.selinuxLabel ignored" in p.stderr

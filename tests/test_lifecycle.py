@@ -253,3 +253,12 @@ def test_no_pivot_runs_in_a_chroot(rt):
     p = rt("run", "--no-pivot", "--bundle", b, rt.new_id())
     assert p.returncode == 0, p.stderr
     assert "/bin/busybox" in p.stdout
+
+
+def test_debug_shows_the_plan(rt):
+    b = rt.bundle(["true"])
+    p = rt("--debug", "run", "--bundle", b, rt.new_id())
+    assert p.returncode == 0
+    lines = [x for x in p.stderr.splitlines() if x.startswith("emergence: plan: ")]
+    assert any("PIVOT_ROOT" in x for x in lines) and lines[-1].startswith(
+        "emergence: plan: EXEC")
