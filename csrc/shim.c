@@ -364,6 +364,17 @@ static void do_set_root(char **a)
         die();
 }
 
+/* After pivot_root or chroot: "/" is the rootfs, and in-root lookups start there. */
+static void root_is_now_slash(void)
+{
+    if (chdir("/") < 0)
+        die();
+    close(root_fd);
+    root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        die();
+}
+
 static void do_pivot(char **a)
 {
     int old_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -382,12 +393,7 @@ static void do_pivot(char **a)
     if (umount2(".", MNT_DETACH) < 0)
         die();
     close(old_root);
-    if (chdir("/") < 0)
-        die();
-    close(root_fd);
-    root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root_fd < 0)
-        die();
+    root_is_now_slash();
 }
 
 static void do_chroot(char **a)
@@ -397,12 +403,9 @@ static void do_chroot(char **a)
         die();
     if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
         die();
-    if (chroot(".") < 0 || chdir("/") < 0)
+    if (chroot(".") < 0)
         die();
-    close(root_fd);
-    root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root_fd < 0)
-        die();
+    root_is_now_slash();
 }
 
 static void do_write(char **a)

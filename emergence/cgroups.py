@@ -118,51 +118,42 @@ def _dev(d):
     return f"{d['major']}:{d['minor']}"
 
 
+# (section of linux.resources, key, controller, v1 file), in the order to write:
+# a limit before the memsw limit that must not be lower, a period before its quota.
+V1_FILES = [
+    ("memory", "limit", "memory", "memory.limit_in_bytes"),
+    ("memory", "reservation", "memory", "memory.soft_limit_in_bytes"),
+    ("memory", "swap", "memory", "memory.memsw.limit_in_bytes"),
+    ("memory", "kernel", "memory", "memory.kmem.limit_in_bytes"),
+    ("memory", "kernelTCP", "memory", "memory.kmem.tcp.limit_in_bytes"),
+    ("memory", "swappiness", "memory", "memory.swappiness"),
+    ("cpu", "shares", "cpu", "cpu.shares"),
+    ("cpu", "period", "cpu", "cpu.cfs_period_us"),
+    ("cpu", "quota", "cpu", "cpu.cfs_quota_us"),
+    ("cpu", "burst", "cpu", "cpu.cfs_burst_us"),
+    ("cpu", "realtimePeriod", "cpu", "cpu.rt_period_us"),
+    ("cpu", "realtimeRuntime", "cpu", "cpu.rt_runtime_us"),
+    ("cpu", "idle", "cpu", "cpu.idle"),
+    ("cpu", "cpus", "cpuset", "cpuset.cpus"),
+    ("cpu", "mems", "cpuset", "cpuset.mems"),
+    ("blockIO", "weight", "blkio", "blkio.weight"),
+    ("blockIO", "leafWeight", "blkio", "blkio.leaf_weight"),
+]
+
+
 def v1_settings(res):
     """[(controller, file, value)] for cgroup v1, in the order they must be written."""
     out = []
-    mem = res.get("memory", {})
-    if "limit" in mem:
-        out.append(("memory", "memory.limit_in_bytes", mem["limit"]))
-    if "reservation" in mem:
-        out.append(("memory", "memory.soft_limit_in_bytes", mem["reservation"]))
-    if "swap" in mem:
-        out.append(("memory", "memory.memsw.limit_in_bytes", mem["swap"]))
-    if "kernel" in mem:
-        out.append(("memory", "memory.kmem.limit_in_bytes", mem["kernel"]))
-    if "kernelTCP" in mem:
-        out.append(("memory", "memory.kmem.tcp.limit_in_bytes", mem["kernelTCP"]))
-    if "swappiness" in mem:
-        out.append(("memory", "memory.swappiness", mem["swappiness"]))
-    if mem.get("disableOOMKiller"):
+    for section, key, controller, file in V1_FILES:
+        value = res.get(section, {}).get(key)
+        if value is not None and value != "":
+            out.append((controller, file, value))
+    if res.get("memory", {}).get("disableOOMKiller"):
         out.append(("memory", "memory.oom_control", 1))
-    cpu = res.get("cpu", {})
-    if "shares" in cpu:
-        out.append(("cpu", "cpu.shares", cpu["shares"]))
-    if "period" in cpu:
-        out.append(("cpu", "cpu.cfs_period_us", cpu["period"]))
-    if "quota" in cpu:
-        out.append(("cpu", "cpu.cfs_quota_us", cpu["quota"]))
-    if "burst" in cpu:
-        out.append(("cpu", "cpu.cfs_burst_us", cpu["burst"]))
-    if "realtimePeriod" in cpu:
-        out.append(("cpu", "cpu.rt_period_us", cpu["realtimePeriod"]))
-    if "realtimeRuntime" in cpu:
-        out.append(("cpu", "cpu.rt_runtime_us", cpu["realtimeRuntime"]))
-    if "idle" in cpu:
-        out.append(("cpu", "cpu.idle", cpu["idle"]))
-    if cpu.get("cpus"):
-        out.append(("cpuset", "cpuset.cpus", cpu["cpus"]))
-    if cpu.get("mems"):
-        out.append(("cpuset", "cpuset.mems", cpu["mems"]))
     if "pids" in res:
         limit = res["pids"]["limit"]
         out.append(("pids", "pids.max", limit if limit > 0 else "max"))
     blkio = res.get("blockIO", {})
-    if "weight" in blkio:
-        out.append(("blkio", "blkio.weight", blkio["weight"]))
-    if "leafWeight" in blkio:
-        out.append(("blkio", "blkio.leaf_weight", blkio["leafWeight"]))
     for d in blkio.get("weightDevice", ()):
         if "weight" in d:
             out.append(("blkio", "blkio.weight_device", f"{_dev(d)} {d['weight']}"))
