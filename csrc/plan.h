@@ -39,6 +39,8 @@ enum {
     OP_CHDIR = 34,         /* what, path */
     OP_EXEC = 35,          /* what, preserved fds, argc, argv..., env... */
     OP_CAPS_BOUNDING = 36, /* what, bounding set to keep (needs CAP_SETPCAP: before OP_USER) */
+    OP_NS_OPEN = 37,       /* what, path, slot: keep a namespace fd for later (launcher or init) */
+    OP_NS_ENTER = 38,      /* what, slot, nstype: setns to a kept fd (launcher or init) */
 };
 
 #endif

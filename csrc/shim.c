@@ -74,7 +74,6 @@ static int root_fd = -1;     /* the container rootfs, before pivot */
 static int state_fd = -1;    /* O_PATH fd of the state dir (barrier fifo) */
 static int cwd_fd = -1;      /* resolved process.cwd */
 static char exec_path[PATH_MAX];
-
 static void say(const char *fmt, ...)
 {
     char buf[4096];
@@ -109,6 +108,42 @@ static void die(void)
 static unsigned long long num(const char *s)
 {
     return strtoull(s, NULL, 0);
+}
+
+#define NS_SLOTS 8
+static int ns_fds[NS_SLOTS] = {-1, -1, -1, -1, -1, -1, -1, -1};
+
+/* Joining a namespace by an fd opened earlier: after joining the mount
+ * namespace, /proc/<pid>/ns of the target may no longer resolve. */
+static int ns_slot(const char *s)
+{
+    unsigned long long n = strtoull(s, NULL, 10);
+    if (n >= NS_SLOTS) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)n;
+}
+
+static void do_ns_open(char **a)
+{
+    int slot = ns_slot(a[2]);
+    if (slot < 0)
+        die();
+    ns_fds[slot] = open(a[1], O_RDONLY | O_CLOEXEC);
+    if (ns_fds[slot] < 0)
+        die();
+}
+
+static void do_ns_enter(char **a)
+{
+    int slot = ns_slot(a[1]);
+    if (slot < 0 || ns_fds[slot] < 0)
+        die_errno(EBADF);
+    if (setns(ns_fds[slot], (int)strtol(a[2], NULL, 0)) < 0)
+        die();
+    close(ns_fds[slot]);
+    ns_fds[slot] = -1;
 }
 
 /* ---- plan reading ---------------------------------------------------- */
@@ -731,6 +766,12 @@ static void run_child_op(struct op *o)
         close(fd);
         break;
     }
+    case OP_NS_OPEN:
+        do_ns_open(a);
+        break;
+    case OP_NS_ENTER:
+        do_ns_enter(a);
+        break;
     case OP_NO_NEW_PRIVS:
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
             die();
@@ -809,6 +850,12 @@ int main(int argc, char **argv)
             break;
         case OP_WRITE:
             do_write(a);
+            break;
+        case OP_NS_OPEN:
+            do_ns_open(a);
+            break;
+        case OP_NS_ENTER:
+            do_ns_enter(a);
             break;
         default:
             die_errno(EINVAL);

@@ -34,7 +34,9 @@ Global options:
   --version             print the version
 """
 
-# option name -> (takes a value, canonical name)
+# option name -> True (takes a value), False (a flag), MULTI (a value, repeatable:
+# collected in a list) or another option's name (an alias)
+MULTI = object()
 GLOBAL_OPTIONS = {
     "root": True, "log": True, "log-format": True, "debug": False, "systemd-cgroup": False,
     "rootless": True, "criu": True, "version": False, "help": False, "h": False, "v": False,
@@ -46,6 +48,12 @@ COMMAND_OPTIONS = {
     "run": {"bundle": True, "b": "bundle", "pid-file": True, "no-pivot": False,
             "detach": False, "d": "detach", "console-socket": True, "preserve-fds": True,
             "no-new-keyring": False, "keep": False},
+    "exec": {"process": True, "p": "process", "tty": False, "t": "tty", "cwd": True,
+             "env": MULTI, "e": "env", "user": True, "u": "user", "additional-gids": MULTI,
+             "g": "additional-gids", "cap": MULTI, "c": "cap", "no-new-privs": False,
+             "apparmor": True, "process-label": True, "detach": False, "d": "detach",
+             "pid-file": True, "console-socket": True, "preserve-fds": True,
+             "ignore-paused": False, "cgroup": True},
     "start": {},
     "state": {},
     "kill": {"all": False, "a": "all"},
@@ -81,13 +89,16 @@ def parse_options(argv, table, stop_at_positional):
             name, spec = spec, table[spec]
         if spec is None:
             raise UsageError(f"unknown option {arg}; see `emergence --help`")
-        if spec is True:
+        if spec is True or spec is MULTI:
             if not eq:
                 i += 1
                 if i >= len(argv):
                     raise UsageError(f"option {arg} needs a value")
                 value = argv[i]
-            opts[name] = value
+            if spec is MULTI:
+                opts.setdefault(name, []).append(value)
+            else:
+                opts[name] = value
         else:
             opts[name] = value.lower() not in ("false", "0") if eq else True
         i += 1
@@ -115,7 +126,8 @@ def dispatch(g, command, argv):
     table = COMMAND_OPTIONS.get(command)
     if table is None:
         raise UsageError(f"unknown command {command!r}; see `emergence --help`")
-    opts, args = parse_options(argv, table, stop_at_positional=False)
+    # exec's command keeps its own options: stop at the first word after the id
+    opts, args = parse_options(argv, table, stop_at_positional=command == "exec")
     root = g.get("root", None) or "/run/emergence"
     if command == "state":
         from . import fastjson
@@ -144,6 +156,14 @@ def dispatch(g, command, argv):
                    pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
                    detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts),
                    debug=g.get("debug", False))
+    if command == "exec":
+        from .execute import exec_command
+        if not args:
+            raise UsageError("usage: emergence exec [options] ID [COMMAND [ARG...]]")
+        if opts.get("console-socket"):
+            raise UsageError("--console-socket: terminals are not supported yet")
+        return exec_command(root, args[0], args[1:], opts, _preserve_fds(opts),
+                            debug=g.get("debug", False))
     if command == "kill":
         from .kill import kill, parse_signal
         if not 1 <= len(args) <= 2:

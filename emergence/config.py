@@ -263,41 +263,10 @@ def validate_schema(config):
 
 def validate_semantics(config, bundle):
     """What the schema cannot say but a Linux runtime needs."""
-    from .capabilities import CAPABILITIES
-
     root = config.get("root")
     if root is None:
         _fail("root", "missing: a Linux container needs root.path")
-    process = config.get("process")
-    if process is None:
-        _fail("process", "missing: `create` needs a process to run")
-    args = process.get("args")
-    if not args:
-        _fail("process.args", "must name the program to run (a non-empty array)")
-    if not process["cwd"].startswith("/"):
-        _fail("process.cwd", f"{process['cwd']!r} must be an absolute path")
-    for i, e in enumerate(process.get("env", ())):
-        if "=" not in e:
-            _fail(f"process.env[{i}]", f"{e!r} must have the form NAME=value")
-    user = process.get("user", {})
-    for field in ("uid", "gid"):
-        if field not in user:
-            _fail("process.user", f"missing required field {field!r} (required on Linux)")
-    for kind, caps in process.get("capabilities", {}).items():
-        for i, cap in enumerate(caps):
-            if cap not in CAPABILITIES:
-                _fail(f"process.capabilities.{kind}[{i}]", f"unknown capability {cap!r}")
-    from .linux import RLIMITS
-    seen = set()
-    for i, rl in enumerate(process.get("rlimits", ())):
-        if rl["type"] not in RLIMITS:
-            _fail(f"process.rlimits[{i}].type", f"unknown rlimit {rl['type']!r}")
-        if rl["type"] in seen:
-            _fail(f"process.rlimits[{i}].type", f"{rl['type']} is given twice")
-        seen.add(rl["type"])
-        if rl["soft"] > rl["hard"]:
-            _fail(f"process.rlimits[{i}]",
-                  f"soft limit {rl['soft']} exceeds hard limit {rl['hard']}")
+    validate_process(config)
     for i, m in enumerate(config.get("mounts", ())):
         if not m["destination"].startswith("/"):
             _fail(f"mounts[{i}].destination", f"{m['destination']!r} must be an absolute path")
@@ -394,6 +363,41 @@ def check_supported(config, warn):
                 raise ConfigError(f"config.json: {where}: {lsm} labels are not supported yet; "
                                   "remove it")
             warn(f"{where} ignored: {lsm} is not enabled on this host")
+
+
+def validate_process(config):
+    """Checks of `process` that the schema cannot express (shared with exec)."""
+    from .capabilities import CAPABILITIES
+    process = config.get("process")
+    if process is None:
+        _fail("process", "missing: `create` needs a process to run")
+    args = process.get("args")
+    if not args:
+        _fail("process.args", "must name the program to run (a non-empty array)")
+    if not process["cwd"].startswith("/"):
+        _fail("process.cwd", f"{process['cwd']!r} must be an absolute path")
+    for i, e in enumerate(process.get("env", ())):
+        if "=" not in e:
+            _fail(f"process.env[{i}]", f"{e!r} must have the form NAME=value")
+    user = process.get("user", {})
+    for field in ("uid", "gid"):
+        if field not in user:
+            _fail("process.user", f"missing required field {field!r} (required on Linux)")
+    for kind, caps in process.get("capabilities", {}).items():
+        for i, cap in enumerate(caps):
+            if cap not in CAPABILITIES:
+                _fail(f"process.capabilities.{kind}[{i}]", f"unknown capability {cap!r}")
+    from .linux import RLIMITS
+    seen = set()
+    for i, rl in enumerate(process.get("rlimits", ())):
+        if rl["type"] not in RLIMITS:
+            _fail(f"process.rlimits[{i}].type", f"unknown rlimit {rl['type']!r}")
+        if rl["type"] in seen:
+            _fail(f"process.rlimits[{i}].type", f"{rl['type']} is given twice")
+        seen.add(rl["type"])
+        if rl["soft"] > rl["hard"]:
+            _fail(f"process.rlimits[{i}]",
+                  f"soft limit {rl['soft']} exceeds hard limit {rl['hard']}")
 
 
 def root_path(config, bundle):

@@ -8,7 +8,7 @@ failed create leaves nothing behind.
 import os
 import time
 
-from . import OCI_VERSION, cgroups
+from . import OCI_VERSION, cgroups, fastjson
 from . import config as config_mod
 from .errors import EmergenceError
 from .state import FIFO, Container, proc_start_time, write_atomic
@@ -70,6 +70,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     cg = cgroups.Cgroup(hierarchies, rel)
     launch = None
     try:
+        write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         c.data = {"ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
                   "status": "creating", "bundle": bundle, "rootfs": rootfs,
                   "created": _rfc3339_now(), "annotations": config.get("annotations", {}),

@@ -324,47 +324,88 @@ class Planner:
 
     # -- init: the process --
     def _process(self, seccomp_bpf):
-        add = self.plan.add
-        proc = self.process
-        pers = self.linux.get("personality")
-        if pers:
-            value = PERSONALITY_DOMAIN[pers.get("domain", "LINUX")]
-            for f in pers.get("flags", ()):
-                if f not in PERSONALITY_FLAGS:
-                    raise ConfigError(f"config.json: linux.personality.flags: unknown flag {f!r}")
-                value |= PERSONALITY_FLAGS[f]
-            add(P.PERSONALITY, f"set personality {pers.get('domain', 'LINUX')}", value)
-        for rl in proc.get("rlimits", ()):
-            add(P.RLIMIT, f"set {rl['type']} to soft {rl['soft']}, hard {rl['hard']}",
-                RLIMITS[rl["type"]], rl["soft"], rl["hard"])
-        add(P.RESOLVE_CWD, f"enter process.cwd {proc['cwd']}", proc["cwd"])
-        env = proc.get("env", [])
-        path = next((e[5:] for e in env if e.startswith("PATH=")),
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        add(P.RESOLVE_EXEC, f"find the executable {proc['args'][0]!r}", proc["args"][0], path)
-        nnp = proc.get("noNewPrivileges", False)
-        if nnp:
-            add(P.NO_NEW_PRIVS, "set no_new_privs")
-        if seccomp_bpf is not None and not nnp:
-            # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while
-            # the init still has it (as runc and crun do).
-            add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
-        caps = proc.get("capabilities")
-        if caps is not None:
-            add(P.CAPS_BOUNDING, "drop capabilities from the bounding set",
-                capabilities.mask(caps.get("bounding", ())))
-        user = proc["user"]
-        add(P.USER, f"switch to uid {user['uid']}, gid {user['gid']}", user["uid"], user["gid"],
-            user.get("umask", -1), *user.get("additionalGids", ()))
-        if caps is not None:
-            add(P.CAPS, "set capabilities",
-                capabilities.mask(caps.get("effective", ())),
-                capabilities.mask(caps.get("permitted", ())),
-                capabilities.mask(caps.get("inheritable", ())),
-                capabilities.mask(caps.get("ambient", ())))
-        add(P.READY, "report ready")
+        process_ops(self.plan, self.process, self.linux, seccomp_bpf, self.preserve_fds,
+                    barrier=True)
+
+
+def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier):
+    """Personality to execve: what both a container's init and an exec'd process do."""
+    add = plan.add
+    pers = linux_cfg.get("personality")
+    if pers:
+        value = PERSONALITY_DOMAIN[pers.get("domain", "LINUX")]
+        for f in pers.get("flags", ()):
+            if f not in PERSONALITY_FLAGS:
+                raise ConfigError(f"config.json: linux.personality.flags: unknown flag {f!r}")
+            value |= PERSONALITY_FLAGS[f]
+        add(P.PERSONALITY, f"set personality {pers.get('domain', 'LINUX')}", value)
+    for rl in proc.get("rlimits", ()):
+        add(P.RLIMIT, f"set {rl['type']} to soft {rl['soft']}, hard {rl['hard']}",
+            RLIMITS[rl["type"]], rl["soft"], rl["hard"])
+    add(P.RESOLVE_CWD, f"enter process.cwd {proc['cwd']}", proc["cwd"])
+    env = proc.get("env", [])
+    path = next((e[5:] for e in env if e.startswith("PATH=")),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    add(P.RESOLVE_EXEC, f"find the executable {proc['args'][0]!r}", proc["args"][0], path)
+    nnp = proc.get("noNewPrivileges", False)
+    if nnp:
+        add(P.NO_NEW_PRIVS, "set no_new_privs")
+    if seccomp_bpf is not None and not nnp:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while
+        # the process still has it (as runc and crun do).
+        add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
+    caps = proc.get("capabilities")
+    if caps is not None:
+        add(P.CAPS_BOUNDING, "drop capabilities from the bounding set",
+            capabilities.mask(caps.get("bounding", ())))
+    user = proc["user"]
+    add(P.USER, f"switch to uid {user['uid']}, gid {user['gid']}", user["uid"], user["gid"],
+        user.get("umask", -1), *user.get("additionalGids", ()))
+    if caps is not None:
+        add(P.CAPS, "set capabilities",
+            capabilities.mask(caps.get("effective", ())),
+            capabilities.mask(caps.get("permitted", ())),
+            capabilities.mask(caps.get("inheritable", ())),
+            capabilities.mask(caps.get("ambient", ())))
+    add(P.READY, "report ready")
+    if barrier:
         add(P.BARRIER, "wait for start", "exec.fifo")
-        if seccomp_bpf is not None and nnp:
-            add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
-        args = proc["args"]
-        add(P.EXEC, "exec the container process", self.preserve_fds, len(args), *args, *env)
+    if seccomp_bpf is not None and nnp:
+        add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
+    args = proc["args"]
+    add(P.EXEC, "exec the process", preserve_fds, len(args), *args, *env)
+
+
+# The order an exec'd process joins the container's namespaces: user first, so
+# it holds capabilities over the others; mount after the ones found through /proc.
+EXEC_JOIN_ORDER = ("user", "mount", "network", "uts", "ipc", "cgroup")
+
+
+def exec_plan(config, init_pid, cgroup, proc, seccomp_bpf, preserve_fds=0):
+    """Plan for a process joining a running container."""
+    plan = P.Plan()
+    add = plan.add
+    ns = namespaces(config)
+    slots = {}
+    for t in ("pid", "time") + EXEC_JOIN_ORDER:
+        if t in ns:
+            slots[t] = len(slots)
+            add(P.NS_OPEN, f"open the container's {t} namespace",
+                f"/proc/{init_pid}/ns/{NS_PROC_NAME[t]}", slots[t])
+    for t in ("pid", "time"):
+        if t in slots:
+            add(P.NS_ENTER, f"join the container's {t} namespace", slots[t], CLONE_FLAGS[t])
+    add(P.CLONE, "clone the process", 0)
+    if "oomScoreAdj" in proc:
+        add(P.CHILD_WRITE, f"set process.oomScoreAdj to {proc['oomScoreAdj']}",
+            "oom_score_adj", proc["oomScoreAdj"])
+    if cgroup is not None:
+        for procs in cgroup.procs_files():
+            add(P.CHILD_WRITE, f"move the process into cgroup {procs}", procs, "$PID")
+    add(P.CHILD, "start the process")
+    for t in EXEC_JOIN_ORDER:
+        if t in slots:
+            add(P.NS_ENTER, f"join the container's {t} namespace", slots[t], CLONE_FLAGS[t])
+    add(P.SET_ROOT, "open the container's root", "/")
+    process_ops(plan, proc, config.get("linux", {}), seccomp_bpf, preserve_fds, barrier=False)
+    return plan

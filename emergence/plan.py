@@ -41,6 +41,8 @@ BARRIER = 33
 CHDIR = 34
 EXEC = 35
 CAPS_BOUNDING = 36
+NS_OPEN = 37
+NS_ENTER = 38
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

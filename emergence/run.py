@@ -22,6 +22,23 @@ def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
     if detach:
         start(root, container_id)
         return 0
+    try:
+        start(root, container_id)
+        return wait_forwarding(pid)
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise
+    finally:
+        delete(root, container_id, force=True)
+
+
+def wait_forwarding(pid):
+    """Wait for our child PID, passing on the signals we get; return its exit status
+    the way a shell reports it (128+N for death by signal N)."""
     previous = {}
 
     def forward(sig, _frame):
@@ -33,24 +50,15 @@ def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
     for sig in FORWARDED:
         previous[sig] = signal.signal(sig, forward)
     try:
-        start(root, container_id)
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
                 break
             except InterruptedError:
                 continue
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        return os.WEXITSTATUS(status)
-    except BaseException:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        delete(root, container_id, force=True)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)

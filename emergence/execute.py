@@ -1,0 +1,154 @@
+"""`exec`: run another process in a created or running container.
+
+The process joins every namespace and the cgroup of the container and gets
+its seccomp profile, capabilities and rlimits unless told otherwise; like
+the init, it is set up by the shim alone and is a child of this process,
+whose exit status becomes ours.
+"""
+
+import os
+
+from . import config as config_mod
+from . import fastjson
+from .errors import ConfigError, EmergenceError, StateError
+from .state import Container
+
+
+def _env_merge(env, extra):
+    """Append NAME=value pairs, replacing an existing NAME (as runc does)."""
+    out = list(env)
+    for item in extra:
+        if "=" not in item:
+            raise ConfigError(f"--env {item!r}: use NAME=value")
+        name = item.split("=", 1)[0] + "="
+        out = [e for e in out if not e.startswith(name)] + [item]
+    return out
+
+
+def _parse_user(text):
+    uid, _, gid = text.partition(":")
+    try:
+        return int(uid), int(gid) if gid else 0
+    except ValueError:
+        raise ConfigError(f"--user {text!r}: give numeric uid[:gid]") from None
+
+
+def process_from_flags(base, args, opts):
+    """The process to exec: the container's own, changed by the command-line flags."""
+    if not args:
+        raise ConfigError("exec needs a command to run (or --process FILE)")
+    proc = fastjson.loads(fastjson.dumps(base))  # a deep copy
+    proc["args"] = list(args)
+    proc["terminal"] = bool(opts.get("tty"))
+    proc.pop("consoleSize", None)
+    if opts.get("cwd"):
+        proc["cwd"] = opts["cwd"]
+    proc["env"] = _env_merge(proc.get("env", []), opts.get("env", []))
+    if opts.get("user"):
+        uid, gid = _parse_user(opts["user"])
+        proc["user"] = {**proc.get("user", {}), "uid": uid, "gid": gid}
+    gids = [g for item in opts.get("additional-gids", []) for g in item.split(",") if g]
+    if gids:
+        try:
+            proc.setdefault("user", {})["additionalGids"] = [int(g) for g in gids]
+        except ValueError:
+            raise ConfigError("--additional-gids takes numeric gids") from None
+    caps = opts.get("cap", [])
+    if caps:
+        sets = proc.setdefault("capabilities", {})
+        for k in ("bounding", "effective", "permitted"):
+            sets[k] = list(dict.fromkeys(sets.get(k, []) + caps))
+    if opts.get("no-new-privs"):
+        proc["noNewPrivileges"] = True
+    if opts.get("apparmor"):
+        proc["apparmorProfile"] = opts["apparmor"]
+    if opts.get("process-label"):
+        proc["selinuxLabel"] = opts["process-label"]
+    return proc
+
+
+def process_from_file(path):
+    try:
+        with open(path, "rb") as f:
+            proc = fastjson.loads(f.read())
+    except OSError as e:
+        raise ConfigError(f"--process {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"--process {path} is not valid JSON: {e}") from None
+    try:
+        config_mod.PROCESS(proc, "process")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("config.json: ", f"{path}: ", 1)) from None
+    return proc
+
+
+def validate_process(proc):
+    """The Linux checks of config.validate_semantics that apply to a process alone."""
+    stub = {"root": {"path": "/"}, "process": proc, "linux": {}}
+    try:
+        config_mod.validate_process(stub)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("config.json: ", "exec: ", 1)) from None
+
+
+def saved_config(c):
+    """The config.json the container was created with (kept in its state dir)."""
+    try:
+        with open(os.path.join(c.dir, "config.json"), "rb") as f:
+            return fastjson.loads(f.read())
+    except (OSError, ValueError):
+        raise EmergenceError(f"container {c.id!r} has no readable saved config; "
+                             "was it created by this version of emergence?") from None
+
+
+def exec_command(root, container_id, args, opts, preserve_fds, debug=False):
+    """`exec` as the command line gives it: --process FILE, or flags and a command."""
+    if opts.get("process"):
+        proc = process_from_file(opts["process"])
+    else:
+        with Container.open(root, container_id, lock=False) as c:
+            base = saved_config(c)["process"]
+        proc = process_from_flags(base, args, opts)
+    return exec_process(root, container_id, proc, detach=opts.get("detach", False),
+                        pid_file=opts.get("pid-file"), preserve_fds=preserve_fds, debug=debug)
+
+
+def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve_fds=0,
+                 debug=False):
+    from .cgroups import Cgroup, discover
+    from .launch import Launch
+    from .linux import exec_plan
+    from .run import wait_forwarding
+    from .state import write_atomic
+
+    validate_process(proc)
+    if proc.get("terminal"):
+        raise EmergenceError("exec --tty: terminals are not supported yet")
+    with Container.open(root, container_id) as c:
+        status = c.status()
+        if status not in ("created", "running"):
+            raise StateError(f"container {container_id!r} is {status}; exec needs a created "
+                             "or running container")
+        config = saved_config(c)
+        config_mod.check_supported({"process": proc}, config_mod._warn)
+        seccomp = config.get("linux", {}).get("seccomp")
+        bpf = None
+        if seccomp:
+            from .seccomp import compile_bpf, filter_flags
+            bpf = (filter_flags(seccomp), compile_bpf(seccomp).hex())
+        cg = Cgroup(discover(), c.data["cgroup"]["rel"]) if c.data.get("cgroup") else None
+        plan = exec_plan(config, c.pid, cg, proc, bpf, preserve_fds)
+        if debug:
+            os.write(2, "".join(f"emergence: plan: {line}\n"
+                                for line in plan.describe()).encode())
+        launch = Launch(plan.encode(), min_fd=3 + preserve_fds)
+        try:
+            pid = launch.wait_ready()
+        except BaseException:
+            launch.abort()
+            raise
+    if pid_file:
+        write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
+    if detach:
+        return 0
+    return wait_forwarding(pid)
