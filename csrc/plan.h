@@ -41,6 +41,7 @@ enum {
     OP_CAPS_BOUNDING = 36, /* what, bounding set to keep (needs CAP_SETPCAP: before OP_USER) */
     OP_NS_OPEN = 37,       /* what, path, slot: keep a namespace fd for later (launcher or init) */
     OP_NS_ENTER = 38,      /* what, slot, nstype: setns to a kept fd (launcher or init) */
+    OP_CONSOLE = 39,       /* what, socket fd, rows, cols: make a pty, send its master, use the slave */
 };
 
 #endif

@@ -37,16 +37,19 @@
 #include <linux/filter.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <grp.h>
+#include <termios.h>
 
 #include "plan.h"
 
@@ -632,6 +635,56 @@ static void do_resolve_exec(char **a)
     die_errno(ENOENT);
 }
 
+/* A terminal for the process: a pty of the container's own devpts.  The
+ * master goes to whoever listens on the console socket (SCM_RIGHTS, as runc
+ * does); the slave becomes stdio and the controlling terminal. */
+static void do_console(char **a)
+{
+    int sock = (int)num(a[1]);
+    unsigned short rows = (unsigned short)num(a[2]), cols = (unsigned short)num(a[3]);
+    int master, slave;
+    char name[] = "/dev/ptmx";
+    struct iovec iov = {.iov_base = name, .iov_len = sizeof(name) - 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *cmsg;
+    int unlock = 0;
+
+    master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        die();
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        die();
+    slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+    if (slave < 0)
+        die();
+    if (rows && cols) {
+        struct winsize ws = {.ws_row = rows, .ws_col = cols};
+        if (ioctl(slave, TIOCSWINSZ, &ws) < 0)
+            die();
+    }
+    memset(u.buf, 0, sizeof(u.buf));
+    cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
+    if (sendmsg(sock, &msg, 0) < 0)
+        die();
+    close(master);
+    close(sock);
+    if (dup2(slave, 0) < 0 || dup2(slave, 1) < 0 || dup2(slave, 2) < 0)
+        die();
+    if (slave > 2)
+        close(slave);
+    if (ioctl(0, TIOCSCTTY, 0) < 0)
+        die();
+}
+
 static void do_ready(void)
 {
     say("ready");
@@ -787,6 +840,9 @@ static void run_child_op(struct op *o)
         break;
     case OP_READY:
         do_ready();
+        break;
+    case OP_CONSOLE:
+        do_console(a);
         break;
     case OP_BARRIER:
         do_barrier(a);

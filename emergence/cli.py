@@ -142,26 +142,21 @@ def dispatch(g, command, argv):
         return 0
     if command == "create":
         from .create import create
-        if opts.get("console-socket"):
-            raise UsageError("--console-socket: terminals are not supported yet")
         create(root, _one_id(args, command), opts.get("bundle", "."),
                pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
-               preserve_fds=_preserve_fds(opts), debug=g.get("debug", False))
+               preserve_fds=_preserve_fds(opts), debug=g.get("debug", False),
+               console_socket=opts.get("console-socket"))
         return 0
     if command == "run":
         from .run import run
-        if opts.get("console-socket"):
-            raise UsageError("--console-socket: terminals are not supported yet")
         return run(root, _one_id(args, command), opts.get("bundle", "."),
                    pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
                    detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts),
-                   debug=g.get("debug", False))
+                   debug=g.get("debug", False), console_socket=opts.get("console-socket"))
     if command == "exec":
         from .execute import exec_command
         if not args:
             raise UsageError("usage: emergence exec [options] ID [COMMAND [ARG...]]")
-        if opts.get("console-socket"):
-            raise UsageError("--console-socket: terminals are not supported yet")
         return exec_command(root, args[0], args[1:], opts, _preserve_fds(opts),
                             debug=g.get("debug", False))
     if command == "kill":

@@ -47,8 +47,10 @@ def _root_ids(config):
 
 
 def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0,
-           debug=False):
-    """Create the container; return (Container data, init pid). The caller owns the init."""
+           debug=False, console_socket=None, keep_terminal=False):
+    """Create the container; return (init pid, pty master or None). The caller owns the
+    init.  With process.terminal, the pty master goes to CONSOLE_SOCKET, or, with
+    KEEP_TERMINAL (a foreground `run`), is returned to proxy."""
     from .launch import Launch
     from .linux import Planner
 
@@ -60,15 +62,17 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     if linux.get("seccomp"):
         from .seccomp import compile_bpf, filter_flags
         bpf = (filter_flags(linux["seccomp"]), compile_bpf(linux["seccomp"]).hex())
-    if config["process"].get("terminal"):
-        os.write(2, b"emergence: warning: process.terminal is set but terminals are not "
-                    b"supported yet; the container uses the caller's stdio\n")
+    terminal = config["process"].get("terminal", False)
+    if terminal and not console_socket and not keep_terminal:
+        raise EmergenceError("process.terminal is true but there is no --console-socket to "
+                             "hand the terminal to; pass one, or set terminal to false")
     hierarchies = cgroups.discover()
     rel = cgroups.relative_path(linux.get("cgroupsPath"), container_id)
 
     c = Container.claim(root, container_id)
     cg = cgroups.Cgroup(hierarchies, rel)
     launch = None
+    console = None
     try:
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         c.data = {"ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
@@ -87,14 +91,22 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         uid, gid = _root_ids(config)
         if (uid, gid) != (0, 0):
             os.chown(fifo, uid, gid)
+        console_plan = None
+        if terminal:
+            from .terminal import Console
+            console = Console(console_socket, min_fd=3 + preserve_fds)
+            console_plan = (console.fd, *console.size(config["process"]))
         planner = Planner(config, bundle, rootfs, c.dir, cg, hierarchies, no_pivot=no_pivot,
-                          preserve_fds=preserve_fds)
+                          preserve_fds=preserve_fds, console=console_plan)
         plan = planner.build(bpf)
         if debug:
             os.write(2, "".join(f"emergence: plan: {line}\n"
                                 for line in plan.describe()).encode())
-        launch = Launch(plan.encode(), min_fd=3 + preserve_fds)
+        launch = Launch(plan.encode(), min_fd=3 + preserve_fds,
+                        pass_fds=(console.fd,) if console else ())
         pid = launch.wait_ready()
+        master = console.handed_over() if console else None
+        console = None
         st = proc_start_time(pid)
         if st is None:
             raise EmergenceError("the container init exited right after setup")
@@ -102,8 +114,10 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         c.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
-        return c.data, pid
+        return pid, master
     except BaseException:
+        if console is not None:
+            console.close()
         if launch is not None:
             launch.abort()
         try:

@@ -110,11 +110,12 @@ def exec_command(root, container_id, args, opts, preserve_fds, debug=False):
             base = saved_config(c)["process"]
         proc = process_from_flags(base, args, opts)
     return exec_process(root, container_id, proc, detach=opts.get("detach", False),
-                        pid_file=opts.get("pid-file"), preserve_fds=preserve_fds, debug=debug)
+                        pid_file=opts.get("pid-file"), preserve_fds=preserve_fds, debug=debug,
+                        console_socket=opts.get("console-socket"))
 
 
 def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve_fds=0,
-                 debug=False):
+                 debug=False, console_socket=None):
     from .cgroups import Cgroup, discover
     from .launch import Launch
     from .linux import exec_plan
@@ -122,8 +123,10 @@ def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve
     from .state import write_atomic
 
     validate_process(proc)
-    if proc.get("terminal"):
-        raise EmergenceError("exec --tty: terminals are not supported yet")
+    terminal = proc.get("terminal", False)
+    if terminal and detach and not console_socket:
+        raise EmergenceError("exec --tty --detach needs a --console-socket to hand the "
+                             "terminal to")
     with Container.open(root, container_id) as c:
         status = c.status()
         if status not in ("created", "running"):
@@ -137,18 +140,30 @@ def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve
             from .seccomp import compile_bpf, filter_flags
             bpf = (filter_flags(seccomp), compile_bpf(seccomp).hex())
         cg = Cgroup(discover(), c.data["cgroup"]["rel"]) if c.data.get("cgroup") else None
-        plan = exec_plan(config, c.pid, cg, proc, bpf, preserve_fds)
+        console = console_plan = None
+        if terminal:
+            from .terminal import Console
+            console = Console(console_socket, min_fd=3 + preserve_fds)
+            console_plan = (console.fd, *console.size(proc))
+        plan = exec_plan(config, c.pid, cg, proc, bpf, preserve_fds, console_plan)
         if debug:
             os.write(2, "".join(f"emergence: plan: {line}\n"
                                 for line in plan.describe()).encode())
-        launch = Launch(plan.encode(), min_fd=3 + preserve_fds)
+        launch = Launch(plan.encode(), min_fd=3 + preserve_fds,
+                        pass_fds=(console.fd,) if console else ())
         try:
             pid = launch.wait_ready()
+            master = console.handed_over() if console else None
         except BaseException:
+            if console is not None:
+                console.close()
             launch.abort()
             raise
     if pid_file:
         write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
     if detach:
         return 0
+    if master is not None:
+        from .terminal import proxy
+        return proxy(master, pid)
     return wait_forwarding(pid)

@@ -37,7 +37,7 @@ def sealed_shim():
 class Launch:
     """One run of the shim: spawn, then read 'pid', 'ready' or 'error'."""
 
-    def __init__(self, plan_bytes, min_fd=3):
+    def __init__(self, plan_bytes, min_fd=3, pass_fds=()):
         self.init_pid = None
         self.launcher_pid = None
         plan_fd = os.memfd_create("emergence-plan", os.MFD_CLOEXEC)
@@ -51,11 +51,13 @@ class Launch:
         os.close(w)
         mfd = sealed_shim()
         try:
-            os.set_inheritable(hi_plan, True)
-            os.set_inheritable(hi_w, True)
+            for fd in (hi_plan, hi_w, *pass_fds):
+                os.set_inheritable(fd, True)
             self.launcher_pid = os.posix_spawn(
                 f"/proc/self/fd/{mfd}", ["emergence-shim", str(hi_plan), str(hi_w)], {})
         finally:
+            for fd in pass_fds:
+                os.set_inheritable(fd, False)
             os.close(mfd)
             os.close(hi_plan)
             os.close(hi_w)

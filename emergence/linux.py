@@ -116,7 +116,7 @@ class Planner:
     """Builds the plan for one container's init."""
 
     def __init__(self, config, bundle, rootfs, state_dir, cgroup, hierarchies, no_pivot=False,
-                 preserve_fds=0):
+                 preserve_fds=0, console=None):
         self.config = config
         self.bundle = bundle
         self.rootfs = rootfs
@@ -125,6 +125,7 @@ class Planner:
         self.hierarchies = hierarchies
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
+        self.console = console  # (socket fd, rows, cols) when process.terminal
         self.linux = config.get("linux", {})
         self.process = config["process"]
         self.ns = namespaces(config)
@@ -325,12 +326,17 @@ class Planner:
     # -- init: the process --
     def _process(self, seccomp_bpf):
         process_ops(self.plan, self.process, self.linux, seccomp_bpf, self.preserve_fds,
-                    barrier=True)
+                    barrier=True, console=self.console)
 
 
-def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier):
-    """Personality to execve: what both a container's init and an exec'd process do."""
+def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, console=None,
+                new_session=False):
+    """Terminal to execve: what both a container's init and an exec'd process do."""
     add = plan.add
+    if new_session:
+        add(P.SETSID, "start a new session")
+    if console is not None:
+        add(P.CONSOLE, "set up the terminal (process.terminal)", *console)
     pers = linux_cfg.get("personality")
     if pers:
         value = PERSONALITY_DOMAIN[pers.get("domain", "LINUX")]
@@ -381,7 +387,7 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier):
 EXEC_JOIN_ORDER = ("user", "mount", "network", "uts", "ipc", "cgroup")
 
 
-def exec_plan(config, init_pid, cgroup, proc, seccomp_bpf, preserve_fds=0):
+def exec_plan(config, init_pid, cgroup, proc, seccomp_bpf, preserve_fds=0, console=None):
     """Plan for a process joining a running container."""
     plan = P.Plan()
     add = plan.add
@@ -407,5 +413,6 @@ def exec_plan(config, init_pid, cgroup, proc, seccomp_bpf, preserve_fds=0):
         if t in slots:
             add(P.NS_ENTER, f"join the container's {t} namespace", slots[t], CLONE_FLAGS[t])
     add(P.SET_ROOT, "open the container's root", "/")
-    process_ops(plan, proc, config.get("linux", {}), seccomp_bpf, preserve_fds, barrier=False)
+    process_ops(plan, proc, config.get("linux", {}), seccomp_bpf, preserve_fds, barrier=False,
+                console=console, new_session=console is not None)
     return plan

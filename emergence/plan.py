@@ -43,6 +43,7 @@ EXEC = 35
 CAPS_BOUNDING = 36
 NS_OPEN = 37
 NS_ENTER = 38
+CONSOLE = 39
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

@@ -16,14 +16,18 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
-        preserve_fds=0, debug=False):
-    _, pid = create(root, container_id, bundle, pid_file=pid_file, no_pivot=no_pivot,
-                    preserve_fds=preserve_fds, debug=debug)
+        preserve_fds=0, debug=False, console_socket=None):
+    pid, master = create(root, container_id, bundle, pid_file=pid_file, no_pivot=no_pivot,
+                         preserve_fds=preserve_fds, debug=debug, console_socket=console_socket,
+                         keep_terminal=not detach)
     if detach:
         start(root, container_id)
         return 0
     try:
         start(root, container_id)
+        if master is not None:
+            from .terminal import proxy
+            return proxy(master, pid)
         return wait_forwarding(pid)
     except BaseException:
         try:
