@@ -279,10 +279,30 @@ def _v2_part(resources, v2):
 
 # ---- the container's cgroup --------------------------------------------------
 
+def systemd_path(spec):
+    """'slice:prefix:name' (systemd's cgroupsPath form) as the cgroupfs path systemd
+    would use: 'a-b.slice' nests as a.slice/a-b.slice, units are prefix-name.scope."""
+    slice_, prefix, name = spec.split(":")
+    slice_ = slice_ or "system.slice"
+    if not slice_.endswith(".slice") or "/" in slice_:
+        raise ConfigError(f"config.json: linux.cgroupsPath {spec!r}: {slice_!r} is not a "
+                          "systemd slice name")
+    parts = []
+    stem = slice_[:-len(".slice")]
+    if stem != "-":
+        words = stem.split("-")
+        parts = ["-".join(words[:i + 1]) + ".slice" for i in range(len(words))]
+    unit = name if name.endswith((".scope", ".service")) else \
+        (f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+    return "/".join(parts + [unit])
+
+
 def relative_path(cgroups_path, container_id):
     """The container's cgroup below each hierarchy's root."""
     if not cgroups_path:
         return f"emergence/{container_id}"
+    if cgroups_path.count(":") == 2 and "/" not in cgroups_path:
+        return systemd_path(cgroups_path)
     path = cgroups_path.strip("/")
     if not path:
         raise ConfigError("config.json: linux.cgroupsPath must not be the root cgroup")
@@ -421,6 +441,17 @@ class Cgroup:
                 raise EmergenceError(f"cannot set {f} to {v} for cgroup {self.rel}: "
                                      f"{e.strerror}{hint}") from None
 
+    def freezer_file(self):
+        """Where freezing is controlled: v1 freezer.state, else v2 cgroup.freeze."""
+        ctl = controller_map(self.hierarchies)
+        h = ctl.get("freezer")
+        if h is not None and h.version == 1:
+            return os.path.join(h.mountpoint, self.rel, "freezer.state")
+        for h in self.hierarchies:
+            if h.version == 2:
+                return os.path.join(h.mountpoint, self.rel, "cgroup.freeze")
+        return None
+
     def pids(self):
         """All processes in the container's cgroup, from the first readable hierarchy."""
         for p in self.paths:
@@ -470,3 +501,42 @@ class Cgroup:
 def _warn(msg):
     import sys
     sys.stderr.write(f"emergence: warning: {msg}\n")
+
+
+# ---- freezing (pause/resume) --------------------------------------------------
+
+def is_frozen(freezer_file):
+    """True when the container's processes are frozen (read on every `state`)."""
+    try:
+        with open(freezer_file) as f:
+            value = f.read().strip()
+    except (OSError, TypeError):
+        return False
+    return value in ("FROZEN", "1")
+
+
+def set_frozen(freezer_file, frozen, timeout=10.0):
+    """Freeze or thaw, and wait until the kernel says it is done."""
+    if freezer_file is None:
+        raise EmergenceError("no freezer is available for this container (neither the v1 "
+                             "freezer controller nor cgroup2 is mounted)")
+    v1 = freezer_file.endswith("freezer.state")
+    want = ("FROZEN" if frozen else "THAWED") if v1 else ("1" if frozen else "0")
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        _write(freezer_file, want)
+        if v1:
+            with open(freezer_file) as f:
+                if f.read().strip() == want:
+                    return
+        else:
+            events = os.path.join(os.path.dirname(freezer_file), "cgroup.events")
+            with open(events) as f:
+                if f"frozen {1 if frozen else 0}" in f.read().splitlines():
+                    return
+        if time.monotonic() > deadline:
+            raise EmergenceError(f"the container did not {'freeze' if frozen else 'thaw'} "
+                                 f"within {timeout:.0f}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

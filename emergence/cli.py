@@ -24,6 +24,14 @@ Commands:
   kill     signal a container: kill [--all] ID [SIGNAL]
   delete   delete a container: delete [--force] ID
   list     list containers: list [--format table|json] [-q]
+  exec     run a process in a container: exec [--tty] [--user U[:G]] [--env K=V]...
+           [--cwd D] [--cap CAP]... [--detach] [--pid-file F] [--process FILE] ID [CMD...]
+  pause    freeze a running container: pause ID
+  resume   thaw a paused container: resume ID
+  ps       its processes: ps [--format table|json] ID [PS ARGS...]
+  events   resource usage and OOM events: events [--stats] [--interval 5s] ID
+  update   change limits live: update [-r FILE] [--memory 100m] [--pids-limit N] ... ID
+  features what this runtime supports, as JSON
 
 Global options:
   --root DIR            state directory (default /run/emergence)
@@ -57,6 +65,16 @@ COMMAND_OPTIONS = {
     "start": {},
     "state": {},
     "kill": {"all": False, "a": "all"},
+    "pause": {},
+    "resume": {},
+    "ps": {"format": True, "f": "format"},
+    "events": {"stats": False, "interval": True},
+    "features": {},
+    "update": {"resources": True, "r": "resources", **{k: True for k in (
+        "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
+        "cpu-shares", "cpu-quota", "cpu-period", "cpu-rt-period", "cpu-rt-runtime",
+        "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight", "l3-cache-schema",
+        "mem-bw-schema")}},
     "delete": {"force": False, "f": "force"},
     "list": {"format": True, "f": "format", "quiet": False, "q": "quiet"},
 }
@@ -127,7 +145,8 @@ def dispatch(g, command, argv):
     if table is None:
         raise UsageError(f"unknown command {command!r}; see `emergence --help`")
     # exec's command keeps its own options: stop at the first word after the id
-    opts, args = parse_options(argv, table, stop_at_positional=command == "exec")
+    # exec's command and ps's arguments keep their own options
+    opts, args = parse_options(argv, table, stop_at_positional=command in ("exec", "ps"))
     root = g.get("root", None) or "/run/emergence"
     if command == "state":
         from . import fastjson
@@ -159,6 +178,46 @@ def dispatch(g, command, argv):
             raise UsageError("usage: emergence exec [options] ID [COMMAND [ARG...]]")
         return exec_command(root, args[0], args[1:], opts, _preserve_fds(opts),
                             debug=g.get("debug", False))
+    if command in ("pause", "resume"):
+        from . import pause
+        getattr(pause, command)(root, _one_id(args, command))
+        return 0
+    if command == "ps":
+        from .ps import ps
+        if not args:
+            raise UsageError("usage: emergence ps [--format table|json] ID [PS ARGS...]")
+        fmt = opts.get("format", "table")
+        if fmt not in ("table", "json"):
+            raise UsageError("--format must be table or json")
+        sys.stdout.write(ps(root, args[0], fmt, args[1:]))
+        return 0
+    if command == "events":
+        from .events import events
+        try:
+            interval = float(str(opts.get("interval", "5")).rstrip("s"))
+        except ValueError:
+            raise UsageError("--interval takes seconds, like 5 or 5s") from None
+        if interval <= 0:
+            raise UsageError("--interval must be positive")
+        return events(root, _one_id(args, command), stats_once=opts.get("stats", False),
+                      interval=interval)
+    if command == "update":
+        from .update import resources_from_file, resources_from_flags, update
+        cid = _one_id(args, command)
+        for unsupported in ("l3-cache-schema", "mem-bw-schema"):
+            if unsupported in opts:
+                raise UsageError(f"--{unsupported}: Intel RDT is not supported")
+        res = resources_from_file(opts["resources"]) if "resources" in opts else {}
+        res.update(resources_from_flags(opts))
+        update(root, cid, res)
+        return 0
+    if command == "features":
+        from . import fastjson
+        from .features import features
+        if args:
+            raise UsageError("`features` takes no arguments")
+        sys.stdout.write(fastjson.dumps(features(), indent=2) + "\n")
+        return 0
     if command == "kill":
         from .kill import kill, parse_signal
         if not 1 <= len(args) <= 2:
@@ -220,6 +279,11 @@ def main(argv=None):
         if rest[0] in ("help", "--help"):
             sys.stdout.write(USAGE)
             return 0
+        if g.get("systemd-cgroup") and rest[0] in ("create", "run") \
+                and not os.path.isdir("/run/systemd/system"):
+            sys.stderr.write("emergence: warning: --systemd-cgroup: systemd is not running "
+                             "here; the cgroup is made directly in cgroupfs at the path "
+                             "systemd would use\n")
         if os.geteuid() != 0:
             raise EmergenceError("emergence must run as root (rootless mode is not supported)")
         return dispatch(g, rest[0], rest[1:])

@@ -110,7 +110,8 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         st = proc_start_time(pid)
         if st is None:
             raise EmergenceError("the container init exited right after setup")
-        c.data.update(status="created", pid=pid, startTime=st[1])
+        c.data.update(status="created", pid=pid, startTime=st[1],
+                      freezer=cg.freezer_file())
         c.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)

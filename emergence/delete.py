@@ -32,9 +32,12 @@ def delete(root, container_id, force=False):
         raise
     with c:
         status = c.status()
-        if status in ("running", "creating") and not force:
+        if status in ("running", "creating", "paused") and not force:
             raise StateError(f"container {container_id!r} is {status}; stop it first "
                              "(kill) or use delete --force")
+        if status == "paused":
+            from .cgroups import set_frozen
+            set_frozen(c.data.get("freezer"), False)  # a frozen task cannot die
         if c.init_alive():
             send(c.pid, c.data.get("startTime"), 9)
             _wait_gone(c.pid, c.data.get("startTime"))

@@ -44,7 +44,7 @@ def kill(root, container_id, sig, all_processes=False):
     from .cgroups import Cgroup, discover
     with Container.open(root, container_id) as c:
         status = c.status()
-        if status not in ("created", "running"):
+        if status not in ("created", "running", "paused"):
             raise StateError(f"container {container_id!r} is {status}; only a created or "
                              "running container can be signalled")
         if all_processes:

@@ -16,6 +16,7 @@ CLONE_FLAGS = {
     "mount": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
     "user": 0x10000000, "pid": 0x20000000, "network": 0x40000000, "time": 0x00000080,
 }
+NAMESPACE_ORDER = ("mount", "cgroup", "uts", "ipc", "user", "pid", "network", "time")
 NS_PROC_NAME = {"mount": "mnt", "cgroup": "cgroup", "uts": "uts", "ipc": "ipc", "user": "user",
                 "pid": "pid", "network": "net", "time": "time"}
 

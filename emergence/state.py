@@ -150,6 +150,10 @@ class Container:
             return "stopped"
         if os.path.exists(os.path.join(self.dir, FIFO)):
             return "created"
+        if self.data.get("freezer"):
+            from .cgroups import is_frozen
+            if is_frozen(self.data["freezer"]):
+                return "paused"  # not in the spec's list, but what runc says and engines read
         return "running"
 
     def oci_state(self):
@@ -159,7 +163,7 @@ class Container:
             "ociVersion": self.data.get("ociVersion", ""),
             "id": self.id,
             "status": status,
-            "pid": self.pid if status in ("created", "running") else 0,
+            "pid": self.pid if status in ("created", "running", "paused") else 0,
             "bundle": self.data.get("bundle", ""),
             "rootfs": self.data.get("rootfs", ""),
             "created": self.data.get("created", ""),

@@ -322,3 +322,14 @@ def test_fastjson_round_trips(doc):
 def test_fastjson_rejects(text):
     with pytest.raises(ValueError):
         fastjson.loads(text)
+
+
+@pytest.mark.parametrize("spec,path", [
+    ("machine.slice:libpod:abc", "machine.slice/libpod-abc.scope"),
+    ("system.slice:docker:x1", "system.slice/docker-x1.scope"),
+    ("a-b-c.slice::unit", "a.slice/a-b.slice/a-b-c.slice/unit.scope"),
+    ("-.slice:p:n", "p-n.scope"),
+    (":crio:z", "system.slice/crio-z.scope"),
+])
+def test_systemd_cgroups_path(spec, path):
+    assert cgroups.relative_path(spec, "id") == path
