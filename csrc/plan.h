@@ -35,13 +35,16 @@ enum {
     OP_RESOLVE_CWD = 30,   /* what, cwd */
     OP_RESOLVE_EXEC = 31,  /* what, program, PATH */
     OP_READY = 32,         /* what */
-    OP_BARRIER = 33,       /* what, fifo name in the state dir */
+    OP_BARRIER = 33,       /* what, fifo name in the state dir: blocks until `start` opens it */
     OP_CHDIR = 34,         /* what, path */
     OP_EXEC = 35,          /* what, preserved fds, argc, argv..., env... */
     OP_CAPS_BOUNDING = 36, /* what, bounding set to keep (needs CAP_SETPCAP: before OP_USER) */
     OP_NS_OPEN = 37,       /* what, path, slot: keep a namespace fd for later (launcher or init) */
     OP_NS_ENTER = 38,      /* what, slot, nstype: setns to a kept fd (launcher or init) */
     OP_CONSOLE = 39,       /* what, socket fd, rows, cols: make a pty, send its master, use the slave */
+    OP_SYNC = 40,          /* what, resume fd, label: say "sync LABEL", wait for a byte on the fd */
+    OP_HOOK = 41,          /* what, timeout, path, state ("%PID%" = own pid), argc, argv..., env... */
+    OP_STARTED = 42,       /* what: tell `start` (through the fifo) that the start hooks passed */
 };
 
 #endif

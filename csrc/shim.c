@@ -50,6 +50,7 @@
 #include <sys/wait.h>
 #include <grp.h>
 #include <termios.h>
+#include <time.h>
 
 #include "plan.h"
 
@@ -76,6 +77,7 @@ static const char *current_what = "shim";
 static int root_fd = -1;     /* the container rootfs, before pivot */
 static int state_fd = -1;    /* O_PATH fd of the state dir (barrier fifo) */
 static int cwd_fd = -1;      /* resolved process.cwd */
+static int fifo_fd = -1;     /* the start barrier, open while start hooks run */
 static char exec_path[PATH_MAX];
 static void say(const char *fmt, ...)
 {
@@ -100,6 +102,13 @@ static void say(const char *fmt, ...)
 static void die_errno(int err)
 {
     say("error %d %s", err, current_what);
+    if (fifo_fd >= 0) {
+        /* after the barrier `start` is the one listening */
+        char buf[1024];
+        int n = snprintf(buf, sizeof(buf), "error %d %s\n", err, current_what);
+        if (n > 0 && write(fifo_fd, buf, n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1) < 0)
+            _exit(127);
+    }
     _exit(127);
 }
 
@@ -705,9 +714,105 @@ static void do_barrier(char **a)
         _exit(127);
     close(state_fd);
     state_fd = -1;
-    if (write(fd, "0", 1) != 1)
+    fifo_fd = fd;
+}
+
+static void do_started(void)
+{
+    if (fifo_fd < 0)
+        return;
+    if (write(fifo_fd, "0", 1) != 1)
         _exit(127);
+    close(fifo_fd);
+    fifo_fd = -1;
+}
+
+static void do_sync(char **a)
+{
+    int fd = (int)num(a[1]);
+    char c = 0;
+    say("sync %s", a[2]);
+    while (read(fd, &c, 1) < 0 && errno == EINTR)
+        ;
     close(fd);
+    if (c != 'g')
+        _exit(127); /* the runtime gave up (a hook failed) and said why */
+}
+
+/* A hook run by the init, in the container's namespaces: the state on stdin,
+ * killed after `timeout` seconds (0: no limit); any failure fails the step. */
+static void do_hook(char **a)
+{
+    unsigned long timeout = num(a[1]);
+    const char *path = a[2];
+    size_t argc = num(a[4]);
+    char **argv = calloc(argc + 2, sizeof(char *));
+    char **envp = a + 5 + argc;
+    char state[8192], pidbuf[32];
+    static char msg[1024];
+    const char *tmpl = a[3], *mark;
+    int in[2], status;
+    pid_t child;
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    unsigned long waited_ms = 0;
+
+    if (!argv)
+        die();
+    if (argc == 0) {
+        argv[0] = (char *)path;
+    } else {
+        memcpy(argv, a + 5, argc * sizeof(char *));
+    }
+    snprintf(pidbuf, sizeof(pidbuf), "%d", getpid());
+    mark = strstr(tmpl, "%PID%");
+    if (mark)
+        snprintf(state, sizeof(state), "%.*s%s%s", (int)(mark - tmpl), tmpl, pidbuf, mark + 5);
+    else
+        snprintf(state, sizeof(state), "%s", tmpl);
+    if (pipe2(in, O_CLOEXEC) < 0)
+        die();
+    child = fork();
+    if (child < 0)
+        die();
+    if (child == 0) {
+        dup2(in[0], 0);
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    close(in[0]);
+    signal(SIGPIPE, SIG_IGN);
+    if (write(in[1], state, strlen(state)) < 0 && errno != EPIPE)
+        die();
+    close(in[1]);
+    for (;;) {
+        pid_t r = waitpid(child, &status, WNOHANG);
+        if (r == child)
+            break;
+        if (r < 0 && errno != EINTR)
+            die();
+        if (timeout && waited_ms >= timeout * 1000) {
+            kill(child, SIGKILL);
+            waitpid(child, &status, 0);
+            snprintf(msg, sizeof(msg), "%s: did not finish within its timeout of %lus",
+                     a[0], timeout);
+            current_what = msg;
+            die_errno(0);
+        }
+        nanosleep(&tick, NULL);
+        waited_ms += 5;
+    }
+    free(argv);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+        snprintf(msg, sizeof(msg), "%s: could not be executed", a[0]);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+        snprintf(msg, sizeof(msg), "%s: exited with status %d", a[0], WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        snprintf(msg, sizeof(msg), "%s: killed by signal %d", a[0], WTERMSIG(status));
+    } else {
+        return;
+    }
+    current_what = msg;
+    die_errno(0); /* errno 0: the message says it all */
 }
 
 static void do_exec(char **a, uint32_t nargs)
@@ -843,6 +948,15 @@ static void run_child_op(struct op *o)
         break;
     case OP_CONSOLE:
         do_console(a);
+        break;
+    case OP_SYNC:
+        do_sync(a);
+        break;
+    case OP_HOOK:
+        do_hook(a);
+        break;
+    case OP_STARTED:
+        do_started();
         break;
     case OP_BARRIER:
         do_barrier(a);

@@ -314,7 +314,6 @@ def validate_semantics(config, bundle):
 # Fields emergence cannot honour yet: refusing is better than running a
 # container that silently lacks what was asked for.
 UNSUPPORTED = [
-    (("hooks",), "hooks are not supported yet"),
     (("process", "scheduler"), "scheduling policies are not supported yet"),
     (("process", "ioPriority"), "I/O priorities are not supported yet"),
     (("process", "execCPUAffinity"), "exec CPU affinity is not supported yet"),

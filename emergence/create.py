@@ -73,6 +73,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     cg = cgroups.Cgroup(hierarchies, rel)
     launch = None
     console = None
+    resume = None
     try:
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         c.data = {"ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
@@ -96,15 +97,38 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             from .terminal import Console
             console = Console(console_socket, min_fd=3 + preserve_fds)
             console_plan = (console.fd, *console.size(config["process"]))
+        hooks = config.get("hooks", {})
+        pass_fds = [console.fd] if console else []
+        hook_state = None
+        if any(hooks.get(k) for k in ("createContainer", "startContainer")):
+            from .hooks import state_template
+            hook_state = state_template(c.data, "creating")
+        if hooks.get("prestart") or hooks.get("createRuntime"):
+            import fcntl
+            r, w = os.pipe2(os.O_CLOEXEC)
+            resume = (fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 3 + preserve_fds), w)
+            os.close(r)
+            pass_fds.append(resume[0])
         planner = Planner(config, bundle, rootfs, c.dir, cg, hierarchies, no_pivot=no_pivot,
-                          preserve_fds=preserve_fds, console=console_plan)
+                          preserve_fds=preserve_fds, console=console_plan,
+                          hook_state=hook_state, resume_fd=resume[0] if resume else None)
         plan = planner.build(bpf)
         if debug:
             os.write(2, "".join(f"emergence: plan: {line}\n"
                                 for line in plan.describe()).encode())
-        launch = Launch(plan.encode(), min_fd=3 + preserve_fds,
-                        pass_fds=(console.fd,) if console else ())
-        pid = launch.wait_ready()
+        launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds)
+
+        def runtime_hooks(_label):
+            from . import hooks as hk
+            state = hk.oci_state(c.data, "creating", launch.init_pid)
+            hk.run("prestart", hooks.get("prestart", ()), state)
+            hk.run("createRuntime", hooks.get("createRuntime", ()), state)
+            os.write(resume[1], b"g")
+
+        if resume:
+            os.close(resume[0])
+            resume = (None, resume[1])
+        pid = launch.wait_ready(on_sync=runtime_hooks)
         master = console.handed_over() if console else None
         console = None
         st = proc_start_time(pid)
@@ -115,10 +139,16 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         c.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
+        if resume is not None:
+            os.close(resume[1])
+            resume = None
         return pid, master
     except BaseException:
         if console is not None:
             console.close()
+        for fd in resume or ():
+            if fd is not None:
+                os.close(fd)  # an init waiting on the pipe gives up
         if launch is not None:
             launch.abort()
         try:

@@ -41,6 +41,8 @@ def delete(root, container_id, force=False):
         if c.init_alive():
             send(c.pid, c.data.get("startTime"), 9)
             _wait_gone(c.pid, c.data.get("startTime"))
+        from .start import _saved_hooks
+        poststop = _saved_hooks(c).get("poststop") if not c.corrupt else None
         cg_data = c.data.get("cgroup")
         if c.corrupt:
             import sys
@@ -58,3 +60,6 @@ def delete(root, container_id, force=False):
                 pids = cg.pids()
             cg.remove()
         c.remove_dir()
+        if poststop:
+            from . import hooks as hk
+            hk.run_warning_only("poststop", poststop, hk.oci_state(c.data, "stopped", 0))

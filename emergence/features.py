@@ -4,6 +4,7 @@ describes it.  Only what is implemented and tested is claimed."""
 from . import OCI_VERSION, __version__
 from .capabilities import CAPABILITIES
 from .config import SECCOMP_ARCHES, SECCOMP_FLAGS, _lsm_enabled
+from .hooks import KINDS
 from .linux import MOUNT_FLAGS, NAMESPACE_ORDER, PROPAGATION
 
 
@@ -22,7 +23,7 @@ def features():
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": list(KINDS),
         "mountOptions": sorted(set(MOUNT_FLAGS) | set(PROPAGATION)),
         "linux": {
             "namespaces": list(NAMESPACE_ORDER),

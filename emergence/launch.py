@@ -63,8 +63,9 @@ class Launch:
             os.close(hi_w)
         self.status_fd = r
 
-    def wait_ready(self):
-        """Block until the init waits at the start barrier; raise with the shim's words."""
+    def wait_ready(self, on_sync=None):
+        """Block until the init waits at the start barrier; raise with the shim's words.
+        ON_SYNC(label) runs when the init pauses at a sync point (runtime hooks)."""
         buf = b""
         error = None
         ready = False
@@ -81,6 +82,8 @@ class Launch:
                         self.init_pid = int(rest)
                     elif word == "ready":
                         ready = True
+                    elif word == "sync" and on_sync is not None:
+                        on_sync(rest)
                     elif word == "error":
                         code, _, what = rest.partition(" ")
                         error = (int(code), what)
@@ -132,7 +135,10 @@ class ShimError(EmergenceError):
     def __init__(self, err, what):
         self.errno = err
         self.what = what
-        super().__init__(f"{what}: {os.strerror(err)}{hint_for(err, what)}")
+        if err == 0:  # the shim worded the whole message
+            super().__init__(what)
+        else:
+            super().__init__(f"{what}: {os.strerror(err)}{hint_for(err, what)}")
 
 
 def hint_for(err, what):

@@ -117,7 +117,7 @@ class Planner:
     """Builds the plan for one container's init."""
 
     def __init__(self, config, bundle, rootfs, state_dir, cgroup, hierarchies, no_pivot=False,
-                 preserve_fds=0, console=None):
+                 preserve_fds=0, console=None, hook_state=None, resume_fd=None):
         self.config = config
         self.bundle = bundle
         self.rootfs = rootfs
@@ -127,6 +127,9 @@ class Planner:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.console = console  # (socket fd, rows, cols) when process.terminal
+        self.hooks = config.get("hooks", {})
+        self.hook_state = hook_state  # state JSON template for hooks run inside
+        self.resume_fd = resume_fd    # read end the init waits on while runtime hooks run
         self.linux = config.get("linux", {})
         self.process = config["process"]
         self.ns = namespaces(config)
@@ -206,6 +209,10 @@ class Planner:
             if m["destination"].rstrip("/") == "/dev":
                 has_dev = True
         self._devices(has_dev)
+        if self.hooks.get("prestart") or self.hooks.get("createRuntime"):
+            add(P.SYNC, "wait for the prestart and createRuntime hooks", self.resume_fd,
+                "create-runtime")
+        self._hook_ops("createContainer")
         if self.no_pivot:
             add(P.CHROOT, "move the rootfs to / and chroot (--no-pivot)")
         else:
@@ -324,14 +331,22 @@ class Planner:
                    for m in self.config.get("mounts", ())):
                 add(P.SYMLINK, "link /dev/ptmx", "pts/ptmx", "/dev/ptmx")
 
+    def _hook_ops(self, kind):
+        for i, hook in enumerate(self.hooks.get(kind, ())):
+            args = hook.get("args", [])
+            self.plan.add(P.HOOK, f"{kind} hook {i} ({hook['path']})", hook.get("timeout", 0),
+                          hook["path"], self.hook_state, len(args), *args,
+                          *hook.get("env", ()))
+
     # -- init: the process --
     def _process(self, seccomp_bpf):
         process_ops(self.plan, self.process, self.linux, seccomp_bpf, self.preserve_fds,
-                    barrier=True, console=self.console)
+                    barrier=True, console=self.console,
+                    after_barrier=lambda: self._hook_ops("startContainer"))
 
 
 def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, console=None,
-                new_session=False):
+                new_session=False, after_barrier=None):
     """Terminal to execve: what both a container's init and an exec'd process do."""
     add = plan.add
     if new_session:
@@ -377,6 +392,9 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
     add(P.READY, "report ready")
     if barrier:
         add(P.BARRIER, "wait for start", "exec.fifo")
+        if after_barrier:
+            after_barrier()
+        add(P.STARTED, "report started")
     if seccomp_bpf is not None and nnp:
         add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
     args = proc["args"]

@@ -44,6 +44,9 @@ CAPS_BOUNDING = 36
 NS_OPEN = 37
 NS_ENTER = 38
 CONSOLE = 39
+SYNC = 40
+HOOK = 41
+STARTED = 42
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 
