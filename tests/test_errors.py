@@ -144,7 +144,6 @@ def test_corrupt_state_is_reported_not_crashed(rt):
 
 
 @pytest.mark.parametrize("mutate,words", [
-    (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true"}]}), ["hooks"]),
     (lambda c: c["process"].update(scheduler={"policy": "SCHED_BATCH"}), ["process.scheduler"]),
     (lambda c: c["process"].update(ioPriority={"class": "IOPRIO_CLASS_BE"}), ["ioPriority"]),
     (lambda c: c["linux"].update(intelRdt={"closID": "x"}), ["linux.intelRdt"]),
