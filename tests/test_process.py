@@ -1,5 +1,7 @@
 """process.*: user, capabilities, rlimits, environment, cwd, and friends."""
 
+import os
+
 import pytest
 
 from emergence.capabilities import CAPABILITIES
@@ -125,3 +127,25 @@ def test_only_stdio_reaches_the_container(rt):
 def test_init_is_session_leader(rt):
     p = rt.run(["sh", "-c", "cut -d' ' -f6 /proc/1/stat"])
     assert p.stdout.strip() == "1"
+
+
+def test_preserve_fds_passes_exactly_the_fds_asked_for(rt, tmp_path):
+    import subprocess
+    data = tmp_path / "data"
+    data.write_text("passed-through\n")
+    other = tmp_path / "other"
+    other.write_text("")
+    b = rt.bundle(["sh", "-c", "cat <&3; ls /proc/self/fd | sort -n | tr '\\n' ' '"])
+    with open(data) as f3, open(other) as f4:
+        # In the child only: the data file as fd 3, plus one more open fd that
+        # must not reach the container.
+        p = subprocess.run(rt.cmd + ["--root", rt.root, "run", "--preserve-fds", "1",
+                                     "--bundle", b, rt.new_id()],
+                           preexec_fn=lambda: os.dup2(f3.fileno(), 3),
+                           pass_fds=(f3.fileno(), f4.fileno()), capture_output=True,
+                           text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "passed-through"
+    # stdio, fd 3, and the fd ls opens for the listing; not the extra fd the caller had
+    assert lines[1].split() == ["0", "1", "2", "3", "4"]
