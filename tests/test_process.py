@@ -142,7 +142,7 @@ def test_preserve_fds_passes_exactly_the_fds_asked_for(rt, tmp_path):
         p = subprocess.run(rt.cmd + ["--root", rt.root, "run", "--preserve-fds", "1",
                                      "--bundle", b, rt.new_id()],
                            preexec_fn=lambda: os.dup2(f3.fileno(), 3),
-                           pass_fds=(f3.fileno(), f4.fileno()), capture_output=True,
+                           pass_fds=(3, f3.fileno(), f4.fileno()), capture_output=True,
                            text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
