@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Time `run` of a busybox bundle running /bin/true: emergence against runc and
-crun, interleaved in one run (each round runs every runtime once, in a
-shuffled order), and print medians and the ratios emergence/peer.
+crun, interleaved in one run, and print medians and the ratios emergence/peer.
 
     sudo python3 bench/run_true.py [--rounds 60] [--emergence PATH]
 
@@ -10,89 +9,13 @@ so, hugetlb is moved to a v1 mount for the run and moved back afterwards.
 """
 
 import argparse
-import json
 import os
-import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-
-
-def find_emergence():
-    here = os.path.join(os.path.dirname(sys.executable), "emergence")
-    return here if os.path.exists(here) else shutil.which("emergence")
-
-
-def make_bundle(workdir):
-    rootfs = os.path.join(workdir, "rootfs")
-    subprocess.run([os.path.join(REPO, "bundles", "busybox", "make-rootfs.sh"), rootfs],
-                   check=True, stdout=subprocess.DEVNULL)
-    sys.path.insert(0, REPO)
-    from emergence.spec import default_config
-    config = default_config(args=["/bin/true"], terminal=False)
-    config["root"]["path"] = rootfs  # runc wants an absolute, non-symlink path
-    bundle = os.path.join(workdir, "bundle")
-    os.mkdir(bundle)
-    with open(os.path.join(bundle, "config.json"), "w") as f:
-        json.dump(config, f)
-    return bundle
-
-
-class HugetlbOnV1:
-    """Bind hugetlb to a v1 hierarchy so crun accepts the hybrid host."""
-
-    def __init__(self):
-        self.mounted = False
-
-    def __enter__(self):
-        try:
-            with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
-                busy = f.read().split()
-        except OSError:
-            return self
-        if "hugetlb" in busy and not os.path.ismount("/sys/fs/cgroup/hugetlb"):
-            os.makedirs("/sys/fs/cgroup/hugetlb", exist_ok=True)
-            # Busy for a moment after cgroup2 children of it were removed: retry.
-            for _ in range(50):
-                r = subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup",
-                                    "/sys/fs/cgroup/hugetlb"], stderr=subprocess.DEVNULL)
-                if r.returncode == 0:
-                    self.mounted = True
-                    break
-                time.sleep(0.1)
-        return self
-
-    def __exit__(self, *exc):
-        if not self.mounted:
-            return
-        subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
-        os.rmdir("/sys/fs/cgroup/hugetlb")
-        # An unmounted v1 hierarchy lingers while its dead children are released,
-        # keeping hugetlb from cgroup2; mounting and unmounting it again frees it.
-        spare = tempfile.mkdtemp(prefix="emergence-hugetlb-")
-        for _ in range(50):
-            if self.hierarchy_of("hugetlb") == 0:
-                break
-            if subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", spare],
-                              stderr=subprocess.DEVNULL).returncode == 0:
-                subprocess.run(["umount", spare])
-            time.sleep(0.1)
-        os.rmdir(spare)
-
-    @staticmethod
-    def hierarchy_of(controller):
-        with open("/proc/cgroups") as f:
-            for line in f:
-                fields = line.split()
-                if fields[0] == controller:
-                    return int(fields[1])
-        return 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import HugetlbOnV1, find_emergence, interleave, make_bundle, report  # noqa: E402
 
 
 def main():
@@ -103,42 +26,22 @@ def main():
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="emergence-bench-")
-    bundle = make_bundle(workdir)
-    state = os.path.join(workdir, "state")
-    runtimes = {"emergence": [args.emergence, "--root", state + "-em"]}
+    bundle = make_bundle(workdir, ["/bin/true"])
+    runtimes = {"emergence": [args.emergence, "--root", f"{workdir}/state-em"]}
     for peer in ("runc", "crun"):
         path = shutil.which(peer)
         if path:
-            runtimes[peer] = [path, "--root", f"{state}-{peer}"]
+            runtimes[peer] = [path, "--root", f"{workdir}/state-{peer}"]
         else:
             print(f"note: {peer} not installed, skipped", file=sys.stderr)
-    times = {name: [] for name in runtimes}
-    n = 0
     try:
         with HugetlbOnV1():
-            for rnd in range(args.warmup + args.rounds):
-                order = list(runtimes)
-                random.shuffle(order)
-                for name in order:
-                    n += 1
-                    cmd = runtimes[name] + ["run", "--bundle", bundle, f"bench{n}"]
-                    t0 = time.perf_counter()
-                    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
-                    dt = time.perf_counter() - t0
-                    if r.returncode != 0:
-                        sys.exit(f"{name} failed: {r.stderr.decode().strip()}")
-                    if rnd >= args.warmup:
-                        times[name].append(dt)
+            times = interleave(runtimes, args.rounds, args.warmup,
+                               lambda name, n: runtimes[name] + ["run", "--bundle", bundle,
+                                                                 f"bench{n}"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    med = {name: statistics.median(t) * 1000 for name, t in times.items()}
-    print(f"run /bin/true, {args.rounds} interleaved rounds (median, min, max in ms):")
-    for name, t in times.items():
-        print(f"  {name:10s} {med[name]:7.2f}  {min(t) * 1000:7.2f}  {max(t) * 1000:7.2f}")
-    for peer in ("runc", "crun"):
-        if peer in med:
-            print(f"ratio emergence/{peer}: {med['emergence'] / med[peer]:.2f}")
+    report(f"run /bin/true, {args.rounds} interleaved rounds", times)
 
 
 if __name__ == "__main__":

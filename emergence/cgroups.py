@@ -505,16 +505,6 @@ def _warn(msg):
 
 # ---- freezing (pause/resume) --------------------------------------------------
 
-def is_frozen(freezer_file):
-    """True when the container's processes are frozen (read on every `state`)."""
-    try:
-        with open(freezer_file) as f:
-            value = f.read().strip()
-    except (OSError, TypeError):
-        return False
-    return value in ("FROZEN", "1")
-
-
 def set_frozen(freezer_file, frozen, timeout=10.0):
     """Freeze or thaw, and wait until the kernel says it is done."""
     if freezer_file is None:

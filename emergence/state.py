@@ -8,7 +8,6 @@ the init (checked by pid and start time, so a reused pid is not mistaken for
 it) is gone.
 """
 
-import fcntl
 import os
 
 from . import fastjson
@@ -40,6 +39,16 @@ def proc_start_time(pid):
         return None
     rest = data[data.rindex(b")") + 2:].split()
     return rest[0].decode(), int(rest[19])
+
+
+def is_frozen(freezer_file):
+    """True when the container's processes are frozen (v1 freezer.state or v2
+    cgroup.freeze); here rather than in cgroups.py because `state` reads it."""
+    try:
+        with open(freezer_file) as f:
+            return f.read().strip() in ("FROZEN", "1")
+    except OSError:
+        return False
 
 
 def write_atomic(path, data, mode=0o600):
@@ -80,7 +89,7 @@ class Container:
             raise EmergenceError(f"container {container_id!r} already exists; "
                                  "pick another id or delete it first") from None
         c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(c.fd, fcntl.LOCK_EX)
+        c.lock()
         return c
 
     @classmethod
@@ -92,7 +101,7 @@ class Container:
         except FileNotFoundError:
             raise NotFound(f"container {container_id!r} does not exist") from None
         if lock:
-            fcntl.flock(c.fd, fcntl.LOCK_EX)
+            c.lock()
         try:
             found = c.load()
         except EmergenceError:
@@ -104,6 +113,10 @@ class Container:
             c.close()
             raise NotFound(f"container {container_id!r} does not exist")
         return c
+
+    def lock(self):
+        import fcntl  # here, not at the top: `state` and `list` never lock
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def load(self):
         try:
@@ -150,10 +163,8 @@ class Container:
             return "stopped"
         if os.path.exists(os.path.join(self.dir, FIFO)):
             return "created"
-        if self.data.get("freezer"):
-            from .cgroups import is_frozen
-            if is_frozen(self.data["freezer"]):
-                return "paused"  # not in the spec's list, but what runc says and engines read
+        if self.data.get("freezer") and is_frozen(self.data["freezer"]):
+            return "paused"  # not in the spec's list, but what runc says and engines read
         return "running"
 
     def oci_state(self):

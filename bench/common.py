@@ -1,0 +1,118 @@
+"""Shared by the benchmarks: find the runtimes, make a busybox bundle,
+and time commands interleaved (each round runs every contender once, in a
+shuffled order, so drift on the machine hits all of them alike)."""
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def find_emergence():
+    here = os.path.join(os.path.dirname(sys.executable), "emergence")
+    return here if os.path.exists(here) else shutil.which("emergence")
+
+
+def make_bundle(workdir, args):
+    rootfs = os.path.join(workdir, "rootfs")
+    subprocess.run([os.path.join(REPO, "bundles", "busybox", "make-rootfs.sh"), rootfs],
+                   check=True, stdout=subprocess.DEVNULL)
+    sys.path.insert(0, REPO)
+    from emergence.spec import default_config
+    config = default_config(args=list(args), terminal=False)
+    config["root"]["path"] = rootfs  # runc wants an absolute, non-symlink path
+    bundle = os.path.join(workdir, "bundle")
+    os.mkdir(bundle)
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(config, f)
+    return bundle
+
+
+class HugetlbOnV1:
+    """Bind hugetlb to a v1 hierarchy so crun accepts the hybrid host."""
+
+    def __init__(self):
+        self.mounted = False
+
+    def __enter__(self):
+        try:
+            with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+                busy = f.read().split()
+        except OSError:
+            return self
+        if "hugetlb" in busy and not os.path.ismount("/sys/fs/cgroup/hugetlb"):
+            os.makedirs("/sys/fs/cgroup/hugetlb", exist_ok=True)
+            # Busy for a moment after cgroup2 children of it were removed: retry.
+            for _ in range(50):
+                r = subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup",
+                                    "/sys/fs/cgroup/hugetlb"], stderr=subprocess.DEVNULL)
+                if r.returncode == 0:
+                    self.mounted = True
+                    break
+                time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.mounted:
+            return
+        subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
+        os.rmdir("/sys/fs/cgroup/hugetlb")
+        # An unmounted v1 hierarchy lingers while its dead children are released,
+        # keeping hugetlb from cgroup2; mounting and unmounting it again frees it.
+        spare = tempfile.mkdtemp(prefix="emergence-hugetlb-")
+        for _ in range(50):
+            if self.hierarchy_of("hugetlb") == 0:
+                break
+            if subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", spare],
+                              stderr=subprocess.DEVNULL).returncode == 0:
+                subprocess.run(["umount", spare])
+            time.sleep(0.1)
+        os.rmdir(spare)
+
+    @staticmethod
+    def hierarchy_of(controller):
+        with open("/proc/cgroups") as f:
+            for line in f:
+                fields = line.split()
+                if fields[0] == controller:
+                    return int(fields[1])
+        return 0
+
+
+
+def interleave(contenders, rounds, warmup, make_cmd):
+    """{name: [seconds]}: MAKE_CMD(name, n) gives the n-th command of a contender."""
+    times = {name: [] for name in contenders}
+    n = 0
+    for rnd in range(warmup + rounds):
+        order = list(contenders)
+        random.shuffle(order)
+        for name in order:
+            n += 1
+            cmd = make_cmd(name, n)
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+            dt = time.perf_counter() - t0
+            if r.returncode != 0:
+                sys.exit(f"{name} failed: {r.stderr.decode().strip()}")
+            if rnd >= warmup:
+                times[name].append(dt)
+    return times
+
+
+def report(title, times, base="emergence"):
+    med = {name: statistics.median(t) * 1000 for name, t in times.items()}
+    print(f"{title} (median, min, max in ms):")
+    for name, t in times.items():
+        print(f"  {name:10s} {med[name]:7.2f}  {min(t) * 1000:7.2f}  {max(t) * 1000:7.2f}")
+    for peer in med:
+        if peer != base:
+            print(f"ratio {base}/{peer}: {med[base] / med[peer]:.2f}")
