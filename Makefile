@@ -34,3 +34,4 @@ test: install
 
 bench: install
 	$(PYTHON) bench/run_true.py
+	$(PYTHON) bench/exec_true.py
