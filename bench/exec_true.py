@@ -32,16 +32,20 @@ def main():
     started = []
     try:
         with HugetlbOnV1():
-            for name, cmd in runtimes.items():
-                subprocess.run(cmd + ["run", "--detach", "--bundle", bundle, "target"],
-                               check=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                started.append(name)
-            times = interleave(runtimes, args.rounds, args.warmup,
-                               lambda name, n: runtimes[name] + ["exec", "target", "/bin/true"])
+            try:
+                for name, cmd in runtimes.items():
+                    subprocess.run(cmd + ["run", "--detach", "--bundle", bundle, "target"],
+                                   check=True, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    started.append(name)
+                times = interleave(runtimes, args.rounds, args.warmup,
+                                   lambda name, n: runtimes[name] + ["exec", "target",
+                                                                     "/bin/true"])
+            finally:
+                # while hugetlb is still on its v1 mount, so its cgroups go too
+                for name in started:
+                    subprocess.run(runtimes[name] + ["delete", "--force", "target"])
     finally:
-        for name in started:
-            subprocess.run(runtimes[name] + ["delete", "--force", "target"])
         shutil.rmtree(workdir, ignore_errors=True)
     report(f"exec /bin/true, {args.rounds} interleaved rounds", times)
 

@@ -18,7 +18,7 @@ enum {
     OP_MKNOD = 13,         /* what, in-root path, mode, major, minor, uid, gid */
     OP_SYMLINK = 14,       /* what, target, in-root link path */
     OP_PIVOT_ROOT = 15,    /* what */
-    OP_CHROOT = 16,        /* what */
+    OP_CHROOT = 16,        /* what, "move" or "plain" */
     OP_MASK = 17,          /* what, path */
     OP_READONLY = 18,      /* what, path */
     OP_SETHOSTNAME = 19,   /* what, name */
@@ -45,6 +45,7 @@ enum {
     OP_SYNC = 40,          /* what, resume fd, label: say "sync LABEL", wait for a byte on the fd */
     OP_HOOK = 41,          /* what, timeout, path, state ("%PID%" = own pid), argc, argv..., env... */
     OP_STARTED = 42,       /* what: tell `start` (through the fifo) that the start hooks passed */
+    OP_FAIL = 43,          /* what: fail with WHAT as the whole message */
 };
 
 #endif

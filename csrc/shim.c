@@ -445,10 +445,11 @@ static void do_pivot(char **a)
 
 static void do_chroot(char **a)
 {
-    (void)a;
+    /* a: what, "move" (own mount namespace: move the rootfs onto /) or
+     * "plain" (the host's mount namespace: only change this process's root) */
     if (fchdir(root_fd) < 0)
         die();
-    if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
+    if (strcmp(a[1], "move") == 0 && mount(".", "/", NULL, MS_MOVE, NULL) < 0)
         die();
     if (chroot(".") < 0)
         die();
@@ -957,6 +958,9 @@ static void run_child_op(struct op *o)
         break;
     case OP_STARTED:
         do_started();
+        break;
+    case OP_FAIL:
+        die_errno(0);
         break;
     case OP_BARRIER:
         do_barrier(a);

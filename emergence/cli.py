@@ -300,3 +300,11 @@ def main(argv=None):
         sys.stderr.write(f"emergence: unexpected error: {msg}\n")
         log_error(g, msg)
         return 1
+    except Exception as e:  # a bug: still one line; the traceback with --debug
+        if g.get("debug"):
+            import traceback
+            traceback.print_exc()
+        msg = f"internal error: {type(e).__name__}: {e} (a bug; rerun with --debug for details)"
+        sys.stderr.write(f"emergence: {msg}\n")
+        log_error(g, msg)
+        return 1

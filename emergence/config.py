@@ -369,7 +369,7 @@ def validate_process(config):
     from .capabilities import CAPABILITIES
     process = config.get("process")
     if process is None:
-        _fail("process", "missing: `create` needs a process to run")
+        return  # optional until `start`, which then fails
     args = process.get("args")
     if not args:
         _fail("process.args", "must name the program to run (a non-empty array)")

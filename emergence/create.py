@@ -46,6 +46,26 @@ def _root_ids(config):
     return host(linux.get("uidMappings", ())), host(linux.get("gidMappings", ()))
 
 
+def check_capabilities_held(process):
+    """A capability the runtime itself lacks cannot be given (capset says only
+    EPERM): name it.  Here CAP_SYS_RESOURCE is commonly missing."""
+    from .capabilities import CAPABILITIES, mask
+    caps = (process or {}).get("capabilities")
+    if not caps:
+        return
+    wanted = 0
+    for k in ("permitted", "effective", "inheritable", "ambient"):
+        wanted |= mask(caps.get(k, ()))
+    with open("/proc/self/status") as f:
+        held = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    missing = wanted & ~held
+    if missing:
+        names = [n for n, bit in CAPABILITIES.items() if missing >> bit & 1]
+        raise EmergenceError(f"process.capabilities asks for {', '.join(names)}, which this "
+                             "runtime does not hold itself (its bounding set lacks it); "
+                             "remove it from the config")
+
+
 def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0,
            debug=False, console_socket=None, keep_terminal=False):
     """Create the container; return (init pid, pty master or None). The caller owns the
@@ -62,10 +82,11 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     if linux.get("seccomp"):
         from .seccomp import compile_bpf, filter_flags
         bpf = (filter_flags(linux["seccomp"]), compile_bpf(linux["seccomp"]).hex())
-    terminal = config["process"].get("terminal", False)
+    terminal = config.get("process", {}).get("terminal", False)
     if terminal and not console_socket and not keep_terminal:
         raise EmergenceError("process.terminal is true but there is no --console-socket to "
                              "hand the terminal to; pass one, or set terminal to false")
+    check_capabilities_held(config.get("process"))
     hierarchies = cgroups.discover()
     rel = cgroups.relative_path(linux.get("cgroupsPath"), container_id)
 
@@ -102,7 +123,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         hook_state = None
         if any(hooks.get(k) for k in ("createContainer", "startContainer")):
             from .hooks import state_template
-            hook_state = state_template(c.data, "creating")
+            hook_state = state_template(c.data, "created")
         if hooks.get("prestart") or hooks.get("createRuntime"):
             import fcntl
             r, w = os.pipe2(os.O_CLOEXEC)
@@ -120,7 +141,8 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
 
         def runtime_hooks(_label):
             from . import hooks as hk
-            state = hk.oci_state(c.data, "creating", launch.init_pid)
+            # Step 3 of the lifecycle: the environment is created (runc reports the same)
+            state = hk.oci_state(c.data, "created", launch.init_pid)
             hk.run("prestart", hooks.get("prestart", ()), state)
             hk.run("createRuntime", hooks.get("createRuntime", ()), state)
             os.write(resume[1], b"g")

@@ -32,7 +32,7 @@ def delete(root, container_id, force=False):
         raise
     with c:
         status = c.status()
-        if status in ("running", "creating", "paused") and not force:
+        if status != "stopped" and not force:
             raise StateError(f"container {container_id!r} is {status}; stop it first "
                              "(kill) or use delete --force")
         if status == "paused":

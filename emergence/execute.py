@@ -123,6 +123,8 @@ def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve
     from .state import write_atomic
 
     validate_process(proc)
+    from .create import check_capabilities_held
+    check_capabilities_held(proc)
     terminal = proc.get("terminal", False)
     if terminal and detach and not console_socket:
         raise EmergenceError("exec --tty --detach needs a --console-socket to hand the "

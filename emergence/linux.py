@@ -86,6 +86,10 @@ PERSONALITY_FLAGS = {
 }
 
 
+def _warn(msg):
+    os.write(2, f"emergence: warning: {msg}\n".encode())
+
+
 def parse_mount_options(options):
     """(flags, clear, propagation flags, data string) for a mount's options."""
     flags = clear = prop = 0
@@ -131,7 +135,7 @@ class Planner:
         self.hook_state = hook_state  # state JSON template for hooks run inside
         self.resume_fd = resume_fd    # read end the init waits on while runtime hooks run
         self.linux = config.get("linux", {})
-        self.process = config["process"]
+        self.process = config.get("process")
         self.ns = namespaces(config)
         self.userns = "user" in self.ns
         self.plan = P.Plan()
@@ -168,7 +172,7 @@ class Planner:
                 _id_map(self.linux["uidMappings"]))
             add(P.CHILD_WRITE, "write the gid map (linux.gidMappings)", "gid_map",
                 _id_map(self.linux["gidMappings"]))
-        if "oomScoreAdj" in self.process:
+        if self.process and "oomScoreAdj" in self.process:
             add(P.CHILD_WRITE, f"set process.oomScoreAdj to {self.process['oomScoreAdj']}",
                 "oom_score_adj", self.process["oomScoreAdj"])
         if self.cgroup is not None:
@@ -194,8 +198,7 @@ class Planner:
     def _rootfs(self):
         add = self.plan.add
         if "mount" not in self.ns:
-            raise ConfigError("config.json: linux.namespaces: emergence needs a mount namespace "
-                              "to set up the root filesystem; add {\"type\": \"mount\"}")
+            return self._rootfs_without_mount_namespace()
         prop = self.linux.get("rootfsPropagation")
         base = MS_PRIVATE if prop == "private" else MS_SLAVE
         add(P.MOUNT, "make / a " + ("private" if base == MS_PRIVATE else "slave") + " mount",
@@ -214,7 +217,7 @@ class Planner:
                 "create-runtime")
         self._hook_ops("createContainer")
         if self.no_pivot:
-            add(P.CHROOT, "move the rootfs to / and chroot (--no-pivot)")
+            add(P.CHROOT, "move the rootfs to / and chroot (--no-pivot)", "move")
         else:
             add(P.PIVOT_ROOT, "pivot_root into the rootfs")
         if prop in ("shared", "unbindable", "slave"):
@@ -229,6 +232,30 @@ class Planner:
         if self.config["root"].get("readonly"):
             add(P.MOUNT_EXISTING, "remount the rootfs read-only (root.readonly)", "/",
                 MS_BIND | MS_REMOUNT | MS_RDONLY, "")
+        if self.config.get("hostname"):
+            add(P.SETHOSTNAME, f"set the hostname {self.config['hostname']!r}",
+                self.config["hostname"])
+        if self.config.get("domainname"):
+            add(P.SETDOMAINNAME, f"set the domainname {self.config['domainname']!r}",
+                self.config["domainname"])
+
+    def _rootfs_without_mount_namespace(self):
+        """Sharing the host's mount namespace, nothing may be mounted (it would land
+        on the host): the init only changes its root, as runc does."""
+        add = self.plan.add
+        skipped = [m["destination"] for m in self.config.get("mounts", ())]
+        skipped += self.linux.get("maskedPaths", []) + self.linux.get("readonlyPaths", [])
+        if skipped or self.config["root"].get("readonly"):
+            _warn("there is no mount namespace, so mounts, masked and read-only paths and "
+                  "root.readonly are not applied (they would change the host)")
+        add(P.SET_ROOT, f"open the rootfs {self.rootfs}", self.rootfs)
+        if self.hooks.get("prestart") or self.hooks.get("createRuntime"):
+            add(P.SYNC, "wait for the prestart and createRuntime hooks", self.resume_fd,
+                "create-runtime")
+        self._hook_ops("createContainer")
+        add(P.CHROOT, "chroot into the rootfs (no mount namespace)", "plain")
+        for key, value in self.linux.get("sysctl", {}).items():
+            add(P.WRITE, f"set sysctl {key}={value}", "/proc/sys/" + key.replace(".", "/"), value)
         if self.config.get("hostname"):
             add(P.SETHOSTNAME, f"set the hostname {self.config['hostname']!r}",
                 self.config["hostname"])
@@ -340,6 +367,12 @@ class Planner:
 
     # -- init: the process --
     def _process(self, seccomp_bpf):
+        if self.process is None:
+            # Allowed until `start` (process is REQUIRED only if start is called).
+            self.plan.add(P.READY, "report ready")
+            self.plan.add(P.BARRIER, "wait for start", "exec.fifo")
+            self.plan.add(P.FAIL, "cannot start: the config has no process to run")
+            return
         process_ops(self.plan, self.process, self.linux, seccomp_bpf, self.preserve_fds,
                     barrier=True, console=self.console,
                     after_barrier=lambda: self._hook_ops("startContainer"))

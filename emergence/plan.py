@@ -47,6 +47,7 @@ CONSOLE = 39
 SYNC = 40
 HOOK = 41
 STARTED = 42
+FAIL = 43
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

@@ -88,6 +88,7 @@ class Runtime:
             out.seek(0)
             err.seek(0)
             p.stdout, p.stderr = out.read(), err.read()
+        assert "internal error" not in p.stderr, p.stderr  # the CLI's last-resort catch: a bug
         if check and p.returncode != 0:
             raise AssertionError(f"emergence {' '.join(args)} failed ({p.returncode}):\n"
                                  f"{p.stdout}\n{p.stderr}")

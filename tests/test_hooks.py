@@ -60,7 +60,7 @@ def test_all_hooks_run_in_order_with_state(rt, tmp_path):
         assert mnt[kind] == container_mnt, kind  # container namespace
     state = {name: s for name, _, s in got}
     assert {s["id"] for s in state.values()} == {cid}
-    assert state["createRuntime"]["status"] == "creating"
+    assert state["createRuntime"]["status"] == "created"
     assert state["poststart"]["status"] == "running"
     assert state["poststop"]["status"] == "stopped"
     assert state["createRuntime"]["pid"] > 1              # the runtime's view

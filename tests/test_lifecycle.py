@@ -145,11 +145,14 @@ def test_delete_force_removes_a_running_container(rt):
         pytest.fail("init still running after delete --force")
 
 
-def test_delete_of_created_container_kills_the_waiting_init(rt):
+def test_delete_of_created_container_needs_force_and_kills_the_waiting_init(rt):
     cid = rt.new_id()
     rt("create", "--bundle", rt.bundle(["true"]), cid, check=True)
     pid = rt.state(cid)["pid"]
-    rt("delete", cid, check=True)
+    p = rt("delete", cid)  # runtime.md: deleting a container that is not stopped is an error
+    assert p.returncode == 1 and "created" in p.stderr and "--force" in p.stderr
+    assert rt.state(cid)["status"] == "created"
+    rt("delete", "--force", cid, check=True)
     time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}/exe") or not os.readlink(
         f"/proc/{pid}/exe").startswith("/memfd:emergence")
@@ -246,6 +249,27 @@ def test_json_log_gets_the_error(rt, tmp_path):
     assert p.returncode == 1
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["level"] == "error" and "does not exist" in entry["msg"]
+
+
+def test_create_without_process_then_start_fails(rt):
+    b = rt.bundle(["true"], edit=lambda c: c.pop("process"))
+    cid = rt.new_id()
+    rt("create", "--bundle", b, cid, check=True)
+    p = rt("start", cid)
+    assert p.returncode == 1 and "no process" in p.stderr
+    assert rt.state(cid)["status"] == "stopped"
+
+
+def test_without_mount_namespace_only_the_root_changes(rt):
+    def edit(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "mount"]
+    with open("/proc/self/mountinfo") as f:
+        before = f.read().count("\n")
+    p = rt.run(["sh", "-c", "ls /bin/busybox; readlink /proc/1/ns/mnt || true"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert "/bin/busybox" in p.stdout and "no mount namespace" in p.stderr
+    with open("/proc/self/mountinfo") as f:
+        assert f.read().count("\n") == before  # nothing was mounted on the host
 
 
 def test_no_pivot_runs_in_a_chroot(rt):
