@@ -33,6 +33,13 @@ Commands:
   update   change limits live: update [-r FILE] [--memory 100m] [--pids-limit N] ... ID
   features what this runtime supports, as JSON
 
+Artifacts (--store DIR, default /var/lib/emergence, an OCI image layout):
+  build    build FILE.nix [-A ATTR] [--arg N EXPR] [--argstr N V] [-t NAME:TAG] [--json]
+  images   list images [--json]          inspect IMAGE    tag IMAGE NAME:TAG    rmi NAME:TAG
+  gc       remove unreferenced blobs     verify   re-hash the store, report corruption
+  bundle   bundle IMAGE DIR [CMD...]: unpack an image into a runtime bundle
+  run --image IMAGE ID [-- CMD...]: run a Nix-built image straight from /nix/store
+
 Global options:
   --root DIR            state directory (default /run/emergence)
   --log FILE            also write errors to FILE
@@ -48,6 +55,7 @@ MULTI = object()
 GLOBAL_OPTIONS = {
     "root": True, "log": True, "log-format": True, "debug": False, "systemd-cgroup": False,
     "rootless": True, "criu": True, "version": False, "help": False, "h": False, "v": False,
+    "store": True,
 }
 COMMAND_OPTIONS = {
     "spec": {"bundle": True, "b": "bundle", "rootless": False},
@@ -55,7 +63,15 @@ COMMAND_OPTIONS = {
                "console-socket": True, "preserve-fds": True, "no-new-keyring": False},
     "run": {"bundle": True, "b": "bundle", "pid-file": True, "no-pivot": False,
             "detach": False, "d": "detach", "console-socket": True, "preserve-fds": True,
-            "no-new-keyring": False, "keep": False},
+            "no-new-keyring": False, "keep": False, "image": True},
+    "build": {"A": True, "attr": "A", "arg": MULTI, "argstr": MULTI, "t": True, "tag": "t",
+              "json": False},
+    "images": {"format": True, "json": False},
+    "inspect": {},
+    "tag": {},
+    "rmi": {},
+    "gc": {"json": False},
+    "verify": {"json": False},
     "exec": {"process": True, "p": "process", "tty": False, "t": "tty", "cwd": True,
              "env": MULTI, "e": "env", "user": True, "u": "user", "additional-gids": MULTI,
              "g": "additional-gids", "cap": MULTI, "c": "cap", "no-new-privs": False,
@@ -69,6 +85,7 @@ COMMAND_OPTIONS = {
     "resume": {},
     "ps": {"format": True, "f": "format"},
     "events": {"stats": False, "interval": True},
+    "bundle": {},
     "features": {},
     "update": {"resources": True, "r": "resources", **{k: True for k in (
         "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
@@ -148,6 +165,8 @@ def dispatch(g, command, argv):
     # exec's command and ps's arguments keep their own options
     opts, args = parse_options(argv, table, stop_at_positional=command in ("exec", "ps"))
     root = g.get("root", None) or "/run/emergence"
+    from .store import DEFAULT_STORE
+    store = g.get("store") or DEFAULT_STORE
     if command == "state":
         from . import fastjson
         from .state import Container
@@ -166,6 +185,14 @@ def dispatch(g, command, argv):
                preserve_fds=_preserve_fds(opts), debug=g.get("debug", False),
                console_socket=opts.get("console-socket"))
         return 0
+    if command == "run" and opts.get("image"):
+        from .images import run_image
+        if not args:
+            raise UsageError("usage: emergence run --image IMAGE ID [-- COMMAND...]")
+        return run_image(root, store, opts["image"], args[0], args[1:] or None,
+                         detach=opts.get("detach", False))
+    if command in ("build", "images", "inspect", "tag", "rmi", "gc", "verify", "bundle"):
+        return image_command(command, opts, args, store)
     if command == "run":
         from .run import run
         return run(root, _one_id(args, command), opts.get("bundle", "."),
@@ -243,6 +270,82 @@ def dispatch(g, command, argv):
         write_spec(opts.get("bundle", "."), rootless=opts.get("rootless", False))
         return 0
     raise UsageError(f"unknown command {command!r}")
+
+
+def _pairs(items, flag):
+    out = []
+    for i in range(0, len(items), 2):
+        if i + 1 >= len(items):
+            raise UsageError(f"--{flag} takes a name and a value")
+        out.append((items[i], items[i + 1]))
+    return out
+
+
+def image_command(command, opts, args, store):
+    """The artifact side: build, images, inspect, tag, rmi, gc, verify, bundle."""
+    from . import fastjson
+    if command == "build":
+        from .nixbuild import build
+        if len(args) != 1:
+            raise UsageError("usage: emergence build FILE.nix [-A ATTR] [--arg N EXPR] "
+                             "[--argstr N VALUE] [-t NAME:TAG] [--json]")
+        result = build(store, args[0], attr=opts.get("A"), args=_pairs(opts.get("arg", []),
+                       "arg"), argstrs=_pairs(opts.get("argstr", []), "argstr"),
+                       tag=opts.get("t"))
+        sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json")
+                         else f"{result['digest']}\n")
+        return 0
+    if command == "images":
+        from .images import images
+        fmt = "json" if opts.get("json") else opts.get("format", "table")
+        sys.stdout.write(images(store, fmt))
+        return 0
+    if command == "inspect":
+        from .images import inspect
+        sys.stdout.write(fastjson.dumps(inspect(store, _one(args, "inspect")), indent=2) + "\n")
+        return 0
+    if command == "tag":
+        from .images import tag
+        if len(args) != 2:
+            raise UsageError("usage: emergence tag IMAGE NAME:TAG")
+        tag(store, args[0], args[1])
+        return 0
+    if command == "rmi":
+        from .images import rmi
+        rmi(store, _one(args, "rmi"))
+        return 0
+    if command == "gc":
+        from .images import gc
+        removed, freed = gc(store)
+        sys.stdout.write(fastjson.dumps({"removed": removed, "bytes": freed}) + "\n"
+                         if opts.get("json") else f"removed {removed} blobs, {freed} bytes\n")
+        return 0
+    if command == "verify":
+        from .images import verify
+        problems = verify(store)
+        if opts.get("json"):
+            sys.stdout.write(fastjson.dumps([{"digest": d, "problem": p}
+                                             for d, p in problems]) + "\n")
+        else:
+            for d, p in problems:
+                sys.stdout.write(f"{d}: {p}\n")
+        if problems:
+            raise EmergenceError(f"{len(problems)} problem(s) in the store {store}; "
+                                 "rebuild or re-import the affected images, then `gc`")
+        return 0
+    if command == "bundle":
+        from .unpack import make_bundle
+        if len(args) < 2:
+            raise UsageError("usage: emergence bundle IMAGE DIR [COMMAND...]")
+        make_bundle(store, args[0], args[1], args[2:] or None)
+        return 0
+    raise UsageError(f"unknown command {command!r}")
+
+
+def _one(args, command):
+    if len(args) != 1:
+        raise UsageError(f"`{command}` takes exactly one image")
+    return args[0]
 
 
 def log_error(g, message):

@@ -60,6 +60,10 @@ def delete(root, container_id, force=False):
                 pids = cg.pids()
             cg.remove()
         c.remove_dir()
+        image_bundle = os.path.join(root, ".bundles", container_id)  # from run --image
+        if os.path.isdir(image_bundle):
+            import shutil
+            shutil.rmtree(image_bundle, ignore_errors=True)
         if poststop:
             from . import hooks as hk
             hk.run_warning_only("poststop", poststop, hk.oci_state(c.data, "stopped", 0))

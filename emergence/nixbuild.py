@@ -1,0 +1,284 @@
+"""`build`: a Nix expression becomes an OCI image in the store.
+
+Real Nix evaluates and realises the expression, which (through nix/lib.nix's
+buildImage) yields a small description: the image config, the content roots
+and their closure graph.  Here the closure is grouped into layers by
+popularity (paths many others depend on get layers of their own, so images
+share them), each layer is written as a byte-reproducible tar (fixed mtime,
+owner and order) straight into the store, and manifest, config and tag are
+recorded.  A layer already built for the same store paths is reused.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+
+from . import fastjson
+from .errors import EmergenceError
+from .store import CONFIG, LAYER, MANIFEST, Store, canonical
+
+EPOCH = 1  # mtime of every entry, and the image's creation time (1970-01-01T00:00:01Z)
+CREATED = "1970-01-01T00:00:01Z"
+LAYER_FORMAT = "emergence-layer-v1"  # bump to invalidate the layer cache
+ANNOTATION_PATHS = "io.github.emergence.nix.store-paths"
+ANNOTATION_CONTENTS = "io.github.emergence.nix.contents"
+
+
+# ---- Nix -----------------------------------------------------------------------
+
+def _offline():
+    """No substituters when the binary cache cannot be reached (the usual case here)."""
+    if os.environ.get("EMERGENCE_NIX_OFFLINE") in ("0", "no"):
+        return False
+    return True
+
+
+def realise(expr_file, attr=None, args=(), argstrs=(), progress=False):
+    """nix-build the expression; return the description directory."""
+    cmd = ["nix-build", expr_file, "--no-out-link"]
+    if attr:
+        cmd += ["-A", attr]
+    for name, value in args:
+        cmd += ["--arg", name, value]
+    for name, value in argstrs:
+        cmd += ["--argstr", name, value]
+    if _offline():
+        cmd += ["--option", "substituters", ""]
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if progress else
+                           subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        raise EmergenceError("nix-build is not installed (apt-get install nix-bin)") from None
+    if p.returncode != 0:
+        if not progress and p.stderr:
+            sys.stderr.write(p.stderr)  # as Nix printed it
+        last = [line for line in (p.stderr or "").splitlines() if line.startswith("error")]
+        summary = last[-1] if last else f"nix-build exited with status {p.returncode}"
+        raise EmergenceError(f"building {expr_file} failed: {summary}")
+    out = p.stdout.strip().splitlines()
+    if not out:
+        raise EmergenceError(f"nix-build {expr_file} printed no store path")
+    desc_dir = out[-1]
+    if not os.path.exists(os.path.join(desc_dir, "image.json")):
+        raise EmergenceError(f"{expr_file} did not build an image description (use "
+                             "buildImage from nix/lib.nix); got {desc_dir}")
+    return desc_dir
+
+
+def parse_closure(text):
+    """exportReferencesGraph's format -> {path: [references]}."""
+    lines = text.splitlines()
+    graph = {}
+    i = 0
+    while i < len(lines):
+        path = lines[i]
+        if not path:
+            i += 1
+            continue
+        count = int(lines[i + 2])
+        graph[path] = [r for r in lines[i + 3:i + 3 + count] if r != path]
+        i += 3 + count
+    return graph
+
+
+# ---- layering --------------------------------------------------------------------
+
+def popularity(graph):
+    """How many store paths (transitively) depend on each path."""
+    dependents = {p: set() for p in graph}
+    memo = {}
+
+    def closure(p):
+        if p not in memo:
+            memo[p] = set()
+            for r in graph.get(p, ()):
+                memo[p] |= {r} | closure(r)
+        return memo[p]
+
+    for p in graph:
+        for dep in closure(p):
+            dependents.setdefault(dep, set()).add(p)
+    return {p: len(d) for p, d in dependents.items()}
+
+
+def group_layers(graph, max_layers):
+    """Store paths per layer: the most popular get their own layer, the rest share
+    the last store layer; one more layer is kept for the image's own files."""
+    budget = max(1, max_layers - 1)
+    pop = popularity(graph)
+    order = sorted(graph, key=lambda p: (-pop.get(p, 0), p))
+    if len(order) <= budget:
+        return [[p] for p in order]
+    return [[p] for p in order[:budget - 1]] + [sorted(order[budget - 1:])]
+
+
+# ---- reproducible tar ------------------------------------------------------------
+
+def _info(name, st=None, kind=tarfile.DIRTYPE, mode=0o755, linkname=""):
+    ti = tarfile.TarInfo(name)
+    ti.mtime = EPOCH
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    ti.type = kind
+    ti.mode = mode
+    ti.linkname = linkname
+    return ti
+
+
+def _add_tree(tar, path):
+    """PATH (a store path) and everything below it, in sorted order; no hardlinks
+    (each layer stands alone), no owners, one mtime."""
+    def add(full):
+        st = os.lstat(full)
+        name = full.lstrip("/")
+        if stat.S_ISDIR(st.st_mode):
+            tar.addfile(_info(name, mode=st.st_mode & 0o7777))
+            for entry in sorted(os.listdir(full)):
+                add(os.path.join(full, entry))
+        elif stat.S_ISLNK(st.st_mode):
+            tar.addfile(_info(name, kind=tarfile.SYMTYPE, mode=0o777,
+                              linkname=os.readlink(full)))
+        elif stat.S_ISREG(st.st_mode):
+            ti = _info(name, kind=tarfile.REGTYPE, mode=st.st_mode & 0o7777)
+            ti.size = st.st_size
+            with open(full, "rb") as f:
+                tar.addfile(ti, f)
+        else:
+            raise EmergenceError(f"{full}: unsupported file type in the Nix store")
+    add(path)
+
+
+def write_layer(store, paths=(), extra=None):
+    """One layer blob; returns (digest, size).  EXTRA(tar) adds non-store entries."""
+    w = store.writer()
+    try:
+        with tarfile.open(fileobj=w, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            if paths:
+                tar.addfile(_info("nix"))
+                tar.addfile(_info("nix/store"))
+                for p in sorted(paths):
+                    _add_tree(tar, p)
+            if extra:
+                extra(tar)
+        return w.commit()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _cache_key(paths):
+    import hashlib
+    h = hashlib.sha256(LAYER_FORMAT.encode())
+    for p in sorted(paths):
+        h.update(b"\0" + p.encode())
+    return h.hexdigest()
+
+
+def cached_layer(store, paths):
+    """(digest, size, reused): a store-path layer, re-tarred only if not in the store."""
+    key = os.path.join(store.root, "cache", _cache_key(paths))
+    try:
+        with open(key, "rb") as f:
+            entry = fastjson.loads(f.read())
+        if store.has(entry["digest"]):
+            return entry["digest"], entry["size"], True
+    except (OSError, ValueError, KeyError):
+        pass
+    digest, size = write_layer(store, paths)
+    tmp = f"{key}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(canonical({"digest": digest, "size": size, "paths": sorted(paths)}))
+    os.replace(tmp, key)
+    return digest, size, False
+
+
+def symlink_farm(contents):
+    """The image's own layer: each content root's top-level entries linked into /,
+    as buildEnv would (bin/hello -> /nix/store/...-hello/bin/hello), plus /tmp."""
+    def extra(tar):
+        seen = set()
+        entries = []
+        for root in contents:
+            for top in sorted(os.listdir(root)):
+                full = os.path.join(root, top)
+                if os.path.isdir(full) and not os.path.islink(full):
+                    entries.append((top, None))
+                    for leaf in sorted(os.listdir(full)):
+                        entries.append((f"{top}/{leaf}", os.path.join(full, leaf)))
+                else:
+                    entries.append((top, full))
+        for name, target in entries:
+            if name in seen:
+                continue
+            seen.add(name)
+            if target is None:
+                tar.addfile(_info(name))
+            else:
+                tar.addfile(_info(name, kind=tarfile.SYMTYPE, mode=0o777, linkname=target))
+        if "tmp" not in seen:
+            tar.addfile(_info("tmp", mode=0o1777))
+    return extra
+
+
+# ---- the image -------------------------------------------------------------------
+
+def build(store_root, expr_file, attr=None, args=(), argstrs=(), tag=None, progress=None):
+    """Build EXPR_FILE into the store; return a result dict (printed as --json)."""
+    if not os.path.exists(expr_file):
+        raise EmergenceError(f"{expr_file}: no such Nix expression")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    desc_dir = realise(expr_file, attr, args, argstrs, progress)
+    with open(os.path.join(desc_dir, "image.json"), "rb") as f:
+        desc = fastjson.loads(f.read())
+    with open(os.path.join(desc_dir, "closure")) as f:
+        graph = parse_closure(f.read())
+    store = Store(store_root)
+    groups = group_layers(graph, int(desc.get("maxLayers", 100)))
+    layers = []
+    reused = 0
+    for i, group in enumerate(groups):
+        if progress:
+            sys.stderr.write(f"\remergence: layer {i + 1}/{len(groups) + 1}")
+        digest, size, hit = cached_layer(store, group)
+        reused += hit
+        layers.append({"mediaType": LAYER, "digest": digest, "size": size})
+    digest, size = write_layer(store, extra=symlink_farm(desc.get("contents", [])))
+    layers.append({"mediaType": LAYER, "digest": digest, "size": size})
+    if progress:
+        sys.stderr.write("\n")
+    config = {
+        "created": CREATED,
+        "architecture": _arch(),
+        "os": "linux",
+        "config": desc.get("config", {}),
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+        "history": [{"created": CREATED, "created_by": "emergence build: " + " ".join(g)}
+                    for g in groups] + [{"created": CREATED,
+                                         "created_by": "emergence build: links to contents"}],
+    }
+    cfg_digest, cfg_size = store.put(canonical(config))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": cfg_digest, "size": cfg_size},
+        "layers": layers,
+        "annotations": {
+            ANNOTATION_PATHS: " ".join(sorted(graph)),
+            ANNOTATION_CONTENTS: " ".join(desc.get("contents", [])),
+        },
+    }
+    man_digest, man_size = store.put(canonical(manifest))
+    ref = tag or f"{desc['name']}:{desc.get('tag', 'latest')}"
+    if ":" not in ref:
+        ref += ":latest"
+    store.set_ref(ref, {"mediaType": MANIFEST, "digest": man_digest, "size": man_size})
+    return {"digest": man_digest, "ref": ref, "config": cfg_digest,
+            "layers": len(layers), "layersReused": reused, "storePaths": len(graph),
+            "store": store.root}
+
+
+def _arch():
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
