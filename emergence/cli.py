@@ -52,6 +52,7 @@ Global options:
 # option name -> True (takes a value), False (a flag), MULTI (a value, repeatable:
 # collected in a list) or another option's name (an alias)
 MULTI = object()
+PAIR = object()  # two values, repeatable (--argstr NAME VALUE)
 GLOBAL_OPTIONS = {
     "root": True, "log": True, "log-format": True, "debug": False, "systemd-cgroup": False,
     "rootless": True, "criu": True, "version": False, "help": False, "h": False, "v": False,
@@ -64,7 +65,7 @@ COMMAND_OPTIONS = {
     "run": {"bundle": True, "b": "bundle", "pid-file": True, "no-pivot": False,
             "detach": False, "d": "detach", "console-socket": True, "preserve-fds": True,
             "no-new-keyring": False, "keep": False, "image": True},
-    "build": {"A": True, "attr": "A", "arg": MULTI, "argstr": MULTI, "t": True, "tag": "t",
+    "build": {"A": True, "attr": "A", "arg": PAIR, "argstr": PAIR, "t": True, "tag": "t",
               "json": False},
     "images": {"format": True, "json": False},
     "inspect": {},
@@ -124,6 +125,12 @@ def parse_options(argv, table, stop_at_positional):
             name, spec = spec, table[spec]
         if spec is None:
             raise UsageError(f"unknown option {arg}; see `emergence --help`")
+        if spec is PAIR:
+            if eq or i + 2 >= len(argv):
+                raise UsageError(f"option {arg} needs a name and a value")
+            opts.setdefault(name, []).append((argv[i + 1], argv[i + 2]))
+            i += 3
+            continue
         if spec is True or spec is MULTI:
             if not eq:
                 i += 1
@@ -272,15 +279,6 @@ def dispatch(g, command, argv):
     raise UsageError(f"unknown command {command!r}")
 
 
-def _pairs(items, flag):
-    out = []
-    for i in range(0, len(items), 2):
-        if i + 1 >= len(items):
-            raise UsageError(f"--{flag} takes a name and a value")
-        out.append((items[i], items[i + 1]))
-    return out
-
-
 def image_command(command, opts, args, store):
     """The artifact side: build, images, inspect, tag, rmi, gc, verify, bundle."""
     from . import fastjson
@@ -289,9 +287,8 @@ def image_command(command, opts, args, store):
         if len(args) != 1:
             raise UsageError("usage: emergence build FILE.nix [-A ATTR] [--arg N EXPR] "
                              "[--argstr N VALUE] [-t NAME:TAG] [--json]")
-        result = build(store, args[0], attr=opts.get("A"), args=_pairs(opts.get("arg", []),
-                       "arg"), argstrs=_pairs(opts.get("argstr", []), "argstr"),
-                       tag=opts.get("t"))
+        result = build(store, args[0], attr=opts.get("A"), args=opts.get("arg", []),
+                       argstrs=opts.get("argstr", []), tag=opts.get("t"))
         sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json")
                          else f"{result['digest']}\n")
         return 0

@@ -39,14 +39,17 @@ rec {
       name = "${name}-image-description";
       system = builtins.currentSystem;
       builder = sh;
-      exportReferencesGraph = [ "closure" contents ];
+      # one graph file per content root (the attribute takes name/path pairs)
+      exportReferencesGraph = builtins.concatLists (builtins.genList
+        (i: [ "closure-${toString i}" (builtins.elemAt contents i) ])
+        (builtins.length contents));
       description = builtins.toJSON {
         inherit name tag config maxLayers;
         contents = map toString contents;
       };
       args = [ "sh" "-c" ''
         ${sh} mkdir -p $out
-        ${sh} cat closure > $out/closure
+        ${sh} cat closure-* > $out/closure 2>/dev/null || : > $out/closure
         printf '%s' "$description" > $out/image.json
       '' ];
     };

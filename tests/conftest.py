@@ -38,12 +38,19 @@ def spec_validator(kind, schema_file):
     from referencing.jsonschema import DRAFT4
 
     d = os.path.join(SPEC, kind, "schema")
-    resources = []
+    docs = {}
     for name in os.listdir(d):
         if name.endswith(".json"):
             with open(os.path.join(d, name)) as f:
-                resources.append((name, Resource.from_contents(
-                    json.load(f), default_specification=DRAFT4)))
+                docs[name] = json.load(f)
+    # image-spec schemas carry ids (https://opencontainers.org/schema/image/...) that
+    # their relative $refs resolve against: register every file under those too
+    bases = {doc["id"].rsplit("/", 1)[0] + "/" for doc in docs.values()
+             if isinstance(doc.get("id"), str) and "://" in doc["id"]}
+    resources = []
+    for name, doc in docs.items():
+        res = Resource.from_contents(doc, default_specification=DRAFT4)
+        resources += [(name, res)] + [(base + name, res) for base in bases]
     registry = Registry().with_resources(resources)
     with open(os.path.join(d, schema_file)) as f:
         schema = json.load(f)
