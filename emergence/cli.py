@@ -38,6 +38,8 @@ Artifacts (--store DIR, default /var/lib/emergence, an OCI image layout):
   images   list images [--json]          inspect IMAGE    tag IMAGE NAME:TAG    rmi NAME:TAG
   gc       remove unreferenced blobs     verify   re-hash the store, report corruption
   bundle   bundle IMAGE DIR [CMD...]: unpack an image into a runtime bundle
+  export   export IMAGE -o FILE.tar [--format oci-archive|docker-archive]
+  import   import FILE.tar [-t NAME:TAG]
   run --image IMAGE ID [-- CMD...]: run a Nix-built image straight from /nix/store
 
 Global options:
@@ -87,6 +89,8 @@ COMMAND_OPTIONS = {
     "ps": {"format": True, "f": "format"},
     "events": {"stats": False, "interval": True},
     "bundle": {},
+    "export": {"format": True, "o": True, "output": "o"},
+    "import": {"t": True, "tag": "t"},
     "features": {},
     "update": {"resources": True, "r": "resources", **{k: True for k in (
         "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
@@ -198,7 +202,8 @@ def dispatch(g, command, argv):
             raise UsageError("usage: emergence run --image IMAGE ID [-- COMMAND...]")
         return run_image(root, store, opts["image"], args[0], args[1:] or None,
                          detach=opts.get("detach", False))
-    if command in ("build", "images", "inspect", "tag", "rmi", "gc", "verify", "bundle"):
+    if command in ("build", "images", "inspect", "tag", "rmi", "gc", "verify", "bundle",
+                   "export", "import"):
         return image_command(command, opts, args, store)
     if command == "run":
         from .run import run
@@ -329,6 +334,20 @@ def image_command(command, opts, args, store):
         if problems:
             raise EmergenceError(f"{len(problems)} problem(s) in the store {store}; "
                                  "rebuild or re-import the affected images, then `gc`")
+        return 0
+    if command == "export":
+        from .archive import export
+        if len(args) != 1 or not opts.get("o"):
+            raise UsageError("usage: emergence export IMAGE -o FILE.tar "
+                             "[--format oci-archive|docker-archive]")
+        export(store, args[0], opts["o"], opts.get("format", "oci-archive"))
+        return 0
+    if command == "import":
+        from .archive import import_archive
+        if len(args) != 1:
+            raise UsageError("usage: emergence import FILE.tar [-t NAME:TAG]")
+        for ref in import_archive(store, args[0], opts.get("t")):
+            sys.stdout.write(ref + "\n")
         return 0
     if command == "bundle":
         from .unpack import make_bundle

@@ -233,3 +233,31 @@ def test_bad_nix_expression_leaves_nothing(art, tmp_path):
     assert set(os.listdir(os.path.join(art.store, "blobs", "sha256"))) == blobs
     with open(os.path.join(art.store, "index.json")) as f:
         assert f.read() == index
+
+
+def test_export_import_round_trip(art, tmp_path):
+    built = art.build("hello-c.nix")
+    oci = tmp_path / "img-oci.tar"
+    art("export", "hello-c", "-o", str(oci))
+    art("export", "hello-c", "-o", str(tmp_path / "again.tar"))
+    assert oci.read_bytes() == (tmp_path / "again.tar").read_bytes()  # deterministic
+    docker = tmp_path / "img-docker.tar"
+    art("export", "hello-c", "-o", str(docker), "--format", "docker-archive")
+    other = Artifacts(tmp_path / "other")
+    assert other("import", str(oci)).stdout.split() == ["hello-c:latest"]
+    assert json.loads(other("inspect", "hello-c").stdout)["digest"] == built["digest"]
+    assert other("import", str(docker), "-t", "fromdocker:v1").stdout.split() == \
+        ["fromdocker:v1"]
+    assert other("verify").returncode == 0
+    # a corrupt archive is refused and tags nothing
+    data = bytearray(oci.read_bytes())
+    manifest = json.loads(art.blob(built["digest"]))
+    layer_hex = manifest["layers"][0]["digest"][7:].encode()
+    at = data.index(layer_hex) + 600  # inside that blob's bytes, past its header
+    data[at:at + 4] = b"BAD!"
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    third = Artifacts(tmp_path / "third")
+    p = third("import", str(bad), check=False)
+    assert p.returncode == 1 and "corrupt" in p.stderr
+    assert third("images", "--json").stdout.strip() == "[]"

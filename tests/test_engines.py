@@ -239,3 +239,20 @@ def test_ctr_task_exec(containerd):
     finally:
         containerd("task", "delete", "-f", "k3")
         containerd("containers", "delete", "k3")
+
+
+def test_podman_runs_an_image_exported_by_emergence(podman, tmp_path):
+    if not shutil.which("nix-build"):
+        pytest.skip("needs nix-build")
+    from conftest import REPO
+    store = str(tmp_path / "store")
+    cmd = [EMERGENCE, "--store", store]
+    subprocess.run(cmd + ["build", os.path.join(REPO, "nix", "examples", "hello-c.nix")],
+                   check=True, capture_output=True)
+    archive = str(tmp_path / "hello.tar")
+    subprocess.run(cmd + ["export", "hello-c", "-o", archive, "--format", "docker-archive"],
+                   check=True, capture_output=True)
+    podman("load", "-q", "-i", archive, check=True)
+    p = podman("run", "--rm", "--network", "none", "localhost/hello-c:latest")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello from C, built by Nix\n"
