@@ -261,3 +261,22 @@ def test_export_import_round_trip(art, tmp_path):
     p = third("import", str(bad), check=False)
     assert p.returncode == 1 and "corrupt" in p.stderr
     assert third("images", "--json").stdout.strip() == "[]"
+
+
+def test_flake_exposes_the_library_and_images():
+    """The flake evaluates here for what needs no nixpkgs (lib purely; the example
+    images with --impure, since they import the host's busybox)."""
+    nix = ["nix", "--extra-experimental-features", "nix-command flakes", "eval",
+           "--no-write-lock-file"]
+    if subprocess.run(["git", "-C", REPO, "ls-files", "--error-unmatch", "flake.nix"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("flake.nix is not tracked by git here")
+    p = subprocess.run(nix + [f"{REPO}#lib", "--apply", "l: builtins.attrNames (l {})",
+                              "--impure"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "buildImage" in p.stdout
+    p = subprocess.run(nix + ["--impure", "--raw",
+                              f"{REPO}#images.x86_64-linux.hello-c.drvPath"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("/nix/store/") and p.stdout.endswith(".drv")
