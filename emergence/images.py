@@ -127,19 +127,14 @@ def image_bundle(store_root, image, bundle_dir, args=None):
     if missing:
         raise EmergenceError(f"{image} needs {missing[0]}, which is not in this machine's "
                              "/nix/store; build it here or use `emergence bundle`")
+    from .nixbuild import farm_entries
     rootfs = os.path.join(bundle_dir, "rootfs")
     os.makedirs(rootfs)
-    for root in ann.get(ANNOTATION_CONTENTS, "").split():
-        for top in sorted(os.listdir(root)):
-            full = os.path.join(root, top)
-            dest = os.path.join(rootfs, top)
-            if os.path.isdir(full) and not os.path.islink(full):
-                os.makedirs(dest, exist_ok=True)
-                for leaf in sorted(os.listdir(full)):
-                    if not os.path.lexists(os.path.join(dest, leaf)):
-                        os.symlink(os.path.join(full, leaf), os.path.join(dest, leaf))
-            elif not os.path.lexists(dest):
-                os.symlink(full, dest)
+    for name, target in farm_entries(ann.get(ANNOTATION_CONTENTS, "").split()):
+        if target is None:
+            os.mkdir(os.path.join(rootfs, name))
+        else:
+            os.symlink(target, os.path.join(rootfs, name))
     os.makedirs(os.path.join(rootfs, "tmp"), exist_ok=True)
     os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
     config = runtime_config(store.read_json(manifest["config"]["digest"]), rootfs, args)

@@ -136,7 +136,7 @@ def _add_tree(tar, path):
         if stat.S_ISDIR(st.st_mode):
             tar.addfile(_info(name, mode=st.st_mode & 0o7777))
             for entry in sorted(os.listdir(full)):
-                add(os.path.join(full, entry))
+                add(full + "/" + entry)
         elif stat.S_ISLNK(st.st_mode):
             tar.addfile(_info(name, kind=tarfile.SYMTYPE, mode=0o777,
                               linkname=os.readlink(full)))
@@ -154,7 +154,8 @@ def write_layer(store, paths=(), extra=None):
     """One layer blob; returns (digest, size).  EXTRA(tar) adds non-store entries."""
     w = store.writer()
     try:
-        with tarfile.open(fileobj=w, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        with tarfile.open(fileobj=w, mode="w", format=tarfile.GNU_FORMAT,
+                          copybufsize=1 << 20) as tar:
             if paths:
                 tar.addfile(_info("nix"))
                 tar.addfile(_info("nix/store"))
@@ -194,30 +195,43 @@ def cached_layer(store, paths):
     return digest, size, False
 
 
-def symlink_farm(contents):
-    """The image's own layer: each content root's top-level entries linked into /,
-    as buildEnv would (bin/hello -> /nix/store/...-hello/bin/hello), plus /tmp."""
-    def extra(tar):
+def farm_entries(contents):
+    """The links that put the content roots at / (as buildEnv would): a top-level
+    directory that one root alone provides is linked whole (/lib -> .../lib); one
+    that several provide becomes a directory of links to their entries.
+    Returns [(name, target or None for a directory)], sorted."""
+    providers = {}
+    for root in contents:
+        for top in sorted(os.listdir(root)):
+            providers.setdefault(top, []).append(os.path.join(root, top))
+    out = []
+    for top in sorted(providers):
+        srcs = providers[top]
+        dirs = [s for s in srcs if os.path.isdir(s) and not os.path.islink(s)]
+        if len(srcs) == 1 or len(dirs) < 2:
+            out.append((top, srcs[0]))
+            continue
+        out.append((top, None))
         seen = set()
-        entries = []
-        for root in contents:
-            for top in sorted(os.listdir(root)):
-                full = os.path.join(root, top)
-                if os.path.isdir(full) and not os.path.islink(full):
-                    entries.append((top, None))
-                    for leaf in sorted(os.listdir(full)):
-                        entries.append((f"{top}/{leaf}", os.path.join(full, leaf)))
-                else:
-                    entries.append((top, full))
-        for name, target in entries:
-            if name in seen:
-                continue
-            seen.add(name)
+        for src in dirs:
+            for leaf in sorted(os.listdir(src)):
+                if leaf not in seen:
+                    seen.add(leaf)
+                    out.append((f"{top}/{leaf}", os.path.join(src, leaf)))
+    return out
+
+
+def symlink_farm(contents):
+    """The image's own layer: the farm_entries links, plus /tmp."""
+    def extra(tar):
+        names = set()
+        for name, target in farm_entries(contents):
+            names.add(name)
             if target is None:
                 tar.addfile(_info(name))
             else:
                 tar.addfile(_info(name, kind=tarfile.SYMTYPE, mode=0o777, linkname=target))
-        if "tmp" not in seen:
+        if "tmp" not in names:
             tar.addfile(_info("tmp", mode=0o1777))
     return extra
 
