@@ -28,6 +28,8 @@ bundles/busybox/rootfs/bin/busybox: bundles/busybox/make-rootfs.sh
 
 demo: install bundles/busybox/rootfs/bin/busybox
 	cd bundles/busybox && emergence run demo-$$$$
+	emergence build nix/examples/hello-c.nix
+	emergence run --image hello-c demo-image-$$$$
 
 test: install
 	$(PYTHON) -m ruff check .
@@ -36,3 +38,4 @@ test: install
 bench: install
 	$(PYTHON) bench/run_true.py
 	$(PYTHON) bench/exec_true.py
+	$(PYTHON) bench/build_image.py
