@@ -15,7 +15,9 @@ import tempfile
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = os.path.join(os.path.dirname(REPO), "shared", "spec")
+SPEC = os.environ.get("EMERGENCE_SPEC_DIR") or os.path.join(os.path.dirname(REPO), "shared",
+                                                            "spec")
+HAVE_SPEC = os.path.isdir(os.path.join(SPEC, "runtime-spec"))
 MAKE_ROOTFS = os.path.join(REPO, "bundles", "busybox", "make-rootfs.sh")
 
 
@@ -33,6 +35,8 @@ def emergence_command():
 def spec_validator(kind, schema_file):
     """A Draft 4 validator for one of the spec's schemas, with its sibling files
     registered so relative $refs (defs.json#/...) resolve offline."""
+    if not HAVE_SPEC:
+        pytest.skip(f"the OCI specs are not at {SPEC} (set EMERGENCE_SPEC_DIR)")
     import jsonschema
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4
