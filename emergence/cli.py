@@ -176,8 +176,8 @@ def dispatch(g, command, argv):
     # exec's command and ps's arguments keep their own options
     opts, args = parse_options(argv, table, stop_at_positional=command in ("exec", "ps"))
     root = g.get("root", None) or "/run/emergence"
-    from .store import DEFAULT_STORE
-    store = g.get("store") or DEFAULT_STORE
+    # (not imported from store.py: that module is for the artifact verbs only)
+    store = g.get("store") or os.environ.get("EMERGENCE_STORE", "/var/lib/emergence")
     if command == "state":
         from . import fastjson
         from .state import Container

@@ -9,7 +9,6 @@ Blobs are shared by every image that uses them; `gc` drops the rest.
 
 import hashlib
 import os
-import tempfile
 
 from . import fastjson
 from .errors import EmergenceError, NotFound
@@ -27,6 +26,12 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _mkstemp(directory):
+    """A new temp file in DIRECTORY (same file system: rename is atomic)."""
+    import tempfile  # costs milliseconds; only the artifact verbs get here
+    return tempfile.mkstemp(prefix=".tmp-", dir=directory)
+
+
 class BlobWriter:
     """A file-like sink that hashes what it is given; commit() makes it a blob."""
 
@@ -34,7 +39,7 @@ class BlobWriter:
         self.store = store
         self.hash = hashlib.sha256()
         self.size = 0
-        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=store.blob_dir)
+        fd, self.tmp = _mkstemp(store.blob_dir)
         self.f = os.fdopen(fd, "wb", buffering=1 << 20)
 
     def write(self, data):
@@ -88,7 +93,7 @@ class Store:
 
     def _write_file(self, name, data):
         path = os.path.join(self.root, name)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
+        fd, tmp = _mkstemp(self.root)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -338,3 +338,23 @@ def test_fastjson_rejects(text):
 ])
 def test_systemd_cgroups_path(spec, path):
     assert cgroups.relative_path(spec, "id") == path
+
+
+def test_lifecycle_verbs_stay_lean():
+    """create/start/state/kill/delete run on every engine call: their modules must
+    not pull in what costs milliseconds to import."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import emergence.cli, emergence.create, emergence.start, emergence.state, "
+            "emergence.kill, emergence.delete, emergence.run, emergence.execute, "
+            "emergence.linux, emergence.launch, emergence.cgroups, emergence.config\n"
+            "for argv in (['state', 'x'], ['kill', 'x', 'KILL'], ['list'], ['delete', 'x']):\n"
+            "    emergence.cli.main(['--root', '/nonexistent-emergence-root'] + argv)\n"
+            "heavy = {'json', 're', 'enum', 'signal', 'tempfile', 'hashlib', 'subprocess', "
+            "'argparse', 'socket', 'tarfile', 'cffi', 'shutil'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    p = subprocess.run([sys.executable, "-S", "-c",
+                        f"import sys; sys.path[:0] = {sys.path!r}\n" + code],
+                       capture_output=True, text=True, check=True)
+    assert p.stdout.strip().splitlines()[-1] == "[]"
