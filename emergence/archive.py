@@ -110,12 +110,20 @@ def import_archive(store_root, path, ref=None):
                 raise EmergenceError(f"{path}: {name} is missing from the archive")
             return tar.extractfile(m).read()
 
+        def read_json(name):
+            try:
+                return fastjson.loads(read(name))
+            except ValueError:
+                raise EmergenceError(f"{path}: {name} is not valid JSON; the archive is "
+                                     "corrupt") from None
+
         if "index.json" in names:
-            index = fastjson.loads(read("index.json"))
+            index = read_json("index.json")
             added = []
             for i, desc in enumerate(index.get("manifests", [])):
                 manifest_bytes = read(f"blobs/sha256/{desc['digest'][7:]}")
-                manifest = fastjson.loads(manifest_bytes)
+                _put_checked(store, manifest_bytes, desc["digest"])  # verified before parsed
+                manifest = read_json(f"blobs/sha256/{desc['digest'][7:]}")
                 for blob in [manifest["config"]] + manifest["layers"]:
                     data = read(f"blobs/sha256/{blob['digest'][7:]}")
                     _put_checked(store, data, blob["digest"])
@@ -128,9 +136,9 @@ def import_archive(store_root, path, ref=None):
             return added
         if "manifest.json" in names:
             added = []
-            for entry in fastjson.loads(read("manifest.json")):
+            for entry in read_json("manifest.json"):
                 cfg_bytes = read(entry["Config"])
-                cfg = fastjson.loads(cfg_bytes)
+                cfg = read_json(entry["Config"])
                 cfg_digest, cfg_size = _put_checked(store, cfg_bytes)
                 layers = []
                 for name, diff_id in zip(entry["Layers"], cfg["rootfs"]["diff_ids"]):

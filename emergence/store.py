@@ -51,14 +51,14 @@ class BlobWriter:
         return self.size
 
     def commit(self):
-        """Make the blob durable under its digest; return (digest, size)."""
+        """Make the blob durable under its digest; return (digest, size).  The
+        directory entry is synced once, by set_ref, before anything names it."""
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
         digest = "sha256:" + self.hash.hexdigest()
         os.chmod(self.tmp, 0o444)
         os.replace(self.tmp, self.store.blob_path(digest))
-        self.store.sync_dir()
         return digest, self.size
 
     def abort(self):
@@ -157,6 +157,7 @@ class Store:
 
     def set_ref(self, ref, descriptor):
         """Point REF at a manifest descriptor (replacing what REF named before)."""
+        self.sync_dir()  # the blobs' renames are durable before the index names them
         with self.locked():
             idx = self.index()
             manifests = [m for m in idx.get("manifests", [])

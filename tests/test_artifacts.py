@@ -252,8 +252,10 @@ def test_export_import_round_trip(art, tmp_path):
     # a corrupt archive is refused and tags nothing
     data = bytearray(oci.read_bytes())
     manifest = json.loads(art.blob(built["digest"]))
-    layer_hex = manifest["layers"][0]["digest"][7:].encode()
-    at = data.index(layer_hex) + 600  # inside that blob's bytes, past its header
+    import tarfile
+    with tarfile.open(oci) as t:
+        member = t.getmember(f"blobs/sha256/{manifest['layers'][0]['digest'][7:]}")
+    at = member.offset_data + 600  # inside that layer's bytes
     data[at:at + 4] = b"BAD!"
     bad = tmp_path / "bad.tar"
     bad.write_bytes(bytes(data))
