@@ -127,7 +127,6 @@ def import_archive(store_root, path, ref=None):
                 for blob in [manifest["config"]] + manifest["layers"]:
                     data = read(f"blobs/sha256/{blob['digest'][7:]}")
                     _put_checked(store, data, blob["digest"])
-                _put_checked(store, manifest_bytes, desc["digest"])
                 name = ref if ref and i == 0 else desc.get("annotations", {}).get(REF)
                 name = name or f"imported:{desc['digest'][7:19]}"
                 store.set_ref(name, {"mediaType": MANIFEST, "digest": desc["digest"],
