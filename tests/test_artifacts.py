@@ -282,3 +282,25 @@ def test_flake_exposes_the_library_and_images():
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("/nix/store/") and p.stdout.endswith(".drv")
+
+
+def test_concurrent_builds_into_one_store(art):
+    import threading
+    results = {}
+
+    def go(name, *extra):
+        results[name + "".join(extra)] = art("build", os.path.join(EXAMPLES, name), "--json",
+                                             *extra, check=False)
+
+    threads = [threading.Thread(target=go, args=("hello-c.nix",)),
+               threading.Thread(target=go, args=("busybox.nix",)),
+               threading.Thread(target=go, args=("hello-c.nix", "-t", "twin:v1"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(p.returncode == 0 for p in results.values()), \
+        [p.stderr for p in results.values()]
+    refs = {r["ref"] for r in json.loads(art("images", "--json").stdout)}
+    assert refs == {"hello-c:latest", "busybox:latest", "twin:v1"}
+    assert art("verify").stdout == ""
