@@ -212,10 +212,7 @@ class Planner:
             if m["destination"].rstrip("/") == "/dev":
                 has_dev = True
         self._devices(has_dev)
-        if self.hooks.get("prestart") or self.hooks.get("createRuntime"):
-            add(P.SYNC, "wait for the prestart and createRuntime hooks", self.resume_fd,
-                "create-runtime")
-        self._hook_ops("createContainer")
+        self._create_hooks()
         if self.no_pivot:
             add(P.CHROOT, "move the rootfs to / and chroot (--no-pivot)", "move")
         else:
@@ -223,8 +220,7 @@ class Planner:
         if prop in ("shared", "unbindable", "slave"):
             add(P.MOUNT_EXISTING, f"set rootfsPropagation {prop}", "/",
                 PROPAGATION["r" + prop], "")
-        for key, value in self.linux.get("sysctl", {}).items():
-            add(P.WRITE, f"set sysctl {key}={value}", "/proc/sys/" + key.replace(".", "/"), value)
+        self._sysctl()
         for p in self.linux.get("maskedPaths", ()):
             add(P.MASK, f"mask {p} (linux.maskedPaths)", p)
         for p in self.linux.get("readonlyPaths", ()):
@@ -232,12 +228,26 @@ class Planner:
         if self.config["root"].get("readonly"):
             add(P.MOUNT_EXISTING, "remount the rootfs read-only (root.readonly)", "/",
                 MS_BIND | MS_REMOUNT | MS_RDONLY, "")
-        if self.config.get("hostname"):
-            add(P.SETHOSTNAME, f"set the hostname {self.config['hostname']!r}",
-                self.config["hostname"])
-        if self.config.get("domainname"):
-            add(P.SETDOMAINNAME, f"set the domainname {self.config['domainname']!r}",
-                self.config["domainname"])
+        self._names()
+
+    def _create_hooks(self):
+        """prestart/createRuntime (run by the runtime while the init waits), then
+        createContainer (run by the init): after mounts, before pivot_root."""
+        if self.hooks.get("prestart") or self.hooks.get("createRuntime"):
+            self.plan.add(P.SYNC, "wait for the prestart and createRuntime hooks",
+                          self.resume_fd, "create-runtime")
+        self._hook_ops("createContainer")
+
+    def _sysctl(self):
+        for key, value in self.linux.get("sysctl", {}).items():
+            self.plan.add(P.WRITE, f"set sysctl {key}={value}",
+                          "/proc/sys/" + key.replace(".", "/"), value)
+
+    def _names(self):
+        for field, op in (("hostname", P.SETHOSTNAME), ("domainname", P.SETDOMAINNAME)):
+            if self.config.get(field):
+                self.plan.add(op, f"set the {field} {self.config[field]!r}",
+                              self.config[field])
 
     def _rootfs_without_mount_namespace(self):
         """Sharing the host's mount namespace, nothing may be mounted (it would land
@@ -249,19 +259,10 @@ class Planner:
             _warn("there is no mount namespace, so mounts, masked and read-only paths and "
                   "root.readonly are not applied (they would change the host)")
         add(P.SET_ROOT, f"open the rootfs {self.rootfs}", self.rootfs)
-        if self.hooks.get("prestart") or self.hooks.get("createRuntime"):
-            add(P.SYNC, "wait for the prestart and createRuntime hooks", self.resume_fd,
-                "create-runtime")
-        self._hook_ops("createContainer")
+        self._create_hooks()
         add(P.CHROOT, "chroot into the rootfs (no mount namespace)", "plain")
-        for key, value in self.linux.get("sysctl", {}).items():
-            add(P.WRITE, f"set sysctl {key}={value}", "/proc/sys/" + key.replace(".", "/"), value)
-        if self.config.get("hostname"):
-            add(P.SETHOSTNAME, f"set the hostname {self.config['hostname']!r}",
-                self.config["hostname"])
-        if self.config.get("domainname"):
-            add(P.SETDOMAINNAME, f"set the domainname {self.config['domainname']!r}",
-                self.config["domainname"])
+        self._sysctl()
+        self._names()
 
     def _mount(self, m):
         add = self.plan.add
