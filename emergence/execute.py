@@ -109,6 +109,13 @@ def exec_command(root, container_id, args, opts, preserve_fds, debug=False):
         with Container.open(root, container_id, lock=False) as c:
             base = saved_config(c)["process"]
         proc = process_from_flags(base, args, opts)
+    if opts.get("ignore-paused"):
+        raise ConfigError("exec --ignore-paused is not supported: a process joining the "
+                          "frozen cgroup would freeze before it starts; resume the container "
+                          "first")
+    if opts.get("cgroup"):
+        raise ConfigError("exec --cgroup (joining a sub-cgroup) is not supported; the process "
+                          "joins the container's own cgroup")
     return exec_process(root, container_id, proc, detach=opts.get("detach", False),
                         pid_file=opts.get("pid-file"), preserve_fds=preserve_fds, debug=debug,
                         console_socket=opts.get("console-socket"))

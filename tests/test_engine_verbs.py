@@ -39,6 +39,8 @@ def test_pause_and_resume_freeze_the_processes(rt, running, tmp_path):
     assert p.returncode == 1 and "paused" in p.stderr
     p = rt("exec", cid, "true")
     assert p.returncode == 1 and "paused" in p.stderr
+    p = rt("exec", "--ignore-paused", cid, "true")
+    assert p.returncode == 1 and "resume the container first" in p.stderr
     rt("resume", cid, check=True)
     assert rt.state(cid)["status"] == "running"
     time.sleep(0.3)
