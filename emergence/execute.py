@@ -123,12 +123,25 @@ def exec_command(root, container_id, args, opts, preserve_fds, debug=False):
 
 def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve_fds=0,
                  debug=False, console_socket=None):
+    from .run import Forwarder
+    # Forward signals from before the process exists: one sent the moment it
+    # starts must reach it, not kill us.
+    forwarder = None if detach or proc.get("terminal") else Forwarder()
+    if forwarder is None:
+        return _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug,
+                     console_socket, None)
+    with forwarder:
+        return _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug,
+                     console_socket, forwarder)
+
+
+def _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug, console_socket,
+          forwarder):
     from .cgroups import Cgroup, discover
     from .launch import Launch
     from .linux import exec_plan
-    from .run import wait_forwarding
+    from .run import wait_status
     from .state import write_atomic
-
     validate_process(proc)
     from .create import check_capabilities_held
     check_capabilities_held(proc)
@@ -162,6 +175,8 @@ def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve
                         pass_fds=(console.fd,) if console else ())
         try:
             pid = launch.wait_ready()
+            if forwarder is not None:
+                forwarder.target(pid)  # (held signals are delivered now)
             master = console.handed_over() if console else None
         except BaseException:
             if console is not None:
@@ -175,4 +190,4 @@ def exec_process(root, container_id, proc, detach=False, pid_file=None, preserve
     if master is not None:
         from .terminal import proxy
         return proxy(master, pid)
-    return wait_forwarding(pid)
+    return wait_status(pid)

@@ -24,11 +24,15 @@ def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
         start(root, container_id)
         return 0
     try:
-        start(root, container_id)
         if master is not None:
             from .terminal import proxy
+            start(root, container_id)
             return proxy(master, pid)
-        return wait_forwarding(pid)
+        # Forward signals before the process can run: one sent the moment it
+        # starts must reach it, not kill us.
+        with Forwarder(pid):
+            start(root, container_id)
+            return wait_status(pid)
     except BaseException:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -40,29 +44,48 @@ def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
         delete(root, container_id, force=True)
 
 
-def wait_forwarding(pid):
-    """Wait for our child PID, passing on the signals we get; return its exit status
-    the way a shell reports it (128+N for death by signal N)."""
-    previous = {}
+class Forwarder:
+    """Passes the signals we get on to a process; a signal that comes before the
+    process is known (pid None) is held and delivered once it is."""
 
-    def forward(sig, _frame):
+    def __init__(self, pid=None):
+        self.pid = pid
+        self.pending = []
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in FORWARDED:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, sig, _frame):
+        if self.pid is None:
+            self.pending.append(sig)
+            return
         try:
-            os.kill(pid, sig)
+            os.kill(self.pid, sig)
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED:
-        previous[sig] = signal.signal(sig, forward)
-    try:
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-    finally:
-        for sig, handler in previous.items():
+    def target(self, pid):
+        self.pid = pid
+        while self.pending:
+            self._handle(self.pending.pop(0), None)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def wait_status(pid):
+    """Wait for our child PID; its exit status the way a shell reports it
+    (128+N for death by signal N)."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)

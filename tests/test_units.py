@@ -358,3 +358,18 @@ def test_lifecycle_verbs_stay_lean():
                         f"import sys; sys.path[:0] = {sys.path!r}\n" + code],
                        capture_output=True, text=True, check=True)
     assert p.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_forwarder_holds_signals_until_it_knows_the_process():
+    import subprocess
+    import time as _time
+
+    from emergence.run import Forwarder, wait_status
+    child = subprocess.Popen(["sleep", "30"])
+    with Forwarder() as fw:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives before the target is known
+        _time.sleep(0.05)
+        assert child.poll() is None and fw.pending == [signal.SIGTERM]
+        fw.target(child.pid)
+        assert wait_status(child.pid) == 128 + signal.SIGTERM
+    child.returncode = -signal.SIGTERM  # reaped above
