@@ -422,9 +422,10 @@ class Cgroup:
         elif resources.get("unified"):
             raise ConfigError("config.json: linux.resources.unified needs cgroup v2, "
                               "which is not mounted here")
-        if not v1_wanted and resources.get("devices"):
-            _warn("linux.resources.devices: device rules on cgroup v2 need eBPF, which "
-                  "emergence does not load yet; they are not enforced")
+        v1_devices = ctl.get("devices")
+        if resources.get("devices") and (v1_devices is None or v1_devices.version != 1) and v2:
+            from .devices_bpf import attach
+            attach(os.path.join(v2[0].mountpoint, self.rel), resources["devices"])
         for h, f, v in settings:
             if h is None:
                 raise ConfigError(f"config.json: linux.resources: the controller for {f} is not "
@@ -497,36 +498,3 @@ class Cgroup:
         except OSError:
             return []
 
-
-def _warn(msg):
-    import sys
-    sys.stderr.write(f"emergence: warning: {msg}\n")
-
-
-# ---- freezing (pause/resume) --------------------------------------------------
-
-def set_frozen(freezer_file, frozen, timeout=10.0):
-    """Freeze or thaw, and wait until the kernel says it is done."""
-    if freezer_file is None:
-        raise EmergenceError("no freezer is available for this container (neither the v1 "
-                             "freezer controller nor cgroup2 is mounted)")
-    v1 = freezer_file.endswith("freezer.state")
-    want = ("FROZEN" if frozen else "THAWED") if v1 else ("1" if frozen else "0")
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        _write(freezer_file, want)
-        if v1:
-            with open(freezer_file) as f:
-                if f.read().strip() == want:
-                    return
-        else:
-            events = os.path.join(os.path.dirname(freezer_file), "cgroup.events")
-            with open(events) as f:
-                if f"frozen {1 if frozen else 0}" in f.read().splitlines():
-                    return
-        if time.monotonic() > deadline:
-            raise EmergenceError(f"the container did not {'freeze' if frozen else 'thaw'} "
-                                 f"within {timeout:.0f}s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

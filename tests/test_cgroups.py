@@ -152,3 +152,45 @@ def test_pure_cgroup2_host(rt, restore_v2_root):
     assert lines[1] == (str(2 << 21) if "hugetlb" in controllers else "none")
     assert not os.path.exists(f"/sys/fs/cgroup/unified/emergence/{cid}")
     assert not os.path.exists("/sys/fs/cgroup/unified/emergence")
+
+
+def test_device_rules_on_pure_cgroup2_are_enforced_by_bpf(rt, restore_v2_root):
+    """On cgroup v2 the device rules are a BPF program: allowed devices work, others
+    are refused, even to a process holding CAP_MKNOD."""
+    def edit(c):
+        c["linux"]["namespaces"].remove({"type": "cgroup"})
+        for k in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][k].append("CAP_MKNOD")
+    b = rt.bundle(["sh", "-c", "echo x > /dev/null && head -c 3 /dev/zero | wc -c; "
+                               "mknod /dev/mem2 c 1 1 || echo mknod-refused; "
+                               "head -c 1 /dev/full > /dev/null && echo read-full"], edit=edit)
+    cid = rt.new_id()
+    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
+                       ["--root", rt.root, "run", "--bundle", b, cid],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["3", "mknod-refused", "read-full"], (p.stdout, p.stderr)
+    assert "Operation not permitted" in p.stderr
+
+
+def test_device_rule_semantics_on_pure_cgroup2(rt, restore_v2_root):
+    """Wildcards, the last matching rule winning, and access having to be covered in
+    full, as the kernel applies the compiled program."""
+    def edit(c):
+        c["linux"]["namespaces"].remove({"type": "cgroup"})
+        for k in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][k].append("CAP_MKNOD")
+        c["linux"]["resources"]["devices"] = [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "access": "m"},                        # any c: mknod
+            {"allow": False, "type": "c", "major": 1, "minor": 1, "access": "m"},  # not 1:1
+        ]
+    b = rt.bundle(["sh", "-c", "mknod /dev/a c 1 2 && echo made-a; "
+                               "mknod /dev/b c 1 1 || echo refused-b; "
+                               "head -c 1 /dev/a > /dev/null || echo read-refused"], edit=edit)
+    cid = rt.new_id()
+    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
+                       ["--root", rt.root, "run", "--bundle", b, cid],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["made-a", "refused-b", "read-refused"], (p.stdout, p.stderr)
