@@ -61,6 +61,8 @@ def main():
     args = ap.parse_args()
     em = args.emergence
     work = tempfile.mkdtemp(prefix="emergence-bench-img-")
+    # container state where it lives by default (/run, a tmpfs), not on disk
+    state = tempfile.mkdtemp(prefix="emergence-bench-state-", dir="/run")
     try:
         paths = realise(2000, 30, "a")
         realise(2000, 30, "b")
@@ -92,7 +94,7 @@ def main():
                            check=True, capture_output=True)
             ours, theirs = [], []
             for i in range(args.rounds):
-                ours.append(timed([em, "--root", os.path.join(work, "state"), "--store", store,
+                ours.append(timed([em, "--root", state, "--store", store,
                                    "run", "--image", out["ref"], f"r{i}"]))
                 bundle = os.path.join(work, f"umoci{i}")
                 theirs.append(timed(["sh", "-c",
@@ -109,6 +111,7 @@ def main():
             shutil.rmtree(oci)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
 """Image verbs on the store: images, inspect, tag, rmi, gc, verify; and
 `run --image`, which starts a Nix-built image straight from /nix/store."""
 
-import hashlib
 import os
-import shutil
 
 from . import fastjson
 from .errors import EmergenceError
@@ -90,6 +88,7 @@ def gc(store_root):
 
 def verify(store_root):
     """Re-hash every blob; return [(digest, problem)] (empty when all is well)."""
+    import hashlib
     store = Store(store_root, create=False)
     problems = []
     for name in sorted(os.listdir(store.blob_dir)):
@@ -146,6 +145,8 @@ def image_bundle(store_root, image, bundle_dir, args=None):
 
 
 def run_image(root, store_root, image, container_id, args=None, detach=False):
+    import shutil
+
     from .run import run
     bundles = os.path.join(root, ".bundles")
     os.makedirs(bundles, mode=0o700, exist_ok=True)

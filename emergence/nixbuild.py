@@ -11,7 +11,6 @@ recorded.  A layer already built for the same store paths is reused.
 
 import os
 import stat
-import subprocess
 import sys
 
 from . import fastjson
@@ -36,6 +35,7 @@ def _offline():
 
 def realise(expr_file, attr=None, args=(), argstrs=(), progress=False):
     """nix-build the expression; return the description directory."""
+    import subprocess  # here: `run --image` imports this module for farm_entries
     cmd = ["nix-build", expr_file, "--no-out-link"]
     if attr:
         cmd += ["-A", attr]

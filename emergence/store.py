@@ -7,7 +7,6 @@ bytes. index.json changes under an flock and are replaced atomically.
 Blobs are shared by every image that uses them; `gc` drops the rest.
 """
 
-import hashlib
 import os
 
 from . import fastjson
@@ -36,6 +35,7 @@ class BlobWriter:
     """A file-like sink that hashes what it is given; commit() makes it a blob."""
 
     def __init__(self, store):
+        import hashlib
         self.store = store
         self.hash = hashlib.sha256()
         self.size = 0
@@ -139,6 +139,7 @@ class Store:
         except FileNotFoundError:
             raise EmergenceError(f"blob {digest} is missing from the store {self.root}; "
                                  "run `emergence verify`") from None
+        import hashlib
         if verify and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise EmergenceError(f"blob {digest} is corrupt (its content does not match its "
                                  "digest); run `emergence verify` and rebuild the image")
