@@ -88,6 +88,29 @@ class HugetlbOnV1:
 
 
 
+def parse_args(doc):
+    """The options every runtime benchmark takes."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--emergence", default=find_emergence())
+    return ap.parse_args()
+
+
+def runtimes(emergence, workdir):
+    """{name: command prefix}: emergence, and runc and crun where installed, each
+    with its own state root."""
+    out = {"emergence": [emergence, "--root", f"{workdir}/state-em"]}
+    for peer in ("runc", "crun"):
+        path = shutil.which(peer)
+        if path:
+            out[peer] = [path, "--root", f"{workdir}/state-{peer}"]
+        else:
+            print(f"note: {peer} not installed, skipped", file=sys.stderr)
+    return out
+
+
 def interleave(contenders, rounds, warmup, make_cmd):
     """{name: [seconds]}: MAKE_CMD(name, n) gives the n-th command of a contender."""
     times = {name: [] for name in contenders}

@@ -5,7 +5,6 @@
     sudo python3 bench/exec_true.py [--rounds 60]
 """
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -13,22 +12,15 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HugetlbOnV1, find_emergence, interleave, make_bundle, report  # noqa: E402
+from common import HugetlbOnV1, interleave, make_bundle, parse_args, report  # noqa: E402
+from common import runtimes as bench_runtimes  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--emergence", default=find_emergence())
-    args = ap.parse_args()
-
+    args = parse_args(__doc__)
     workdir = tempfile.mkdtemp(prefix="emergence-bench-")
     bundle = make_bundle(workdir, ["sleep", "3600"])
-    runtimes = {"emergence": [args.emergence, "--root", f"{workdir}/state-em"]}
-    for peer in ("runc", "crun"):
-        if shutil.which(peer):
-            runtimes[peer] = [shutil.which(peer), "--root", f"{workdir}/state-{peer}"]
+    runtimes = bench_runtimes(args.emergence, workdir)
     started = []
     try:
         with HugetlbOnV1():

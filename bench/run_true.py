@@ -8,32 +8,21 @@ Debian's crun refuses hybrid cgroups while cgroup2 holds a controller; if
 so, hugetlb is moved to a v1 mount for the run and moved back afterwards.
 """
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HugetlbOnV1, find_emergence, interleave, make_bundle, report  # noqa: E402
+from common import HugetlbOnV1, interleave, make_bundle, parse_args, report  # noqa: E402
+from common import runtimes as bench_runtimes  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--emergence", default=find_emergence())
-    args = ap.parse_args()
-
+    args = parse_args(__doc__)
     workdir = tempfile.mkdtemp(prefix="emergence-bench-")
     bundle = make_bundle(workdir, ["/bin/true"])
-    runtimes = {"emergence": [args.emergence, "--root", f"{workdir}/state-em"]}
-    for peer in ("runc", "crun"):
-        path = shutil.which(peer)
-        if path:
-            runtimes[peer] = [path, "--root", f"{workdir}/state-{peer}"]
-        else:
-            print(f"note: {peer} not installed, skipped", file=sys.stderr)
+    runtimes = bench_runtimes(args.emergence, workdir)
     try:
         with HugetlbOnV1():
             times = interleave(runtimes, args.rounds, args.warmup,

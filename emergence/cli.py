@@ -175,9 +175,9 @@ def dispatch(g, command, argv):
     # exec's command keeps its own options: stop at the first word after the id
     # exec's command and ps's arguments keep their own options
     opts, args = parse_options(argv, table, stop_at_positional=command in ("exec", "ps"))
-    root = g.get("root", None) or "/run/emergence"
-    # (not imported from store.py: that module is for the artifact verbs only)
-    store = g.get("store") or os.environ.get("EMERGENCE_STORE", "/var/lib/emergence")
+    from . import DEFAULT_ROOT, default_store
+    root = g.get("root") or DEFAULT_ROOT
+    store = g.get("store") or default_store()
     if command == "state":
         from . import fastjson
         from .state import Container

@@ -11,7 +11,7 @@ line naming the field.
 import os
 
 from . import fastjson
-from .errors import ConfigError
+from .errors import ConfigError, warn
 
 # ---- a tiny schema language -------------------------------------------------
 # A schema is a callable check(value, where) -> None raising ConfigError.
@@ -423,9 +423,5 @@ def load(bundle):
         raise ConfigError(f"{path}: the top level must be a JSON object")
     validate_schema(config)
     validate_semantics(config, bundle)
-    check_supported(config, _warn)
+    check_supported(config, warn)
     return config
-
-
-def _warn(msg):
-    os.write(2, f"emergence: warning: {msg}\n".encode())

@@ -9,7 +9,7 @@ from .kill import send
 from .state import Container
 
 
-def _wait_gone(pid, start_time, timeout=5.0):
+def _wait_gone(pid, timeout=5.0):
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -40,9 +40,8 @@ def delete(root, container_id, force=False):
             set_frozen(c.data.get("freezer"), False)  # a frozen task cannot die
         if c.init_alive():
             send(c.pid, c.data.get("startTime"), 9)
-            _wait_gone(c.pid, c.data.get("startTime"))
-        from .start import _saved_hooks
-        poststop = _saved_hooks(c).get("poststop") if not c.corrupt else None
+            _wait_gone(c.pid)
+        poststop = c.saved_hooks().get("poststop") if not c.corrupt else None
         cg_data = c.data.get("cgroup")
         if c.corrupt:
             import sys

@@ -1,6 +1,14 @@
 """Errors meant for people: each carries one line naming the problem and the fix."""
 
 
+import os
+
+
+def warn(msg):
+    """A warning on stderr: the operation goes on."""
+    os.write(2, f"emergence: warning: {msg}\n".encode())
+
+
 class EmergenceError(Exception):
     """A failure reported as one line and a non-zero exit, never a traceback."""
 

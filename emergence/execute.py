@@ -10,7 +10,7 @@ import os
 
 from . import config as config_mod
 from . import fastjson
-from .errors import ConfigError, EmergenceError, StateError
+from .errors import ConfigError, EmergenceError, warn
 from .state import Container
 
 
@@ -91,23 +91,13 @@ def validate_process(proc):
         raise ConfigError(str(e).replace("config.json: ", "exec: ", 1)) from None
 
 
-def saved_config(c):
-    """The config.json the container was created with (kept in its state dir)."""
-    try:
-        with open(os.path.join(c.dir, "config.json"), "rb") as f:
-            return fastjson.loads(f.read())
-    except (OSError, ValueError):
-        raise EmergenceError(f"container {c.id!r} has no readable saved config; "
-                             "was it created by this version of emergence?") from None
-
-
 def exec_command(root, container_id, args, opts, preserve_fds, debug=False):
     """`exec` as the command line gives it: --process FILE, or flags and a command."""
     if opts.get("process"):
         proc = process_from_file(opts["process"])
     else:
         with Container.open(root, container_id, lock=False) as c:
-            base = saved_config(c)["process"]
+            base = c.saved_config()["process"]
         proc = process_from_flags(base, args, opts)
     if opts.get("ignore-paused"):
         raise ConfigError("exec --ignore-paused is not supported: a process joining the "
@@ -150,12 +140,9 @@ def _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug, conso
         raise EmergenceError("exec --tty --detach needs a --console-socket to hand the "
                              "terminal to")
     with Container.open(root, container_id) as c:
-        status = c.status()
-        if status not in ("created", "running"):
-            raise StateError(f"container {container_id!r} is {status}; exec needs a created "
-                             "or running container")
-        config = saved_config(c)
-        config_mod.check_supported({"process": proc}, config_mod._warn)
+        c.require(("created", "running"), "exec needs a created or running container")
+        config = c.saved_config()
+        config_mod.check_supported({"process": proc}, warn)
         seccomp = config.get("linux", {}).get("seccomp")
         bpf = None
         if seccomp:

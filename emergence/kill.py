@@ -3,7 +3,7 @@
 import _signal  # the C module: `signal` imports enum, which costs milliseconds
 import os
 
-from .errors import EmergenceError, StateError
+from .errors import EmergenceError
 from .state import Container, proc_start_time
 
 
@@ -43,10 +43,8 @@ def send(pid, start_time, sig):
 def kill(root, container_id, sig, all_processes=False):
     from .cgroups import Cgroup, discover
     with Container.open(root, container_id) as c:
-        status = c.status()
-        if status not in ("created", "running", "paused"):
-            raise StateError(f"container {container_id!r} is {status}; only a created or "
-                             "running container can be signalled")
+        c.require(("created", "running", "paused"),
+                  "only a created or running container can be signalled")
         if all_processes:
             cg = Cgroup(discover(), c.data["cgroup"]["rel"])
             for pid in cg.pids():

@@ -10,7 +10,7 @@ import os
 
 from . import capabilities
 from . import plan as P
-from .errors import ConfigError
+from .errors import ConfigError, warn
 
 CLONE_FLAGS = {
     "mount": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
@@ -84,10 +84,6 @@ PERSONALITY_FLAGS = {
     "READ_IMPLIES_EXEC": 0x0400000, "ADDR_LIMIT_32BIT": 0x0800000, "SHORT_INODE": 0x1000000,
     "WHOLE_SECONDS": 0x2000000, "STICKY_TIMEOUTS": 0x4000000, "ADDR_LIMIT_3GB": 0x8000000,
 }
-
-
-def _warn(msg):
-    os.write(2, f"emergence: warning: {msg}\n".encode())
 
 
 def parse_mount_options(options):
@@ -256,7 +252,7 @@ class Planner:
         skipped = [m["destination"] for m in self.config.get("mounts", ())]
         skipped += self.linux.get("maskedPaths", []) + self.linux.get("readonlyPaths", [])
         if skipped or self.config["root"].get("readonly"):
-            _warn("there is no mount namespace, so mounts, masked and read-only paths and "
+            warn("there is no mount namespace, so mounts, masked and read-only paths and "
                   "root.readonly are not applied (they would change the host)")
         add(P.SET_ROOT, f"open the rootfs {self.rootfs}", self.rootfs)
         self._create_hooks()

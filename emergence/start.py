@@ -8,7 +8,7 @@ error line, before it closes the fifo and execs.  poststart hooks follow.
 import os
 import select
 
-from .errors import EmergenceError, StateError
+from .errors import EmergenceError
 from .state import FIFO, Container
 
 
@@ -36,10 +36,7 @@ def _released(c, fifo):
 def start(root, container_id):
     from .kill import send
     with Container.open(root, container_id) as c:
-        status = c.status()
-        if status != "created":
-            raise StateError(f"container {container_id!r} is {status}; only a created "
-                             "container can be started")
+        c.require(("created",), "only a created container can be started")
         said = _released(c, os.path.join(c.dir, FIFO))
         os.unlink(os.path.join(c.dir, FIFO))
         if not said.startswith(b"0"):
@@ -51,7 +48,7 @@ def start(root, container_id):
                 raise ShimError(int(code), what)
             raise EmergenceError(f"container {container_id!r}: its init exited before it "
                                  "could start")
-        hooks = _saved_hooks(c)
+        hooks = c.saved_hooks()
         if hooks.get("poststart"):
             from . import hooks as hk
             try:
@@ -61,14 +58,3 @@ def start(root, container_id):
                 send(c.pid, c.data.get("startTime"), 9)
                 raise
 
-
-def _saved_hooks(c):
-    try:
-        with open(os.path.join(c.dir, "config.json"), "rb") as f:
-            data = f.read()
-    except OSError:
-        return {}
-    if b'"hooks"' not in data:  # no need to parse on the common path
-        return {}
-    from . import fastjson
-    return fastjson.loads(data).get("hooks", {})

@@ -11,9 +11,8 @@ it) is gone.
 import os
 
 from . import fastjson
-from .errors import EmergenceError, NotFound
+from .errors import EmergenceError, NotFound, StateError
 
-DEFAULT_ROOT = "/run/emergence"
 FIFO = "exec.fifo"
 STATE = "state.json"
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
@@ -166,6 +165,34 @@ class Container:
         if self.data.get("freezer") and is_frozen(self.data["freezer"]):
             return "paused"  # not in the spec's list, but what runc says and engines read
         return "running"
+
+    def require(self, allowed, why):
+        """The status, if it is one of ALLOWED; else a StateError ending in WHY."""
+        status = self.status()
+        if status not in allowed:
+            raise StateError(f"container {self.id!r} is {status}; {why}")
+        return status
+
+    def saved_config(self, raw=False):
+        """The config.json the container was created with (kept in its state dir)."""
+        try:
+            with open(os.path.join(self.dir, "config.json"), "rb") as f:
+                data = f.read()
+            return data if raw else fastjson.loads(data)
+        except (OSError, ValueError):
+            raise EmergenceError(f"container {self.id!r} has no readable saved config; "
+                                 "was it created by this version of emergence?") from None
+
+    def saved_hooks(self):
+        """config.hooks, parsing the saved config only when it has any (start and
+        delete run on every container; almost none have hooks)."""
+        try:
+            data = self.saved_config(raw=True)
+        except EmergenceError:
+            return {}
+        if b'"hooks"' not in data:
+            return {}
+        return fastjson.loads(data).get("hooks", {})
 
     def oci_state(self):
         """The state as runtime.md defines it (valid against state-schema.json)."""

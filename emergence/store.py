@@ -9,10 +9,9 @@ Blobs are shared by every image that uses them; `gc` drops the rest.
 
 import os
 
-from . import fastjson
+from . import default_store, fastjson
 from .errors import EmergenceError, NotFound
 
-DEFAULT_STORE = os.environ.get("EMERGENCE_STORE", "/var/lib/emergence")
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -70,8 +69,8 @@ class BlobWriter:
 
 
 class Store:
-    def __init__(self, root=DEFAULT_STORE, create=True):
-        self.root = root
+    def __init__(self, root=None, create=True):
+        self.root = root = root or default_store()
         self.blob_dir = os.path.join(root, "blobs", "sha256")
         if create:
             self._ensure()

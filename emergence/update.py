@@ -4,7 +4,7 @@ import os
 
 from . import config as config_mod
 from . import fastjson
-from .errors import ConfigError, StateError
+from .errors import ConfigError
 from .state import Container, write_atomic
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -88,17 +88,9 @@ def update(root, container_id, resources):
     if not resources:
         raise ConfigError("update: nothing to change (give flags like --memory, or -r FILE)")
     with Container.open(root, container_id) as c:
-        status = c.status()
-        if status not in ("created", "running", "paused"):
-            raise StateError(f"container {container_id!r} is {status}; only a live container "
-                             "can be updated")
+        c.require(("created", "running", "paused"), "only a live container can be updated")
         Cgroup(discover(), c.data["cgroup"]["rel"]).apply(resources)
-        saved = os.path.join(c.dir, "config.json")
-        try:
-            with open(saved, "rb") as f:
-                config = fastjson.loads(f.read())
-        except (OSError, ValueError):
-            return
+        config = c.saved_config()  # kept current, so exec and events see the new limits
         linux = config.setdefault("linux", {})
         linux["resources"] = _merge(linux.get("resources", {}), resources)
-        write_atomic(saved, fastjson.dumps(config).encode())
+        write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())

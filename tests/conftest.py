@@ -165,3 +165,48 @@ def rt(tmp_path, rootfs):
     stray = [x for cid in r.ids for x in leftovers(cid)]
     assert not left, f"state left behind for {left}"
     assert not stray, f"cgroups or mounts left behind: {stray}"
+
+
+def read_until(fd, needle, timeout=10):
+    """Read FD until NEEDLE shows up, it closes, or TIMEOUT passes."""
+    import select
+    import time
+    buf = b""
+    end = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def drive(cmd, send=b"", timeout=20, env=None):
+    """Run CMD on a new pty, as a person at a terminal would: when SEND is given,
+    type it once the program prints "ready".  Returns (output, exit status)."""
+    import pty
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(cmd[0], cmd, env or os.environ)
+    out = read_until(fd, b"ready", timeout) if send else b""
+    if send:
+        os.write(fd, send)
+    end = time.monotonic() + timeout
+    status = None
+    while status is None and time.monotonic() < end:
+        out += read_until(fd, b"\0never", 0.2)
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+    if status is None:
+        os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+    out += read_until(fd, b"\0never", 0.2)
+    os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)

@@ -130,6 +130,14 @@ exec "$@"
 """
 
 
+def run_on_pure_cgroup2(rt, bundle, cid):
+    """`emergence run` in a private mount namespace whose /sys/fs/cgroup is the real
+    cgroup2 hierarchy alone, as on a unified host."""
+    return subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
+                          ["--root", rt.root, "run", "--bundle", bundle, cid],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_pure_cgroup2_host(rt, restore_v2_root):
     """A private mount namespace where /sys/fs/cgroup is the real cgroup2 hierarchy
     alone, as on a unified host: the container lives and dies in cgroup2 only."""
@@ -143,9 +151,7 @@ def test_pure_cgroup2_host(rt, restore_v2_root):
     b = rt.bundle(["sh", "-c", "grep ^0:: /proc/self/cgroup; "
                                "cat /sys/fs/cgroup/hugetlb.2MB.max 2>/dev/null || echo none"],
                   edit=edit)
-    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
-                       ["--root", rt.root, "run", "--bundle", b, cid],
-                       capture_output=True, text=True, timeout=60)
+    p = run_on_pure_cgroup2(rt, b, cid)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split()
     assert lines[0] == f"0::/emergence/{cid}"
@@ -165,9 +171,7 @@ def test_device_rules_on_pure_cgroup2_are_enforced_by_bpf(rt, restore_v2_root):
                                "mknod /dev/mem2 c 1 1 || echo mknod-refused; "
                                "head -c 1 /dev/full > /dev/null && echo read-full"], edit=edit)
     cid = rt.new_id()
-    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
-                       ["--root", rt.root, "run", "--bundle", b, cid],
-                       capture_output=True, text=True, timeout=60)
+    p = run_on_pure_cgroup2(rt, b, cid)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["3", "mknod-refused", "read-full"], (p.stdout, p.stderr)
     assert "Operation not permitted" in p.stderr
@@ -189,8 +193,6 @@ def test_device_rule_semantics_on_pure_cgroup2(rt, restore_v2_root):
                                "mknod /dev/b c 1 1 || echo refused-b; "
                                "head -c 1 /dev/a > /dev/null || echo read-refused"], edit=edit)
     cid = rt.new_id()
-    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
-                       ["--root", rt.root, "run", "--bundle", b, cid],
-                       capture_output=True, text=True, timeout=60)
+    p = run_on_pure_cgroup2(rt, b, cid)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["made-a", "refused-b", "read-refused"], (p.stdout, p.stderr)

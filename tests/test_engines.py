@@ -4,14 +4,13 @@ session gets private storage, state and sockets, made here and removed after;
 images are built locally from the busybox rootfs (there is no registry here)."""
 
 import os
-import pty
 import shutil
 import subprocess
 import tarfile
 import time
 
 import pytest
-from conftest import emergence_command
+from conftest import drive, emergence_command
 
 EMERGENCE = emergence_command()[0]
 needs = lambda tool: pytest.mark.skipif(shutil.which(tool) is None,  # noqa: E731
@@ -128,29 +127,11 @@ def test_podman_stop_and_rm_force(podman):
 def test_podman_exec_interactive_tty(podman):
     podman("run", "-d", "--name", "tty", "--network", "none", "bb", "sleep", "300", check=True)
     try:
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.environ.update(podman.env)
-            os.execvp("podman", podman.cmd + ["exec", "-it", "tty", "sh", "-c",
-                                              "tty; echo ready; read x; echo said-$x"])
-        out = b""
-        deadline = time.monotonic() + 60
-        sent = False
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if b"ready" in out and not sent:
-                os.write(fd, b"yes\r")
-                sent = True
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-        assert os.waitstatus_to_exitcode(status) == 0, out
-        assert b"/dev/pts/" in out and b"said-yes" in out
+        out, code = drive(podman.cmd + ["exec", "-it", "tty", "sh", "-c",
+                                        "tty; echo ready; read x; echo said-$x"],
+                          send=b"yes\r", timeout=60, env=podman.env)
+        assert code == 0, out
+        assert "/dev/pts/" in out and "said-yes" in out
     finally:
         podman("rm", "-f", "tty", check=True)
 

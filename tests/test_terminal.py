@@ -2,27 +2,10 @@
 it) and the caller's terminal proxied by a foreground run/exec."""
 
 import os
-import pty
-import select
 import socket
 import subprocess
-import time
 
-
-def read_until(fd, needle, timeout=10):
-    buf = b""
-    end = time.monotonic() + timeout
-    while needle not in buf and time.monotonic() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
+from conftest import drive, read_until
 
 
 def listen(tmp_path):
@@ -68,36 +51,6 @@ def test_terminal_without_console_socket_is_refused_for_create(rt):
     p = rt("create", "--bundle", b, cid)
     assert p.returncode == 1 and "--console-socket" in p.stderr
     assert not os.path.exists(os.path.join(rt.root, cid))
-
-
-def drive(cmd, send=b"", timeout=20):
-    """Run CMD on a new pty (as a person at a terminal would); return output, status."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvp(cmd[0], cmd)
-    out = b""
-    if send:
-        out += read_until(fd, b"ready", timeout)
-        os.write(fd, send)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-    else:
-        os.kill(pid, 9)
-    _, status = os.waitpid(pid, 0) if not done else (done, status)
-    os.close(fd)
-    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
 
 
 def test_run_connects_the_callers_terminal(rt):
