@@ -1,10 +1,11 @@
 """Build emergence: the Python package, the libseccomp cffi extension
-(emergence._native) and the static shim executable (emergence/emergence-shim)."""
+(emergence.runtime._native) and the static shim executable
+(emergence/runtime/emergence-shim)."""
 
 import os
 import sysconfig
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,9 +22,9 @@ class BuildWithShim(build_ext):
     def run(self):
         super().run()
         if self.inplace:
-            out_dir = os.path.join(HERE, "emergence")
+            out_dir = os.path.join(HERE, "emergence", "runtime")
         else:
-            out_dir = os.path.join(self.build_lib, "emergence")
+            out_dir = os.path.join(self.build_lib, "emergence", "runtime")
         os.makedirs(out_dir, exist_ok=True)
         objects = self.compiler.compile(
             [os.path.join("csrc", "shim.c")], output_dir=self.build_temp,
@@ -64,12 +65,12 @@ setup(
     name="emergence",
     version="0.1.0",
     description="A low-level OCI container runtime with a small C shim",
-    packages=["emergence"],
+    packages=find_packages(include=["emergence", "emergence.*"]),
     python_requires=">=3.9",
     install_requires=["cffi>=1.15"],
     extras_require={"test": ["pytest>=7", "jsonschema>=4.18", "ruff"]},
     setup_requires=["cffi>=1.15"],
-    cffi_modules=["emergence/_build_native.py:ffi"],
+    cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim},
     scripts=[fast_launcher()],
     zip_safe=False,

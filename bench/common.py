@@ -26,7 +26,7 @@ def make_bundle(workdir, args):
     subprocess.run([os.path.join(REPO, "bundles", "busybox", "make-rootfs.sh"), rootfs],
                    check=True, stdout=subprocess.DEVNULL)
     sys.path.insert(0, REPO)
-    from emergence.spec import default_config
+    from emergence.runtime.spec import default_config
     config = default_config(args=list(args), terminal=False)
     config["root"]["path"] = rootfs  # runc wants an absolute, non-symlink path
     bundle = os.path.join(workdir, "bundle")

@@ -72,7 +72,7 @@ def rootfs(tmp_path_factory):
 
 
 def base_config(args, rootfs_path="rootfs"):
-    from emergence.spec import default_config
+    from emergence.runtime.spec import default_config
     c = default_config(args=list(args), terminal=False)
     c["root"]["path"] = rootfs_path
     return c

@@ -1,0 +1,177 @@
+"""How every part declares its verbs, and the one option parser they share.
+
+Each part (runtime/, image/, ...) lists its verbs in its own `commands.py`
+as `Verb`s: name, one-line summary, usage, options, and a handler that
+imports the code it runs only when called.  The options every verb shares
+are defined once, here.
+
+The parser is hand-written rather than argparse: engines call the runtime
+verbs constantly, and importing argparse (with re, gettext, shutil) costs
+more than parsing runc's syntax by hand.  It accepts what runc's Go flag
+parser accepts: `--flag value`, `--flag=value`, single-dash long forms
+(`-bundle`), `--flag=false` for booleans, and `--` to end the options.
+"""
+
+from .errors import EmergenceError
+
+# option kinds
+FLAG = "flag"    # no value; `--x=false` turns it off
+VALUE = "value"  # one value
+MULTI = "multi"  # one value, repeatable: collected in a list
+PAIR = "pair"    # two values, repeatable (--argstr NAME VALUE): a list of pairs
+
+
+class UsageError(EmergenceError):
+    """The command line itself is wrong: exit 2, as runc does."""
+
+    exit_code = 2
+
+
+class Option:
+    __slots__ = ("kind", "help", "metavar", "aliases")
+
+    def __init__(self, kind, help, metavar=None, aliases=()):
+        self.kind = kind
+        self.help = help
+        self.metavar = metavar
+        self.aliases = aliases  # other spellings, usually one letter
+
+
+class Verb:
+    """One verb of the command line.  RUN(ctx, opts, args) returns the exit code."""
+
+    __slots__ = ("name", "summary", "usage", "options", "run", "stop_at_positional")
+
+    def __init__(self, name, summary, usage, options, run, stop_at_positional=False):
+        self.name = name
+        self.summary = summary
+        self.usage = usage
+        self.options = options
+        self.run = run
+        # exec's command and ps's arguments keep their own options
+        self.stop_at_positional = stop_at_positional
+
+
+HELP = Option(FLAG, "show this help", aliases=("h",))
+JSON = Option(FLAG, "print JSON instead of text")
+
+# Given before the verb, as in runc.  Defined once for every part.
+GLOBAL_OPTIONS = {
+    "root": Option(VALUE, "container state directory (default /run/emergence)", "DIR"),
+    "store": Option(VALUE, "image store, an OCI image layout (default /var/lib/emergence, "
+                           "or $EMERGENCE_STORE)", "DIR"),
+    "log": Option(VALUE, "also write errors to FILE", "FILE"),
+    "log-format": Option(VALUE, "text or json (for --log)", "FORMAT"),
+    "debug": Option(FLAG, "show the plan, and a traceback for internal errors"),
+    "systemd-cgroup": Option(FLAG, "accepted; emergence manages cgroupfs directly"),
+    "rootless": Option(VALUE, "accepted for runc compatibility; rootless mode is not "
+                              "supported", "BOOL"),
+    "criu": Option(VALUE, "accepted for runc compatibility; checkpointing is not supported",
+                   "PATH"),
+    "version": Option(FLAG, "print the version", aliases=("v",)),
+    "help": HELP,
+}
+
+
+class Context:
+    """What a verb's handler gets from the global options."""
+
+    __slots__ = ("globals",)
+
+    def __init__(self, global_opts):
+        self.globals = global_opts
+
+    @property
+    def root(self):
+        from . import DEFAULT_ROOT
+        return self.globals.get("root") or DEFAULT_ROOT
+
+    @property
+    def store(self):
+        from . import default_store
+        return self.globals.get("store") or default_store()
+
+    @property
+    def debug(self):
+        return self.globals.get("debug", False)
+
+
+def _lookup(table, name):
+    opt = table.get(name)
+    if opt is not None:
+        return name, opt
+    for full, o in table.items():
+        if name in o.aliases:
+            return full, o
+    return name, None
+
+
+def parse(argv, table, stop_at_positional):
+    """Parse options from ARGV by TABLE; return (options dict, positional args)."""
+    opts = {}
+    rest = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i + 1:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            if stop_at_positional:
+                rest.extend(argv[i:])
+                break
+            rest.append(arg)
+            i += 1
+            continue
+        name, eq, value = arg.lstrip("-").partition("=")
+        name, opt = _lookup(table, name)
+        if opt is None:
+            raise UsageError(f"unknown option {arg}; see `emergence --help`")
+        kind = opt.kind
+        if kind is PAIR:
+            if eq or i + 2 >= len(argv):
+                raise UsageError(f"option {arg} needs a name and a value")
+            opts.setdefault(name, []).append((argv[i + 1], argv[i + 2]))
+            i += 3
+            continue
+        if kind is VALUE or kind is MULTI:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"option {arg} needs a value")
+                value = argv[i]
+            if kind is MULTI:
+                opts.setdefault(name, []).append(value)
+            else:
+                opts[name] = value
+        else:
+            opts[name] = value.lower() not in ("false", "0") if eq else True
+        i += 1
+    return opts, rest
+
+
+# ---- help -------------------------------------------------------------------------
+
+def _option_lines(table):
+    lines = []
+    for name, o in table.items():
+        spell = ", ".join([f"--{name}"] + [("-" if len(a) == 1 else "--") + a
+                                           for a in o.aliases])
+        if o.kind is PAIR:
+            spell += " NAME VALUE"
+        elif o.kind is not FLAG:
+            spell += f" {o.metavar or 'VALUE'}"
+        lines.append((spell, o.help + (" (repeatable)" if o.kind in (MULTI, PAIR) else "")))
+    width = max((len(s) for s, _ in lines), default=0)
+    return "".join(f"  {s.ljust(width)}  {h}\n" for s, h in lines)
+
+
+def verb_help(verb):
+    table = dict(verb.options)
+    table["help"] = HELP
+    return (f"usage: emergence {verb.name} {verb.usage}\n\n{verb.summary}\n\n"
+            f"Options:\n{_option_lines(table)}")
+
+
+def global_help():
+    return _option_lines(GLOBAL_OPTIONS)

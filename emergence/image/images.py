@@ -1,0 +1,105 @@
+"""Image verbs on the store: images, inspect, tag, rmi, gc, verify."""
+
+import os
+
+from .. import fastjson
+from ..errors import EmergenceError
+from .store import MANIFEST, Store
+
+
+def images(store_root, fmt="table"):
+    store = Store(store_root, create=False)
+    rows = []
+    for ref, desc in store.images():
+        try:
+            manifest = store.read_json(desc["digest"])
+            size = sum(layer["size"] for layer in manifest["layers"])
+            layers = len(manifest["layers"])
+        except EmergenceError:
+            size, layers = -1, -1
+        rows.append({"ref": ref, "digest": desc["digest"], "layers": layers, "size": size})
+    if fmt == "json":
+        return fastjson.dumps(rows) + "\n"
+    out = [("REF", "DIGEST", "LAYERS", "SIZE")]
+    out += [(r["ref"], r["digest"][7:19], str(r["layers"]), _human(r["size"])) for r in rows]
+    widths = [max(len(x[i]) for x in out) for i in range(4)]
+    return "".join("   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n"
+                   for row in out)
+
+
+def _human(n):
+    if n < 0:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+
+
+def inspect(store_root, image):
+    store = Store(store_root, create=False)
+    desc = store.resolve(image)
+    manifest = store.read_json(desc["digest"])
+    return {"digest": desc["digest"], "manifest": manifest,
+            "config": store.read_json(manifest["config"]["digest"])}
+
+
+def tag(store_root, image, new_ref):
+    store = Store(store_root, create=False)
+    desc = store.resolve(image)
+    if ":" not in new_ref:
+        new_ref += ":latest"
+    store.set_ref(new_ref, {"mediaType": desc.get("mediaType", MANIFEST),
+                            "digest": desc["digest"], "size": desc["size"]})
+
+
+def rmi(store_root, ref):
+    store = Store(store_root, create=False)
+    if ":" not in ref:
+        ref += ":latest"
+    store.remove_ref(ref)
+
+
+def gc(store_root):
+    """Remove blobs no image references; return (count, bytes)."""
+    store = Store(store_root, create=False)
+    with store.locked():
+        keep = store.referenced()
+        removed = freed = 0
+        for name in os.listdir(store.blob_dir):
+            digest = "sha256:" + name
+            if name.startswith(".tmp-") or digest not in keep:
+                path = os.path.join(store.blob_dir, name)
+                freed += os.lstat(path).st_size
+                os.unlink(path)
+                removed += 1
+        cache = os.path.join(store.root, "cache")
+        for name in os.listdir(cache):
+            try:
+                with open(os.path.join(cache, name), "rb") as f:
+                    entry = fastjson.loads(f.read())
+                if entry["digest"] not in keep:
+                    os.unlink(os.path.join(cache, name))
+            except (OSError, ValueError, KeyError):
+                os.unlink(os.path.join(cache, name))
+    return removed, freed
+
+
+def verify(store_root):
+    """Re-hash every blob; return [(digest, problem)] (empty when all is well)."""
+    import hashlib
+    store = Store(store_root, create=False)
+    problems = []
+    for name in sorted(os.listdir(store.blob_dir)):
+        if name.startswith(".tmp-"):
+            continue
+        h = hashlib.sha256()
+        with open(os.path.join(store.blob_dir, name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != name:
+            problems.append(("sha256:" + name, "content does not match its digest"))
+    present = {"sha256:" + n for n in os.listdir(store.blob_dir)}
+    for digest in sorted(store.referenced() - present):
+        problems.append((digest, "referenced but missing"))
+    return problems

@@ -1,0 +1,226 @@
+"""The content-addressed store: an OCI image layout (oci-layout, index.json,
+blobs/sha256/...) that skopeo, umoci and podman read as it is.
+
+Nothing is lost: a blob is written to a temp file, hashed while written,
+fsynced and renamed to its digest, so a blob's name is always the hash of its
+bytes. index.json changes under an flock and are replaced atomically.
+Blobs are shared by every image that uses them; `gc` drops the rest.
+"""
+
+import os
+
+from .. import default_store, fastjson
+from ..errors import EmergenceError, NotFound
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+REF = "org.opencontainers.image.ref.name"
+
+
+def canonical(obj):
+    """Deterministic JSON bytes (sorted keys, no spaces): same content, same digest."""
+    import json
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _mkstemp(directory):
+    """A new temp file in DIRECTORY (same file system: rename is atomic)."""
+    import tempfile  # costs milliseconds; only the artifact verbs get here
+    return tempfile.mkstemp(prefix=".tmp-", dir=directory)
+
+
+class BlobWriter:
+    """A file-like sink that hashes what it is given; commit() makes it a blob."""
+
+    def __init__(self, store):
+        import hashlib
+        self.store = store
+        self.hash = hashlib.sha256()
+        self.size = 0
+        fd, self.tmp = _mkstemp(store.blob_dir)
+        self.f = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def write(self, data):
+        self.hash.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def tell(self):
+        return self.size
+
+    def commit(self):
+        """Make the blob durable under its digest; return (digest, size).  The
+        directory entry is synced once, by set_ref, before anything names it."""
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        digest = "sha256:" + self.hash.hexdigest()
+        os.chmod(self.tmp, 0o444)
+        os.replace(self.tmp, self.store.blob_path(digest))
+        return digest, self.size
+
+    def abort(self):
+        self.f.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+class Store:
+    def __init__(self, root=None, create=True):
+        self.root = root = root or default_store()
+        self.blob_dir = os.path.join(root, "blobs", "sha256")
+        if create:
+            self._ensure()
+        elif not os.path.exists(os.path.join(root, "oci-layout")):
+            raise EmergenceError(f"no image store at {root}; build or import an image first "
+                                 "(or pass --store)")
+
+    def _ensure(self):
+        if os.path.exists(os.path.join(self.root, "index.json")):
+            return
+        os.makedirs(self.blob_dir, exist_ok=True)
+        os.makedirs(os.path.join(self.root, "cache"), exist_ok=True)
+        self._write_file("oci-layout", canonical({"imageLayoutVersion": "1.0.0"}))
+        with self.locked():
+            if not os.path.exists(os.path.join(self.root, "index.json")):
+                self._write_file("index.json", canonical(
+                    {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                     "manifests": []}))
+
+    def _write_file(self, name, data):
+        path = os.path.join(self.root, name)
+        fd, tmp = _mkstemp(self.root)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        self.sync_dir(self.root)
+
+    def sync_dir(self, path=None):
+        fd = os.open(path or self.blob_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- blobs --
+    def blob_path(self, digest):
+        algo, _, hexpart = digest.partition(":")
+        if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef"
+                                                             for c in hexpart):
+            raise EmergenceError(f"{digest!r} is not a sha256 digest")
+        return os.path.join(self.blob_dir, hexpart)
+
+    def has(self, digest):
+        return os.path.exists(self.blob_path(digest))
+
+    def writer(self):
+        return BlobWriter(self)
+
+    def put(self, data):
+        w = self.writer()
+        try:
+            w.write(data)
+            return w.commit()
+        except BaseException:
+            w.abort()
+            raise
+
+    def read(self, digest, verify=True):
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise EmergenceError(f"blob {digest} is missing from the store {self.root}; "
+                                 "run `emergence verify`") from None
+        import hashlib
+        if verify and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise EmergenceError(f"blob {digest} is corrupt (its content does not match its "
+                                 "digest); run `emergence verify` and rebuild the image")
+        return data
+
+    def read_json(self, digest):
+        return fastjson.loads(self.read(digest))
+
+    # -- index --
+    def locked(self):
+        return _Lock(os.path.join(self.root, ".lock"))
+
+    def index(self):
+        with open(os.path.join(self.root, "index.json"), "rb") as f:
+            return fastjson.loads(f.read())
+
+    def set_ref(self, ref, descriptor):
+        """Point REF at a manifest descriptor (replacing what REF named before)."""
+        self.sync_dir()  # the blobs' renames are durable before the index names them
+        with self.locked():
+            idx = self.index()
+            manifests = [m for m in idx.get("manifests", [])
+                         if m.get("annotations", {}).get(REF) != ref]
+            manifests.append({**descriptor, "annotations": {REF: ref}})
+            idx["manifests"] = manifests
+            self._write_file("index.json", canonical(idx))
+
+    def remove_ref(self, ref):
+        with self.locked():
+            idx = self.index()
+            before = len(idx.get("manifests", []))
+            idx["manifests"] = [m for m in idx.get("manifests", [])
+                                if m.get("annotations", {}).get(REF) != ref]
+            if len(idx["manifests"]) == before:
+                raise NotFound(f"no image {ref!r} in the store")
+            self._write_file("index.json", canonical(idx))
+
+    def images(self):
+        """[(ref, manifest descriptor)] in index order."""
+        return [(m.get("annotations", {}).get(REF, ""), m)
+                for m in self.index().get("manifests", [])]
+
+    def resolve(self, name):
+        """A manifest descriptor by ref ('name:tag', 'name' meaning name:latest) or digest."""
+        refs = self.images()
+        candidates = [name] if ":" in name and not name.startswith("sha256:") else \
+            [name, f"{name}:latest"]
+        for ref, desc in refs:
+            if ref in candidates:
+                return desc
+        if name.startswith("sha256:") or all(c in "0123456789abcdef" for c in name):
+            want = name if name.startswith("sha256:") else "sha256:" + name
+            hits = [d for _, d in refs if d["digest"].startswith(want)]
+            if len(hits) == 1:
+                return hits[0]
+        raise NotFound(f"no image {name!r} in the store {self.root} "
+                       "(see `emergence images`)")
+
+    # -- reachability --
+    def referenced(self):
+        """Every blob digest reachable from index.json."""
+        keep = set()
+        for _, desc in self.images():
+            keep.add(desc["digest"])
+            try:
+                manifest = self.read_json(desc["digest"])
+            except EmergenceError:
+                continue
+            keep.add(manifest["config"]["digest"])
+            keep.update(layer["digest"] for layer in manifest.get("layers", []))
+        return keep
+
+
+class _Lock:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)

@@ -1,0 +1,206 @@
+"""The container's cgroup across every mounted hierarchy: make it, write its
+limits where each controller lives, list its processes, and remove it again.
+
+The container joins every hierarchy so it is fully accounted for.  On hybrid
+hosts a cgroup2 controller is enabled only when the container uses it, so a
+controller stays free to be mounted as v1 by others.
+"""
+
+import errno
+import os
+import time
+
+from ...errors import ConfigError, EmergenceError
+from .hierarchy import controller_map, layout
+from .resources import v1_settings, v2_part, v2_settings
+
+
+def write(path, value):
+    """Write VALUE to a cgroup file in one write(2), as the kernel expects."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def _makedirs(mountpoint, rel, created):
+    """mkdir -p, remembering which directories we made (deepest last)."""
+    path = mountpoint
+    for part in rel.split("/"):
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path)
+            created.append(path)
+        except FileExistsError:
+            pass
+    return path
+
+
+def _inherit_cpuset(mountpoint, rel):
+    """A new v1 cpuset cgroup starts empty and cannot take tasks: copy the parent's sets."""
+    path = mountpoint
+    for part in rel.split("/"):
+        parent, path = path, os.path.join(path, part)
+        for f in ("cpuset.cpus", "cpuset.mems"):
+            with open(os.path.join(path, f)) as cur:
+                if cur.read().strip():
+                    continue
+            with open(os.path.join(parent, f)) as src:
+                write(os.path.join(path, f), src.read().strip())
+
+
+def _enable_v2_controllers(mountpoint, rel, only=None):
+    """Enable controllers from the root down to the leaf's parent: all available
+    ones, or just ONLY (on hybrid hosts, where a controller enabled in cgroup2
+    can no longer be mounted as v1 by anyone else)."""
+    path = mountpoint
+    for part in rel.split("/"):
+        try:
+            with open(os.path.join(path, "cgroup.controllers")) as f:
+                wanted = [c for c in f.read().split() if only is None or c in only]
+            with open(os.path.join(path, "cgroup.subtree_control")) as f:
+                have = set(f.read().split())
+        except OSError:
+            return
+        todo = [c for c in wanted if c not in have]
+        if todo:
+            try:
+                write(os.path.join(path, "cgroup.subtree_control"),
+                       " ".join("+" + c for c in todo))
+            except OSError:
+                for c in todo:  # enable what can be; a missing one fails later, by name
+                    try:
+                        write(os.path.join(path, "cgroup.subtree_control"), "+" + c)
+                    except OSError:
+                        pass
+        path = os.path.join(path, part)
+
+
+class Cgroup:
+    """The container's cgroup across all hierarchies."""
+
+    def __init__(self, hierarchies, rel, created=None):
+        self.hierarchies = hierarchies
+        self.rel = rel
+        self.created = created if created is not None else []
+
+    @property
+    def paths(self):
+        return [os.path.join(h.mountpoint, self.rel) for h in self.hierarchies]
+
+    def procs_files(self):
+        return [os.path.join(p, "cgroup.procs") for p in self.paths]
+
+    def create(self, resources=None):
+        hybrid = layout(self.hierarchies) == "hybrid"
+        for h in self.hierarchies:
+            try:
+                _makedirs(h.mountpoint, self.rel, self.created)
+                if h.version == 1 and "cpuset" in h.controllers:
+                    _inherit_cpuset(h.mountpoint, self.rel)
+                if h.version == 2:
+                    only = None
+                    if hybrid:
+                        only = {c for c, _, _ in v2_settings(v2_part(resources or {}, h))}
+                    if only is None or only:
+                        _enable_v2_controllers(h.mountpoint, self.rel, only)
+            except OSError as e:
+                raise EmergenceError(f"cannot create cgroup {self.rel} under {h.mountpoint}: "
+                                     f"{e.strerror}") from None
+
+    def apply(self, resources):
+        """Write linux.resources; every failure names the file and the value."""
+        if not resources:
+            return
+        ctl = controller_map(self.hierarchies)
+        settings = []
+        v1_wanted = any(h.version == 1 for h in self.hierarchies)
+        if v1_wanted:
+            for c, f, v in v1_settings(resources):
+                h = ctl.get(c)
+                if h is None or h.version == 1:  # v2-bound controllers are written below
+                    settings.append((h, f, v))
+        v2 = [h for h in self.hierarchies if h.version == 2]
+        if v2:
+            v2_res = resources if not v1_wanted else v2_part(resources, v2[0])
+            for _, f, v in v2_settings(v2_res):
+                settings.append((v2[0], f, v))
+        elif resources.get("unified"):
+            raise ConfigError("config.json: linux.resources.unified needs cgroup v2, "
+                              "which is not mounted here")
+        v1_devices = ctl.get("devices")
+        if resources.get("devices") and (v1_devices is None or v1_devices.version != 1) and v2:
+            from .devices_bpf import attach
+            attach(os.path.join(v2[0].mountpoint, self.rel), resources["devices"])
+        for h, f, v in settings:
+            if h is None:
+                raise ConfigError(f"config.json: linux.resources: the controller for {f} is not "
+                                  "mounted on this host; remove that limit")
+            path = os.path.join(h.mountpoint, self.rel, f)
+            try:
+                write(path, v)
+            except OSError as e:
+                hint = ""
+                if e.errno == errno.ENOENT:
+                    hint = " (this kernel or hierarchy does not offer it)"
+                elif e.errno == errno.EBUSY and "memory" in f:
+                    hint = " (the limit is below current usage)"
+                raise EmergenceError(f"cannot set {f} to {v} for cgroup {self.rel}: "
+                                     f"{e.strerror}{hint}") from None
+
+    def freezer_file(self):
+        """Where freezing is controlled: v1 freezer.state, else v2 cgroup.freeze."""
+        ctl = controller_map(self.hierarchies)
+        h = ctl.get("freezer")
+        if h is not None and h.version == 1:
+            return os.path.join(h.mountpoint, self.rel, "freezer.state")
+        for h in self.hierarchies:
+            if h.version == 2:
+                return os.path.join(h.mountpoint, self.rel, "cgroup.freeze")
+        return None
+
+    def pids(self):
+        """All processes in the container's cgroup, from the first readable hierarchy."""
+        for p in self.paths:
+            try:
+                with open(os.path.join(p, "cgroup.procs")) as f:
+                    return [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+        return []
+
+    def remove(self, timeout=2.0):
+        """rmdir what create made, deepest first; retry while tasks finish exiting."""
+        deadline = time.monotonic() + timeout
+        leaves = set(self.paths)
+        todo = set(self.created) | leaves
+        if self.rel.startswith("emergence/"):  # our default parent goes once empty
+            todo |= {os.path.join(h.mountpoint, "emergence") for h in self.hierarchies}
+        for path in sorted(todo, key=lambda p: p.count("/"), reverse=True):
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if path not in leaves:
+                        break  # a shared parent still in use by another container
+                    if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                        for pid in self._procs_of(path):
+                            try:
+                                os.kill(pid, 9)
+                            except ProcessLookupError:
+                                pass
+                        time.sleep(0.005)
+                        continue
+                    raise EmergenceError(f"cannot remove cgroup {path}: {e.strerror}") from None
+
+    @staticmethod
+    def _procs_of(path):
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []

@@ -1,0 +1,427 @@
+"""Load and validate a bundle's config.json before anything is touched.
+
+The rules mirror the runtime-spec JSON schema (config-schema.json and
+config-linux.json) for every field a Linux runtime reads, written out here so
+that `create` needs no JSON-schema engine on its hot path; tests check that
+this validator agrees with the schema.  Semantic checks (absolute paths,
+known capability names, rootfs present...) follow.  Every problem is one
+line naming the field.
+"""
+
+import os
+
+from .. import fastjson
+from ..errors import ConfigError, warn
+
+# ---- a tiny schema language -------------------------------------------------
+# A schema is a callable check(value, where) -> None raising ConfigError.
+
+
+def _fail(where, msg):
+    raise ConfigError(f"config.json: {where}: {msg}")
+
+
+def _int_range(lo, hi, what):
+    def check(v, where):
+        if isinstance(v, bool) or not isinstance(v, int):
+            _fail(where, f"must be {what}, got {_kind(v)}")
+        if not lo <= v <= hi:
+            _fail(where, f"must be {what}, got {v}")
+    return check
+
+
+def _kind(v):
+    if v is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "an array", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+INT32 = _int_range(-2**31, 2**31 - 1, "a 32-bit integer")
+INT64 = _int_range(-2**63, 2**63 - 1, "a 64-bit integer")
+UINT16 = _int_range(0, 2**16 - 1, "an integer in 0..65535")
+UINT32 = _int_range(0, 2**32 - 1, "an unsigned 32-bit integer")
+UINT64 = _int_range(0, 2**64 - 1, "an unsigned 64-bit integer")
+FILEMODE = _int_range(0, 511, "a file mode in 0..511 (decimal)")
+
+
+def INTEGER(v, where):
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(where, f"must be an integer, got {_kind(v)}")
+
+
+def STRING(v, where):
+    if not isinstance(v, str):
+        _fail(where, f"must be a string, got {_kind(v)}")
+
+
+def BOOL(v, where):
+    if not isinstance(v, bool):
+        _fail(where, f"must be true or false, got {_kind(v)}")
+
+
+def pattern(test, hint):
+    """A string check by predicate (the schema's regexes, without importing `re`)."""
+    def check(v, where):
+        STRING(v, where)
+        if not test(v):
+            _fail(where, f"{v!r} is not {hint}")
+    return check
+
+
+def _page_size(v):
+    return (len(v) >= 3 and v[-1] == "B" and v[-2] in "KMG" and v[0] in "123456789"
+            and v[:-2].isdigit() and v[:-2].isascii())
+
+
+def _rlimit_name(v):
+    rest = v[len("RLIMIT_"):]
+    return v.startswith("RLIMIT_") and rest.isascii() and rest.isalpha() and rest.isupper()
+
+
+def _cpu_list(v):
+    return all(ch in "0123456789, -" for ch in v)
+
+
+def enum(*values):
+    def check(v, where):
+        STRING(v, where)
+        if v not in values:
+            _fail(where, f"{v!r} is not one of {', '.join(values)}")
+    return check
+
+
+def array(item, min_items=0):
+    def check(v, where):
+        if not isinstance(v, list):
+            _fail(where, f"must be an array, got {_kind(v)}")
+        if len(v) < min_items:
+            _fail(where, f"must have at least {min_items} item(s)")
+        for i, x in enumerate(v):
+            item(x, f"{where}[{i}]")
+    return check
+
+
+def mapping(value):
+    def check(v, where):
+        if not isinstance(v, dict):
+            _fail(where, f"must be an object, got {_kind(v)}")
+        for k, x in v.items():
+            if k == "":
+                _fail(where, "keys must not be empty")
+            value(x, f"{where}.{k}")
+    return check
+
+
+def obj(fields, required=()):
+    def check(v, where):
+        if not isinstance(v, dict):
+            _fail(where, f"must be an object, got {_kind(v)}")
+        for name in required:
+            if name not in v:
+                _fail(where, f"missing required field {name!r}")
+        for name, x in v.items():
+            sub = fields.get(name)
+            if sub is not None:
+                sub(x, f"{where}.{name}" if where else name)
+    return check
+
+
+STRINGS = array(STRING)
+ID_MAPPING = obj({"containerID": UINT32, "hostID": UINT32, "size": UINT32},
+                 ("containerID", "hostID", "size"))
+HOOK = obj({"path": STRING, "args": STRINGS, "env": STRINGS,
+            "timeout": _int_range(1, 2**63 - 1, "an integer >= 1")}, ("path",))
+HOOKS = array(HOOK)
+SECCOMP_ACTION = enum("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                      "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
+                      "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY")
+SECCOMP_ARCHES = (
+    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_LOONGARCH64", "SCMP_ARCH_M68K", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
+    "SCMP_ARCH_SH", "SCMP_ARCH_SHEB", "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64",
+    "SCMP_ARCH_RISCV64")
+SECCOMP_FLAGS = ("SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV")
+SYSCALL_ARG = obj({"index": UINT32, "value": UINT64, "valueTwo": UINT64,
+                   "op": enum("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
+                              "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")},
+                  ("index", "value", "op"))
+SYSCALL = obj({"names": array(STRING, 1), "action": SECCOMP_ACTION, "errnoRet": UINT32,
+               "args": array(SYSCALL_ARG)}, ("names", "action"))
+BLKIO_DEVICE = {"major": INT64, "minor": INT64}
+NAMESPACE_TYPES = ("mount", "pid", "network", "uts", "ipc", "user", "cgroup", "time")
+TIME_OFFSET = obj({"secs": INT64, "nanosecs": UINT32})
+
+RESOURCES = obj({
+    "unified": mapping(STRING),
+    "devices": array(obj({"allow": BOOL, "type": STRING, "major": INT64, "minor": INT64,
+                          "access": STRING}, ("allow",))),
+    "pids": obj({"limit": INT64}, ("limit",)),
+    "blockIO": obj({
+        "weight": UINT16, "leafWeight": UINT16,
+        "weightDevice": array(obj({**BLKIO_DEVICE, "weight": UINT16, "leafWeight": UINT16},
+                                  ("major", "minor"))),
+        **{k: array(obj({**BLKIO_DEVICE, "rate": UINT64}, ("major", "minor")))
+           for k in ("throttleReadBpsDevice", "throttleWriteBpsDevice",
+                     "throttleReadIOPSDevice", "throttleWriteIOPSDevice")},
+    }),
+    "cpu": obj({"cpus": STRING, "mems": STRING, "period": UINT64, "quota": INT64,
+                "burst": UINT64, "realtimePeriod": UINT64, "realtimeRuntime": INT64,
+                "shares": UINT64, "idle": INT64}),
+    "hugepageLimits": array(obj({"pageSize": pattern(_page_size,
+                                                     "a page size like 2MB or 1GB"),
+                                 "limit": UINT64}, ("pageSize", "limit"))),
+    "memory": obj({"kernel": INT64, "kernelTCP": INT64, "limit": INT64, "reservation": INT64,
+                   "swap": INT64, "swappiness": UINT64, "disableOOMKiller": BOOL,
+                   "useHierarchy": BOOL, "checkBeforeUpdate": BOOL}),
+    "network": obj({"classID": UINT32,
+                    "priorities": array(obj({"name": STRING, "priority": UINT32},
+                                            ("name", "priority")))}),
+    "rdma": mapping(obj({"hcaHandles": UINT32, "hcaObjects": UINT32})),
+})
+
+LINUX = obj({
+    "devices": array(obj({"type": enum("c", "b", "u", "p"), "path": STRING,
+                          "fileMode": FILEMODE, "major": INT64, "minor": INT64,
+                          "uid": UINT32, "gid": UINT32}, ("type", "path"))),
+    "netDevices": mapping(obj({"name": STRING})),
+    "uidMappings": array(ID_MAPPING),
+    "gidMappings": array(ID_MAPPING),
+    "namespaces": array(obj({"type": enum(*NAMESPACE_TYPES), "path": STRING}, ("type",))),
+    "resources": RESOURCES,
+    "cgroupsPath": STRING,
+    "rootfsPropagation": enum("private", "shared", "slave", "unbindable"),
+    "seccomp": obj({"defaultAction": SECCOMP_ACTION, "defaultErrnoRet": UINT32,
+                    "flags": array(enum(*SECCOMP_FLAGS)), "listenerPath": STRING,
+                    "listenerMetadata": STRING, "architectures": array(enum(*SECCOMP_ARCHES)),
+                    "syscalls": array(SYSCALL)}, ("defaultAction",)),
+    "sysctl": mapping(STRING),
+    "maskedPaths": STRINGS,
+    "readonlyPaths": STRINGS,
+    "mountLabel": STRING,
+    "intelRdt": obj({"closID": STRING, "schemata": STRINGS, "l3CacheSchema": STRING,
+                     "memBwSchema": pattern(lambda v: v.startswith("MB:") and "\n" not in v,
+                                            "an MB: schema"),
+                     "enableMonitoring": BOOL}),
+    "personality": obj({"domain": enum("LINUX", "LINUX32"), "flags": STRINGS}),
+    "timeOffsets": obj({"boottime": TIME_OFFSET, "monotonic": TIME_OFFSET}),
+})
+
+PROCESS = obj({
+    "args": STRINGS,
+    "commandLine": STRING,
+    "consoleSize": obj({"height": UINT64, "width": UINT64}, ("height", "width")),
+    "cwd": STRING,
+    "env": STRINGS,
+    "terminal": BOOL,
+    "user": obj({"uid": UINT32, "gid": UINT32, "umask": UINT32,
+                 "additionalGids": array(UINT32), "username": STRING}),
+    "capabilities": obj({k: STRINGS for k in
+                         ("bounding", "permitted", "effective", "inheritable", "ambient")}),
+    "apparmorProfile": STRING,
+    "oomScoreAdj": INTEGER,
+    "selinuxLabel": STRING,
+    "ioPriority": obj({"class": enum("IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE"),
+                       "priority": INT32}, ("class",)),
+    "noNewPrivileges": BOOL,
+    "scheduler": obj({"policy": enum("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH",
+                                     "SCHED_ISO", "SCHED_IDLE", "SCHED_DEADLINE"),
+                      "nice": INT32, "priority": INT32, "flags": STRINGS,
+                      "runtime": UINT64, "deadline": UINT64, "period": UINT64}, ("policy",)),
+    "rlimits": array(obj({"type": pattern(_rlimit_name, "an RLIMIT_* name"),
+                          "soft": UINT64, "hard": UINT64}, ("type", "soft", "hard"))),
+    "execCPUAffinity": obj({"initial": pattern(_cpu_list, "a CPU list"),
+                            "final": pattern(_cpu_list, "a CPU list")}),
+}, ("cwd",))
+
+CONFIG = obj({
+    "ociVersion": STRING,
+    "hooks": obj({k: HOOKS for k in ("prestart", "createRuntime", "createContainer",
+                                     "startContainer", "poststart", "poststop")}),
+    "annotations": mapping(STRING),
+    "hostname": STRING,
+    "domainname": STRING,
+    "mounts": array(obj({"source": STRING, "destination": STRING, "options": STRINGS,
+                         "type": STRING, "uidMappings": array(ID_MAPPING),
+                         "gidMappings": array(ID_MAPPING)}, ("destination",))),
+    "root": obj({"path": STRING, "readonly": BOOL}, ("path",)),
+    "process": PROCESS,
+    "linux": LINUX,
+    "freebsd": obj({"jail": obj({"vnet": enum("new", "inherit")})}),
+}, ("ociVersion",))
+
+
+def validate_schema(config):
+    """Structural checks, as the runtime-spec JSON schema states them."""
+    CONFIG(config, "")
+
+
+# ---- semantic checks ---------------------------------------------------------
+
+def validate_semantics(config, bundle):
+    """What the schema cannot say but a Linux runtime needs."""
+    root = config.get("root")
+    if root is None:
+        _fail("root", "missing: a Linux container needs root.path")
+    validate_process(config)
+    for i, m in enumerate(config.get("mounts", ())):
+        if not m["destination"].startswith("/"):
+            _fail(f"mounts[{i}].destination", f"{m['destination']!r} must be an absolute path")
+    linux = config.get("linux", {})
+    seen = set()
+    for i, ns in enumerate(linux.get("namespaces", ())):
+        if ns["type"] in seen:
+            _fail(f"linux.namespaces[{i}]", f"namespace {ns['type']!r} is listed twice")
+        seen.add(ns["type"])
+        if "path" in ns and not ns["path"].startswith("/"):
+            _fail(f"linux.namespaces[{i}].path", f"{ns['path']!r} must be an absolute path")
+    if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
+        _fail("linux.uidMappings", "id mappings need a user namespace in linux.namespaces")
+    if "user" in seen and not any(ns["type"] == "user" and "path" in ns
+                                  for ns in linux.get("namespaces", ())):
+        if not linux.get("uidMappings") or not linux.get("gidMappings"):
+            _fail("linux.namespaces",
+                  "a new user namespace needs linux.uidMappings and gidMappings")
+    if "timeOffsets" in linux and "time" not in seen:
+        _fail("linux.timeOffsets", "needs a time namespace in linux.namespaces")
+    if config.get("hostname") and "uts" not in seen:
+        _fail("hostname", "setting a hostname needs a uts namespace in linux.namespaces")
+    if config.get("domainname") and "uts" not in seen:
+        _fail("domainname", "setting a domainname needs a uts namespace in linux.namespaces")
+    for i, d in enumerate(linux.get("devices", ())):
+        if not d["path"].startswith("/dev/"):
+            _fail(f"linux.devices[{i}].path", f"{d['path']!r} must be under /dev/")
+        if d["type"] != "p" and ("major" not in d or "minor" not in d):
+            _fail(f"linux.devices[{i}]", "a device of type c, b or u needs major and minor")
+    for key in linux.get("sysctl", {}):
+        if ".." in key or key.startswith(("/", ".")) or "\0" in key:
+            _fail(f"linux.sysctl.{key}", "is not a sysctl name")
+    for field in ("maskedPaths", "readonlyPaths"):
+        for i, p in enumerate(linux.get(field, ())):
+            if not p.startswith("/"):
+                _fail(f"linux.{field}[{i}]", f"{p!r} must be an absolute path")
+    if "cgroupsPath" in linux and ".." in linux["cgroupsPath"].split("/"):
+        _fail("linux.cgroupsPath", "must not contain '..'")
+    rootfs = root_path(config, bundle)
+    if not os.path.isdir(rootfs):
+        raise ConfigError(f"root.path: rootfs {rootfs} does not exist or is not a directory; "
+                          "create it or fix root.path in config.json")
+
+
+# Fields emergence cannot honour yet: refusing is better than running a
+# container that silently lacks what was asked for.
+UNSUPPORTED = [
+    (("process", "scheduler"), "scheduling policies are not supported yet"),
+    (("process", "ioPriority"), "I/O priorities are not supported yet"),
+    (("process", "execCPUAffinity"), "exec CPU affinity is not supported yet"),
+    (("linux", "intelRdt"), "Intel RDT is not supported"),
+    (("linux", "memoryPolicy"), "NUMA memory policies are not supported yet"),
+    (("linux", "netDevices"), "moving network devices is not supported yet"),
+    (("linux", "resources", "rdma"), "the rdma controller is not supported"),
+    (("linux", "seccomp", "listenerPath"), "seccomp user notification is not supported"),
+]
+
+
+def _get(config, path):
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
+def _lsm_enabled(name):
+    if name == "selinux":
+        return os.path.exists("/sys/fs/selinux/enforce")
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def check_supported(config, warn):
+    """Refuse what emergence cannot apply; warn about what this host makes moot."""
+    for path, why in UNSUPPORTED:
+        value = _get(config, path)
+        if value:
+            raise ConfigError(f"config.json: {'.'.join(path)}: {why}; remove it")
+    for i, m in enumerate(config.get("mounts", ())):
+        if m.get("uidMappings") or m.get("gidMappings"):
+            raise ConfigError(f"config.json: mounts[{i}]: id-mapped mounts are not supported "
+                              "yet; remove uidMappings/gidMappings")
+    for path, lsm in ((("process", "selinuxLabel"), "selinux"),
+                      (("linux", "mountLabel"), "selinux"),
+                      (("process", "apparmorProfile"), "apparmor")):
+        if _get(config, path):
+            where = ".".join(path)
+            if _lsm_enabled(lsm):
+                raise ConfigError(f"config.json: {where}: {lsm} labels are not supported yet; "
+                                  "remove it")
+            warn(f"{where} ignored: {lsm} is not enabled on this host")
+
+
+def validate_process(config):
+    """Checks of `process` that the schema cannot express (shared with exec)."""
+    from .capabilities import CAPABILITIES
+    process = config.get("process")
+    if process is None:
+        return  # optional until `start`, which then fails
+    args = process.get("args")
+    if not args:
+        _fail("process.args", "must name the program to run (a non-empty array)")
+    if not process["cwd"].startswith("/"):
+        _fail("process.cwd", f"{process['cwd']!r} must be an absolute path")
+    for i, e in enumerate(process.get("env", ())):
+        if "=" not in e:
+            _fail(f"process.env[{i}]", f"{e!r} must have the form NAME=value")
+    user = process.get("user", {})
+    for field in ("uid", "gid"):
+        if field not in user:
+            _fail("process.user", f"missing required field {field!r} (required on Linux)")
+    for kind, caps in process.get("capabilities", {}).items():
+        for i, cap in enumerate(caps):
+            if cap not in CAPABILITIES:
+                _fail(f"process.capabilities.{kind}[{i}]", f"unknown capability {cap!r}")
+    from .planner import RLIMITS
+    seen = set()
+    for i, rl in enumerate(process.get("rlimits", ())):
+        if rl["type"] not in RLIMITS:
+            _fail(f"process.rlimits[{i}].type", f"unknown rlimit {rl['type']!r}")
+        if rl["type"] in seen:
+            _fail(f"process.rlimits[{i}].type", f"{rl['type']} is given twice")
+        seen.add(rl["type"])
+        if rl["soft"] > rl["hard"]:
+            _fail(f"process.rlimits[{i}]",
+                  f"soft limit {rl['soft']} exceeds hard limit {rl['hard']}")
+
+
+def root_path(config, bundle):
+    path = config["root"]["path"]
+    return os.path.normpath(os.path.join(bundle, path))
+
+
+def load(bundle):
+    """Read and fully validate BUNDLE/config.json; return the parsed dict."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"no config.json in bundle {bundle}; "
+                          "run `emergence spec` there or pass --bundle") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        config = fastjson.loads(raw)
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    validate_schema(config)
+    validate_semantics(config, bundle)
+    check_supported(config, warn)
+    return config

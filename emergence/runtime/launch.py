@@ -1,0 +1,159 @@
+"""Start the shim with a plan and follow it until the init is ready.
+
+The shim runs from a sealed memfd copy of its binary, so /proc/<init>/exe
+inside the container names an unwritable in-memory file, never a host
+executable or this interpreter (the CVE-2019-5736 class).
+"""
+
+import errno
+import fcntl
+import os
+
+from ..errors import EmergenceError
+
+SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emergence-shim")
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def sealed_shim():
+    """An fd of a read-only, sealed in-memory copy of the shim binary."""
+    try:
+        src = os.open(SHIM, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EmergenceError(f"the shim {SHIM} is missing: reinstall emergence "
+                             "(pip install .)") from None
+    try:
+        mfd = os.memfd_create("emergence-shim", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        size = os.fstat(src).st_size
+        sent = 0
+        while sent < size:
+            sent += os.sendfile(mfd, src, sent, size - sent)
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, SEALS)
+        return mfd
+    finally:
+        os.close(src)
+
+
+class Launch:
+    """One run of the shim: spawn, then read 'pid', 'ready' or 'error'."""
+
+    def __init__(self, plan_bytes, min_fd=3, pass_fds=()):
+        self.init_pid = None
+        self.launcher_pid = None
+        plan_fd = os.memfd_create("emergence-plan", os.MFD_CLOEXEC)
+        os.write(plan_fd, plan_bytes)
+        os.lseek(plan_fd, 0, os.SEEK_SET)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        # Fds handed to the shim sit above the ones the container may keep.
+        hi_plan = fcntl.fcntl(plan_fd, fcntl.F_DUPFD_CLOEXEC, min_fd + 3)
+        hi_w = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, min_fd + 3)
+        os.close(plan_fd)
+        os.close(w)
+        mfd = sealed_shim()
+        try:
+            for fd in (hi_plan, hi_w, *pass_fds):
+                os.set_inheritable(fd, True)
+            self.launcher_pid = os.posix_spawn(
+                f"/proc/self/fd/{mfd}", ["emergence-shim", str(hi_plan), str(hi_w)], {})
+        finally:
+            for fd in pass_fds:
+                os.set_inheritable(fd, False)
+            os.close(mfd)
+            os.close(hi_plan)
+            os.close(hi_w)
+        self.status_fd = r
+
+    def wait_ready(self, on_sync=None):
+        """Block until the init waits at the start barrier; raise with the shim's words.
+        ON_SYNC(label) runs when the init pauses at a sync point (runtime hooks)."""
+        buf = b""
+        error = None
+        ready = False
+        try:
+            while not ready and error is None:
+                chunk = os.read(self.status_fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    word, _, rest = line.decode("utf-8", "replace").partition(" ")
+                    if word == "pid":
+                        self.init_pid = int(rest)
+                    elif word == "ready":
+                        ready = True
+                    elif word == "sync" and on_sync is not None:
+                        on_sync(rest)
+                    elif word == "error":
+                        code, _, what = rest.partition(" ")
+                        error = (int(code), what)
+        finally:
+            os.close(self.status_fd)
+            self._reap_launcher()
+        if ready:
+            return self.init_pid
+        if error is not None:
+            raise ShimError(*error)
+        raise EmergenceError(self._death_reason())
+
+    def _reap_launcher(self):
+        if self.launcher_pid:
+            try:
+                os.waitpid(self.launcher_pid, 0)
+            except ChildProcessError:
+                pass
+            self.launcher_pid = None
+
+    def _death_reason(self):
+        if self.init_pid is None:
+            return "the shim exited before starting the container init"
+        try:
+            _, status = os.waitpid(self.init_pid, 0)
+        except ChildProcessError:
+            return "the container init exited during setup"
+        self.init_pid = None
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            hint = " (out of memory? check linux.resources.memory.limit)" if sig == 9 else ""
+            return f"the container init was killed by signal {sig} during setup{hint}"
+        return f"the container init exited with status {os.WEXITSTATUS(status)} during setup"
+
+    def abort(self):
+        """Kill and reap an init that will not be used."""
+        if self.init_pid:
+            try:
+                os.kill(self.init_pid, 9)
+                os.waitpid(self.init_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.init_pid = None
+
+
+class ShimError(EmergenceError):
+    """An operation in the shim failed: `what` names it, errno says why."""
+
+    def __init__(self, err, what):
+        self.errno = err
+        self.what = what
+        if err == 0:  # the shim worded the whole message
+            super().__init__(what)
+        else:
+            super().__init__(f"{what}: {os.strerror(err)}{hint_for(err, what)}")
+
+
+def hint_for(err, what):
+    if "RLIMIT_" in what and err == errno.EPERM:
+        return (" (raising a hard limit needs CAP_SYS_RESOURCE, which this host does not "
+                "grant; lower the hard limit in process.rlimits to the current one)")
+    if what.startswith("find the executable"):
+        if err == errno.ENOENT:
+            return " (not found in the container's rootfs or its $PATH)"
+        if err == errno.EACCES:
+            return " (not an executable regular file)"
+    if what.startswith("enter process.cwd") and err in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        return " (process.cwd must be a directory inside the rootfs)"
+    if "oomScoreAdj" in what and err in (errno.EACCES, errno.EPERM):
+        return " (lowering oom_score_adj needs CAP_SYS_RESOURCE)"
+    if err == errno.ELOOP and what.startswith(("mount", "bind-mount")):
+        return " (the destination is a symlink that leads nowhere inside the rootfs)"
+    return ""

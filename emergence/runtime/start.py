@@ -1,0 +1,60 @@
+"""`start`: release the init from the start barrier so it execs the process.
+
+The init, blocked opening exec.fifo for writing, gets through once we open it
+for reading; it then runs the startContainer hooks and writes "0", or an
+error line, before it closes the fifo and execs.  poststart hooks follow.
+"""
+
+import os
+import select
+
+from ..errors import EmergenceError
+from .state import FIFO, Container
+
+
+def _released(c, fifo):
+    """Open the barrier; return what the init said through it."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    said = b""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            # POLLHUP only comes once a writer came and went, so an empty read
+            # after poll is the init closing the fifo.
+            if poller.poll(100):
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return said
+                said += chunk
+            elif not c.init_alive():
+                return said
+    finally:
+        os.close(fd)
+
+
+def start(root, container_id):
+    from .kill import send
+    with Container.open(root, container_id) as c:
+        c.require(("created",), "only a created container can be started")
+        said = _released(c, os.path.join(c.dir, FIFO))
+        os.unlink(os.path.join(c.dir, FIFO))
+        if not said.startswith(b"0"):
+            send(c.pid, c.data.get("startTime"), 9)  # stop the container, as the spec says
+            text = said.decode(errors="replace").strip()
+            if text.startswith("error "):
+                from .launch import ShimError
+                code, _, what = text[len("error "):].partition(" ")
+                raise ShimError(int(code), what)
+            raise EmergenceError(f"container {container_id!r}: its init exited before it "
+                                 "could start")
+        hooks = c.saved_hooks()
+        if hooks.get("poststart"):
+            from . import hooks as hk
+            try:
+                hk.run("poststart", hooks["poststart"],
+                       hk.oci_state(c.data, "running", c.pid))
+            except EmergenceError:
+                send(c.pid, c.data.get("startTime"), 9)
+                raise
+

@@ -1,0 +1,224 @@
+"""Container state on disk: <root>/<id>/{state.json, exec.fifo}.
+
+The directory is the container's existence (mkdir is the atomic claim of an
+id); an flock on it serialises commands on the same container.  The status
+is derived, never stored stale: `creating` while create holds the claim,
+`created` while the init waits on exec.fifo, `running` after, `stopped` once
+the init (checked by pid and start time, so a reused pid is not mistaken for
+it) is gone.
+"""
+
+import os
+
+from .. import fastjson
+from ..errors import EmergenceError, NotFound, StateError
+
+FIFO = "exec.fifo"
+STATE = "state.json"
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+
+
+def valid_id(container_id):
+    return (0 < len(container_id) <= 1024 and container_id[0].isalnum()
+            and container_id.isascii() and ID_CHARS.issuperset(container_id))
+
+
+def check_id(container_id):
+    if not valid_id(container_id):
+        raise EmergenceError(f"invalid container id {container_id!r}: use letters, digits "
+                             "and _ . + - (not starting with a symbol)")
+
+
+def proc_start_time(pid):
+    """Field 22 of /proc/PID/stat and the state letter, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return rest[0].decode(), int(rest[19])
+
+
+def is_frozen(freezer_file):
+    """True when the container's processes are frozen (v1 freezer.state or v2
+    cgroup.freeze); here rather than in cgroups/freezer.py because `state` reads it."""
+    try:
+        with open(freezer_file) as f:
+            return f.read().strip() in ("FROZEN", "1")
+    except OSError:
+        return False
+
+
+def write_atomic(path, data, mode=0o600):
+    """Replace PATH atomically: readers see the old or the new file, never half.
+
+    No fsync: container state describes processes, which do not survive a
+    reboot either, so durability across power loss would buy nothing."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Container:
+    """A container's state directory, locked while the object is in use."""
+
+    def __init__(self, root, container_id):
+        check_id(container_id)
+        self.root = root
+        self.id = container_id
+        self.dir = os.path.join(root, container_id)
+        self.fd = None
+        self.data = {}
+        self.corrupt = False
+
+    # -- claiming and locking --
+    @classmethod
+    def claim(cls, root, container_id):
+        """Create the state dir for a new container; fail if the id is taken."""
+        c = cls(root, container_id)
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(c.dir, 0o711)
+        except FileExistsError:
+            raise EmergenceError(f"container {container_id!r} already exists; "
+                                 "pick another id or delete it first") from None
+        c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        c.lock()
+        return c
+
+    @classmethod
+    def open(cls, root, container_id, lock=True, tolerate_corrupt=False):
+        c = cls(root, container_id)
+        c.corrupt = False
+        try:
+            c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"container {container_id!r} does not exist") from None
+        if lock:
+            c.lock()
+        try:
+            found = c.load()
+        except EmergenceError:
+            if not tolerate_corrupt:
+                c.close()
+                raise
+            c.corrupt, found = True, True
+        if not found:
+            c.close()
+            raise NotFound(f"container {container_id!r} does not exist")
+        return c
+
+    def lock(self):
+        import fcntl  # here, not at the top: `state` and `list` never lock
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def load(self):
+        try:
+            with open(os.path.join(self.dir, STATE), "rb") as f:
+                self.data = fastjson.loads(f.read())
+            return True
+        except FileNotFoundError:
+            return False  # deleted while we waited for the lock
+        except ValueError:
+            raise EmergenceError(f"state of container {self.id!r} is corrupt "
+                                 f"({os.path.join(self.dir, STATE)}); "
+                                 "remove it with `delete --force`") from None
+
+    def save(self):
+        write_atomic(os.path.join(self.dir, STATE), fastjson.dumps(self.data).encode())
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- status --
+    @property
+    def pid(self):
+        return self.data.get("pid", 0)
+
+    def init_alive(self):
+        pid = self.pid
+        if not pid:
+            return False
+        st = proc_start_time(pid)
+        return st is not None and st[0] != "Z" and st[1] == self.data.get("startTime")
+
+    def status(self):
+        if self.data.get("status") == "creating":
+            return "creating"
+        if not self.init_alive():
+            return "stopped"
+        if os.path.exists(os.path.join(self.dir, FIFO)):
+            return "created"
+        if self.data.get("freezer") and is_frozen(self.data["freezer"]):
+            return "paused"  # not in the spec's list, but what runc says and engines read
+        return "running"
+
+    def require(self, allowed, why):
+        """The status, if it is one of ALLOWED; else a StateError ending in WHY."""
+        status = self.status()
+        if status not in allowed:
+            raise StateError(f"container {self.id!r} is {status}; {why}")
+        return status
+
+    def saved_config(self, raw=False):
+        """The config.json the container was created with (kept in its state dir)."""
+        try:
+            with open(os.path.join(self.dir, "config.json"), "rb") as f:
+                data = f.read()
+            return data if raw else fastjson.loads(data)
+        except (OSError, ValueError):
+            raise EmergenceError(f"container {self.id!r} has no readable saved config; "
+                                 "was it created by this version of emergence?") from None
+
+    def saved_hooks(self):
+        """config.hooks, parsing the saved config only when it has any (start and
+        delete run on every container; almost none have hooks)."""
+        try:
+            data = self.saved_config(raw=True)
+        except EmergenceError:
+            return {}
+        if b'"hooks"' not in data:
+            return {}
+        return fastjson.loads(data).get("hooks", {})
+
+    def oci_state(self):
+        """The state as runtime.md defines it (valid against state-schema.json)."""
+        status = self.status()
+        s = {
+            "ociVersion": self.data.get("ociVersion", ""),
+            "id": self.id,
+            "status": status,
+            "pid": self.pid if status in ("created", "running", "paused") else 0,
+            "bundle": self.data.get("bundle", ""),
+            "rootfs": self.data.get("rootfs", ""),
+            "created": self.data.get("created", ""),
+            "owner": "",
+        }
+        if self.data.get("annotations"):
+            s["annotations"] = self.data["annotations"]
+        return s
+
+    def remove_dir(self):
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)
+
+
+def list_ids(root):
+    try:
+        return sorted(n for n in os.listdir(root) if valid_id(n))
+    except FileNotFoundError:
+        return []
