@@ -46,6 +46,8 @@ enum {
     OP_HOOK = 41,          /* what, timeout, path, state ("%PID%" = own pid), argc, argv..., env... */
     OP_STARTED = 42,       /* what: tell `start` (through the fifo) that the start hooks passed */
     OP_FAIL = 43,          /* what: fail with WHAT as the whole message */
+    OP_MKDIR = 44,         /* what, in-root path: create the missing directories (mode 0755) */
+    OP_LINK_UP = 45,       /* what, interface name: set the link up (lo in a new netns) */
 };
 
 #endif

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <net/if.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
@@ -617,6 +618,30 @@ static void do_resolve_cwd(char **a)
         die();
 }
 
+static void do_mkdir(char **a)
+{
+    int fd = mkpath_in_root(a[1], 0);
+    if (fd < 0)
+        die();
+    close(fd);
+}
+
+static void do_link_up(char **a)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        die();
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, a[1], IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        die();
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        die();
+    close(s);
+}
+
 /* Find argv[0] the way execvp would, but with the container's PATH. */
 static void do_resolve_exec(char **a)
 {
@@ -964,6 +989,12 @@ static void run_op(struct op *o)
         break;
     case OP_BARRIER:
         do_barrier(a);
+        break;
+    case OP_MKDIR:
+        do_mkdir(a);
+        break;
+    case OP_LINK_UP:
+        do_link_up(a);
         break;
     case OP_CHDIR:
         if (chdir(a[1]) < 0)

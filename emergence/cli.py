@@ -108,6 +108,9 @@ def dispatch(g, name, argv):
         return 0
     if os.geteuid() != 0:
         raise EmergenceError("emergence must run as root (rootless mode is not supported)")
+    if g.get("debug"):
+        from . import errors
+        errors.DEBUG = True
     return verb.run(Context(g), opts, args)
 
 
@@ -128,6 +131,11 @@ def main(argv=None):
             return 2 if not rest and not g.get("help") else 0
         if g.get("log-format") not in (None, "text", "json"):
             raise UsageError("--log-format must be text or json")
+        log_dir = os.path.dirname(os.path.abspath(g["log"])) if g.get("log") else None
+        if log_dir and not os.path.isdir(log_dir):
+            log, g["log"] = g["log"], None
+            raise EmergenceError(f"--log {log}: the directory {log_dir} does not exist; "
+                                 "create it or log elsewhere")
         if g.get("systemd-cgroup") and rest[0] in ("create", "run") \
                 and not os.path.isdir("/run/systemd/system"):
             sys.stderr.write("emergence: warning: --systemd-cgroup: systemd is not running "

@@ -3,10 +3,18 @@
 
 import os
 
+DEBUG = False  # set by the command line's --debug
+
 
 def warn(msg):
     """A warning on stderr: the operation goes on."""
     os.write(2, f"emergence: warning: {msg}\n".encode())
+
+
+def debug_note(msg):
+    """A warning shown only with --debug: something runc also passes over quietly."""
+    if DEBUG:
+        warn(msg)
 
 
 class EmergenceError(Exception):

@@ -45,6 +45,46 @@ CAPABILITIES = {
 }
 
 
+def last_cap():
+    """The highest capability this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return max(CAPABILITIES.values())
+
+
+def usable(caps, where, warn, debug_note):
+    """process.capabilities as this kernel can apply it, as runc does: a name
+    unknown to Emergence or to this kernel is skipped with a warning, and an
+    ambient capability that is not both permitted and inheritable (the kernel
+    refuses to raise it) is dropped, noted with --debug."""
+    out = {}
+    top = None
+    for kind, names in caps.items():
+        kept = []
+        for name in names:
+            bit = CAPABILITIES.get(name)
+            if bit is None:
+                warn(f"{where}.{kind}: unknown capability {name!r} skipped")
+                continue
+            if top is None:
+                top = last_cap()
+            if bit > top:
+                warn(f"{where}.{kind}: {name} is unknown to this kernel; skipped")
+                continue
+            kept.append(name)
+        out[kind] = kept
+    if out.get("ambient"):
+        allowed = set(out.get("permitted", ())) & set(out.get("inheritable", ()))
+        dropped = [n for n in out["ambient"] if n not in allowed]
+        if dropped:
+            debug_note(f"{where}.ambient: {', '.join(dropped)} not raised (an ambient "
+                       "capability must be permitted and inheritable too)")
+            out["ambient"] = [n for n in out["ambient"] if n in allowed]
+    return out
+
+
 def mask(names):
     """Bitmask of a list of capability names (validated beforehand)."""
     m = 0

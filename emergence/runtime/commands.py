@@ -175,7 +175,7 @@ _RESOURCE_FLAGS = {
     "memory-swap": "memory+swap limit (-1: unlimited)",
     "kernel-memory": "kernel memory limit (v1 only)",
     "kernel-memory-tcp": "kernel TCP buffer limit (v1 only)",
-    "cpu-shares": "relative CPU weight",
+    "cpu-share": "relative CPU weight (also --cpu-shares)",
     "cpu-quota": "CFS quota in microseconds per period",
     "cpu-period": "CFS period in microseconds",
     "cpu-rt-period": "realtime period in microseconds",
@@ -246,7 +246,8 @@ VERBS = [
     Verb("update", "change a running container's limits",
          "[-r FILE] [--memory 100m] [--pids-limit N] ... ID",
          {"resources": Option(VALUE, "linux.resources as JSON ('-': stdin)", "FILE", ("r",)),
-          **{k: Option(VALUE, h) for k, h in _RESOURCE_FLAGS.items()}}, _update),
+          **{k: Option(VALUE, h, aliases=("cpu-shares",) if k == "cpu-share" else ())
+             for k, h in _RESOURCE_FLAGS.items()}}, _update),
     Verb("features", "what this runtime supports, as JSON (features-schema.json)", "", {},
          _features),
 ]

@@ -11,7 +11,7 @@ line naming the field.
 import os
 
 from .. import fastjson
-from ..errors import ConfigError, warn
+from ..errors import ConfigError, debug_note, warn
 
 # ---- a tiny schema language -------------------------------------------------
 # A schema is a callable check(value, where) -> None raising ConfigError.
@@ -53,6 +53,8 @@ def INTEGER(v, where):
 def STRING(v, where):
     if not isinstance(v, str):
         _fail(where, f"must be a string, got {_kind(v)}")
+    if "\0" in v:
+        _fail(where, "must not contain a NUL byte (no Linux interface takes one)")
 
 
 def BOOL(v, where):
@@ -193,7 +195,8 @@ LINUX = obj({
     "namespaces": array(obj({"type": enum(*NAMESPACE_TYPES), "path": STRING}, ("type",))),
     "resources": RESOURCES,
     "cgroupsPath": STRING,
-    "rootfsPropagation": enum("private", "shared", "slave", "unbindable"),
+    "rootfsPropagation": enum("private", "shared", "slave", "unbindable", "rprivate",
+                              "rshared", "rslave", "runbindable"),
     "seccomp": obj({"defaultAction": SECCOMP_ACTION, "defaultErrnoRet": UINT32,
                     "flags": array(enum(*SECCOMP_FLAGS)), "listenerPath": STRING,
                     "listenerMetadata": STRING, "architectures": array(enum(*SECCOMP_ARCHES)),
@@ -261,6 +264,46 @@ def validate_schema(config):
 
 # ---- semantic checks ---------------------------------------------------------
 
+# Sysctls that a namespace makes the container's own (runc's and crun's list);
+# any other would change the host.
+IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+               "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+UTS_SYSCTLS = {"kernel.hostname", "kernel.domainname"}
+
+
+def _own_namespace(kind, namespaces):
+    """Does the container get a namespace of KIND that is not the host's?"""
+    for ns in namespaces:
+        if ns["type"] == kind:
+            path = ns.get("path")
+            if not path:
+                return True
+            try:
+                return os.stat(path).st_ino != os.stat(f"/proc/self/ns/{NS_PROC[kind]}").st_ino
+            except OSError:
+                return True  # reported by the namespace checks, by path
+    return False
+
+
+NS_PROC = {"network": "net", "ipc": "ipc", "uts": "uts"}
+
+
+def _check_sysctl_namespace(key, namespaces):
+    name = key.replace("/", ".")
+    if name.startswith("net."):
+        kind = "network"
+    elif name in IPC_SYSCTLS or name.startswith("fs.mqueue."):
+        kind = "ipc"
+    elif name in UTS_SYSCTLS:
+        kind = "uts"
+    else:
+        _fail(f"linux.sysctl.{key}", "is not isolated by any namespace: setting it would "
+              "change the host; remove it")
+    if not _own_namespace(kind, namespaces):
+        _fail(f"linux.sysctl.{key}", f"needs a new {kind} namespace (it would change the "
+              f"host's); add {{\"type\": \"{kind}\"}} to linux.namespaces or remove it")
+
+
 def validate_semantics(config, bundle):
     """What the schema cannot say but a Linux runtime needs."""
     root = config.get("root")
@@ -299,6 +342,7 @@ def validate_semantics(config, bundle):
     for key in linux.get("sysctl", {}):
         if ".." in key or key.startswith(("/", ".")) or "\0" in key:
             _fail(f"linux.sysctl.{key}", "is not a sysctl name")
+        _check_sysctl_namespace(key, linux.get("namespaces", ()))
     for field in ("maskedPaths", "readonlyPaths"):
         for i, p in enumerate(linux.get(field, ())):
             if not p.startswith("/"):
@@ -366,7 +410,7 @@ def check_supported(config, warn):
 
 def validate_process(config):
     """Checks of `process` that the schema cannot express (shared with exec)."""
-    from .capabilities import CAPABILITIES
+    from .capabilities import usable
     process = config.get("process")
     if process is None:
         return  # optional until `start`, which then fails
@@ -382,10 +426,9 @@ def validate_process(config):
     for field in ("uid", "gid"):
         if field not in user:
             _fail("process.user", f"missing required field {field!r} (required on Linux)")
-    for kind, caps in process.get("capabilities", {}).items():
-        for i, cap in enumerate(caps):
-            if cap not in CAPABILITIES:
-                _fail(f"process.capabilities.{kind}[{i}]", f"unknown capability {cap!r}")
+    if process.get("capabilities"):
+        process["capabilities"] = usable(process["capabilities"], "process.capabilities",
+                                         warn, debug_note)
     from .planner import RLIMITS
     seen = set()
     for i, rl in enumerate(process.get("rlimits", ())):

@@ -90,6 +90,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         raise EmergenceError("process.terminal is true but there is no --console-socket to "
                              "hand the terminal to; pass one, or set terminal to false")
     check_capabilities_held(config.get("process"))
+    if config.get("process"):
+        from .userdb import set_home
+        set_home(config["process"], rootfs)
     hierarchies = discover()
     rel = relative_path(linux.get("cgroupsPath"), container_id)
 

@@ -33,7 +33,9 @@ def delete(root, container_id, force=False):
         raise
     with c:
         status = c.status()
-        if status != "stopped" and not force:
+        if status not in ("stopped", "created") and not force:
+            # a created container's init only waits at the barrier: runc and crun
+            # delete it without --force
             raise StateError(f"container {container_id!r} is {status}; stop it first "
                              "(kill) or use delete --force")
         if status == "paused":

@@ -144,6 +144,8 @@ def _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug, conso
         c.require(("created", "running"), "exec needs a created or running container")
         config = c.saved_config()
         config_mod.check_supported({"process": proc}, warn)
+        from .userdb import set_home
+        set_home(proc, f"/proc/{c.pid}/root")
         seccomp = config.get("linux", {}).get("seccomp")
         bpf = None
         if seccomp:

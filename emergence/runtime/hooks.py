@@ -28,7 +28,9 @@ def state_template(data, status):
 
 
 def run(kind, hooks, state):
-    """Run KIND hooks in order with STATE on stdin; raise on the first failure."""
+    """Run KIND hooks in order with STATE on stdin; raise on the first failure.
+    A hook gets exactly the env of its entry, and our stdout and stderr (its
+    stderr is also kept for the error line)."""
     import subprocess
     payload = fastjson.dumps(state).encode()
     for i, hook in enumerate(hooks):
@@ -37,13 +39,14 @@ def run(kind, hooks, state):
             p = subprocess.run(hook.get("args") or [hook["path"]], executable=hook["path"],
                                input=payload, env=dict(e.split("=", 1) for e in
                                                        hook.get("env", ())),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               timeout=hook.get("timeout"))
+                               stderr=subprocess.PIPE, timeout=hook.get("timeout"))
         except subprocess.TimeoutExpired:
             raise EmergenceError(f"{what}: did not finish within its timeout of "
                                  f"{hook['timeout']}s") from None
         except OSError as e:
             raise EmergenceError(f"{what}: cannot run it: {e.strerror}") from None
+        if p.stderr:
+            os.write(2, p.stderr)  # the caller sees what the hook said, as it said it
         if p.returncode != 0:
             tail = p.stderr.decode(errors="replace").strip().splitlines()
             detail = f": {tail[-1]}" if tail else ""

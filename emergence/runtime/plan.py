@@ -48,6 +48,8 @@ SYNC = 40
 HOOK = 41
 STARTED = 42
 FAIL = 43
+MKDIR = 44
+LINK_UP = 45
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

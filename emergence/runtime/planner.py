@@ -187,6 +187,8 @@ class Planner:
         if self.userns:
             add(P.BECOME_ROOT, "become root in the user namespace")
         add(P.SETSID, "start a new session")
+        if "network" in self.ns and not self.ns["network"]:
+            add(P.LINK_UP, "bring up lo in the new network namespace", "lo")
         if "cgroup" in self.ns and not self.ns["cgroup"]:
             add(P.UNSHARE, "create a cgroup namespace", CLONE_FLAGS["cgroup"])
 
@@ -196,6 +198,8 @@ class Planner:
         if "mount" not in self.ns:
             return self._rootfs_without_mount_namespace()
         prop = self.linux.get("rootfsPropagation")
+        if prop in ("rprivate", "rshared", "rslave", "runbindable"):
+            prop = prop[1:]  # runc's and crun's spelling: "/" is always set recursively
         base = MS_PRIVATE if prop == "private" else MS_SLAVE
         add(P.MOUNT, "make / a " + ("private" if base == MS_PRIVATE else "slave") + " mount",
             "", "/", "", base | MS_REC, "", P.PLAIN)
@@ -208,23 +212,32 @@ class Planner:
             if m["destination"].rstrip("/") == "/dev":
                 has_dev = True
         self._devices(has_dev)
+        self._cwd()
         self._create_hooks()
         if self.no_pivot:
             add(P.CHROOT, "move the rootfs to / and chroot (--no-pivot)", "move")
         else:
             add(P.PIVOT_ROOT, "pivot_root into the rootfs")
-        if prop in ("shared", "unbindable", "slave"):
-            add(P.MOUNT_EXISTING, f"set rootfsPropagation {prop}", "/",
-                PROPAGATION["r" + prop], "")
         self._sysctl()
         for p in self.linux.get("maskedPaths", ()):
             add(P.MASK, f"mask {p} (linux.maskedPaths)", p)
         for p in self.linux.get("readonlyPaths", ()):
             add(P.READONLY, f"make {p} read-only (linux.readonlyPaths)", p)
+        if prop in ("shared", "unbindable", "slave"):
+            # after the masks: they bind /dev/null, which an unbindable tree refuses
+            add(P.MOUNT_EXISTING, f"set rootfsPropagation {prop}", "/",
+                PROPAGATION["r" + prop], "")
         if self.config["root"].get("readonly"):
             add(P.MOUNT_EXISTING, "remount the rootfs read-only (root.readonly)", "/",
                 MS_BIND | MS_REMOUNT | MS_RDONLY, "")
         self._names()
+
+    def _cwd(self):
+        """A process.cwd missing from the rootfs is made, as runc does: as root,
+        after the mounts (it may lie in one), before root.readonly applies."""
+        if self.process is not None and self.process["cwd"].strip("/"):
+            self.plan.add(P.MKDIR, f"create process.cwd {self.process['cwd']} if missing",
+                          self.process["cwd"])
 
     def _create_hooks(self):
         """prestart/createRuntime (run by the runtime while the init waits), then
@@ -255,6 +268,7 @@ class Planner:
             warn("there is no mount namespace, so mounts, masked and read-only paths and "
                   "root.readonly are not applied (they would change the host)")
         add(P.SET_ROOT, f"open the rootfs {self.rootfs}", self.rootfs)
+        self._cwd()
         self._create_hooks()
         add(P.CHROOT, "chroot into the rootfs (no mount namespace)", "plain")
         self._sysctl()

@@ -34,6 +34,27 @@ def _released(c, fifo):
 
 
 def start(root, container_id):
+    """Release the init.  If a poststart hook fails, the container is stopped and
+    destroyed (lifecycle step 12: its cgroup, state and poststop hooks), as
+    runtime.md says, and the error is raised.  A failed startContainer hook
+    leaves it stopped for `delete`, as runc does (the init never ran the process)."""
+    try:
+        _start(root, container_id)
+    except HookFailed as e:
+        from .delete import delete
+        delete(root, container_id, force=True)
+        raise e.error from None
+
+
+class HookFailed(Exception):
+    """A poststart hook failed; the container must go (after the lock is released)."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _start(root, container_id):
     from .kill import send
     with Container.open(root, container_id) as c:
         c.require(("created",), "only a created container can be started")
@@ -45,7 +66,7 @@ def start(root, container_id):
             if text.startswith("error "):
                 from .launch import ShimError
                 code, _, what = text[len("error "):].partition(" ")
-                raise ShimError(int(code), what)
+                raise ShimError(int(code), what)  # stopped; `delete` runs poststop
             raise EmergenceError(f"container {container_id!r}: its init exited before it "
                                  "could start")
         hooks = c.saved_hooks()
@@ -54,7 +75,7 @@ def start(root, container_id):
             try:
                 hk.run("poststart", hooks["poststart"],
                        hk.oci_state(c.data, "running", c.pid))
-            except EmergenceError:
+            except EmergenceError as e:
                 send(c.pid, c.data.get("startTime"), 9)
-                raise
+                raise HookFailed(e) from None
 

@@ -16,7 +16,7 @@ FLAGS = {
     "memory-swap": ("memory", "swap", "bytes"),
     "kernel-memory": ("memory", "kernel", "bytes"),
     "kernel-memory-tcp": ("memory", "kernelTCP", "bytes"),
-    "cpu-shares": ("cpu", "shares", "int"),
+    "cpu-share": ("cpu", "shares", "int"),  # runc's spelling; --cpu-shares too
     "cpu-quota": ("cpu", "quota", "int"),
     "cpu-period": ("cpu", "period", "int"),
     "cpu-rt-period": ("cpu", "realtimePeriod", "int"),

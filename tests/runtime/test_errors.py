@@ -117,16 +117,17 @@ def test_executable_that_is_not_executable(rt):
     assert_clean_failure(rt, cid, p, "/etc/passwd", "Permission denied")
 
 
-def test_missing_cwd(rt):
-    cid, p = create_with(rt, edit=lambda c: c["process"].update(cwd="/does/not/exist"))
-    assert_clean_failure(rt, cid, p, "process.cwd /does/not/exist")
+def test_cwd_that_cannot_be_made(rt):
+    # A missing cwd is created (as runc does); one that is a file cannot be.
+    cid, p = create_with(rt, edit=lambda c: c["process"].update(cwd="/etc/passwd/x"))
+    assert_clean_failure(rt, cid, p, "process.cwd /etc/passwd/x")
 
 
 def test_failure_inside_the_init_after_mounts_cleans_up(rt):
-    # A failure late in setup (sysctl of a non-namespaced knob is read-only /proc/sys)
+    # A failure late in setup: a namespaced sysctl that this kernel does not have
     cid, p = create_with(rt, edit=lambda c: c["linux"].update(
-        sysctl={"kernel.no_such_knob": "1"}))
-    assert_clean_failure(rt, cid, p, "kernel.no_such_knob")
+        sysctl={"net.ipv4.no_such_knob": "1"}))
+    assert_clean_failure(rt, cid, p, "net.ipv4.no_such_knob")
 
 
 def test_memory_limit_too_small_to_start(rt):

@@ -104,7 +104,7 @@ MUTATIONS = [
                                                                        "value": 1}]}]})),
     ("seccomp flag bad", lambda c: c["linux"].update(
         seccomp={"defaultAction": "SCMP_ACT_ALLOW", "flags": ["TSYNC"]})),
-    ("propagation bad", lambda c: c["linux"].update(rootfsPropagation="rshared")),
+    ("propagation bad", lambda c: c["linux"].update(rootfsPropagation="sideways")),
     ("sysctl non-string", lambda c: c["linux"].update(sysctl={"a.b": 1})),
     ("masked not array", lambda c: c["linux"].update(maskedPaths="/proc/kcore")),
     ("personality bad", lambda c: c["linux"].update(personality={"domain": "BSD"})),
@@ -139,6 +139,15 @@ def test_validator_agrees_with_the_json_schema(schema, name, mutate):
     schema_ok = schema.is_valid(c)
     assert ours_accepts(c) == schema_ok, f"schema says {schema_ok}"
     assert schema_ok == name.startswith("valid"), "the mutation should test what it says"
+
+
+@pytest.mark.parametrize("prop", ["rprivate", "rshared", "rslave", "runbindable"])
+def test_recursive_rootfs_propagation_is_accepted_as_runc_and_crun_do(prop):
+    """The spec's schema lists only the non-recursive names; runc and crun accept
+    these too, and configs written by other tools use them."""
+    c = base_config(["sh"])
+    c["linux"]["rootfsPropagation"] = prop
+    assert ours_accepts(c)
 
 
 def test_validator_error_names_the_field():

@@ -1,0 +1,243 @@
+"""Configs and command lines that runc and crun accept: real containers for each."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from conftest import drive
+from test_cgroups import V2_SCRIPT, restore_v2_root  # noqa: F401  (a fixture)
+from test_errors import assert_clean_failure, create_with
+
+
+def gone(pid):
+    """The process has exited (a zombie of ours counts: the init is a child of
+    whoever ran `create`, here the test itself, until reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def peer_spec_bundle(tmp_path, rootfs, peer, args):
+    """A bundle written by `runc spec` or `crun spec`, changed only in its args
+    and with the busybox rootfs at its relative root.path."""
+    if not shutil.which(peer):
+        pytest.skip(f"{peer} is not installed")
+    b = tmp_path / f"{peer}-bundle"
+    b.mkdir()
+    subprocess.run([peer, "spec"], cwd=b, check=True)
+    os.symlink(rootfs, b / "rootfs")
+    c = json.loads((b / "config.json").read_text())
+    c["process"]["args"] = args
+    (b / "config.json").write_text(json.dumps(c))
+    return str(b), c
+
+
+@pytest.mark.parametrize("peer", ["runc", "crun"])
+def test_a_bundle_from_peer_spec_runs(rt, tmp_path, rootfs, peer):
+    """Its ambient capabilities are not inheritable: runc passes over them, and so
+    do we.  It asks for a terminal, so it runs on a pty, as a person would."""
+    b, c = peer_spec_bundle(tmp_path, rootfs, peer,
+                            ["sh", "-c", "echo hello from $HOME; exit 3"])
+    assert c["process"]["terminal"] and c["process"]["capabilities"]["ambient"]
+    out, code = drive(rt.cmd + ["--root", rt.root, "run", "--bundle", b, rt.new_id()])
+    assert code == 3, out
+    assert "hello from /root" in out and "warning" not in out
+
+
+def test_ambient_that_cannot_be_raised_is_noted_with_debug(rt):
+    def edit(c):
+        caps = c["process"]["capabilities"]
+        caps["ambient"] = ["CAP_KILL"]
+        caps["inheritable"] = []
+    b = rt.bundle(["sh", "-c", "grep CapAmb /proc/self/status"], edit=edit)
+    p = rt("run", "--bundle", b, rt.new_id())
+    assert p.returncode == 0 and p.stderr == ""
+    assert p.stdout.split() == ["CapAmb:", "0000000000000000"]
+    p = rt("--debug", "run", "--bundle", b, rt.new_id())
+    assert p.returncode == 0 and "CAP_KILL not raised" in p.stderr
+
+
+def test_ambient_that_is_inheritable_is_raised(rt):
+    def edit(c):
+        caps = c["process"]["capabilities"]
+        caps["ambient"] = caps["inheritable"] = ["CAP_KILL"]
+    p = rt.run(["sh", "-c", "grep CapAmb /proc/self/status"], edit=edit)
+    assert p.stdout.split() == ["CapAmb:", f"{1 << 5:016x}"]
+
+
+def test_unknown_capability_is_skipped_with_a_warning(rt):
+    p = rt.run(["true"], edit=lambda c: c["process"]["capabilities"]["bounding"].append(
+        "CAP_NOT_A_THING"))
+    assert p.returncode == 0
+    assert "unknown capability 'CAP_NOT_A_THING' skipped" in p.stderr
+
+
+@pytest.mark.parametrize("prop, present, absent", [
+    ("rshared", "shared:", "master:"),
+    ("runbindable", "unbindable", "shared:"),
+    ("rprivate", None, "shared:"),
+    # a slave of a mount that is not shared on the host is simply private
+    ("rslave", None, "shared:"),
+])
+def test_recursive_rootfs_propagation(rt, prop, present, absent):
+    p = rt.run(["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"],
+               edit=lambda c: c["linux"].update(rootfsPropagation=prop))
+    assert p.returncode == 0, p.stderr
+    assert absent not in p.stdout
+    if present:
+        assert present in p.stdout
+
+
+def test_home_comes_from_the_containers_passwd(rt):
+    def uid(n):
+        return lambda c: c["process"]["user"].update(uid=n)
+    assert rt.run(["sh", "-c", "echo $HOME"]).stdout.strip() == "/root"
+    assert rt.run(["sh", "-c", "echo $HOME"], edit=uid(4242)).stdout.strip() == "/"
+    set_home = rt.run(["sh", "-c", "echo $HOME"],
+                      edit=lambda c: c["process"]["env"].append("HOME=/mine"))
+    assert set_home.stdout.strip() == "/mine"
+
+
+def test_exec_gets_home_too(rt):
+    b = rt.bundle(["sleep", "100"])
+    cid = rt.new_id()
+    rt("run", "--detach", "--bundle", b, cid, check=True)
+    p = rt("exec", cid, "sh", "-c", "echo $HOME")
+    assert p.returncode == 0 and p.stdout.strip() == "/root"
+
+
+def test_missing_cwd_is_created(rt):
+    p = rt.run(["pwd"], edit=lambda c: (c["process"].update(cwd="/made/for/me"),
+                                        c["root"].update(readonly=True)))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "/made/for/me"
+
+
+def test_new_network_namespace_has_lo_up(rt):
+    p = rt.run(["cat", "/sys/class/net/lo/flags"])
+    assert int(p.stdout, 16) & 1, p.stdout  # IFF_UP
+
+
+def test_namespaced_sysctls_are_set(rt):
+    p = rt.run(["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni"],
+               edit=lambda c: c["linux"].update(sysctl={"net.ipv4.ip_forward": "1",
+                                                        "kernel.shmmni": "1000"}))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1", "1000"]
+
+
+@pytest.mark.parametrize("key, drop", [("net.ipv4.ip_forward", "network"),
+                                       ("kernel.shmmax", "ipc"),
+                                       ("fs.mqueue.msg_max", "ipc"),
+                                       ("kernel.domainname", "uts"),
+                                       ("vm.swappiness", None)])
+def test_sysctl_without_its_namespace_is_refused(rt, key, drop):
+    def edit(c):
+        c["linux"]["sysctl"] = {key: "1"}
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                    if n["type"] != drop]
+        if drop == "uts":
+            c.pop("hostname", None)
+    cid, p = create_with(rt, edit=edit)
+    assert_clean_failure(rt, cid, p, f"linux.sysctl.{key}")
+
+
+def test_nul_byte_in_cgroups_path_is_a_clear_error(rt):
+    cid, p = create_with(rt, edit=lambda c: c["linux"].update(cgroupsPath="/a\0b"))
+    assert_clean_failure(rt, cid, p, "linux.cgroupsPath", "NUL byte")
+
+
+def test_log_in_a_missing_directory_is_a_clear_error(rt):
+    p = rt("--log", "/nonexistent-dir/emergence.log", "list")
+    assert p.returncode == 1
+    assert p.stderr.strip() == ("emergence: --log /nonexistent-dir/emergence.log: the "
+                                "directory /nonexistent-dir does not exist; create it or "
+                                "log elsewhere")
+
+
+def test_delete_of_a_created_container_needs_no_force(rt):
+    b = rt.bundle(["true"])
+    cid = rt.new_id()
+    rt("create", "--bundle", b, cid, check=True)
+    pid = rt.state(cid)["pid"]
+    rt("delete", cid, check=True)
+    assert not os.path.exists(os.path.join(rt.root, cid))
+    assert gone(pid)
+
+
+def test_delete_force_of_a_paused_container(rt):
+    b = rt.bundle(["sleep", "100"])
+    cid = rt.new_id()
+    rt("run", "--detach", "--bundle", b, cid, check=True)
+    pid = rt.state(cid)["pid"]
+    rt("pause", cid, check=True)
+    assert rt.state(cid)["status"] == "paused"
+    rt("delete", "--force", cid, check=True)
+    assert not os.path.exists(os.path.join(rt.root, cid))
+    assert gone(pid)
+
+
+def test_delete_force_of_a_paused_container_on_pure_cgroup2(rt, restore_v2_root):  # noqa: F811
+    b = rt.bundle(["sleep", "100"],
+                  edit=lambda c: c["linux"]["namespaces"].remove({"type": "cgroup"}))
+    cid = rt.new_id()
+    em = " ".join(rt.cmd + ["--root", rt.root])
+    script = V2_SCRIPT.replace('exec "$@"', f"""
+{em} run --detach --bundle {b} {cid}
+{em} pause {cid}
+{em} state {cid} | grep -q '"paused"'
+{em} delete --force {cid}
+test ! -e /sys/fs/cgroup/emergence/{cid}
+echo gone
+""")
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "gone", p.stderr
+
+
+def test_update_takes_runcs_cpu_share_spelling(rt):
+    b = rt.bundle(["sleep", "100"])
+    cid = rt.new_id()
+    rt("run", "--detach", "--bundle", b, cid, check=True)
+    rt("update", "--cpu-share", "300", cid, check=True)
+    with open(f"/sys/fs/cgroup/cpu/emergence/{cid}/cpu.shares") as f:
+        assert f.read().strip() == "300"
+
+
+def test_failing_poststart_hook_stops_and_deletes_the_container(rt, tmp_path):
+    log = tmp_path / "poststop.log"
+
+    def edit(c):
+        c["hooks"] = {
+            "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo said by hook; exit 5"]}],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"echo ran > {log}"]}],
+        }
+    b = rt.bundle(["sleep", "100"], edit=edit)
+    cid = rt.new_id()
+    rt("create", "--bundle", b, cid, check=True)
+    pid = rt.state(cid)["pid"]
+    p = rt("start", cid)
+    assert p.returncode == 1 and "poststart hook 0" in p.stderr
+    assert "said by hook" in p.stdout  # the hook's output reaches the caller
+    assert not os.path.exists(os.path.join(rt.root, cid))
+    assert gone(pid)
+    assert log.read_text().strip() == "ran"
+
+
+def test_hook_gets_exactly_its_own_env(rt, tmp_path):
+    out = tmp_path / "env.out"
+
+    def edit(c):
+        c["hooks"] = {"prestart": [{"path": "/usr/bin/env", "args": ["env"],
+                                    "env": ["ONLY=this"]}],
+                      "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", f"env > {out}"],
+                                     "env": ["A=1"]}]}
+    p = rt.run(["true"], edit=edit)
+    assert p.returncode == 0
+    assert p.stdout.strip().splitlines() == ["ONLY=this"]
+    names = {line.split("=", 1)[0] for line in out.read_text().split()}
+    assert "A" in names and names <= {"A", "PWD", "OLDPWD", "SHLVL", "_"}, names
