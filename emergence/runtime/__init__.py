@@ -9,7 +9,9 @@ container and back, behind runc's command line.
   state.py           a container's state directory, status and lock
   cgroups/           v1, v2 and hybrid control groups, one module per seam
   seccomp.py         profiles compiled to BPF by libseccomp (_native, cffi)
-  capabilities.py    capability numbers; hooks.py, terminal.py
+  capabilities.py    capability numbers, and what this kernel can apply
+  userdb.py          HOME from the container's own /etc/passwd
+  hooks.py, terminal.py
   create.py, start.py, run.py, kill.py, delete.py, execute.py, pause.py,
   ps.py, events.py, update.py, listing.py, features.py, spec.py: one per verb
 

@@ -1,5 +1,7 @@
 """Linux capability numbers (the kernel ABI, from <linux/capability.h>)."""
 
+from ..errors import ConfigError
+
 CAPABILITIES = {
     "CAP_CHOWN": 0,
     "CAP_DAC_OVERRIDE": 1,
@@ -55,19 +57,20 @@ def last_cap():
 
 
 def usable(caps, where, warn, debug_note):
-    """process.capabilities as this kernel can apply it, as runc does: a name
-    unknown to Emergence or to this kernel is skipped with a warning, and an
-    ambient capability that is not both permitted and inheritable (the kernel
-    refuses to raise it) is dropped, noted with --debug."""
+    """process.capabilities as this kernel can apply it: a capability Linux has
+    but this kernel lacks is skipped with a warning (as runc does; a name that
+    is no capability at all is an error), and an ambient capability that is
+    not both permitted and inheritable (the kernel refuses to raise it) is
+    dropped, noted with --debug."""
     out = {}
     top = None
     for kind, names in caps.items():
         kept = []
-        for name in names:
+        for i, name in enumerate(names):
             bit = CAPABILITIES.get(name)
-            if bit is None:
-                warn(f"{where}.{kind}: unknown capability {name!r} skipped")
-                continue
+            if bit is None:  # a typo, not a capability: refused, as crun does
+                raise ConfigError(f"config.json: {where}.{kind}[{i}]: unknown capability "
+                                  f"{name!r}")
             if top is None:
                 top = last_cap()
             if bit > top:
