@@ -48,6 +48,9 @@ enum {
     OP_FAIL = 43,          /* what: fail with WHAT as the whole message */
     OP_MKDIR = 44,         /* what, in-root path: create the missing directories (mode 0755) */
     OP_LINK_UP = 45,       /* what, interface name: set the link up (lo in a new netns) */
+    OP_SCHED = 46,         /* what, policy, flags, nice, priority, runtime, deadline, period: sched_setattr */
+    OP_IOPRIO = 47,        /* what, which, who, ioprio: ioprio_set */
+    OP_MEMPOLICY = 48,     /* what, mode (flags or'ed in), maxnode, nodemask words in hex... */
 };
 
 #endif

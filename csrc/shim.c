@@ -642,6 +642,53 @@ static void do_link_up(char **a)
     close(s);
 }
 
+/* The kernel's struct sched_attr (glibc 2.36 has no wrapper). */
+struct sched_attr_abi {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+};
+
+static void do_sched(char **a)
+{
+    struct sched_attr_abi at;
+    memset(&at, 0, sizeof(at));
+    at.size = sizeof(at);
+    at.sched_policy = (uint32_t)num(a[1]);
+    at.sched_flags = num(a[2]);
+    at.sched_nice = (int32_t)num(a[3]);
+    at.sched_priority = (uint32_t)num(a[4]);
+    at.sched_runtime = num(a[5]);
+    at.sched_deadline = num(a[6]);
+    at.sched_period = num(a[7]);
+    if (syscall(SYS_sched_setattr, 0, &at, 0) < 0)
+        die();
+}
+
+static void do_ioprio(char **a)
+{
+    if (syscall(SYS_ioprio_set, (int)num(a[1]), (int)num(a[2]), (int)num(a[3])) < 0)
+        die();
+}
+
+static void do_mempolicy(char **a, uint32_t nargs)
+{
+    unsigned long mask[64];
+    uint32_t words = nargs - 3, i;
+    if (words > 64)
+        die_errno(E2BIG);
+    for (i = 0; i < words; i++)
+        mask[i] = (unsigned long)num(a[3 + i]);
+    if (syscall(SYS_set_mempolicy, (int)num(a[1]), words ? mask : NULL,
+                (unsigned long)num(a[2])) < 0)
+        die();
+}
+
 /* Find argv[0] the way execvp would, but with the container's PATH. */
 static void do_resolve_exec(char **a)
 {
@@ -995,6 +1042,15 @@ static void run_op(struct op *o)
         break;
     case OP_LINK_UP:
         do_link_up(a);
+        break;
+    case OP_SCHED:
+        do_sched(a);
+        break;
+    case OP_IOPRIO:
+        do_ioprio(a);
+        break;
+    case OP_MEMPOLICY:
+        do_mempolicy(a, o->nargs);
         break;
     case OP_CHDIR:
         if (chdir(a[1]) < 0)

@@ -211,6 +211,7 @@ LINUX = obj({
                      "enableMonitoring": BOOL}),
     "personality": obj({"domain": enum("LINUX", "LINUX32"), "flags": STRINGS}),
     "timeOffsets": obj({"boottime": TIME_OFFSET, "monotonic": TIME_OFFSET}),
+    "memoryPolicy": obj({"mode": STRING, "nodes": STRING, "flags": STRINGS}, ("mode",)),
 })
 
 PROCESS = obj({
@@ -310,6 +311,8 @@ def validate_semantics(config, bundle):
     if root is None:
         _fail("root", "missing: a Linux container needs root.path")
     validate_process(config)
+    from .scheduling import check as check_scheduling
+    check_scheduling(config)
     for i, m in enumerate(config.get("mounts", ())):
         if not m["destination"].startswith("/"):
             _fail(f"mounts[{i}].destination", f"{m['destination']!r} must be an absolute path")
@@ -358,11 +361,8 @@ def validate_semantics(config, bundle):
 # Fields emergence cannot honour yet: refusing is better than running a
 # container that silently lacks what was asked for.
 UNSUPPORTED = [
-    (("process", "scheduler"), "scheduling policies are not supported yet"),
-    (("process", "ioPriority"), "I/O priorities are not supported yet"),
     (("process", "execCPUAffinity"), "exec CPU affinity is not supported yet"),
     (("linux", "intelRdt"), "Intel RDT is not supported"),
-    (("linux", "memoryPolicy"), "NUMA memory policies are not supported yet"),
     (("linux", "netDevices"), "moving network devices is not supported yet"),
     (("linux", "resources", "rdma"), "the rdma controller is not supported"),
     (("linux", "seccomp", "listenerPath"), "seccomp user notification is not supported"),

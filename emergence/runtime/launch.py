@@ -154,6 +154,13 @@ def hint_for(err, what):
         return " (process.cwd must be a directory inside the rootfs)"
     if "oomScoreAdj" in what and err in (errno.EACCES, errno.EPERM):
         return " (lowering oom_score_adj needs CAP_SYS_RESOURCE)"
+    if what.startswith("set the scheduler SCHED_") and err == errno.EPERM and (
+            "FIFO" in what or "RR" in what or "DEADLINE" in what):
+        return (" (a realtime policy needs a realtime budget in the container's cgroup: "
+                "set linux.resources.cpu.realtimeRuntime, or use SCHED_OTHER, SCHED_BATCH "
+                "or SCHED_IDLE)")
+    if what.startswith("set the memory policy") and err == errno.EINVAL:
+        return " (check linux.memoryPolicy.nodes against the host's online nodes)"
     if err == errno.ELOOP and what.startswith(("mount", "bind-mount")):
         return " (the destination is a symlink that leads nowhere inside the rootfs)"
     return ""

@@ -50,6 +50,9 @@ STARTED = 42
 FAIL = 43
 MKDIR = 44
 LINK_UP = 45
+SCHED = 46
+IOPRIO = 47
+MEMPOLICY = 48
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

@@ -389,6 +389,20 @@ class Planner:
                     after_barrier=lambda: self._hook_ops("startContainer"))
 
 
+def _scheduling_ops(add, proc, linux_cfg):
+    """While still root with every capability (raising a priority needs CAP_SYS_NICE)."""
+    from . import scheduling
+    if linux_cfg.get("memoryPolicy"):
+        add(P.MEMPOLICY, f"set the memory policy {linux_cfg['memoryPolicy']['mode']}",
+            *scheduling.mempolicy_args(linux_cfg["memoryPolicy"]))
+    if proc.get("scheduler"):
+        add(P.SCHED, f"set the scheduler {proc['scheduler']['policy']}",
+            *scheduling.sched_args(proc["scheduler"]))
+    if proc.get("ioPriority"):
+        add(P.IOPRIO, f"set the I/O priority {proc['ioPriority']['class']}",
+            *scheduling.ioprio_args(proc["ioPriority"]))
+
+
 def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, console=None,
                 new_session=False, after_barrier=None):
     """Terminal to execve: what both a container's init and an exec'd process do."""
@@ -408,6 +422,8 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
     for rl in proc.get("rlimits", ()):
         add(P.RLIMIT, f"set {rl['type']} to soft {rl['soft']}, hard {rl['hard']}",
             RLIMITS[rl["type"]], rl["soft"], rl["hard"])
+    if proc.get("scheduler") or proc.get("ioPriority") or linux_cfg.get("memoryPolicy"):
+        _scheduling_ops(add, proc, linux_cfg)
     add(P.RESOLVE_CWD, f"enter process.cwd {proc['cwd']}", proc["cwd"])
     env = proc.get("env", [])
     path = next((e[5:] for e in env if e.startswith("PATH=")),

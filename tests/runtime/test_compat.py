@@ -248,3 +248,83 @@ def test_hook_gets_exactly_its_own_env(rt, tmp_path):
     assert p.stdout.strip().splitlines() == ["ONLY=this"]
     names = {line.split("=", 1)[0] for line in out.read_text().split()}
     assert "A" in names and names <= {"A", "PWD", "OLDPWD", "SHLVL", "_"}, names
+
+
+# ---- scheduling: process.scheduler, process.ioPriority, linux.memoryPolicy ----
+
+STAT = "cut -d' ' -f18,19,41 /proc/self/stat"  # priority, nice, policy
+
+
+def test_scheduler_batch_with_nice(rt):
+    p = rt.run(["sh", "-c", STAT], edit=lambda c: c["process"].update(
+        scheduler={"policy": "SCHED_BATCH", "nice": 7}))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[1:] == ["7", "3"]
+
+
+def test_scheduler_fifo_with_a_realtime_budget(rt):
+    def edit(c):
+        c["process"]["scheduler"] = {"policy": "SCHED_FIFO", "priority": 10}
+        c["linux"]["resources"]["cpu"] = {"realtimeRuntime": 10000, "realtimePeriod": 1000000}
+        c["linux"]["cgroupsPath"] = f"/emergence-rt-{os.getpid()}"  # below the root's budget
+    p = rt.run(["sh", "-c", STAT], edit=edit)
+    if "cpu.rt_runtime_us" in p.stderr and "does not offer" in p.stderr:
+        pytest.skip("this kernel has no realtime group scheduling")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["-11", "0", "1"]
+
+
+def test_scheduler_fifo_without_a_budget_says_what_to_do(rt):
+    cid, p = create_with(rt, edit=lambda c: c["process"].update(
+        scheduler={"policy": "SCHED_FIFO", "priority": 10}))
+    if p.returncode == 0:
+        pytest.skip("realtime needs no cgroup budget on this kernel")
+    assert_clean_failure(rt, cid, p, "SCHED_FIFO", "realtimeRuntime")
+
+
+@pytest.mark.parametrize("sched, words", [
+    ({"policy": "SCHED_OTHER", "nice": 40}, ["process.scheduler.nice", "-20..19"]),
+    ({"policy": "SCHED_RR"}, ["process.scheduler.priority", "1..99"]),
+    ({"policy": "SCHED_BATCH", "priority": 3}, ["takes no priority"]),
+    ({"policy": "SCHED_ISO"}, ["SCHED_ISO is not implemented"]),
+    ({"policy": "SCHED_DEADLINE", "runtime": 5000, "deadline": 1000}, ["runtime <= deadline"]),
+    ({"policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_FAST"]}, ["unknown flag"]),
+])
+def test_bad_scheduler_is_a_clear_error(rt, sched, words):
+    cid, p = create_with(rt, edit=lambda c: c["process"].update(scheduler=sched))
+    assert_clean_failure(rt, cid, p, *words)
+
+
+def test_io_priority(rt):
+    p = rt.run(["ionice", "-p", "1"], edit=lambda c: c["process"].update(
+        ioPriority={"class": "IOPRIO_CLASS_BE", "priority": 6}))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "best-effort: prio 6"
+
+
+def test_bad_io_priority_is_a_clear_error(rt):
+    cid, p = create_with(rt, edit=lambda c: c["process"].update(
+        ioPriority={"class": "IOPRIO_CLASS_IDLE", "priority": 9}))
+    assert_clean_failure(rt, cid, p, "process.ioPriority.priority", "0 (highest)..7")
+
+
+def test_memory_policy(rt):
+    if not os.path.exists("/proc/self/numa_maps"):
+        pytest.skip("this kernel has no NUMA support")
+    p = rt.run(["sh", "-c", "grep -c ' interleave:0 ' /proc/self/numa_maps"],
+               edit=lambda c: c["linux"].update(memoryPolicy={"mode": "MPOL_INTERLEAVE",
+                                                              "nodes": "0"}))
+    assert p.returncode == 0, p.stderr
+    assert int(p.stdout) > 0
+
+
+@pytest.mark.parametrize("policy, words", [
+    ({"mode": "MPOL_BIND"}, ["needs at least one node"]),
+    ({"mode": "MPOL_LOCAL", "nodes": "0"}, ["takes no nodes"]),
+    ({"mode": "MPOL_BIND", "nodes": "63"}, ["not online"]),
+    ({"mode": "MPOL_SOMETIMES"}, ["linux.memoryPolicy.mode"]),
+    ({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_LOUD"]}, ["unknown flag"]),
+])
+def test_bad_memory_policy_is_a_clear_error(rt, policy, words):
+    cid, p = create_with(rt, edit=lambda c: c["linux"].update(memoryPolicy=policy))
+    assert_clean_failure(rt, cid, p, *words)

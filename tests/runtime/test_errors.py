@@ -157,8 +157,7 @@ def test_corrupt_state_is_reported_not_crashed(rt):
 
 
 @pytest.mark.parametrize("mutate,words", [
-    (lambda c: c["process"].update(scheduler={"policy": "SCHED_BATCH"}), ["process.scheduler"]),
-    (lambda c: c["process"].update(ioPriority={"class": "IOPRIO_CLASS_BE"}), ["ioPriority"]),
+    (lambda c: c["process"].update(execCPUAffinity={"initial": "0"}), ["execCPUAffinity"]),
     (lambda c: c["linux"].update(intelRdt={"closID": "x"}), ["linux.intelRdt"]),
     (lambda c: c["linux"].update(netDevices={"eth9": {}}), ["linux.netDevices"]),
     (lambda c: c["mounts"].append({"destination": "/m", "type": "tmpfs", "uidMappings": [

@@ -77,6 +77,19 @@ def _enable_v2_controllers(mountpoint, rel, only=None):
         path = os.path.join(path, part)
 
 
+def _rt_hint(leaf):
+    """Why a realtime runtime does not fit: the parent's own budget."""
+    parent = os.path.dirname(leaf)
+    try:
+        with open(os.path.join(parent, "cpu.rt_runtime_us")) as f:
+            budget = f.read().strip()
+    except OSError:
+        return ""
+    return (f" (a cgroup's realtime runtime must fit in its parent's: {parent} has "
+            f"cpu.rt_runtime_us {budget}; raise the parent's budget first, or point "
+            "linux.cgroupsPath at a parent that has one)")
+
+
 class Cgroup:
     """The container's cgroup across all hierarchies."""
 
@@ -146,6 +159,8 @@ class Cgroup:
                     hint = " (this kernel or hierarchy does not offer it)"
                 elif e.errno == errno.EBUSY and "memory" in f:
                     hint = " (the limit is below current usage)"
+                elif e.errno == errno.EINVAL and f == "cpu.rt_runtime_us":
+                    hint = _rt_hint(os.path.dirname(path))
                 raise EmergenceError(f"cannot set {f} to {v} for cgroup {self.rel}: "
                                      f"{e.strerror}{hint}") from None
 
