@@ -65,7 +65,8 @@ def _run(ctx, opts, args):
     return run(ctx.root, _one_id(args, "run"), opts.get("bundle", "."),
                pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
                detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts),
-               debug=ctx.debug, console_socket=opts.get("console-socket"))
+               debug=ctx.debug, console_socket=opts.get("console-socket"),
+               keep=opts.get("keep", False))
 
 
 def _exec(ctx, opts, args):
@@ -202,7 +203,8 @@ VERBS = [
          {"bundle": BUNDLE, "pid-file": PID_FILE, "no-pivot": NO_PIVOT, "detach": DETACH,
           "console-socket": CONSOLE_SOCKET, "preserve-fds": PRESERVE_FDS,
           "no-new-keyring": NO_NEW_KEYRING,
-          "keep": Option(FLAG, "accepted; the state is removed on exit")}, _run),
+          "keep": Option(FLAG, "keep the stopped container after its process exits "
+                               "(remove it with `delete`)")}, _run),
     Verb("state", "print a container's state as JSON (the runtime-spec's state)", "ID", {},
          _state),
     Verb("kill", "send a signal (default TERM) to a container's init, or to all its "

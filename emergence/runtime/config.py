@@ -338,8 +338,8 @@ def validate_semantics(config, bundle):
     if config.get("domainname") and "uts" not in seen:
         _fail("domainname", "setting a domainname needs a uts namespace in linux.namespaces")
     for i, d in enumerate(linux.get("devices", ())):
-        if not d["path"].startswith("/dev/"):
-            _fail(f"linux.devices[{i}].path", f"{d['path']!r} must be under /dev/")
+        if not d["path"].startswith("/") or d["path"].rstrip("/") == "":
+            _fail(f"linux.devices[{i}].path", f"{d['path']!r} must be an absolute path")
         if d["type"] != "p" and ("major" not in d or "minor" not in d):
             _fail(f"linux.devices[{i}]", "a device of type c, b or u needs major and minor")
     for key in linux.get("sysctl", {}):

@@ -347,6 +347,9 @@ class Planner:
         configured = {d["path"] for d in self.linux.get("devices", ())}
         devices = [d for d in devices if d["path"] not in configured]
         devices += self.linux.get("devices", ())
+        # a device the config bind-mounts (a host /dev/null, say) is already there
+        mounted = {m["destination"].rstrip("/") for m in self.config.get("mounts", ())}
+        devices = [d for d in devices if d["path"].rstrip("/") not in mounted]
         for d in devices:
             path = d["path"]
             if self.userns:

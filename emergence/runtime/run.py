@@ -16,23 +16,29 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
-        preserve_fds=0, debug=False, console_socket=None):
+        preserve_fds=0, debug=False, console_socket=None, keep=False):
+    """create + start + wait; the container is deleted when its process exits,
+    unless KEEP (crun's --keep): then it stays, stopped, for `state` and `delete`."""
     pid, master = create(root, container_id, bundle, pid_file=pid_file, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, debug=debug, console_socket=console_socket,
                          keep_terminal=not detach)
     if detach:
         start(root, container_id)
         return 0
+    exited = False
     try:
         if master is not None:
             from .terminal import proxy
             start(root, container_id)
-            return proxy(master, pid)
-        # Forward signals before the process can run: one sent the moment it
-        # starts must reach it, not kill us.
-        with Forwarder(pid):
-            start(root, container_id)
-            return wait_status(pid)
+            code = proxy(master, pid)
+        else:
+            # Forward signals before the process can run: one sent the moment it
+            # starts must reach it, not kill us.
+            with Forwarder(pid):
+                start(root, container_id)
+                code = wait_status(pid)
+        exited = True
+        return code
     except BaseException:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -41,7 +47,8 @@ def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
             pass
         raise
     finally:
-        delete(root, container_id, force=True)
+        if not (keep and exited):
+            delete(root, container_id, force=True)
 
 
 class Forwarder:

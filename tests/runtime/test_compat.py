@@ -328,3 +328,52 @@ def test_memory_policy(rt):
 def test_bad_memory_policy_is_a_clear_error(rt, policy, words):
     cid, p = create_with(rt, edit=lambda c: c["linux"].update(memoryPolicy=policy))
     assert_clean_failure(rt, cid, p, *words)
+
+
+def test_run_keep_leaves_a_stopped_container_to_delete(rt):
+    cid = rt.new_id()
+    b = rt.bundle(["sh", "-c", "exit 4"])
+    p = rt("run", "--keep", "--bundle", b, cid)
+    assert p.returncode == 4, p.stderr
+    assert rt.state(cid)["status"] == "stopped"
+    assert rt("delete", cid).returncode == 0
+    assert rt("state", cid).returncode != 0
+
+
+def test_run_without_keep_removes_the_container(rt):
+    cid = rt.new_id()
+    assert rt("run", "--bundle", rt.bundle(["true"]), cid).returncode == 0
+    assert rt("state", cid).returncode != 0
+
+
+def test_device_outside_dev(rt):
+    """runc and crun create a device wherever the config puts it."""
+    def edit(c):
+        c["linux"]["devices"] = [
+            {"path": "/mydev/null0", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+            {"path": "/opt/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o620,
+             "uid": 7, "gid": 9}]
+    p = rt.run(["sh", "-c", "stat -c '%F %a %u %g %t,%T' /mydev/null0 /opt/zero; "
+                "echo x > /mydev/null0 && echo written"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["character special file 666 0 0 1,3",
+                                     "character special file 620 7 9 1,5", "written"]
+
+
+def test_relative_device_path_is_refused(rt):
+    def edit(c):
+        c["linux"]["devices"] = [{"path": "dev/null0", "type": "c", "major": 1, "minor": 3}]
+    cid, p = create_with(rt, edit=edit)
+    assert_clean_failure(rt, cid, p, "linux.devices[0].path", "absolute")
+
+
+def test_device_that_a_mount_provides_is_not_made(rt):
+    """A config that bind-mounts the host's /dev/null (podman does for masked
+    paths) gets that file, not a node we made over it."""
+    def edit(c):
+        c["mounts"].append({"destination": "/dev/null", "type": "bind",
+                            "source": "/dev/null", "options": ["bind", "rw"]})
+    p = rt.run(["sh", "-c", "echo x > /dev/null && grep -c ' /dev/null ' /proc/self/mountinfo"],
+               edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "1"
