@@ -274,6 +274,39 @@ def test_scheduler_fifo_with_a_realtime_budget(rt):
     assert p.stdout.split() == ["-11", "0", "1"]
 
 
+def test_realtime_budget_below_our_own_parents(rt):
+    """Default cgroupsPath: the runtime's `emergence` parent and the nested
+    cgroups it makes get just the budget the leaf needs, parent first."""
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("no v1 realtime group scheduling here")
+    nested = f"emergence/rt-{os.getpid()}/deeper/leaf"
+    def edit(c):
+        c["process"]["scheduler"] = {"policy": "SCHED_RR", "priority": 5}
+        c["linux"]["resources"]["cpu"] = {"realtimeRuntime": 20000, "realtimePeriod": 500000}
+        c["linux"]["cgroupsPath"] = nested
+    p = rt.run(["sh", "-c", STAT + "; cat /proc/self/cgroup"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[:3] == ["-6", "0", "2"]
+    assert not os.path.exists(f"/sys/fs/cgroup/cpu/emergence/rt-{os.getpid()}")
+
+
+def test_realtime_under_a_parent_not_ours_is_a_clear_error(rt):
+    """A parent someone else made keeps its budget: the error names it."""
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("no v1 realtime group scheduling here")
+    parent = f"/sys/fs/cgroup/cpu/other-{os.getpid()}"
+    os.mkdir(parent)
+    try:
+        cid, p = create_with(rt, edit=lambda c: (
+            c["linux"]["resources"].update(cpu={"realtimeRuntime": 10000}),
+            c["linux"].update(cgroupsPath=f"/other-{os.getpid()}/c")))
+        assert_clean_failure(rt, cid, p, "cpu.rt_runtime_us", parent, "raise the parent")
+        with open(os.path.join(parent, "cpu.rt_runtime_us")) as f:
+            assert f.read().strip() == "0"
+    finally:
+        os.rmdir(parent)
+
+
 def test_scheduler_fifo_without_a_budget_says_what_to_do(rt):
     cid, p = create_with(rt, edit=lambda c: c["process"].update(
         scheduler={"policy": "SCHED_FIFO", "priority": 10}))
@@ -377,3 +410,21 @@ def test_device_that_a_mount_provides_is_not_made(rt):
                edit=edit)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "1"
+
+
+def test_block_io_weight_where_offered(rt):
+    """blkio.weight, else BFQ's weight file (a child cgroup has it on this
+    machine); where neither exists, one line naming the file."""
+    cid, p = create_with(rt, edit=lambda c: c["linux"]["resources"].update(
+        blockIO={"weight": 300}))
+    if p.returncode != 0:
+        assert_clean_failure(rt, cid, p, "blkio.weight", "300", "does not offer it")
+        return
+    try:
+        leaf = f"/sys/fs/cgroup/blkio/emergence/{cid}"
+        f = next(f for f in ("blkio.weight", "blkio.bfq.weight")
+                 if os.path.exists(os.path.join(leaf, f)))
+        with open(os.path.join(leaf, f)) as fh:
+            assert fh.read().split()[-1] == "300"
+    finally:
+        rt("delete", "-f", cid)

@@ -77,6 +77,11 @@ def _enable_v2_controllers(mountpoint, rel, only=None):
         path = os.path.join(path, part)
 
 
+# Where only the BFQ scheduler offers a block I/O weight: its file, which
+# takes the v1 range 10..1000 on both versions.
+_BFQ = {"blkio.weight": "blkio.bfq.weight", "io.weight": "io.bfq.weight"}
+
+
 def _rt_hint(leaf):
     """Why a realtime runtime does not fit: the parent's own budget."""
     parent = os.path.dirname(leaf)
@@ -146,11 +151,19 @@ class Cgroup:
         if resources.get("devices") and (v1_devices is None or v1_devices.version != 1) and v2:
             from .devices_bpf import attach
             attach(os.path.join(v2[0].mountpoint, self.rel), resources["devices"])
+        rt = resources.get("cpu", {}).get("realtimeRuntime")
+        cpu = ctl.get("cpu")
+        if rt and cpu is not None and cpu.version == 1:
+            self._grant_realtime(cpu.mountpoint, rt, resources["cpu"].get("realtimePeriod"))
         for h, f, v in settings:
             if h is None:
                 raise ConfigError(f"config.json: linux.resources: the controller for {f} is not "
                                   "mounted on this host; remove that limit")
             path = os.path.join(h.mountpoint, self.rel, f)
+            if f in _BFQ and " " not in str(v) and not os.path.exists(path):
+                bfq = os.path.join(h.mountpoint, self.rel, _BFQ[f])
+                if os.path.exists(bfq):  # only BFQ offers a weight here (runc does the same)
+                    f, v, path = _BFQ[f], resources["blockIO"]["weight"], bfq
             try:
                 write(path, v)
             except OSError as e:
@@ -163,6 +176,21 @@ class Cgroup:
                     hint = _rt_hint(os.path.dirname(path))
                 raise EmergenceError(f"cannot set {f} to {v} for cgroup {self.rel}: "
                                      f"{e.strerror}{hint}") from None
+
+    def _grant_realtime(self, mountpoint, runtime, period):
+        """Make room for a realtime runtime in the parents that are ours."""
+        from .realtime import grant_parents
+        ours = {p for p in self.created if p.startswith(mountpoint + "/")}
+        if self.rel.startswith("emergence/"):
+            ours.add(os.path.join(mountpoint, "emergence"))
+        leaf = os.path.join(mountpoint, self.rel)
+        try:
+            if period is None:
+                with open(os.path.join(leaf, "cpu.rt_period_us")) as f:
+                    period = int(f.read())
+            grant_parents(mountpoint, self.rel, runtime, period, ours)
+        except OSError:
+            pass  # the leaf's own write below fails and names the parent to raise
 
     def freezer_file(self):
         """Where freezing is controlled: v1 freezer.state, else v2 cgroup.freeze."""
