@@ -52,4 +52,5 @@ def grant_parents(mountpoint, rel, runtime, period, ours):
         if path not in ours or _share(path) >= wanted[path]:
             continue
         p = _read(path, "cpu.rt_period_us")
-        write(os.path.join(path, "cpu.rt_runtime_us"), min(p, math.ceil(round(wanted[path] * p, 6))))
+        budget = min(p, math.ceil(round(wanted[path] * p, 6)))
+        write(os.path.join(path, "cpu.rt_runtime_us"), budget)
