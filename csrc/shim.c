@@ -307,9 +307,15 @@ static int mkpath_in_root(const char *path, int last_is_file)
     return mkpath_depth(path, last_is_file, 0);
 }
 
-static void fd_path(char *buf, size_t len, int fd)
+/* The path to hand mount(2) for an fd that open_in_root checked: its magic
+ * link.  A container that mounts no /proc has none after pivot_root; then
+ * the checked PATH itself serves, as nothing runs in the container yet and
+ * every path resolves inside its root.  Before pivot_root (PATH NULL) the
+ * host's /proc is always there. */
+static const char *fd_path(char *buf, size_t len, int fd, const char *path)
 {
     snprintf(buf, len, "/proc/self/fd/%d", fd);
+    return path == NULL || access(buf, F_OK) == 0 ? buf : path;
 }
 
 /* ---- operations ------------------------------------------------------ */
@@ -329,8 +335,7 @@ static void do_mount(char **a)
         fd = mkpath_in_root(a[2], resolve == 2);
         if (fd < 0)
             die();
-        fd_path(target, sizeof(target), fd);
-        if (mount(src, target, fstype, flags, data) < 0)
+        if (mount(src, fd_path(target, sizeof(target), fd, NULL), fstype, flags, data) < 0)
             die();
         close(fd);
     } else if (mount(src, a[2], fstype, flags, data) < 0) {
@@ -344,11 +349,20 @@ static void do_mount_existing(char **a)
 {
     /* a: what, target, flags, data */
     char target[64];
-    int fd = open_in_root(a[1], O_PATH);
+    int fd;
+
+    if (strcmp(a[1], "/") == 0) {
+        /* the root itself: no symlink to resolve, and no /proc needed (a
+         * read-only rootfs may mount none) */
+        if (mount(NULL, "/", NULL, num(a[2]), *a[3] ? a[3] : NULL) < 0)
+            die();
+        return;
+    }
+    fd = open_in_root(a[1], O_PATH);
     if (fd < 0)
         die();
-    fd_path(target, sizeof(target), fd);
-    if (mount(NULL, target, NULL, num(a[2]), *a[3] ? a[3] : NULL) < 0)
+    if (mount(NULL, fd_path(target, sizeof(target), fd, a[1]), NULL, num(a[2]),
+              *a[3] ? a[3] : NULL) < 0)
         die();
     close(fd);
 }
@@ -474,6 +488,7 @@ static void do_write(char **a)
 static void do_mask(char **a)
 {
     char target[64];
+    const char *path;
     struct stat st;
     int fd = open_in_root(a[1], O_PATH | O_NOFOLLOW);
     if (fd < 0) {
@@ -483,11 +498,11 @@ static void do_mask(char **a)
     }
     if (fstat(fd, &st) < 0)
         die();
-    fd_path(target, sizeof(target), fd);
+    path = fd_path(target, sizeof(target), fd, a[1]);
     if (S_ISDIR(st.st_mode)) {
-        if (mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0,mode=755") < 0)
+        if (mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0,mode=755") < 0)
             die();
-    } else if (mount("/dev/null", target, NULL, MS_BIND, NULL) < 0) {
+    } else if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0) {
         die();
     }
     close(fd);
@@ -496,21 +511,22 @@ static void do_mask(char **a)
 static void do_readonly(char **a)
 {
     char target[64];
+    const char *path;
     int fd = open_in_root(a[1], O_PATH | O_NOFOLLOW);
     if (fd < 0) {
         if (errno == ENOENT)
             return;
         die();
     }
-    fd_path(target, sizeof(target), fd);
-    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0)
+    path = fd_path(target, sizeof(target), fd, a[1]);
+    if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0)
         die();
     close(fd);
     fd = open_in_root(a[1], O_PATH | O_NOFOLLOW);
     if (fd < 0)
         die();
-    fd_path(target, sizeof(target), fd);
-    if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    path = fd_path(target, sizeof(target), fd, a[1]);
+    if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         die();
     close(fd);
 }

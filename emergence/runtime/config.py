@@ -328,9 +328,15 @@ def validate_semantics(config, bundle):
         _fail("linux.uidMappings", "id mappings need a user namespace in linux.namespaces")
     if "user" in seen and not any(ns["type"] == "user" and "path" in ns
                                   for ns in linux.get("namespaces", ())):
-        if not linux.get("uidMappings") or not linux.get("gidMappings"):
-            _fail("linux.namespaces",
-                  "a new user namespace needs linux.uidMappings and gidMappings")
+        if bool(linux.get("uidMappings")) != bool(linux.get("gidMappings")):
+            _fail("linux.namespaces", "a new user namespace needs both linux.uidMappings and "
+                  "gidMappings, or neither (then it maps no ids)")
+        user = (config.get("process") or {}).get("user", {})
+        if not linux.get("uidMappings") and (user.get("uid") or user.get("gid")
+                                             or user.get("additionalGids")):
+            # as crun: without mappings nothing can switch ids; root stays the overflow id
+            _fail("process.user", "a user namespace without linux.uidMappings maps no ids, so "
+                  "the process cannot become this user; add uidMappings and gidMappings")
     if "timeOffsets" in linux and "time" not in seen:
         _fail("linux.timeOffsets", "needs a time namespace in linux.namespaces")
     if config.get("hostname") and "uts" not in seen:

@@ -161,6 +161,10 @@ def hint_for(err, what):
                 "or SCHED_IDLE)")
     if what.startswith("set the memory policy") and err == errno.EINVAL:
         return " (check linux.memoryPolicy.nodes against the host's online nodes)"
+    if err == errno.EOVERFLOW:
+        return (" (the file would belong to an id the user namespace does not map: without "
+                "linux.uidMappings only bind mounts, proc and sysfs can be mounted; add "
+                "uidMappings and gidMappings)")
     if err == errno.ELOOP and what.startswith(("mount", "bind-mount")):
         return " (the destination is a symlink that leads nowhere inside the rootfs)"
     return ""

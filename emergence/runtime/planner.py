@@ -134,6 +134,7 @@ class Planner:
         self.process = config.get("process")
         self.ns = namespaces(config)
         self.userns = "user" in self.ns
+        self.unmapped = unmapped_userns(self.linux)
         self.plan = P.Plan()
 
     def build(self, seccomp_bpf=None):
@@ -163,7 +164,7 @@ class Planner:
             if path is None and t not in ("time", "cgroup"):
                 flags |= CLONE_FLAGS[t]
         add(P.CLONE, "clone the container init", flags)
-        if self.userns and not self.ns["user"]:
+        if self.userns and not self.ns["user"] and not self.unmapped:
             add(P.CHILD_WRITE, "write the uid map (linux.uidMappings)", "uid_map",
                 _id_map(self.linux["uidMappings"]))
             add(P.CHILD_WRITE, "write the gid map (linux.gidMappings)", "gid_map",
@@ -184,7 +185,7 @@ class Planner:
         for t in order:
             if self.ns.get(t):
                 add(P.SETNS, f"join the {t} namespace {self.ns[t]}", self.ns[t], CLONE_FLAGS[t])
-        if self.userns:
+        if self.userns and not self.unmapped:
             add(P.BECOME_ROOT, "become root in the user namespace")
         add(P.SETSID, "start a new session")
         if "network" in self.ns and not self.ns["network"]:
@@ -303,6 +304,9 @@ class Planner:
                 raise ConfigError(f"config.json: mounts: the mount on {dst} needs a type "
                                   "(or the bind option)")
             src = m.get("source", typ)
+            if self.unmapped and data:
+                # devpts's gid=5 and the like name ids this namespace cannot hold
+                data = ",".join(o for o in data.split(",") if not o.startswith(("uid=", "gid=")))
             add(P.MOUNT, f"mount {typ} on {dst}", src, dst, typ, flags & ~MS_REMOUNT, data,
                 P.IN_ROOT_DIR)
         if prop:
@@ -406,6 +410,14 @@ def _scheduling_ops(add, proc, linux_cfg):
             *scheduling.ioprio_args(proc["ioPriority"]))
 
 
+def unmapped_userns(linux_cfg):
+    """A new user namespace the config maps no ids into, which crun accepts:
+    no id can be switched to in it, and the process runs as the overflow id."""
+    return (not linux_cfg.get("uidMappings") and
+            any(ns["type"] == "user" and not ns.get("path")
+                for ns in linux_cfg.get("namespaces", ())))
+
+
 def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, console=None,
                 new_session=False, after_barrier=None):
     """Terminal to execve: what both a container's init and an exec'd process do."""
@@ -444,8 +456,12 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
         add(P.CAPS_BOUNDING, "drop capabilities from the bounding set",
             capabilities.mask(caps.get("bounding", ())))
     user = proc["user"]
-    add(P.USER, f"switch to uid {user['uid']}, gid {user['gid']}", user["uid"], user["gid"],
-        user.get("umask", -1), *user.get("additionalGids", ()))
+    if unmapped_userns(linux_cfg):  # no id to switch to: keep ours (the overflow id)
+        add(P.USER, "keep the overflow id (the user namespace maps none)", -1, -1,
+            user.get("umask", -1))
+    else:
+        add(P.USER, f"switch to uid {user['uid']}, gid {user['gid']}", user["uid"], user["gid"],
+            user.get("umask", -1), *user.get("additionalGids", ()))
     if caps is not None:
         add(P.CAPS, "set capabilities",
             capabilities.mask(caps.get("effective", ())),

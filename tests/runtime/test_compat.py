@@ -9,6 +9,7 @@ import pytest
 from conftest import drive
 from test_cgroups import V2_SCRIPT, restore_v2_root  # noqa: F401  (a fixture)
 from test_errors import assert_clean_failure, create_with
+from test_namespaces import _open_path_to
 
 
 def gone(pid):
@@ -428,3 +429,59 @@ def test_block_io_weight_where_offered(rt):
             assert fh.read().split()[-1] == "300"
     finally:
         rt("delete", "-f", cid)
+
+
+def test_read_only_rootfs_that_mounts_no_proc(rt):
+    """Nothing may need /proc after pivot_root: the remount and the masks work."""
+    def edit(c):
+        c["root"]["readonly"] = True
+        c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/proc"]
+        c["linux"]["maskedPaths"] = ["/sys/firmware"]
+    p = rt.run(["sh", "-c", "ls /proc | wc -l; ls /sys/firmware | wc -l; touch /x"],
+               edit=edit)
+    assert p.returncode == 1 and "Read-only file system" in p.stderr, p.stderr
+    assert p.stdout.split() == ["0", "0"]
+
+
+def _unmapped_userns(c, keep_types=("proc", "sysfs", "bind")):
+    c["linux"]["namespaces"].append({"type": "user"})
+    c["mounts"] = [m for m in c["mounts"]
+                   if m.get("type") in keep_types and m["destination"] != "/sys/fs/cgroup"]
+    c["linux"].pop("maskedPaths", None)  # no /dev/null to mask with: /dev is not mounted
+
+
+def test_user_namespace_without_mappings_runs_as_the_overflow_id(rt, tmp_path):
+    """As crun: no id is mapped, so the process keeps the overflow id, holds no
+    capability after exec, and a bind mount still works."""
+    _open_path_to(str(tmp_path))
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "f").write_text("from the host\n")
+    def edit(c):
+        _unmapped_userns(c)
+        c["mounts"].append({"destination": "/mnt", "type": "bind",
+                            "source": str(tmp_path / "shared"), "options": ["rbind", "ro"]})
+    p = rt.run(["sh", "-c", "id -u; id -g; wc -l < /proc/self/uid_map; cat /mnt/f; "
+                "grep CapEff /proc/self/status"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    with open("/proc/sys/kernel/overflowuid") as f:
+        overflow = f.read().strip()
+    assert p.stdout.split() == [overflow, overflow, "0", "from", "the", "host",
+                                "CapEff:", "0000000000000000"]
+
+
+def test_user_namespace_without_mappings_cannot_mount_tmpfs(rt):
+    cid, p = create_with(rt, edit=lambda c: _unmapped_userns(c, ("proc", "sysfs", "tmpfs")))
+    assert_clean_failure(rt, cid, p, "tmpfs", "does not map", "uidMappings")
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1, "size": 1}]),
+     ["both linux.uidMappings and gidMappings"]),
+    (lambda c: c["process"]["user"].update(uid=1000), ["process.user", "maps no ids"]),
+])
+def test_user_namespace_mapping_mistakes_are_clear(rt, edit, words):
+    def both(c):
+        _unmapped_userns(c)
+        edit(c)
+    cid, p = create_with(rt, edit=both)
+    assert_clean_failure(rt, cid, p, *words)
