@@ -51,6 +51,9 @@ enum {
     OP_SCHED = 46,         /* what, policy, flags, nice, priority, runtime, deadline, period: sched_setattr */
     OP_IOPRIO = 47,        /* what, which, who, ioprio: ioprio_set */
     OP_MEMPOLICY = 48,     /* what, mode (flags or'ed in), maxnode, nodemask words in hex... */
+    OP_SETATTR = 49,       /* what, in-root path, attr_set, attr_clr: mount_setattr, recursively */
+    OP_IDMAP_TREE = 50,    /* what, slot, source, uid_map, gid_map, rclone, ridmap (launcher) */
+    OP_MOVE_TREE = 51,     /* what, slot, in-root target, resolve: move a kept tree into place */
 };
 
 #endif

@@ -367,6 +367,113 @@ static void do_mount_existing(char **a)
     close(fd);
 }
 
+/* Recursive mount attributes (rro, rnosuid, ...): mount_setattr on the
+ * in-root path, for the whole tree below it.  No /proc needed. */
+static void do_setattr(char **a)
+{
+    /* a: what, in-root path, attr_set, attr_clr */
+    struct mount_attr attr = {.attr_set = num(a[2]), .attr_clr = num(a[3])};
+    int fd = open_in_root(a[1], O_PATH);
+    if (fd < 0)
+        die();
+    if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+        die();
+    close(fd);
+}
+
+/* Idmapped bind mounts.  The launcher, still in the host's user namespace,
+ * makes a user namespace holding the mount's id map (a child that only
+ * waits), clones the source tree detached and marks it idmapped; the init
+ * later moves the tree into place inside the rootfs. */
+static int tree_fds[NS_SLOTS] = {-1, -1, -1, -1, -1, -1, -1, -1};
+
+static int idmap_userns(const char *uid_map, const char *gid_map)
+{
+    int hold[2], fd = -1, err = 0;
+    char path[64];
+    const char *maps[2][2] = {{"uid_map", uid_map}, {"gid_map", gid_map}};
+    pid_t child;
+
+    if (pipe2(hold, O_CLOEXEC) < 0)
+        return -1;
+    child = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    if (child < 0) {
+        err = errno;
+        goto out;
+    }
+    if (child == 0) {
+        char c;
+        close(hold[1]);
+        _exit(read(hold[0], &c, 1) < 0);
+    }
+    for (int m = 0; m < 2 && !err; m++) {
+        int mf;
+        size_t len = strlen(maps[m][1]);
+        snprintf(path, sizeof(path), "/proc/%d/%s", child, maps[m][0]);
+        mf = open(path, O_WRONLY | O_CLOEXEC);
+        if (mf < 0 || write(mf, maps[m][1], len) != (ssize_t)len)
+            err = errno;
+        if (mf >= 0)
+            close(mf);
+    }
+    if (!err) {
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", child);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            err = errno;
+    }
+    close(hold[1]);
+    hold[1] = -1;
+    waitpid(child, NULL, 0);
+out:
+    close(hold[0]);
+    if (hold[1] >= 0)
+        close(hold[1]);
+    errno = err;
+    return err ? -1 : fd;
+}
+
+static void do_idmap_tree(char **a)
+{
+    /* a: what, slot, source, uid_map, gid_map, clone recursively (0/1), idmap recursively (0/1) */
+    int slot = ns_slot(a[1]), userns, tree;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP};
+
+    if (slot < 0)
+        die();
+    userns = idmap_userns(a[3], a[4]);
+    if (userns < 0)
+        die();
+    tree = open_tree(AT_FDCWD, a[2], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+                     (num(a[5]) ? AT_RECURSIVE : 0));
+    if (tree < 0)
+        die();
+    attr.userns_fd = (uint64_t)userns;
+    if (mount_setattr(tree, "", AT_EMPTY_PATH | (num(a[6]) ? AT_RECURSIVE : 0),
+                      &attr, sizeof(attr)) < 0)
+        die();
+    close(userns);
+    tree_fds[slot] = tree;
+}
+
+static void do_move_tree(char **a)
+{
+    /* a: what, slot, in-root target, resolve (1 dir, 2 file) */
+    int slot = ns_slot(a[1]), target;
+
+    if (slot < 0 || tree_fds[slot] < 0)
+        die_errno(EBADF);
+    target = mkpath_in_root(a[2], num(a[3]) == 2);
+    if (target < 0)
+        die();
+    if (move_mount(tree_fds[slot], "", target, "",
+                   MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        die();
+    close(target);
+    close(tree_fds[slot]);
+    tree_fds[slot] = -1;
+}
+
 static void do_mknod(char **a)
 {
     /* a: what, path, mode (incl. type bits), major, minor, uid, gid */
@@ -1065,6 +1172,15 @@ static void run_op(struct op *o)
     case OP_IOPRIO:
         do_ioprio(a);
         break;
+    case OP_SETATTR:
+        do_setattr(a);
+        break;
+    case OP_IDMAP_TREE:
+        do_idmap_tree(a);
+        break;
+    case OP_MOVE_TREE:
+        do_move_tree(a);
+        break;
     case OP_MEMPOLICY:
         do_mempolicy(a, o->nargs);
         break;
@@ -1119,6 +1235,7 @@ int main(int argc, char **argv)
         case OP_WRITE:
         case OP_NS_OPEN:
         case OP_NS_ENTER:
+        case OP_IDMAP_TREE:
             run_op(&ops[i]); /* the same primitive, in the launcher */
             break;
         default:

@@ -399,10 +399,6 @@ def check_supported(config, warn):
         value = _get(config, path)
         if value:
             raise ConfigError(f"config.json: {'.'.join(path)}: {why}; remove it")
-    for i, m in enumerate(config.get("mounts", ())):
-        if m.get("uidMappings") or m.get("gidMappings"):
-            raise ConfigError(f"config.json: mounts[{i}]: id-mapped mounts are not supported "
-                              "yet; remove uidMappings/gidMappings")
     for path, lsm in ((("process", "selinuxLabel"), "selinux"),
                       (("linux", "mountLabel"), "selinux"),
                       (("process", "apparmorProfile"), "apparmor")):

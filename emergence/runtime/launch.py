@@ -161,6 +161,9 @@ def hint_for(err, what):
                 "or SCHED_IDLE)")
     if what.startswith("set the memory policy") and err == errno.EINVAL:
         return " (check linux.memoryPolicy.nodes against the host's online nodes)"
+    if what.startswith("clone ") and "idmapped" in what and err in (errno.EINVAL,
+                                                                    errno.EOPNOTSUPP):
+        return " (the source's file system may not support idmapped mounts)"
     if err == errno.EOVERFLOW:
         return (" (the file would belong to an id the user namespace does not map: without "
                 "linux.uidMappings only bind mounts, proc and sysfs can be mounted; add "

@@ -53,8 +53,14 @@ LINK_UP = 45
 SCHED = 46
 IOPRIO = 47
 MEMPOLICY = 48
+SETATTR = 49
+IDMAP_TREE = 50
+MOVE_TREE = 51
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
+
+# Kept fds (namespaces, idmapped trees) the shim holds at once (NS_SLOTS).
+SLOTS = 8
 
 # Where a mount target is resolved.
 PLAIN, IN_ROOT_DIR, IN_ROOT_FILE = 0, 1, 2

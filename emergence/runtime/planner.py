@@ -57,10 +57,42 @@ PROPAGATION = {
     "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
-UNSUPPORTED_MOUNT_OPTIONS = {"tmpcopyup", "idmap", "ridmap", "rro", "rrw", "rnosuid", "rsuid",
-                             "rnodev", "rdev", "rnoexec", "rexec", "rnoatime", "ratime",
-                             "rnodiratime", "rdiratime", "rrelatime", "rnorelatime",
-                             "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow"}
+UNSUPPORTED_MOUNT_OPTIONS = {"tmpcopyup"}
+IDMAP_OPTIONS = {"idmap": False, "ridmap": True}  # option: the whole tree idmapped
+
+# mount_setattr(2) attributes of the recursive options (runc's and crun's names):
+# option -> (attr_set, attr_clr).  An atime change must clear all of _ATIME.
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MOUNT_ATTR__ATIME, MOUNT_ATTR_RELATIME, MOUNT_ATTR_NOATIME = 0x70, 0x0, 0x10
+MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOSYMFOLLOW = 0x20, 0x80, 0x200000
+RECURSIVE_ATTRS = {
+    "rro": (MOUNT_ATTR_RDONLY, 0), "rrw": (0, MOUNT_ATTR_RDONLY),
+    "rnosuid": (MOUNT_ATTR_NOSUID, 0), "rsuid": (0, MOUNT_ATTR_NOSUID),
+    "rnodev": (MOUNT_ATTR_NODEV, 0), "rdev": (0, MOUNT_ATTR_NODEV),
+    "rnoexec": (MOUNT_ATTR_NOEXEC, 0), "rexec": (0, MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, MOUNT_ATTR_NOSYMFOLLOW),
+    "rnoatime": (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+    "ratime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "rrelatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "rnorelatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "rstrictatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+    "rnostrictatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+}
+
+
+def recursive_attrs(options):
+    """(attr_set, attr_clr) of a mount's recursive options; a later one wins."""
+    attr_set = attr_clr = 0
+    for o in options:
+        if o in RECURSIVE_ATTRS:
+            s, c = RECURSIVE_ATTRS[o]
+            if c == MOUNT_ATTR__ATIME:
+                attr_set, attr_clr = (attr_set & ~c) | s, attr_clr | c
+            else:
+                attr_set, attr_clr = (attr_set & ~c) | s, (attr_clr & ~s) | c
+    return attr_set, attr_clr
+
 
 # The devices every container gets (runtime-spec config-linux.md, "Default Devices").
 DEFAULT_DEVICES = [
@@ -96,6 +128,8 @@ def parse_mount_options(options):
             flags, clear = (flags | s) & ~c, (clear | c) & ~s
         elif o in PROPAGATION:
             prop |= PROPAGATION[o]
+        elif o in RECURSIVE_ATTRS or o in IDMAP_OPTIONS:
+            pass  # recursive_attrs, and idmapped mounts
         elif o in UNSUPPORTED_MOUNT_OPTIONS:
             raise ConfigError(f"config.json: mount option {o!r} is not supported by emergence; "
                               "remove it")
@@ -135,6 +169,7 @@ class Planner:
         self.ns = namespaces(config)
         self.userns = "user" in self.ns
         self.unmapped = unmapped_userns(self.linux)
+        self.idmapped = self._idmapped_mounts()
         self.plan = P.Plan()
 
     def build(self, seccomp_bpf=None):
@@ -163,6 +198,9 @@ class Planner:
         for t, path in self.ns.items():
             if path is None and t not in ("time", "cgroup"):
                 flags |= CLONE_FLAGS[t]
+        for i, (slot, src, uid_map, gid_map, rclone, ridmap) in self.idmapped.items():
+            add(P.IDMAP_TREE, f"clone {src} idmapped for mounts[{i}]", slot, src, uid_map,
+                gid_map, int(rclone), int(ridmap))
         add(P.CLONE, "clone the container init", flags)
         if self.userns and not self.ns["user"] and not self.unmapped:
             add(P.CHILD_WRITE, "write the uid map (linux.uidMappings)", "uid_map",
@@ -175,6 +213,34 @@ class Planner:
         if self.cgroup is not None:
             for procs in self.cgroup.procs_files():
                 add(P.CHILD_WRITE, f"move the init into cgroup {procs}", procs, "$PID")
+
+    def _idmapped_mounts(self):
+        """{mount index: (slot, source, uid_map, gid_map, recursive clone, recursive
+        idmap)} for bind mounts with uidMappings/gidMappings or an idmap option;
+        without their own mappings they take the container's."""
+        out = {}
+        if "mount" not in self.ns:
+            return out  # no mounts are made (see _rootfs_without_mount_namespace)
+        for i, m in enumerate(self.config.get("mounts", ())):
+            opts = m.get("options", ())
+            ridmap = "ridmap" in opts
+            if not (m.get("uidMappings") or m.get("gidMappings") or ridmap or "idmap" in opts):
+                continue
+            where = f"config.json: mounts[{i}]"
+            if not (m.get("type") == "bind" or "bind" in opts or "rbind" in opts):
+                raise ConfigError(f"{where}: only bind mounts can be idmapped; make it a bind "
+                                  "mount or drop its id mappings")
+            uids = m.get("uidMappings") or self.linux.get("uidMappings")
+            gids = m.get("gidMappings") or self.linux.get("gidMappings")
+            if not uids or not gids:
+                raise ConfigError(f"{where}: an idmapped mount needs uidMappings and "
+                                  "gidMappings, on the mount or in linux")
+            if len(out) == P.SLOTS:
+                raise ConfigError(f"{where}: at most {P.SLOTS} idmapped mounts are supported")
+            src = m.get("source", "")
+            src = os.path.join(self.bundle, src) if not src.startswith("/") else src
+            out[i] = (len(out), src, _id_map(uids), _id_map(gids), "rbind" in opts, ridmap)
+        return out
 
     # -- init: namespaces it joins itself --
     def _init_namespaces(self):
@@ -208,8 +274,8 @@ class Planner:
             "", MS_BIND | MS_REC, "", P.PLAIN)
         add(P.SET_ROOT, f"open the rootfs {self.rootfs}", self.rootfs)
         has_dev = False
-        for m in self.config.get("mounts", ()):
-            self._mount(m)
+        for i, m in enumerate(self.config.get("mounts", ())):
+            self._mount(m, i)
             if m["destination"].rstrip("/") == "/dev":
                 has_dev = True
         self._devices(has_dev)
@@ -275,7 +341,7 @@ class Planner:
         self._sysctl()
         self._names()
 
-    def _mount(self, m):
+    def _mount(self, m, index):
         add = self.plan.add
         dst = m["destination"]
         typ = m.get("type", "")
@@ -294,7 +360,12 @@ class Planner:
                                   f"{dst} does not exist")
             resolve = P.IN_ROOT_DIR if os.path.isdir(src) else P.IN_ROOT_FILE
             rec = flags & MS_REC
-            add(P.MOUNT, f"bind-mount {src} on {dst}", src, dst, "", MS_BIND | rec, "", resolve)
+            if index in self.idmapped:
+                add(P.MOVE_TREE, f"bind-mount {src} idmapped on {dst}",
+                    self.idmapped[index][0], dst, resolve)
+            else:
+                add(P.MOUNT, f"bind-mount {src} on {dst}", src, dst, "", MS_BIND | rec, "",
+                    resolve)
             extra = flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
             if extra:
                 add(P.MOUNT_EXISTING, f"apply options {','.join(options)} to {dst}", dst,
@@ -309,6 +380,9 @@ class Planner:
                 data = ",".join(o for o in data.split(",") if not o.startswith(("uid=", "gid=")))
             add(P.MOUNT, f"mount {typ} on {dst}", src, dst, typ, flags & ~MS_REMOUNT, data,
                 P.IN_ROOT_DIR)
+        attr_set, attr_clr = recursive_attrs(options)
+        if attr_set or attr_clr:
+            add(P.SETATTR, f"apply recursive options to {dst}", dst, attr_set, attr_clr)
         if prop:
             add(P.MOUNT_EXISTING, f"set propagation of {dst}", dst, prop, "")
 

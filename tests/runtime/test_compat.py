@@ -485,3 +485,82 @@ def test_user_namespace_mapping_mistakes_are_clear(rt, edit, words):
         edit(c)
     cid, p = create_with(rt, edit=both)
     assert_clean_failure(rt, cid, p, *words)
+
+
+def _tree_with_submount(tmp_path):
+    """A host directory owned by root, with a tmpfs mounted below it."""
+    top = tmp_path / "tree"
+    (top / "sub").mkdir(parents=True)
+    (top / "f").write_text("top\n")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(top / "sub")], check=True)
+    (top / "sub" / "g").write_text("sub\n")
+    _open_path_to(str(top))
+    return top
+
+
+@pytest.fixture
+def tree(tmp_path):
+    top = _tree_with_submount(tmp_path)
+    yield top
+    subprocess.run(["umount", "-l", str(top / "sub")])
+
+
+def test_recursive_read_only_reaches_submounts(rt, tree):
+    """`ro` leaves a submount writable; `rro` (mount_setattr) does not."""
+    def edit(c):
+        c["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(tree),
+                            "options": ["rbind", "ro"]})
+        c["mounts"].append({"destination": "/root", "type": "bind", "source": str(tree),
+                            "options": ["rbind", "rro", "rnosuid", "rnoatime"]})
+    p = rt.run(["sh", "-c", "touch /mnt/sub/a && echo ro-sub-writable; touch /root/sub/b; "
+                "grep ' /root/sub ' /proc/self/mountinfo | cut -d' ' -f6"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ro-sub-writable", "ro,nosuid,noatime"]
+    assert "/root/sub/b: Read-only file system" in p.stderr
+
+
+def test_idmapped_mount_with_its_own_mappings(rt, tree):
+    """The mount's uidMappings: on-disk 0 shows as 1000/2000; the submount
+    stays unmapped without ridmap."""
+    def edit(c):
+        c["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(tree),
+                            "options": ["rbind"],
+                            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                            "gidMappings": [{"containerID": 0, "hostID": 2000, "size": 1}]})
+    p = rt.run(["stat", "-c", "%n %u %g", "/mnt/f", "/mnt/sub/g"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["/mnt/f 1000 2000", "/mnt/sub/g 0 0"]
+
+
+def test_ridmap_takes_the_containers_mappings(rt, tree, tmp_path):
+    """In a user namespace, a plain bind shows host root as the overflow id; a
+    ridmap mount shows it as the container's root, submounts included, and a
+    file made there belongs to host root."""
+    _open_path_to(rt.rootfs)
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+        c["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(tree),
+                            "options": ["rbind", "ridmap"]})
+        c["mounts"].append({"destination": "/tmp", "type": "bind", "source": str(tree),
+                            "options": ["rbind"]})
+    p = rt.run(["sh", "-c", "stat -c '%n %u' /mnt/f /mnt/sub/g /tmp/f; touch /mnt/new"],
+               edit=edit)
+    assert p.returncode == 0, p.stderr
+    with open("/proc/sys/kernel/overflowuid") as f:
+        overflow = f.read().strip()
+    assert p.stdout.splitlines() == ["/mnt/f 0", "/mnt/sub/g 0", f"/tmp/f {overflow}"]
+    assert os.stat(tree / "new").st_uid == 0
+
+
+@pytest.mark.parametrize("mount, words", [
+    ({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]},
+     ["mounts[", "only bind mounts"]),
+    ({"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["bind", "idmap"]},
+     ["needs uidMappings and gidMappings"]),
+])
+def test_idmapped_mount_mistakes_are_clear(rt, mount, words):
+    cid, p = create_with(rt, edit=lambda c: c["mounts"].append(mount))
+    assert_clean_failure(rt, cid, p, *words)

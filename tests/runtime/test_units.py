@@ -273,8 +273,20 @@ def test_mount_options():
     assert not flags & planner.MS_RDONLY  # the later "rw" wins
     assert prop == planner.MS_SLAVE | planner.MS_REC
     assert data == "mode=755,size=1m"
-    with pytest.raises(ConfigError, match="rro"):
-        planner.parse_mount_options(["rro"])
+    with pytest.raises(ConfigError, match="tmpcopyup"):
+        planner.parse_mount_options(["tmpcopyup"])
+    assert planner.parse_mount_options(["rro", "ridmap", "nodev"])[3] == ""
+
+
+def test_recursive_mount_attributes():
+    P = planner
+    assert P.recursive_attrs(["rro", "rnosuid"]) == (P.MOUNT_ATTR_RDONLY | P.MOUNT_ATTR_NOSUID, 0)
+    assert P.recursive_attrs(["rro", "rrw"]) == (0, P.MOUNT_ATTR_RDONLY)  # the later wins
+    # any atime change clears the whole atime field, as mount_setattr(2) requires
+    assert P.recursive_attrs(["rnoatime"]) == (P.MOUNT_ATTR_NOATIME, P.MOUNT_ATTR__ATIME)
+    assert P.recursive_attrs(["rnoatime", "rstrictatime", "rnoexec"]) == (
+        P.MOUNT_ATTR_STRICTATIME | P.MOUNT_ATTR_NOEXEC, P.MOUNT_ATTR__ATIME)
+    assert P.recursive_attrs(["ro", "nosuid"]) == (0, 0)
 
 
 def test_plan_encoding_matches_the_shim_format():
