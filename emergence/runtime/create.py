@@ -14,7 +14,7 @@ from . import config as config_mod
 from .cgroups.hierarchy import discover
 from .cgroups.manager import Cgroup
 from .cgroups.paths import relative_path
-from .state import FIFO, Container, proc_start_time, write_atomic
+from .state import FIFO, Container, check_id, proc_start_time, write_atomic
 
 
 def _rfc3339_now():
@@ -77,6 +77,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     from .launch import Launch
     from .planner import Planner
 
+    check_id(container_id)  # before the config: a bad id is the first thing to say
     bundle = os.path.abspath(bundle)
     config = config_mod.load(bundle)
     rootfs = config_mod.root_path(config, bundle)

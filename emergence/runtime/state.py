@@ -15,18 +15,20 @@ from ..errors import EmergenceError, NotFound, StateError
 
 FIFO = "exec.fifo"
 STATE = "state.json"
+MAX_ID = 255  # one file name: the state directory, the cgroup
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
 
 
 def valid_id(container_id):
-    return (0 < len(container_id) <= 1024 and container_id[0].isalnum()
+    return (0 < len(container_id) <= MAX_ID and container_id[0].isalnum()
             and container_id.isascii() and ID_CHARS.issuperset(container_id))
 
 
 def check_id(container_id):
     if not valid_id(container_id):
-        raise EmergenceError(f"invalid container id {container_id!r}: use letters, digits "
-                             "and _ . + - (not starting with a symbol)")
+        shown = container_id if len(container_id) <= 64 else container_id[:64] + "..."
+        raise EmergenceError(f"invalid container id {shown!r}: use up to {MAX_ID} letters, "
+                             "digits and _ . + - (not starting with a symbol)")
 
 
 def proc_start_time(pid):

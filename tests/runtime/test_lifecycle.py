@@ -203,9 +203,17 @@ def test_unknown_id_gives_one_line(rt):
     assert rt("delete", "--force", "nope").returncode == 0
 
 
-def test_invalid_id_is_refused(rt):
-    p = rt("create", "--bundle", rt.bundle(["true"]), "../escape")
-    assert p.returncode == 1 and "invalid container id" in p.stderr
+@pytest.mark.parametrize("cid", ["../escape", "a/b", "a\x01b", "a b", "x" * 256, ".hidden"])
+def test_invalid_id_is_refused(rt, cid):
+    p = rt("create", "--bundle", rt.bundle(["true"]), cid)
+    assert p.returncode == 1 and p.stderr.startswith("emergence: invalid container id"), p.stderr
+    assert p.stderr.count("\n") == 1 and len(p.stderr) < 300
+    assert rt("list", "-q").stdout.strip() == ""
+
+
+def test_invalid_id_is_named_before_the_config(rt, tmp_path):
+    p = rt("create", "--bundle", str(tmp_path / "no-such-bundle"), "a/b")
+    assert "invalid container id" in p.stderr
 
 
 def test_spec_writes_a_config_that_validates_and_runs(rt, tmp_path):
