@@ -237,3 +237,48 @@ def test_podman_runs_an_image_exported_by_emergence(podman, tmp_path):
     p = podman("run", "--rm", "--network", "none", "localhost/hello-c:latest")
     assert p.returncode == 0, p.stderr
     assert p.stdout == "hello from C, built by Nix\n"
+
+
+def test_bundle_from_podman_create_runs_unchanged(podman, tmp_path):
+    """The config.json podman writes (seccomp, masks, rlimits, its cgroupsPath),
+    kept after `podman init` and run by emergence alone."""
+    podman("create", "-q", "--network", "none", "--name", "kept", "bb", "sh", "-c",
+           "echo bundle from podman; id -u; cat /proc/self/status | grep Seccomp:",
+           check=True)
+    try:
+        podman("init", "kept", check=True)
+        config = podman("inspect", "--format", "{{.OCIConfigPath}}", "kept",
+                        check=True).stdout.strip()
+        podman("stop", "-t", "0", "kept", check=True)  # its rootfs (vfs) stays
+        bundle = tmp_path / "kept"
+        bundle.mkdir()
+        shutil.copy(config, bundle / "config.json")
+        p = subprocess.run([EMERGENCE, "--root", str(tmp_path / "state"), "run",
+                            "--bundle", str(bundle), "kept-copy"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["bundle", "from", "podman", "0", "Seccomp:", "2"]
+    finally:
+        podman("rm", "-f", "kept")
+
+
+def test_bundle_from_containerd_runs_unchanged(containerd, tmp_path):
+    """The bundle the containerd shim hands its runtime (config.json and the
+    mounted rootfs), run in place by emergence after the task was killed."""
+    script = "[ -f /go ] && echo bundle from containerd || sleep 300"
+    containerd("run", "-d", "--runc-binary", EMERGENCE, "localhost/bb:latest", "kept",
+               "sh", "-c", script, check=True)
+    try:
+        containerd("task", "kill", "-s", "KILL", "kept", check=True)
+        bundle = os.path.join(containerd.base, "state", "io.containerd.runtime.v2.task",
+                              "default", "kept")
+        with open(os.path.join(bundle, "rootfs", "go"), "w"):
+            pass
+        p = subprocess.run([EMERGENCE, "--root", str(tmp_path / "state"), "run",
+                            "--bundle", bundle, "kept-copy"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "bundle from containerd"
+    finally:
+        containerd("task", "delete", "-f", "kept")
+        containerd("containers", "delete", "kept")
