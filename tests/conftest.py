@@ -111,7 +111,8 @@ class Runtime:
         b = self.tmp / f"bundle{self.n}"
         b.mkdir()
         if copy_rootfs:
-            shutil.copytree(self.rootfs, b / "rootfs", symlinks=True)
+            # cp -a keeps device nodes as nodes (copytree would read them)
+            subprocess.run(["cp", "-a", self.rootfs, str(b / "rootfs")], check=True)
             path = "rootfs"
         else:
             path = self.rootfs

@@ -387,8 +387,10 @@ def test_device_outside_dev(rt):
             {"path": "/mydev/null0", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
             {"path": "/opt/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o620,
              "uid": 7, "gid": 9}]
-    p = rt.run(["sh", "-c", "stat -c '%F %a %u %g %t,%T' /mydev/null0 /opt/zero; "
-                "echo x > /mydev/null0 && echo written"], edit=edit)
+    # they are made in the rootfs itself, so in a copy of it
+    b = rt.bundle(["sh", "-c", "stat -c '%F %a %u %g %t,%T' /mydev/null0 /opt/zero; "
+                   "echo x > /mydev/null0 && echo written"], edit=edit, copy_rootfs=True)
+    p = rt("run", "--bundle", b, rt.new_id())
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["character special file 666 0 0 1,3",
                                      "character special file 620 7 9 1,5", "written"]

@@ -51,8 +51,9 @@ emergence = ["{EMERGENCE}"]
         self("import", "-q", tar, "localhost/bb:latest", check=True)
 
     def __call__(self, *args, check=False, timeout=120):
+        # cwd: conmon drops an `oom` marker file in its working directory
         p = subprocess.run(self.cmd + list(args), env=self.env, capture_output=True,
-                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.base)
         if check and p.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)}: {p.returncode}\n{p.stderr}")
         return p
