@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import drive
@@ -566,3 +567,27 @@ def test_ridmap_takes_the_containers_mappings(rt, tree, tmp_path):
 def test_idmapped_mount_mistakes_are_clear(rt, mount, words):
     cid, p = create_with(rt, edit=lambda c: c["mounts"].append(mount))
     assert_clean_failure(rt, cid, p, *words)
+
+
+def test_tmpfs_mode_option_gives_that_mode(rt):
+    p = rt.run(["stat", "-c", "%a", "/scratch"], edit=lambda c: c["mounts"].append(
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+         "options": ["mode=1750", "size=1m"]}))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "1750"
+
+
+def test_update_the_kernel_refuses_names_the_file_and_value(rt):
+    """A memory limit below what the container uses: one line with the file
+    and the value, and the old limit stays."""
+    b = rt.bundle(["sh", "-c", "a=$(head -c 8m /dev/zero | tr '\\0' x); sleep 100"],
+                  edit=lambda c: c["linux"]["resources"].update(memory={"limit": 64 << 20}))
+    cid = rt.new_id()
+    rt("run", "--detach", "--bundle", b, cid, check=True)
+    limit = f"/sys/fs/cgroup/memory/emergence/{cid}/memory.limit_in_bytes"
+    time.sleep(0.5)
+    p = rt("update", "--memory", "4096", cid)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "memory.limit_in_bytes" in p.stderr and "4096" in p.stderr
+    with open(limit) as f:
+        assert int(f.read()) == 64 << 20

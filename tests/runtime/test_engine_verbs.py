@@ -30,8 +30,6 @@ def test_pause_and_resume_freeze_the_processes(rt, running, tmp_path):
     time.sleep(0.2)
     rt("pause", cid, check=True)
     assert rt.state(cid)["status"] == "paused"
-    with open(f"/proc/{rt.state(cid)['pid']}/status") as f:
-        assert "State:\tS" in f.read() or True
     size = out.stat().st_size
     time.sleep(0.3)
     assert out.stat().st_size == size, "processes kept running while paused"

@@ -127,8 +127,6 @@ def test_waiting_init_is_not_dumpable(rt):
     # A non-dumpable task's /proc entries belong to root:root whatever its creds.
     st = os.stat(f"/proc/{pid}/environ")
     assert (st.st_uid, st.st_gid) == (0, 0)
-    with open(f"/proc/{pid}/status") as f:
-        assert "emergence-shim" in f.read() or True
 
 
 # ---- CVE-2024-21626: a leaked host fd used as the working directory ----
