@@ -237,8 +237,7 @@ class Planner:
                                   "gidMappings, on the mount or in linux")
             if len(out) == P.SLOTS:
                 raise ConfigError(f"{where}: at most {P.SLOTS} idmapped mounts are supported")
-            src = m.get("source", "")
-            src = os.path.join(self.bundle, src) if not src.startswith("/") else src
+            src = self._bind_source(m)
             out[i] = (len(out), src, _id_map(uids), _id_map(gids), "rbind" in opts, ridmap)
         return out
 
@@ -351,13 +350,7 @@ class Planner:
         if typ in ("cgroup", "cgroup2"):
             return self._cgroup_mount(dst, flags, prop)
         if is_bind:
-            src = m.get("source", "")
-            if not src:
-                raise ConfigError(f"config.json: mounts: the bind mount on {dst} needs a source")
-            src = os.path.join(self.bundle, src) if not src.startswith("/") else src
-            if not os.path.exists(src):
-                raise ConfigError(f"config.json: mounts: the source {src} of the bind mount on "
-                                  f"{dst} does not exist")
+            src = self._bind_source(m)
             resolve = P.IN_ROOT_DIR if os.path.isdir(src) else P.IN_ROOT_FILE
             rec = flags & MS_REC
             if index in self.idmapped:
@@ -385,6 +378,18 @@ class Planner:
             add(P.SETATTR, f"apply recursive options to {dst}", dst, attr_set, attr_clr)
         if prop:
             add(P.MOUNT_EXISTING, f"set propagation of {dst}", dst, prop, "")
+
+    def _bind_source(self, m):
+        """A bind mount's source as an absolute host path (relative to the
+        bundle), which must exist."""
+        dst, src = m["destination"], m.get("source", "")
+        if not src:
+            raise ConfigError(f"config.json: mounts: the bind mount on {dst} needs a source")
+        src = os.path.join(self.bundle, src) if not src.startswith("/") else src
+        if not os.path.exists(src):
+            raise ConfigError(f"config.json: mounts: the source {src} of the bind mount on "
+                              f"{dst} does not exist")
+        return src
 
     def _cgroup_mount(self, dst, flags, prop):
         """/sys/fs/cgroup inside: the container's own cgroup of each hierarchy, bound in."""
