@@ -67,8 +67,14 @@ setup(
     description="A low-level OCI container runtime with a small C shim",
     packages=find_packages(include=["emergence", "emergence.*"]),
     python_requires=">=3.9",
-    install_requires=["cffi>=1.15"],
-    extras_require={"test": ["pytest>=7", "jsonschema>=4.18", "ruff"]},
+    install_requires=[
+        "cffi>=1.15",
+    ],
+    extras_require={"test": [
+        "pytest>=7",
+        "jsonschema>=4.18",
+        "ruff",
+    ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim},

@@ -15,15 +15,14 @@ from .errors import EmergenceError
 
 # The part (package) that serves each verb.  Kept here, not discovered, so a
 # verb imports its own part alone; tests check it against each part's VERBS.
-PARTS = ("runtime", "image")
-VERB_PART = {
-    "spec": "runtime", "create": "runtime", "start": "runtime", "run": "runtime",
-    "state": "runtime", "kill": "runtime", "delete": "runtime", "list": "runtime",
-    "exec": "runtime", "pause": "runtime", "resume": "runtime", "ps": "runtime",
-    "events": "runtime", "update": "runtime", "features": "runtime",
-    "build": "image", "images": "image", "inspect": "image", "tag": "image", "rmi": "image",
-    "gc": "image", "verify": "image", "export": "image", "import": "image", "bundle": "image",
+# One line a part: the verbs it serves (a part's `commands.VERBS` must match).
+_VERBS_OF = {
+    "runtime": "spec create start run state kill delete list exec pause resume ps events update "
+               "features",
+    "image": "build images inspect tag rmi gc verify export import bundle",
 }
+PARTS = tuple(_VERBS_OF)
+VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}
 # `run --image IMAGE` is the image part's run; a bundle's run is the runtime's.
 SHARED_VERBS = {"run": ("runtime", "image")}
 
@@ -40,13 +39,9 @@ def _part_for(verb, argv):
 
 def _commands(part):
     """The part's commands module (emergence.<part>.commands), imported now."""
-    if part == "runtime":
-        from .runtime import commands
-    elif part == "image":
-        from .image import commands
-    else:
+    if part not in PARTS:
         raise UsageError(f"unknown part {part!r}")
-    return commands
+    return __import__(f"emergence.{part}.commands", fromlist=["VERBS"])
 
 
 def _verb(part, name):
