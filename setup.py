@@ -4,6 +4,7 @@
 
 import os
 import sysconfig
+from distutils.command.build_scripts import build_scripts  # setuptools ships distutils
 
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
@@ -31,17 +32,63 @@ class BuildWithShim(build_ext):
             extra_postargs=["-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"])
         self.compiler.link_executable(
             objects, "emergence-shim", output_dir=out_dir, extra_postargs=["-static", "-s"])
+        with open(os.path.join(os.path.dirname(out_dir), "_build_id.py"), "w") as f:
+            f.write(f'BUILD_ID = "{BUILD_ID}"\n')
+
+
+class ScriptsWithBinaries(build_scripts):
+    """build_scripts reads every script as Python source; the front-end is an
+    executable, so it is copied as it is."""
+
+    def run(self):
+        binary = [s for s in self.scripts if open(s, "rb").read(4) == b"\x7fELF"]
+        self.scripts = [s for s in self.scripts if s not in binary]
+        super().run()
+        self.mkpath(self.build_dir)
+        for script in binary:
+            self.copy_file(script, os.path.join(self.build_dir, os.path.basename(script)))
+
+
+def build_id():
+    """A digest of every source file: the C front-end and the warm planner
+    refuse each other unless they come from the same build."""
+    import hashlib
+    h = hashlib.sha256()
+    for top in ("emergence", "csrc"):
+        for d, dirs, files in sorted(os.walk(os.path.join(HERE, top))):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".py", ".c", ".h")) and name != "_build_id.py":
+                    with open(os.path.join(d, name), "rb") as f:
+                        h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
+BUILD_ID = build_id()
+
+
+def front_end():
+    """bin/emergence: the C front-end (csrc/front.c) that asks the node's warm
+    planner to run the call, or executes bin/emergence-py (the cold path)."""
+    import subprocess
+    out_dir = os.path.join(HERE, "build", "scripts-launcher")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "emergence")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-static", "-s",
+                    f'-DBUILD_ID="{BUILD_ID}"', os.path.join(HERE, "csrc", "front.c"),
+                    "-o", path], check=True)
+    return os.path.relpath(path, HERE)
 
 
 def fast_launcher():
-    """bin/emergence runs Python with -S: engines call it constantly and site
+    """bin/emergence-py runs Python with -S: engines call it constantly and site
     processing can cost more than the whole command.  The package directory
     of this interpreter's default scheme is baked in; elsewhere it falls back
     to normal site processing."""
     import sys
     platlib = sysconfig.get_paths()["platlib"]
     os.makedirs(os.path.join(HERE, "build", "scripts-launcher"), exist_ok=True)
-    path = os.path.join(HERE, "build", "scripts-launcher", "emergence")
+    path = os.path.join(HERE, "build", "scripts-launcher", "emergence-py")
     with open(path, "w") as f:
         # A sh/Python polyglot: pip rewrites python shebangs and drops their flags.
         f.write(f"""#!/bin/sh
@@ -77,7 +124,7 @@ setup(
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
-    cmdclass={"build_ext": BuildWithShim},
-    scripts=[fast_launcher()],
+    cmdclass={"build_ext": BuildWithShim, "build_scripts": ScriptsWithBinaries},
+    scripts=[front_end(), fast_launcher()],
     zip_safe=False,
 )

@@ -10,6 +10,7 @@ import fcntl
 import os
 
 from ..errors import EmergenceError
+from . import parent
 
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emergence-shim")
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -53,8 +54,8 @@ class Launch:
         try:
             for fd in (hi_plan, hi_w, *pass_fds):
                 os.set_inheritable(fd, True)
-            self.launcher_pid = os.posix_spawn(
-                f"/proc/self/fd/{mfd}", ["emergence-shim", str(hi_plan), str(hi_w)], {})
+            self.launcher_pid = parent.spawn(
+                mfd, ["emergence-shim", str(hi_plan), str(hi_w)], (hi_plan, hi_w, *pass_fds))
         finally:
             for fd in pass_fds:
                 os.set_inheritable(fd, False)
@@ -99,7 +100,7 @@ class Launch:
     def _reap_launcher(self):
         if self.launcher_pid:
             try:
-                os.waitpid(self.launcher_pid, 0)
+                parent.waitpid(self.launcher_pid, 0)
             except ChildProcessError:
                 pass
             self.launcher_pid = None
@@ -108,7 +109,7 @@ class Launch:
         if self.init_pid is None:
             return "the shim exited before starting the container init"
         try:
-            _, status = os.waitpid(self.init_pid, 0)
+            _, status = parent.waitpid(self.init_pid, 0)
         except ChildProcessError:
             return "the container init exited during setup"
         self.init_pid = None
@@ -123,7 +124,7 @@ class Launch:
         if self.init_pid:
             try:
                 os.kill(self.init_pid, 9)
-                os.waitpid(self.init_pid, 0)
+                parent.waitpid(self.init_pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
             self.init_pid = None

@@ -7,6 +7,7 @@ so its exit status is ours to collect; signals sent to `run` are passed on.
 import _signal as signal  # `signal` would import enum: milliseconds per command
 import os
 
+from . import parent
 from .create import create
 from .delete import delete
 from .start import start
@@ -42,7 +43,7 @@ def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
     except BaseException:
         try:
             os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            parent.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
         raise
@@ -89,7 +90,7 @@ def wait_status(pid):
     (128+N for death by signal N)."""
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = parent.waitpid(pid, 0)
             break
         except InterruptedError:
             continue

@@ -12,6 +12,7 @@ import select
 import socket
 
 from ..errors import EmergenceError
+from . import parent
 
 
 def connect(path):
@@ -116,7 +117,7 @@ def proxy(master, pid):
             if pidfd in ready:
                 _drain(master)
                 break
-        _, status = os.waitpid(pid, 0)
+        _, status = parent.waitpid(pid, 0)
         return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     finally:
         os.close(pidfd)

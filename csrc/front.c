@@ -1,0 +1,335 @@
+/* emergence: the front-end that engines run.
+ *
+ * It decides nothing.  It asks the warm planner of `emergence node` (a unix
+ * socket, root-only) to run this call, handing over its argv, environment,
+ * working directory and open descriptors; then it does what only the
+ * process the engine ran can do, because it must be the parent of the
+ * container: spawn the shim (SPAWN) and reap children (WAIT).  It forwards
+ * the signals it gets to the worker, and exits with the worker's code (EXIT).
+ *
+ * When no planner answers, or one of another build, it executes the Python
+ * command (emergence-py beside it): the cold path, the same code.
+ *
+ * Messages are SOCK_SEQPACKET records of NUL-terminated fields, with
+ * descriptors in SCM_RIGHTS; emergence/node/planner.py is the other side and
+ * documents the protocol.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef BUILD_ID
+#define BUILD_ID "dev"
+#endif
+#define DEFAULT_SOCKET "/run/emergence/node/planner.sock"
+#define MAX_MSG (256 * 1024)
+#define MAX_FDS 250
+
+extern char **environ;
+static char **g_argv;
+static volatile pid_t worker = 0;
+
+static void cold(void) __attribute__((noreturn));
+static void cold(void)
+{
+	char self[PATH_MAX], path[PATH_MAX + 16];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = 0;
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = 0;
+			snprintf(path, sizeof path, "%s/emergence-py", self);
+			execv(path, g_argv);
+		}
+	}
+	execvp("emergence-py", g_argv);
+	fprintf(stderr, "emergence: cannot run emergence-py (%s): reinstall emergence\n",
+		strerror(errno));
+	exit(1);
+}
+
+static void forward(int sig)
+{
+	if (worker > 0)
+		kill(worker, sig);
+}
+
+/* A record: fields appended NUL-terminated. */
+struct msg {
+	char buf[MAX_MSG];
+	size_t len;
+	int fds[MAX_FDS];
+	int nfds;
+};
+
+static int put(struct msg *m, const char *s)
+{
+	size_t l = strlen(s) + 1;
+	if (m->len + l > sizeof m->buf)
+		return -1;
+	memcpy(m->buf + m->len, s, l);
+	m->len += l;
+	return 0;
+}
+
+static int putnum(struct msg *m, long v)
+{
+	char tmp[32];
+	snprintf(tmp, sizeof tmp, "%ld", v);
+	return put(m, tmp);
+}
+
+static int send_msg(int sock, struct msg *m)
+{
+	struct iovec iov = { .iov_base = m->buf, .iov_len = m->len };
+	union {
+		char b[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr h = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (m->nfds) {
+		h.msg_control = ctl.b;
+		h.msg_controllen = CMSG_SPACE(sizeof(int) * m->nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * m->nfds);
+		memcpy(CMSG_DATA(c), m->fds, sizeof(int) * m->nfds);
+	}
+	ssize_t n;
+	do
+		n = sendmsg(sock, &h, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)m->len ? 0 : -1;
+}
+
+/* Returns the record's length; 0 at EOF; -1 on error.  Fields are split into F. */
+static ssize_t recv_msg(int sock, struct msg *m, char **f, int maxf, int *nf)
+{
+	struct iovec iov = { .iov_base = m->buf, .iov_len = sizeof m->buf - 1 };
+	union {
+		char b[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr h = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof ctl.b };
+	ssize_t n;
+	do
+		n = recvmsg(sock, &h, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	m->nfds = 0;
+	if (n <= 0)
+		return n;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			memcpy(m->fds + m->nfds, CMSG_DATA(c), sizeof(int) * k);
+			m->nfds += k;
+		}
+	m->buf[n] = 0;
+	*nf = 0;
+	for (char *p = m->buf; p < m->buf + n && *nf < maxf; p += strlen(p) + 1)
+		f[(*nf)++] = p;
+	return n;
+}
+
+/* The descriptors a cold start would pass on: every one without FD_CLOEXEC. */
+static int inherited_fds(struct msg *m, char *nums, size_t size)
+{
+	DIR *d = opendir("/proc/self/fd");
+	size_t used = 0;
+	nums[0] = 0;
+	if (!d)
+		return -1;
+	int dfd = dirfd(d);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		int fd = atoi(e->d_name);
+		if (fd == dfd)
+			continue;
+		int fl = fcntl(fd, F_GETFD);
+		if (fl < 0 || (fl & FD_CLOEXEC))
+			continue;
+		if (m->nfds == MAX_FDS) {
+			closedir(d);
+			return -1;
+		}
+		m->fds[m->nfds++] = fd;
+		used += snprintf(nums + used, size - used, used ? ",%d" : "%d", fd);
+		if (used >= size) {
+			closedir(d);
+			return -1;
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+/* SPAWN targets argc argv... with fds [exe, one per target]: fork, place the
+ * descriptors at their numbers, execute the memfd.  Replies PID or ERR. */
+static void do_spawn(int sock, struct msg *m, char **f, int nf)
+{
+	struct msg out = { .len = 0 };
+	int err = EINVAL;
+	int ntargets = 0, targets[MAX_FDS];
+	if (nf < 3)
+		goto fail;
+	for (char *p = f[1]; *p && ntargets < MAX_FDS;) {
+		targets[ntargets++] = (int)strtol(p, &p, 10);
+		if (*p == ',')
+			p++;
+	}
+	char *argv[64];
+	int argc = atoi(f[2]);
+	if (argc < 1 || argc > nf - 3 || argc >= 64 || m->nfds != ntargets + 1)
+		goto fail;
+	for (int i = 0; i < argc; i++)
+		argv[i] = f[3 + i];
+	argv[argc] = NULL;
+	pid_t pid = fork();
+	if (pid < 0) {
+		err = errno;
+		goto fail;
+	}
+	if (pid == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		for (int s = 1; s < NSIG; s++)
+			signal(s, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* Move everything above every target first, then into place. */
+		int hi = 0;
+		for (int i = 0; i < ntargets; i++)
+			hi = targets[i] > hi ? targets[i] : hi;
+		for (int i = 0; i < m->nfds; i++)
+			if ((m->fds[i] = fcntl(m->fds[i], F_DUPFD_CLOEXEC, hi + 1)) < 0)
+				_exit(127);
+		for (int i = 0; i < ntargets; i++)
+			if (dup2(m->fds[i + 1], targets[i]) < 0)
+				_exit(127);
+		char *envp[] = { NULL };
+		syscall(SYS_execveat, m->fds[0], "", argv, envp, AT_EMPTY_PATH);
+		_exit(127);
+	}
+	for (int i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
+	put(&out, "PID");
+	putnum(&out, pid);
+	send_msg(sock, &out);
+	return;
+fail:
+	for (int i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
+	put(&out, "ERR");
+	putnum(&out, err);
+	send_msg(sock, &out);
+}
+
+static void do_wait(int sock, char **f, int nf)
+{
+	struct msg out = { .len = 0 };
+	int status = 0;
+	pid_t r = -1;
+	if (nf >= 3) {
+		do
+			r = waitpid(atoi(f[1]), &status, atoi(f[2]) | __WALL);
+		while (r < 0 && errno == EINTR);
+	} else {
+		errno = EINVAL;
+	}
+	if (r < 0) {
+		put(&out, "ERR");
+		putnum(&out, errno);
+	} else {
+		put(&out, "STATUS");
+		putnum(&out, r);
+		putnum(&out, status);
+	}
+	send_msg(sock, &out);
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	g_argv = argv;
+	const char *path = getenv("EMERGENCE_PLANNER_SOCKET");
+	if (!path || !*path)
+		path = DEFAULT_SOCKET;
+	if (strcmp(path, "off") == 0)
+		cold();
+	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (sock < 0 || strlen(path) >= sizeof addr.sun_path)
+		cold();
+	strcpy(addr.sun_path, path);
+	if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0)
+		cold();
+
+	static struct msg m;
+	static char nums[4096], cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof cwd))
+		cold();
+	m.len = 0;
+	m.nfds = 0;
+	if (inherited_fds(&m, nums, sizeof nums) < 0)
+		cold();
+	int bad = put(&m, "HELLO") | put(&m, BUILD_ID) | put(&m, cwd) | put(&m, nums);
+	int n = 0;
+	while (argv[n])
+		n++;
+	bad |= putnum(&m, n);
+	for (int i = 0; i < n; i++)
+		bad |= put(&m, argv[i]);
+	for (n = 0; environ[n];)
+		n++;
+	bad |= putnum(&m, n);
+	for (int i = 0; i < n; i++)
+		bad |= put(&m, environ[i]);
+	if (bad || send_msg(sock, &m) < 0)
+		cold();
+
+	char *f[4096];
+	int nf = 0;
+	static struct msg in;
+	if (recv_msg(sock, &in, f, 4096, &nf) <= 0 || nf < 2 || strcmp(f[0], "OK") != 0)
+		cold(); /* another build, or a planner that could not take the call */
+	worker = atoi(f[1]);
+	static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
+					 SIGWINCH, SIGCONT };
+	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART };
+	for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+		sigaction(forwarded[i], &sa, NULL);
+	/* From here on our stdio is the worker's too; we only serve its requests. */
+	for (;;) {
+		ssize_t r = recv_msg(sock, &in, f, 4096, &nf);
+		if (r <= 0 || nf < 1) {
+			fprintf(stderr, "emergence: the node's planner worker %d died mid-call; "
+				"see `emergence node status`, or run with "
+				"EMERGENCE_PLANNER_SOCKET=off\n", (int)worker);
+			return 1;
+		}
+		if (strcmp(f[0], "EXIT") == 0)
+			return nf > 1 ? atoi(f[1]) : 1;
+		if (strcmp(f[0], "SPAWN") == 0)
+			do_spawn(sock, &in, f, nf);
+		else if (strcmp(f[0], "WAIT") == 0)
+			do_wait(sock, f, nf);
+		else
+			for (int i = 0; i < in.nfds; i++)
+				close(in.fds[i]);
+	}
+}

@@ -1,0 +1,226 @@
+"""The warm planner: runs the `emergence` CLI for the C front-end, without an
+interpreter start per call.
+
+A single-threaded process (the node starts and supervises it) with the
+runtime already imported.  Per connection it checks the caller is root
+(SO_PEERCRED) and forks a worker; the worker takes the caller's descriptors
+at their own numbers, its cwd, environment and argv, and runs `cli.main`
+exactly as the cold path would.  Only spawning the shim and reaping children
+go back to the front-end (`runtime/parent.py`), which must stay the parent
+of the container.  A killed planner loses no call in flight: each worker is
+its own process.
+
+Protocol (SOCK_SEQPACKET, each record NUL-terminated fields, descriptors in
+SCM_RIGHTS; the other side is csrc/front.c):
+
+  front -> planner  HELLO build cwd fdnums argc argv... envc env...  [fds]
+  planner -> front  OK worker-pid          (or NO reason: front goes cold)
+  worker -> front   SPAWN targets argc argv...  [exe, fd per target]
+  front -> worker   PID pid                (or ERR errno)
+  worker -> front   WAIT pid options
+  front -> worker   STATUS pid status      (or ERR errno)
+  worker -> front   EXIT code
+"""
+
+import errno
+import os
+import socket
+import struct
+import sys
+
+from .. import BUILD_ID
+
+MAX_FDS = 250
+MAX_MSG = 256 * 1024
+DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
+HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
+               "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
+               "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
+               "runtime.state", "runtime.cgroups.manager", "runtime._native")
+
+
+def fields(*items):
+    return b"".join(str(i).encode() + b"\0" for i in items)
+
+
+def parse(data):
+    return [f.decode("utf-8", "surrogateescape") for f in data.split(b"\0")[:-1]]
+
+
+class Remote:
+    """runtime.parent's calls, carried out by the front-end."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def _ask(self, record, fds=()):
+        self.conn.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      struct.pack(f"{len(fds)}i", *fds))] if fds else [])
+        data = self.conn.recv(MAX_MSG)
+        if not data:
+            raise OSError("the front-end closed the connection")
+        return parse(data)
+
+    def spawn(self, exe_fd, argv, fds):
+        fds = list(fds)
+        reply = self._ask(fields("SPAWN", ",".join(map(str, fds)), len(argv), *argv),
+                          [exe_fd, *fds])
+        if reply[0] == "PID":
+            return int(reply[1])
+        raise OSError(int(reply[1]), os.strerror(int(reply[1])))
+
+    def waitpid(self, pid, options=0):
+        reply = self._ask(fields("WAIT", pid, options))
+        if reply[0] == "STATUS":
+            return int(reply[1]), int(reply[2])
+        err = int(reply[1])
+        if err == errno.ECHILD:
+            raise ChildProcessError(err, os.strerror(err))
+        raise OSError(err, os.strerror(err))
+
+
+def preload():
+    """Import what every hot verb needs, so a worker starts with it in memory."""
+    for name in HOT_MODULES:
+        try:
+            __import__(f"emergence.{name}")
+        except ImportError:  # e.g. _native in a source checkout: loaded per call then
+            pass
+
+
+def serve(path, ready=None):
+    """Accept calls on PATH forever (root-only socket)."""
+    import signal
+    preload()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o700)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old = os.umask(0o177)
+    try:
+        lsock.bind(path)
+    finally:
+        os.umask(old)
+    lsock.listen(128)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    if ready:
+        ready()
+    while True:
+        try:
+            conn, _ = lsock.accept()
+        except InterruptedError:
+            continue
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid != 0:
+            conn.close()  # the front-end goes cold, and fails there as non-root
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+            try:
+                lsock.close()
+                code = work(conn)
+            except BaseException:
+                code = 70
+            os._exit(code)
+        conn.close()
+
+
+def work(conn):
+    """One call in a forked worker: become the caller, run the CLI, say EXIT."""
+    import signal
+    data, fds, _, _ = socket.recv_fds(conn, MAX_MSG, MAX_FDS)
+    f = parse(data)
+    if len(f) < 5 or f[0] != "HELLO":
+        return 1
+    if f[1] != BUILD_ID:
+        conn.send(fields("NO", f"planner build {BUILD_ID}, front-end build {f[1]}"))
+        return 0
+    cwd, nums = f[2], [int(n) for n in f[3].split(",") if n]
+    argc = int(f[4])
+    argv = f[5:5 + argc]
+    envc = int(f[5 + argc])
+    env = f[6 + argc:6 + argc + envc]
+    if len(nums) != len(fds) or len(argv) != argc or len(env) != envc:
+        conn.send(fields("NO", "malformed HELLO"))
+        return 0
+    for sig in range(1, signal.NSIG):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python process
+    # Become the caller: its descriptors at their own numbers, nothing else of ours.
+    top = max(nums + [conn.fileno(), *fds, 2]) + 1
+    moved = []
+    for i, fd in enumerate(fds):
+        moved.append(os.dup2(fd, top + i, inheritable=False))
+        os.close(fd)
+    csock = socket.socket(fileno=os.dup2(conn.fileno(), top + len(fds), inheritable=False))
+    conn.detach()
+    os.closerange(0, top)
+    for num, fd in zip(nums, moved):
+        os.dup2(fd, num, inheritable=True)
+    for fd in moved:
+        os.close(fd)
+    try:
+        os.chdir(cwd)
+    except OSError:
+        csock.send(fields("NO", f"cannot enter {cwd}"))
+        return 0
+    os.environ.clear()
+    os.environ.update(e.split("=", 1) for e in env if "=" in e)
+    _fresh_stdio()
+    csock.send(fields("OK", os.getpid()))
+    from ..runtime import parent
+    parent.use(Remote(csock))
+    from .. import cli
+    try:
+        code = cli.main(argv[1:])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    # Our copies of the caller's stdio must close before it exits: engines
+    # read the runtime's output until EOF.
+    os.closerange(0, csock.fileno())
+    try:
+        csock.send(fields("EXIT", code))
+    except OSError:
+        pass
+    return 0
+
+
+def _fresh_stdio():
+    """sys.stdin/out/err over the caller's 0, 1, 2, buffered as a cold start would."""
+    import io
+    for num, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(num)
+        except OSError:
+            setattr(sys, name, None)
+            continue
+        raw = io.FileIO(num, mode, closefd=False)
+        line = name == "stderr" or raw.isatty()
+        buf = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+        setattr(sys, name, io.TextIOWrapper(buf, encoding="utf-8", errors="surrogateescape"
+                                            if name != "stderr" else "backslashreplace",
+                                            line_buffering=line, write_through=name == "stderr"))
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SOCKET
+    serve(path)
+
+
+if __name__ == "__main__":
+    main()

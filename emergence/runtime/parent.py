@@ -1,0 +1,36 @@
+"""The process that is the parent of what the runtime starts.
+
+Engines (conmon, the containerd shim) wait for the container's init as their
+own descendant, so the shim must be spawned by the very process the engine
+ran.  On the cold path that is this interpreter: spawn and wait are local.
+On the warm path (`emergence node`'s planner) this code runs in a worker
+forked by the planner, and the engine's process is the C front-end: the
+worker asks it, over the connection it came in on, to spawn the shim and to
+reap children (`node/planner.py` installs `Remote`).  Both paths run the same
+runtime code; only these two calls differ.
+"""
+
+import os
+
+_remote = None
+
+
+def spawn(exe_fd, argv, fds):
+    """Start the executable open at EXE_FD with ARGV and no environment.
+    FDS are the (inheritable) descriptors the child must get at the same numbers,
+    beside the ones this process already passes on (stdio, --preserve-fds)."""
+    if _remote is not None:
+        return _remote.spawn(exe_fd, argv, fds)
+    return os.posix_spawn(f"/proc/self/fd/{exe_fd}", argv, {})
+
+
+def waitpid(pid, options=0):
+    """os.waitpid of a child that spawn() made (or that it cloned as a sibling)."""
+    if _remote is not None:
+        return _remote.waitpid(pid, options)
+    return os.waitpid(pid, options)
+
+
+def use(remote):
+    global _remote
+    _remote = remote
