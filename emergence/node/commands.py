@@ -1,0 +1,179 @@
+"""`emergence node start|stop|status|run`: the host's one long-running process."""
+
+import json
+import os
+import sys
+
+from ..command import FLAG, JSON, VALUE, Option, UsageError, Verb
+from ..errors import EmergenceError
+
+TITLE = "Node (the long-running process: warm planner, serving, reconciling, metrics)"
+
+
+def _control(run_dir, request, timeout=5.0):
+    """Ask the running node; None when none answers."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(os.path.join(run_dir, "control.sock"))
+        s.sendall(request.encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return json.loads(data) if data else None
+    except (FileNotFoundError, ConnectionRefusedError, socket.timeout):
+        return None
+    finally:
+        s.close()
+
+
+def _pid(run_dir):
+    try:
+        with open(os.path.join(run_dir, "node.pid")) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _start(cfg, foreground):
+    import subprocess
+    import time
+    run_dir = cfg["node"]["run_dir"]
+    pid = _pid(run_dir)
+    if pid:
+        raise EmergenceError(f"the node is already running (pid {pid}); "
+                             "`emergence node stop` first")
+    if foreground:
+        sys.argv[1:] = [json.dumps(cfg)]
+        from .daemon import main
+        main()
+        return 0
+    log_dir = os.path.join(cfg["node"]["state_dir"], "node")
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
+    log_path = os.path.join(log_dir, "node.log")
+    with open(log_path, "ab") as log:
+        start_at = log.tell()
+        p = subprocess.Popen([sys.executable, "-m", "emergence.node.daemon", json.dumps(cfg)],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            with open(log_path, "rb") as f:
+                f.seek(start_at)
+                tail = f.read().decode(errors="replace").strip().splitlines()
+            why = tail[-1] if tail else f"exit status {p.returncode}"
+            raise EmergenceError(f"the node did not start: {why} (log: {log_path})")
+        status = _control(run_dir, "status", timeout=1)
+        if status and (not cfg["node"]["planner"] or (status.get("planner") or {}).get(
+                "running")) and os.path.exists(os.path.join(run_dir, "planner.sock")) \
+                == bool(cfg["node"]["planner"]):
+            sys.stdout.write(f"node started, pid {status['pid']}; log {log_path}\n")
+            return 0
+        time.sleep(0.05)
+    p.terminate()
+    raise EmergenceError(f"the node did not answer within 30 s (log: {log_path})")
+
+
+def _stop(run_dir):
+    import time
+    pid = _pid(run_dir)
+    if pid is None:
+        sys.stdout.write("the node is not running\n")
+        return 0
+    _control(run_dir, "stop")
+    for _ in range(200):
+        if _pid(run_dir) is None:
+            sys.stdout.write(f"node stopped (pid {pid})\n")
+            return 0
+        time.sleep(0.05)
+    os.kill(pid, 15)
+    for _ in range(100):
+        if _pid(run_dir) is None:
+            sys.stdout.write(f"node stopped (pid {pid}, after SIGTERM)\n")
+            return 0
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    sys.stdout.write(f"node killed (pid {pid}): it did not stop within 15 s\n")
+    return 1
+
+
+def _status(run_dir, as_json):
+    from .. import BUILD_ID
+    status = _control(run_dir, "status")
+    if status is None:
+        if as_json:
+            sys.stdout.write(json.dumps({"running": False}) + "\n")
+        else:
+            sys.stdout.write("the node is not running (every verb still works: the cold "
+                             "path)\n")
+        return 3  # as LSB's status: not running
+    status["running"] = True
+    if as_json:
+        sys.stdout.write(json.dumps(status) + "\n")
+        return 0
+    out = [f"node: running, pid {status['pid']}, up {status['uptime_seconds']} s, "
+           f"build {status['build']}"]
+    pl = status.get("planner")
+    if pl:
+        stale = "" if status["build"] == BUILD_ID else (
+            f" (this install is build {BUILD_ID}: calls take the cold path; "
+            "restart the node)")
+        out.append(f"planner: {'running' if pl['running'] else 'restarting'}, pid {pl['pid']}, "
+                   f"{pl['socket']}, started {pl['starts']}x{stale}")
+    else:
+        out.append("planner: off")
+    if status.get("listen"):
+        out.append(f"http: {status['listen']}")
+    for name, svc in sorted(status["services"].items()):
+        rest = ", ".join(f"{k}={v}" for k, v in svc.items() if k != "state")
+        out.append(f"{name}: {svc['state']}" + (f" ({rest})" if rest else ""))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _node(ctx, opts, args):
+    from . import config
+    if len(args) != 1 or args[0] not in ("start", "stop", "status", "run"):
+        raise UsageError("usage: emergence node start|stop|status|run [--config FILE] "
+                         "[--SECTION-KEY VALUE]...")
+    flags = {k: v for k, v in opts.items() if k not in ("config", "json", "foreground", "help")}
+    cfg = config.load(opts.get("config"), flags)
+    run_dir = cfg["node"]["run_dir"]
+    if args[0] in ("start", "run"):
+        return _start(cfg, foreground=args[0] == "run" or opts.get("foreground"))
+    if args[0] == "stop":
+        return _stop(run_dir)
+    return _status(run_dir, opts.get("json"))
+
+
+def _options():
+    opts = {
+        "config": Option(VALUE, "the configuration file (default /etc/emergence/node.toml)",
+                         "FILE"),
+        "foreground": Option(FLAG, "start: stay in the foreground (as `run`; for systemd)"),
+        "json": JSON,
+    }
+    try:
+        from .config import defaults, flag_names
+        table = defaults()
+    except Exception:  # a broken part must not break `emergence --help`
+        return opts
+    for flag, (sec, key) in flag_names(table).items():
+        default = table[sec][key]
+        shown = ",".join(default) if isinstance(default, list) else default
+        opts[flag] = Option(VALUE, f"[{sec}] {key} (default {shown})", "V")
+    return opts
+
+
+VERBS = [
+    Verb("node", "start, stop or show the node (`node start`, `node status`)",
+         "node start|stop|status|run [--config FILE] [--SECTION-KEY VALUE]...",
+         _options(), _node),
+]

@@ -1,0 +1,193 @@
+"""The node process: one asyncio loop hosting the parts' long-running work.
+
+It supervises the warm planner (a separate, single-threaded process, since a
+process with threads must not fork workers), serves the parts' HTTP routes
+on one listener (loopback unless told otherwise), and answers `status` and
+`stop` on a root-only control socket.  A service that fails to start is
+reported in status and the others run on; nothing here is needed by a verb.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+
+from .. import BUILD_ID, __version__
+
+
+class Node:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        node = cfg["node"]
+        self.run_dir = node["run_dir"]
+        self.state_dir = node["state_dir"]
+        self.services = {}
+        self.failed = {}
+        self.planner = None
+        self.planner_starts = 0
+        self.started = time.time()
+        self.stopping = asyncio.Event()
+        self.http = None
+
+    def log(self, msg):
+        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+        sys.stderr.flush()
+
+    @property
+    def planner_socket(self):
+        return os.path.join(self.run_dir, "planner.sock")
+
+    @property
+    def control_socket(self):
+        return os.path.join(self.run_dir, "control.sock")
+
+    async def run(self):
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        control = await asyncio.start_unix_server(self._control, self.control_socket)
+        os.chmod(self.control_socket, 0o600)
+        tasks = []
+        try:
+            if self.cfg["node"]["planner"]:
+                tasks.append(asyncio.create_task(self._supervise_planner()))
+            await self._start_services()
+            await self._start_http()
+            self.log(f"node {__version__} (build {BUILD_ID}) running, pid {os.getpid()}")
+            await self.stopping.wait()
+        finally:
+            self.log("stopping")
+            control.close()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    pass
+            await self._stop_planner()
+            for name, svc in reversed(list(self.services.items())):
+                try:
+                    await asyncio.wait_for(svc.stop(), 10)
+                except Exception as e:  # stop the others all the same
+                    self.log(f"{name}: stop failed: {type(e).__name__}: {e}")
+            if self.http is not None:
+                await self.http.cleanup()
+            for path in (self.control_socket, self.planner_socket):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    # -- the parts' services -------------------------------------------------
+    async def _start_services(self):
+        from .config import service_classes
+        for part, cls in service_classes(self.cfg["node"]["services"]).items():
+            state = os.path.join(self.state_dir, part)
+            try:
+                os.makedirs(state, mode=0o700, exist_ok=True)
+                svc = cls(self.cfg.get(cls.name, {}), state,
+                          lambda msg, p=part: self.log(f"{p}: {msg}"))
+                await svc.start()
+            except Exception as e:
+                self.failed[part] = f"{type(e).__name__}: {e}"
+                self.log(f"{part}: failed to start: {self.failed[part]}")
+                continue
+            self.services[part] = svc
+
+    async def _start_http(self):
+        routes = []
+        for svc in self.services.values():
+            routes.extend(svc.routes())
+        if not routes:
+            return
+        from aiohttp import web
+        app = web.Application(client_max_size=1 << 30)
+        app.add_routes(routes)
+        host, _, port = self.cfg["node"]["listen"].rpartition(":")
+        self.http = web.AppRunner(app, access_log=None)
+        await self.http.setup()
+        await web.TCPSite(self.http, host.strip("[]") or "127.0.0.1", int(port)).start()
+        self.log(f"serving HTTP on {self.cfg['node']['listen']}")
+
+    # -- the warm planner ----------------------------------------------------
+    async def _supervise_planner(self):
+        delay = 0.2
+        while True:
+            started = time.monotonic()
+            self.planner = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "emergence.node.planner", self.planner_socket,
+                stdin=asyncio.subprocess.DEVNULL)
+            self.planner_starts += 1
+            code = await self.planner.wait()
+            self.log(f"planner exited with {code}; restarting")
+            delay = 0.2 if time.monotonic() - started > 10 else min(delay * 2, 5)
+            await asyncio.sleep(delay)
+
+    async def _stop_planner(self):
+        p = self.planner
+        if p is not None and p.returncode is None:
+            p.terminate()
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except asyncio.TimeoutError:
+                p.kill()
+                await p.wait()
+
+    # -- control -------------------------------------------------------------
+    def status(self):
+        out = {"pid": os.getpid(), "version": __version__, "build": BUILD_ID,
+               "uptime_seconds": round(time.time() - self.started, 1),
+               "listen": self.cfg["node"]["listen"] if self.http else None,
+               "planner": None, "services": {}}
+        p = self.planner
+        if p is not None:
+            out["planner"] = {"socket": self.planner_socket, "pid": p.pid,
+                              "running": p.returncode is None, "starts": self.planner_starts}
+        for name, svc in self.services.items():
+            try:
+                out["services"][name] = {"state": "running", **(svc.status() or {})}
+            except Exception as e:
+                out["services"][name] = {"state": "running", "status_error": str(e)}
+        for name, why in self.failed.items():
+            out["services"][name] = {"state": "failed", "error": why}
+        return out
+
+    async def _control(self, reader, writer):
+        try:
+            line = (await reader.readline()).decode().strip()
+            if line == "status":
+                writer.write(json.dumps(self.status()).encode() + b"\n")
+            elif line == "stop":
+                writer.write(b'{"stopping": true}\n')
+                self.stopping.set()
+            else:
+                writer.write(json.dumps({"error": f"unknown request {line!r}"}).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+def main():
+    """`python -m emergence.node.daemon CONFIG-JSON`: what `node start` runs."""
+    cfg = json.loads(sys.argv[1])
+    pid_file = os.path.join(cfg["node"]["run_dir"], "node.pid")
+    os.makedirs(cfg["node"]["run_dir"], mode=0o700, exist_ok=True)
+    with open(pid_file + ".tmp", "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(pid_file + ".tmp", pid_file)
+    try:
+        asyncio.run(Node(cfg).run())
+    finally:
+        try:
+            os.unlink(pid_file)
+        except FileNotFoundError:
+            pass
+
+
+if __name__ == "__main__":
+    main()
