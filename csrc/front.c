@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,18 +240,49 @@ fail:
 	send_msg(sock, &out);
 }
 
-static void do_wait(int sock, char **f, int nf)
+static void kill_children(void);
+
+/* A blocking wait also watches the connection: if the worker dies while we
+ * wait for its container, we must not wait forever for a process nobody
+ * will finish. */
+static int wait_or_hangup(int sock, pid_t pid, int *status, int options)
+{
+	if (!(options & WNOHANG) && pid > 0) {
+		int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (pfd >= 0) {
+			struct pollfd p[2] = { { .fd = pfd, .events = POLLIN },
+					       { .fd = sock, .events = POLLIN } };
+			for (;;) {
+				int n = poll(p, 2, -1);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n > 0 && p[1].revents) {
+					close(pfd);
+					return -2;
+				}
+				if (n > 0 && p[0].revents)
+					break;
+			}
+			close(pfd);
+		}
+	}
+	pid_t r;
+	do
+		r = waitpid(pid, status, options | __WALL);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+static int do_wait(int sock, char **f, int nf)
 {
 	struct msg out = { .len = 0 };
 	int status = 0;
 	pid_t r = -1;
-	if (nf >= 3) {
-		do
-			r = waitpid(atoi(f[1]), &status, atoi(f[2]) | __WALL);
-		while (r < 0 && errno == EINTR);
-	} else {
-		errno = EINVAL;
-	}
+	errno = EINVAL;
+	if (nf >= 3)
+		r = wait_or_hangup(sock, atoi(f[1]), &status, atoi(f[2]));
+	if (r == -2)
+		return -1;
 	if (r < 0) {
 		put(&out, "ERR");
 		putnum(&out, errno);
@@ -260,6 +292,33 @@ static void do_wait(int sock, char **f, int nf)
 		putnum(&out, status);
 	}
 	send_msg(sock, &out);
+	return 0;
+}
+
+/* The worker died mid-call: what we spawned for it (shim, container init,
+ * exec'd process) has nobody to finish it, so it goes too, as it would with
+ * the cold path's process.  `delete` removes the state left. */
+static void kill_children(void)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	for (char *p = buf; *p;) {
+		long pid = strtol(p, &p, 10);
+		if (pid > 0)
+			kill((pid_t)pid, SIGKILL);
+		while (*p == ' ')
+			p++;
+	}
+	while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+		;
 }
 
 int main(int argc, char **argv)
@@ -316,18 +375,19 @@ int main(int argc, char **argv)
 	/* From here on our stdio is the worker's too; we only serve its requests. */
 	for (;;) {
 		ssize_t r = recv_msg(sock, &in, f, 4096, &nf);
-		if (r <= 0 || nf < 1) {
+		if (r > 0 && nf >= 1 && strcmp(f[0], "WAIT") == 0 && do_wait(sock, f, nf) == 0)
+			continue;
+		if (r <= 0 || nf < 1 || strcmp(f[0], "WAIT") == 0) {
 			fprintf(stderr, "emergence: the node's planner worker %d died mid-call; "
 				"see `emergence node status`, or run with "
 				"EMERGENCE_PLANNER_SOCKET=off\n", (int)worker);
+			kill_children();
 			return 1;
 		}
 		if (strcmp(f[0], "EXIT") == 0)
 			return nf > 1 ? atoi(f[1]) : 1;
 		if (strcmp(f[0], "SPAWN") == 0)
 			do_spawn(sock, &in, f, nf);
-		else if (strcmp(f[0], "WAIT") == 0)
-			do_wait(sock, f, nf);
 		else
 			for (int i = 0; i < in.nfds; i++)
 				close(in.fds[i]);

@@ -1,0 +1,86 @@
+"""`emergence node start|stop|status`: one process, one config file whose every
+key is also a flag, clean stop, clear errors."""
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+from conftest import emergence_command
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the node runs as root")
+
+
+def node(tmp_path, *args, config=None):
+    flags = ["--node-run-dir", str(tmp_path / "run"), "--node-state-dir", str(tmp_path / "st"),
+             "--node-services", ""]
+    if config:
+        flags += ["--config", str(config)]
+    return subprocess.run(emergence_command() + ["node", *args, *flags], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_start_status_stop(tmp_path):
+    import emergence
+    assert node(tmp_path, "status").returncode == 3
+    p = node(tmp_path, "start")
+    assert p.returncode == 0, p.stderr
+    try:
+        again = node(tmp_path, "start")
+        assert again.returncode == 1 and "already running" in again.stderr
+        st = json.loads(node(tmp_path, "status", "--json").stdout)
+        assert st["running"] and st["planner"]["running"]
+        assert st["build"] == emergence.BUILD_ID
+        assert st["listen"] is None  # no service has routes: no port opened
+        text = node(tmp_path, "status").stdout
+        assert "planner: running" in text
+        run_dir = tmp_path / "run"
+        for name in ("planner.sock", "control.sock"):
+            mode = os.stat(run_dir / name).st_mode
+            assert stat.S_IMODE(mode) == 0o600, name  # root-only sockets
+        assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+        planner = st["planner"]["pid"]
+    finally:
+        stop = node(tmp_path, "stop")
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+    assert node(tmp_path, "status").returncode == 3
+    assert sorted(os.listdir(tmp_path / "run")) == []
+    assert not os.path.exists(f"/proc/{planner}")
+    assert node(tmp_path, "stop").stdout == "the node is not running\n"
+
+
+def test_config_file_and_flags(tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\nplanner = false\nlisten = "127.0.0.1:1"\n')
+    p = node(tmp_path, "start", config=cfg)
+    assert p.returncode == 0, p.stderr
+    try:
+        st = json.loads(node(tmp_path, "status", "--json").stdout)
+        assert st["planner"] is None
+    finally:
+        node(tmp_path, "stop")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[node]\nlisen = 'x'\n", "[node] has no key 'lisen'"),
+    ("[nodes]\n", "unknown section [nodes]"),
+    ("[node]\nplanner = 'yes'\n", "[node] planner: expected true or false"),
+    ("[node\n", "not valid TOML"),
+])
+def test_config_errors_name_the_place(tmp_path, text, words):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(text)
+    p = node(tmp_path, "start", config=cfg)
+    assert p.returncode == 1
+    assert words in p.stderr and len(p.stderr.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_flag_errors(tmp_path):
+    p = node(tmp_path, "start", "--node-planner", "maybe")
+    assert p.returncode == 1 and "--node-planner: expected true or false" in p.stderr
+    p = node(tmp_path, "start", "--node-nope", "1")
+    assert p.returncode == 2 and "unknown option --node-nope" in p.stderr
+    p = node(tmp_path, "frobnicate")
+    assert p.returncode == 2

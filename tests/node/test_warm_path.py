@@ -1,0 +1,246 @@
+"""The C front-end with the node's warm planner up, down, killed mid-call and of
+another build: every hot verb gives the cold path's result and leaves nothing.
+
+Which path a call took is observed, not assumed: the front-end is copied
+into a directory whose `emergence-py` (the cold path it executes) first
+appends a line to a marker file.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from conftest import REPO, emergence_command
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers: needs root")
+
+
+def _pids_of(pattern):
+    p = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(x) for x in p.stdout.split()]
+
+
+@pytest.fixture
+def front(tmp_path):
+    """A copy of the installed front-end whose cold path leaves a mark."""
+    real = emergence_command()[0]
+    if open(real, "rb").read(4) != b"\x7fELF":
+        pytest.skip("the installed emergence is not the C front-end")
+    d = tmp_path / "bin"
+    d.mkdir()
+    shutil.copy(real, d / "emergence")
+    marks = tmp_path / "cold-calls"
+    marks.touch()
+    (d / "emergence-py").write_text(
+        f"#!/bin/sh\necho cold >> {marks}\n"
+        f"exec {os.path.join(os.path.dirname(real), 'emergence-py')} \"$@\"\n")
+    os.chmod(d / "emergence-py", 0o755)
+    return str(d / "emergence"), marks
+
+
+class Node:
+    """`emergence node` with its own run and state dirs, and no services."""
+
+    def __init__(self, tmp_path):
+        self.run_dir = str(tmp_path / "node-run")
+        self.state_dir = str(tmp_path / "node-state")
+        self.flags = ["--node-run-dir", self.run_dir, "--node-state-dir", self.state_dir,
+                      "--node-services", ""]
+        self.socket = os.path.join(self.run_dir, "planner.sock")
+
+    def __call__(self, verb, *extra):
+        return subprocess.run(emergence_command() + ["node", verb, *self.flags, *extra],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, EMERGENCE_PLANNER_SOCKET="off"))
+
+    def status(self):
+        p = self("status", "--json")
+        return json.loads(p.stdout)
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path)
+    p = n("start")
+    assert p.returncode == 0, p.stderr
+    yield n
+    n("stop")
+    assert not os.path.exists(n.socket)
+
+
+@pytest.fixture
+def calls(rt, front):
+    """Run a verb through the copied front-end: calls(env_socket, *args)."""
+    exe, marks = front
+
+    def call(sock, *args, wait=True, **kw):
+        env = dict(os.environ, EMERGENCE_PLANNER_SOCKET=sock)
+        cmd = [exe, "--root", rt.root, *args]
+        if not wait:
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, **kw)
+        # files, not pipes: a created container keeps create's stdio open
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            p = subprocess.run(cmd, env=env, stdout=out, stderr=err, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL, **kw)
+            out.seek(0)
+            err.seek(0)
+            p.stdout, p.stderr = out.read(), err.read()
+        return p
+
+    def cold_count():
+        return len(marks.read_text().splitlines())
+
+    call.cold_count = cold_count
+    return call
+
+
+def _lifecycle(rt, call, sock):
+    """create, state, start, state, kill, state, delete, and a run, an exec and an
+    error, with what each printed and returned, ids and pids masked."""
+    seen = []
+    b = rt.bundle(["sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.05; done"])
+    cid = rt.new_id("w")
+
+    def step(*args):
+        p = call(sock, *args)
+        out = p.stdout.replace(cid, "ID")
+        try:
+            doc = json.loads(out)
+            doc.pop("pid", None)
+            doc.pop("created", None)
+            doc["bundle"] = "B" if doc.get("bundle") else None
+            out = json.dumps(doc, sort_keys=True)
+        except ValueError:
+            pass
+        seen.append((args[0], p.returncode, out, p.stderr.replace(cid, "ID")))
+        return p
+
+    step("create", "--bundle", b, cid)
+    step("state", cid)
+    step("start", cid)
+    time.sleep(0.2)
+    step("state", cid)
+    step("kill", cid, "TERM")
+    for _ in range(100):
+        if json.loads(call(sock, "state", cid).stdout)["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    step("state", cid)
+    step("delete", cid)
+    step("state", cid)  # an error: does not exist
+    rb = rt.bundle(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    step("run", "--bundle", rb, rt.new_id("w"))
+    xb = rt.bundle(["sleep", "30"])
+    xid = rt.new_id("w")
+    call(sock, "run", "--detach", "--bundle", xb, xid)
+    p = call(sock, "exec", xid, "sh", "-c", "echo in $(hostname); exit 5")
+    seen.append(("exec", p.returncode, p.stdout, p.stderr))
+    call(sock, "delete", "--force", xid)
+    return seen
+
+
+def test_warm_and_cold_give_the_same_results(rt, node, calls):
+    cold = _lifecycle(rt, calls, "off")
+    n_cold = calls.cold_count()
+    warm = _lifecycle(rt, calls, node.socket)
+    assert calls.cold_count() == n_cold, "a call with the planner up took the cold path"
+    assert n_cold >= len(cold)
+    assert warm == cold
+    codes = {verb: code for verb, code, _, _ in cold}
+    assert codes["run"] == 3 and codes["exec"] == 5
+    assert any(verb == "state" and code == 1 and "does not exist" in err
+               for verb, code, _, err in cold)
+
+
+def test_planner_down_means_cold(rt, calls, tmp_path):
+    b = rt.bundle(["echo", "hi"])
+    p = calls(str(tmp_path / "no-such.sock"), "run", "--bundle", b, rt.new_id("w"))
+    assert (p.returncode, p.stdout) == (0, "hi\n")
+    assert calls.cold_count() == 1
+
+
+def test_a_planner_of_another_build_is_refused(rt, calls, tmp_path):
+    """The source tree's planner is build "dev"; the installed front-end is not."""
+    sock = str(tmp_path / "dev" / "planner.sock")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    planner = subprocess.Popen([sys.executable, "-m", "emergence.node.planner", sock],
+                               cwd=REPO, env=env)
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        b = rt.bundle(["echo", "hi"])
+        p = calls(sock, "run", "--bundle", b, rt.new_id("w"))
+        assert (p.returncode, p.stdout, p.stderr) == (0, "hi\n", "")
+        assert calls.cold_count() == 1
+    finally:
+        planner.terminate()
+        planner.wait()
+
+
+def test_planner_killed_mid_call_loses_nothing(rt, node, calls):
+    """Each call runs in its own worker: killing the planner does not end it,
+    and the node starts a new planner for the next call."""
+    b = rt.bundle(["sh", "-c", "sleep 1; echo done"])
+    p = calls(node.socket, "run", "--bundle", b, rt.new_id("w"), wait=False)
+    time.sleep(0.5)
+    planner = node.status()["planner"]["pid"]
+    os.kill(planner, signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert (p.returncode, out, err) == (0, "done\n", "")
+    for _ in range(100):
+        st = node.status()["planner"]
+        if st["running"] and st["pid"] != planner and os.path.exists(node.socket):
+            break
+        time.sleep(0.1)
+    before = calls.cold_count()
+    b2 = rt.bundle(["echo", "again"])
+    p = calls(node.socket, "run", "--bundle", b2, rt.new_id("w"))
+    assert (p.returncode, p.stdout) == (0, "again\n")
+    assert calls.cold_count() == before
+
+
+def test_worker_killed_mid_call_takes_its_container_with_it(rt, node, calls):
+    """A worker killed during `run`: the front-end says so in one line, ends
+    what it spawned, and `delete` then removes the rest (the rt fixture checks
+    that no state, cgroup or mount is left)."""
+    b = rt.bundle(["sleep", "60"])
+    cid = rt.new_id("w")
+    p = calls(node.socket, "run", "--bundle", b, cid, wait=False)
+    planner = node.status()["planner"]["pid"]
+    workers = []
+    for _ in range(100):
+        state = calls("off", "state", cid)
+        if state.returncode == 0 and json.loads(state.stdout)["status"] == "running":
+            workers = [int(x) for x in subprocess.run(
+                ["pgrep", "-P", str(planner)], capture_output=True, text=True).stdout.split()]
+            if workers:
+                break
+        time.sleep(0.05)
+    assert len(workers) == 1
+    init = json.loads(calls("off", "state", cid).stdout)["pid"]
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1
+    assert "died mid-call" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(f"/proc/{init}") or \
+        open(f"/proc/{init}/stat").read().split()[2] == "Z"
+    assert json.loads(calls("off", "state", cid).stdout)["status"] == "stopped"
+
+
+def test_parallel_warm_runs_do_not_fail_or_leak(rt, node, calls):
+    b = rt.bundle(["true"])
+    ids = [rt.new_id("p") for _ in range(20)]
+    procs = [calls(node.socket, "run", "--bundle", b, cid, wait=False) for cid in ids]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert results == [(0, "")] * len(ids)
+    assert calls.cold_count() == 0
+    assert os.listdir(rt.root) == []
