@@ -64,7 +64,11 @@ class HugetlbOnV1:
         if not self.mounted:
             return
         subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
-        os.rmdir("/sys/fs/cgroup/hugetlb")
+        try:
+            os.rmdir("/sys/fs/cgroup/hugetlb")
+        except OSError as e:  # another program's cgroups keep it busy (podman's, say)
+            print(f"note: hugetlb stays on v1: {e}", file=sys.stderr)
+            return
         # An unmounted v1 hierarchy lingers while its dead children are released,
         # keeping hugetlb from cgroup2; mounting and unmounting it again frees it.
         spare = tempfile.mkdtemp(prefix="emergence-hugetlb-")

@@ -60,7 +60,7 @@ def _start(cfg, foreground):
     with open(log_path, "ab") as log:
         start_at = log.tell()
         p = subprocess.Popen([sys.executable, "-m", "emergence.node.daemon", json.dumps(cfg)],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                              start_new_session=True, close_fds=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -175,6 +175,9 @@ class Node:
 def main():
     """`python -m emergence.node.daemon CONFIG-JSON`: what `node start` runs."""
     cfg = json.loads(sys.argv[1])
+    # Not the caller's directory: it holds nothing of ours, and `-m` would import
+    # from it (a source tree there is another build than the one installed).
+    os.chdir("/")
     pid_file = os.path.join(cfg["node"]["run_dir"], "node.pid")
     os.makedirs(cfg["node"]["run_dir"], mode=0o700, exist_ok=True)
     with open(pid_file + ".tmp", "w") as f:

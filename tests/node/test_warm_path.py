@@ -55,8 +55,9 @@ class Node:
         self.socket = os.path.join(self.run_dir, "planner.sock")
 
     def __call__(self, verb, *extra):
+        # from the source tree: the node must still run the installed build
         return subprocess.run(emergence_command() + ["node", verb, *self.flags, *extra],
-                              capture_output=True, text=True, timeout=60,
+                              capture_output=True, text=True, timeout=60, cwd=REPO,
                               env=dict(os.environ, EMERGENCE_PLANNER_SOCKET="off"))
 
     def status(self):
