@@ -120,11 +120,19 @@ def parallel(cs, bundle_true, n):
     out = {}
     for name, (cmd, env) in cs.items():
         t0 = time.perf_counter()
+        errs = [tempfile.TemporaryFile() for _ in range(n)]
         procs = [subprocess.Popen(cmd + ["run", "--bundle", bundle_true, f"par{i}-{name}"], env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for i in range(n)]
-        failed = sum(p.wait() != 0 for p in procs)
+                                  stderr=errs[i]) for i in range(n)]
+        codes = [p.wait() for p in procs]
         dt = time.perf_counter() - t0
+        failed = sum(c != 0 for c in codes)
+        for code, err in zip(codes, errs):
+            if code != 0:
+                err.seek(0)
+                print(f"note: a parallel {name} run failed ({code}): "
+                      f"{err.read().decode().strip()}", file=sys.stderr)
+                break
         root = cmd[cmd.index("--root") + 1]
         left = len(os.listdir(root)) if os.path.isdir(root) else 0
         out[name] = (dt, failed, left)

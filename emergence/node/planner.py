@@ -24,6 +24,7 @@ SCM_RIGHTS; the other side is csrc/front.c):
 
 import errno
 import os
+import select
 import socket
 import struct
 import sys
@@ -33,6 +34,7 @@ from .. import BUILD_ID
 MAX_FDS = 250
 MAX_MSG = 256 * 1024
 DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
+PR_SET_PDEATHSIG = 1
 HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
                "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
                "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
@@ -88,11 +90,16 @@ def preload():
             pass
 
 
-def serve(path, ready=None):
-    """Accept calls on PATH forever (root-only socket)."""
+def serve(path):
+    """Accept calls on PATH forever (root-only socket).
+
+    One worker is always forked ahead and waits in accept() itself, so a call
+    does not wait for a fork; when it takes a call it tells us on a pipe and
+    we fork the next one."""
     import ctypes
     import signal
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go with the node
+    prctl = ctypes.CDLL(None).prctl
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # go with the node
     if os.getppid() == 1:
         return
     preload()
@@ -110,27 +117,49 @@ def serve(path, ready=None):
         os.umask(old)
     lsock.listen(128)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-    if ready:
-        ready()
+    taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
+    while True:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        spare = os.fork()
+        if spare == 0:
+            os.close(taken_r)
+            code = 70
+            try:
+                # A spare dies with the planner; a worker with a call outlives it.
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() == 1:
+                    os._exit(0)
+                conn = _accept_root(lsock)
+                prctl(PR_SET_PDEATHSIG, 0)
+                os.write(taken_w, b"x")
+                lsock.close()
+                os.close(taken_w)
+                code = work(conn)
+            finally:
+                os._exit(code)
+        # the next spare when this one takes a call, or dies without one
+        pidfd = os.pidfd_open(spare)
+        try:
+            ready, _, _ = select.select([taken_r, pidfd], [], [])
+            if taken_r in ready:
+                os.read(taken_r, 1)
+        finally:
+            os.close(pidfd)
+
+
+def _accept_root(lsock):
+    """The next connection from root; others are closed (their front-end goes
+    cold, and fails there as non-root)."""
     while True:
         try:
             conn, _ = lsock.accept()
         except InterruptedError:
             continue
-        pid, uid, _ = struct.unpack("3i", conn.getsockopt(
+        _, uid, _ = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        if uid != 0:
-            conn.close()  # the front-end goes cold, and fails there as non-root
-            continue
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if os.fork() == 0:
-            try:
-                lsock.close()
-                code = work(conn)
-            except BaseException:
-                code = 70
-            os._exit(code)
+        if uid == 0:
+            return conn
         conn.close()
 
 
