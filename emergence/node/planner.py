@@ -118,6 +118,12 @@ def serve(path):
     lsock.listen(128)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
+    # Workers are short-lived forks: keep the collector from walking (and so
+    # copying) every inherited page.
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     while True:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -243,6 +243,6 @@ def test_parallel_warm_runs_do_not_fail_or_leak(rt, node, calls):
     ids = [rt.new_id("p") for _ in range(20)]
     procs = [calls(node.socket, "run", "--bundle", b, cid, wait=False) for cid in ids]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
-    assert results == [(0, "")] * len(ids)
+    assert [r for r in results if r != (0, "")] == []
     assert calls.cold_count() == 0
     assert os.listdir(rt.root) == []
