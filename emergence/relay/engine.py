@@ -329,6 +329,7 @@ class Relay:
         if not changes:
             return changes
         by = {c.key: c for c in changes}
+        self._applied_ref = applied
         self._preflight(g, applied, by)
         try:
             self._execute(g, applied, by, body)
@@ -343,7 +344,8 @@ class Relay:
             c = by.get(net.key)
             if c and c.action in ("add", "replace", "repair"):
                 link = self.kernel.get_link(net.bridge)
-                if link is not None and link["alias"] != ALIAS_PREFIX + net.key:
+                if link is not None and link["alias"] != ALIAS_PREFIX + net.key \
+                        and net.bridge not in applied.get("pending", []):
                     raise EmergenceError(f"networks.{name}.bridge: {net.bridge} exists and is "
                                          "not Emergence's; choose another bridge name or "
                                          "remove that interface")
@@ -385,6 +387,8 @@ class Relay:
             c = by.get(net.key)
             if c and c.action in ("add", "replace", "repair", "update"):
                 self._make_network(net, c.action)
+                if c.action == "update":
+                    self._set_mtu(g, net, aatts)
                 anets[name] = net.to_dict()
         for key, att in g.attachments.items():
             c = by.get(key)
@@ -405,7 +409,11 @@ class Relay:
         k = self.kernel
         link = k.get_link(net.bridge)
         if link is None:
+            # write ahead: a kill between create and alias must not orphan the bridge
+            self._applied_ref.setdefault("pending", []).append(net.bridge)
+            self._save("applied.json", self._applied_ref)
             index = k.bridge_add(net.bridge, net.mtu, net.key)
+            self._applied_ref["pending"].remove(net.bridge)
             have = set()
         else:
             index = link["index"]
@@ -421,14 +429,33 @@ class Relay:
         if any(s.version == 6 for s in net.subnets):
             k.sysctl("net/ipv6/conf/all/forwarding", "1")
 
+    def _set_mtu(self, g, net, aatts):
+        """A network's new MTU on both ends of each of its attachments."""
+        k = self.kernel
+        for key, rec in aatts.items():
+            att = g.attachments.get(key)
+            if att is None or att.network != net.name:
+                continue
+            host = k.get_link(rec["host"])
+            if host is not None:
+                k.link_set(host["index"], label=rec["host"], mtu=net.mtu)
+            if os.path.exists(att.netns):
+                try:
+                    sock = k.ns(att.netns)
+                    inner = k.get_link(att.ifname, sock)
+                    if inner is not None:
+                        k.link_set(inner["index"], sock, label=att.ifname, mtu=net.mtu)
+                finally:
+                    k.forget_ns(att.netns)
+
     def _make_attachment(self, net, att):
         """The veth pair, addresses, link up and default routes; on failure the
         pair is deleted again, so no half-made attachment stays."""
         k = self.kernel
         host = att.host_ifname(net.veth_prefix)
         old = k.get_link(host)
-        if old is not None:   # left by an interrupted apply: ours by name and alias
-            if old["alias"] != ALIAS_PREFIX + att.key:
+        if old is not None:   # left by an interrupted apply: its name is the key's hash
+            if old["kind"] != "veth":
                 raise EmergenceError(f"{att.key}: interface {host} exists and is not "
                                      "Emergence's; remove it")
             k.link_del(host)

@@ -150,9 +150,12 @@ class Kernel:
 
     def bridge_add(self, name, mtu, key):
         self._op("bridge.add", name)
-        self.host.link("add", ifname=name, kind="bridge", mtu=mtu, state="up",
-                       IFLA_IFALIAS=ALIAS_PREFIX + key)
-        return self.get_link(name)["index"]
+        self.host.link("add", ifname=name, kind="bridge", mtu=mtu, state="up")
+        index = self.get_link(name)["index"]
+        # the kernel takes an alias on set, not on create: the mark that it is ours
+        self._op("link.set", name, ("ifalias",))
+        self.host.link("set", index=index, ifalias=ALIAS_PREFIX + key)
+        return index
 
     def link_set(self, index, sock=None, label="", **kw):
         self._op("link.set", label or index, tuple(sorted(kw)))
@@ -190,7 +193,7 @@ class Kernel:
                 peer["address"] = mac
             self._op("veth.add", host_name, ifname)
             self.host.link("add", ifname=host_name, kind="veth", master=master, mtu=mtu,
-                           state="up", IFLA_IFALIAS=ALIAS_PREFIX + key, peer=peer)
+                           state="up", peer=peer)
         finally:
             os.close(fd)
 
