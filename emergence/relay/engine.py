@@ -313,11 +313,22 @@ class Relay:
     # ---- doing it ----------------------------------------------------------------------
 
     def _apply(self, g, full=False, check=None, gc=False):
-        self._allocate(g)
-        from .graph import validate
-        validate(g)
+        before = set(self._read("graph.json", {}).get("attachments", []) and
+                     self.desired().attachments)
         applied = self.applied()
-        changes, dead, body = self._plan(g, applied, full, check, gc)
+        try:
+            self._allocate(g)
+            from .graph import validate
+            validate(g)
+            changes, dead, body = self._plan(g, applied, full, check, gc)
+            by = {c.key: c for c in changes}
+            self._preflight(g, applied, by)
+        except BaseException:
+            # bad input changes nothing: not the graph, not IPAM
+            for key, a in g.attachments.items():
+                if key not in before:
+                    self.ipam.release(a.network, key)
+            raise
         # release dead attachments first: they are not in the kernel any more
         for key in dead:
             a = g.attachments.pop(key)
@@ -326,17 +337,15 @@ class Relay:
                        if (p.network, p.container) == (a.network, a.container)]:
                 del g.forwards[pk]
         self._save("graph.json", g.to_dict())
+        if gc:
+            self._gc_ipam(g)
         if not changes:
             return changes
-        by = {c.key: c for c in changes}
         self._applied_ref = applied
-        self._preflight(g, applied, by)
         try:
             self._execute(g, applied, by, body)
         finally:
             self._save("applied.json", applied)
-        if gc:
-            self._gc_ipam(g)
         return changes
 
     def _preflight(self, g, applied, by):

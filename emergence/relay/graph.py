@@ -191,6 +191,12 @@ class Graph:
         if net.name in self.networks:
             raise ConfigError(f"network {net.name!r} already exists; remove it first "
                               "(`emergence net rm`)")
+        for other in self.networks.values():
+            for s in net.subnets:
+                for o in other.subnets:
+                    if s.version == o.version and s.overlaps(o):
+                        raise ConfigError(f"networks.{net.name}.subnets: {s} overlaps {o} of "
+                                          f"network {other.name!r}; choose a disjoint subnet")
         self.networks[net.name] = net
         self._check_or_undo(lambda: self.networks.pop(net.name))
 

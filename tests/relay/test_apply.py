@@ -8,11 +8,12 @@ import sys
 import time
 
 import pytest
-from conftest import in_ns, net_doc, ping, sh
 
 from emergence.errors import EmergenceError
 from emergence.relay.engine import Relay
 from emergence.relay.graph import Graph
+
+from .conftest import in_ns, net_doc, ping, sh
 
 
 def graph(networks, attachments=(), forwards=(), routes=()):
