@@ -33,7 +33,7 @@ class BuildWithShim(build_ext):
             objects, "emergence-shim", output_dir=out_dir, extra_postargs=["-static", "-s"])
 
 
-def fast_launcher():
+def fast_launcher(name="emergence", entry="from emergence.cli import main"):
     """bin/emergence runs Python with -S: engines call it constantly and site
     processing can cost more than the whole command.  The package directory
     of this interpreter's default scheme is baked in; elsewhere it falls back
@@ -41,7 +41,7 @@ def fast_launcher():
     import sys
     platlib = sysconfig.get_paths()["platlib"]
     os.makedirs(os.path.join(HERE, "build", "scripts-launcher"), exist_ok=True)
-    path = os.path.join(HERE, "build", "scripts-launcher", "emergence")
+    path = os.path.join(HERE, "build", "scripts-launcher", name)
     with open(path, "w") as f:
         # A sh/Python polyglot: pip rewrites python shebangs and drops their flags.
         f.write(f"""#!/bin/sh
@@ -49,12 +49,12 @@ def fast_launcher():
 import sys
 sys.path.insert(0, {platlib!r})
 try:
-    from emergence.cli import main
+    {entry}
 except ImportError:
     del sys.path[0]
     import site
     site.main()
-    from emergence.cli import main
+    {entry}
 sys.exit(main())
 """)
     os.chmod(path, 0o755)
@@ -69,6 +69,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "cffi>=1.15",
+        "pyroute2>=0.9",
     ],
     extras_require={"test": [
         "pytest>=7",
@@ -78,6 +79,8 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim},
-    scripts=[fast_launcher()],
+    scripts=[fast_launcher(),
+             # the CNI plugin: the same fast start, Relay's cni module alone
+             fast_launcher("emergence-cni", "from emergence.relay.cni import main")],
     zip_safe=False,
 )
