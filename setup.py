@@ -80,7 +80,7 @@ def front_end():
     return os.path.relpath(path, HERE)
 
 
-def fast_launcher():
+def fast_launcher(name="emergence-py", entry="from emergence.cli import main"):
     """bin/emergence-py runs Python with -S: engines call it constantly and site
     processing can cost more than the whole command.  The package directory
     of this interpreter's default scheme is baked in; elsewhere it falls back
@@ -88,7 +88,7 @@ def fast_launcher():
     import sys
     platlib = sysconfig.get_paths()["platlib"]
     os.makedirs(os.path.join(HERE, "build", "scripts-launcher"), exist_ok=True)
-    path = os.path.join(HERE, "build", "scripts-launcher", "emergence-py")
+    path = os.path.join(HERE, "build", "scripts-launcher", name)
     with open(path, "w") as f:
         # A sh/Python polyglot: pip rewrites python shebangs and drops their flags.
         f.write(f"""#!/bin/sh
@@ -96,12 +96,12 @@ def fast_launcher():
 import sys
 sys.path.insert(0, {platlib!r})
 try:
-    from emergence.cli import main
+    {entry}
 except ImportError:
     del sys.path[0]
     import site
     site.main()
-    from emergence.cli import main
+    {entry}
 sys.exit(main())
 """)
     os.chmod(path, 0o755)
@@ -116,6 +116,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "cffi>=1.15",
+        "pyroute2>=0.9",
     ],
     extras_require={"test": [
         "pytest>=7",
@@ -125,6 +126,8 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim, "build_scripts": ScriptsWithBinaries},
-    scripts=[front_end(), fast_launcher()],
+    scripts=[front_end(), fast_launcher(),
+             # the CNI plugin: the same fast start, Relay's cni module alone
+             fast_launcher("emergence-cni", "from emergence.relay.cni import main")],
     zip_safe=False,
 )

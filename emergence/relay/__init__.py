@@ -1,0 +1,16 @@
+"""Relay: container networking as a live declarative graph.
+
+  graph.py     networks, attachments, port forwards, routes; TOML/JSON; validation
+  ipam.py      addresses: one flock-locked, atomically written file per network
+  kernel.py    pyroute2 in-process: targeted netlink requests, each recorded
+  nft.py       NAT, port forwards, isolation: one nftables table, one transaction
+  engine.py    Relay: diff desired vs applied (or observed), apply in order, GC
+  commands.py  the `net` verb
+  cni.py       `emergence-cni`: the CNI 1.1 plugin over the same engine
+  hooks.py     `net attach|detach` as OCI hooks, so the runtime never imports relay
+  service.py   the node's reconciler: netlink events, resync, periodic compare
+
+May import: the top-level helpers (errors, command).  Nothing imports relay;
+the runtime reaches it only through OCI hooks that run `emergence net`.
+Public API: `Relay` (engine.py) and `load` (graph.py).
+"""

@@ -1,0 +1,223 @@
+"""`emergence-cni`: Relay networks for podman, containerd and any CNI 1.1
+runtime (ADD, DEL, CHECK, GC, STATUS, VERSION).
+
+The network configuration names a Relay network; when it also carries the
+network's fields (bridge, subnets, ...) the network is created on first use:
+
+  {"cniVersion": "1.1.0", "name": "relaynet", "type": "emergence-cni",
+   "network": "red", "bridge": "rlred", "subnets": ["10.88.0.0/24"],
+   "stateDir": "/var/lib/emergence/relay"}
+
+Port mappings come in `runtimeConfig.portMappings` (the portMappings
+capability).  Errors are the spec's error object on stdout and exit 1.
+Start-up is kept small: this module imports json and os; the engine and
+pyroute2 load only for the commands that touch the kernel.
+"""
+
+import json
+import os
+import sys
+
+SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+NET_KEYS = ("bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix")
+
+
+class CNIError(Exception):
+    def __init__(self, code, msg, details=""):
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+def _env(name, required=True):
+    v = os.environ.get(name, "")
+    if required and not v:
+        raise CNIError(4, f"missing environment variable {name}", f"{name} must be set")
+    return v
+
+
+def _relay(conf):
+    from .engine import Relay
+    return Relay(conf.get("stateDir") or None)
+
+
+def _network(relay, conf):
+    """The Relay network this configuration names, created if it declares one."""
+    from ..errors import EmergenceError
+    from .graph import network_from_dict
+    name = conf.get("network") or conf.get("name")
+    if not isinstance(name, str) or not name:
+        raise CNIError(7, "invalid network config", "`network` (or `name`) must be a string")
+    g = relay.desired()
+    if name in g.networks:
+        return g.networks[name]
+    decl = {k: conf[k] for k in NET_KEYS if k in conf}
+    if "subnets" not in decl:
+        raise CNIError(7, "invalid network config",
+                       f"no Relay network {name!r}; create it with `emergence net create` "
+                       "or give `subnets` in the configuration")
+    try:
+        net = network_from_dict(name, decl, f"CNI config {name}")
+        relay.create_network(net)
+    except EmergenceError as e:
+        if name not in relay.desired().networks:  # not a race with another ADD
+            raise CNIError(7, "invalid network config", str(e))
+    return relay.desired().networks[name]
+
+
+def _forwards(conf, net, cid):
+    from .graph import forward_from_dict
+    out = []
+    for i, pm in enumerate(conf.get("runtimeConfig", {}).get("portMappings", []) or []):
+        d = {"network": net, "container": cid, "host_port": pm.get("hostPort"),
+             "container_port": pm.get("containerPort"), "proto": pm.get("protocol", "tcp")}
+        if pm.get("hostIP"):
+            d["host_address"] = pm["hostIP"]
+        out.append(forward_from_dict(d, f"runtimeConfig.portMappings[{i}]"))
+    return out
+
+
+def add(conf):
+    cid, netns, ifname = _env("CNI_CONTAINERID"), _env("CNI_NETNS"), _env("CNI_IFNAME")
+    if not os.path.exists(netns):
+        raise CNIError(3, "container unknown", f"CNI_NETNS {netns} does not exist")
+    relay = _relay(conf)
+    try:
+        net = _network(relay, conf)
+        ips = [a for a in conf.get("runtimeConfig", {}).get("ips", [])]
+        att = relay.attach(net.name, cid, netns, ifname, [i.split("/")[0] for i in ips],
+                           forwards=_forwards(conf, net.name, cid), origin="cni")
+        host = att.host_ifname(net.veth_prefix)
+        k = relay.kernel
+        hl = k.get_link(host) or {}
+        inner = k.get_link(ifname, k.ns(netns)) or {}
+        k.forget_ns(netns)
+    finally:
+        relay.close()
+    prev = conf.get("prevResult") or {}
+    base = len(prev.get("interfaces", []))
+    result = {"cniVersion": conf.get("cniVersion", "1.1.0"),
+              "interfaces": prev.get("interfaces", []) + [
+                  {"name": host, "mac": hl.get("mac", ""), "mtu": net.mtu},
+                  {"name": ifname, "mac": inner.get("mac", ""), "mtu": net.mtu,
+                   "sandbox": netns}],
+              "ips": list(prev.get("ips", [])), "routes": list(prev.get("routes", [])),
+              "dns": prev.get("dns", {})}
+    for a in att.addresses:
+        s, gw = net.subnet_for(a)
+        result["ips"].append({"address": f"{a}/{s.prefixlen}", "gateway": str(gw),
+                              "interface": base + 1})
+        result["routes"].append({"dst": "0.0.0.0/0" if a.version == 4 else "::/0",
+                                 "gw": str(gw)})
+    return result
+
+
+def delete(conf):
+    cid, ifname = _env("CNI_CONTAINERID"), _env("CNI_IFNAME")
+    relay = _relay(conf)
+    try:
+        name = conf.get("network") or conf.get("name")
+        if name in relay.desired().networks:
+            relay.detach(name, cid, ifname)
+    finally:
+        relay.close()
+
+
+def check(conf):
+    cid, netns, ifname = _env("CNI_CONTAINERID"), _env("CNI_NETNS"), _env("CNI_IFNAME")
+    relay = _relay(conf)
+    try:
+        name = conf.get("network") or conf.get("name")
+        key = f"att:{name}/{cid}/{ifname}"
+        g = relay.desired()
+        att = g.attachments.get(key)
+        if att is None or att.netns != netns:
+            raise CNIError(3, "container unknown", f"{key} is not attached in {netns}")
+        rec = relay.applied()["attachments"].get(key)
+        why = "not applied" if rec is None else \
+            relay._observe_attachment(g.networks[name], att, rec)
+        if why:
+            raise CNIError(100, "attachment differs from Relay's graph", f"{key}: {why}")
+    finally:
+        relay.close()
+
+
+def gc(conf):
+    valid = {(a.get("containerID"), a.get("ifname"))
+             for a in conf.get("cni.dev/valid-attachments", [])}
+    relay = _relay(conf)
+    try:
+        name = conf.get("network") or conf.get("name")
+        g = relay.desired()
+        stale = [a for a in g.attachments.values()
+                 if a.network == name and a.origin == "cni"
+                 and (a.container, a.ifname) not in valid]
+        for a in stale:
+            relay.detach(name, a.container, a.ifname)
+        relay.gc()
+    finally:
+        relay.close()
+
+
+def status(conf):
+    # ready when the state directory is usable and the network has room
+    from .ipam import IPAM
+    state = conf.get("stateDir") or os.environ.get("EMERGENCE_RELAY_STATE") or \
+        "/var/lib/emergence/relay"
+    try:
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        IPAM(state)
+    except OSError as e:
+        raise CNIError(50, "plugin not available", f"state directory {state}: {e.strerror}")
+
+
+def main(argv=None, stdin=None, stdout=None):
+    stdout = stdout or sys.stdout
+    version = "1.1.0"
+    try:
+        command = _env("CNI_COMMAND")
+        raw = (stdin or sys.stdin).read()
+        if command == "VERSION":
+            try:
+                version = json.loads(raw).get("cniVersion", version) if raw.strip() else version
+            except ValueError:
+                pass
+            stdout.write(json.dumps({"cniVersion": version, "supportedVersions": SUPPORTED})
+                         + "\n")
+            return 0
+        try:
+            conf = json.loads(raw)
+        except ValueError as e:
+            raise CNIError(6, "failed to decode network configuration", str(e))
+        if not isinstance(conf, dict):
+            raise CNIError(6, "failed to decode network configuration", "not an object")
+        version = conf.get("cniVersion", version)
+        if version not in SUPPORTED:
+            raise CNIError(1, "incompatible CNI version",
+                           f"cniVersion {version} is not one of {', '.join(SUPPORTED)}")
+        from ..errors import EmergenceError
+        try:
+            if command == "ADD":
+                stdout.write(json.dumps(add(conf)) + "\n")
+            elif command == "DEL":
+                delete(conf)
+            elif command == "CHECK":
+                check(conf)
+            elif command == "GC":
+                gc(conf)
+            elif command == "STATUS":
+                status(conf)
+            else:
+                raise CNIError(4, "invalid CNI_COMMAND", f"CNI_COMMAND={command!r} is not "
+                               "ADD, DEL, CHECK, GC, STATUS or VERSION")
+        except EmergenceError as e:
+            raise CNIError(7 if "config" in type(e).__name__.lower() else 100,
+                           "relay refused the request", str(e))
+        return 0
+    except CNIError as e:
+        stdout.write(json.dumps({"cniVersion": version, "code": e.code, "msg": e.msg,
+                                 "details": e.details}) + "\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

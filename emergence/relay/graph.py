@@ -1,0 +1,419 @@
+"""The desired network as a graph of plain values: networks, attachments, port
+forwards and routes, each with a stable key, loaded from TOML or JSON and
+checked before anything touches the kernel.
+
+Keys (stable across edits, used to diff and to name kernel objects):
+  net:NAME                       a network (one bridge)
+  att:NETWORK/CONTAINER/IFNAME   a container's interface on a network
+  pf:PROTO/HOSTADDR/HOSTPORT     a port forward
+  route:DESTINATION              a static route in the host's netns
+"""
+
+import hashlib
+import ipaddress
+import json
+import os
+
+from ..errors import ConfigError
+
+NET_FIELDS = {"bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix"}
+ATT_FIELDS = {"network", "container", "netns", "ifname", "address", "mac", "origin"}
+PF_FIELDS = {"network", "container", "host_address", "host_port", "container_port", "proto"}
+ROUTE_FIELDS = {"destination", "via", "network"}
+MAX_IFNAME = 15
+
+
+def _bad(where, msg):
+    raise ConfigError(f"{where}: {msg}")
+
+
+def _fields(where, d, allowed):
+    if not isinstance(d, dict):
+        _bad(where, "must be a table/object")
+    extra = sorted(set(d) - allowed)
+    if extra:
+        _bad(f"{where}.{extra[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def _ifname(where, v):
+    if not isinstance(v, str) or not v or len(v) > MAX_IFNAME or "/" in v or " " in v:
+        _bad(where, f"{v!r} is not an interface name (1-{MAX_IFNAME} characters, no / or space)")
+    return v
+
+
+def _int(where, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        _bad(where, f"{v!r} must be an integer from {lo} to {hi}")
+    return v
+
+
+class Network:
+    __slots__ = ("name", "bridge", "subnets", "gateways", "mtu", "nat", "isolated",
+                 "veth_prefix")
+
+    def __init__(self, name, bridge, subnets, gateways=None, mtu=1500, nat=True,
+                 isolated=True, veth_prefix="ev"):
+        self.name = name
+        self.bridge = bridge
+        self.subnets = [ipaddress.ip_network(s) for s in subnets]
+        # gateway of each subnet: the given one, else the subnet's first host
+        given = [ipaddress.ip_address(g) for g in (gateways or [])]
+        self.gateways = []
+        for s in self.subnets:
+            mine = [g for g in given if g in s]
+            self.gateways.append(mine[0] if mine else next(s.hosts()))
+        self.mtu = mtu
+        self.nat = nat
+        self.isolated = isolated
+        self.veth_prefix = veth_prefix
+
+    @property
+    def key(self):
+        return f"net:{self.name}"
+
+    def subnet_for(self, addr):
+        for s, g in zip(self.subnets, self.gateways):
+            if addr.version == s.version and addr in s:
+                return s, g
+        return None, None
+
+    def to_dict(self):
+        return {"bridge": self.bridge, "subnets": [str(s) for s in self.subnets],
+                "gateway": [str(g) for g in self.gateways], "mtu": self.mtu, "nat": self.nat,
+                "isolated": self.isolated, "veth_prefix": self.veth_prefix}
+
+    def __eq__(self, other):
+        return isinstance(other, Network) and self.to_dict() == other.to_dict() \
+            and self.name == other.name
+
+
+class Attachment:
+    __slots__ = ("network", "container", "netns", "ifname", "addresses", "mac", "origin")
+
+    def __init__(self, network, container, netns, ifname="eth0", addresses=(), mac=None,
+                 origin="file"):
+        self.network = network
+        self.container = container
+        self.netns = netns
+        self.ifname = ifname
+        self.addresses = [ipaddress.ip_address(a) for a in addresses]
+        self.mac = mac
+        self.origin = origin
+
+    @property
+    def key(self):
+        return f"att:{self.network}/{self.container}/{self.ifname}"
+
+    def host_ifname(self, prefix):
+        """The host end's name: the prefix and a hash of the key (fits IFNAMSIZ)."""
+        digest = hashlib.sha256(self.key.encode()).hexdigest()
+        return (prefix + digest)[:MAX_IFNAME]
+
+    def to_dict(self):
+        d = {"network": self.network, "container": self.container, "netns": self.netns,
+             "ifname": self.ifname, "origin": self.origin}
+        if self.addresses:
+            d["address"] = [str(a) for a in self.addresses]
+        if self.mac:
+            d["mac"] = self.mac
+        return d
+
+    def __eq__(self, other):
+        return isinstance(other, Attachment) and self.to_dict() == other.to_dict()
+
+
+class PortForward:
+    __slots__ = ("network", "container", "host_address", "host_port", "container_port",
+                 "proto")
+
+    def __init__(self, network, container, host_port, container_port, proto="tcp",
+                 host_address=None):
+        self.network = network
+        self.container = container
+        self.host_address = ipaddress.ip_address(host_address) if host_address else None
+        self.host_port = host_port
+        self.container_port = container_port
+        self.proto = proto
+
+    @property
+    def key(self):
+        return f"pf:{self.proto}/{self.host_address or '*'}/{self.host_port}"
+
+    def to_dict(self):
+        d = {"network": self.network, "container": self.container,
+             "host_port": self.host_port, "container_port": self.container_port,
+             "proto": self.proto}
+        if self.host_address:
+            d["host_address"] = str(self.host_address)
+        return d
+
+    def __eq__(self, other):
+        return isinstance(other, PortForward) and self.to_dict() == other.to_dict()
+
+
+class Route:
+    __slots__ = ("destination", "via", "network")
+
+    def __init__(self, destination, via, network=None):
+        self.destination = ipaddress.ip_network(destination)
+        self.via = ipaddress.ip_address(via)
+        self.network = network
+
+    @property
+    def key(self):
+        return f"route:{self.destination}"
+
+    def to_dict(self):
+        d = {"destination": str(self.destination), "via": str(self.via)}
+        if self.network:
+            d["network"] = self.network
+        return d
+
+    def __eq__(self, other):
+        return isinstance(other, Route) and self.to_dict() == other.to_dict()
+
+
+class Graph:
+    """Networks, attachments, port forwards and routes, each a dict by key."""
+
+    def __init__(self):
+        self.networks = {}
+        self.attachments = {}
+        self.forwards = {}
+        self.routes = {}
+
+    def copy(self):
+        return Graph.from_dict(self.to_dict())
+
+    # ---- edits (each checks the whole graph still holds) -------------------------
+
+    def add_network(self, net):
+        if net.name in self.networks:
+            raise ConfigError(f"network {net.name!r} already exists; remove it first "
+                              "(`emergence net rm`)")
+        for other in self.networks.values():
+            for s in net.subnets:
+                for o in other.subnets:
+                    if s.version == o.version and s.overlaps(o):
+                        raise ConfigError(f"networks.{net.name}.subnets: {s} overlaps {o} of "
+                                          f"network {other.name!r}; choose a disjoint subnet")
+        self.networks[net.name] = net
+        self._check_or_undo(lambda: self.networks.pop(net.name))
+
+    def add_attachment(self, att):
+        if att.key in self.attachments:
+            raise ConfigError(f"{att.key} already exists")
+        self.attachments[att.key] = att
+        self._check_or_undo(lambda: self.attachments.pop(att.key))
+
+    def add_forward(self, pf):
+        if pf.key in self.forwards:
+            raise ConfigError(f"port forwards: {pf.proto} port {pf.host_port} is already "
+                              "forwarded; choose another host port")
+        self.forwards[pf.key] = pf
+        self._check_or_undo(lambda: self.forwards.pop(pf.key))
+
+    def _check_or_undo(self, undo):
+        try:
+            validate(self)
+        except ConfigError:
+            undo()
+            raise
+
+    # ---- (de)serialisation -----------------------------------------------------
+
+    def to_dict(self):
+        return {"networks": {n: net.to_dict() for n, net in sorted(self.networks.items())},
+                "attachments": [a.to_dict() for _, a in sorted(self.attachments.items())],
+                "port_forwards": [p.to_dict() for _, p in sorted(self.forwards.items())],
+                "routes": [r.to_dict() for _, r in sorted(self.routes.items())]}
+
+    @classmethod
+    def from_dict(cls, doc, where="graph"):
+        _fields(where, doc, {"networks", "attachments", "port_forwards", "routes"})
+        g = cls()
+        nets = doc.get("networks", {})
+        if not isinstance(nets, dict):
+            _bad(f"{where}.networks", "must be a table of networks by name")
+        for name, d in nets.items():
+            g_net = network_from_dict(name, d, f"networks.{name}")
+            g.networks[name] = g_net
+        for i, d in enumerate(_list(doc, "attachments")):
+            a = attachment_from_dict(d, f"attachments[{i}]")
+            if a.key in g.attachments:
+                _bad(f"attachments[{i}]", f"{a.key} is declared twice")
+            g.attachments[a.key] = a
+        for i, d in enumerate(_list(doc, "port_forwards")):
+            p = forward_from_dict(d, f"port_forwards[{i}]")
+            if p.key in g.forwards:
+                _bad(f"port_forwards[{i}].host_port",
+                     f"{p.proto} port {p.host_port} is already forwarded")
+            g.forwards[p.key] = p
+        for i, d in enumerate(_list(doc, "routes")):
+            where_r = f"routes[{i}]"
+            _fields(where_r, d, ROUTE_FIELDS)
+            try:
+                r = Route(d["destination"], d["via"], d.get("network"))
+            except KeyError as e:
+                _bad(f"{where_r}.{e.args[0]}", "is required")
+            except ValueError as e:
+                _bad(where_r, str(e))
+            g.routes[r.key] = r
+        validate(g)
+        return g
+
+
+def _list(doc, name):
+    v = doc.get(name, [])
+    if not isinstance(v, list):
+        _bad(name, "must be a list (an array of tables)")
+    return v
+
+
+def network_from_dict(name, d, where):
+    _fields(where, d, NET_FIELDS)
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        _bad(where, "a network's name is letters, digits, - and _")
+    bridge = _ifname(f"{where}.bridge", d.get("bridge", ("rel-" + name)[:MAX_IFNAME]))
+    subnets = d.get("subnets")
+    if isinstance(subnets, str):
+        subnets = [subnets]
+    if not subnets or not isinstance(subnets, list):
+        _bad(f"{where}.subnets", "is required: a list of CIDRs, e.g. [\"10.88.0.0/24\"]")
+    nets = []
+    for s in subnets:
+        try:
+            n = ipaddress.ip_network(s)
+        except ValueError:
+            _bad(f"{where}.subnets", f"{s!r} is not a CIDR with its host bits zero "
+                 "(e.g. 10.88.0.0/24)")
+        if n.num_addresses < 4:
+            _bad(f"{where}.subnets", f"{s} is too small for a gateway and a container")
+        nets.append(n)
+    gw = d.get("gateway", [])
+    if isinstance(gw, str):
+        gw = [gw]
+    for g in gw:
+        try:
+            a = ipaddress.ip_address(g)
+        except ValueError:
+            _bad(f"{where}.gateway", f"{g!r} is not an address")
+        if not any(a.version == n.version and a in n for n in nets):
+            _bad(f"{where}.gateway", f"{g} is outside the subnets {', '.join(map(str, nets))}")
+    for k, t in (("nat", bool), ("isolated", bool)):
+        if k in d and not isinstance(d[k], t):
+            _bad(f"{where}.{k}", "must be true or false")
+    prefix = d.get("veth_prefix", "ev")
+    if not isinstance(prefix, str) or not 1 <= len(prefix) <= 6 or not prefix.isalnum():
+        _bad(f"{where}.veth_prefix", "must be 1-6 letters or digits")
+    return Network(name, bridge, nets, gw, _int(f"{where}.mtu", d.get("mtu", 1500), 576, 65535),
+                   d.get("nat", True), d.get("isolated", True), prefix)
+
+
+def attachment_from_dict(d, where):
+    _fields(where, d, ATT_FIELDS)
+    for k in ("network", "container", "netns"):
+        if not isinstance(d.get(k), str) or not d[k]:
+            _bad(f"{where}.{k}", "is required (a string)")
+    addrs = d.get("address", [])
+    if isinstance(addrs, str):
+        addrs = [addrs]
+    for a in addrs:
+        try:
+            ipaddress.ip_address(a)
+        except ValueError:
+            _bad(f"{where}.address", f"{a!r} is not an address")
+    mac = d.get("mac")
+    if mac is not None and (not isinstance(mac, str) or len(mac.split(":")) != 6):
+        _bad(f"{where}.mac", f"{mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    return Attachment(d["network"], d["container"], d["netns"],
+                      _ifname(f"{where}.ifname", d.get("ifname", "eth0")), addrs, mac,
+                      d.get("origin", "file"))
+
+
+def forward_from_dict(d, where):
+    _fields(where, d, PF_FIELDS)
+    for k in ("network", "container"):
+        if not isinstance(d.get(k), str):
+            _bad(f"{where}.{k}", "is required (a string)")
+    proto = d.get("proto", "tcp")
+    if proto not in ("tcp", "udp"):
+        _bad(f"{where}.proto", f"{proto!r} must be tcp or udp")
+    for k in ("host_port", "container_port"):
+        if k not in d:
+            _bad(f"{where}.{k}", "is required")
+        _int(f"{where}.{k}", d[k], 1, 65535)
+    ha = d.get("host_address")
+    if ha is not None:
+        try:
+            ipaddress.ip_address(ha)
+        except ValueError:
+            _bad(f"{where}.host_address", f"{ha!r} is not an address")
+    return PortForward(d["network"], d["container"], d["host_port"], d["container_port"],
+                       proto, ha)
+
+
+def validate(g):
+    """Raise ConfigError (one line naming the bad field) unless G can be built."""
+    seen = []
+    bridges = {}
+    for name, net in sorted(g.networks.items()):
+        if net.bridge in bridges:
+            raise ConfigError(f"networks.{name}.bridge: {net.bridge} is already the bridge of "
+                              f"network {bridges[net.bridge]!r}")
+        bridges[net.bridge] = name
+        for s in net.subnets:
+            for other, os_ in seen:
+                if s.version == os_.version and s.overlaps(os_):
+                    raise ConfigError(f"networks.{name}.subnets: {s} overlaps {os_} of network "
+                                      f"{other!r}; choose a disjoint subnet")
+            seen.append((name, s))
+    taken = {}
+    by_container = {}
+    for key, a in sorted(g.attachments.items()):
+        net = g.networks.get(a.network)
+        if net is None:
+            raise ConfigError(f"{key}.network: no network {a.network!r}; create it first")
+        for addr in a.addresses:
+            s, gw = net.subnet_for(addr)
+            if s is None:
+                raise ConfigError(f"{key}.address: {addr} is outside the subnets of network "
+                                  f"{a.network!r} ({', '.join(map(str, net.subnets))})")
+            if addr == gw or addr in (s.network_address, s.broadcast_address):
+                raise ConfigError(f"{key}.address: {addr} is the gateway, network or "
+                                  "broadcast address of its subnet")
+            if addr in taken:
+                raise ConfigError(f"{key}.address: {addr} is already used by {taken[addr]}")
+            taken[addr] = key
+        by_container.setdefault((a.network, a.container), a)
+    for key, p in sorted(g.forwards.items()):
+        if (p.network, p.container) not in by_container:
+            raise ConfigError(f"{key}.container: {p.container!r} is not attached to network "
+                              f"{p.network!r}")
+    for key, r in sorted(g.routes.items()):
+        if r.network and r.network not in g.networks:
+            raise ConfigError(f"{key}.network: no network {r.network!r}")
+
+
+def load(path):
+    """A graph from a .toml or .json file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}")
+    if path.endswith(".toml"):
+        import tomllib
+        try:
+            doc = tomllib.loads(data.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}")
+    else:
+        try:
+            doc = json.loads(data)
+        except ValueError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}")
+    try:
+        return Graph.from_dict(doc, os.path.basename(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}")

@@ -1,0 +1,254 @@
+"""The kernel side, in-process through pyroute2: one netlink socket for the
+host's netns and one per container netns touched, targeted requests only
+(a link is fetched by name with RTM_GETLINK, never found in a dump of every
+interface), and every request recorded so tests and the bench can count them.
+
+`ops` lists the changes made (("veth.add", name), ...); `lookups` counts the
+read requests.  Both are the measure of incrementality.
+"""
+
+import errno
+import os
+import subprocess
+import threading
+
+ENODEV, EEXIST, ENOENT, ESRCH = errno.ENODEV, errno.EEXIST, errno.ENOENT, errno.ESRCH
+ALIAS_PREFIX = "emergence-relay:"
+
+
+def _setns(path):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:   # CLONE_NEWNET
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(fd)
+
+
+def netns_path(ns):
+    """A netns given as a name (in /var/run/netns) or a path."""
+    if ns is None or "/" in ns:
+        return ns
+    return os.path.join("/var/run/netns", ns)
+
+
+def in_netns(path, fn):
+    """FN() run in the netns at PATH, on a thread of its own (netns is per
+    thread), so the caller's netns never changes."""
+    if path is None:
+        return fn()
+    box = {}
+
+    def body():
+        try:
+            _setns(path)
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def netns_identity(path):
+    """(device, inode) of a netns, or None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino]
+
+
+class Kernel:
+    def __init__(self, host_netns=None):
+        self.host_netns = netns_path(host_netns)
+        self._host = None
+        self._ns = {}
+        self.ops = []
+        self.lookups = 0
+
+    # ---- sockets ---------------------------------------------------------------
+
+    @property
+    def host(self):
+        if self._host is None:
+            from pyroute2 import IPRoute
+            self._host = IPRoute(netns=self.host_netns) if self.host_netns else IPRoute()
+        return self._host
+
+    def ns(self, path):
+        s = self._ns.get(path)
+        if s is None:
+            from pyroute2 import IPRoute
+            s = self._ns[path] = IPRoute(netns=path)
+        return s
+
+    def forget_ns(self, path):
+        s = self._ns.pop(path, None)
+        if s is not None:
+            s.close()
+
+    def close(self):
+        for s in list(self._ns.values()):
+            s.close()
+        self._ns.clear()
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
+    # ---- reads (one targeted request each) --------------------------------------
+
+    def get_link(self, name, sock=None):
+        """The link called NAME as a dict (index, master, mtu, up, alias, kind), or None."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        self.lookups += 1
+        try:
+            msg = (sock or self.host).link("get", ifname=name)[0]
+        except NetlinkError as e:
+            if e.code in (ENODEV, ENOENT):
+                return None
+            raise
+        info = msg.get("IFLA_LINKINFO")
+        return {"index": msg["index"], "master": msg.get("IFLA_MASTER"),
+                "mtu": msg.get("IFLA_MTU"), "up": bool(msg["flags"] & 1),
+                "alias": msg.get("IFLA_IFALIAS"), "mac": msg.get("IFLA_ADDRESS"),
+                "kind": info.get("IFLA_INFO_KIND") if info else None}
+
+    def addresses(self, index, sock=None):
+        self.lookups += 1
+        return {(m.get("IFA_ADDRESS"), m["prefixlen"])
+                for m in (sock or self.host).addr("dump", index=index)}
+
+    def default_routes(self, sock):
+        self.lookups += 1
+        out = set()
+        for family in (2, 10):
+            for m in sock.route("dump", family=family, table=254):
+                if m["dst_len"] == 0 and m.get("RTA_GATEWAY"):
+                    out.add(m.get("RTA_GATEWAY"))
+        return out
+
+    def host_route(self, dst):
+        """The gateway of the route to DST (an ip_network) in the host's main table."""
+        self.lookups += 1
+        fam = 2 if dst.version == 4 else 10
+        for m in self.host.route("dump", family=fam, table=254):
+            if m["dst_len"] == dst.prefixlen and m.get("RTA_DST") == str(dst.network_address):
+                return m.get("RTA_GATEWAY")
+        return None
+
+    # ---- changes -----------------------------------------------------------------
+
+    def _op(self, *op):
+        self.ops.append(op)
+
+    def bridge_add(self, name, mtu, key):
+        self._op("bridge.add", name)
+        self.host.link("add", ifname=name, kind="bridge", mtu=mtu, state="up")
+        index = self.get_link(name)["index"]
+        # the kernel takes an alias on set, not on create: the mark that it is ours
+        self._op("link.set", name, ("ifalias",))
+        self.host.link("set", index=index, ifalias=ALIAS_PREFIX + key)
+        return index
+
+    def link_set(self, index, sock=None, label="", **kw):
+        self._op("link.set", label or index, tuple(sorted(kw)))
+        (sock or self.host).link("set", index=index, **kw)
+
+    def link_del(self, name, sock=None):
+        """Delete link NAME; False if it was already gone."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        self._op("link.del", name)
+        try:
+            (sock or self.host).link("del", ifname=name)
+        except NetlinkError as e:
+            if e.code in (ENODEV, ENOENT):
+                return False
+            raise
+        return True
+
+    def addr_add(self, index, addr, prefixlen, sock=None, label=""):
+        from pyroute2.netlink.exceptions import NetlinkError
+        self._op("addr.add", label or index, str(addr))
+        try:
+            (sock or self.host).addr("add", index=index, address=str(addr), prefixlen=prefixlen,
+                                     **({"flags": 0x80} if addr.version == 6 else {}))
+        except NetlinkError as e:
+            if e.code != EEXIST:
+                raise
+
+    def veth_add(self, host_name, master, mtu, key, netns, ifname, mac=None):
+        """The pair in one request: the host end on the bridge and up, the
+        other end created directly in the container's netns."""
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            peer = {"ifname": ifname, "net_ns_fd": fd, "mtu": mtu}
+            if mac:
+                peer["address"] = mac
+            self._op("veth.add", host_name, ifname)
+            self.host.link("add", ifname=host_name, kind="veth", master=master, mtu=mtu,
+                           state="up", peer=peer)
+        finally:
+            os.close(fd)
+
+    def route_add(self, sock, gateway, dst=None, label=""):
+        from pyroute2.netlink.exceptions import NetlinkError
+        self._op("route.add", label, str(dst or "default"), str(gateway))
+        kw = {"gateway": str(gateway), "family": 2 if gateway.version == 4 else 10}
+        if dst is not None:
+            kw["dst"] = str(dst)
+        try:
+            sock.route("replace", **kw)
+        except NetlinkError as e:
+            if e.code != EEXIST:
+                raise
+
+    def route_del(self, dst, gateway):
+        from pyroute2.netlink.exceptions import NetlinkError
+        self._op("route.del", str(dst))
+        try:
+            self.host.route("del", dst=str(dst), gateway=str(gateway),
+                            family=2 if dst.version == 4 else 10)
+        except NetlinkError as e:
+            if e.code not in (ESRCH, ENOENT):
+                raise
+
+    def sysctl(self, path, value):
+        """Write /proc/sys/PATH in the host's netns if it differs."""
+        full = os.path.join("/proc/sys", path)
+
+        def rw():
+            with open(full) as f:
+                if f.read().strip() == value:
+                    return False
+            with open(full, "w") as f:
+                f.write(value)
+            return True
+        if in_netns(self.host_netns, rw):
+            self._op("sysctl", path, value)
+
+    def nft(self, script):
+        """Run an nft script (one transaction) in the host's netns."""
+        self._op("nft.transaction")
+        cmd = ["nft", "-f", "-"]
+        if self.host_netns:
+            cmd = ["nsenter", f"--net={self.host_netns}"] + cmd
+        r = subprocess.run(cmd, input=script.encode(), capture_output=True)
+        if r.returncode != 0:
+            from ..errors import EmergenceError
+            raise EmergenceError("nft refused the ruleset: " + r.stderr.decode().strip()
+                                 .splitlines()[0])
+
+    def nft_read(self, args):
+        cmd = ["nft"] + args
+        if self.host_netns:
+            cmd = ["nsenter", f"--net={self.host_netns}"] + cmd
+        self.lookups += 1
+        r = subprocess.run(cmd, capture_output=True)
+        return r.stdout.decode() if r.returncode == 0 else None

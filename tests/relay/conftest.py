@@ -1,0 +1,76 @@
+"""Relay fixtures: every netns, link and nft table lives in namespaces the
+test creates (names start with `rl`), including the "host" side."""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+class Namespaces:
+    def __init__(self):
+        self.tag = uuid.uuid4().hex[:5]
+        self.made = []
+
+    def new(self, role):
+        name = f"rl-{role}-{self.tag}"
+        sh("ip", "netns", "add", name)
+        self.made.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def path(self, name):
+        return f"/var/run/netns/{name}"
+
+    def remove(self, name):
+        if name in self.made:
+            self.made.remove(name)
+        sh("ip", "netns", "del", name, check=False)
+
+    def cleanup(self):
+        for name in list(self.made):
+            self.remove(name)
+
+
+@pytest.fixture
+def netns():
+    ns = Namespaces()
+    yield ns
+    ns.cleanup()
+
+
+@pytest.fixture
+def host(netns):
+    """A netns playing the host: Relay's bridges, veths and nft table go here."""
+    return netns.new("h")
+
+
+@pytest.fixture
+def relay(tmp_path, host):
+    from emergence.relay.engine import Relay
+    r = Relay(str(tmp_path / "state"), host_netns=host)
+    yield r
+    r.close()
+
+
+def in_ns(ns, *cmd, timeout=10, check=False):
+    return subprocess.run(("ip", "netns", "exec", ns) + cmd, capture_output=True, text=True,
+                          timeout=timeout, check=check)
+
+
+def ping(ns, addr):
+    return in_ns(ns, "ping", "-c1", "-W1", str(addr)).returncode == 0
+
+
+def net_doc(name="red", bridge=None, subnet="10.88.0.0/24", **kw):
+    d = {"bridge": bridge or f"rl{name}", "subnets": [subnet], "veth_prefix": "rl"}
+    d.update(kw)
+    return name, d
+
+
+assert os.geteuid() == 0, "relay tests need root"

@@ -1,0 +1,259 @@
+"""Apply against real netlink and nft, in namespaces the test creates."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emergence.errors import EmergenceError
+from emergence.relay.engine import Relay
+from emergence.relay.graph import Graph
+
+from .conftest import in_ns, net_doc, ping, sh
+
+
+def graph(networks, attachments=(), forwards=(), routes=()):
+    return Graph.from_dict({"networks": dict(networks), "attachments": list(attachments),
+                            "port_forwards": list(forwards), "routes": list(routes)})
+
+
+def att(netns, name, net="red", **kw):
+    d = {"network": net, "container": name, "netns": netns.path(name)}
+    d.update(kw)
+    return d
+
+
+def wait_ping(ns, addr, tries=20):
+    for _ in range(tries):
+        if ping(ns, addr):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def addr_of(relay, key):
+    return str(relay.desired().attachments[key].addresses[0])
+
+
+def test_same_network_pings_isolated_networks_do_not(relay, netns, host):
+    a, b, c = netns.new("a"), netns.new("b"), netns.new("c")
+    g = graph([net_doc("red"), net_doc("blue", subnet="10.89.0.0/24")],
+              [att(netns, a), att(netns, b), att(netns, c, net="blue")])
+    relay.apply(g)
+    ip_b = addr_of(relay, f"att:red/{b}/eth0")
+    ip_c = addr_of(relay, f"att:blue/{c}/eth0")
+    assert wait_ping(a, ip_b)
+    assert wait_ping(a, "10.88.0.1")          # its gateway, the bridge
+    assert wait_ping(c, "10.89.0.1")
+    assert not ping(a, ip_c)                  # isolated: forward drops red -> blue
+    assert not ping(c, ip_b)
+
+
+def uplink(netns, host):
+    """"Outside": a netns linked to the host's, with no route back to 10.88/24."""
+    out = netns.new("out")
+    sh("ip", "-n", host, "link", "add", "rlup0", "type", "veth", "peer", "name", "rlup1",
+       "netns", out)
+    sh("ip", "-n", host, "addr", "add", "192.168.77.1/24", "dev", "rlup0")
+    sh("ip", "-n", host, "link", "set", "rlup0", "up")
+    sh("ip", "-n", out, "addr", "add", "192.168.77.2/24", "dev", "rlup1")
+    sh("ip", "-n", out, "link", "set", "rlup1", "up")
+    return out
+
+
+def test_egress_nat_reaches_outside(relay, netns, host):
+    a = netns.new("a")
+    uplink(netns, host)
+    relay.apply(graph([net_doc("red", nat=False)], [att(netns, a)]))
+    assert not ping(a, "192.168.77.2")        # no NAT: the reply has no way back
+    relay.apply(graph([net_doc("red", nat=True)], [att(netns, a)]))
+    assert wait_ping(a, "192.168.77.2")
+
+
+HTTP = ("import http.server,socketserver\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'relay-ok')\n"
+        "    def log_message(self, *a): pass\n"
+        "socketserver.TCPServer.allow_reuse_address = True\n"
+        "http.server.HTTPServer(('0.0.0.0', 80), H).serve_forever()\n")
+
+
+def fetch(ns, url):
+    r = in_ns(ns, sys.executable, "-c",
+              f"import urllib.request;print(urllib.request.urlopen({url!r},timeout=3).read()"
+              ".decode())")
+    return r.stdout.strip()
+
+
+def test_port_forward_serves_loopback_and_host_address(relay, netns, host):
+    a = netns.new("a")
+    out = uplink(netns, host)
+    relay.apply(graph([net_doc("red")], [att(netns, a)],
+                      [{"network": "red", "container": a, "host_port": 8080,
+                        "container_port": 80}]))
+    server = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", HTTP])
+    try:
+        for _ in range(50):
+            if fetch(a, "http://127.0.0.1:80/") == "relay-ok":
+                break
+            time.sleep(0.1)
+        assert fetch(host, "http://127.0.0.1:8080/") == "relay-ok"
+        assert fetch(host, "http://192.168.77.1:8080/") == "relay-ok"
+        assert fetch(out, "http://192.168.77.1:8080/") == "relay-ok"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_noop_apply_issues_nothing_and_sequence_equals_fresh(relay, netns, host, tmp_path):
+    names = [netns.new(f"s{i}") for i in range(4)]
+    nets = [net_doc("red"), net_doc("blue", subnet="10.89.0.0/24")]
+    steps = [
+        graph(nets[:1], [att(netns, names[0]), att(netns, names[1])]),
+        graph(nets, [att(netns, names[0]), att(netns, names[2], net="blue")],
+              [{"network": "blue", "container": names[2], "host_port": 9000,
+                "container_port": 90}], [{"destination": "10.99.0.0/24", "via": "10.88.0.200"}]),
+        graph([net_doc("red", mtu=1400), nets[1]],
+              [att(netns, names[0]), att(netns, names[3]), att(netns, names[2], net="blue")]),
+    ]
+    for g in steps:
+        relay.apply(g)
+    relay.kernel.ops.clear()
+    assert relay.apply() == [] and relay.kernel.ops == []
+    assert relay.apply(full=True) == [] and relay.kernel.ops == []
+    final = relay.desired()
+    seq = dump(host, names)
+    # the same final graph applied fresh, from nothing, in a new state dir
+    relay.apply(Graph())
+    assert sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout == ""
+    fresh = Relay(str(tmp_path / "fresh"), host_netns=host)
+    try:
+        fresh.apply(final)
+        assert dump(host, names) == seq
+        fresh.apply(Graph())
+    finally:
+        fresh.close()
+
+
+def dump(host, names):
+    """The network, normalised: names, kinds, masters, MTUs, addresses, routes, nft."""
+    def links(ns):
+        ls = json.loads(sh("ip", "-n", ns, "-j", "-d", "addr").stdout)
+        by_index = {x["ifindex"]: x["ifname"] for x in ls}
+        return sorted((x["ifname"], x.get("linkinfo", {}).get("info_kind"),
+                       by_index.get(x.get("master")), x["mtu"], "UP" in x["flags"],
+                       sorted(a["local"] + "/" + str(a["prefixlen"]) for a in x["addr_info"]
+                              if a.get("scope") != "link"))
+                      for x in ls)
+
+    def routes(ns):
+        return sorted((r.get("dst"), r.get("gateway"), r.get("dev"))
+                      for r in json.loads(sh("ip", "-n", ns, "-j", "route").stdout))
+    nft = sh("ip", "netns", "exec", host, "nft", "list", "ruleset").stdout
+    return {"host": (links(host), routes(host), nft),
+            **{n: (links(n), routes(n)) for n in names}}
+
+
+def test_one_node_change_costs_the_same_at_10_and_100(relay, netns, host):
+    counts = {}
+    attached = []
+    for size in (10, 100):
+        while len(attached) < size:
+            attached.append(netns.new(f"n{len(attached)}"))
+        relay.apply(graph([net_doc("red", subnet="10.88.0.0/22")],
+                          [att(netns, n) for n in attached]))
+        extra = netns.new(f"x{size}")
+        relay.kernel.ops.clear()
+        relay.kernel.lookups = 0
+        relay.attach("red", extra, netns.path(extra), forwards=[_pf(extra, 9000)])
+        add = (list(relay.kernel.ops), relay.kernel.lookups)
+        relay.kernel.ops.clear()
+        relay.kernel.lookups = 0
+        relay.detach("red", extra)
+        counts[size] = (add, list(relay.kernel.ops), relay.kernel.lookups)
+        netns.remove(extra)
+    strip = {k: ([o[0] for o in a[0]], a[1], [o[0] for o in d], lk)
+             for k, (a, d, lk) in counts.items()}
+    assert strip[10] == strip[100]
+    assert strip[10][0] == ["veth.add", "addr.add", "link.set", "route.add", "nft.transaction"]
+    assert strip[10][2] == ["link.del", "nft.transaction"]
+
+
+def test_bad_input_changes_nothing(relay, netns, host):
+    a = netns.new("a")
+    sh("ip", "-n", host, "link", "add", "rlforeign", "type", "bridge")
+    before = dump(host, [a])
+    with pytest.raises(EmergenceError, match="rlforeign exists and is not Emergence's"):
+        relay.apply(graph([net_doc("red", bridge="rlforeign")], [att(netns, a)]))
+    with pytest.raises(EmergenceError, match="does not exist"):
+        relay.apply(graph([net_doc("red")], [{"network": "red", "container": "gone",
+                                              "netns": "/var/run/netns/rl-missing-ns"}]))
+    assert dump(host, [a]) == before
+    relay.apply(graph([net_doc("red")], [att(netns, a)]))
+    with pytest.raises(EmergenceError, match="already forwarded"):
+        relay.attach("red", "c9", netns.path(a), ifname="eth1",
+                     forwards=[_pf(a, 80), _pf(a, 80)])
+
+
+def _pf(container, port):
+    from emergence.relay.graph import PortForward
+    return PortForward("red", container, port, 80)
+
+
+def test_handmade_drift_is_repaired_with_only_its_operations(relay, netns, host):
+    a, b = netns.new("a"), netns.new("b")
+    relay.apply(graph([net_doc("red")], [att(netns, a), att(netns, b)]))
+    host_veth = relay.applied()["attachments"][f"att:red/{a}/eth0"]["host"]
+    sh("ip", "-n", host, "link", "del", host_veth)
+    ip_a = addr_of(relay, f"att:red/{a}/eth0")
+    sh("ip", "-n", b, "addr", "flush", "dev", "eth0")
+    relay.kernel.ops.clear()
+    changes = relay.apply(full=True)
+    assert sorted(c.key for c in changes) == [f"att:red/{a}/eth0", f"att:red/{b}/eth0"]
+    kinds = [o[0] for o in relay.kernel.ops]
+    assert kinds.count("veth.add") == 2 and "bridge.add" not in kinds
+    assert "nft.transaction" not in kinds
+    assert wait_ping(b, ip_a)
+
+
+KILLER = """
+import sys, time
+from emergence.relay.engine import Relay
+from emergence.relay.graph import Graph
+import emergence.relay.kernel as k
+orig = k.Kernel.veth_add
+n = [0]
+def slow(self, *a, **kw):
+    n[0] += 1
+    if n[0] == 3:
+        print("midway", flush=True); time.sleep(60)
+    return orig(self, *a, **kw)
+k.Kernel.veth_add = slow
+import json
+Relay(sys.argv[1], host_netns=sys.argv[2]).apply(Graph.from_dict(json.loads(sys.argv[3])))
+"""
+
+
+def test_killed_mid_apply_converges_with_nothing_leaked(relay, netns, host):
+    names = [netns.new(f"k{i}") for i in range(5)]
+    g = graph([net_doc("red")], [att(netns, n) for n in names])
+    p = subprocess.Popen([sys.executable, "-c", KILLER, relay.state_dir, host,
+                          json.dumps(g.to_dict())], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "midway"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    relay.apply(g)
+    veths = sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout.splitlines()
+    assert len(veths) == 5
+    ips = [addr_of(relay, f"att:red/{n}/eth0") for n in names]
+    assert len(set(ips)) == 5
+    assert wait_ping(names[0], ips[4])
+    assert len(relay.ipam.holders("red")) == 5
+    relay.apply(Graph())
+    assert sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout == ""
+    assert relay.ipam.holders("red") == {}

@@ -1,0 +1,80 @@
+"""`emergence-cni` driven by a direct CNI 1.1 call sequence, as a runtime would."""
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import ping, sh
+
+CNI = os.path.join(os.path.dirname(sys.executable), "emergence-cni")
+
+
+def cni(host, command, conf, cid="", netns="", ifname="eth0", stdin=None):
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
+           "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": os.path.dirname(CNI)}
+    p = subprocess.run(["ip", "netns", "exec", host, CNI],
+                       input=stdin if stdin is not None else json.dumps(conf),
+                       capture_output=True, text=True, env=env, timeout=60)
+    out = json.loads(p.stdout) if p.stdout.strip() else None
+    return p.returncode, out
+
+
+def conf(tmp_path, **kw):
+    c = {"cniVersion": "1.1.0", "name": "rlcni", "type": "emergence-cni",
+         "bridge": "rlcni0", "subnets": ["10.91.0.0/24"], "veth_prefix": "rl",
+         "stateDir": str(tmp_path / "state")}
+    c.update(kw)
+    return c
+
+
+def test_add_check_del_gc_status_version(tmp_path, netns, host):
+    c = conf(tmp_path)
+    a, b = netns.new("a"), netns.new("b")
+    rc, out = cni(host, "VERSION", {"cniVersion": "1.1.0"})
+    assert rc == 0 and "1.1.0" in out["supportedVersions"]
+    assert cni(host, "STATUS", c) == (0, None)
+    rc, res = cni(host, "ADD", c, "ca", netns.path(a))
+    assert rc == 0, res
+    assert res["cniVersion"] == "1.1.0"
+    assert res["interfaces"][1] == {"name": "eth0", "mac": res["interfaces"][1]["mac"],
+                                    "mtu": 1500, "sandbox": netns.path(a)}
+    assert res["ips"] == [{"address": "10.91.0.2/24", "gateway": "10.91.0.1", "interface": 1}]
+    assert res["interfaces"][0]["name"].startswith("rl")
+    rc, res_b = cni(host, "ADD", c, "cb", netns.path(b))
+    assert rc == 0 and res_b["ips"][0]["address"] == "10.91.0.3/24"
+    assert ping(a, "10.91.0.3")
+    # ADD again is the same attachment, not a second one
+    assert cni(host, "ADD", c, "ca", netns.path(a))[1]["ips"] == res["ips"]
+    assert cni(host, "CHECK", dict(c, prevResult=res), "ca", netns.path(a)) == (0, None)
+    # the container end removed by hand: CHECK says so
+    sh("ip", "-n", a, "link", "del", "eth0")
+    rc, err = cni(host, "CHECK", c, "ca", netns.path(a))
+    assert rc == 1 and err["code"] == 100 and "missing" in err["details"]
+    assert cni(host, "DEL", c, "ca", netns.path(a)) == (0, None)
+    assert cni(host, "DEL", c, "ca", netns.path(a)) == (0, None)     # idempotent
+    rc, err = cni(host, "CHECK", c, "ca", netns.path(a))
+    assert rc == 1 and err["code"] == 3
+    # GC with cb no longer valid: its veth and address go
+    rc, _ = cni(host, "GC", dict(c, **{"cni.dev/valid-attachments": []}))
+    assert rc == 0
+    assert sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout == ""
+    ipam = json.load(open(tmp_path / "state" / "ipam" / "rlcni.json"))
+    assert ipam["allocations"] == {}
+
+
+def test_errors_are_spec_error_objects(tmp_path, netns, host):
+    c = conf(tmp_path)
+    rc, err = cni(host, "ADD", c, "cx", "/var/run/netns/rl-none")
+    assert rc == 1 and err["code"] == 3 and err["cniVersion"] == "1.1.0"
+    rc, err = cni(host, "ADD", c, "", "")
+    assert rc == 1 and err["code"] == 4 and "CNI_CONTAINERID" in err["msg"]
+    rc, err = cni(host, "ADD", c, stdin="{nope")
+    assert rc == 1 and err["code"] == 6
+    rc, err = cni(host, "ADD", dict(c, cniVersion="9.9.9"), "c", "/x")
+    assert rc == 1 and err["code"] == 1
+    a = netns.new("a")
+    rc, err = cni(host, "ADD", dict(c, subnets=["10.91.0.0/33"]), "c", netns.path(a))
+    assert rc == 1 and err["code"] == 7 and "subnets" in err["details"]
+    rc, err = cni(host, "FROB", c)
+    assert rc == 1 and err["code"] == 4
