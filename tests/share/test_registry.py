@@ -18,7 +18,7 @@ def sha(data):
 
 
 @pytest.fixture
-def node(built, nodes):
+def node(built, nodes):  # noqa: F811 (fixtures from sharelib)
     store, digest = built
     return nodes(store), digest
 
@@ -99,7 +99,7 @@ def test_never_serves_outside_the_store(node):
         assert b"root:" not in r.content
 
 
-def test_tags_list_pagination(node, built):
+def test_tags_list_pagination(node, built):  # noqa: F811
     n, digest = node
     store, _ = built
     for tag in ("b", "a", "C", "10"):
