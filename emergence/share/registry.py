@@ -95,6 +95,10 @@ class Registry:
         return name
 
     async def base(self, request):
+        """200 for a client that holds the token; 401 with a Basic challenge for
+        the rest: clients learn here how to authenticate (skopeo and podman send
+        --creds only after a challenge), and read anonymously all the same."""
+        self.auth.check(request)
         return web.json_response({}, headers=API_HEADER)
 
     async def catalog(self, request):

@@ -30,8 +30,11 @@ def errors(r):
 
 def test_base_endpoint(node):
     n, _ = node
-    r = requests.get(n.url + "/v2/")
-    assert r.status_code == 200  # "implements this specification"
+    r = requests.get(n.url + "/v2/")  # "implements this specification", and how to log in
+    assert r.status_code == 401 and errors(r) == ["UNAUTHORIZED"]
+    assert r.headers["WWW-Authenticate"].startswith("Basic ")
+    r = requests.get(n.url + "/v2/", auth=("any", n.token))
+    assert r.status_code == 200
 
 
 def test_manifest_by_tag_and_digest(node):
