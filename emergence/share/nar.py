@@ -13,7 +13,7 @@ import os
 import stat
 
 CHUNK = 1 << 20
-NIX32 = "0123456789abcdfghijklnpqrsvwxyz"
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 
 
 def nix32(data):
