@@ -19,6 +19,7 @@ class Service:
         "trusted_keys": [],        # Nix-format public keys whose piece lists we accept
         "key_name": "",            # the signing key's name ("" = emergence-<hostname>-1)
         "nix_store": "/nix/store",
+        "piece_size": 4 << 20,     # bytes per piece of a piece list
     }
 
     def __init__(self, config, state_dir, log):
@@ -83,7 +84,7 @@ class Service:
             if not os.path.isfile(path):
                 raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
             plist = await asyncio.get_running_loop().run_in_executor(
-                None, pieces.make, path, digest)
+                None, pieces.make, path, digest, int(self.config["piece_size"]))
             if plist is None:  # never vouch for bytes that are not what their name says
                 raise error(404, "BLOB_UNKNOWN", f"blob {digest} is corrupt here")
             plist = pieces.sign(plist, self.key)

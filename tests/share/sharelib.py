@@ -97,3 +97,50 @@ def nodes(tmp_path):
     yield start
     for n in made:
         n.stop()
+
+
+class Faulty:
+    """tests/share/faulty.py in front of NODE."""
+
+    def __init__(self, node, mode):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, os.path.join(
+            os.path.dirname(__file__), "faulty.py"), str(self.port), node.url, mode],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("proxy did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def random_image(store, name, size, seed=0):
+    """An image of one random layer of SIZE bytes, put through the Store."""
+    import random
+
+    from emergence.image.store import CONFIG, LAYER, MANIFEST, Store, canonical
+    s = Store(store)
+    rnd = random.Random(seed)
+    w = s.writer()
+    left = size
+    while left:
+        n = min(left, 1 << 20)
+        w.write(rnd.randbytes(n))
+        left -= n
+    layer, lsize = w.commit()
+    cfg, csize = s.put(canonical({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [layer]}, "config": {}}))
+    man = canonical({"schemaVersion": 2, "mediaType": MANIFEST,
+                     "config": {"mediaType": CONFIG, "digest": cfg, "size": csize},
+                     "layers": [{"mediaType": LAYER, "digest": layer, "size": lsize}]})
+    digest, msize = s.put(man)
+    s.set_ref(name, {"mediaType": MANIFEST, "digest": digest, "size": msize})
+    return digest, layer
