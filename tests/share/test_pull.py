@@ -130,3 +130,37 @@ def test_peers_verb_and_membership(seed, nodes, tmp_path):  # noqa: F811
     rows = {r["peer"]: r for r in json.loads(p.stdout)}
     assert set(rows) == {near.url, far.url}  # far learned from near's list
     assert rows[far.url]["repositories"] == ["big"] and rows[far.url]["up"]
+
+
+def test_stalled_peer_is_replaced(seed, nodes, tmp_path):  # noqa: F811
+    """A peer that goes silent (alive, connection open) does not hold the pull:
+    its pieces are hedged to the other peer long before the stall timeout."""
+    store, digest, _ = seed
+    ns = [nodes(store, {"piece_size": PIECE}) for _ in range(2)]
+    stalled = Faulty(ns[1], f"stall={2 * PIECE}")
+    try:
+        t = time.monotonic()
+        out = json.loads(emergence(str(tmp_path / "sh-dest"), *pull_args(
+            [stalled.url, ns[0].url], [n.public_key for n in ns], tmp_path / "sh-s"),
+            "--stall", "120").stdout)
+        assert out["digest"] == digest
+        assert out["from"].get(stalled.url, 0) <= 2 * PIECE
+        assert out["from"][ns[0].url] >= SIZE - 2 * PIECE
+        assert stalled.proc.poll() is None  # alive, merely silent
+        assert time.monotonic() - t < 60  # not waiting out the 120 s stall timeout
+    finally:
+        stalled.stop()
+
+
+def test_push_verb_needs_the_token(seed, nodes, tmp_path):  # noqa: F811
+    store, digest, _ = seed
+    n = nodes()
+    p = emergence(store, "push", "big:1", f"{n.url}/copied:2", check=False)
+    assert p.returncode == 1 and "token" in p.stderr and p.stderr.count("\n") == 1
+    tok = tmp_path / "sh-token"
+    tok.write_text(n.token)
+    out = json.loads(emergence(store, "push", "big:1", f"{n.url}/copied:2", "--token-file",
+                               str(tok), "--json").stdout)
+    assert out["digest"] == digest
+    assert refs(n.store) == ["copied:2"]
+    store_is_clean(n.store)
