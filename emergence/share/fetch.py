@@ -127,10 +127,12 @@ class Puller:
         holders = [p for p, _ in await who_has(self.session, self.peers, path)
                    if p not in self.t.banned]
         part = os.path.join(self.partial_dir, digest[7:])
-        if holders and self.trusted:
-            plist = await self._piece_list(holders, digest)
+        if self.trusted and self.peers:
+            # peers still pulling this blob serve the pieces they have verified
+            others = [p for p in self.peers if p not in holders and p not in self.t.banned]
+            plist = await self._piece_list(holders + others, digest)
             if plist and plist["size"] == size:
-                if await self._pieces(path, holders, plist, part):
+                if await self._pieces(path, holders, others, plist, part):
                     return
         for peer in holders:  # whole, one source at a time
             if peer not in self.t.banned and await self._whole(peer + path, None, digest,
@@ -159,42 +161,84 @@ class Puller:
             self.log(f"share: {peer}'s piece list for {digest} is not signed by a trusted key")
         return None
 
-    async def _pieces(self, path, holders, plist, part):
+    async def _have(self, peer, digest):
+        """The pieces PEER has verified of a blob it is still pulling."""
+        import aiohttp
+        try:
+            async with self.session.get(f"{peer}/share/v1/partial/{digest}",
+                                        timeout=aiohttp.ClientTimeout(total=self.stall)) as r:
+                if r.status == 200:
+                    return set((await r.json()).get("have", []))
+        except Exception as e:
+            if not _err(e) and not isinstance(e, ValueError):
+                raise
+        return set()
+
+    async def _pieces(self, path, holders, others, plist, part):
+        import random
         psize, size, hashes = plist["pieceSize"], plist["size"], plist["pieces"]
+        digest = plist["digest"]
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
+        have_path = part + ".have"
         try:
             os.ftruncate(fd, size)
             done = await asyncio.get_running_loop().run_in_executor(
                 None, _verified_pieces, fd, psize, size, hashes)
+            _write_atomic(part + ".pieces", plist)
+            have_fd = os.open(have_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            for i in sorted(done):
+                os.write(have_fd, b"%d\n" % i)
             self.t.resumed += sum(min(psize, size - i * psize) for i in done)
             self.progress(sum(min(psize, size - i * psize) for i in done))
             todo = [i for i in range(len(hashes)) if i not in done]
+            random.shuffle(todo)  # pullers starting together ask the seed for different pieces
             inflight = {}  # piece -> start time
+            hedging = {}
             wake = asyncio.Event()
 
-            async def worker(peer):
+            async def worker(peer, whole):
+                have = set()
                 while len(done) < len(hashes) and peer not in self.t.banned:
-                    i = next((j for j in todo if j not in inflight), None)
-                    if i is None:  # endgame: hedge the oldest piece in flight
-                        i = min((j for j in inflight if j not in done),
-                                key=lambda j: inflight[j], default=None)
-                        if i is None or peer in hedging.get(i, ()):
-                            wake.clear()
-                            await wake.wait()
+                    if not whole:
+                        if not have.intersection(todo):
+                            have = await self._have(peer, digest)
+                            if not have.intersection(todo):
+                                await asyncio.sleep(0.3)
+                                continue
+                        i = next((j for j in todo if j in have and j not in inflight), None)
+                        if i is None:
+                            await asyncio.sleep(0.1)
                             continue
-                    else:
                         todo.remove(i)
                         inflight[i] = time.monotonic()
+                    else:
+                        i = next((j for j in todo if j not in inflight), None)
+                        if i is None:  # endgame: hedge the oldest piece in flight
+                            i = min((j for j in inflight if j not in done),
+                                    key=lambda j: inflight[j], default=None)
+                            if i is None or peer in hedging.get(i, ()):
+                                wake.clear()
+                                await wake.wait()
+                                continue
+                        else:
+                            todo.remove(i)
+                            inflight[i] = time.monotonic()
                     hedging.setdefault(i, set()).add(peer)
                     lo = i * psize
                     n = min(psize, size - lo)
                     try:
-                        data = await self._range(peer + path, lo, n)
+                        if whole:
+                            data = await self._range(peer + path, lo, n)
+                        else:
+                            data = await self._range(
+                                f"{peer}/share/v1/partial/{digest}/{i}", 0, n, ranged=False)
                     except Exception as e:
                         if not _err(e):
                             raise
-                        self.t.banned[peer] = f"failed: {type(e).__name__} {e}"[:120]
+                        if whole or not isinstance(e, EOFError):
+                            self.t.banned[peer] = f"failed: {type(e).__name__} {e}"[:120]
                         data = None
+                        have.discard(i)
                     hedging[i].discard(peer)
                     if i in done:
                         continue
@@ -207,8 +251,11 @@ class Puller:
                             inflight.pop(i, None)
                             todo.insert(0, i)
                         wake.set()
-                        return
+                        if peer in self.t.banned:
+                            return
+                        continue
                     os.pwrite(fd, data, lo)
+                    os.write(have_fd, b"%d\n" % i)
                     done.add(i)
                     inflight.pop(i, None)
                     self.t.bytes_from[peer] = self.t.bytes_from.get(peer, 0) + n
@@ -217,35 +264,46 @@ class Puller:
                     wake.set()
                 wake.set()
 
-            hedging = {}
-            workers = [asyncio.ensure_future(worker(p)) for p in holders
-                       for _ in range(2)]
+            last = time.monotonic()
+            workers = [asyncio.ensure_future(worker(p, True)) for p in holders for _ in range(2)]
+            partial = [asyncio.ensure_future(worker(p, False)) for p in others]
             while len(done) < len(hashes):
-                pending = [w for w in workers if not w.done()]
+                pending = [w for w in workers + partial if not w.done()]
                 if not pending:
                     break
+                before = len(done)
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED, timeout=1)
                 wake.set()
-            for w in workers:
+                if len(done) > before:
+                    last = time.monotonic()
+                elif all(w.done() for w in workers) and time.monotonic() - last > 4 * self.stall:
+                    break  # no whole holder left, and the partial ones make no progress
+            for w in workers + partial:
                 w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            for w in workers:
+            await asyncio.gather(*workers, *partial, return_exceptions=True)
+            for w in workers + partial:
                 if w.done() and not w.cancelled() and w.exception():
                     raise w.exception()
             os.fsync(fd)
+            os.close(have_fd)
         finally:
             os.close(fd)
         if len(done) < len(hashes):
             return False  # every holder failed; the partial file stays for a resume
-        return await self._commit(part, plist["digest"])
+        for extra in (have_path, part + ".pieces"):
+            try:
+                os.unlink(extra)
+            except FileNotFoundError:
+                pass
+        return await self._commit(part, digest)
 
-    async def _range(self, url, lo, n):
+    async def _range(self, url, lo, n, ranged=True):
         """N bytes at LO of URL, or an error; a pause of `stall` seconds is one."""
         import aiohttp
-        headers = {"Range": f"bytes={lo}-{lo + n - 1}"}
+        headers = {"Range": f"bytes={lo}-{lo + n - 1}"} if ranged else {}
         async with self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.stall, sock_read=self.stall)) as r:
-            if r.status != 206:
+            if r.status != (206 if ranged else 200):
                 raise EOFError(f"answered {r.status} to a Range request")
             buf = bytearray()
             async for chunk in r.content.iter_chunked(1 << 16):
@@ -325,6 +383,14 @@ class Puller:
                 except FileNotFoundError:
                     pass
         return await asyncio.get_running_loop().run_in_executor(None, copy)
+
+
+def _write_atomic(path, obj):
+    import json
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
 
 
 def _verified_pieces(fd, psize, size, hashes):

@@ -45,7 +45,9 @@ class Service:
         return (self.registry.routes() + self.cache.routes() + [
             web.get("/share/v1/info", self.info),
             web.get("/share/v1/peers", self.peers),
-            web.get("/share/v1/pieces/{digest}", self.pieces)])
+            web.get("/share/v1/pieces/{digest}", self.pieces),
+            web.get("/share/v1/partial/{digest}", self.partial_have),
+            web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)])
 
     def middlewares(self):
         """Read filtering by network; the node adds these to its application."""
@@ -69,6 +71,45 @@ class Service:
     async def peers(self, request):
         return web.json_response({"peers": list(self.config["peers"])})
 
+    # -- pieces of a pull in progress (its partial file in our state dir) --
+    def _partial(self, request):
+        from .registry import DIGEST_RE, error
+        digest = request.match_info["digest"]
+        if not DIGEST_RE.match(digest):
+            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+        return digest, os.path.join(self.state_dir, "partial", digest[7:])
+
+    def _partial_list(self, digest):
+        return _read_json(os.path.join(self.state_dir, "partial", digest[7:] + ".pieces"))
+
+    async def partial_have(self, request):
+        """The pieces this node has verified of a blob it is pulling."""
+        digest, part = self._partial(request)
+        try:
+            with open(part + ".have") as f:
+                have = sorted({int(x) for x in f.read().split()})
+        except (OSError, ValueError):
+            raise web.HTTPNotFound() from None
+        return web.json_response({"digest": digest, "have": have})
+
+    async def partial_piece(self, request):
+        """One verified piece of a partial blob; re-hashed before it is sent."""
+        import hashlib
+        digest, part = self._partial(request)
+        plist = self._partial_list(digest)
+        i = int(request.match_info["piece"])
+        if plist is None or i >= len(plist["pieces"]):
+            raise web.HTTPNotFound()
+        psize = plist["pieceSize"]
+        try:
+            with open(part, "rb") as f:
+                data = os.pread(f.fileno(), min(psize, plist["size"] - i * psize), i * psize)
+        except OSError:
+            raise web.HTTPNotFound() from None
+        if hashlib.sha256(data).hexdigest() != plist["pieces"][i]:
+            raise web.HTTPNotFound()  # not there yet (or damaged): never pass it on
+        return web.Response(body=data, content_type="application/octet-stream")
+
     async def pieces(self, request):
         """The signed piece list of a blob (made once, in a worker thread)."""
         import asyncio
@@ -82,7 +123,10 @@ class Service:
         if plist is None:
             path = self.store.blob_path(digest)
             if not os.path.isfile(path):
-                raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
+                partial = self._partial_list(digest)  # as signed by the node it came from
+                if partial is None:
+                    raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
+                return web.json_response(partial)
             plist = await asyncio.get_running_loop().run_in_executor(
                 None, pieces.make, path, digest, int(self.config["piece_size"]))
             if plist is None:  # never vouch for bytes that are not what their name says
@@ -90,6 +134,15 @@ class Service:
             plist = pieces.sign(plist, self.key)
             self.piece_lists[digest] = plist
         return web.json_response(plist)
+
+
+def _read_json(path):
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def make_app(service):

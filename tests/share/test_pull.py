@@ -164,3 +164,33 @@ def test_push_verb_needs_the_token(seed, nodes, tmp_path):  # noqa: F811
     assert out["digest"] == digest
     assert refs(n.store) == ["copied:2"]
     store_is_clean(n.store)
+
+
+def test_pieces_of_a_pull_in_progress_are_served(seed, nodes, tmp_path):  # noqa: F811
+    """A node whose own pull of the blob is half done serves the pieces it has
+    verified; another puller takes them from it as well as from the seed."""
+    store, digest, layer = seed
+    s = nodes(store, {"piece_size": PIECE})
+    half = nodes(None)  # its state dir will hold a half-done pull
+    slow = Faulty(s, f"slow={4 << 20}")
+    from conftest import emergence_command
+    try:
+        p = subprocess.Popen(emergence_command() + ["--store", half.store] + pull_args(
+            [slow.url], [s.public_key], half.state), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        part = os.path.join(half.state, "partial", layer[7:])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if os.path.exists(part + ".have") and \
+                    len(open(part + ".have").read().split()) >= 8:
+                break
+            time.sleep(0.1)
+        p.kill()
+        p.wait()
+        out = json.loads(emergence(str(tmp_path / "sh-d"), *pull_args(
+            [slow.url, half.url], [s.public_key], tmp_path / "sh-s")).stdout)
+    finally:
+        slow.stop()
+    assert out["digest"] == digest
+    assert out["from"][half.url] >= 4 * PIECE
+    assert half.url not in out["banned"]
