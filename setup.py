@@ -117,11 +117,15 @@ setup(
     install_requires=[
         "cffi>=1.15",
         "pyroute2>=0.9",
+        "aiohttp>=3.9",
+        "cryptography>=41",
+        "tqdm>=4.60",
     ],
     extras_require={"test": [
         "pytest>=7",
         "jsonschema>=4.18",
         "ruff",
+        "requests>=2.28",
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],

@@ -22,6 +22,7 @@ _VERBS_OF = {
     "image": "build images inspect tag rmi gc verify export import bundle",
     "node": "node",
     "relay": "net",
+    "share": "pull push peers",
 }
 PARTS = tuple(_VERBS_OF)
 VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}

@@ -1,0 +1,62 @@
+"""Who the peers are and who has what.
+
+Membership: the static list in the config (`[share] peers = [...]`), plus
+each of those peers' own lists (GET /share/v1/peers, one hop): a node
+learns the nodes its peers know without a gossip protocol to run.  Who has
+a digest is asked on a miss: HEAD /v2/<name>/blobs/<digest> (or the
+manifest) on every peer at once, with a short timeout.
+"""
+
+import asyncio
+import time
+
+
+async def discover(session, peers, timeout=2.0):
+    """The static PEERS and the peers they know (deduplicated, order kept)."""
+    found = list(dict.fromkeys(p.rstrip("/") for p in peers))
+
+    async def ask(peer):
+        try:
+            async with session.get(peer + "/share/v1/peers",
+                                   timeout=_timeout(timeout)) as r:
+                if r.status == 200:
+                    return (await r.json()).get("peers", [])
+        except (OSError, asyncio.TimeoutError, ValueError):
+            pass
+        except Exception as e:  # aiohttp.ClientError and kin
+            if not _client_error(e):
+                raise
+        return []
+    for more in await asyncio.gather(*(ask(p) for p in found)):
+        for p in more:
+            if isinstance(p, str) and p.rstrip("/") not in found:
+                found.append(p.rstrip("/"))
+    return found
+
+
+async def who_has(session, peers, path, timeout=2.0):
+    """[(peer, latency seconds)] of the PEERS answering 200 to HEAD PATH, fastest first."""
+    async def ask(peer):
+        t = time.monotonic()
+        try:
+            async with session.head(peer + path, timeout=_timeout(timeout)) as r:
+                if r.status == 200:
+                    return peer, time.monotonic() - t
+        except (OSError, asyncio.TimeoutError):
+            pass
+        except Exception as e:
+            if not _client_error(e):
+                raise
+        return None
+    hits = [h for h in await asyncio.gather(*(ask(p) for p in peers)) if h]
+    return sorted(hits, key=lambda h: h[1])
+
+
+def _timeout(seconds):
+    import aiohttp
+    return aiohttp.ClientTimeout(total=seconds)
+
+
+def _client_error(e):
+    import aiohttp
+    return isinstance(e, aiohttp.ClientError)

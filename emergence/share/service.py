@@ -1,0 +1,173 @@
+"""The sharing part inside `emergence node`: the OCI distribution API and
+the Nix binary cache on the node's listener, and the peer-to-peer endpoints
+(/share/v1/: who this node is, whom it knows, signed piece lists)."""
+
+import os
+
+from aiohttp import web
+
+
+class Service:
+    """Long-running work of share inside `emergence node`."""
+
+    name = "share"
+    DEFAULTS = {
+        "store": "",               # the image store ("" = the default store)
+        "peers": [],               # base URLs of other nodes, e.g. "http://10.0.0.2:7480"
+        "upstream": "",            # a registry for what no peer has, e.g. https://quay.io
+        "readers": [],             # networks allowed to read ([] = whoever can connect)
+        "trusted_keys": [],        # Nix-format public keys whose piece lists we accept
+        "key_name": "",            # the signing key's name ("" = emergence-<hostname>-1)
+        "nix_store": "/nix/store",
+        "piece_size": 4 << 20,     # bytes per piece of a piece list
+    }
+
+    def __init__(self, config, state_dir, log):
+        from ..image.store import Store
+        from .auth import TokenAuth, load_or_make_token
+        from .nixcache import NixCache
+        from .registry import Registry
+        from .signing import load_or_make_key
+        self.config = {**self.DEFAULTS, **(config or {})}
+        self.state_dir = state_dir
+        self.log = log
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self.store = Store(self.config["store"] or None)
+        self.key = load_or_make_key(
+            state_dir, self.config["key_name"] or f"emergence-{os.uname().nodename}-1")
+        self.auth = TokenAuth(load_or_make_token(state_dir), self.config["readers"])
+        self.registry = Registry(self.store, self.auth, state_dir, log)
+        self.cache = NixCache(self.key, self.config["nix_store"], log=log)
+        self.piece_lists = {}
+        self.served = 0
+
+    def routes(self):
+        return (self.registry.routes() + self.cache.routes() + [
+            web.get("/share/v1/info", self.info),
+            web.get("/share/v1/peers", self.peers),
+            web.get("/share/v1/pieces/{digest}", self.pieces),
+            web.get("/share/v1/partial/{digest}", self.partial_have),
+            web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)])
+
+    def middlewares(self):
+        """Read filtering by network; the node adds these to its application."""
+        return [self.auth.read_filter]
+
+    async def start(self):
+        self.log(f"share: serving {self.store.root}; cache key {self.key.public()}")
+
+    async def stop(self):
+        for _, writer in self.registry.uploads.values():
+            writer.abort()
+        self.registry.uploads.clear()
+
+    def status(self):
+        return {"store": self.store.root, "public_key": self.key.public(),
+                "peers": list(self.config["peers"]), "uploads": len(self.registry.uploads)}
+
+    async def info(self, request):
+        return web.json_response({"public_key": self.key.public(), "store": "oci"})
+
+    async def peers(self, request):
+        return web.json_response({"peers": list(self.config["peers"])})
+
+    # -- pieces of a pull in progress (its partial file in our state dir) --
+    def _partial(self, request):
+        from .registry import DIGEST_RE, error
+        digest = request.match_info["digest"]
+        if not DIGEST_RE.match(digest):
+            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+        return digest, os.path.join(self.state_dir, "partial", digest[7:])
+
+    def _partial_list(self, digest):
+        return _read_json(os.path.join(self.state_dir, "partial", digest[7:] + ".pieces"))
+
+    async def partial_have(self, request):
+        """The pieces this node has verified of a blob it is pulling."""
+        digest, part = self._partial(request)
+        try:
+            with open(part + ".have") as f:
+                have = sorted({int(x) for x in f.read().split()})
+        except (OSError, ValueError):
+            raise web.HTTPNotFound() from None
+        return web.json_response({"digest": digest, "have": have})
+
+    async def partial_piece(self, request):
+        """One verified piece of a partial blob; re-hashed before it is sent."""
+        import hashlib
+        digest, part = self._partial(request)
+        plist = self._partial_list(digest)
+        i = int(request.match_info["piece"])
+        if plist is None or i >= len(plist["pieces"]):
+            raise web.HTTPNotFound()
+        psize = plist["pieceSize"]
+        try:
+            with open(part, "rb") as f:
+                data = os.pread(f.fileno(), min(psize, plist["size"] - i * psize), i * psize)
+        except OSError:
+            raise web.HTTPNotFound() from None
+        if hashlib.sha256(data).hexdigest() != plist["pieces"][i]:
+            raise web.HTTPNotFound()  # not there yet (or damaged): never pass it on
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def pieces(self, request):
+        """The signed piece list of a blob (made once, in a worker thread)."""
+        import asyncio
+
+        from . import pieces
+        from .registry import DIGEST_RE, error
+        digest = request.match_info["digest"]
+        if not DIGEST_RE.match(digest):
+            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+        plist = self.piece_lists.get(digest)
+        if plist is None:
+            path = self.store.blob_path(digest)
+            if not os.path.isfile(path):
+                partial = self._partial_list(digest)  # as signed by the node it came from
+                if partial is None:
+                    raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
+                return web.json_response(partial)
+            plist = await asyncio.get_running_loop().run_in_executor(
+                None, pieces.make, path, digest, int(self.config["piece_size"]))
+            if plist is None:  # never vouch for bytes that are not what their name says
+                raise error(404, "BLOB_UNKNOWN", f"blob {digest} is corrupt here")
+            plist = pieces.sign(plist, self.key)
+            self.piece_lists[digest] = plist
+        return web.json_response(plist)
+
+
+def _read_json(path):
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def make_app(service):
+    """An aiohttp application with SERVICE's routes, as the node mounts them."""
+    app = web.Application(middlewares=service.middlewares(), client_max_size=1 << 30)
+    app.add_routes(service.routes())
+    app.on_startup.append(lambda app: service.start())
+    app.on_cleanup.append(lambda app: service.stop())
+    return app
+
+
+def main(argv=None):
+    """Serve this part alone (until `emergence node` hosts it):
+    python -m emergence.share.service --listen HOST:PORT --state DIR [--config JSON]"""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--listen", default="127.0.0.1:7480")
+    ap.add_argument("--state", default="/var/lib/emergence/share")
+    ap.add_argument("--config", default="{}")
+    a = ap.parse_args(argv)
+    host, _, port = a.listen.rpartition(":")
+    svc = Service(json.loads(a.config), a.state, lambda m: print(m, flush=True))
+    web.run_app(make_app(svc), host=host, port=int(port), print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
