@@ -139,48 +139,87 @@ def finish_time(host, task, origin=None):
     return t
 
 
+def _key(row, batch):
+    # figures equal up to float noise are a tie, broken by the next key
+    first = row["finish"] if batch else row["D_max"]
+    return (row.get("unresponsive", False), round(first, 9), round(row["D_green"], 9),
+            row["name"])
+
+
+def _rows(hosts, task, s_green, cost, locate, origin):
+    """(rows of candidates, rows of excluded hosts, batch?) in host order."""
+    res = RESOURCES
+    n = len(hosts) or 1
+    utils = [h["util"] for h in hosts]
+    mean = [sum(u.get(r, 0.0) for u in utils) / n for r in res]
+    # D0 of every host, and the two largest: D_max(h) needs max over k != h
+    base = [sum(abs(u.get(r, 0.0) - m) for r, m in zip(res, mean)) for u in utils]
+    i1 = max(range(len(base)), key=base.__getitem__) if base else -1
+    rest = [b for j, b in enumerate(base) if j != i1]
+    second = max(rest) if rest else 0.0
+    first = base[i1] if base else 0.0
+    batch = bool(task.get("expect")) and not task.get("service")
+    demand = task.get("demand", {})
+    # the common case (capacity only) checked inline; reasons only for the excluded
+    reserved = [(r, demand[r]) for r in RESERVED if demand.get(r)]
+    plain_fit = not (task.get("arch") or task.get("labels") or task.get("near"))
+    published = cost is published_cost
+    out, excluded = [], []
+    for i, h in enumerate(hosts):
+        cap = h.get("capacity", {})
+        if plain_fit:
+            alloc = h.get("allocated", {})
+            fits = True
+            for r, want in reserved:
+                if want > cap.get(r, 0) - alloc.get(r, 0) + 1e-9:
+                    fits = False
+                    break
+        if not plain_fit or not fits:
+            why = unfit_reason(h, task) or qos_reason(h, task, locate)
+            if why:
+                excluded.append({"name": h["name"], "excluded": why})
+                continue
+        u = utils[i]
+        d = 0.0
+        for r, m in zip(res, mean):
+            want = demand.get(r, 0.0)
+            c = cap.get(r)
+            d += abs(u.get(r, 0.0) + (want / c if c else want) - m)
+        g = h.get("green", 0.0)
+        if published:
+            d_green = d + d * (1.0 - g) * s_green
+        else:
+            d_green = d + cost(g=g, d=d, s_green=s_green, host=h, task=task)
+        other = second if i == i1 else first
+        row = {"name": h["name"], "D": d, "D_green": d_green,
+               "D_max": d_green if d_green > other else other}
+        if h.get("unresponsive"):
+            row["unresponsive"] = True
+        if batch:
+            row["finish"] = finish_time(h, task, origin)
+        out.append(row)
+    return out, excluded, batch
+
+
 def rank(hosts, task, s_green=0.0, cost=published_cost, locate=lambda t: None, origin=None):
     """Every host with its figures, best first.
 
     Returns a list of dicts: name, and either `excluded` (why it cannot take the
     task) or D, D_green, D_max (and `finish` for batch tasks), in the order the
     scheduler prefers them.  Hosts marked `unresponsive` come after all others."""
-    mean = mean_utilisation(hosts)
-    base = [distance(h["util"], {}, mean) for h in hosts]
-    top = sorted(range(len(hosts)), key=lambda i: base[i], reverse=True)[:2]
-    batch = bool(task.get("expect")) and not task.get("service")
-    demand = task.get("demand", {})
-    out, excluded = [], []
-    for i, h in enumerate(hosts):
-        why = unfit_reason(h, task) or qos_reason(h, task, locate)
-        if why:
-            excluded.append({"name": h["name"], "excluded": why})
-            continue
-        d = distance(h["util"], demand_fraction(h, demand), mean)
-        g = h.get("green", 0.0)
-        d_green = d + cost(g=g, d=d, s_green=s_green, host=h, task=task)
-        others = [base[j] for j in top if j != i][:1]
-        row = {"name": h["name"], "D": d, "D_green": d_green,
-               "D_max": max([d_green] + others)}
-        if h.get("unresponsive"):
-            row["unresponsive"] = True
-        if batch:
-            row["finish"] = finish_time(h, task, origin)
-        out.append(row)
-    # figures equal up to float noise are a tie, broken by the next key
-    if batch:
-        out.sort(key=lambda r: (r.get("unresponsive", False), round(r["finish"], 9),
-                                round(r["D_green"], 9), r["name"]))
-    else:
-        out.sort(key=lambda r: (r.get("unresponsive", False), round(r["D_max"], 9),
-                                round(r["D_green"], 9), r["name"]))
+    out, excluded, batch = _rows(hosts, task, s_green, cost, locate, origin)
+    out.sort(key=lambda r: _key(r, batch))
     return out + sorted(excluded, key=lambda r: r["name"])
 
 
-def choose(hosts, task, **kw):
-    """The best host's name, or None when no host can take the task."""
-    ranked = rank(hosts, task, **kw)
-    return ranked[0]["name"] if ranked and "excluded" not in ranked[0] else None
+def choose(hosts, task, s_green=0.0, cost=published_cost, locate=lambda t: None,
+           origin=None):
+    """The best host's name (rank's first, without sorting the rest), or None
+    when no host can take the task."""
+    out, _, batch = _rows(hosts, task, s_green, cost, locate, origin)
+    if not out:
+        return None
+    return min(out, key=lambda r: _key(r, batch))["name"]
 
 
 def explain(ranked):

@@ -1,0 +1,30 @@
+"""A real etcd on loopback (free ports, data in a pl- temp dir) per test that
+asks for one, killed and removed at teardown; a fresh key prefix each time."""
+
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+
+import pytest
+
+from emergence.place import etcd
+
+
+@pytest.fixture
+def etcd_url():
+    d = tempfile.mkdtemp(prefix="pl-etcd-")
+    proc, url = etcd.start(os.path.join(d, "data"), name="pl", log=os.path.join(d, "log"))
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(etcd_url):
+    from emergence.place.state import Cluster
+    return Cluster(etcd_url, prefix=f"/pl-{uuid.uuid4().hex[:8]}/")
