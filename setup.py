@@ -69,11 +69,15 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "cffi>=1.15",
+        "etcd3gw>=2.4",
+        "requests>=2.28",
     ],
     extras_require={"test": [
         "pytest>=7",
         "jsonschema>=4.18",
         "ruff",
+        "aiohttp>=3.8",
+        "matplotlib>=3.6",
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],

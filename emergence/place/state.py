@@ -43,6 +43,21 @@ def _dumps(obj):
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
+def _reachable(method):
+    """etcd away is one line for people (the nodes catch it and retry)."""
+    import functools
+
+    @functools.wraps(method)
+    def call(self, *args, **kw):
+        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
+        try:
+            return method(self, *args, **kw)
+        except (ConnectionFailedError, ConnectionTimeoutError):
+            raise EmergenceError(f"cannot reach etcd at {self.endpoint}; start one with "
+                                 "`emergence cluster init` or pass --etcd URL")
+    return call
+
+
 class Cluster:
     """A connection to the cluster's etcd, with the operations the nodes need."""
 
@@ -60,36 +75,32 @@ class Cluster:
         return self.prefix + "/".join(parts)
 
     # -- plain reads and writes ------------------------------------------------
+    @_reachable
     def get(self, *parts):
-        from etcd3gw.exceptions import ConnectionFailedError
-        try:
-            vals = self.client.get(self.key(*parts))
-        except ConnectionFailedError:
-            raise EmergenceError(f"cannot reach etcd at {self.endpoint}; start one with "
-                                 "`emergence cluster init` or pass --etcd URL")
+        vals = self.client.get(self.key(*parts))
         return json.loads(vals[0]) if vals else None
 
+    @_reachable
     def put(self, value, *parts, lease=None):
         self.client.put(self.key(*parts), _dumps(value), lease=lease)
 
+    @_reachable
     def create(self, value, *parts, lease=None):
         """Put only if the key does not exist; True if this call created it."""
         return self.client.create(self.key(*parts), _dumps(value), lease=lease)
 
+    @_reachable
     def delete(self, *parts):
         self.client.delete(self.key(*parts))
 
+    @_reachable
     def items(self, *parts):
         """{rest of key: value} under a prefix."""
-        from etcd3gw.exceptions import ConnectionFailedError
         base = self.key(*parts) + "/"
-        try:
-            kvs = self.client.get_prefix(base)
-        except ConnectionFailedError:
-            raise EmergenceError(f"cannot reach etcd at {self.endpoint}; start one with "
-                                 "`emergence cluster init` or pass --etcd URL")
+        kvs = self.client.get_prefix(base)
         return {meta["key"].decode()[len(base):]: json.loads(v) for v, meta in kvs}
 
+    @_reachable
     def snapshot(self):
         """Everything under the prefix at one revision, as {section: {rest: value}}."""
         out = {}
@@ -105,10 +116,12 @@ class Cluster:
                 out[section] = value
         return out
 
+    @_reachable
     def lease(self, ttl):
         return self.client.lease(ttl=max(1, int(round(ttl))))
 
     # -- transactions ------------------------------------------------------------
+    @_reachable
     def guarded(self, leader, puts=(), deletes=()):
         """Apply PUTS [(value, key parts…)] and DELETES [key parts] atomically,
         only while LEADER holds the leader key.  False if it no longer does."""

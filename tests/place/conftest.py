@@ -4,12 +4,20 @@ asks for one, killed and removed at teardown; a fresh key prefix each time."""
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import uuid
 
 import pytest
 
 from emergence.place import etcd
+
+
+def emergence_command():
+    """The installed launcher next to this interpreter (as tests/conftest.py;
+    this directory's conftest shadows that one's name for `from conftest`)."""
+    here = os.path.join(os.path.dirname(sys.executable), "emergence")
+    return [here] if os.path.exists(here) else [sys.executable, "-m", "emergence"]
 
 
 @pytest.fixture
