@@ -209,11 +209,17 @@ class Commander:
             ranked.sort(key=lambda r: r.get("unresponsive", False))
         else:
             ranked = [r for r in rank_task(spec, snap, settings) if "excluded" not in r]
+        why = why or st.get("requeued")
         if not ranked:
+            # nowhere to go now: pending again (and off the silent host), keeping
+            # why, so the dispatch that follows is logged as the re-dispatch it is
             if st.get("state") != "pending" or st.get("waiting") is None:
-                st = dict(st, state="pending", waiting="no host fits")
-                self.cluster.guarded(self.name, [(st, "status", tid)])
-                snap.setdefault("status", {})[tid] = st
+                new = dict(st, state="pending", waiting="no host fits", requeued=why,
+                           from_host=st.get("host") or st.get("from_host"))
+                dels = [("assign", st["host"], tid)] if st.get("host") else []
+                new["host"] = None
+                if self.cluster.guarded(self.name, [(new, "status", tid)], dels):
+                    snap.setdefault("status", {})[tid] = new
             return
         fresh = [r for r in ranked if r["name"] not in tried]
         best = (fresh or ranked)[0]
@@ -237,8 +243,9 @@ class Commander:
             self.counts["dispatched"] += 1
         else:
             self.counts["redispatched"] += 1
-            self.log(f"re-dispatch {tid} attempt {attempt}: {st['host']} -> {best['name']} "
-                     f"({st['host']}: {why})")
+            old = st.get("host") or st.get("from_host")
+            self.log(f"re-dispatch {tid} attempt {attempt}: {old} -> {best['name']} "
+                     f"({old}: {why})")
 
     def _mark_unresponsive(self, host, tid, why, snap):
         unresp = snap.setdefault("unresponsive", {})
@@ -269,7 +276,7 @@ class Commander:
                 continue
             snap["unresponsive"] = {h: m for h, m in snap["unresponsive"].items()
                                     if h != host}
-            ranked = rank_task({"demand": {"cpu": 0.1}}, snap, settings)
+            ranked = rank_task({"demand": {}}, snap, settings)  # its place by load alone
             pos = next((i for i, r in enumerate(ranked) if r["name"] == host), None)
             row = ranked[pos] if pos is not None else {}
             if self.cluster.guarded(self.name, [], [("unresponsive", host), ("probe", host)]):
