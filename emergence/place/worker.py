@@ -56,6 +56,10 @@ def _net_bytes():
     return total
 
 
+class _Superseded(Exception):
+    """Another host's result came first while this one still ran."""
+
+
 def emergence_argv():
     here = os.path.join(os.path.dirname(sys.executable), "emergence")
     return [here] if os.path.exists(here) else [sys.executable, "-m", "emergence"]
@@ -176,6 +180,48 @@ class Worker:
             return em + ["run", "--bundle", spec["bundle"], cid]
         return em + ["run", "--image", spec["image"], cid, "--"] + list(spec.get("cmd", []))
 
+    def _remove(self, cid):
+        em = emergence_argv() + ["--root", self.config["root"]]
+        subprocess.run(em + ["kill", cid, "KILL"], capture_output=True)
+        subprocess.run(em + ["delete", "--force", cid], capture_output=True)
+
+    def _run_container(self, tid, attempt, spec):
+        """`emergence run` the task; while it runs, watch for another host's
+        result: then this run is a duplicate, and its container is removed
+        at once rather than left to finish for nothing."""
+        import tempfile
+        cid = self._container_id(tid, attempt)
+        timeout = float(spec.get("timeout") or 3600)
+        with tempfile.TemporaryFile("w+") as out:
+            p = subprocess.Popen(self._argv(tid, attempt, spec), stdout=out, stderr=out,
+                                 stdin=subprocess.DEVNULL, text=True)
+            t0 = time.monotonic()
+            while True:
+                try:
+                    p.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                other = None
+                try:
+                    other = self.cluster.get("results", tid)
+                except Exception:
+                    pass  # etcd away: finish the run, report later
+                if other is not None:
+                    self._remove(cid)
+                    p.wait()
+                    self.log(f"duplicate: {tid} attempt {attempt} on {self.name}: "
+                             f"{other.get('host')} already has the result; container "
+                             f"{cid} removed")
+                    raise _Superseded()
+                if time.monotonic() - t0 > timeout:
+                    self._remove(cid)
+                    p.wait()
+                    out.seek(0)
+                    return -1, (out.read() + "killed at its timeout")[-4000:]
+            out.seek(0)
+            return p.returncode, out.read()[-4000:]
+
     def _run_one(self, tid, attempt, spec):
         t0 = time.monotonic()
         kind = spec.get("kind", "image")
@@ -184,11 +230,12 @@ class Worker:
                 time.sleep(float(spec.get("seconds", 0.0)))
                 status, output = 0, ""
             else:
-                p = subprocess.run(self._argv(tid, attempt, spec), capture_output=True,
-                                   text=True, timeout=float(spec.get("timeout") or 3600))
-                status, output = p.returncode, (p.stdout + p.stderr)[-4000:]
-        except subprocess.TimeoutExpired:
-            status, output = -1, "killed at its timeout"
+                status, output = self._run_container(tid, attempt, spec)
+        except _Superseded:
+            self.counts["discarded"] += 1
+            with self.lock:
+                self.running.pop(tid, None)
+            return
         except Exception as e:
             status, output = -1, f"{type(e).__name__}: {e}"
         took = time.monotonic() - t0
@@ -207,10 +254,7 @@ class Worker:
                 self.log(f"duplicate: {tid} attempt {attempt} on {self.name} finished after "
                          "the first result; discarded")
                 if kind != "sleep":
-                    subprocess.run(emergence_argv() + ["--root", self.config["root"], "delete",
-                                                       "--force",
-                                                       self._container_id(tid, attempt)],
-                                   capture_output=True)
+                    self._remove(self._container_id(tid, attempt))
             self.cluster.delete("assign", self.name, tid)
         except Exception as e:
             self.log(f"worker {self.name}: reporting {tid}: {type(e).__name__}: {e}")
