@@ -8,7 +8,10 @@ set the energy scalar; 200, or 400 with one line on malformed input).
   POST /place/api/iaEnergyScalar {"energy_cost_scalar": number}
   GET  /place/api/status         this service's status
 
-Settings go to etcd (config/…), so every command node uses them.  The
+Settings go to etcd (config/…), so every command node uses them.  With
+`cluster_init` the service starts a local etcd itself (data in its state
+dir), so one machine is a whole cluster: `emergence node start` with
+role both.  The
 nodes' loops are blocking (requests), so they run in threads; handlers call
 etcd in the loop's executor.  If `token` is set, the POSTs that change
 settings need `Authorization: Bearer TOKEN`.
@@ -29,7 +32,7 @@ class Service:
     name = "place"
     DEFAULTS = {"etcd": "http://127.0.0.1:2379", "prefix": "/emergence/", "role": "none",
                 "node_name": "", "lease_ttl": 5.0, "ack_timeout": 3.0, "cpu": 0.0,
-                "memory": 0.0, "token": ""}
+                "memory": 0.0, "token": "", "cluster_init": False}
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -39,6 +42,7 @@ class Service:
                                  "command or both")
         self.nodes, self.threads = [], []
         self._cluster = None
+        self.etcd = None  # the embedded etcd, when cluster_init
 
     @property
     def cluster(self):
@@ -49,8 +53,11 @@ class Service:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self):
+        import asyncio
         import socket
         role, c = self.config["role"], self.config
+        if c["cluster_init"]:
+            await asyncio.get_running_loop().run_in_executor(None, self._embedded_etcd)
         name = c["node_name"] or socket.gethostname()
         if role in ("command", "both"):
             from .commander import Commander
@@ -78,6 +85,28 @@ class Service:
             if hasattr(n, "resign"):
                 await loop.run_in_executor(None, n.resign)
         self.nodes, self.threads = [], []
+        if self.etcd is not None:
+            self.etcd.terminate()
+            await loop.run_in_executor(None, self.etcd.wait)
+            self.etcd = None
+
+    def _embedded_etcd(self):
+        """One local etcd for a single-machine cluster, data in the state dir,
+        on the port of `etcd` (unless one already answers there)."""
+        import os
+        from urllib.parse import urlparse
+
+        from . import etcd
+        try:
+            etcd.wait_ready(self.config["etcd"], timeout=0.3)
+            self.log(f"place: etcd already answers at {self.config['etcd']}; using it")
+            return
+        except EmergenceError:
+            pass
+        port = urlparse(self.config["etcd"]).port or 2379
+        self.etcd, url = etcd.start(os.path.join(self.state_dir, "etcd"), client_port=port,
+                                    log=os.path.join(self.state_dir, "etcd.log"))
+        self.log(f"place: embedded etcd at {url}")
 
     def status(self):
         out = {"role": self.config["role"], "etcd": self.config["etcd"]}

@@ -102,3 +102,37 @@ def test_settings_need_the_token_when_one_is_set(cluster):
         ("iaEnergyScalar", {"energy_cost_scalar": 1}, {"Authorization": "Bearer s3"}),
     ], token="s3")
     assert out[0][0] == 401 and out[1][0] == 200
+
+
+def test_one_machine_cluster_with_embedded_etcd(tmp_path):
+    """cluster_init + role both: the service starts its own etcd and is a
+    command node and a worker; a submitted task runs and is recorded."""
+    import time
+
+    from emergence.place.state import Cluster
+    url = f"http://127.0.0.1:{free_port()}"
+    state = tmp_path / "pl-state"
+    state.mkdir()
+
+    async def main():
+        svc = Service({"etcd": url, "cluster_init": True, "role": "both",
+                       "node_name": "pl-solo", "lease_ttl": 2, "cpu": 2},
+                      str(state), lambda m: None)
+        await svc.start()
+        try:
+            c = Cluster(url)
+            tasks.submit(c, {"kind": "sleep", "seconds": 0.05, "id": "solo"})
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and c.get("results", "solo") is None:
+                await asyncio.sleep(0.1)
+            return c.get("results", "solo"), svc.status(), svc.etcd.pid
+        finally:
+            await svc.stop()
+
+    result, status, pid = asyncio.run(main())
+    assert result["host"] == "pl-solo" and result["exit"] == 0
+    assert status["commander"]["leading"] is True and status["worker"]["won"] == 1
+    assert (state / "etcd").is_dir()
+    import os
+    assert not os.path.exists(f"/proc/{pid}") or \
+        open(f"/proc/{pid}/stat").read().split()[2] == "Z"
