@@ -26,16 +26,17 @@ def etcd_binary():
 
 
 def start(data_dir, name="emergence", client_port=None, peer_port=None, log=None,
-          detach=False):
-    """Start one etcd member on 127.0.0.1 with its data in DATA_DIR; return
-    (process, client URL) once it answers."""
+          detach=False, also_listen=()):
+    """Start one etcd member on 127.0.0.1 (and on the addresses ALSO_LISTEN)
+    with its data in DATA_DIR; return (process, client URL) once it answers."""
     client_port = client_port or free_port()
     peer_port = peer_port or free_port()
     url = f"http://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
+    listen = ",".join([url] + [f"http://{a}:{client_port}" for a in also_listen])
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     argv = [etcd_binary(), "--name", name, "--data-dir", data_dir,
-            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-client-urls", listen, "--advertise-client-urls", url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new"]
     out = open(log or os.devnull, "ab")

@@ -222,6 +222,20 @@ class Worker:
             out.seek(0)
             return p.returncode, out.read()[-4000:]
 
+    def _report(self, tid, result, patience=120.0):
+        """Record the result; through a partition, keep trying (it may still be
+        first).  None if etcd stayed away for PATIENCE seconds."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self.cluster.first_result(tid, result)
+            except Exception as e:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    self.log(f"worker {self.name}: reporting {tid} gave up: "
+                             f"{type(e).__name__}: {e}")
+                    return None
+                time.sleep(0.5)
+
     def _run_one(self, tid, attempt, spec):
         t0 = time.monotonic()
         kind = spec.get("kind", "image")
@@ -246,7 +260,9 @@ class Worker:
                   "usage": {r: spec.get("demand", {}).get(r, 0.0) for r in ("cpu", "memory")}
                   if spec.get("demand") else None}
         try:
-            first = self.cluster.first_result(tid, result)
+            first = self._report(tid, result)
+            if first is None:
+                return
             if first:
                 self.counts["won"] += 1
             else:
