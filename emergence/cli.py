@@ -23,6 +23,7 @@ _VERBS_OF = {
     "node": "node",
     "relay": "net",
     "share": "pull push peers",
+    "place": "cluster submit tasks place",
 }
 PARTS = tuple(_VERBS_OF)
 VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}

@@ -1,0 +1,66 @@
+"""A local etcd server: what `cluster init` starts for a one-machine cluster,
+and what the tests run (Debian's etcd-server, on loopback)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+from ..errors import EmergenceError
+
+
+def free_port():
+    """A loopback TCP port nobody listens on now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def etcd_binary():
+    path = shutil.which("etcd")
+    if not path:
+        raise EmergenceError("etcd is not installed; `apt-get install etcd-server` or give "
+                             "--etcd URL of a running one")
+    return path
+
+
+def start(data_dir, name="emergence", client_port=None, peer_port=None, log=None,
+          detach=False, also_listen=()):
+    """Start one etcd member on 127.0.0.1 (and on the addresses ALSO_LISTEN)
+    with its data in DATA_DIR; return (process, client URL) once it answers."""
+    client_port = client_port or free_port()
+    peer_port = peer_port or free_port()
+    url = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    listen = ",".join([url] + [f"http://{a}:{client_port}" for a in also_listen])
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    argv = [etcd_binary(), "--name", name, "--data-dir", data_dir,
+            "--listen-client-urls", listen, "--advertise-client-urls", url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new"]
+    out = open(log or os.devnull, "ab")
+    try:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                start_new_session=detach)
+    finally:
+        out.close()
+    wait_ready(url, proc)
+    return proc, url
+
+
+def wait_ready(url, proc=None, timeout=20.0):
+    import requests
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EmergenceError(f"etcd exited with status {proc.returncode} before it "
+                                 "answered; see its log")
+        try:
+            r = requests.post(url + "/v3/maintenance/status", json={}, timeout=1)
+            if r.ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise EmergenceError(f"etcd at {url} did not answer within {timeout:.0f} s")

@@ -1,0 +1,279 @@
+"""A worker node: registers with a lease, heartbeats its telemetry, watches
+its assignments and runs each with the runtime, then reports the result.
+
+Exactly-once in effect: a result is recorded with a create-if-absent
+transaction keyed by task id, so the first result wins; a worker whose
+result comes second discards it and removes its container.  An assignment
+whose task already has a result is dropped without running.
+
+Task kinds:
+  image    `emergence run --image IMAGE ID -- CMD…` (a Nix-built image)
+  bundle   `emergence run --bundle DIR ID`
+  sleep    no container: sleeps `seconds` (for tests and the simulator of
+           a cluster on a small machine; it exercises the same dispatch path)
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from .state import now
+
+DEFAULTS = {"lease_ttl": 5.0, "interval": 0.1, "cpu": None, "memory": None,
+            "arch": None, "labels": {}, "green": 0.0, "speed": 1.0,
+            "root": "/run/emergence", "store": None}
+
+
+def _machine_arch():
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def _mem_total():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _net_bytes():
+    total = 0
+    try:
+        with open("/proc/net/dev") as f:
+            for line in f.readlines()[2:]:
+                name, _, rest = line.partition(":")
+                if name.strip() != "lo":
+                    cols = rest.split()
+                    total += int(cols[0]) + int(cols[8])
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
+class _Superseded(Exception):
+    """Another host's result came first while this one still ran."""
+
+
+def emergence_argv():
+    here = os.path.join(os.path.dirname(sys.executable), "emergence")
+    return [here] if os.path.exists(here) else [sys.executable, "-m", "emergence"]
+
+
+class Worker:
+    def __init__(self, cluster, name, config=None, log=print):
+        self.cluster, self.name, self.log = cluster, name, log
+        c = dict(DEFAULTS, **(config or {}))
+        self.config = c
+        self.capacity = {"cpu": float(c["cpu"] or os.cpu_count() or 1),
+                         "memory": float(c["memory"] or _mem_total())}
+        self.stopping = threading.Event()
+        self.running = {}   # task id -> attempt
+        self.started = set()  # (task id, attempt) begun here
+        self.lock = threading.Lock()
+        self.lease = None
+        self.answered_probe = None
+        self.runs = []  # durations of finished tasks, for the mean run time
+        self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0}
+        self._net = (time.monotonic(), _net_bytes())
+        self.threads = []
+
+    def member(self):
+        c = self.config
+        return {"name": self.name, "role": "worker", "capacity": self.capacity,
+                "arch": c["arch"] or _machine_arch(), "labels": c["labels"] or {},
+                "green": float(c["green"]), "speed": float(c["speed"]), "pid": os.getpid(),
+                "started": now()}
+
+    def telemetry(self):
+        with self.lock:
+            alloc = {"cpu": 0.0, "memory": 0.0}
+            for spec in self.running.values():
+                for r in alloc:
+                    alloc[r] += spec.get("demand", {}).get(r, 0.0)
+            n = len(self.running)
+        t, b = time.monotonic(), _net_bytes()
+        rate = (b - self._net[1]) / max(1e-3, t - self._net[0])
+        self._net = (t, b)
+        util = {r: alloc[r] / self.capacity[r] if self.capacity[r] else 0.0 for r in alloc}
+        util["disk_io"] = 0.0
+        util["net"] = 0.0
+        return {"ts": now(), "util": util, "running": n, "load1": os.getloadavg()[0],
+                "net_bytes_per_s": rate, "probe": self.answered_probe,
+                "mean_run": sum(self.runs[-20:]) / len(self.runs[-20:]) if self.runs else 0.0,
+                "green": float(self.config["green"])}
+
+    def register(self):
+        self.lease = self.cluster.lease(float(self.config["lease_ttl"]))
+        self.cluster.put(self.member(), "members", self.name, lease=self.lease)
+        self.cluster.put(self.telemetry(), "telemetry", self.name, lease=self.lease)
+
+    def run(self):
+        ttl = float(self.config["lease_ttl"])
+        self.register()
+        self.log(f"worker {self.name} up: {self.capacity['cpu']:g} cpu, lease {ttl:g}s")
+        hb = threading.Thread(target=self._heartbeat, daemon=True)
+        hb.start()
+        while not self.stopping.is_set():
+            try:
+                self._poll()
+            except Exception as e:
+                self.log(f"worker {self.name}: {type(e).__name__}: {e}")
+                time.sleep(0.5)
+            self.stopping.wait(float(self.config["interval"]))
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def stop(self):
+        self.stopping.set()
+
+    def _heartbeat(self):
+        ttl = float(self.config["lease_ttl"])
+        while not self.stopping.is_set():
+            try:
+                if self.lease.refresh() <= 0:
+                    self.log(f"worker {self.name}: lease expired, registering again")
+                    self.register()
+                else:
+                    probe = self.cluster.get("probe", self.name)
+                    if probe is not None and probe != self.answered_probe:
+                        self.answered_probe = probe
+                        self.log(f"worker {self.name}: answering probe {probe}")
+                    self.cluster.put(self.telemetry(), "telemetry", self.name,
+                                     lease=self.lease)
+            except Exception as e:
+                self.log(f"worker {self.name}: heartbeat: {type(e).__name__}: {e}")
+            self.stopping.wait(ttl / 4)
+
+    def _poll(self):
+        for tid, a in sorted(self.cluster.items("assign", self.name).items()):
+            key = (tid, a["attempt"])
+            if key in self.started:
+                continue
+            self.started.add(key)
+            if self.cluster.get("results", tid) is not None:
+                self.counts["skipped"] += 1
+                self.cluster.delete("assign", self.name, tid)
+                continue
+            self.cluster.put(self.name, "ack", tid, str(a["attempt"]))
+            with self.lock:
+                self.running[tid] = a["spec"]
+            t = threading.Thread(target=self._run_one, args=(tid, a["attempt"], a["spec"]),
+                                 daemon=True)
+            self.threads = [x for x in self.threads if x.is_alive()] + [t]
+            t.start()
+
+    def _container_id(self, tid, attempt):
+        return f"{self.config.get('container_prefix', 'pl-')}{tid}-{attempt}"[:64]
+
+    def _argv(self, tid, attempt, spec):
+        em = emergence_argv() + ["--root", self.config["root"]]
+        if self.config.get("store"):
+            em += ["--store", self.config["store"]]
+        cid = self._container_id(tid, attempt)
+        if spec.get("kind") == "bundle":
+            return em + ["run", "--bundle", spec["bundle"], cid]
+        return em + ["run", "--image", spec["image"], cid, "--"] + list(spec.get("cmd", []))
+
+    def _remove(self, cid):
+        em = emergence_argv() + ["--root", self.config["root"]]
+        subprocess.run(em + ["kill", cid, "KILL"], capture_output=True)
+        subprocess.run(em + ["delete", "--force", cid], capture_output=True)
+
+    def _run_container(self, tid, attempt, spec):
+        """`emergence run` the task; while it runs, watch for another host's
+        result: then this run is a duplicate, and its container is removed
+        at once rather than left to finish for nothing."""
+        import tempfile
+        cid = self._container_id(tid, attempt)
+        timeout = float(spec.get("timeout") or 3600)
+        with tempfile.TemporaryFile("w+") as out:
+            p = subprocess.Popen(self._argv(tid, attempt, spec), stdout=out, stderr=out,
+                                 stdin=subprocess.DEVNULL, text=True)
+            t0 = time.monotonic()
+            while True:
+                try:
+                    p.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                other = None
+                try:
+                    other = self.cluster.get("results", tid)
+                except Exception:
+                    pass  # etcd away: finish the run, report later
+                if other is not None:
+                    self._remove(cid)
+                    p.wait()
+                    self.log(f"duplicate: {tid} attempt {attempt} on {self.name}: "
+                             f"{other.get('host')} already has the result; container "
+                             f"{cid} removed")
+                    raise _Superseded()
+                if time.monotonic() - t0 > timeout:
+                    self._remove(cid)
+                    p.wait()
+                    out.seek(0)
+                    return -1, (out.read() + "killed at its timeout")[-4000:]
+            out.seek(0)
+            return p.returncode, out.read()[-4000:]
+
+    def _report(self, tid, result, patience=120.0):
+        """Record the result; through a partition, keep trying (it may still be
+        first).  None if etcd stayed away for PATIENCE seconds."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self.cluster.first_result(tid, result)
+            except Exception as e:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    self.log(f"worker {self.name}: reporting {tid} gave up: "
+                             f"{type(e).__name__}: {e}")
+                    return None
+                time.sleep(0.5)
+
+    def _run_one(self, tid, attempt, spec):
+        t0 = time.monotonic()
+        kind = spec.get("kind", "image")
+        try:
+            if kind == "sleep":
+                time.sleep(float(spec.get("seconds", 0.0)))
+                status, output = 0, ""
+            else:
+                status, output = self._run_container(tid, attempt, spec)
+        except _Superseded:
+            self.counts["discarded"] += 1
+            with self.lock:
+                self.running.pop(tid, None)
+            return
+        except Exception as e:
+            status, output = -1, f"{type(e).__name__}: {e}"
+        took = time.monotonic() - t0
+        self.runs.append(took)
+        self.counts["ran"] += 1
+        result = {"host": self.name, "attempt": attempt, "exit": status, "output": output,
+                  "finished": now(), "seconds": took,
+                  "usage": {r: spec.get("demand", {}).get(r, 0.0) for r in ("cpu", "memory")}
+                  if spec.get("demand") else None}
+        try:
+            first = self._report(tid, result)
+            if first is None:
+                return
+            if first:
+                self.counts["won"] += 1
+            else:
+                self.counts["discarded"] += 1
+                self.log(f"duplicate: {tid} attempt {attempt} on {self.name} finished after "
+                         "the first result; discarded")
+                if kind != "sleep":
+                    self._remove(self._container_id(tid, attempt))
+            self.cluster.delete("assign", self.name, tid)
+        except Exception as e:
+            self.log(f"worker {self.name}: reporting {tid}: {type(e).__name__}: {e}")
+        finally:
+            with self.lock:
+                self.running.pop(tid, None)

@@ -1,0 +1,138 @@
+"""The HTTP API on a harness like the node's (an aiohttp app on 127.0.0.1 and
+a free port), against a real etcd: 200 with the chosen host, 400 on
+malformed bodies, settings stored in etcd for every command node."""
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from emergence.place import tasks
+from emergence.place.etcd import free_port
+from emergence.place.service import Service
+
+
+def _host(cluster, name, cpu_util, green=0.0):
+    cluster.put({"name": name, "role": "worker", "capacity": {"cpu": 4, "memory": 8e9},
+                 "arch": "amd64", "green": green}, "members", name)
+    cluster.put({"ts": 1, "util": {"cpu": cpu_util, "memory": 0.2}}, "telemetry", name)
+
+
+def _serve(cluster, calls, token=""):
+    async def main():
+        svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix, "token": token},
+                      "/nonexistent", lambda m: None)
+        await svc.start()
+        app = web.Application()
+        app.add_routes(svc.routes())
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        out = []
+        try:
+            async with aiohttp.ClientSession() as s:
+                for path, body, headers in calls:
+                    kw = {"data": body} if isinstance(body, str) else {"json": body}
+                    async with s.post(f"http://127.0.0.1:{port}/place/api/{path}",
+                                      headers=headers or {}, **kw) as r:
+                        out.append((r.status, await r.json()))
+                async with s.get(f"http://127.0.0.1:{port}/place/api/status") as r:
+                    out.append((r.status, await r.json()))
+        finally:
+            await runner.cleanup()
+            await svc.stop()
+        return out
+    return asyncio.run(main())
+
+
+def test_schedule_and_settings(cluster):
+    _host(cluster, "busy", 0.9)
+    _host(cluster, "idle", 0.1, green=1.0)
+    _host(cluster, "mid", 0.5)
+    tasks.submit(cluster, {"kind": "sleep", "id": "t1", "demand": {"cpu": 0.4}})
+    out = _serve(cluster, [
+        ("schedule", {"ID": "t1", "HOST_IDS": ["busy", "idle", "mid"]}, None),
+        ("schedule", {"ID": "t1", "HOST_IDS": ["busy"]}, None),
+        ("schedule", {"ID": 77, "DEMAND": {"cpu": 1}}, None),
+        ("iaEnergyScalar", {"energy_cost_scalar": 5}, None),
+        ("schedule", {"ID": "t1"}, None),
+        ("scheduler", {"model_name": "RandomScheduler"}, None),
+        ("scheduler", {"model_name": "InteferenceAwareScheduler"}, None),
+    ])
+    # Ū = (cpu .5, mem .2); V cpu = 0.4/4 = .1.  D0: busy .4, idle .4, mid 0.
+    # idle: D |.2−.5| = .3, D_max .4; mid: D .1, D_max .4; busy: D .5, D_max .5
+    # -> idle and mid tie on D_max, mid's D is lower
+    assert out[0] == (200, {"ID": "t1", "HOST_ID": "mid"})
+    assert out[1] == (200, {"ID": "t1", "HOST_ID": "busy"})
+    # V = .25: idle D .15, mid D .25, both D_max .4 -> idle
+    assert out[2] == (200, {"ID": 77, "HOST_ID": "idle"})
+    assert out[3] == (200, {"energy_cost_scalar": 5})
+    # s_green 5: mid's D_green = .1 + .1·5 = .6 > .4; idle is all green: .3, D_max .4
+    assert out[4] == (200, {"ID": "t1", "HOST_ID": "idle"})
+    assert out[5][0] == 200 and out[6] == (200, {"model_name": "InterferenceAwareScheduler"})
+    assert cluster.get("config", "s_green") == 5.0
+    assert cluster.get("config", "scheduler") == "InterferenceAwareScheduler"
+    assert out[7] == (200, {"role": "none", "etcd": cluster.endpoint})
+
+
+def test_malformed_bodies_are_400_with_one_line(cluster):
+    _host(cluster, "h", 0.1)
+    out = _serve(cluster, [
+        ("schedule", "{not json", None),
+        ("schedule", [1], None),
+        ("schedule", {"HOST_IDS": ["h"]}, None),
+        ("schedule", {"ID": "t", "HOST_IDS": "h"}, None),
+        ("schedule", {"ID": "nosuch"}, None),
+        ("schedule", {"ID": "x", "DEMAND": {"cpu": -1}}, None),
+        ("scheduler", {"model_name": "Magic"}, None),
+        ("iaEnergyScalar", {"energy_cost_scalar": "high"}, None),
+        ("iaEnergyScalar", {}, None),
+    ])
+    for status, body in out[:-1]:
+        assert status == 400 and "\n" not in body["error"], (status, body)
+    assert "no task 'nosuch'" in out[4][1]["error"]
+    assert "demand.cpu" in out[5][1]["error"]
+    assert cluster.get("config", "s_green") is None
+
+
+def test_settings_need_the_token_when_one_is_set(cluster):
+    out = _serve(cluster, [
+        ("iaEnergyScalar", {"energy_cost_scalar": 1}, None),
+        ("iaEnergyScalar", {"energy_cost_scalar": 1}, {"Authorization": "Bearer s3"}),
+    ], token="s3")
+    assert out[0][0] == 401 and out[1][0] == 200
+
+
+def test_one_machine_cluster_with_embedded_etcd(tmp_path):
+    """cluster_init + role both: the service starts its own etcd and is a
+    command node and a worker; a submitted task runs and is recorded."""
+    import time
+
+    from emergence.place.state import Cluster
+    url = f"http://127.0.0.1:{free_port()}"
+    state = tmp_path / "pl-state"
+    state.mkdir()
+
+    async def main():
+        svc = Service({"etcd": url, "cluster_init": True, "role": "both",
+                       "node_name": "pl-solo", "lease_ttl": 2, "cpu": 2},
+                      str(state), lambda m: None)
+        await svc.start()
+        try:
+            c = Cluster(url)
+            tasks.submit(c, {"kind": "sleep", "seconds": 0.05, "id": "solo"})
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and c.get("results", "solo") is None:
+                await asyncio.sleep(0.1)
+            return c.get("results", "solo"), svc.status(), svc.etcd.pid
+        finally:
+            await svc.stop()
+
+    result, status, pid = asyncio.run(main())
+    assert result["host"] == "pl-solo" and result["exit"] == 0
+    assert status["commander"]["leading"] is True and status["worker"]["won"] == 1
+    assert (state / "etcd").is_dir()
+    import os
+    assert not os.path.exists(f"/proc/{pid}") or \
+        open(f"/proc/{pid}/stat").read().split()[2] == "Z"
