@@ -106,7 +106,10 @@ class Node:
         if not routes:
             return
         from aiohttp import web
-        app = web.Application(client_max_size=1 << 30)
+        middlewares = []
+        for svc in self.services.values():  # e.g. share's filter of who may read
+            middlewares.extend(getattr(svc, "middlewares", list)())
+        app = web.Application(client_max_size=1 << 30, middlewares=middlewares)
         app.add_routes(routes)
         host, _, port = self.cfg["node"]["listen"].rpartition(":")
         self.http = web.AppRunner(app, access_log=None)
