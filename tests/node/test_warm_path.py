@@ -21,9 +21,17 @@ from conftest import REPO, emergence_command
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers: needs root")
 
 
-def _pids_of(pattern):
-    p = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-    return [int(x) for x in p.stdout.split()]
+def _listening(path):
+    """True once a planner accepts on PATH (a stale socket file refuses)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 @pytest.fixture
@@ -199,7 +207,7 @@ def test_planner_killed_mid_call_loses_nothing(rt, node, calls):
     assert (p.returncode, out, err) == (0, "done\n", "")
     for _ in range(100):
         st = node.status()["planner"]
-        if st["running"] and st["pid"] != planner and os.path.exists(node.socket):
+        if st["running"] and st["pid"] != planner and _listening(node.socket):
             break
         time.sleep(0.1)
     before = calls.cold_count()
