@@ -66,14 +66,27 @@ def main():
     try:
         paths = realise(2000, 30, "a")
         realise(2000, 30, "b")
-        build, floor, rebuild = [], [], []
+        build, floor, rebuild, noop, nix_eval = [], [], [], [], []
+        same = True
         for i in range(args.rounds):
             store = os.path.join(work, f"store{i}")
             floor.append(timed(["sh", "-c", "tar cf - " + " ".join(paths) +
                                 " 2>/dev/null | sha256sum"]))
             build.append(timed([em, "--store", store, "build", EXPR] + nix_args(2000, 30, "a")))
+            first = subprocess.run([em, "--store", store, "build", EXPR]
+                                   + nix_args(2000, 30, "a"), capture_output=True,
+                                   text=True).stdout
+            t0 = time.perf_counter()
+            again = subprocess.run([em, "--store", store, "build", EXPR]
+                                   + nix_args(2000, 30, "a"), capture_output=True,
+                                   text=True).stdout
+            noop.append(time.perf_counter() - t0)
+            same = same and first == again
             rebuild.append(timed([em, "--store", store, "build", EXPR]
                                  + nix_args(2000, 30, "b")))
+            # what Nix alone takes to evaluate and realise the description
+            nix_eval.append(timed(["nix-build", EXPR, "--no-out-link", "--option",
+                                   "substituters", ""] + nix_args(2000, 30, "b")))
             shutil.rmtree(store)
         print(f"build of a 2,000-file / 30 MB closure, {args.rounds} rounds (median ms):")
         print(f"  floor (tar | sha256sum)   {med(floor):8.1f}")
@@ -81,6 +94,10 @@ def main():
               f"{med(build) / med(floor):.2f}")
         print(f"  rebuild, one path changed {med(rebuild):8.1f}   "
               f"{100 * med(rebuild) / med(build):.1f}% of a full build")
+        print(f"  no-op rebuild             {med(noop):8.1f}   "
+              f"{100 * med(noop) / med(build):.1f}% of a full build; same digest: {same}")
+        print(f"  of which nix-build alone  {med(nix_eval):8.1f}   "
+              f"{100 * med(nix_eval) / med(build):.1f}% of a full build")
 
         for label, files, mb in (("small (30 MB)", 2000, 30),
                                  (f"large ({args.large_mb} MB)", 500, args.large_mb)):
