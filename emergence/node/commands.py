@@ -87,18 +87,19 @@ def _stop(run_dir):
     if pid is None:
         sys.stdout.write("the node is not running\n")
         return 0
-    _control(run_dir, "stop")
-    for _ in range(200):
-        if _pid(run_dir) is None:
-            sys.stdout.write(f"node stopped (pid {pid})\n")
-            return 0
-        time.sleep(0.05)
-    os.kill(pid, 15)
-    for _ in range(100):
-        if _pid(run_dir) is None:
-            sys.stdout.write(f"node stopped (pid {pid}, after SIGTERM)\n")
-            return 0
-        time.sleep(0.05)
+    # ask, then SIGTERM, then SIGKILL: each gets its time to take effect
+    for how, wait in (("asked", 10), ("after SIGTERM", 5)):
+        if how == "asked":
+            _control(run_dir, "stop")
+        else:
+            os.kill(pid, 15)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if _pid(run_dir) is None:
+                sys.stdout.write(f"node stopped (pid {pid}" +
+                                 (", after SIGTERM)\n" if how != "asked" else ")\n"))
+                return 0
+            time.sleep(0.05)
     os.kill(pid, 9)
     sys.stdout.write(f"node killed (pid {pid}): it did not stop within 15 s\n")
     return 1
