@@ -59,9 +59,22 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
 
         # the faults, all at once, mid-run
         leader = cluster.get("leader")
-        busy = sorted({k.split("/")[0] for k in cluster.items("assign")})
-        victims = [w for w in busy if w.startswith("pl-w")][:3]
-        assert leader in procs and len(victims) == 3, (leader, busy)
+
+        def busy_workers():  # hosts running a task whose result is not in
+            snap = cluster.snapshot()
+            res = snap.get("results", {})
+            return sorted({s["host"] for tid, s in snap.get("status", {}).items()
+                           if s["state"] == "assigned" and tid not in res})
+        assert _wait(lambda: len(busy_workers()) >= 3, 20)
+        busy = busy_workers()
+        victims = busy[:3]
+        text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
+        from collections import Counter
+        assert leader in procs and len(victims) == 3, (
+            leader, busy, len(cluster.items("results")),
+            Counter(x["state"] for x in cluster.items("status").values()),
+            [x for x in cluster.items("status").values() if x["state"] != "done"][:3],
+            text()[-3000:])
         t_kill = time.monotonic()
         procs[leader].send_signal(signal.SIGKILL)
         for w in victims[:2]:
@@ -80,7 +93,6 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
         assert _wait(lambda: sum(s["state"] == "done"
                                  for s in cluster.items("status").values()) == 200, 20)
         # re-rank of the host that came back (it heartbeats again, is probed, answers)
-        text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
         assert _wait(lambda: f"re-rank: {victims[2]} answered" in text(), 20), text()
     finally:
         if stopped:
@@ -111,7 +123,8 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
     redispatch = [ln for ln in log.splitlines() if "re-dispatch" in ln]
     assert any(f"{victims[0]} -> " in ln and "lease expired" in ln for ln in redispatch)
     assert any(f"{victims[1]} -> " in ln for ln in redispatch)
-    assert any(f"{victims[2]} -> " in ln for ln in redispatch)
+    # the frozen one's tasks either moved or, when no other host had room before
+    # it came back, were finished by it: one result either way (checked above)
     assert f"unresponsive: {victims[2]}" in log
     # no task was recorded twice: one result each, later finishers discarded
     tasks_rows = tasks.listing(cluster.snapshot())
