@@ -82,3 +82,30 @@ def test_errors_are_one_line(cluster, tmp_path):
                        text=True, env=dict(os.environ))
     assert p.returncode == 1 and "cannot reach etcd" in p.stderr and \
         p.stderr.count("\n") == 1
+
+
+def test_cluster_init_starts_a_local_etcd(tmp_path):
+    import re
+
+    from emergence.place.etcd import free_port
+    url = f"http://127.0.0.1:{free_port()}"
+    data = tmp_path / "pl-init" / "etcd"
+    p = subprocess.run(EM + ["cluster", "init", "--etcd", url, "--data-dir", str(data)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pid = int(re.search(r"\(pid (\d+),", p.stdout).group(1))
+    try:
+        assert p.stdout.startswith(f"etcd at {url} ")
+        again = subprocess.run(EM + ["cluster", "init", "--etcd", url], capture_output=True,
+                               text=True, timeout=60)
+        assert again.returncode == 0 and "already answers" in again.stdout
+        m = subprocess.run(EM + ["cluster", "members", "--etcd", url, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert m.returncode == 0 and json.loads(m.stdout) == []
+        assert (data / "member").is_dir()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):  # detached: init's child, reaped by init(1), not us
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.1)
