@@ -164,7 +164,20 @@ def _submit(ctx, opts, args):
 
     from .tasks import submit
     spec = {}
-    if opts.get("sleep") is not None:
+    if opts.get("spec"):
+        import json
+        if args:
+            raise UsageError("--spec FILE is the whole task; no IMAGE or CMD with it")
+        try:
+            with open(opts["spec"]) as f:
+                spec = json.load(f)
+        except OSError as e:
+            raise EmergenceError(f"--spec {opts['spec']}: {e.strerror}")
+        except ValueError as e:
+            raise EmergenceError(f"--spec {opts['spec']}: not JSON ({e})")
+        if not isinstance(spec, dict):
+            raise EmergenceError(f"--spec {opts['spec']}: a task spec is a JSON object")
+    elif opts.get("sleep") is not None:
         spec = {"kind": "sleep", "seconds": _float(opts, "sleep")}
         if args:
             raise UsageError("--sleep tasks take no image or command")
@@ -177,7 +190,7 @@ def _submit(ctx, opts, args):
             raise UsageError("usage: emergence submit IMAGE [-- CMD...] [--cpu N] "
                              "[--memory BYTES] [--timeout S] [--expect S]")
         spec = {"kind": "image", "image": args[0], "cmd": args[1:]}
-    demand = {}
+    demand = dict(spec.get("demand") or {}) if isinstance(spec.get("demand"), dict) else {}
     for r in ("cpu", "gpus"):
         if opts.get(r) is not None:
             demand[r] = _float(opts, r)
@@ -296,6 +309,8 @@ VERBS = [
           "bundle": Option(VALUE, "run a bundle directory instead of an image", "DIR"),
           "sleep": Option(VALUE, "no container: sleep S seconds (tests)", "S"),
           "id": Option(VALUE, "the task's id (default a random one)", "ID"),
+          "spec": Option(VALUE, "the task as JSON (all fields: near, input_bytes, "
+                                "output_bytes, input_node, service, ...)", "FILE"),
           "wait": Option(FLAG, "wait for the result and print its output")}, _submit),
     Verb("tasks", "list the cluster's tasks: state, host, attempts", "[--json]",
          {"etcd": ETCD, "prefix": PREFIX, "json": JSON}, _tasks),

@@ -45,7 +45,17 @@ def test_submit_tasks_explain_members(cluster, tmp_path):
         assert lines[1].split()[:2] == ["pl-a", "done"] and lines[2].split()[:3] == \
             ["pl-b", "done", "pl-w2"]
         rows = json.loads(_em(url, prefix, "tasks", "--json").stdout)
-        assert {r["id"]: r["attempts"] for r in rows} == {"pl-a": 1, "pl-b": 1}
+        assert {r["id"]: r["attempts"] for r in rows if r["id"] != "pl-near"} == \
+            {"pl-a": 1, "pl-b": 1}
+        # a spec file: a QoS bound no host can meet is explained, and the task waits
+        (tmp_path / "near.json").write_text(json.dumps({
+            "kind": "sleep", "id": "pl-near",
+            "near": [{"to": "pl-w1", "max_rtt": 0.001}]}))
+        p = _em(url, prefix, "submit", "--spec", str(tmp_path / "near.json"))
+        assert p.returncode == 0, p.stderr
+        p = _em(url, prefix, "place", "--explain", "pl-near")
+        assert "pl-w1" in p.stdout and "chosen" in p.stdout  # the node itself is near
+        assert "pl-w2            excluded: near pl-w1: no RTT measured to pl-w1" in p.stdout
         p = _em(url, prefix, "place", "--explain", "pl-b")
         assert p.returncode == 0, p.stderr
         assert "D[h] = sum_r" in p.stdout
@@ -74,6 +84,7 @@ def test_errors_are_one_line(cluster, tmp_path):
         (("cluster", "fly"), 2, "usage: emergence cluster init|join|members"),
         (("cluster", "join", "--role", "king"), 2, "--role is worker or command"),
         (("submit", "--sleep", "1", "--id", "bad/id"), 1, "task id 'bad/id'"),
+        (("submit", "--spec", "/nonexistent.json"), 1, "--spec /nonexistent.json: No such"),
     ]:
         p = _em(url, prefix, *argv)
         assert p.returncode == code, (argv, p.stderr)
