@@ -117,7 +117,7 @@ class Commander:
         ttl = float(self.config["lease_ttl"])
         self.lease = self.cluster.lease(ttl)
         self.cluster.put({"name": self.name, "role": "command", "started": now()},
-                         "members", self.name, lease=self.lease)
+                         "commanders", self.name, lease=self.lease)
         self.log(f"command node {self.name} up (lease {ttl:g}s)")
         last_refresh = time.monotonic()
         while not self.stopping.is_set():
@@ -145,7 +145,7 @@ class Commander:
         self.leading = False
         self.lease = self.cluster.lease(ttl)
         self.cluster.put({"name": self.name, "role": "command", "started": now()},
-                         "members", self.name, lease=self.lease)
+                         "commanders", self.name, lease=self.lease)
 
     def stop(self):
         self.stopping.set()

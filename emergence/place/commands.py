@@ -139,9 +139,12 @@ def _members(opts):
     leader = snap.get("leader")
     tele, unresp = snap.get("telemetry", {}), snap.get("unresponsive", {})
     rows = []
-    for name, m in sorted(snap.get("members", {}).items()):
+    nodes = [(n, m) for n, m in snap.get("commanders", {}).items()]
+    nodes += [(n, m) for n, m in snap.get("members", {}).items()]
+    for name, m in sorted(nodes, key=lambda nm: (nm[0], nm[1].get("role") != "command")):
         t = tele.get(name, {})
-        rows.append({"name": name, "role": m.get("role"), "leader": name == leader,
+        rows.append({"name": name, "role": m.get("role"),
+                     "leader": name == leader and m.get("role") == "command",
                      "cpu": m.get("capacity", {}).get("cpu"),
                      "util": t.get("util", {}), "running": t.get("running"),
                      "unresponsive": unresp.get(name, {}).get("why")})

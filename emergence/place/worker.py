@@ -80,6 +80,7 @@ class Worker:
         self.answered_probe = None
         self.runs = []  # durations of finished tasks, for the mean run time
         self.usage = {}  # (task, attempt) -> measured cpu cores and peak memory
+        self.cpu_seconds = {}
         self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0}
         self._net = (time.monotonic(), _net_bytes())
         self.threads = []
@@ -204,9 +205,10 @@ class Worker:
                 if pid:
                     p.returncode = os.waitstatus_to_exitcode(code)
                     wall = max(1e-3, time.monotonic() - t0)
-                    self.usage[(tid, attempt)] = {
-                        "cpu": (ru.ru_utime + ru.ru_stime) / wall,
-                        "memory": float(ru.ru_maxrss * 1024)}
+                    cpu_s = ru.ru_utime + ru.ru_stime
+                    self.usage[(tid, attempt)] = {"cpu": cpu_s / wall,
+                                                  "memory": float(ru.ru_maxrss * 1024)}
+                    self.cpu_seconds[(tid, attempt)] = cpu_s
                     break
                 time.sleep(0.05)
                 if time.monotonic() - last_check < 0.5:
@@ -267,7 +269,8 @@ class Worker:
         self.counts["ran"] += 1
         result = {"host": self.name, "attempt": attempt, "exit": status, "output": output,
                   "finished": now(), "seconds": took,
-                  "usage": self.usage.pop((tid, attempt), None)}
+                  "usage": self.usage.pop((tid, attempt), None),
+                  "cpu_seconds": self.cpu_seconds.pop((tid, attempt), None)}
         try:
             first = self._report(tid, result)
             if first is None:

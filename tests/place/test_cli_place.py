@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import emergence_command
+from conftest import emergence_command, nodes_up
 
 EM = emergence_command()
 
@@ -29,7 +29,7 @@ def test_submit_tasks_explain_members(cluster, tmp_path):
                 + (["--label", "data=local"] if name == "pl-w2" else []),
                 stderr=open(tmp_path / f"{name}.log", "w")))
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(cluster.items("members")) < 3:
+        while time.monotonic() < deadline and nodes_up(cluster) < 3:
             time.sleep(0.1)
         p = _em(url, prefix, "submit", "--sleep", "0.1", "--cpu", "0.5", "--id", "pl-a",
                 "--wait")

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import emergence_command
+from conftest import emergence_command, nodes_up
 
 from emergence.place import tasks
 
@@ -51,7 +51,7 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             join("command", f"pl-c{i}", "--ack-timeout", "2")
         for i in range(6):
             join("worker", f"pl-w{i}", "--cpu", "2")
-        assert _wait(lambda: len(cluster.items("members")) == 9, 30)
+        assert _wait(lambda: nodes_up(cluster) == 9, 30)
         for i in range(200):
             tasks.submit(cluster, {"kind": "sleep", "seconds": 0.5, "id": f"pl-t{i:03d}",
                                    "demand": {"cpu": 1}, "timeout": 8})
@@ -65,8 +65,9 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             res = snap.get("results", {})
             return sorted({s["host"] for tid, s in snap.get("status", {}).items()
                            if s["state"] == "assigned" and tid not in res})
-        assert _wait(lambda: len(busy_workers()) >= 3, 20)
-        busy = busy_workers()
+        seen = []
+        assert _wait(lambda: len(seen.append(busy_workers()) or seen[-1]) >= 3, 20)
+        busy = seen[-1]
         victims = busy[:3]
         text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
         from collections import Counter
