@@ -118,7 +118,7 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
         assert (r["host"], r["attempt"]) in sent, (tid, r, status[tid])
         assert r["host"] not in victims[:2] or r["finished"] <= time.time()
     log = text()
-    print(log[-3000:])
+    print(log)
     assert took <= TTL + 1.5, f"takeover took {took:.1f}s"
     assert f"leader: {new_leader} leads now" in logs[new_leader].read_text()
     redispatch = [ln for ln in log.splitlines() if "re-dispatch" in ln]
