@@ -10,12 +10,13 @@ shares, which Kubernetes' scores do not see and D does.
 
 Printed per policy: mean and final D_max (the background's measure, over all
 hosts), utilisation spread (standard deviation of hosts' CPU+memory
-utilisation, sampled at every fifth arrival), makespan, the mean time a
+utilisation, sampled once a simulated second), makespan, the mean time a
 task waited for room (where packing shows), and the cost of one
 decision; then ratios against the D_max policy.  A PNG of the spread over
 time per policy is written (matplotlib, imported only here).
 
   python bench/place_sim.py [--hosts 1000] [--tasks 5000] [--seed 1] [--png FILE]
+                            [--burst-only]
 """
 
 import argparse
@@ -46,25 +47,26 @@ def make_hosts(n, rng):
     return hosts
 
 
-def make_tasks(n, hosts, rng):
+def make_tasks(n, hosts, rng, burst_only=False):
     """A burst (three quarters at once, more than the cluster holds, so tasks
     queue and the policies' packing shows in the makespan), then Poisson
-    arrivals at a rate that would keep the cluster about 70 % busy."""
+    arrivals at a rate that would keep the cluster about 70 % busy.  With
+    BURST_ONLY every task arrives at once: a batch, whose makespan shows how
+    well a policy packs."""
     total_cpu = sum(h["capacity"]["cpu"] for h in hosts)
     mean_cpu = statistics.mean(c[0] for c in CLASSES)
-    mean_run = 60.0
+    mean_run = 60.0  # run times uniform in 20..100 s: no single long task sets the makespan
     rate = 0.7 * total_cpu / (mean_cpu * mean_run)
     t, tasks = 0.0, []
+    burst = n if burst_only else n * 3 // 4
     for i in range(n):
-        t += rng.expovariate(rate)
+        if i >= burst:
+            t += rng.expovariate(rate)
         c = rng.choice(CLASSES)
         j = lambda x: x * rng.uniform(0.5, 1.5)  # noqa: E731
-        tasks.append({"id": i, "at": t, "run": rng.lognormvariate(3.6, 0.8),
+        tasks.append({"id": i, "at": t, "run": rng.uniform(20.0, 100.0),
                       "demand": {"cpu": j(c[0]), "memory": j(c[1]),
                                  "disk_io": j(c[2]), "net": j(c[3])}})
-    # the first three quarters arrive at once: a burst the cluster cannot hold
-    for k in range(n * 3 // 4):
-        tasks[k]["at"] = 0.0
     return tasks
 
 
@@ -162,6 +164,14 @@ def simulate(policy, n_hosts, tasks, seed):
         heapq.heappush(running, (end, seq, h["name"], d))
         return True
 
+    last = [-1.0]
+
+    def sample(now):  # at most once a simulated second
+        if now - last[0] >= 1.0:
+            last[0] = now
+            spread.append((now, _spread(hosts)))
+            dmaxes.append(_dmax_now(hosts))
+
     def release_until(t):
         nonlocal now
         while running and running[0][0] <= t:
@@ -170,15 +180,14 @@ def simulate(policy, n_hosts, tasks, seed):
             _apply(by_name[name], d, -1)
             while waiting and place(waiting[0], now):
                 waiting.pop(0)
+            sample(now)
 
     for t in tasks:
         release_until(t["at"])
         now = max(now, t["at"])
         if waiting or not place(t, now):
             waiting.append(t)
-        if t["id"] % 5 == 0:  # sampled: the samples cost more than the decisions
-            spread.append((now, _spread(hosts)))
-            dmaxes.append(_dmax_now(hosts))
+        sample(now)
     release_until(float("inf"))
     return {"spread": spread, "dmax": dmaxes, "makespan": makespan, "costs": costs,
             "wait": statistics.mean(waits)}
@@ -190,9 +199,11 @@ def main():
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--png", default="/tmp/place_sim_spread.png")
+    ap.add_argument("--burst-only", action="store_true",
+                    help="every task at t=0 (a batch: makespan shows packing)")
     a = ap.parse_args()
     tasks = make_tasks(a.tasks, make_hosts(a.hosts, random.Random(a.seed)),
-                       random.Random(a.seed + 1))
+                       random.Random(a.seed + 1), burst_only=a.burst_only)
     results = {}
     for p in POLICIES:
         t0 = time.perf_counter()

@@ -71,9 +71,16 @@ def hosts_view(snap, include_unresponsive=True):
     return hosts
 
 
+def estimate_key(spec):
+    """What runs of the same work share: the image, or the bundle's path."""
+    if spec.get("image"):
+        return spec["image"]
+    return f"bundle:{spec['bundle']}" if spec.get("bundle") else None
+
+
 def task_demand(spec, snap):
     """V: declared, completed by the image's running estimate."""
-    est = snap.get("estimates", {}).get(spec.get("image", ""))
+    est = snap.get("estimates", {}).get(estimate_key(spec))
     v, _ = demand_mod.demand_of(spec, est)
     return v
 
@@ -110,7 +117,7 @@ class Commander:
         ttl = float(self.config["lease_ttl"])
         self.lease = self.cluster.lease(ttl)
         self.cluster.put({"name": self.name, "role": "command", "started": now()},
-                         "members", self.name, lease=self.lease)
+                         "commanders", self.name, lease=self.lease)
         self.log(f"command node {self.name} up (lease {ttl:g}s)")
         last_refresh = time.monotonic()
         while not self.stopping.is_set():
@@ -138,7 +145,7 @@ class Commander:
         self.leading = False
         self.lease = self.cluster.lease(ttl)
         self.cluster.put({"name": self.name, "role": "command", "started": now()},
-                         "members", self.name, lease=self.lease)
+                         "commanders", self.name, lease=self.lease)
 
     def stop(self):
         self.stopping.set()
@@ -178,8 +185,8 @@ class Commander:
                 dels = [("assign", h, tid) for h in _assigned_hosts(snap, tid)]
                 est = _estimate_update(snap, spec, r)
                 if est is not None:
-                    puts.append((est, "estimates", spec["image"]))
-                    snap.setdefault("estimates", {})[spec["image"]] = est
+                    puts.append((est, "estimates", estimate_key(spec)))
+                    snap.setdefault("estimates", {})[estimate_key(spec)] = est
                 if self.cluster.guarded(self.name, puts, dels):
                     self.counts["done"] += 1
                     status[tid] = st
@@ -295,7 +302,7 @@ def _assigned_hosts(snap, tid):
 
 
 def _estimate_update(snap, spec, result):
-    image, usage = spec.get("image"), result.get("usage")
-    if not image or not usage:
+    key, usage = estimate_key(spec), result.get("usage")
+    if not key or not usage:
         return None
-    return demand_mod.update(snap.get("estimates", {}).get(image), usage)
+    return demand_mod.update(snap.get("estimates", {}).get(key), usage)

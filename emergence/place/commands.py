@@ -139,9 +139,12 @@ def _members(opts):
     leader = snap.get("leader")
     tele, unresp = snap.get("telemetry", {}), snap.get("unresponsive", {})
     rows = []
-    for name, m in sorted(snap.get("members", {}).items()):
+    nodes = [(n, m) for n, m in snap.get("commanders", {}).items()]
+    nodes += [(n, m) for n, m in snap.get("members", {}).items()]
+    for name, m in sorted(nodes, key=lambda nm: (nm[0], nm[1].get("role") != "command")):
         t = tele.get(name, {})
-        rows.append({"name": name, "role": m.get("role"), "leader": name == leader,
+        rows.append({"name": name, "role": m.get("role"),
+                     "leader": name == leader and m.get("role") == "command",
                      "cpu": m.get("capacity", {}).get("cpu"),
                      "util": t.get("util", {}), "running": t.get("running"),
                      "unresponsive": unresp.get(name, {}).get("why")})
@@ -164,7 +167,20 @@ def _submit(ctx, opts, args):
 
     from .tasks import submit
     spec = {}
-    if opts.get("sleep") is not None:
+    if opts.get("spec"):
+        import json
+        if args:
+            raise UsageError("--spec FILE is the whole task; no IMAGE or CMD with it")
+        try:
+            with open(opts["spec"]) as f:
+                spec = json.load(f)
+        except OSError as e:
+            raise EmergenceError(f"--spec {opts['spec']}: {e.strerror}")
+        except ValueError as e:
+            raise EmergenceError(f"--spec {opts['spec']}: not JSON ({e})")
+        if not isinstance(spec, dict):
+            raise EmergenceError(f"--spec {opts['spec']}: a task spec is a JSON object")
+    elif opts.get("sleep") is not None:
         spec = {"kind": "sleep", "seconds": _float(opts, "sleep")}
         if args:
             raise UsageError("--sleep tasks take no image or command")
@@ -177,7 +193,7 @@ def _submit(ctx, opts, args):
             raise UsageError("usage: emergence submit IMAGE [-- CMD...] [--cpu N] "
                              "[--memory BYTES] [--timeout S] [--expect S]")
         spec = {"kind": "image", "image": args[0], "cmd": args[1:]}
-    demand = {}
+    demand = dict(spec.get("demand") or {}) if isinstance(spec.get("demand"), dict) else {}
     for r in ("cpu", "gpus"):
         if opts.get(r) is not None:
             demand[r] = _float(opts, r)
@@ -296,6 +312,8 @@ VERBS = [
           "bundle": Option(VALUE, "run a bundle directory instead of an image", "DIR"),
           "sleep": Option(VALUE, "no container: sleep S seconds (tests)", "S"),
           "id": Option(VALUE, "the task's id (default a random one)", "ID"),
+          "spec": Option(VALUE, "the task as JSON (all fields: near, input_bytes, "
+                                "output_bytes, input_node, service, ...)", "FILE"),
           "wait": Option(FLAG, "wait for the result and print its output")}, _submit),
     Verb("tasks", "list the cluster's tasks: state, host, attempts", "[--json]",
          {"etcd": ETCD, "prefix": PREFIX, "json": JSON}, _tasks),

@@ -8,7 +8,8 @@ kept up (released 2026), has no protobuf or gRPC dependency, and speaks to
 Debian's etcd 3.4 as it is.
 
 Keys under PREFIX (default /emergence/):
-  members/NAME        the node's description, on its lease (gone when it dies)
+  members/NAME        a worker's description, on its lease (gone when it dies)
+  commanders/NAME     a command node's, on its lease (a node may be both)
   telemetry/NAME      its latest load, on the same lease
   leader              the leading command node's name, on its lease
   config/KEY          cluster settings (s_green, scheduler, cost)

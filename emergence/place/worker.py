@@ -79,6 +79,8 @@ class Worker:
         self.lease = None
         self.answered_probe = None
         self.runs = []  # durations of finished tasks, for the mean run time
+        self.usage = {}  # (task, attempt) -> measured cpu cores and peak memory
+        self.cpu_seconds = {}
         self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0}
         self._net = (time.monotonic(), _net_bytes())
         self.threads = []
@@ -195,13 +197,23 @@ class Worker:
         with tempfile.TemporaryFile("w+") as out:
             p = subprocess.Popen(self._argv(tid, attempt, spec), stdout=out, stderr=out,
                                  stdin=subprocess.DEVNULL, text=True)
-            t0 = time.monotonic()
+            t0 = last_check = time.monotonic()
             while True:
-                try:
-                    p.wait(timeout=0.5)
+                # wait4 gives the rusage of the run and everything it waited
+                # for: the container's processes are its children
+                pid, code, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    p.returncode = os.waitstatus_to_exitcode(code)
+                    wall = max(1e-3, time.monotonic() - t0)
+                    cpu_s = ru.ru_utime + ru.ru_stime
+                    self.usage[(tid, attempt)] = {"cpu": cpu_s / wall,
+                                                  "memory": float(ru.ru_maxrss * 1024)}
+                    self.cpu_seconds[(tid, attempt)] = cpu_s
                     break
-                except subprocess.TimeoutExpired:
-                    pass
+                time.sleep(0.05)
+                if time.monotonic() - last_check < 0.5:
+                    continue
+                last_check = time.monotonic()
                 other = None
                 try:
                     other = self.cluster.get("results", tid)
@@ -257,8 +269,8 @@ class Worker:
         self.counts["ran"] += 1
         result = {"host": self.name, "attempt": attempt, "exit": status, "output": output,
                   "finished": now(), "seconds": took,
-                  "usage": {r: spec.get("demand", {}).get(r, 0.0) for r in ("cpu", "memory")}
-                  if spec.get("demand") else None}
+                  "usage": self.usage.pop((tid, attempt), None),
+                  "cpu_seconds": self.cpu_seconds.pop((tid, attempt), None)}
         try:
             first = self._report(tid, result)
             if first is None:

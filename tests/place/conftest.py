@@ -20,6 +20,11 @@ def emergence_command():
     return [here] if os.path.exists(here) else [sys.executable, "-m", "emergence"]
 
 
+def nodes_up(cluster):
+    """Registered nodes: workers (members/) and command nodes (commanders/)."""
+    return len(cluster.items("members")) + len(cluster.items("commanders"))
+
+
 @pytest.fixture
 def etcd_url():
     d = tempfile.mkdtemp(prefix="pl-etcd-")

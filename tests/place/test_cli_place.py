@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import emergence_command
+from conftest import emergence_command, nodes_up
 
 EM = emergence_command()
 
@@ -29,7 +29,7 @@ def test_submit_tasks_explain_members(cluster, tmp_path):
                 + (["--label", "data=local"] if name == "pl-w2" else []),
                 stderr=open(tmp_path / f"{name}.log", "w")))
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(cluster.items("members")) < 3:
+        while time.monotonic() < deadline and nodes_up(cluster) < 3:
             time.sleep(0.1)
         p = _em(url, prefix, "submit", "--sleep", "0.1", "--cpu", "0.5", "--id", "pl-a",
                 "--wait")
@@ -45,7 +45,17 @@ def test_submit_tasks_explain_members(cluster, tmp_path):
         assert lines[1].split()[:2] == ["pl-a", "done"] and lines[2].split()[:3] == \
             ["pl-b", "done", "pl-w2"]
         rows = json.loads(_em(url, prefix, "tasks", "--json").stdout)
-        assert {r["id"]: r["attempts"] for r in rows} == {"pl-a": 1, "pl-b": 1}
+        assert {r["id"]: r["attempts"] for r in rows if r["id"] != "pl-near"} == \
+            {"pl-a": 1, "pl-b": 1}
+        # a spec file: a QoS bound no host can meet is explained, and the task waits
+        (tmp_path / "near.json").write_text(json.dumps({
+            "kind": "sleep", "id": "pl-near",
+            "near": [{"to": "pl-w1", "max_rtt": 0.001}]}))
+        p = _em(url, prefix, "submit", "--spec", str(tmp_path / "near.json"))
+        assert p.returncode == 0, p.stderr
+        p = _em(url, prefix, "place", "--explain", "pl-near")
+        assert "pl-w1" in p.stdout and "chosen" in p.stdout  # the node itself is near
+        assert "pl-w2            excluded: near pl-w1: no RTT measured to pl-w1" in p.stdout
         p = _em(url, prefix, "place", "--explain", "pl-b")
         assert p.returncode == 0, p.stderr
         assert "D[h] = sum_r" in p.stdout
@@ -74,6 +84,7 @@ def test_errors_are_one_line(cluster, tmp_path):
         (("cluster", "fly"), 2, "usage: emergence cluster init|join|members"),
         (("cluster", "join", "--role", "king"), 2, "--role is worker or command"),
         (("submit", "--sleep", "1", "--id", "bad/id"), 1, "task id 'bad/id'"),
+        (("submit", "--spec", "/nonexistent.json"), 1, "--spec /nonexistent.json: No such"),
     ]:
         p = _em(url, prefix, *argv)
         assert p.returncode == code, (argv, p.stderr)
@@ -82,3 +93,30 @@ def test_errors_are_one_line(cluster, tmp_path):
                        text=True, env=dict(os.environ))
     assert p.returncode == 1 and "cannot reach etcd" in p.stderr and \
         p.stderr.count("\n") == 1
+
+
+def test_cluster_init_starts_a_local_etcd(tmp_path):
+    import re
+
+    from emergence.place.etcd import free_port
+    url = f"http://127.0.0.1:{free_port()}"
+    data = tmp_path / "pl-init" / "etcd"
+    p = subprocess.run(EM + ["cluster", "init", "--etcd", url, "--data-dir", str(data)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pid = int(re.search(r"\(pid (\d+),", p.stdout).group(1))
+    try:
+        assert p.stdout.startswith(f"etcd at {url} ")
+        again = subprocess.run(EM + ["cluster", "init", "--etcd", url], capture_output=True,
+                               text=True, timeout=60)
+        assert again.returncode == 0 and "already answers" in again.stdout
+        m = subprocess.run(EM + ["cluster", "members", "--etcd", url, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert m.returncode == 0 and json.loads(m.stdout) == []
+        assert (data / "member").is_dir()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):  # detached: init's child, reaped by init(1), not us
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.1)

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from conftest import nodes_up
 
 from emergence.errors import EmergenceError
 from emergence.place import tasks
@@ -80,7 +81,7 @@ def test_silent_host_is_skipped_and_reranked_when_it_answers(cluster, nodes):
     nodes += [cmd, good, stuck]
     for n in nodes:
         _start(n)
-    assert _wait(lambda: len(cluster.items("members")) == 3)
+    assert _wait(lambda: nodes_up(cluster) == 3)
     for i in range(4):
         tasks.submit(cluster, {"kind": "sleep", "seconds": 0.01, "id": f"s{i}",
                                "demand": {"cpu": 1}})

@@ -33,6 +33,29 @@ def test_bundle_tasks_run_in_containers(cluster, rt):
         # the runtime removed each container after it ran
         assert not os.path.exists(os.path.join(rt.root, "pl-ok-1"))
 
+        # demand learned from runs: measured CPU (rusage of the run) into the EWMA
+        spin = rt.bundle(("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"))
+        idle = rt.bundle(("sleep", "1"))
+        tasks.submit(cluster, {"kind": "bundle", "bundle": idle, "id": "idle"})
+        rt.ids.add("pl-idle-1")
+        for k in range(2):
+            tasks.submit(cluster, {"kind": "bundle", "bundle": spin, "id": f"spin{k}"})
+            rt.ids.add(f"pl-spin{k}-1")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                (cluster.get("estimates", f"bundle:{spin}") or {}).get("runs", 0) < 2
+                or cluster.get("results", "idle") is None):
+            time.sleep(0.1)
+        est = cluster.get("estimates", f"bundle:{spin}")
+        assert est["runs"] == 2, est
+        assert 0 < est["usage"]["cpu"] <= 2.5 and est["usage"]["memory"] > 0, est
+        # CPU seconds, unlike a rate, do not depend on the machine's load
+        res = cluster.items("results")
+        assert res["spin0"]["cpu_seconds"] > res["idle"]["cpu_seconds"] + 0.2, res
+        from emergence.place.commander import task_demand
+        v = task_demand({"kind": "bundle", "bundle": spin}, cluster.snapshot())
+        assert v["cpu"] == est["usage"]["cpu"]
+
         # a late duplicate: another host's result is already there
         assert cluster.first_result("dup", {"host": "elsewhere", "attempt": 1})
         slow = rt.bundle(("sh", "-c", "echo late"))

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import emergence_command
+from conftest import emergence_command, nodes_up
 
 from emergence.place import tasks
 
@@ -51,7 +51,7 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             join("command", f"pl-c{i}", "--ack-timeout", "2")
         for i in range(6):
             join("worker", f"pl-w{i}", "--cpu", "2")
-        assert _wait(lambda: len(cluster.items("members")) == 9, 30)
+        assert _wait(lambda: nodes_up(cluster) == 9, 30)
         for i in range(200):
             tasks.submit(cluster, {"kind": "sleep", "seconds": 0.5, "id": f"pl-t{i:03d}",
                                    "demand": {"cpu": 1}, "timeout": 8})
@@ -59,9 +59,23 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
 
         # the faults, all at once, mid-run
         leader = cluster.get("leader")
-        busy = sorted({k.split("/")[0] for k in cluster.items("assign")})
-        victims = [w for w in busy if w.startswith("pl-w")][:3]
-        assert leader in procs and len(victims) == 3, (leader, busy)
+
+        def busy_workers():  # hosts running a task whose result is not in
+            snap = cluster.snapshot()
+            res = snap.get("results", {})
+            return sorted({s["host"] for tid, s in snap.get("status", {}).items()
+                           if s["state"] == "assigned" and tid not in res})
+        seen = []
+        assert _wait(lambda: len(seen.append(busy_workers()) or seen[-1]) >= 3, 20)
+        busy = seen[-1]
+        victims = busy[:3]
+        text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
+        from collections import Counter
+        assert leader in procs and len(victims) == 3, (
+            leader, busy, len(cluster.items("results")),
+            Counter(x["state"] for x in cluster.items("status").values()),
+            [x for x in cluster.items("status").values() if x["state"] != "done"][:3],
+            text()[-3000:])
         t_kill = time.monotonic()
         procs[leader].send_signal(signal.SIGKILL)
         for w in victims[:2]:
@@ -80,7 +94,6 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
         assert _wait(lambda: sum(s["state"] == "done"
                                  for s in cluster.items("status").values()) == 200, 20)
         # re-rank of the host that came back (it heartbeats again, is probed, answers)
-        text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
         assert _wait(lambda: f"re-rank: {victims[2]} answered" in text(), 20), text()
     finally:
         if stopped:
@@ -105,13 +118,14 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
         assert (r["host"], r["attempt"]) in sent, (tid, r, status[tid])
         assert r["host"] not in victims[:2] or r["finished"] <= time.time()
     log = text()
-    print(log[-3000:])
+    print(log)
     assert took <= TTL + 1.5, f"takeover took {took:.1f}s"
     assert f"leader: {new_leader} leads now" in logs[new_leader].read_text()
     redispatch = [ln for ln in log.splitlines() if "re-dispatch" in ln]
     assert any(f"{victims[0]} -> " in ln and "lease expired" in ln for ln in redispatch)
     assert any(f"{victims[1]} -> " in ln for ln in redispatch)
-    assert any(f"{victims[2]} -> " in ln for ln in redispatch)
+    # the frozen one's tasks either moved or, when no other host had room before
+    # it came back, were finished by it: one result either way (checked above)
     assert f"unresponsive: {victims[2]}" in log
     # no task was recorded twice: one result each, later finishers discarded
     tasks_rows = tasks.listing(cluster.snapshot())

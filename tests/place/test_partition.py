@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import emergence_command
+from conftest import emergence_command, nodes_up
 
 from emergence.place import etcd, tasks
 from emergence.place.state import Cluster
@@ -75,9 +75,9 @@ def test_partitioned_worker_loses_its_tasks_and_is_reranked(netns, tmp_path):
         join("pl-pw-host", "worker", url, cpu="6")
         join("pl-pw-ns", "worker", f"http://{host_ip}:{port}", ("ip", "netns", "exec", ns))
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(cluster.items("members")) < 3:
+        while time.monotonic() < deadline and nodes_up(cluster) < 3:
             time.sleep(0.1)
-        assert len(cluster.items("members")) == 3
+        assert nodes_up(cluster) == 3
         # room for all on the host worker, so what the partitioned one held can move
         for i in range(6):
             tasks.submit(cluster, {"kind": "sleep", "seconds": 2, "id": f"pl-p{i:02d}",

@@ -113,16 +113,17 @@ def test_one_machine_cluster_with_embedded_etcd(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     state = tmp_path / "pl-state"
     state.mkdir()
+    logs = []
 
     async def main():
         svc = Service({"etcd": url, "cluster_init": True, "role": "both",
                        "node_name": "pl-solo", "lease_ttl": 2, "cpu": 2},
-                      str(state), lambda m: None)
+                      str(state), logs.append)
         await svc.start()
         try:
             c = Cluster(url)
             tasks.submit(c, {"kind": "sleep", "seconds": 0.05, "id": "solo"})
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 40
             while time.monotonic() < deadline and c.get("results", "solo") is None:
                 await asyncio.sleep(0.1)
             return c.get("results", "solo"), svc.status(), svc.etcd.pid
@@ -130,7 +131,7 @@ def test_one_machine_cluster_with_embedded_etcd(tmp_path):
             await svc.stop()
 
     result, status, pid = asyncio.run(main())
-    assert result["host"] == "pl-solo" and result["exit"] == 0
+    assert result and result["host"] == "pl-solo" and result["exit"] == 0, logs
     assert status["commander"]["leading"] is True and status["worker"]["won"] == 1
     assert (state / "etcd").is_dir()
     import os
