@@ -144,7 +144,11 @@ def _node(ctx, opts, args):
     if len(args) != 1 or args[0] not in ("start", "stop", "status", "run"):
         raise UsageError("usage: emergence node start|stop|status|run [--config FILE] "
                          "[--SECTION-KEY VALUE]...")
-    flags = {k: v for k, v in opts.items() if k not in ("config", "json", "foreground", "help")}
+    flags = {k: v for k, v in opts.items()
+             if k not in ("config", "json", "foreground", "help", "cluster-init")}
+    if opts.get("cluster-init"):  # a one-machine cluster: its own etcd, command + worker
+        flags.setdefault("place-cluster-init", "true")
+        flags.setdefault("place-role", "both")
     cfg = config.load(opts.get("config"), flags)
     run_dir = cfg["node"]["run_dir"]
     if args[0] in ("start", "run"):
@@ -159,6 +163,8 @@ def _options():
         "config": Option(VALUE, "the configuration file (default /etc/emergence/node.toml)",
                          "FILE"),
         "foreground": Option(FLAG, "start: stay in the foreground (as `run`; for systemd)"),
+        "cluster-init": Option(FLAG, "start: a one-machine cluster (a local etcd; this node "
+                                     "both commands and works)"),
         "json": JSON,
     }
     try:
