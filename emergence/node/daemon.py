@@ -30,6 +30,7 @@ class Node:
         self.started = time.time()
         self.stopping = asyncio.Event()
         self.http = None
+        self.ready = False  # services and listener up: what `node start` waits for
 
     def log(self, msg):
         sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
@@ -57,6 +58,7 @@ class Node:
                 tasks.append(asyncio.create_task(self._supervise_planner()))
             await self._start_services()
             await self._start_http()
+            self.ready = True
             self.log(f"node {__version__} (build {BUILD_ID}) running, pid {os.getpid()}")
             await self.stopping.wait()
         finally:
@@ -144,6 +146,7 @@ class Node:
     # -- control -------------------------------------------------------------
     def status(self):
         out = {"pid": os.getpid(), "version": __version__, "build": BUILD_ID,
+               "ready": self.ready,
                "uptime_seconds": round(time.time() - self.started, 1),
                "listen": self.cfg["node"]["listen"] if self.http else None,
                "planner": None, "services": {}}

@@ -17,8 +17,9 @@ def node(tmp_path, *args, config=None):
              "--node-services", ""]
     if config:
         flags += ["--config", str(config)]
-    return subprocess.run(emergence_command() + ["node", *args, *flags], capture_output=True,
-                          text=True, timeout=60)
+    verb, *rest = args  # the test's own flags come last, so they win
+    return subprocess.run(emergence_command() + ["node", verb, *flags, *rest],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_start_status_stop(tmp_path):
@@ -84,3 +85,31 @@ def test_flag_errors(tmp_path):
     assert p.returncode == 2 and "unknown option --node-nope" in p.stderr
     p = node(tmp_path, "frobnicate")
     assert p.returncode == 2
+
+
+def test_cluster_init_is_a_one_machine_cluster(tmp_path):
+    """`node start --cluster-init`: its own etcd, this node both commands and
+    works; stop takes the etcd down with it."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    etcd = f"http://127.0.0.1:{port}"
+    p = node(tmp_path, "start", "--cluster-init", "--place-etcd", etcd,
+             "--node-services", "place")
+    assert p.returncode == 0, p.stderr
+    try:
+        for _ in range(100):
+            st = json.loads(node(tmp_path, "status", "--json").stdout)
+            place = st["services"]["place"]
+            if place.get("commander", {}).get("leading"):
+                break
+            import time
+            time.sleep(0.1)
+        assert place["state"] == "running" and place["role"] == "both"
+        members = subprocess.run(emergence_command() + ["cluster", "members", "--etcd", etcd],
+                                 capture_output=True, text=True, timeout=30)
+        assert members.returncode == 0 and os.uname().nodename in members.stdout
+    finally:
+        node(tmp_path, "stop")
+    assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"]).returncode == 1
