@@ -90,6 +90,9 @@ class Puller:
     async def _manifest(self, name, reference):
         path = f"/v2/{name}/manifests/{reference}"
         sources = [p for p, _ in await who_has(self.session, self.peers, path)]
+        if not sources and self.peers:  # busy peers: ask once more, more patiently
+            await asyncio.sleep(0.5)
+            sources = [p for p, _ in await who_has(self.session, self.peers, path, 10.0)]
         for peer in sources:
             try:
                 async with self.session.get(peer + path,
@@ -203,7 +206,7 @@ class Puller:
                         if not have.intersection(todo):
                             have = await self._have(peer, digest)
                             if not have.intersection(todo):
-                                await asyncio.sleep(0.3)
+                                await asyncio.sleep(0.2)
                                 continue
                         i = next((j for j in todo if j in have and j not in inflight), None)
                         if i is None:
@@ -266,7 +269,8 @@ class Puller:
 
             last = time.monotonic()
             workers = [asyncio.ensure_future(worker(p, True)) for p in holders for _ in range(2)]
-            partial = [asyncio.ensure_future(worker(p, False)) for p in others]
+            partial = [asyncio.ensure_future(worker(p, False)) for p in others
+                       for _ in range(2)]
             while len(done) < len(hashes):
                 pending = [w for w in workers + partial if not w.done()]
                 if not pending:

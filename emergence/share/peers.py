@@ -11,7 +11,7 @@ import asyncio
 import time
 
 
-async def discover(session, peers, timeout=2.0):
+async def discover(session, peers, timeout=5.0):
     """The static PEERS and the peers they know (deduplicated, order kept)."""
     found = list(dict.fromkeys(p.rstrip("/") for p in peers))
 
@@ -34,7 +34,7 @@ async def discover(session, peers, timeout=2.0):
     return found
 
 
-async def who_has(session, peers, path, timeout=2.0):
+async def who_has(session, peers, path, timeout=5.0):
     """[(peer, latency seconds)] of the PEERS answering 200 to HEAD PATH, fastest first."""
     async def ask(peer):
         t = time.monotonic()
