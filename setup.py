@@ -78,6 +78,7 @@ setup(
         "jsonschema>=4.18",
         "ruff",
         "requests>=2.28",
+        "oras>=0.2",
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],

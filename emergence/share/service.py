@@ -42,16 +42,19 @@ class Service:
         self.served = 0
 
     def routes(self):
+        """Every route, behind the readers' filter (only ours: the node's other
+        parts keep their own rules)."""
+        guard = self.auth.reader_guard
+        return [web.RouteDef(r.method, r.path, guard(r.handler), r.kwargs)
+                for r in self._routes()]
+
+    def _routes(self):
         return (self.registry.routes() + self.cache.routes() + [
             web.get("/share/v1/info", self.info),
             web.get("/share/v1/peers", self.peers),
             web.get("/share/v1/pieces/{digest}", self.pieces),
             web.get("/share/v1/partial/{digest}", self.partial_have),
             web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)])
-
-    def middlewares(self):
-        """Read filtering by network; the node adds these to its application."""
-        return [self.auth.read_filter]
 
     async def start(self):
         self.log(f"share: serving {self.store.root}; cache key {self.key.public()}")
@@ -147,7 +150,7 @@ def _read_json(path):
 
 def make_app(service):
     """An aiohttp application with SERVICE's routes, as the node mounts them."""
-    app = web.Application(middlewares=service.middlewares(), client_max_size=1 << 30)
+    app = web.Application(client_max_size=1 << 30)
     app.add_routes(service.routes())
     app.on_startup.append(lambda app: service.start())
     app.on_cleanup.append(lambda app: service.stop())
