@@ -118,13 +118,19 @@ def scenario(name, n, key, emergence, swarm):
             pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + args,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
-        times = []
+        times = {}
+        while len(times) < len(pulls):  # each pull's own finishing time
+            for k, p in enumerate(pulls):
+                if k not in times and p.poll() is not None:
+                    times[k] = time.monotonic() - t0
+            time.sleep(0.02)
+        from_seed = 0
         for p in pulls:
             out, err = p.communicate()
             if p.returncode != 0:
                 raise RuntimeError(f"{name}: pull failed: {err.strip()[-3000:]}")
-            times.append(time.monotonic() - t0)
-        return max(times), times
+            from_seed += json.loads(out)["from"].get(f"http://{ip_of(0)}:{PORT}", 0)
+        return max(times.values()), sorted(times.values()), from_seed
     finally:
         stop(procs)
         shutil.rmtree(f"{WORK}/run-{name}", ignore_errors=True)
@@ -184,15 +190,16 @@ def main():
                 ["ip", "netns", "exec", ns(0), "curl", "-s",
                  f"http://{ip_of(0)}:{PORT}/share/v1/info"], capture_output=True,
                 text=True).stdout)["public_key"]
-            t1, _ = scenario("single", 1, key, emergence, swarm=False)
+            t1, _, _ = scenario("single", 1, key, emergence, swarm=False)
             print(f"{a.size} MB at {a.rate} mbit/s per node: one pull alone {t1:.1f} s")
-            t_seed, _ = scenario("seed", a.nodes, key, emergence, swarm=False)
+            t_seed, _, _ = scenario("seed", a.nodes, key, emergence, swarm=False)
             print(f"{a.nodes} nodes at once from the seed only: {t_seed:.1f} s "
                   f"({t_seed / t1:.2f}x one pull)")
-            t_swarm, times = scenario("swarm", a.nodes, key, emergence, swarm=True)
+            t_swarm, times, sent = scenario("swarm", a.nodes, key, emergence, swarm=True)
             print(f"{a.nodes} nodes at once from the seed and each other: {t_swarm:.1f} s "
                   f"({t_swarm / t1:.2f}x one pull; goal <= 1.5x); per node: "
-                  + " ".join(f"{t:.1f}" for t in sorted(times)))
+                  + " ".join(f"{t:.1f}" for t in times)
+                  + f"; the seed uploaded {sent / (a.size << 20):.1f} copies")
         finally:
             stop([seed])
     finally:

@@ -199,23 +199,35 @@ class Puller:
             hedging = {}
             wake = asyncio.Event()
 
+            peer_have = {}  # peer still pulling -> the pieces it said it has
+
             async def worker(peer, whole):
                 have = set()
+                patience = 0
                 while len(done) < len(hashes) and peer not in self.t.banned:
                     if not whole:
-                        if not have.intersection(todo):
-                            have = await self._have(peer, digest)
-                            if not have.intersection(todo):
-                                await asyncio.sleep(0.2)
-                                continue
                         i = next((j for j in todo if j in have and j not in inflight), None)
                         if i is None:
-                            await asyncio.sleep(0.1)
-                            continue
+                            have = peer_have[peer] = await self._have(peer, digest)
+                            i = next((j for j in todo if j in have and j not in inflight),
+                                     None)
+                            if i is None:
+                                await asyncio.sleep(0.2)
+                                continue
                         todo.remove(i)
                         inflight[i] = time.monotonic()
                     else:
-                        i = next((j for j in todo if j not in inflight), None)
+                        # rarest first: what no other puller has yet; what they have
+                        # they can serve, sparing the whole holder's upload
+                        held = set().union(*peer_have.values()) if peer_have else set()
+                        free = [j for j in todo if j not in inflight]
+                        i = next((j for j in free if j not in held), None)
+                        if i is None and free and patience < 10:
+                            patience += 1
+                            await asyncio.sleep(0.2)
+                            continue
+                        if i is None and free:
+                            i = free[0]
                         if i is None:  # endgame: hedge the oldest piece in flight
                             i = min((j for j in inflight if j not in done),
                                     key=lambda j: inflight[j], default=None)
@@ -224,6 +236,7 @@ class Puller:
                                 await wake.wait()
                                 continue
                         else:
+                            patience = 0
                             todo.remove(i)
                             inflight[i] = time.monotonic()
                     hedging.setdefault(i, set()).add(peer)

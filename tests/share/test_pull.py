@@ -194,3 +194,15 @@ def test_pieces_of_a_pull_in_progress_are_served(seed, nodes, tmp_path):  # noqa
     assert out["digest"] == digest
     assert out["from"][half.url] >= 4 * PIECE
     assert half.url not in out["banned"]
+
+
+def test_pull_image_for_other_parts(seed, nodes, tmp_path):  # noqa: F811
+    from emergence.image.store import Store
+    from emergence.share import pull_image
+    store, digest, _ = seed
+    n = nodes(store, {"piece_size": PIECE})
+    dest = Store(str(tmp_path / "sh-dest"))
+    out = pull_image(dest, "big:1", [n.url], trusted_keys=[n.public_key],
+                     state_dir=str(tmp_path / "sh-s"))
+    assert out["digest"] == digest == dest.resolve("big:1")["digest"]
+    store_is_clean(dest.root)
