@@ -26,7 +26,7 @@ import time
 from ..errors import EmergenceError
 from . import pieces as piecelist
 from .client import MANIFEST_ACCEPT, Upstream, parse_ref
-from .peers import discover, who_has
+from .peers import announced_holders, discover, who_has
 
 
 class Transfer:
@@ -93,6 +93,12 @@ class Puller:
         if not sources and self.peers:  # busy peers: ask once more, more patiently
             await asyncio.sleep(0.5)
             sources = [p for p, _ in await who_has(self.session, self.peers, path, 10.0)]
+        if not sources and self.peers:  # ask on miss: whom did the peers hear announce it?
+            more = await announced_holders(self.session, self.peers, f"{name}:{reference}"
+                                           if not reference.startswith("sha256:")
+                                           else reference)
+            self.peers += [p for p in more if p not in self.peers]
+            sources = [p for p, _ in await who_has(self.session, more, path)]
         for peer in sources:
             try:
                 async with self.session.get(peer + path,
