@@ -128,6 +128,7 @@ setup(
         "jsonschema>=4.18",
         "ruff",
         "matplotlib>=3.6",
+        "oras>=0.2",
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],

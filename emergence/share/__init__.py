@@ -14,5 +14,17 @@ of them at once, trusting none of them.
   commands.py   the verbs: pull, push, peers
 
 May import: the top-level helpers and image/ (its Store, for every write).
-Nothing else imports this part.
+Other parts may call `pull_image` below and nothing else.
 """
+
+
+def pull_image(store, ref, peers=(), upstream="", trusted_keys=(),
+               state_dir="/var/lib/emergence/share"):
+    """Fetch REF ('name[:tag|@digest]') into STORE (an image.store.Store) from
+    PEERS and/or UPSTREAM, as `emergence pull` does; returns its summary
+    ({"digest", "bytes", "from", "banned", ...}).  The one entry other parts
+    (e.g. `run --image` or `build` on a miss) may call."""
+    import asyncio
+
+    from .fetch import Puller
+    return asyncio.run(Puller(store, state_dir, peers, upstream, trusted_keys).pull(ref))

@@ -10,8 +10,6 @@ import ipaddress
 import os
 import secrets
 
-from aiohttp import web
-
 TOKEN_FILE = "push.token"
 
 
@@ -59,10 +57,12 @@ class TokenAuth:
                         "(--creds any:TOKEN or Authorization: Bearer TOKEN)",
                         headers={"WWW-Authenticate": 'Basic realm="emergence"'})
 
-    @web.middleware
-    async def read_filter(self, request, handler):
-        """Refuse readers outside the allowed networks (when any are configured)."""
-        if self.readers:
+    def reader_guard(self, handler):
+        """HANDLER, refusing readers outside the allowed networks (if any are set)."""
+        if not self.readers:
+            return handler
+
+        async def guarded(request):
             peer = request.remote or ""
             try:
                 addr = ipaddress.ip_address(peer)
@@ -71,4 +71,5 @@ class TokenAuth:
             if addr is None or not any(addr in net for net in self.readers):
                 from .registry import error
                 raise error(403, "DENIED", f"{peer} may not read from this node")
-        return await handler(request)
+            return await handler(request)
+        return guarded

@@ -72,12 +72,25 @@ def _pull(ctx, opts, args):
     if len(args) != 1:
         raise UsageError("usage: emergence pull NAME[:TAG|@DIGEST] [--peer URL]... [--json]")
     cfg = _config(opts)
+    try:
+        stall = float(opts.get("stall") or 5)
+        if stall <= 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError("--stall takes a positive number of seconds") from None
     bar = _Progress(args[0], opts.get("json"))
     puller = Puller(Store(ctx.store), opts.get("state") or STATE, cfg["peers"],
-                    cfg["upstream"], cfg["trusted_keys"], float(opts.get("stall") or 5),
-                    progress=bar)
+                    cfg["upstream"], cfg["trusted_keys"], stall, progress=bar)
+
+    async def go():
+        import aiohttp
+        try:
+            return await puller.pull(args[0])
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise EmergenceError(f"pull of {args[0]} failed: {type(e).__name__} {e}; "
+                                 "run it again to resume") from None
     try:
-        result = asyncio.run(puller.pull(args[0]))
+        result = asyncio.run(go())
     finally:
         bar.close()
     sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json")

@@ -26,7 +26,7 @@ import time
 from ..errors import EmergenceError
 from . import pieces as piecelist
 from .client import MANIFEST_ACCEPT, Upstream, parse_ref
-from .peers import discover, who_has
+from .peers import announced_holders, discover, who_has
 
 
 class Transfer:
@@ -90,6 +90,15 @@ class Puller:
     async def _manifest(self, name, reference):
         path = f"/v2/{name}/manifests/{reference}"
         sources = [p for p, _ in await who_has(self.session, self.peers, path)]
+        if not sources and self.peers:  # busy peers: ask once more, more patiently
+            await asyncio.sleep(0.5)
+            sources = [p for p, _ in await who_has(self.session, self.peers, path, 10.0)]
+        if not sources and self.peers:  # ask on miss: whom did the peers hear announce it?
+            more = await announced_holders(self.session, self.peers, f"{name}:{reference}"
+                                           if not reference.startswith("sha256:")
+                                           else reference)
+            self.peers += [p for p in more if p not in self.peers]
+            sources = [p for p, _ in await who_has(self.session, more, path)]
         for peer in sources:
             try:
                 async with self.session.get(peer + path,
@@ -196,23 +205,35 @@ class Puller:
             hedging = {}
             wake = asyncio.Event()
 
+            peer_have = {}  # peer still pulling -> the pieces it said it has
+
             async def worker(peer, whole):
                 have = set()
+                patience = 0
                 while len(done) < len(hashes) and peer not in self.t.banned:
                     if not whole:
-                        if not have.intersection(todo):
-                            have = await self._have(peer, digest)
-                            if not have.intersection(todo):
-                                await asyncio.sleep(0.3)
-                                continue
                         i = next((j for j in todo if j in have and j not in inflight), None)
                         if i is None:
-                            await asyncio.sleep(0.1)
-                            continue
+                            have = peer_have[peer] = await self._have(peer, digest)
+                            i = next((j for j in todo if j in have and j not in inflight),
+                                     None)
+                            if i is None:
+                                await asyncio.sleep(0.2)
+                                continue
                         todo.remove(i)
                         inflight[i] = time.monotonic()
                     else:
-                        i = next((j for j in todo if j not in inflight), None)
+                        # rarest first: what no other puller has yet; what they have
+                        # they can serve, sparing the whole holder's upload
+                        held = set().union(*peer_have.values()) if peer_have else set()
+                        free = [j for j in todo if j not in inflight]
+                        i = next((j for j in free if j not in held), None)
+                        if i is None and free and patience < 10:
+                            patience += 1
+                            await asyncio.sleep(0.2)
+                            continue
+                        if i is None and free:
+                            i = free[0]
                         if i is None:  # endgame: hedge the oldest piece in flight
                             i = min((j for j in inflight if j not in done),
                                     key=lambda j: inflight[j], default=None)
@@ -221,6 +242,7 @@ class Puller:
                                 await wake.wait()
                                 continue
                         else:
+                            patience = 0
                             todo.remove(i)
                             inflight[i] = time.monotonic()
                     hedging.setdefault(i, set()).add(peer)
@@ -266,7 +288,8 @@ class Puller:
 
             last = time.monotonic()
             workers = [asyncio.ensure_future(worker(p, True)) for p in holders for _ in range(2)]
-            partial = [asyncio.ensure_future(worker(p, False)) for p in others]
+            partial = [asyncio.ensure_future(worker(p, False)) for p in others
+                       for _ in range(2)]
             while len(done) < len(hashes):
                 pending = [w for w in workers + partial if not w.done()]
                 if not pending:

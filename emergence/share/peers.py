@@ -4,14 +4,16 @@ Membership: the static list in the config (`[share] peers = [...]`), plus
 each of those peers' own lists (GET /share/v1/peers, one hop): a node
 learns the nodes its peers know without a gossip protocol to run.  Who has
 a digest is asked on a miss: HEAD /v2/<name>/blobs/<digest> (or the
-manifest) on every peer at once, with a short timeout.
+manifest) on every peer at once, with a short timeout; if none has it, the
+peers are asked whom they heard announce it (a node announces what is
+pushed to it to its peers: POST /share/v1/announce, GET /share/v1/who-has).
 """
 
 import asyncio
 import time
 
 
-async def discover(session, peers, timeout=2.0):
+async def discover(session, peers, timeout=5.0):
     """The static PEERS and the peers they know (deduplicated, order kept)."""
     found = list(dict.fromkeys(p.rstrip("/") for p in peers))
 
@@ -34,7 +36,7 @@ async def discover(session, peers, timeout=2.0):
     return found
 
 
-async def who_has(session, peers, path, timeout=2.0):
+async def who_has(session, peers, path, timeout=5.0):
     """[(peer, latency seconds)] of the PEERS answering 200 to HEAD PATH, fastest first."""
     async def ask(peer):
         t = time.monotonic()
@@ -50,6 +52,29 @@ async def who_has(session, peers, path, timeout=2.0):
         return None
     hits = [h for h in await asyncio.gather(*(ask(p) for p in peers)) if h]
     return sorted(hits, key=lambda h: h[1])
+
+
+async def announced_holders(session, peers, key, timeout=5.0):
+    """The nodes that announced KEY (a ref or digest) to any of PEERS."""
+    async def ask(peer):
+        try:
+            async with session.get(peer + "/share/v1/who-has", params={"key": key},
+                                   timeout=_timeout(timeout)) as r:
+                if r.status == 200:
+                    return (await r.json()).get("nodes", [])
+        except (OSError, asyncio.TimeoutError, ValueError):
+            pass
+        except Exception as e:
+            if not _client_error(e):
+                raise
+        return []
+    found = []
+    for nodes in await asyncio.gather(*(ask(p) for p in peers)):
+        for n in nodes:
+            if isinstance(n, str) and n.startswith(("http://", "https://")) \
+                    and n not in found:
+                found.append(n.rstrip("/"))
+    return found
 
 
 def _timeout(seconds):

@@ -60,6 +60,7 @@ class Registry:
         self.uploads = {}  # upload id -> (name, BlobWriter)
         self.log = log
         self.state_dir = state_dir
+        self.on_put = None  # called with the refs and digests of each pushed image
 
     def routes(self):
         n = r"{name:[a-z0-9][a-z0-9._/-]*}"
@@ -332,6 +333,8 @@ class Registry:
             self.store.set_ref(f"{name}:{tag}", desc)
         self.store.sync_dir()
         self.log(f"share: pushed {name}@{digest} tags {tags}")
+        if self.on_put:
+            self.on_put([f"{name}:{t}" for t in tags] + [digest] + wanted)
         headers = {**API_HEADER, "Location": f"/v2/{name}/manifests/{digest}",
                    "Docker-Content-Digest": digest}
         if tags and DIGEST_RE.match(ref):

@@ -20,7 +20,9 @@ class Service:
         "key_name": "",            # the signing key's name ("" = emergence-<hostname>-1)
         "nix_store": "/nix/store",
         "piece_size": 4 << 20,     # bytes per piece of a piece list
+        "advertise": "",           # the URL peers reach this node at (announced on push)
     }
+    MAX_ANNOUNCED = 100_000
 
     def __init__(self, config, state_dir, log):
         from ..image.store import Store
@@ -39,24 +41,33 @@ class Service:
         self.registry = Registry(self.store, self.auth, state_dir, log)
         self.cache = NixCache(self.key, self.config["nix_store"], log=log)
         self.piece_lists = {}
-        self.served = 0
+        self.holders = {}  # ref or digest -> URLs of nodes that announced it
+        self.tasks = set()
+        self.registry.on_put = self._announce
 
     def routes(self):
+        """Every route, behind the readers' filter (only ours: the node's other
+        parts keep their own rules)."""
+        guard = self.auth.reader_guard
+        return [web.RouteDef(r.method, r.path, guard(r.handler), r.kwargs)
+                for r in self._routes()]
+
+    def _routes(self):
         return (self.registry.routes() + self.cache.routes() + [
             web.get("/share/v1/info", self.info),
             web.get("/share/v1/peers", self.peers),
             web.get("/share/v1/pieces/{digest}", self.pieces),
+            web.post("/share/v1/announce", self.announced),
+            web.get("/share/v1/who-has", self.who_has),
             web.get("/share/v1/partial/{digest}", self.partial_have),
             web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)])
-
-    def middlewares(self):
-        """Read filtering by network; the node adds these to its application."""
-        return [self.auth.read_filter]
 
     async def start(self):
         self.log(f"share: serving {self.store.root}; cache key {self.key.public()}")
 
     async def stop(self):
+        for t in list(self.tasks):
+            t.cancel()
         for _, writer in self.registry.uploads.values():
             writer.abort()
         self.registry.uploads.clear()
@@ -70,6 +81,48 @@ class Service:
 
     async def peers(self, request):
         return web.json_response({"peers": list(self.config["peers"])})
+
+    # -- announce on put, ask on miss --
+    def _announce(self, keys):
+        """Tell the peers this node now holds KEYS (refs and digests): a hint
+        only, since every byte is verified by whoever fetches it."""
+        import asyncio
+        if not self.config["advertise"] or not self.config["peers"]:
+            return
+        task = asyncio.ensure_future(self._send_announce(keys))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send_announce(self, keys):
+        import aiohttp
+        body = {"node": self.config["advertise"], "keys": keys}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            for peer in self.config["peers"]:
+                try:
+                    async with s.post(peer.rstrip("/") + "/share/v1/announce", json=body):
+                        pass
+                except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                    self.log(f"share: announce to {peer} failed: {e}")
+
+    async def announced(self, request):
+        try:
+            body = await request.json()
+            node, keys = body["node"], body["keys"]
+            if not (isinstance(node, str) and node.startswith(("http://", "https://"))
+                    and isinstance(keys, list) and len(keys) <= 1000
+                    and all(isinstance(k, str) and len(k) < 300 for k in keys)):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="want {node: URL, keys: [ref or digest...]}\n") \
+                from None
+        if len(self.holders) < self.MAX_ANNOUNCED:
+            for k in keys:
+                self.holders.setdefault(k, set()).add(node.rstrip("/"))
+        return web.json_response({"ok": True})
+
+    async def who_has(self, request):
+        key = request.query.get("key", "")
+        return web.json_response({"key": key, "nodes": sorted(self.holders.get(key, ()))})
 
     # -- pieces of a pull in progress (its partial file in our state dir) --
     def _partial(self, request):
@@ -147,7 +200,7 @@ def _read_json(path):
 
 def make_app(service):
     """An aiohttp application with SERVICE's routes, as the node mounts them."""
-    app = web.Application(middlewares=service.middlewares(), client_max_size=1 << 30)
+    app = web.Application(client_max_size=1 << 30)
     app.add_routes(service.routes())
     app.on_startup.append(lambda app: service.start())
     app.on_cleanup.append(lambda app: service.stop())

@@ -194,3 +194,38 @@ def test_pieces_of_a_pull_in_progress_are_served(seed, nodes, tmp_path):  # noqa
     assert out["digest"] == digest
     assert out["from"][half.url] >= 4 * PIECE
     assert half.url not in out["banned"]
+
+
+def test_pull_image_for_other_parts(seed, nodes, tmp_path):  # noqa: F811
+    from emergence.image.store import Store
+    from emergence.share import pull_image
+    store, digest, _ = seed
+    n = nodes(store, {"piece_size": PIECE})
+    dest = Store(str(tmp_path / "sh-dest"))
+    out = pull_image(dest, "big:1", [n.url], trusted_keys=[n.public_key],
+                     state_dir=str(tmp_path / "sh-s"))
+    assert out["digest"] == digest == dest.resolve("big:1")["digest"]
+    store_is_clean(dest.root)
+
+
+def test_announce_on_put_ask_on_miss(seed, nodes, tmp_path):  # noqa: F811
+    """A node tells its peers what was pushed to it; a puller that asks only
+    one of those peers learns from it where the image is."""
+    from sharelib import free_port
+    store, digest, _ = seed
+    b = nodes()
+    port = free_port()
+    a = nodes(None, {"peers": [b.url], "advertise": f"http://127.0.0.1:{port}",
+                     "piece_size": PIECE}, port=port)
+    tok = tmp_path / "sh-token"
+    tok.write_text(a.token)
+    emergence(store, "push", "big:1", f"{a.url}/big:1", "--token-file", str(tok))
+    for _ in range(50):
+        import requests
+        if requests.get(f"{b.url}/share/v1/who-has", params={"key": "big:1"}).json()["nodes"]:
+            break
+        time.sleep(0.1)
+    assert requests.get(f"{b.url}/share/v1/peers").json()["peers"] == []  # not by membership
+    out = json.loads(emergence(str(tmp_path / "sh-d"), *pull_args([b.url], [a.public_key],
+                                                               tmp_path / "sh-s")).stdout)
+    assert out["digest"] == digest and out["from"][a.url] >= SIZE

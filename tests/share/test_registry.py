@@ -102,6 +102,15 @@ def test_never_serves_outside_the_store(node):
         assert b"root:" not in r.content
 
 
+def test_reads_limited_to_known_networks(built, nodes):  # noqa: F811
+    store, _ = built
+    n = nodes(store, {"readers": ["10.99.0.0/16"]})
+    r = requests.get(f"{n.url}/v2/hello-c/manifests/latest")
+    assert r.status_code == 403 and errors(r) == ["DENIED"]
+    n2 = nodes(store, {"readers": ["127.0.0.0/8"]})
+    assert requests.get(f"{n2.url}/v2/hello-c/manifests/latest").status_code == 200
+
+
 def test_tags_list_pagination(node, built):  # noqa: F811
     n, digest = node
     store, _ = built
@@ -149,3 +158,50 @@ def test_podman_pulls_from_a_node(node, tmp_path):
     assert p.stdout.strip() == digest
     subprocess.run(["podman", *root, "rmi", "-a", "-f"], capture_output=True)
     shutil.rmtree(run, ignore_errors=True)
+
+
+def test_oras_python_client_pulls(node, tmp_path):
+    oras = pytest.importorskip("oras.client")
+    n, digest = node
+    client = oras.OrasClient(hostname=f"127.0.0.1:{n.port}", insecure=True)
+    manifest = client.get_manifest(f"127.0.0.1:{n.port}/hello-c:latest")
+    layer = manifest["layers"][0]
+    out = tmp_path / "sh-oras"
+    out.mkdir()
+    path = client.download_blob(f"127.0.0.1:{n.port}/hello-c", layer["digest"],
+                                str(out / "layer.tar"))
+    with open(path, "rb") as f:
+        assert sha(f.read()) == layer["digest"]
+
+
+@pytest.mark.skipif(not shutil.which("containerd") or not shutil.which("ctr"),
+                    reason="needs containerd and ctr")
+def test_ctr_pulls_from_a_node(node):
+    """A private containerd (own root, state and socket), then `ctr pull --plain-http`."""
+    import tempfile
+    import time
+    n, digest = node
+    d = tempfile.mkdtemp(prefix="sh-ctrd", dir="/tmp")  # socket paths must stay short
+    with open(f"{d}/config.toml", "w") as f:
+        f.write('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+    daemon = subprocess.Popen(["containerd", "--config", f"{d}/config.toml", "--root",
+                               f"{d}/root", "--state", f"{d}/state", "--address", f"{d}/sock"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctr = ["ctr", "--address", f"{d}/sock", "-n", "sh-test"]
+    try:
+        for _ in range(100):
+            if subprocess.run(ctr + ["version"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        ref = f"127.0.0.1:{n.port}/hello-c:latest"
+        p = subprocess.run(ctr + ["images", "pull", "--plain-http", ref], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        p = subprocess.run(ctr + ["images", "ls"], capture_output=True, text=True)
+        assert digest in p.stdout
+        subprocess.run(ctr + ["images", "rm", ref], capture_output=True)
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+        subprocess.run(["umount", "-R", f"{d}/root"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
