@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import emergence_command, nodes_up
+from .conftest import emergence_command, nodes_up
 
 EM = emergence_command()
 

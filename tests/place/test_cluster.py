@@ -6,12 +6,13 @@ import threading
 import time
 
 import pytest
-from conftest import nodes_up
 
 from emergence.errors import EmergenceError
 from emergence.place import tasks
 from emergence.place.commander import Commander
 from emergence.place.worker import Worker
+
+from .conftest import nodes_up
 
 
 class Logs(list):

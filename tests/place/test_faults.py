@@ -16,9 +16,10 @@ import subprocess
 import time
 
 import pytest
-from conftest import emergence_command, nodes_up
 
 from emergence.place import tasks
+
+from .conftest import emergence_command, nodes_up
 
 EM = emergence_command()
 TTL = 2

@@ -13,10 +13,11 @@ import tempfile
 import time
 
 import pytest
-from conftest import emergence_command, nodes_up
 
 from emergence.place import etcd, tasks
 from emergence.place.state import Cluster
+
+from .conftest import emergence_command, nodes_up
 
 EM = emergence_command()
 TTL = 2
