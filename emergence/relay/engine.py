@@ -232,7 +232,7 @@ class Relay:
             if name not in g.networks:
                 changes.append(Change("remove", f"net:{name}"))
         for key, att in g.attachments.items():
-            if gc or full:
+            if gc or full or observe(key):
                 if netns_identity(att.netns) is None:
                     dead.append(key)
                     changes.append(Change("release", key, "its netns is gone"))
