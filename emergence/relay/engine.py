@@ -197,8 +197,12 @@ class Relay:
 
     # ---- the diff ----------------------------------------------------------------
 
-    def _allocate(self, g):
-        for a in g.attachments.values():
+    def _allocate(self, g, applied):
+        done = applied["attachments"]
+        for key, a in g.attachments.items():
+            rec = done.get(key)
+            if rec is not None and a.addresses and rec["att"] == a.to_dict():
+                continue    # applied with these addresses: IPAM holds them already
             net = g.networks[a.network]
             fams = {x.version for x in a.addresses}
             if a.addresses and all(s.version in fams for s in net.subnets):
@@ -317,7 +321,7 @@ class Relay:
                      self.desired().attachments)
         applied = self.applied()
         try:
-            self._allocate(g)
+            self._allocate(g, applied)
             from .graph import validate
             validate(g)
             changes, dead, body = self._plan(g, applied, full, check, gc)
