@@ -219,6 +219,7 @@ class Relay:
         anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
         observe = (lambda k: True) if full else (lambda k: check is not None and k in check)
         replaced_nets = set()
+        recorded = {}
         for name, net in g.networks.items():
             rec = anets.get(name)
             if rec is None:
@@ -237,7 +238,9 @@ class Relay:
                 changes.append(Change("remove", f"net:{name}"))
         for key, att in g.attachments.items():
             if gc or full or observe(key):
-                if netns_identity(att.netns) is None:
+                now = netns_identity(att.netns)
+                if now is None or now != self._netns_record(att, recorded):
+                    # gone, or its path now names another netns (a reused pid)
                     dead.append(key)
                     changes.append(Change("release", key, "its netns is gone"))
                     continue
@@ -276,6 +279,13 @@ class Relay:
             if have != want:
                 changes.append(Change("repair", "nft:emergence", "table differs"))
         return changes, dead, body
+
+    def _netns_record(self, att, cache):
+        """The netns identity IPAM recorded for ATT (its current one if none)."""
+        if att.network not in cache:
+            cache[att.network] = {h["key"]: h.get("netns")
+                                  for h in self.ipam.holders(att.network).values()}
+        return cache[att.network].get(att.key) or netns_identity(att.netns)
 
     def _observe_network(self, net):
         link = self.kernel.get_link(net.bridge)
