@@ -197,8 +197,12 @@ class Relay:
 
     # ---- the diff ----------------------------------------------------------------
 
-    def _allocate(self, g):
-        for a in g.attachments.values():
+    def _allocate(self, g, applied):
+        done = applied["attachments"]
+        for key, a in g.attachments.items():
+            rec = done.get(key)
+            if rec is not None and a.addresses and rec["att"] == a.to_dict():
+                continue    # applied with these addresses: IPAM holds them already
             net = g.networks[a.network]
             fams = {x.version for x in a.addresses}
             if a.addresses and all(s.version in fams for s in net.subnets):
@@ -215,6 +219,7 @@ class Relay:
         anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
         observe = (lambda k: True) if full else (lambda k: check is not None and k in check)
         replaced_nets = set()
+        recorded = {}
         for name, net in g.networks.items():
             rec = anets.get(name)
             if rec is None:
@@ -232,8 +237,10 @@ class Relay:
             if name not in g.networks:
                 changes.append(Change("remove", f"net:{name}"))
         for key, att in g.attachments.items():
-            if gc or full:
-                if netns_identity(att.netns) is None:
+            if gc or full or observe(key):
+                now = netns_identity(att.netns)
+                if now is None or now != self._netns_record(att, recorded):
+                    # gone, or its path now names another netns (a reused pid)
                     dead.append(key)
                     changes.append(Change("release", key, "its netns is gone"))
                     continue
@@ -272,6 +279,13 @@ class Relay:
             if have != want:
                 changes.append(Change("repair", "nft:emergence", "table differs"))
         return changes, dead, body
+
+    def _netns_record(self, att, cache):
+        """The netns identity IPAM recorded for ATT (its current one if none)."""
+        if att.network not in cache:
+            cache[att.network] = {h["key"]: h.get("netns")
+                                  for h in self.ipam.holders(att.network).values()}
+        return cache[att.network].get(att.key) or netns_identity(att.netns)
 
     def _observe_network(self, net):
         link = self.kernel.get_link(net.bridge)
@@ -317,7 +331,7 @@ class Relay:
                      self.desired().attachments)
         applied = self.applied()
         try:
-            self._allocate(g)
+            self._allocate(g, applied)
             from .graph import validate
             validate(g)
             changes, dead, body = self._plan(g, applied, full, check, gc)

@@ -56,7 +56,8 @@ def _create(ctx, opts, args):
     create(ctx.root, _one_id(args, "create"), opts.get("bundle", "."),
            pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
            preserve_fds=_preserve_fds(opts), debug=ctx.debug,
-           console_socket=opts.get("console-socket"))
+           console_socket=opts.get("console-socket"), nets=opts.get("net", ()),
+           publish=opts.get("publish", ()))
     return 0
 
 
@@ -66,7 +67,8 @@ def _run(ctx, opts, args):
                pid_file=opts.get("pid-file"), no_pivot=opts.get("no-pivot", False),
                detach=opts.get("detach", False), preserve_fds=_preserve_fds(opts),
                debug=ctx.debug, console_socket=opts.get("console-socket"),
-               keep=opts.get("keep", False))
+               keep=opts.get("keep", False), nets=opts.get("net", ()),
+               publish=opts.get("publish", ()))
 
 
 def _exec(ctx, opts, args):
@@ -189,6 +191,12 @@ _RESOURCE_FLAGS = {
     "mem-bw-schema": "Intel RDT: refused, not supported",
 }
 
+# attach to Relay networks through OCI hooks (`emergence net hook`)
+NET = Option(MULTI, "attach to network NAME (eth0, eth1, ...), optionally at a fixed address",
+             "NAME[:ip=IP]")
+PUBLISH = Option(MULTI, "forward a host port to the container (on the first --net)",
+                 "HOST:CONT[/PROTO]", aliases=("p",))
+
 VERBS = [
     Verb("spec", "write a starting config.json, like `runc spec`", "[--bundle DIR] [--rootless]",
          {"bundle": BUNDLE, "rootless": Option(FLAG, "a config for a user namespace")}, _spec),
@@ -196,13 +204,13 @@ VERBS = [
          "[--bundle DIR] [--pid-file F] [--console-socket S] ID",
          {"bundle": BUNDLE, "pid-file": PID_FILE, "no-pivot": NO_PIVOT,
           "console-socket": CONSOLE_SOCKET, "preserve-fds": PRESERVE_FDS,
-          "no-new-keyring": NO_NEW_KEYRING}, _create),
+          "no-new-keyring": NO_NEW_KEYRING, "net": NET, "publish": PUBLISH}, _create),
     Verb("start", "start a created container's process", "ID", {}, _start),
     Verb("run", "create, start and wait; exits with the container's status (128+N for "
          "signal N)", "[--bundle DIR] [--detach] [--pid-file F] ID",
          {"bundle": BUNDLE, "pid-file": PID_FILE, "no-pivot": NO_PIVOT, "detach": DETACH,
           "console-socket": CONSOLE_SOCKET, "preserve-fds": PRESERVE_FDS,
-          "no-new-keyring": NO_NEW_KEYRING,
+          "no-new-keyring": NO_NEW_KEYRING, "net": NET, "publish": PUBLISH,
           "keep": Option(FLAG, "keep the stopped container after its process exits "
                                "(remove it with `delete`)")}, _run),
     Verb("state", "print a container's state as JSON (the runtime-spec's state)", "ID", {},

@@ -70,7 +70,7 @@ def check_capabilities_held(process):
 
 
 def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_fds=0,
-           debug=False, console_socket=None, keep_terminal=False):
+           debug=False, console_socket=None, keep_terminal=False, nets=(), publish=()):
     """Create the container; return (init pid, pty master or None). The caller owns the
     init.  With process.terminal, the pty master goes to CONSOLE_SOCKET, or, with
     KEEP_TERMINAL (a foreground `run`), is returned to proxy."""
@@ -80,6 +80,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     check_id(container_id)  # before the config: a bad id is the first thing to say
     bundle = os.path.abspath(bundle)
     config = config_mod.load(bundle)
+    config_mod.add_network_hooks(config, nets, publish)
     rootfs = config_mod.root_path(config, bundle)
     linux = config.get("linux", {})
     bpf = None

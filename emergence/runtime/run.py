@@ -17,12 +17,12 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 def run(root, container_id, bundle, pid_file=None, no_pivot=False, detach=False,
-        preserve_fds=0, debug=False, console_socket=None, keep=False):
+        preserve_fds=0, debug=False, console_socket=None, keep=False, nets=(), publish=()):
     """create + start + wait; the container is deleted when its process exits,
     unless KEEP (crun's --keep): then it stays, stopped, for `state` and `delete`."""
     pid, master = create(root, container_id, bundle, pid_file=pid_file, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, debug=debug, console_socket=console_socket,
-                         keep_terminal=not detach)
+                         keep_terminal=not detach, nets=nets, publish=publish)
     if detach:
         start(root, container_id)
         return 0

@@ -1,0 +1,165 @@
+"""Relay: attach + detach of 100 containers, side by side in one run:
+  relay in-process     Relay.attach/detach (pyroute2, no subprocess)
+  emergence-cni        the CNI plugin, one exec per ADD/DEL
+  bridge + host-local  Debian's containernetworking-plugins, one exec per ADD/DEL
+then the cost of one attachment change at 10, 100 and 1,000 attachments.
+
+Everything happens in network namespaces this script makes (rl-bench-*);
+the host's own interfaces and rules are never touched.  Run as root:
+  python3 bench/relay_attach.py [--n 100] [--sizes 10,100,1000]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+CNI_DIR = "/usr/lib/cni"
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def make_netns(names):
+    for n in names:
+        sh("ip", "netns", "add", n)
+
+
+def drop_netns(names):
+    for n in names:
+        subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def cni_call(plugin, command, conf, cid, netns, path):
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
+           "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": path}
+    p = subprocess.run([plugin], input=json.dumps(conf), capture_output=True, text=True,
+                       env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"{plugin} {command}: {p.stdout}{p.stderr}")
+
+
+def timed(fn, items):
+    out = []
+    for it in items:
+        t = time.perf_counter()
+        fn(it)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def ms(xs):
+    return statistics.median(xs) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--sizes", default="10,100,1000")
+    args = ap.parse_args()
+    from emergence.relay.engine import Relay
+    from emergence.relay.graph import Network
+    from emergence.relay.kernel import _setns
+
+    tmp = tempfile.mkdtemp(prefix="rl-bench-")
+    host = "rl-bench-h"
+    conts = [f"rl-bench-c{i}" for i in range(args.n)]
+    made = [host] + conts
+    make_netns(made)
+    # this process (and the plugins it execs) now plays the host
+    _setns(f"/var/run/netns/{host}")
+    emergence_cni = os.path.join(os.path.dirname(sys.executable), "emergence-cni")
+    path = f"{os.path.dirname(emergence_cni)}:{CNI_DIR}"
+    try:
+        results = {}
+        # -- relay in-process
+        r = Relay(os.path.join(tmp, "inproc"))
+        r.create_network(Network("rlbi", "rlbi0", ["10.94.0.0/22"], veth_prefix="rl"))
+        add = timed(lambda c: r.attach("rlbi", c, f"/var/run/netns/{c}"), conts)
+        dele = timed(lambda c: r.detach("rlbi", c), conts)
+        r.remove_network("rlbi")
+        r.close()
+        results["relay in-process"] = (add, dele)
+        # -- emergence-cni
+        conf = {"cniVersion": "1.1.0", "name": "rlbc", "type": "emergence-cni",
+                "bridge": "rlbc0", "subnets": ["10.95.0.0/22"], "veth_prefix": "rl",
+                "stateDir": os.path.join(tmp, "cni")}
+        add = timed(lambda c: cni_call(emergence_cni, "ADD", conf, c, f"/var/run/netns/{c}",
+                                       path), conts)
+        dele = timed(lambda c: cni_call(emergence_cni, "DEL", conf, c, f"/var/run/netns/{c}",
+                                        path), conts)
+        rr = Relay(os.path.join(tmp, "cni"))
+        rr.remove_network("rlbc")
+        rr.close()
+        results["emergence-cni"] = (add, dele)
+        # -- the CNI bridge plugin + host-local
+        conf = {"cniVersion": "1.0.0", "name": "rlbb", "type": "bridge", "bridge": "rlbb0",
+                "isGateway": True, "ipMasq": False,
+                "ipam": {"type": "host-local", "subnet": "10.96.0.0/22",
+                         "dataDir": os.path.join(tmp, "host-local")}}
+        bridge = os.path.join(CNI_DIR, "bridge")
+        add = timed(lambda c: cni_call(bridge, "ADD", conf, c, f"/var/run/netns/{c}", CNI_DIR),
+                    conts)
+        dele = timed(lambda c: cni_call(bridge, "DEL", conf, c, f"/var/run/netns/{c}",
+                                        CNI_DIR), conts)
+        subprocess.run(["ip", "link", "del", "rlbb0"], capture_output=True)
+        results["bridge + host-local"] = (add, dele)
+
+        base = statistics.median(results["bridge + host-local"][0]) + \
+            statistics.median(results["bridge + host-local"][1])
+        print(f"attach + detach of {args.n} containers (median per call; machine shared, "
+              "numbers are noisy)")
+        print(f"  {'':22} {'attach ms':>10} {'detach ms':>10} {'total s':>8} {'vs bridge':>10}")
+        for name, (a, d) in results.items():
+            per = statistics.median(a) + statistics.median(d)
+            print(f"  {name:22} {ms(a):10.2f} {ms(d):10.2f} {sum(a) + sum(d):8.2f} "
+                  f"{base / per:9.2f}x")
+
+        # -- one attachment change at growing sizes
+        print("\none-attachment change (attach + detach of one more container), in-process")
+        print(f"  {'attachments':>11} {'attach ms':>10} {'detach ms':>10} {'netlink ops':>12} "
+              f"{'lookups':>8}")
+        r = Relay(os.path.join(tmp, "scale"))
+        r.create_network(Network("rlbs", "rlbs0", ["10.80.0.0/16"], veth_prefix="rl"))
+        have = []
+        extra = [f"rl-bench-x{i}" for i in range(5)]
+        make_netns(extra)
+        made += extra
+        for size in [int(s) for s in args.sizes.split(",")]:
+            more = [f"rl-bench-s{i}" for i in range(len(have), size)]
+            make_netns(more)
+            made += more
+            for c in more:
+                r.attach("rlbs", c, f"/var/run/netns/{c}")
+            have += more
+            a, d, ops, looks = [], [], [], []
+            for x in extra:
+                r.kernel.ops.clear()
+                r.kernel.lookups = 0
+                t = time.perf_counter()
+                r.attach("rlbs", x, f"/var/run/netns/{x}")
+                a.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                r.detach("rlbs", x)
+                d.append(time.perf_counter() - t)
+                ops.append(len(r.kernel.ops))
+                looks.append(r.kernel.lookups)
+            print(f"  {size:11d} {ms(a):10.2f} {ms(d):10.2f} {max(ops):12d} {max(looks):8d}")
+        r.remove_network("rlbs")
+        r.close()
+    finally:
+        drop_netns(made)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
