@@ -219,6 +219,7 @@ def work(conn):
     from ..runtime import parent
     parent.use(Remote(csock))
     from .. import cli
+    sys.argv = argv  # the front-end's: argv[0] is the `emergence` the caller ran
     try:
         code = cli.main(argv[1:])
     except SystemExit as e:
