@@ -67,13 +67,14 @@ def build_id():
 BUILD_ID = build_id()
 
 
-def front_end():
-    """bin/emergence: the C front-end (csrc/front.c) that asks the node's warm
-    planner to run the call, or executes bin/emergence-py (the cold path)."""
+def front_end(name="emergence"):
+    """bin/emergence (and bin/emergence-cni): the C front-end (csrc/front.c)
+    that asks the node's warm planner to run the call, or executes NAME-py
+    (the cold path)."""
     import subprocess
     out_dir = os.path.join(HERE, "build", "scripts-launcher")
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "emergence")
+    path = os.path.join(out_dir, name)
     subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-static", "-s",
                     f'-DBUILD_ID="{BUILD_ID}"', os.path.join(HERE, "csrc", "front.c"),
                     "-o", path], check=True)
@@ -134,7 +135,8 @@ setup(
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim, "build_scripts": ScriptsWithBinaries},
     scripts=[front_end(), fast_launcher(),
-             # the CNI plugin: the same fast start, Relay's cni module alone
-             fast_launcher("emergence-cni", "from emergence.relay.cni import main")],
+             # the CNI plugin: the same front-end; cold, Relay's cni module alone
+             front_end("emergence-cni"),
+             fast_launcher("emergence-cni-py", "from emergence.relay.cni import main")],
     zip_safe=False,
 )

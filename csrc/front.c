@@ -8,7 +8,8 @@
  * the signals it gets to the worker, and exits with the worker's code (EXIT).
  *
  * When no planner answers, or one of another build, it executes the Python
- * command (emergence-py beside it): the cold path, the same code.
+ * command (emergence-py beside it): the cold path, the same code.  Installed
+ * as emergence-cni it does the same for Relay's CNI plugin (emergence-cni-py).
  *
  * Messages are SOCK_SEQPACKET records of NUL-terminated fields, with
  * descriptors in SCM_RIGHTS; emergence/node/planner.py is the other side and
@@ -41,6 +42,15 @@ extern char **environ;
 static char **g_argv;
 static volatile pid_t worker = 0;
 
+/* Which program we are: `emergence`, or `emergence-cni` (the same front-end,
+ * installed under the CNI plugin's name); its cold path is NAME-py. */
+static const char *program(void)
+{
+	const char *base = strrchr(g_argv[0], '/');
+	base = base ? base + 1 : g_argv[0];
+	return strcmp(base, "emergence-cni") == 0 ? "emergence-cni" : "emergence";
+}
+
 static void cold(void) __attribute__((noreturn));
 static void cold(void)
 {
@@ -51,11 +61,12 @@ static void cold(void)
 		char *slash = strrchr(self, '/');
 		if (slash) {
 			*slash = 0;
-			snprintf(path, sizeof path, "%s/emergence-py", self);
+			snprintf(path, sizeof path, "%s/%s-py", self, program());
 			execv(path, g_argv);
 		}
 	}
-	execvp("emergence-py", g_argv);
+	snprintf(path, sizeof path, "%s-py", program());
+	execvp(path, g_argv);
 	fprintf(stderr, "emergence: cannot run emergence-py (%s): reinstall emergence\n",
 		strerror(errno));
 	exit(1);

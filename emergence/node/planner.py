@@ -38,7 +38,9 @@ PR_SET_PDEATHSIG = 1
 HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
                "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
                "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
-               "runtime.state", "runtime.cgroups.manager", "runtime._native")
+               "runtime.state", "runtime.cgroups.manager", "runtime._native",
+               # Relay's CNI plugin, whose netlink library alone takes ~200 ms to import
+               "relay.cni", "relay.engine", "relay.kernel", "pyroute2")
 
 
 def fields(*items):
@@ -85,7 +87,7 @@ def preload():
     """Import what every hot verb needs, so a worker starts with it in memory."""
     for name in HOT_MODULES:
         try:
-            __import__(f"emergence.{name}")
+            __import__(name if name == "pyroute2" else f"emergence.{name}")
         except ImportError:  # e.g. _native in a source checkout: loaded per call then
             pass
 
@@ -172,6 +174,8 @@ def _accept_root(lsock):
 def work(conn):
     """One call in a forked worker: become the caller, run the CLI, say EXIT."""
     import signal
+    peer_pid = struct.unpack("3i", conn.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
     data, fds, _, _ = socket.recv_fds(conn, MAX_MSG, MAX_FDS)
     f = parse(data)
     if len(f) < 5 or f[0] != "HELLO":
@@ -207,6 +211,10 @@ def work(conn):
         os.dup2(fd, num, inheritable=True)
     for fd in moved:
         os.close(fd)
+    why = _join_caller(peer_pid)
+    if why:
+        csock.send(fields("NO", why))
+        return 0
     try:
         os.chdir(cwd)
     except OSError:
@@ -218,10 +226,14 @@ def work(conn):
     csock.send(fields("OK", os.getpid()))
     from ..runtime import parent
     parent.use(Remote(csock))
-    from .. import cli
     sys.argv = argv  # the front-end's: argv[0] is the `emergence` the caller ran
     try:
-        code = cli.main(argv[1:])
+        if os.path.basename(argv[0]) == "emergence-cni":
+            from ..relay.cni import main as cni_main
+            code = cni_main()
+        else:
+            from .. import cli
+            code = cli.main(argv[1:])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:
@@ -238,6 +250,41 @@ def work(conn):
     except OSError:
         pass
     return 0
+
+
+# The namespaces a worker takes from its caller, the mount namespace last (it
+# resets the root and cwd).  A user namespace of its own means a caller we do
+# not serve: the front-end then takes the cold path.
+CALLER_NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+
+
+def _join_caller(pid):
+    """Enter the caller's namespaces where they differ from ours, so the call
+    sees the files, network and cgroups the caller sees (an engine may run in a
+    mount namespace of its own).  Returns why not, or None."""
+    def ino(who, ns):
+        return os.stat(f"/proc/{who}/ns/{ns}").st_ino
+
+    try:
+        if ino(pid, "user") != ino("self", "user"):
+            return "the caller is in another user namespace"
+        todo = [(ns, os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+                for ns in CALLER_NAMESPACES if ino(pid, ns) != ino("self", ns)]
+    except OSError as e:
+        return f"cannot read the caller's namespaces: {e}"
+    if not todo:
+        return None
+    import ctypes
+    setns = ctypes.CDLL(None, use_errno=True).setns
+    try:
+        for ns, fd in todo:
+            if setns(fd, 0) != 0:
+                return f"cannot enter the caller's {ns} namespace: " \
+                       f"{os.strerror(ctypes.get_errno())}"
+    finally:
+        for _, fd in todo:
+            os.close(fd)
+    return None
 
 
 def _fresh_stdio():

@@ -254,3 +254,25 @@ def test_parallel_warm_runs_do_not_fail_or_leak(rt, node, calls):
     assert [r for r in results if r != (0, "")] == []
     assert calls.cold_count() == 0
     assert os.listdir(rt.root) == []
+
+
+def test_a_caller_in_its_own_mount_namespace_is_served_there(rt, node, calls, front, tmp_path):
+    """An engine may run in a mount namespace of its own: the worker enters the
+    caller's namespaces, so a bundle only the caller can see still runs warm."""
+    exe, _ = front
+    priv = tmp_path / "private"
+    priv.mkdir()
+    b = rt.bundle(["cat", "/etc/hostname-check"],
+                  edit=lambda c: c["mounts"].append(
+                      {"destination": "/etc/hostname-check", "type": "bind",
+                       "source": str(priv / "b" / "marker"), "options": ["bind", "ro"]}))
+    cid = rt.new_id("w")
+    script = (f"mount -t tmpfs t {priv} && mkdir {priv}/b && echo only-here > {priv}/b/marker"
+              f" && cp {b}/config.json {priv}/b/ && "
+              f"exec {exe} --root {rt.root} run --bundle {priv}/b {cid}")
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       env=dict(os.environ, EMERGENCE_PLANNER_SOCKET=node.socket),
+                       capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "only-here\n", "")
+    assert calls.cold_count() == 0
+    assert not os.path.exists(priv / "b")  # and the host never saw it
