@@ -35,6 +35,7 @@ MAX_FDS = 250
 MAX_MSG = 256 * 1024
 DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
+SPARES = 3  # workers forked and warmed ahead: a burst of calls does not wait for forks
 HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
                "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
                "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
@@ -95,9 +96,9 @@ def preload():
 def serve(path):
     """Accept calls on PATH forever (root-only socket).
 
-    One worker is always forked ahead and waits in accept() itself, so a call
-    does not wait for a fork; when it takes a call it tells us on a pipe and
-    we fork the next one."""
+    SPARES workers are always forked (and warmed up) ahead and wait in
+    accept() themselves, so a call waits for no fork; one that takes a call
+    tells us on a pipe, and we fork the next."""
     import ctypes
     import signal
     prctl = ctypes.CDLL(None).prctl
@@ -126,34 +127,67 @@ def serve(path):
     gc.collect()
     gc.freeze()
     gc.disable()
+    spares = {}  # pidfd -> pid of the workers waiting in accept
     while True:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        spare = os.fork()
-        if spare == 0:
-            os.close(taken_r)
-            code = 70
+        while len(spares) < SPARES:
+            pid = _fork_spare(lsock, taken_w, taken_r, path, prctl)
+            spares[os.pidfd_open(pid)] = pid
+        # a spare took a call (it says so on the pipe), or died without one
+        ready, _, _ = select.select([taken_r, *spares], [], [])
+        if taken_r in ready:
+            data = os.read(taken_r, 4096)  # whole pids: writes of 4 bytes are atomic
+            for pid in struct.unpack(f"{len(data) // 4}i", data):
+                for pidfd in [f for f, p in spares.items() if p == pid]:
+                    del spares[pidfd]
+                    os.close(pidfd)
+        for pidfd in ready:
+            if pidfd in spares:
+                del spares[pidfd]
+                os.close(pidfd)
+
+
+def _fork_spare(lsock, taken_w, taken_r, path, prctl):
+    """A worker that warms up, then waits in accept for one call."""
+    import signal
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    os.close(taken_r)
+    code = 70
+    try:
+        # A spare dies with the planner; a worker with a call outlives it.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:
+            os._exit(0)
+        _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"))
+        conn = _accept_root(lsock)
+        prctl(PR_SET_PDEATHSIG, 0)
+        os.write(taken_w, struct.pack("i", os.getpid()))
+        lsock.close()
+        os.close(taken_w)
+        code = work(conn)
+    finally:
+        os._exit(code)
+
+
+def _warm_up(root):
+    """Run the light verbs once against a root that does not exist, while no
+    call waits: a fresh fork pays its copy-on-write faults here, not in the
+    caller's time (a first `state` in a fork takes ~1-3 ms, after this ~0.3).
+    They fail with "does not exist" and create nothing."""
+    import contextlib
+    import io
+
+    from .. import cli
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for verb in (["state", "x"], ["kill", "x", "KILL"], ["start", "x"], ["delete", "x"],
+                     ["list"]):
             try:
-                # A spare dies with the planner; a worker with a call outlives it.
-                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() == 1:
-                    os._exit(0)
-                conn = _accept_root(lsock)
-                prctl(PR_SET_PDEATHSIG, 0)
-                os.write(taken_w, b"x")
-                lsock.close()
-                os.close(taken_w)
-                code = work(conn)
-            finally:
-                os._exit(code)
-        # the next spare when this one takes a call, or dies without one
-        pidfd = os.pidfd_open(spare)
-        try:
-            ready, _, _ = select.select([taken_r, pidfd], [], [])
-            if taken_r in ready:
-                os.read(taken_r, 1)
-        finally:
-            os.close(pidfd)
+                cli.main(["--root", root, *verb])
+            except BaseException:  # never let a warm-up cost a call
+                pass
 
 
 def _accept_root(lsock):
