@@ -21,6 +21,7 @@ _VERBS_OF = {
                "features",
     "image": "build images inspect tag rmi gc verify export import bundle",
     "node": "node",
+    "pipeline": "pipeline",
 }
 PARTS = tuple(_VERBS_OF)
 VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}
