@@ -121,6 +121,7 @@ setup(
         "pytest>=7",
         "jsonschema>=4.18",
         "ruff",
+        "junitparser>=3",
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
