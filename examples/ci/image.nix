@@ -6,7 +6,7 @@ let
     $busybox mkdir -p $out/bin
     $busybox cp ${lib.busybox}/busybox $out/bin/busybox
     for a in sh ls cat echo true false test [ mkdir cp mv rm chmod grep sed wc tar gzip \
-             sort head tail tr cut env sleep sha256sum diff printf find date; do
+             sort head tail tr cut env sleep sha256sum diff printf find date nc; do
       $busybox ln -s busybox "$out/bin/$a"
     done
   '';

@@ -292,3 +292,63 @@ def test_json_pipeline_and_graph(ci):
     _, doc, _ = ci.run(file="p.json")
     assert doc["by"]["a"]["state"] == "passed"
     assert (ci.tmp / "logs1" / "a.log").read_text() == "hi\n"
+
+
+FLAKY_NET = """
+[stages.fetch]
+image = "image.nix"
+command = 'r=$(echo hi | nc -w 2 127.0.0.1 {port}); echo "got $r"; test "$r" = ok || exit 75'
+network = "host"
+retries = {{ count = 3, exit_codes = [75] }}
+
+[stages.isolated]
+image = "image.nix"
+command = 'echo hi | nc -w 1 127.0.0.1 {port} && exit 1 || echo "no route to the host"'
+"""
+
+
+def test_retryable_failure_passes_on_a_later_attempt(ci):
+    """A host-network stage asks a server on loopback that fails the first
+    call: the stage is retried, passes, and the report says so."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(60)
+    calls = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(64)
+                calls.append(1)
+                conn.sendall(b"fail\n" if len(calls) == 1 else b"ok\n")
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        ci.write("n.toml", FLAKY_NET.format(port=srv.getsockname()[1]))
+        p, doc, junit = ci.run(file="n.toml")
+    finally:
+        srv.close()
+    fetch = doc["by"]["fetch"]
+    assert fetch["state"] == "passed" and fetch["attempts"] == 2
+    assert [a["exit_code"] for a in fetch["attempt_log"]] == [75, 0]
+    assert fetch["message"] == "passed on attempt 2"
+    assert "fetch: attempt 1 exited with 75; retrying" in p.stdout
+    log = (ci.tmp / "logs1" / "fetch.log").read_text()
+    assert "got fail" in log and "--- attempt 2 ---\ngot ok" in log
+    assert len(calls) == 2  # the isolated stage never reached the host's loopback
+    assert "no route to the host" in (ci.tmp / "logs1" / "isolated.log").read_text()
+    junit_matches(junit, doc)
+
+
+def test_missing_image_is_an_infrastructure_error(ci):
+    ci.write("i.toml", '[stages.a]\nimage = "plci-no-such-image:1"\ncommand = "true"\n')
+    ci.cli("build", str(ci.dir / "image.nix"), check=0)  # the store exists
+    p = ci.cli("pipeline", "run", str(ci.dir / "i.toml"), check=3)
+    assert "stage 'a', field 'image'" in p.stderr and len(p.stderr.splitlines()) == 1
