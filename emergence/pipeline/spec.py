@@ -1,4 +1,5 @@
-"""The pipeline file: TOML or JSON, validated whole before anything runs.
+"""The pipeline file: TOML, JSON, or Nix (nix/lib.nix `pipeline`), validated
+whole before anything runs.
 
     [secrets]
     TOKEN = { env = "CI_TOKEN" }          # or { file = "path" }
@@ -77,6 +78,8 @@ def _load(path):
             data = f.read()
     except OSError as e:
         raise PipelineError(f"pipeline: cannot read {path}: {e.strerror}") from None
+    if path.endswith(".nix"):
+        return _eval_nix(path)
     if path.endswith(".json"):
         import json
         try:
@@ -88,6 +91,24 @@ def _load(path):
         return tomllib.loads(data.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"pipeline: {path} is not valid TOML: {e}") from None
+
+
+def _eval_nix(path):
+    """A pipeline written with nix/lib.nix's `pipeline`, evaluated (offline) to JSON."""
+    import json
+    import subprocess
+    cmd = ["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode",
+           "--option", "substituters", "", path]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PipelineError("pipeline: a .nix pipeline needs nix-instantiate "
+                            "(apt-get install nix-bin); or write it in TOML") from None
+    if p.returncode != 0:
+        errs = [ln.strip() for ln in p.stderr.splitlines() if ln.strip().startswith("error")]
+        raise PipelineError(f"pipeline: {path} does not evaluate: "
+                            f"{errs[-1] if errs else p.stderr.strip()[-200:]}")
+    return json.loads(p.stdout)
 
 
 def _strings(stage, field, value):

@@ -352,3 +352,17 @@ def test_missing_image_is_an_infrastructure_error(ci):
     ci.cli("build", str(ci.dir / "image.nix"), check=0)  # the store exists
     p = ci.cli("pipeline", "run", str(ci.dir / "i.toml"), check=3)
     assert "stage 'a', field 'image'" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+def test_nix_pipeline_is_the_same_pipeline(ci):
+    """pipeline.nix (nix/lib.nix helpers) and pipeline.toml describe the same
+    stages: after the TOML run, every stage of the Nix one is a cache hit."""
+    _, toml, _ = ci.run()
+    _, nix, _ = ci.run(file="pipeline.nix")
+    assert all(s["cache_hit"] for s in nix["stages"])
+    assert {s["name"]: s["key"] for s in nix["stages"]} == \
+        {s["name"]: s["key"] for s in toml["stages"]}
+    text = (ci.dir / "pipeline.nix").read_text().replace("timeout = 60;", "timeot = 60;")
+    ci.write("typo.nix", text)
+    p = ci.cli("pipeline", "validate", str(ci.dir / "typo.nix"), check=2)
+    assert "does not evaluate" in p.stderr and "timeot" in p.stderr
