@@ -189,9 +189,9 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                     name = running.pop(fut)
                     try:
                         r = fut.result()
-                    except EmergenceError:
+                    except InfraError:
                         raise
-                    except OSError as e:
+                    except (EmergenceError, OSError) as e:  # the machinery, not the stage
                         raise InfraError(f"stage {name!r}: {e}") from None
                     with lock:
                         if r.state == "failed" and not keep_going:
