@@ -104,6 +104,7 @@ def test_example_runs_green_then_from_cache(ci):
 
     p, warm, junit = ci.run()
     assert all(s["cache_hit"] and s["state"] == "passed" for s in warm["stages"])
+    assert all(s["attempts"] == 0 for s in warm["stages"])  # no container started
     assert [s["key"] for s in warm["stages"]] == [s["key"] for s in doc["stages"]]
     assert warm["by"]["package"]["output_digests"] == pkg["output_digests"]
     # the log comes back from the store, not from a run
@@ -147,6 +148,10 @@ def test_failing_test_stage_exit_1_junit_and_keep_going(ci):
     assert "failed: test" in p.stdout
     assert "::error title=stage test failed::exited with 1" in p.stdout
     assert "| test | failed |" in (ci.tmp / "summary.md").read_text()
+    # under GitLab the failed stage's log is a collapsible section
+    p, _, _ = ci.run("--keep-going", code=1, env=dict(os.environ, GITLAB_CI="true"))
+    assert "section_start:" in p.stdout and "stage_test[collapsed=true]" in p.stdout
+    assert "section_end:" in p.stdout
     # without --keep-going the pipeline stops launching after the failure
     p, doc, _ = ci.run("--jobs", "1", "--no-cache", code=1)
     assert doc["by"]["package"]["state"] == "skipped"
@@ -366,3 +371,13 @@ def test_nix_pipeline_is_the_same_pipeline(ci):
     ci.write("typo.nix", text)
     p = ci.cli("pipeline", "validate", str(ci.dir / "typo.nix"), check=2)
     assert "does not evaluate" in p.stderr and "timeot" in p.stderr
+
+
+def test_gc_prunes_the_cache(ci):
+    """Cache blobs are not images: the store's gc drops them, and the next
+    run is a miss that runs again and passes."""
+    ci.run()
+    ci.cli("gc", check=0)
+    _, doc, _ = ci.run()
+    assert not any(s["cache_hit"] for s in doc["stages"])
+    assert {s["state"] for s in doc["stages"]} == {"passed"}
