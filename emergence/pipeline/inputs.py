@@ -36,8 +36,12 @@ class StatCache:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         d = "sha256:" + h.hexdigest()
-        self.entries[path] = [sig, d]
-        self.dirty = True
+        # A file written in the same clock tick as this read could change again
+        # without its stat changing ("racy git"): remember only settled files.
+        import time
+        if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+            self.entries[path] = [sig, d]
+            self.dirty = True
         return d, st.st_mode
 
     def save(self):

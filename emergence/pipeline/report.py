@@ -10,9 +10,15 @@ import time
 TAIL_LINES = 40
 
 
-def tail(log, lines=TAIL_LINES):
+def xml_text(log):
+    """LOG as text XML 1.0 can hold: colour codes and other control bytes that
+    test runners print would make the whole report unreadable, so they go."""
     text = log.decode(errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return "".join(c for c in text if c in "\t\n\r" or (" " <= c and c not in "\ufffe\uffff"))
+
+
+def tail(log, lines=TAIL_LINES):
+    return "\n".join(xml_text(log).splitlines()[-lines:])
 
 
 class LineView:
@@ -88,17 +94,16 @@ def write_junit(path, pipeline, results, total):
         tc = ET.SubElement(suite, "testcase", {"name": r.name, "classname": name,
                                                "time": f"{r.duration:.3f}"})
         if r.state == "failed":
-            f = ET.SubElement(tc, "failure", {"message": f"stage {r.name} {r.message}",
-                                              "type": "timeout" if any(
-                                                  a["timed_out"] for a in r.attempts)
-                                              else "exit"})
+            kind = "timeout" if any(a["timed_out"] for a in r.attempts) else "exit"
+            message = xml_text(f"stage {r.name} {r.message}".encode())
+            f = ET.SubElement(tc, "failure", {"message": message, "type": kind})
             f.text = tail(r.log)
         elif r.cache_hit:
             ET.SubElement(tc, "skipped", {"message": f"cache hit: {r.key}"})
         elif r.state == "skipped":
             ET.SubElement(tc, "skipped", {"message": r.message})
         if r.log:
-            ET.SubElement(tc, "system-out").text = r.log.decode(errors="replace")
+            ET.SubElement(tc, "system-out").text = xml_text(r.log)
     _atomic(path, ET.tostring(top, encoding="utf-8", xml_declaration=True))
 
 

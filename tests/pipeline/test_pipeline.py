@@ -132,7 +132,8 @@ def test_one_changed_file_reruns_only_its_downstream(ci):
 
 
 def test_failing_test_stage_exit_1_junit_and_keep_going(ci):
-    ci.write("test/test_greet.sh", "echo checking; echo 'FAIL: greet is wrong'; exit 1\n")
+    ci.write("test/test_greet.sh", "printf '\\033[31mred\\033[0m\\001\\n'; "
+             "echo checking; echo 'FAIL: greet is wrong'; exit 1\n")
     env = dict(os.environ, GITHUB_ACTIONS="true",
                GITHUB_STEP_SUMMARY=str(ci.tmp / "summary.md"))
     p, doc, junit = ci.run("--keep-going", "--jobs", "1", code=1, env=env)
@@ -145,6 +146,8 @@ def test_failing_test_stage_exit_1_junit_and_keep_going(ci):
     cases = junit_matches(junit, doc)
     failure = cases["test"].result[0]
     assert "FAIL: greet is wrong" in failure.text
+    assert "[31mred" in failure.text  # colour codes dropped, the text kept
+    assert "\x1b" in (ci.tmp / "logs1" / "test.log").read_text()  # the log file is as printed
     assert "failed: test" in p.stdout
     assert "::error title=stage test failed::exited with 1" in p.stdout
     assert "| test | failed |" in (ci.tmp / "summary.md").read_text()
