@@ -60,7 +60,7 @@ rec {
   # lose its neighbours), or image refs.  `stage` fills the defaults so a typo'd
   # field fails at evaluation, and `needs` may name stages by their attribute.
   stage = { image, command, env ? { }, inputs ? [ ], outputs ? [ ], needs ? [ ],
-            timeout ? 3600, retries ? 0, network ? false, cache ? true, secrets ? [ ],
+            timeout ? 3600, retries ? 0, network ? false, cache ? true, secrets ? [ ], limits ? { },
             description ? "" }@args: args;
   pipeline = { stages, secrets ? { } }: { inherit stages secrets; };
 }

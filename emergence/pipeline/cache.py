@@ -14,11 +14,13 @@ from .. import fastjson
 from ..image.store import Store
 
 
-def stage_key(image_digest, command, env, tree, need_keys, network, secret_names, outputs):
+def stage_key(image_digest, command, env, tree, need_keys, network, secret_names, outputs,
+              limits):
     """The content address of a stage: what it runs, in what, on what."""
     doc = {"v": 1, "image": image_digest, "command": command, "env": sorted(env.items()),
            "inputs": tree, "needs": sorted(need_keys.items()), "network": network,
-           "secrets": sorted(secret_names), "outputs": sorted(outputs)}
+           "secrets": sorted(secret_names), "outputs": sorted(outputs),
+           "limits": sorted(limits.items())}
     import json
     data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -49,7 +49,7 @@ def _bind(src, dst, ro=True):
 
 
 def make_bundle(store_root, image_digest, bundle, argv, env, src_dir, in_dirs, work, out,
-                secret_files, network):
+                secret_files, network, limits):
     from ..image.run_image import image_bundle
     os.makedirs(bundle)
     image_bundle(store_root, image_digest, bundle, argv)
@@ -71,6 +71,13 @@ def make_bundle(store_root, image_digest, bundle, argv, env, src_dir, in_dirs, w
     cfg["process"]["env"] = base_env + [f"{k}={v}" for k, v in env.items()]
     cfg["process"]["cwd"] = "/work"
     cfg["process"]["terminal"] = False
+    res = cfg["linux"].setdefault("resources", {})
+    if "memory" in limits:
+        res["memory"] = {"limit": limits["memory"]}
+    if "cpus" in limits:
+        res["cpu"] = {"period": 100000, "quota": int(limits["cpus"] * 100000)}
+    if "pids" in limits:
+        res["pids"] = {"limit": limits["pids"]}
     if network:
         cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
                                       if n["type"] != "network"]
@@ -151,7 +158,7 @@ def attempt(ctx, stage, key, attempt_no, in_dirs, src_dir, collected):
     cid = f"{ctx.id_prefix}{stage.name}-{key[7:15]}-{attempt_no}"
     try:
         make_bundle(ctx.store, ctx.images[stage.name], bundle, argv, env, src_dir, in_dirs,
-                    work, out, secret_files, stage.network)
+                    work, out, secret_files, stage.network, stage.limits)
         t0 = time.monotonic()
         code, log, timed_out = run_container(ctx.root, cid, bundle, stage.timeout)
         elapsed = time.monotonic() - t0

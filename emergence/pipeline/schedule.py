@@ -81,7 +81,7 @@ def compute_keys(pipeline, images, stat_cache):
         tree, _ = tree_digest(pipeline.base, files[name], stat_cache)
         keys[name] = cache_mod.stage_key(images[name], st.command, st.env, tree,
                                          {n: keys[n] for n in st.needs}, st.network,
-                                         st.secrets, st.outputs)
+                                         st.secrets, st.outputs, st.limits)
     return keys, files
 
 

@@ -13,6 +13,7 @@ whole before anything runs.
     needs = ["gen"]
     timeout = 60                           # seconds
     retries = { count = 2, exit_codes = [75] }
+    limits = { memory = "512M", cpus = 1.5, pids = 256 }
     network = false
     cache = true
     secrets = ["TOKEN"]
@@ -26,7 +27,9 @@ import os
 from ..errors import EmergenceError
 
 FIELDS = {"image", "command", "env", "inputs", "outputs", "needs", "timeout", "retries",
-          "network", "cache", "secrets", "description"}
+          "network", "cache", "secrets", "description", "limits"}
+LIMITS = {"memory", "cpus", "pids"}
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 class PipelineError(EmergenceError):
@@ -38,7 +41,7 @@ class PipelineError(EmergenceError):
 class Stage:
     __slots__ = ("name", "image", "command", "env", "inputs", "stage_inputs", "outputs",
                  "needs", "timeout", "retries", "retry_codes", "network", "cache", "secrets",
-                 "description")
+                 "description", "limits")
 
 
 class Pipeline:
@@ -227,6 +230,7 @@ def load(path):
             _err(name, "retries", "must be a count or { count = N, exit_codes = [...] }")
         if not isinstance(st.retries, int) or st.retries < 0:
             _err(name, "retries", "count must be a non-negative integer")
+        st.limits = _limits(name, s.get("limits", {}))
         st.network = s.get("network", False)
         if st.network not in (False, True, "none", "host"):
             _err(name, "network", 'must be false/"none" or true/"host"')
@@ -248,6 +252,33 @@ def load(path):
                 _err(st.name, "needs", "a stage cannot need itself")
     _check_cycles(stages)
     return Pipeline(os.path.abspath(path), base, stages, secrets)
+
+
+def _limits(stage, raw):
+    """{memory: bytes, cpus: float, pids: int}: what the container's cgroup gets."""
+    if not isinstance(raw, dict) or set(raw) - LIMITS:
+        _err(stage, "limits", f"must be a table of {', '.join(sorted(LIMITS))}")
+    out = {}
+    if "memory" in raw:
+        m = str(raw["memory"]).strip().lower().removesuffix("b")
+        unit = m[-1] if m and m[-1] in _UNITS else ""
+        try:
+            out["memory"] = int(float(m[:-1] if unit else m) * _UNITS[unit])
+        except ValueError:
+            out["memory"] = 0
+        if out["memory"] < 1 << 20:
+            _err(stage, "limits", f"memory {raw['memory']!r} must be at least 1M (e.g. \"512M\")")
+    if "cpus" in raw:
+        c = raw["cpus"]
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0:
+            _err(stage, "limits", "cpus must be a positive number (1.5 = one and a half)")
+        out["cpus"] = float(c)
+    if "pids" in raw:
+        p = raw["pids"]
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            _err(stage, "limits", "pids must be a positive integer")
+        out["pids"] = p
+    return out
 
 
 def _check_cycles(stages):

@@ -277,6 +277,8 @@ def test_hermetic_run_and_secrets_leave_no_trace(ci):
     ('[stages.a]\nimage="image.nix"\ncommand="true"\nsecrets=["S"]\n',
      "stage 'a', field 'secrets'"),
     ('[stages.a]\nimage="image.nix"\ncomand="true"\n', "stage 'a', field 'comand'"),
+    ('[stages.a]\nimage="image.nix"\ncommand="true"\nlimits={memory="lots"}\n',
+     "stage 'a', field 'limits': memory 'lots'"),
     ('[stages.a\n', "not valid TOML"),
 ])
 def test_invalid_pipeline_is_one_line_and_exit_2(ci, body, where):
@@ -384,3 +386,20 @@ def test_gc_prunes_the_cache(ci):
     _, doc, _ = ci.run()
     assert not any(s["cache_hit"] for s in doc["stages"])
     assert {s["state"] for s in doc["stages"]} == {"passed"}
+
+
+def test_limits_reach_the_cgroup_and_the_key(ci):
+    files = ("memory/memory.limit_in_bytes memory.max pids/pids.max pids.max "
+             "cpu/cpu.cfs_quota_us cpu.max")
+    body = ('[stages.lim]\nimage = "image.nix"\n'
+            f'command = "cd /sys/fs/cgroup && cat {files} 2>/dev/null; true"\n'
+            'limits = {{ memory = "64M", cpus = 0.5, pids = {pids} }}\n')
+    ci.write("l.toml", body.format(pids=64))
+    _, doc, _ = ci.run(file="l.toml")
+    seen = (ci.tmp / "logs1" / "lim.log").read_text().split()
+    assert "67108864" in seen and "64" in seen
+    assert "50000" in seen or "50000 100000" in " ".join(seen)
+    ci.write("l.toml", body.format(pids=65))
+    _, again, _ = ci.run(file="l.toml")
+    assert not again["by"]["lim"]["cache_hit"]
+    assert again["by"]["lim"]["key"] != doc["by"]["lim"]["key"]
