@@ -93,23 +93,32 @@ def mask(data, secrets):
     return data
 
 
-def run_container(root, cid, bundle, timeout):
-    """(exit code, output bytes, timed_out).  On timeout the container is
+def run_container(root, cid, bundle, timeout, cancel=None):
+    """(exit code, output bytes, why stopped: None | "timeout" | "cancelled").
+    On a timeout, or CANCEL (a threading.Event) being set, the container is
     killed and `run` (our child) deletes it; we delete again to be sure."""
     argv = emergence_argv() + ["--root", root]
     p = subprocess.Popen(argv + ["run", "--bundle", bundle, cid], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
     try:
-        out, _ = p.communicate(timeout=timeout)
-        return p.returncode, out, False
-    except subprocess.TimeoutExpired:
+        while True:
+            left = deadline - time.monotonic()
+            why = "timeout" if left <= 0 else "cancelled" if cancel and cancel.is_set() else None
+            if why:
+                break
+            try:  # output is not lost between tries (subprocess docs)
+                out, _ = p.communicate(timeout=min(left, 0.1 if cancel else left))
+                return p.returncode, out, None
+            except subprocess.TimeoutExpired:
+                continue
         subprocess.run(argv + ["kill", cid, "KILL"], capture_output=True)
         try:
             out, _ = p.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
-        return 137, out, True
+        return 137, out, why
     finally:
         if p.poll() is None:
             p.kill()
@@ -160,11 +169,14 @@ def attempt(ctx, stage, key, attempt_no, in_dirs, src_dir, collected):
         make_bundle(ctx.store, ctx.images[stage.name], bundle, argv, env, src_dir, in_dirs,
                     work, out, secret_files, stage.network, stage.limits)
         t0 = time.monotonic()
-        code, log, timed_out = run_container(ctx.root, cid, bundle, stage.timeout)
+        code, log, why = run_container(ctx.root, cid, bundle, stage.timeout, ctx.cancel)
         elapsed = time.monotonic() - t0
         log = mask(log, ctx.secrets.values())
         msg = ""
-        if timed_out:
+        timed_out = why == "timeout"
+        if why == "cancelled":
+            msg = "cancelled: another stage failed (fail-fast); container killed"
+        elif timed_out:
             msg = f"timed out after {stage.timeout:g} s; container killed"
         elif code != 0:
             msg = f"exited with {code}" + (f" (signal {code - 128})" if code > 128 else "")

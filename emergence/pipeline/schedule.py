@@ -87,7 +87,8 @@ def compute_keys(pipeline, images, stat_cache):
 
 def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache=True,
                  secrets=None, logs_dir=None, id_prefix="pl-", on_event=None):
-    """Returns {name: Result} in the pipeline's order."""
+    """Returns ({name: Result} in the pipeline's order, run dir).  Fail-fast
+    kills the stages still running when one fails; they are reported skipped."""
     secrets = secrets or {}
     on_event = on_event or (lambda kind, result: None)
     try:
@@ -102,7 +103,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
     os.makedirs(logs_dir, exist_ok=True)
     run_dir = tempfile.mkdtemp(prefix="emergence-pipeline-")
     ctx = Context(store=store_root, root=root, run_dir=run_dir, images=images,
-                  secrets=secrets, id_prefix=id_prefix)
+                  secrets=secrets, id_prefix=id_prefix,
+                  cancel=None if keep_going else threading.Event())
     results = {n: Result(n) for n in pipeline.order()}
     for n, r in results.items():
         r.key = keys[n]
@@ -136,7 +138,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 logs.append(log if len(r.attempts) == 1 else
                             f"--- attempt {n} ---\n".encode() + log)
                 r.exit_code, r.message = code, msg
-                if code == 0:
+                if code == 0 or (ctx.cancel is not None and ctx.cancel.is_set()):
                     break
                 retryable = st.retry_codes is None or code in st.retry_codes
                 if len(r.attempts) > st.retries or not retryable or timed_out:
@@ -144,6 +146,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 on_event("retry", r)
             r.log = b"".join(logs)
             r.state = "passed" if r.exit_code == 0 else "failed"
+            if r.state == "failed" and r.message.startswith("cancelled"):
+                r.state = "skipped"  # it did not fail: fail-fast stopped it
             if r.state == "passed":
                 os.makedirs(r.outputs_dir, exist_ok=True)
                 r.output_digests = cache_mod.output_digests(r.outputs_dir, st.outputs)
@@ -196,6 +200,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                     with lock:
                         if r.state == "failed" and not keep_going:
                             stop = True
+                            ctx.cancel.set()  # kill what still runs
                     on_event("done", r)
     finally:
         shutil.rmtree(os.path.join(run_dir, "src"), ignore_errors=True)

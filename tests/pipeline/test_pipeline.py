@@ -403,3 +403,15 @@ def test_limits_reach_the_cgroup_and_the_key(ci):
     _, again, _ = ci.run(file="l.toml")
     assert not again["by"]["lim"]["cache_hit"]
     assert again["by"]["lim"]["key"] != doc["by"]["lim"]["key"]
+
+
+def test_fail_fast_kills_the_stages_still_running(ci):
+    ci.write("ff.toml", '[stages.long]\nimage = "image.nix"\ncommand = "echo up; sleep 60"\n\n'
+             '[stages.quick]\nimage = "image.nix"\ncommand = "sleep 0.5; exit 4"\n')
+    p, doc, junit = ci.run("--jobs", "2", file="ff.toml", code=1)
+    assert doc["by"]["quick"]["state"] == "failed" and doc["by"]["quick"]["exit_code"] == 4
+    long = doc["by"]["long"]
+    assert long["state"] == "skipped" and long["message"].startswith("cancelled")
+    assert long["duration"] < 15 and doc["duration"] < 20
+    junit_matches(junit, doc)
+    assert ci.containers() == []
