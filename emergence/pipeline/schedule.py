@@ -104,7 +104,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
     run_dir = tempfile.mkdtemp(prefix="emergence-pipeline-")
     ctx = Context(store=store_root, root=root, run_dir=run_dir, images=images,
                   secrets=secrets, id_prefix=id_prefix,
-                  cancel=None if keep_going else threading.Event())
+                  cancel=threading.Event())
     results = {n: Result(n) for n in pipeline.order()}
     for n, r in results.items():
         r.key = keys[n]
@@ -138,7 +138,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 logs.append(log if len(r.attempts) == 1 else
                             f"--- attempt {n} ---\n".encode() + log)
                 r.exit_code, r.message = code, msg
-                if code == 0 or (ctx.cancel is not None and ctx.cancel.is_set()):
+                if code == 0 or ctx.cancel.is_set():
                     break
                 retryable = st.retry_codes is None or code in st.retry_codes
                 if len(r.attempts) > st.retries or not retryable or timed_out:
@@ -202,6 +202,9 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                             stop = True
                             ctx.cancel.set()  # kill what still runs
                     on_event("done", r)
+    except BaseException:
+        ctx.cancel.set()  # Ctrl-C or a broken store: no container outlives us
+        raise
     finally:
         shutil.rmtree(os.path.join(run_dir, "src"), ignore_errors=True)
     ctx.run_dir_path = run_dir

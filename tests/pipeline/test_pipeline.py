@@ -199,6 +199,7 @@ def test_timeout_kills_and_retries_are_reported(ci):
 HERMETIC = """
 [secrets]
 TOKEN = { env = "PLCI_TOKEN" }
+KEY = { file = "../secret-key.txt" }
 
 [stages.look]
 image = "image.nix"
@@ -209,13 +210,13 @@ test ! -e /src/docs
 touch /src/x 2>/dev/null && exit 9
 echo "env: $(env | sort | tr '\\n' ' ')"
 echo "links: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')"
-echo "token $TOKEN in env, $(cat /run/secrets/TOKEN) in file"
+echo "token $TOKEN in env, $(cat /run/secrets/TOKEN) in file, key $(cat /run/secrets/KEY)"
 echo "$TOKEN" > /out/not-declared
 mkdir -p /out/o && echo fine > /out/o/f
 '''
 inputs = ["src/*.sh"]
 outputs = ["o"]
-secrets = ["TOKEN"]
+secrets = ["TOKEN", "KEY"]
 
 [stages.leak]
 image = "image.nix"
@@ -228,6 +229,8 @@ secrets = ["TOKEN"]
 def test_hermetic_run_and_secrets_leave_no_trace(ci):
     secret = "plci-s3cr3t-value-31337"
     ci.write("h.toml", HERMETIC)
+    key = "plci-file-key-271828"
+    (ci.tree / "examples" / "secret-key.txt").write_text(key + "\n")
     env = dict(os.environ, PLCI_TOKEN=secret, PLCI_HOST_ONLY="visible",
                GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(ci.tmp / "summary.md"))
     p, doc, junit = ci.run(file="h.toml", env=env)
@@ -235,7 +238,7 @@ def test_hermetic_run_and_secrets_leave_no_trace(ci):
     assert "greet.sh" in log and "main.sh" in log
     assert "PLCI_HOST_ONLY" not in log and "env: " in log
     assert "links: lo " in log and "links: lo \n" in log  # only loopback
-    assert "token *** in env, *** in file" in log
+    assert "token *** in env, *** in file, key ***" in log
     # the leaking stage passed but its outputs were not cached
     _, again, _ = ci.run(file="h.toml", env=env)
     assert again["by"]["look"]["cache_hit"] and not again["by"]["leak"]["cache_hit"]
@@ -246,8 +249,11 @@ def test_hermetic_run_and_secrets_leave_no_trace(ci):
                 path = os.path.join(d, f)
                 if os.path.islink(path):
                     continue
+                if path.endswith("secret-key.txt"):
+                    continue  # where the file secret comes from
                 with open(path, "rb") as fh:
-                    if secret.encode() in fh.read():
+                    data = fh.read()
+                    if secret.encode() in data or key.encode() in data:
                         hits.append(path)
     assert hits == []
     # a missing secret is refused before anything runs
