@@ -41,6 +41,11 @@ def _run(ctx, opts, pipeline):
     except ValueError:
         raise UsageError("--jobs must be a positive integer") from None
     secrets = secret_values(pipeline)
+    import signal
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt  # unwinds through the scheduler, which kills the stages
+    signal.signal(signal.SIGTERM, terminated)
     view = report.LineView()
     t0 = time.monotonic()
     results, run_dir = run_pipeline(

@@ -110,7 +110,6 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         r.key = keys[n]
         r.log_path = os.path.join(logs_dir, f"{n}.log")
         r.outputs_dir = os.path.join(run_dir, "outputs", n)
-    lock = threading.Lock()
 
     def one(name):
         st = pipeline.stages[name]
@@ -168,47 +167,54 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         running = {}
         stop = False
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            while pending or running:
-                for name in list(pending):
-                    needs = pipeline.stages[name].needs
-                    bad = [n for n in needs if results[n].state in ("failed", "skipped")]
-                    if bad or stop:
-                        r = results[name]
-                        r.state = "skipped"
-                        r.message = (f"not run: needs {bad[0]!r}, which did not pass" if bad
-                                     else "not run: an earlier stage failed (fail-fast)")
-                        pending.remove(name)
-                        on_event("done", r)
+            try:
+                while pending or running:
+                    stop = _launch(pipeline, results, pending, running, pool, one, jobs, stop,
+                                   on_event)
+                    if not running:
                         continue
-                    if all(results[n].state == "passed" for n in needs) \
-                            and len(running) < max(1, jobs):
-                        pending.remove(name)
-                        results[name].state = "running"
-                        on_event("start", results[name])
-                        running[pool.submit(one, name)] = name
-                if not running:
-                    continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    name = running.pop(fut)
-                    try:
-                        r = fut.result()
-                    except InfraError:
-                        raise
-                    except (EmergenceError, OSError) as e:  # the machinery, not the stage
-                        raise InfraError(f"stage {name!r}: {e}") from None
-                    with lock:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        name = running.pop(fut)
+                        try:
+                            r = fut.result()
+                        except InfraError:
+                            raise
+                        except (EmergenceError, OSError) as e:  # the machinery, not the stage
+                            raise InfraError(f"stage {name!r}: {e}") from None
                         if r.state == "failed" and not keep_going:
                             stop = True
                             ctx.cancel.set()  # kill what still runs
-                    on_event("done", r)
+                        on_event("done", r)
+            except BaseException:
+                ctx.cancel.set()  # Ctrl-C, SIGTERM or a broken store: no container outlives us
+                raise
     except BaseException:
-        ctx.cancel.set()  # Ctrl-C or a broken store: no container outlives us
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    finally:
-        shutil.rmtree(os.path.join(run_dir, "src"), ignore_errors=True)
-    ctx.run_dir_path = run_dir
+    shutil.rmtree(os.path.join(run_dir, "src"), ignore_errors=True)
     return results, run_dir
+
+
+def _launch(pipeline, results, pending, running, pool, one, jobs, stop, on_event):
+    """Start what can start; skip what never will.  Returns STOP."""
+    for name in list(pending):
+        needs = pipeline.stages[name].needs
+        bad = [n for n in needs if results[n].state in ("failed", "skipped")]
+        if bad or stop:
+            r = results[name]
+            r.state = "skipped"
+            r.message = (f"not run: needs {bad[0]!r}, which did not pass" if bad
+                         else "not run: an earlier stage failed (fail-fast)")
+            pending.remove(name)
+            on_event("done", r)
+            continue
+        if all(results[n].state == "passed" for n in needs) and len(running) < max(1, jobs):
+            pending.remove(name)
+            results[name].state = "running"
+            on_event("start", results[name])
+            running[pool.submit(one, name)] = name
+    return stop
 
 
 def _holds_secret(directory, secrets):

@@ -421,3 +421,31 @@ def test_fail_fast_kills_the_stages_still_running(ci):
     assert long["duration"] < 15 and doc["duration"] < 20
     junit_matches(junit, doc)
     assert ci.containers() == []
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_leaves_no_container(ci, sig):
+    import signal
+    import time
+    ci.write("c.toml", '[stages.s]\nimage = "image.nix"\ncommand = "sleep 60"\n')
+    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off")  # signals go to us, not a worker
+    p = subprocess.Popen(emergence_command() + ["--root", ci.root, "--store", ci.store,
+                                                "pipeline", "run", str(ci.dir / "c.toml"),
+                                                "--id-prefix", "plci-"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(300):
+            if os.path.isdir(ci.root) and ci.containers():
+                break
+            time.sleep(0.05)
+        assert ci.containers(), "the stage never started"
+        t0 = time.monotonic()
+        p.send_signal(getattr(signal, sig))
+        out, err = p.communicate(timeout=20)
+        assert time.monotonic() - t0 < 10
+        assert p.returncode != 0 and "Traceback" not in err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert ci.containers() == []
