@@ -93,12 +93,14 @@ def mask(data, secrets):
     return data
 
 
-def run_container(root, cid, bundle, timeout, cancel=None):
+def run_container(root, cid, bundle, timeout, cancel=None, error_log=None):
     """(exit code, output bytes, why stopped: None | "timeout" | "cancelled").
     On a timeout, or CANCEL (a threading.Event) being set, the container is
-    killed and `run` (our child) deletes it; we delete again to be sure."""
+    killed and `run` (our child) deletes it; we delete again to be sure.
+    The runtime's own errors (not the command's) also go to ERROR_LOG."""
     argv = emergence_argv() + ["--root", root]
-    p = subprocess.Popen(argv + ["run", "--bundle", bundle, cid], stdin=subprocess.DEVNULL,
+    log = ["--log", error_log] if error_log else []
+    p = subprocess.Popen(argv + log + ["run", "--bundle", bundle, cid], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     try:
@@ -144,7 +146,9 @@ def collect(out, outputs, dest):
 
 
 def attempt(ctx, stage, key, attempt_no, in_dirs, src_dir, collected):
-    """Run STAGE once; returns (exit code, masked log bytes, timed_out, message)."""
+    """Run STAGE once: (exit code, masked log bytes, why it was stopped (None,
+    "timeout", "cancelled" or "runtime": the runtime could not run it), message,
+    seconds)."""
     scratch = os.path.join(ctx.run_dir, f"{stage.name}.{attempt_no}")
     bundle, work, out = (os.path.join(scratch, d) for d in ("bundle", "work", "out"))
     os.makedirs(work)
@@ -169,15 +173,21 @@ def attempt(ctx, stage, key, attempt_no, in_dirs, src_dir, collected):
         make_bundle(ctx.store, ctx.images[stage.name], bundle, argv, env, src_dir, in_dirs,
                     work, out, secret_files, stage.network, stage.limits)
         t0 = time.monotonic()
-        code, log, why = run_container(ctx.root, cid, bundle, stage.timeout, ctx.cancel)
+        error_log = os.path.join(scratch, "runtime-errors")
+        code, log, why = run_container(ctx.root, cid, bundle, stage.timeout, ctx.cancel,
+                                       error_log)
         elapsed = time.monotonic() - t0
         log = mask(log, ctx.secrets.values())
         msg = ""
-        timed_out = why == "timeout"
         if why == "cancelled":
             msg = "cancelled: another stage failed (fail-fast); container killed"
-        elif timed_out:
+        elif why == "timeout":
             msg = f"timed out after {stage.timeout:g} s; container killed"
+        elif code != 0 and os.path.exists(error_log) and os.path.getsize(error_log):
+            with open(error_log, errors="replace") as f:
+                line = f.read().strip().splitlines()[-1].removeprefix("emergence: error: ")
+            msg = f"could not start: {line}"
+            why = "runtime"
         elif code != 0:
             msg = f"exited with {code}" + (f" (signal {code - 128})" if code > 128 else "")
         else:
@@ -186,6 +196,6 @@ def attempt(ctx, stage, key, attempt_no, in_dirs, src_dir, collected):
             missing = collect(out, stage.outputs, collected)
             if missing:
                 code, msg = 1, f"declared output {missing[0]!r} was not left in /out"
-        return code, log, timed_out, msg, elapsed
+        return code, log, why, msg, elapsed
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -130,17 +130,17 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
             logs = []
             while True:
                 n = len(r.attempts) + 1
-                code, log, timed_out, msg, elapsed = attempt(ctx, st, r.key, n, in_dirs, src,
+                code, log, why, msg, elapsed = attempt(ctx, st, r.key, n, in_dirs, src,
                                                              r.outputs_dir)
                 r.attempts.append({"exit_code": code, "duration": round(elapsed, 4),
-                                   "timed_out": timed_out, "message": msg})
+                                   "timed_out": why == "timeout", "message": msg})
                 logs.append(log if len(r.attempts) == 1 else
                             f"--- attempt {n} ---\n".encode() + log)
                 r.exit_code, r.message = code, msg
                 if code == 0 or ctx.cancel.is_set():
                     break
                 retryable = st.retry_codes is None or code in st.retry_codes
-                if len(r.attempts) > st.retries or not retryable or timed_out:
+                if len(r.attempts) > st.retries or not retryable or why:
                     break
                 on_event("retry", r)
             r.log = b"".join(logs)

@@ -449,3 +449,13 @@ def test_interrupted_run_leaves_no_container(ci, sig):
             p.kill()
             p.wait()
     assert ci.containers() == []
+
+
+def test_a_command_that_cannot_start_says_why_and_is_not_retried(ci):
+    ci.write("x.toml", '[stages.x]\nimage = "image.nix"\ncommand = ["/no/such/tool"]\n'
+             'retries = 2\n')
+    _, doc, junit = ci.run(file="x.toml", code=1)
+    x = doc["by"]["x"]
+    assert x["state"] == "failed" and x["attempts"] == 1
+    assert x["message"].startswith("could not start: ") and "/no/such/tool" in x["message"]
+    junit_matches(junit, doc)
