@@ -48,10 +48,13 @@ def _run(ctx, opts, pipeline):
     signal.signal(signal.SIGTERM, terminated)
     view = report.LineView()
     t0 = time.monotonic()
-    results, run_dir = run_pipeline(
-        pipeline, ctx.store, ctx.root, jobs=jobs, keep_going=opts.get("keep-going", False),
-        use_cache=not opts.get("no-cache", False), secrets=secrets, logs_dir=opts.get("logs"),
-        id_prefix=opts.get("id-prefix", "pl-"), on_event=view)
+    try:
+        results, run_dir = run_pipeline(
+            pipeline, ctx.store, ctx.root, jobs=jobs, keep_going=opts.get("keep-going", False),
+            use_cache=not opts.get("no-cache", False), secrets=secrets,
+            logs_dir=opts.get("logs"), id_prefix=opts.get("id-prefix", "pl-"), on_event=view)
+    finally:
+        view.close()
     try:
         total = time.monotonic() - t0
         failed = [r.name for r in results.values() if r.state == "failed"]

@@ -25,10 +25,27 @@ class LineView:
     """Plain lines for CI logs; on a TTY a status line of what is running."""
 
     def __init__(self, stream=None):
+        import threading
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.running = {}
         self.gitlab = os.environ.get("GITLAB_CI") == "true"
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        if self.tty:  # the running stages' clocks tick between events
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self):
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                self._status()
+
+    def close(self):
+        self.stopped.set()
+        with self.lock:
+            if self.tty:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
 
     def _status(self):
         if self.tty:
@@ -38,6 +55,10 @@ class LineView:
             self.stream.flush()
 
     def __call__(self, kind, r):
+        with self.lock:
+            self._event(kind, r)
+
+    def _event(self, kind, r):
         if self.tty:
             self.stream.write("\r\033[K")
         if kind == "start":
