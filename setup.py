@@ -130,6 +130,7 @@ setup(
         "ruff",
         "matplotlib>=3.6",
         "oras>=0.2",
+        "junitparser>=3",
     ]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],

@@ -24,6 +24,7 @@ _VERBS_OF = {
     "relay": "net",
     "share": "pull push peers",
     "place": "cluster submit tasks place",
+    "pipeline": "pipeline",
 }
 PARTS = tuple(_VERBS_OF)
 VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}

@@ -53,4 +53,14 @@ rec {
         printf '%s' "$description" > $out/image.json
       '' ];
     };
+
+  # A CI pipeline for `emergence pipeline run FILE.nix`: the fields of the TOML
+  # form (README, "CI pipelines").  Images are .nix files given as strings
+  # relative to the pipeline file (a Nix path would be copied into the store and
+  # lose its neighbours), or image refs.  `stage` fills the defaults so a typo'd
+  # field fails at evaluation, and `needs` may name stages by their attribute.
+  stage = { image, command, env ? { }, inputs ? [ ], outputs ? [ ], needs ? [ ],
+            timeout ? 3600, retries ? 0, network ? false, cache ? true, secrets ? [ ], limits ? { },
+            description ? "" }@args: args;
+  pipeline = { stages, secrets ? { } }: { inherit stages secrets; };
 }

@@ -191,9 +191,10 @@ class Store:
                 return desc
         if name.startswith("sha256:") or all(c in "0123456789abcdef" for c in name):
             want = name if name.startswith("sha256:") else "sha256:" + name
-            hits = [d for _, d in refs if d["digest"].startswith(want)]
+            # one image may have several refs: count digests, not refs
+            hits = {d["digest"]: d for _, d in refs if d["digest"].startswith(want)}
             if len(hits) == 1:
-                return hits[0]
+                return next(iter(hits.values()))
         raise NotFound(f"no image {name!r} in the store {self.root} "
                        "(see `emergence images`)")
 

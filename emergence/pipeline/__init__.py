@@ -1,0 +1,15 @@
+"""Pipeline: `emergence pipeline run|graph|validate`, a DAG of hermetic CI
+stages run in containers from store images, cached by content address.
+
+  commands.py   the verb and its sub-commands
+  spec.py       the pipeline file (TOML/JSON): load and validate before anything runs
+  inputs.py     a stage's declared inputs: a Merkle tree of file digests, stat-cached
+  cache.py      key -> outputs tar + log, blobs in image.store.Store, a small index
+  execute.py    one stage in one container: bundle, read-only inputs, scratch dir, timeout
+  schedule.py   the DAG: parallel up to --jobs, fail-fast or --keep-going, retries
+  report.py     line output, JUnit, JSON, GitHub Actions / GitLab extras, secrets masked
+  graph.py      the DAG as text or DOT
+
+May import: the top-level helpers, runtime/ (through the `emergence` command
+it runs per stage) and image/ (Store, build, image_bundle).
+"""

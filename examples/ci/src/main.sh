@@ -1,0 +1,4 @@
+# the entry point: greet each argument
+for name in "${@:-world}"; do
+    greet "$name"
+done
