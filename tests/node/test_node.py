@@ -113,3 +113,25 @@ def test_cluster_init_is_a_one_machine_cluster(tmp_path):
     finally:
         node(tmp_path, "stop")
     assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"]).returncode == 1
+
+
+def test_the_node_serves_its_parts_on_one_listener(tmp_path):
+    """The share service's routes are on the node's listener, on loopback."""
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = node(tmp_path, "start", "--node-services", "share", "--node-listen",
+             f"127.0.0.1:{port}", "--share-store", str(tmp_path / "store"))
+    assert p.returncode == 0, p.stderr
+    try:
+        st = json.loads(node(tmp_path, "status", "--json").stdout)
+        assert st["listen"] == f"127.0.0.1:{port}" and st["services"]["share"]["state"] == \
+            "running"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/share/v1/info", timeout=10) as r:
+            info = json.loads(r.read())
+        assert info  # the node's identity and key, served by share through the node
+        assert oct(os.stat(tmp_path / "st" / "share").st_mode & 0o777) == "0o700"
+    finally:
+        node(tmp_path, "stop")
