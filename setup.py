@@ -69,6 +69,8 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "cffi>=1.15",
+        "prometheus-client>=0.16",
+        "aiohttp>=3.8",
     ],
     extras_require={"test": [
         "pytest>=7",
