@@ -20,6 +20,7 @@ _VERBS_OF = {
     "runtime": "spec create start run state kill delete list exec pause resume ps events update "
                "features",
     "image": "build images inspect tag rmi gc verify export import bundle",
+    "overwatch": "stats top",
 }
 PARTS = tuple(_VERBS_OF)
 VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}

@@ -64,6 +64,18 @@ BUSY = ("ping -q -i 0.02 -s 1400 127.0.0.1 >/dev/null & "
         "a=$(head -c 24m /dev/zero | tr '\\0' x); while true; do :; done")
 
 
+@pytest.fixture
+def running(rt):
+    """Start a detached container running ARGS; returns its id (removed by `rt`)."""
+    def make(args=("sleep", "300"), edit=None):
+        b = rt.bundle(list(args), edit=edit)
+        cid = rt.new_id("ow")
+        rt("run", "--detach", "--bundle", b, cid, check=True)
+        return cid
+    return make
+
+
+
 def with_raw(c):
     """ping needs CAP_NET_RAW, which the default config leaves out."""
     for kind in ("bounding", "effective", "permitted"):
