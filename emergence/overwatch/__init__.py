@@ -4,8 +4,10 @@ Modules:
   catalog    the metrics exported: cAdvisor's names, types, units and labels (data)
   collector  one pass per interval over every container's cgroup files (opened once)
   exporter   a prometheus_client Collector serving the latest sample
-  service    the node's long-running part: sampling loop and GET /metrics
-  commands   the verbs (`stats`)
+  qos        RTT (p50/p99) and throughput probes between netns, bounded history on disk
+  service    the node's long-running part: sampling loop, standing probe, GET /metrics
+  views      podman stats' numbers from two passes (for `stats` and `top`)
+  commands   the verbs (`stats`, `top`)
 
 May import `emergence.runtime` (state, cgroups); the runtime never imports this.
 """

@@ -11,7 +11,9 @@ class Service:
     """Long-running work of overwatch inside `emergence node`."""
 
     name = "overwatch"
-    DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT}
+    # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
+    DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
+                "probe_interval": 10.0, "history": 1000}
 
     def __init__(self, config, state_dir, log):
         from .collector import Collector
@@ -21,7 +23,12 @@ class Service:
         self.log = log
         self.collector = Collector(self.config["root"], log)
         self.registry = registry_for(self.collector)
+        self.prober = None
+        if self.config["probe_pairs"]:
+            from .qos import Prober
+            self.prober = Prober(state_dir, log, int(self.config["history"]))
         self.task = None
+        self.probe_task = None
         self.passes = 0
         self.pass_seconds = 0.0
 
@@ -33,6 +40,8 @@ class Service:
         from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         body = generate_latest(self.registry)
+        if self.prober is not None:
+            body += generate_latest(self.prober.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def sample_once(self):
@@ -50,18 +59,35 @@ class Service:
                 self.log(f"overwatch: sampling failed: {e}")
             await asyncio.sleep(interval)
 
+    async def _probe_loop(self):
+        """The standing low-rate latency probe: 5 echoes per pair per round."""
+        pairs = [p.split() for p in self.config["probe_pairs"]]
+        while True:
+            for src, dst, addr in pairs:
+                await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05)
+            await asyncio.sleep(float(self.config["probe_interval"]))
+
     async def start(self):
+        for pair in self.config["probe_pairs"]:
+            if len(pair.split()) != 3:
+                from ..errors import EmergenceError
+                raise EmergenceError(f"overwatch probe_pairs entry {pair!r}: write it as "
+                                     "\"SRC DST ADDRESS\"")
         self.sample_once()
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._loop())
+        if self.prober is not None:
+            self.probe_task = loop.create_task(self._probe_loop())
 
     async def stop(self):
-        if self.task:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-            self.task = None
+        for task in (self.task, self.probe_task):
+            if task:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self.task = self.probe_task = None
         self.collector.close()
 
     def status(self):
