@@ -13,7 +13,7 @@ class Service:
     name = "overwatch"
     # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
     DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
-                "probe_interval": 10.0, "history": 1000}
+                "probe_interval": 10.0, "history": 1000, "store": None}
 
     def __init__(self, config, state_dir, log):
         from .collector import Collector
@@ -23,6 +23,8 @@ class Service:
         self.log = log
         self.collector = Collector(self.config["root"], log)
         self.registry = registry_for(self.collector)
+        from .node_metrics import NodeCollector
+        self.registry.register(NodeCollector(self.config["root"], self.config["store"]))
         self.prober = None
         if self.config["probe_pairs"]:
             from .qos import Prober

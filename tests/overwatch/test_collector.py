@@ -307,3 +307,27 @@ def test_service_serves_metrics(rt, running, tmp_path):
     values, _ = series(text)
     assert one(values, "container_threads", cid) == 1
     assert status["containers"] == 1 and status["passes"] >= 2
+
+
+def test_node_metrics_count_states_and_store(rt, running, tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from emergence.overwatch.node_metrics import NodeCollector
+    running()
+    b = rt.bundle(["sleep", "300"])
+    created = rt.new_id("ow")
+    rt("create", "--bundle", b, created, check=True)
+    blobs = tmp_path / "store" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / "a").write_bytes(b"x" * 1000)
+    (blobs / "b").write_bytes(b"y" * 234)
+    reg = CollectorRegistry()
+    reg.register(NodeCollector(rt.root, str(tmp_path / "store")))
+    values, types = series(generate_latest(reg).decode())
+    by_state = {dict(labels)["state"]: v for (n, labels), v in values.items()
+                if n == "emergence_containers"}
+    assert by_state["running"] == 1 and by_state["created"] == 1 and by_state["stopped"] == 0
+    assert values[("emergence_store_bytes", frozenset())] == 1234
+    reg2 = CollectorRegistry()
+    reg2.register(NodeCollector(rt.root, str(tmp_path / "nostore")))
+    assert "emergence_store_bytes" not in generate_latest(reg2).decode()
