@@ -79,6 +79,7 @@ class Target:
                        "image": ann.get("org.opencontainers.image.ref.name", "")}
         self.created = data.get("created", "")
         self.files = Files(log, cid)
+        self.joined = {}
         self.paths = {}
         for controller in ("cpu", "cpuacct", "memory", "pids", "blkio", "io"):
             h = ctl.get(controller)
@@ -94,8 +95,12 @@ class Target:
         return self.start is not None and state.proc_start_time(self.pid) == self.start
 
     def _file(self, controller, name):
-        where = self.paths.get(controller)
-        return None if where is None else self.files.read(os.path.join(where[0], name))
+        path = self.joined.get((controller, name), 0)
+        if path == 0:  # joined once: a pass re-reads the same files
+            where = self.paths.get(controller)
+            path = self.joined[controller, name] = (None if where is None
+                                                     else os.path.join(where[0], name))
+        return None if path is None else self.files.read(path)
 
     def sample(self, now):
         v = {}
@@ -272,10 +277,7 @@ class Collector:
         out = {}
         for cid in state.list_ids(self.root):
             t = self.targets.get(cid)
-            if t is None or not t.alive():
-                if t is not None:
-                    t.close()
-                    del self.targets[cid]
+            if t is None:
                 try:
                     t = Target(self.root, cid, self.ctl, self.v2, self.log)
                 except Exception:  # deleted or half-made: not a container to watch now
@@ -286,7 +288,8 @@ class Collector:
                 self.targets[cid] = t
             seen.add(cid)
             values = t.sample(now)
-            if not t.alive():  # gone mid-sample: drop it rather than report half
+            if not t.alive():  # gone (or gone mid-sample): drop it rather than report half
+                self.targets.pop(cid).close()
                 continue
             out[cid] = {"labels": t.labels, "values": values}
         for cid in set(self.targets) - seen:

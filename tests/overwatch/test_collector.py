@@ -157,8 +157,9 @@ def test_counters_rise_with_cpu_memory_and_traffic(rt, running):
 
 
 def test_oom_kill_increments_oom_events(rt, running):
-    cid = running(["sh", "-c", "sleep 1; while true; do a=$(head -c 64m /dev/zero | "
-                               "tr '\\0' x); done"],
+    # the inner sh holds the memory, so the OOM killer picks it, not the init
+    cid = running(["sh", "-c", "sleep 1; while true; do sh -c 'a=$(head -c 64m /dev/zero | "
+                               "tr \"\\0\" x)'; done"],
                   edit=lambda c: c["linux"]["resources"].update(
                       memory={"limit": 16 << 20, "swap": 16 << 20}))
     c = Collector(rt.root)
@@ -186,6 +187,7 @@ def test_missing_file_is_absent_and_logged_once(rt, running):
         t = c.targets[cid]
         # a controller file this kernel lacks: point memory at a directory without it
         t.paths["memory"] = ("/nonexistent/ow", 1)
+        t.joined.clear()
         for _ in range(3):
             c.collect()
         assert "container_memory_usage_bytes" not in c.latest[cid]["values"]
