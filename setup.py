@@ -123,6 +123,7 @@ setup(
         "tqdm>=4.60",
         "etcd3gw>=2.4",
         "requests>=2.28",
+        "prometheus-client>=0.16",
     ],
     extras_require={"test": [
         "pytest>=7",

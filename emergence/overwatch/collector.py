@@ -1,0 +1,303 @@
+"""One pass per interval over every container: cgroup files opened once and
+re-read with pread, network counters from the init's /proc/PID/net/dev (its
+netns), no subprocess.  A value whose file is missing is left out (absent, not
+zero) and the log says so once per container and file.
+
+A sample is {container id: {"labels": {...}, "values": {metric: [(extra, value)]}}}.
+"""
+
+import os
+import time
+
+from ..runtime import state
+from ..runtime.cgroups.hierarchy import controller_map, discover
+
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _keyed(data):
+    out = {}
+    for line in data.splitlines():
+        k, _, v = line.partition(b" ")
+        try:
+            out[k.decode()] = int(v)
+        except ValueError:
+            pass
+    return out
+
+
+def _number(data):
+    text = data.strip()
+    return None if text == b"max" else int(text)
+
+
+class Files:
+    """Open-once readers: a file is opened on first use and re-read with pread."""
+
+    def __init__(self, log, who):
+        self.fds = {}
+        self.missing = set()
+        self.log = log
+        self.who = who
+
+    def read(self, path):
+        fd = self.fds.get(path)
+        if fd is None:
+            if path in self.missing:
+                return None
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                self.missing.add(path)
+                self.log(f"overwatch: {self.who}: {path} unreadable ({e.strerror}); "
+                         "its metrics are left out")
+                return None
+            self.fds[path] = fd
+        try:
+            return os.pread(fd, 1 << 16, 0)
+        except OSError:
+            return None
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+class Target:
+    """A container being watched: its labels, cgroup files and netns counters."""
+
+    def __init__(self, root, cid, ctl, v2, log):
+        with state.Container.open(root, cid, lock=False) as c:
+            self.pid = c.pid
+            self.start = state.proc_start_time(self.pid)
+            data = c.data
+        self.id = cid
+        rel = (data.get("cgroup") or {}).get("rel") or f"emergence/{cid}"
+        ann = data.get("annotations") or {}
+        self.labels = {"id": "/" + rel.strip("/"), "name": cid,
+                       "image": ann.get("org.opencontainers.image.ref.name", "")}
+        self.created = data.get("created", "")
+        self.files = Files(log, cid)
+        self.joined = {}
+        self.paths = {}
+        for controller in ("cpu", "cpuacct", "memory", "pids", "blkio", "io"):
+            h = ctl.get(controller)
+            if h is None and v2 is not None and controller in ("cpu", "memory", "pids", "io") \
+                    and not (controller == "io" and "blkio" in ctl):
+                h = v2
+            if h is not None:
+                self.paths[controller] = (os.path.join(h.mountpoint, rel), h.version)
+        if v2 is not None:
+            self.paths["unified"] = (os.path.join(v2.mountpoint, rel), 2)
+
+    def alive(self):
+        return self.start is not None and state.proc_start_time(self.pid) == self.start
+
+    def _file(self, controller, name):
+        path = self.joined.get((controller, name), 0)
+        if path == 0:  # joined once: a pass re-reads the same files
+            where = self.paths.get(controller)
+            path = self.joined[controller, name] = (None if where is None
+                                                     else os.path.join(where[0], name))
+        return None if path is None else self.files.read(path)
+
+    def sample(self, now):
+        v = {}
+
+        def put(name, value, **extra):
+            if value is not None:
+                v.setdefault(name, []).append((extra, value))
+
+        cpu_dir = self.paths.get("cpu")
+        if cpu_dir and cpu_dir[1] == 2:
+            st = self._file("cpu", "cpu.stat")
+            if st is not None:
+                st = _keyed(st)
+                put("container_cpu_usage_seconds_total", st.get("usage_usec", 0) / 1e6,
+                    cpu="total")
+                put("container_cpu_user_seconds_total", st.get("user_usec", 0) / 1e6)
+                put("container_cpu_system_seconds_total", st.get("system_usec", 0) / 1e6)
+                if "nr_periods" in st:
+                    put("container_cpu_cfs_periods_total", st["nr_periods"])
+                    put("container_cpu_cfs_throttled_periods_total", st["nr_throttled"])
+                    put("container_cpu_cfs_throttled_seconds_total",
+                        st["throttled_usec"] / 1e6)
+            cmax = self._file("cpu", "cpu.max")
+            if cmax is not None:
+                quota, period = cmax.split()
+                if quota != b"max":
+                    put("container_spec_cpu_quota", int(quota))
+                put("container_spec_cpu_period", int(period))
+            weight = self._file("cpu", "cpu.weight")
+            if weight is not None:  # cAdvisor's inverse of the runtimes' shares->weight
+                put("container_spec_cpu_shares", 2 + ((int(weight) - 1) * 262142) // 9999)
+        else:
+            usage = self._file("cpuacct", "cpuacct.usage")
+            if usage is not None:
+                put("container_cpu_usage_seconds_total", int(usage) / 1e9, cpu="total")
+            st = self._file("cpuacct", "cpuacct.stat")
+            if st is not None:
+                st = _keyed(st)
+                put("container_cpu_user_seconds_total", st.get("user", 0) / USER_HZ)
+                put("container_cpu_system_seconds_total", st.get("system", 0) / USER_HZ)
+            st = self._file("cpu", "cpu.stat")
+            if st is not None:
+                st = _keyed(st)
+                put("container_cpu_cfs_periods_total", st.get("nr_periods"))
+                put("container_cpu_cfs_throttled_periods_total", st.get("nr_throttled"))
+                if "throttled_time" in st:
+                    put("container_cpu_cfs_throttled_seconds_total", st["throttled_time"] / 1e9)
+            quota = self._file("cpu", "cpu.cfs_quota_us")
+            if quota is not None and int(quota) > 0:
+                put("container_spec_cpu_quota", int(quota))
+            period = self._file("cpu", "cpu.cfs_period_us")
+            if period is not None:
+                put("container_spec_cpu_period", int(period))
+            shares = self._file("cpu", "cpu.shares")
+            if shares is not None:
+                put("container_spec_cpu_shares", int(shares))
+
+        mem = self.paths.get("memory")
+        v2mem = mem is not None and mem[1] == 2
+        usage = self._file("memory", "memory.current" if v2mem else "memory.usage_in_bytes")
+        stat = self._file("memory", "memory.stat")
+        stat = _keyed(stat) if stat is not None else None
+        if usage is not None:
+            usage = int(usage)
+            put("container_memory_usage_bytes", usage)
+            if stat is not None:
+                inactive = stat.get("inactive_file" if v2mem else "total_inactive_file", 0)
+                put("container_memory_working_set_bytes", max(0, usage - inactive))
+        if stat is not None:
+            if v2mem:
+                put("container_memory_rss", stat.get("anon"))
+                put("container_memory_cache", stat.get("file"))
+            else:
+                put("container_memory_rss", stat.get("total_rss"))
+                put("container_memory_cache", stat.get("total_cache"))
+        if v2mem:
+            ev = self._file("memory", "memory.events")
+            if ev is not None:
+                ev = _keyed(ev)
+                put("container_oom_events_total", ev.get("oom_kill"))
+                put("container_memory_failcnt", ev.get("max"))  # times usage hit the limit
+            lim = self._file("memory", "memory.max")
+        else:
+            fail = self._file("memory", "memory.failcnt")
+            if fail is not None:
+                put("container_memory_failcnt", int(fail))
+            oc = self._file("memory", "memory.oom_control")
+            if oc is not None:
+                put("container_oom_events_total", _keyed(oc).get("oom_kill"))
+            lim = self._file("memory", "memory.limit_in_bytes")
+        if lim is not None:
+            put("container_spec_memory_limit_bytes", _number(lim) or 0)
+
+        procs = self._file("pids", "cgroup.procs")
+        if procs is not None:
+            put("container_processes", procs.count(b"\n"))
+        threads = self._file("pids", "pids.current")
+        if threads is not None:
+            put("container_threads", int(threads))
+
+        io = self.paths.get("io") if self.paths.get("io", (0, 1))[1] == 2 else None
+        if io is not None:
+            data = self._file("io", "io.stat")
+            for line in (data or b"").splitlines():
+                dev, *fields = line.decode().split()
+                kv = dict(f.split("=", 1) for f in fields)
+                put("container_fs_reads_bytes_total", int(kv.get("rbytes", 0)), device=dev)
+                put("container_fs_writes_bytes_total", int(kv.get("wbytes", 0)), device=dev)
+        else:
+            data = self._file("blkio", "blkio.throttle.io_service_bytes_recursive")
+            for line in (data or b"").splitlines():
+                parts = line.decode().split()
+                if len(parts) == 3 and parts[1] in ("Read", "Write"):
+                    put("container_fs_reads_bytes_total" if parts[1] == "Read"
+                        else "container_fs_writes_bytes_total", int(parts[2]), device=parts[0])
+
+        if "unified" in self.paths:
+            for res in ("cpu", "memory", "io"):
+                data = self._file("unified", f"{res}.pressure")
+                for line in (data or b"").splitlines():
+                    kind, *fields = line.decode().split()
+                    total = dict(f.split("=", 1) for f in fields).get("total")
+                    name = {"some": "waiting", "full": "stalled"}.get(kind)
+                    if name and total is not None:
+                        put(f"container_pressure_{res}_{name}_seconds_total", int(total) / 1e6)
+
+        net = self.files.read(f"/proc/{self.pid}/net/dev")
+        for line in (net or b"").splitlines()[2:]:
+            name, _, rest = line.decode().partition(":")
+            f = [int(x) for x in rest.split()]
+            iface = name.strip()
+            for metric, i in (("receive_bytes", 0), ("receive_packets", 1),
+                              ("receive_errors", 2), ("receive_packets_dropped", 3),
+                              ("transmit_bytes", 8), ("transmit_packets", 9),
+                              ("transmit_errors", 10), ("transmit_packets_dropped", 11)):
+                put(f"container_network_{metric}_total", f[i], interface=iface)
+
+        if self.start is not None:
+            boot = _boot_time()
+            put("container_start_time_seconds", boot + self.start[1] / USER_HZ)
+        put("container_last_seen", now)
+        return v
+
+    def close(self):
+        self.files.close()
+
+
+_BOOT = []
+
+
+def _boot_time():
+    if not _BOOT:
+        with open("/proc/stat") as f:
+            _BOOT.append(next(int(line.split()[1]) for line in f if line.startswith("btime")))
+    return _BOOT[0]
+
+
+class Collector:
+    """Watches every container under ROOT; `collect()` is one pass."""
+
+    def __init__(self, root, log=lambda msg: None, mountinfo="/proc/self/mountinfo"):
+        self.root = root
+        self.log = log
+        hierarchies = discover(mountinfo)
+        self.ctl = controller_map(hierarchies)
+        self.v2 = next((h for h in hierarchies if h.version == 2), None)
+        self.targets = {}
+        self.latest = {}
+        self.taken = 0.0
+
+    def collect(self):
+        now = time.time()
+        seen = set()
+        out = {}
+        for cid in state.list_ids(self.root):
+            t = self.targets.get(cid)
+            if t is None:
+                try:
+                    t = Target(self.root, cid, self.ctl, self.v2, self.log)
+                except Exception:  # deleted or half-made: not a container to watch now
+                    continue
+                if not t.alive():
+                    t.close()
+                    continue
+                self.targets[cid] = t
+            seen.add(cid)
+            values = t.sample(now)
+            if not t.alive():  # gone (or gone mid-sample): drop it rather than report half
+                self.targets.pop(cid).close()
+                continue
+            out[cid] = {"labels": t.labels, "values": values}
+        for cid in set(self.targets) - seen:
+            self.targets.pop(cid).close()
+        self.latest, self.taken = out, now
+        return out
+
+    def close(self):
+        for t in self.targets.values():
+            t.close()
+        self.targets.clear()

@@ -1,0 +1,87 @@
+"""Overwatch's verbs: `stats` (one shot, podman stats' numbers) and `top` (live)."""
+
+import sys
+
+from ..command import FLAG, VALUE, Option, UsageError, Verb
+
+TITLE = "Telemetry (cAdvisor's metrics, podman stats' numbers)"
+
+JSON = Option(FLAG, "print JSON instead of a table")
+INTERVAL = Option(VALUE, "seconds between the two samples a rate is taken over (default 1)",
+                  "SECONDS")
+
+
+def _seconds(opts, default=1.0):
+    try:
+        s = float(opts.get("interval", default))
+    except ValueError:
+        raise UsageError("--interval needs a number of seconds, e.g. 0.5") from None
+    if not 0.05 <= s <= 3600:
+        raise UsageError("--interval must be between 0.05 and 3600 seconds")
+    return s
+
+
+def _stats(ctx, opts, args):
+    from .. import fastjson
+    from ..errors import NotFound
+    from ..runtime import state
+    from .views import measure, table
+    if not args:
+        raise UsageError("`stats` takes one or more container ids")
+    for cid in args:
+        state.check_id(cid)
+        if cid not in state.list_ids(ctx.root):
+            raise NotFound(f"container {cid!r} does not exist")
+    found = measure(ctx.root, set(args), _seconds(opts))
+    running = {r["id"] for r in found}
+    stopped = [cid for cid in args if cid not in running]
+    if stopped:
+        from ..errors import StateError
+        raise StateError(f"container {stopped[0]!r} is not running; stats needs a running "
+                         "container")
+    found.sort(key=lambda r: args.index(r["id"]))
+    sys.stdout.write(fastjson.dumps(found, indent=2) + "\n" if opts.get("json")
+                     else table(found))
+    return 0
+
+
+def _top(ctx, opts, args):
+    from .. import fastjson
+    from .collector import Collector
+    from .views import SORT_KEYS, measure, sort, table
+    if args:
+        raise UsageError("`top` takes no arguments")
+    key = opts.get("sort", "cpu")
+    if key not in SORT_KEYS:
+        raise UsageError(f"--sort must be one of {', '.join(SORT_KEYS)}")
+    seconds = _seconds(opts)
+    if opts.get("once"):
+        found = sort(measure(ctx.root, None, seconds), key)
+        sys.stdout.write(fastjson.dumps(found, indent=2) + "\n" if opts.get("json")
+                         else table(found))
+        return 0
+    if opts.get("json"):
+        raise UsageError("--json needs --once (a live view is for people)")
+    c = Collector(ctx.root)
+    try:
+        while True:
+            found = sort(measure(ctx.root, None, seconds, collector=c), key)
+            sys.stdout.write("\x1b[H\x1b[2J" + f"emergence top  (sorted by {key}; "
+                             "Ctrl-C to quit)\n" + table(found))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        c.close()
+
+
+VERBS = [
+    Verb("stats", "CPU %, memory / limit, net and block I/O, pids of running containers "
+         "(podman stats' numbers)", "[--json] [--interval S] ID...",
+         {"json": JSON, "interval": INTERVAL}, _stats),
+    Verb("top", "a live view of the node's containers, sortable", "[--sort cpu|mem|net|io|"
+         "pids|id] [--interval S] [--once [--json]]",
+         {"json": JSON, "interval": INTERVAL,
+          "sort": Option(VALUE, "column to sort by (default cpu)", "KEY"),
+          "once": Option(FLAG, "print one view and exit")}, _top),
+]

@@ -1,0 +1,97 @@
+"""Overwatch inside `emergence node`: samples every `interval` seconds and
+serves the latest sample at GET /metrics (Prometheus text format)."""
+
+import asyncio
+import time
+
+from .. import DEFAULT_ROOT
+
+
+class Service:
+    """Long-running work of overwatch inside `emergence node`."""
+
+    name = "overwatch"
+    # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
+    DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
+                "probe_interval": 10.0, "history": 1000, "store": None}
+
+    def __init__(self, config, state_dir, log):
+        from .collector import Collector
+        from .exporter import registry_for
+        self.config = {**self.DEFAULTS, **(config or {})}
+        self.state_dir = state_dir
+        self.log = log
+        self.collector = Collector(self.config["root"], log)
+        self.registry = registry_for(self.collector)
+        from .node_metrics import NodeCollector
+        self.registry.register(NodeCollector(self.config["root"], self.config["store"]))
+        self.prober = None
+        if self.config["probe_pairs"]:
+            from .qos import Prober
+            self.prober = Prober(state_dir, log, int(self.config["history"]))
+        self.task = None
+        self.probe_task = None
+        self.passes = 0
+        self.pass_seconds = 0.0
+
+    def routes(self):
+        from aiohttp import web
+        return [web.get("/metrics", self._metrics)]
+
+    async def _metrics(self, request):
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        body = generate_latest(self.registry)
+        if self.prober is not None:
+            body += generate_latest(self.prober.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def sample_once(self):
+        t0 = time.thread_time()
+        self.collector.collect()
+        self.pass_seconds = time.thread_time() - t0
+        self.passes += 1
+
+    async def _loop(self):
+        interval = float(self.config["interval"])
+        while True:
+            try:
+                self.sample_once()
+            except Exception as e:  # one bad pass must not end the service
+                self.log(f"overwatch: sampling failed: {e}")
+            await asyncio.sleep(interval)
+
+    async def _probe_loop(self):
+        """The standing low-rate latency probe: 5 echoes per pair per round."""
+        pairs = [p.split() for p in self.config["probe_pairs"]]
+        while True:
+            for src, dst, addr in pairs:
+                await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05)
+            await asyncio.sleep(float(self.config["probe_interval"]))
+
+    async def start(self):
+        for pair in self.config["probe_pairs"]:
+            if len(pair.split()) != 3:
+                from ..errors import EmergenceError
+                raise EmergenceError(f"overwatch probe_pairs entry {pair!r}: write it as "
+                                     "\"SRC DST ADDRESS\"")
+        self.sample_once()
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._loop())
+        if self.prober is not None:
+            self.probe_task = loop.create_task(self._probe_loop())
+
+    async def stop(self):
+        for task in (self.task, self.probe_task):
+            if task:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self.task = self.probe_task = None
+        self.collector.close()
+
+    def status(self):
+        return {"containers": len(self.collector.latest), "passes": self.passes,
+                "last_pass_cpu_seconds": round(self.pass_seconds, 6)}

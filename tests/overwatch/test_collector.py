@@ -1,0 +1,335 @@
+"""The collector on real containers: cAdvisor's names and labels, counters that
+rise, OOM kills counted, missing files absent and logged once, v2 on a real
+cgroup2 mount, and /metrics through the service's routes."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from emergence.overwatch.collector import Collector
+from emergence.overwatch.exporter import registry_for, render
+
+# cAdvisor's metrics (name, type, labels beyond id/image/name), from
+# cadvisor/metrics/prometheus.go; kept here as data to compare against.
+CADVISOR = {
+    "container_cpu_usage_seconds_total": ("counter", {"cpu"}),
+    "container_cpu_user_seconds_total": ("counter", set()),
+    "container_cpu_system_seconds_total": ("counter", set()),
+    "container_cpu_cfs_periods_total": ("counter", set()),
+    "container_cpu_cfs_throttled_periods_total": ("counter", set()),
+    "container_cpu_cfs_throttled_seconds_total": ("counter", set()),
+    "container_memory_usage_bytes": ("gauge", set()),
+    "container_memory_working_set_bytes": ("gauge", set()),
+    "container_memory_rss": ("gauge", set()),
+    "container_memory_cache": ("gauge", set()),
+    "container_memory_failcnt": ("counter", set()),
+    "container_oom_events_total": ("counter", set()),
+    "container_spec_memory_limit_bytes": ("gauge", set()),
+    "container_spec_cpu_quota": ("gauge", set()),
+    "container_spec_cpu_period": ("gauge", set()),
+    "container_spec_cpu_shares": ("gauge", set()),
+    "container_processes": ("gauge", set()),
+    "container_threads": ("gauge", set()),
+    "container_fs_reads_bytes_total": ("counter", {"device"}),
+    "container_fs_writes_bytes_total": ("counter", {"device"}),
+    "container_network_receive_bytes_total": ("counter", {"interface"}),
+    "container_network_receive_packets_total": ("counter", {"interface"}),
+    "container_network_receive_errors_total": ("counter", {"interface"}),
+    "container_network_receive_packets_dropped_total": ("counter", {"interface"}),
+    "container_network_transmit_bytes_total": ("counter", {"interface"}),
+    "container_network_transmit_packets_total": ("counter", {"interface"}),
+    "container_network_transmit_errors_total": ("counter", {"interface"}),
+    "container_network_transmit_packets_dropped_total": ("counter", {"interface"}),
+    "container_pressure_cpu_waiting_seconds_total": ("counter", set()),
+    "container_pressure_cpu_stalled_seconds_total": ("counter", set()),
+    "container_pressure_memory_waiting_seconds_total": ("counter", set()),
+    "container_pressure_memory_stalled_seconds_total": ("counter", set()),
+    "container_pressure_io_waiting_seconds_total": ("counter", set()),
+    "container_pressure_io_stalled_seconds_total": ("counter", set()),
+    "container_start_time_seconds": ("gauge", set()),
+    "container_last_seen": ("gauge", set()),
+}
+BASE = {"id", "image", "name"}
+# the 0.0.4 writer of prometheus_client names every counter family NAME_total, so
+# cAdvisor's suffix-less counter goes out untyped (same name, same value)
+UNTYPED = {"container_memory_failcnt"}
+
+BUSY = ("ping -q -i 0.02 -s 1400 127.0.0.1 >/dev/null & "
+        "a=$(head -c 24m /dev/zero | tr '\\0' x); while true; do :; done")
+
+
+@pytest.fixture
+def running(rt):
+    """Start a detached container running ARGS; returns its id (removed by `rt`)."""
+    def make(args=("sleep", "300"), edit=None):
+        b = rt.bundle(list(args), edit=edit)
+        cid = rt.new_id("ow")
+        rt("run", "--detach", "--bundle", b, cid, check=True)
+        return cid
+    return make
+
+
+
+def with_raw(c):
+    """ping needs CAP_NET_RAW, which the default config leaves out."""
+    for kind in ("bounding", "effective", "permitted"):
+        c["process"]["capabilities"][kind].append("CAP_NET_RAW")
+
+
+def series(text):
+    """{(sample name, frozenset(labels.items())): value} and {sample name: type}."""
+    values, types = {}, {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            values[(s.name, frozenset(s.labels.items()))] = s.value
+            types[s.name] = fam.type
+    return values, types
+
+
+def one(values, name, cid, **extra):
+    hits = [v for (n, labels), v in values.items()
+            if n == name and dict(labels).get("name") == cid
+            and all(dict(labels).get(k) == x for k, x in extra.items())]
+    assert len(hits) == 1, (name, hits)
+    return hits[0]
+
+
+def scrape(rt):
+    c = Collector(rt.root)
+    try:
+        c.collect()
+        return render(registry_for(c)).decode()
+    finally:
+        c.close()
+
+
+def test_names_types_and_labels_are_cadvisors(rt, running):
+    cid = running(["sh", "-c", BUSY], edit=lambda c: (with_raw(c), c["linux"]["resources"].update(
+        memory={"limit": 128 << 20}, cpu={"quota": 50000, "period": 100000})))
+    time.sleep(1)
+    values, types = series(scrape(rt))
+    names = {n for n, _ in values}
+    for name, labels in values:
+        assert name in CADVISOR, f"{name} is not one of cAdvisor's"
+        kind, extra = CADVISOR[name]
+        assert types[name] == ("unknown" if name in UNTYPED else kind), name
+        assert {k for k, _ in labels} == BASE | extra, name
+    # what this hybrid host can fill: all but nothing of the v1 set; pressure is v2's
+    missing = set(CADVISOR) - names
+    assert missing <= {n for n in CADVISOR if "pressure" in n} | {
+        "container_fs_reads_bytes_total", "container_fs_writes_bytes_total"}, missing
+    assert one(values, "container_spec_cpu_quota", cid) == 50000
+    assert one(values, "container_spec_memory_limit_bytes", cid) == 128 << 20
+    assert one(values, "container_cpu_usage_seconds_total", cid, cpu="total") > 0
+
+
+def test_counters_rise_with_cpu_memory_and_traffic(rt, running):
+    cid = running(["sh", "-c", BUSY], edit=with_raw)
+    c = Collector(rt.root)
+    try:
+        time.sleep(0.5)
+        c.collect()
+        first, _ = series(render(registry_for(c)).decode())
+        time.sleep(2)
+        c.collect()
+        second, _ = series(render(registry_for(c)).decode())
+    finally:
+        c.close()
+    cpu0 = one(first, "container_cpu_usage_seconds_total", cid, cpu="total")
+    cpu1 = one(second, "container_cpu_usage_seconds_total", cid, cpu="total")
+    assert cpu1 - cpu0 > 0.5, (cpu0, cpu1)  # a busy loop for 2 s: more than a quarter core
+    assert one(second, "container_memory_usage_bytes", cid) > 24 << 20
+    assert one(second, "container_memory_working_set_bytes", cid) > 24 << 20
+    assert one(second, "container_memory_rss", cid) > 24 << 20
+    rx0 = one(first, "container_network_receive_bytes_total", cid, interface="lo")
+    rx1 = one(second, "container_network_receive_bytes_total", cid, interface="lo")
+    tx1 = one(second, "container_network_transmit_packets_total", cid, interface="lo")
+    assert rx1 - rx0 > 50_000 and tx1 > 0
+    assert one(second, "container_processes", cid) >= 2  # sh and ping
+    assert one(second, "container_last_seen", cid) > one(first, "container_last_seen", cid)
+    assert abs(one(second, "container_start_time_seconds", cid) - time.time()) < 30
+
+
+def test_oom_kill_increments_oom_events(rt, running):
+    # the inner sh holds the memory, so the OOM killer picks it, not the init
+    cid = running(["sh", "-c", "sleep 1; while true; do sh -c 'a=$(head -c 64m /dev/zero | "
+                               "tr \"\\0\" x)'; done"],
+                  edit=lambda c: c["linux"]["resources"].update(
+                      memory={"limit": 16 << 20, "swap": 16 << 20}))
+    c = Collector(rt.root)
+    try:
+        c.collect()
+        before = c.latest[cid]["values"]["container_oom_events_total"][0][1]
+        deadline = time.monotonic() + 20
+        after = before
+        while after <= before and time.monotonic() < deadline:
+            time.sleep(0.5)
+            c.collect()
+            after = c.latest[cid]["values"]["container_oom_events_total"][0][1]
+        assert after > before
+    finally:
+        c.close()
+
+
+def test_missing_file_is_absent_and_logged_once(rt, running):
+    cid = running()
+    lines = []
+    c = Collector(rt.root, lines.append)
+    try:
+        t = None
+        c.collect()
+        t = c.targets[cid]
+        # a controller file this kernel lacks: point memory at a directory without it
+        t.paths["memory"] = ("/nonexistent/ow", 1)
+        t.joined.clear()
+        for _ in range(3):
+            c.collect()
+        assert "container_memory_usage_bytes" not in c.latest[cid]["values"]
+        assert "container_cpu_usage_seconds_total" in c.latest[cid]["values"]
+        missing = [m for m in lines if "memory.usage_in_bytes" in m]
+        assert len(missing) == 1, lines
+    finally:
+        c.close()
+
+
+def test_deleted_container_is_dropped(rt, running):
+    cid = running()
+    c = Collector(rt.root)
+    try:
+        c.collect()
+        assert cid in c.latest
+        rt("delete", "--force", cid, check=True)
+        c.collect()
+        assert cid not in c.latest and cid not in c.targets
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def restore_v2_root():
+    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
+    with open(path) as f:
+        before = set(f.read().split())
+    yield
+    with open(path) as f:
+        after = set(f.read().split())
+    for ctl in after - before:
+        with open(path, "w") as f:
+            f.write("-" + ctl)
+
+
+V2_SCRIPT = r"""
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /sys/fs/cgroup
+mount -t cgroup2 none /sys/fs/cgroup
+"$@" run --detach --bundle "$BUNDLE" "$CID"
+trap '"$@" delete --force "$CID"' EXIT
+"$PY" -c "$PROBE"
+"""
+
+PROBE = r"""
+import json, os, time
+from emergence.overwatch.collector import Collector
+c = Collector(os.environ["ROOT"])
+time.sleep(0.5); c.collect(); a = c.latest[os.environ["CID"]]["values"]
+time.sleep(2); c.collect(); b = c.latest[os.environ["CID"]]["values"]
+print(json.dumps([a, b]))
+"""
+
+
+def test_pure_cgroup2_counters_rise(rt, restore_v2_root):
+    """/sys/fs/cgroup is the real cgroup2 hierarchy alone (a unified host)."""
+    def edit(c):
+        c["linux"]["namespaces"].remove({"type": "cgroup"})
+        with_raw(c)
+    cid = rt.new_id("ow")
+    b = rt.bundle(["sh", "-c", BUSY], edit=edit)
+    env = dict(os.environ, BUNDLE=b, CID=cid, ROOT=rt.root, PY=sys.executable, PROBE=PROBE)
+    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
+                       ["--root", rt.root], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    a, b = json.loads(p.stdout.splitlines()[-1])
+    get = lambda v, n: v[n][0][1]  # noqa: E731
+    assert get(b, "container_cpu_usage_seconds_total") - get(
+        a, "container_cpu_usage_seconds_total") > 0.5
+    assert get(b, "container_cpu_user_seconds_total") > get(a, "container_cpu_user_seconds_total")
+    # PSI files are in every cgroup2 directory: the busy loop waits for CPU
+    assert "container_pressure_io_stalled_seconds_total" in b
+    assert get(b, "container_pressure_cpu_waiting_seconds_total") > 0
+    with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+        v2_controllers = f.read().split()
+    if "memory" in v2_controllers:
+        assert get(b, "container_memory_usage_bytes") > 24 << 20
+        assert "container_memory_working_set_bytes" in b
+    else:  # memory is bound to v1 on this host: absent on the cgroup2 mount, not zero
+        assert not any(n.startswith("container_memory") for n in b)
+    rx = {tuple(e.items()): v for e, v in b["container_network_receive_bytes_total"]}
+    assert rx[(("interface", "lo"),)] > 50_000
+    assert not os.path.exists(f"/sys/fs/cgroup/unified/emergence/{cid}")
+
+
+def test_service_serves_metrics(rt, running, tmp_path):
+    from aiohttp import web
+
+    from emergence.overwatch.service import Service
+    cid = running()
+
+    async def main():
+        svc = Service({"root": rt.root, "interval": 0.2}, str(tmp_path), lambda m: None)
+        app = web.Application()
+        app.add_routes(svc.routes())
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        await svc.start()
+        try:
+            await asyncio.sleep(0.5)
+            import aiohttp
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    assert r.status == 200
+                    assert r.headers["Content-Type"].startswith("text/plain")
+                    text = await r.text()
+            return text, svc.status()
+        finally:
+            await svc.stop()
+            await runner.cleanup()
+
+    text, status = asyncio.run(main())
+    values, _ = series(text)
+    assert one(values, "container_threads", cid) == 1
+    assert status["containers"] == 1 and status["passes"] >= 2
+
+
+def test_node_metrics_count_states_and_store(rt, running, tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from emergence.overwatch.node_metrics import NodeCollector
+    running()
+    b = rt.bundle(["sleep", "300"])
+    created = rt.new_id("ow")
+    rt("create", "--bundle", b, created, check=True)
+    blobs = tmp_path / "store" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / "a").write_bytes(b"x" * 1000)
+    (blobs / "b").write_bytes(b"y" * 234)
+    reg = CollectorRegistry()
+    reg.register(NodeCollector(rt.root, str(tmp_path / "store")))
+    values, types = series(generate_latest(reg).decode())
+    by_state = {dict(labels)["state"]: v for (n, labels), v in values.items()
+                if n == "emergence_containers"}
+    assert by_state["running"] == 1 and by_state["created"] == 1 and by_state["stopped"] == 0
+    assert values[("emergence_store_bytes", frozenset())] == 1234
+    reg2 = CollectorRegistry()
+    reg2.register(NodeCollector(rt.root, str(tmp_path / "nostore")))
+    assert "emergence_store_bytes" not in generate_latest(reg2).decode()

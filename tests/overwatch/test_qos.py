@@ -1,0 +1,121 @@
+"""QoS probes between network namespaces the test makes: `tc netem delay 20ms`
+on one veth shows up as 20 ms of RTT on that pair only; throughput is measured;
+history survives a new Prober."""
+
+import os
+import subprocess
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from emergence.overwatch.qos import Prober
+
+NS = ("owqa", "owqb", "owqc")
+
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def three_netns():
+    """owqa linked to owqb (10.213.1.0/24) and to owqc (10.213.2.0/24) by veths."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    for ns in NS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        ip("netns", "add", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+    try:
+        for peer, net in (("b", 1), ("c", 2)):
+            ip("link", "add", f"owqa{peer}", "netns", "owqa", "type", "veth",
+               "peer", "name", f"owq{peer}a", "netns", f"owq{peer}")
+            ip("-n", "owqa", "addr", "add", f"10.213.{net}.1/24", "dev", f"owqa{peer}")
+            ip("-n", f"owq{peer}", "addr", "add", f"10.213.{net}.2/24", "dev", f"owq{peer}a")
+            ip("-n", "owqa", "link", "set", f"owqa{peer}", "up")
+            ip("-n", f"owq{peer}", "link", "set", f"owq{peer}a", "up")
+        yield
+    finally:
+        for ns in NS:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_netem_delay_shows_on_that_pair_only(three_netns, tmp_path):
+    p = Prober(str(tmp_path))
+    base_b = p.probe_rtt("owqa", "owqb", "10.213.1.2", count=10)
+    base_c = p.probe_rtt("owqa", "owqc", "10.213.2.2", count=10)
+    assert base_b["p50"] < 0.002 and base_c["p50"] < 0.002
+    tc = subprocess.run(["ip", "netns", "exec", "owqb", "tc", "qdisc", "add", "dev", "owqba",
+                         "root", "netem", "delay", "20ms"], capture_output=True, text=True)
+    if "unknown" in tc.stderr:
+        pytest.skip("this kernel has no netem qdisc (sch_netem)")
+    assert tc.returncode == 0, tc.stderr
+    b = p.probe_rtt("owqa", "owqb", "10.213.1.2", count=30)
+    c = p.probe_rtt("owqa", "owqc", "10.213.2.2", count=30)
+    assert b["received"] == 30
+    assert abs(b["p50"] - 0.020) <= 0.002, b
+    assert c["p50"] < 0.002, c   # the other pair is unchanged
+    fams = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(p.registry).decode())}
+    counts = {tuple(sorted(s.labels.items())): s.value
+              for s in fams["emergence_network_rtt_seconds"].samples
+              if s.name.endswith("_count")}
+    assert counts[(("dst", "owqb"), ("src", "owqa"))] == 40
+
+
+def test_rtt_throughput_metrics_and_history(three_netns, tmp_path):
+    p = Prober(str(tmp_path))
+    b = p.probe_rtt("owqa", "owqb", "10.213.1.2", count=10)
+    c = p.probe_rtt("owqa", "owqc", "10.213.2.2", count=10)
+    assert b["received"] == c["received"] == 10
+    assert 0 < b["p50"] <= b["p99"] < 0.05
+    t = p.probe_throughput("owqa", "owqb", "10.213.1.2", seconds=0.5)
+    assert t["bytes_per_second"] > 1_000_000  # a veth carries far more than 1 MB/s
+    fams = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(p.registry).decode())}
+    counts = {tuple(sorted(s.labels.items())): s.value
+              for s in fams["emergence_network_rtt_seconds"].samples
+              if s.name.endswith("_count")}
+    assert counts == {(("dst", "owqb"), ("src", "owqa")): 10,
+                      (("dst", "owqc"), ("src", "owqa")): 10}
+    tput = [s for s in fams["emergence_network_throughput_bytes"].samples]
+    assert len(tput) == 1 and tput[0].value == t["bytes_per_second"]
+    # a restart keeps the recent figures; the history stays bounded
+    again = Prober(str(tmp_path), history_limit=3)
+    assert [e["kind"] for e in again.history.entries] == ["rtt", "rtt", "throughput"]
+    again.probe_rtt("owqa", "owqc", "10.213.2.2", count=2)
+    assert len(again.history.entries) == 3
+    assert [e["kind"] for e in again.history.entries] == ["rtt", "throughput", "rtt"]
+
+
+def test_unreachable_peer_is_absent_and_logged_once(three_netns, tmp_path):
+    lines = []
+    p = Prober(str(tmp_path), lines.append)
+    for _ in range(2):
+        assert p.probe_rtt("owqa", "owqgone", "10.213.9.9", count=1) is None
+        assert p.probe_rtt("owqgone", "owqa", "10.213.1.1", count=1) is None
+    assert len(lines) == 2 and all("owqgone" in m for m in lines)  # once per pair
+    text = generate_latest(p.registry).decode()
+    assert "owqgone" not in text
+
+
+def test_service_runs_the_standing_probe(three_netns, tmp_path):
+    import asyncio
+
+    from emergence.overwatch.service import Service
+
+    async def main():
+        svc = Service({"root": str(tmp_path / "none"), "probe_interval": 0.1,
+                       "probe_pairs": ["owqa owqc 10.213.2.2"]}, str(tmp_path), print)
+        await svc.start()
+        await asyncio.sleep(1.0)
+        await svc.stop()
+        return generate_latest(svc.prober.registry).decode()
+
+    text = asyncio.run(main())
+    count = [s for f in text_string_to_metric_families(text) for s in f.samples
+             if s.name == "emergence_network_rtt_seconds_count"]
+    assert len(count) == 1 and count[0].value >= 5
+    assert count[0].labels == {"src": "owqa", "dst": "owqc"}
+    assert (tmp_path / "qos-history.jsonl").exists()
