@@ -3,7 +3,11 @@ on one veth shows up as 20 ms of RTT on that pair only; throughput is measured;
 history survives a new Prober."""
 
 import os
+import select
+import struct
 import subprocess
+import threading
+import time
 
 import pytest
 from prometheus_client import generate_latest
@@ -62,6 +66,83 @@ def test_netem_delay_shows_on_that_pair_only(three_netns, tmp_path):
               for s in fams["emergence_network_rtt_seconds"].samples
               if s.name.endswith("_count")}
     assert counts[(("dst", "owqb"), ("src", "owqa"))] == 40
+
+
+def _csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _tun_in(ns, name):
+    """A tun device made from a thread inside netns NS; its fd."""
+    import ctypes
+    import fcntl
+    box = {}
+
+    def make():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            assert libc.setns(fd, 0x40000000) == 0  # CLONE_NEWNET, this thread only
+        finally:
+            os.close(fd)
+        tun = os.open("/dev/net/tun", os.O_RDWR)
+        fcntl.ioctl(tun, 0x400454CA, struct.pack("16sH", name.encode(), 0x0001 | 0x1000))
+        box["fd"] = tun
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    return box["fd"]
+
+
+def test_rtt_of_a_peer_answering_20ms_late(three_netns, tmp_path):
+    """Where the kernel has no netem (this one), the same check through the real
+    ICMP path: the peer is a tun device in owqb whose reader answers each echo
+    request 20 ms late. The probe must see 20 ms ± 2 ms there, and the other
+    pair stays under 2 ms."""
+    tun = _tun_in("owqb", "owqtun")
+    ip("-n", "owqb", "addr", "add", "10.213.3.1/24", "dev", "owqtun")
+    ip("-n", "owqb", "link", "set", "owqtun", "up")
+    ip("-n", "owqa", "route", "add", "10.213.3.0/24", "via", "10.213.1.2")
+    ip("netns", "exec", "owqb", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    stop = threading.Event()
+
+    def answer_late():
+        while not stop.is_set():
+            if not select.select([tun], [], [], 0.1)[0]:
+                continue
+            pkt = os.read(tun, 4096)
+            t0 = time.perf_counter()
+            ihl = (pkt[0] & 0x0F) * 4
+            if pkt[9] != 1 or pkt[ihl] != 8:  # ICMP echo requests only
+                continue
+            icmp = bytearray(pkt[ihl:])
+            icmp[0] = 0
+            icmp[2:4] = b"\0\0"
+            icmp[2:4] = struct.pack("!H", _csum(bytes(icmp)))
+            hdr = bytearray(pkt[:ihl])
+            hdr[12:16], hdr[16:20] = pkt[16:20], pkt[12:16]
+            hdr[10:12] = b"\0\0"
+            hdr[10:12] = struct.pack("!H", _csum(bytes(hdr)))
+            time.sleep(max(0.0, 0.020 - (time.perf_counter() - t0)))
+            os.write(tun, bytes(hdr) + bytes(icmp))
+    th = threading.Thread(target=answer_late)
+    th.start()
+    try:
+        p = Prober(str(tmp_path))
+        late = p.probe_rtt("owqa", "late", "10.213.3.9", count=30)
+        plain = p.probe_rtt("owqa", "owqc", "10.213.2.2", count=30)
+    finally:
+        stop.set()
+        th.join()
+        os.close(tun)
+    assert late["received"] >= 28 and plain["received"] >= 28, (late, plain)
+    assert abs(late["p50"] - 0.020) <= 0.002, late
+    assert plain["p50"] < 0.002, plain
 
 
 def test_rtt_throughput_metrics_and_history(three_netns, tmp_path):
