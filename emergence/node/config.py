@@ -16,6 +16,7 @@ NODE_DEFAULTS = {
     "run_dir": "/run/emergence/node",      # pid file, control and planner sockets (root-only)
     "state_dir": "/var/lib/emergence",     # each service gets state_dir/<part>
     "planner": True,                       # serve the C front-end's warm path
+    "planner_spares": 3,                   # workers forked and warmed ahead of calls
     "services": ["relay", "share", "overwatch", "place"],  # those installed are started
 }
 SERVICE_PARTS = ("relay", "share", "overwatch", "place")

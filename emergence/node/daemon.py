@@ -126,6 +126,7 @@ class Node:
             started = time.monotonic()
             self.planner = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "emergence.node.planner", self.planner_socket,
+                str(self.cfg["node"]["planner_spares"]),
                 stdin=asyncio.subprocess.DEVNULL)
             self.planner_starts += 1
             code = await self.planner.wait()

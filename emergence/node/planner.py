@@ -35,7 +35,7 @@ MAX_FDS = 250
 MAX_MSG = 256 * 1024
 DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
-SPARES = 3  # workers forked and warmed ahead: a burst of calls does not wait for forks
+SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait for forks
 HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
                "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
                "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
@@ -93,10 +93,10 @@ def preload():
             pass
 
 
-def serve(path):
+def serve(path, spares_wanted=SPARES):
     """Accept calls on PATH forever (root-only socket).
 
-    SPARES workers are always forked (and warmed up) ahead and wait in
+    SPARES_WANTED workers are always forked (and warmed up) ahead and wait in
     accept() themselves, so a call waits for no fork; one that takes a call
     tells us on a pipe, and we fork the next."""
     import ctypes
@@ -129,7 +129,7 @@ def serve(path):
     gc.disable()
     spares = {}  # pidfd -> pid of the workers waiting in accept
     while True:
-        while len(spares) < SPARES:
+        while len(spares) < spares_wanted:
             pid = _fork_spare(lsock, taken_w, taken_r, path, prctl)
             spares[os.pidfd_open(pid)] = pid
         # a spare took a call (it says so on the pipe), or died without one
@@ -340,7 +340,7 @@ def _fresh_stdio():
 
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SOCKET
-    serve(path)
+    serve(path, max(1, int(sys.argv[2])) if len(sys.argv) > 2 else SPARES)
 
 
 if __name__ == "__main__":
