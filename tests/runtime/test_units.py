@@ -397,3 +397,38 @@ def test_forwarder_holds_signals_until_it_knows_the_process():
         fw.target(child.pid)
         assert wait_status(child.pid) == 128 + signal.SIGTERM
     child.returncode = -signal.SIGTERM  # reaped above
+
+
+def _remove_parent_now_and_then(d, stop, removed):
+    import time
+    while not stop.is_set():
+        try:
+            os.rmdir(os.path.join(d, "emergence"))
+            with removed.get_lock():
+                removed.value += 1
+        except OSError:
+            pass
+        time.sleep(0.0002)
+
+
+def test_makedirs_survives_the_parent_removed_between_two_mkdirs(tmp_path):
+    """`delete` removes the default parent `emergence/` once it is empty, while
+    another `create` may be between making that parent and its own child. Real
+    directories behave as cgroupfs does here (rmdir of a non-empty one fails).
+    Before the fix about 1 in 200 walks failed with ENOENT under this load."""
+    import multiprocessing
+
+    from emergence.runtime.cgroups.manager import _makedirs
+    stop, removed = multiprocessing.Event(), multiprocessing.Value("i", 0)
+    p = multiprocessing.Process(target=_remove_parent_now_and_then,
+                                args=(str(tmp_path), stop, removed))
+    p.start()
+    try:
+        i = 0
+        while removed.value < 3000 and i < 200000:  # until the parent came and went often
+            os.rmdir(_makedirs(str(tmp_path), f"emergence/c{i}", []))
+            i += 1
+    finally:
+        stop.set()
+        p.join()
+    assert removed.value >= 3000, (removed.value, i)

@@ -24,17 +24,27 @@ def write(path, value):
         os.close(fd)
 
 
-def _makedirs(mountpoint, rel, created):
-    """mkdir -p, remembering which directories we made (deepest last)."""
-    path = mountpoint
-    for part in rel.split("/"):
-        path = os.path.join(path, part)
+def _makedirs(mountpoint, rel, created, attempts=20):
+    """mkdir -p, remembering which directories we made (deepest last).
+
+    A parent may vanish between two mkdirs: the default parent `emergence/`
+    is removed by whichever `delete` empties it, while another `create` is
+    making its child there.  Then the walk starts again from the top."""
+    for _ in range(attempts):
+        path = mountpoint
         try:
-            os.mkdir(path)
-            created.append(path)
-        except FileExistsError:
-            pass
-    return path
+            for part in rel.split("/"):
+                path = os.path.join(path, part)
+                try:
+                    os.mkdir(path)
+                    created.append(path)
+                except FileExistsError:
+                    pass
+            return path
+        except FileNotFoundError:
+            if path == os.path.join(mountpoint, rel.split("/")[0]):
+                raise  # the mount point itself is gone: not a race
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
 
 def _inherit_cpuset(mountpoint, rel):
