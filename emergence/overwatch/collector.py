@@ -77,6 +77,7 @@ class Target:
         ann = data.get("annotations") or {}
         self.labels = {"id": "/" + rel.strip("/"), "name": cid,
                        "image": ann.get("org.opencontainers.image.ref.name", "")}
+        self.annotations = ann
         self.created = data.get("created", "")
         self.files = Files(log, cid)
         self.joined = {}
@@ -291,7 +292,7 @@ class Collector:
             if not t.alive():  # gone (or gone mid-sample): drop it rather than report half
                 self.targets.pop(cid).close()
                 continue
-            out[cid] = {"labels": t.labels, "values": values}
+            out[cid] = {"labels": t.labels, "values": values, "annotations": t.annotations}
         for cid in set(self.targets) - seen:
             self.targets.pop(cid).close()
         self.latest, self.taken = out, now

@@ -7,10 +7,17 @@ from prometheus_client.registry import CollectorRegistry
 from .catalog import BASE_LABELS, METRICS
 
 
+def label_name(annotation):
+    """cAdvisor's name for an annotation (a container label) as a Prometheus label."""
+    out = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in annotation)
+    return "container_label_" + out
+
+
 class SampleCollector:
     def __init__(self, collector, annotation_labels=()):
         self.collector = collector
-        self.annotation_labels = tuple(annotation_labels)
+        # the OCI annotations asked for, each as a label on every series of its container
+        self.annotation_labels = {a: label_name(a) for a in annotation_labels}
 
     def collect(self):
         sample = self.collector.latest
@@ -26,6 +33,9 @@ class SampleCollector:
                 families[name] = Metric(name[:-6] if kind == "counter" else name, doc, kind)
         for entry in sample.values():
             base = {k: entry["labels"][k] for k in BASE_LABELS}
+            ann = entry.get("annotations") or {}
+            for key, label in self.annotation_labels.items():
+                base[label] = str(ann.get(key, ""))
             for name, points in entry["values"].items():
                 fam = families[name]
                 for extra, value in points:
@@ -33,9 +43,9 @@ class SampleCollector:
         return [f for f in families.values() if f.samples]
 
 
-def registry_for(collector):
+def registry_for(collector, annotation_labels=()):
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(SampleCollector(collector))
+    reg.register(SampleCollector(collector, annotation_labels))
     return reg
 
 

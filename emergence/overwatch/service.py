@@ -12,8 +12,9 @@ class Service:
 
     name = "overwatch"
     # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
+    # annotations: OCI annotation keys exported as container_label_* (as cAdvisor does)
     DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
-                "probe_interval": 10.0, "history": 1000, "store": None}
+                "probe_interval": 10.0, "history": 1000, "store": None, "annotations": []}
 
     def __init__(self, config, state_dir, log):
         from .collector import Collector
@@ -22,7 +23,7 @@ class Service:
         self.state_dir = state_dir
         self.log = log
         self.collector = Collector(self.config["root"], log)
-        self.registry = registry_for(self.collector)
+        self.registry = registry_for(self.collector, self.config["annotations"])
         from .node_metrics import NodeCollector
         self.registry.register(NodeCollector(self.config["root"], self.config["store"]))
         self.prober = None

@@ -333,3 +333,22 @@ def test_node_metrics_count_states_and_store(rt, running, tmp_path):
     reg2 = CollectorRegistry()
     reg2.register(NodeCollector(rt.root, str(tmp_path / "nostore")))
     assert "emergence_store_bytes" not in generate_latest(reg2).decode()
+
+
+def test_annotations_asked_for_become_container_labels(rt, running):
+    """As cAdvisor's container_label_*: only the annotations asked for, on every
+    series of the container, empty where the container has none."""
+    cid = running(edit=lambda c: c.setdefault("annotations", {}).update(
+        {"org.example.team": "blue", "org.example.other": "x"}))
+    plain = running()
+    c = Collector(rt.root)
+    try:
+        c.collect()
+        values, _ = series(render(registry_for(c, ["org.example.team"])).decode())
+    finally:
+        c.close()
+    mine = [dict(labels) for name, labels in values if dict(labels).get("name") == cid]
+    theirs = [dict(labels) for name, labels in values if dict(labels).get("name") == plain]
+    assert mine and all(lab["container_label_org_example_team"] == "blue" for lab in mine)
+    assert theirs and all(lab["container_label_org_example_team"] == "" for lab in theirs)
+    assert not any("container_label_org_example_other" in lab for lab in mine)
