@@ -37,7 +37,44 @@ class Service:
 
     def routes(self):
         from aiohttp import web
-        return [web.get("/metrics", self._metrics)]
+        return [web.get("/metrics", self._metrics),
+                web.post("/overwatch/v1/probe", self._probe)]
+
+    async def _probe(self, request):
+        """A probe on request: {"src", "dst", "addr", "kind": "rtt"|"throughput",
+        "count", "seconds"}; the figures join the metrics and the history."""
+        from aiohttp import web
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            src, dst, addr = (str(body[k]) for k in ("src", "dst", "addr"))
+            kind = body.get("kind", "rtt")
+            if kind not in ("rtt", "throughput"):
+                raise ValueError(f"kind must be rtt or throughput, not {kind!r}")
+            count = int(body.get("count", 20))
+            seconds = float(body.get("seconds", 1.0))
+            if not (1 <= count <= 1000 and 0.1 <= seconds <= 60):
+                raise ValueError("count must be 1..1000 and seconds 0.1..60")
+        except (ValueError, KeyError, TypeError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            return web.json_response({"error": f"bad probe request: {what}"}, status=400)
+        if self.prober is None:
+            from .qos import Prober
+            self.prober = Prober(self.state_dir, self.log, int(self.config["history"]))
+        why = "no answer"
+        if kind == "rtt":
+            result = await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, count, 0.02)
+        else:
+            try:
+                result = await asyncio.to_thread(self.prober.probe_throughput, src, dst, addr,
+                                                 seconds)
+            except (ConnectionError, OSError) as e:
+                result, why = None, str(e)
+        if result is None:
+            return web.json_response({"error": f"{kind} probe {src} -> {dst} ({addr}): {why}"},
+                                     status=502)
+        return web.json_response(result)
 
     async def _metrics(self, request):
         from aiohttp import web

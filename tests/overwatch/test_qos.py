@@ -200,3 +200,50 @@ def test_service_runs_the_standing_probe(three_netns, tmp_path):
     assert len(count) == 1 and count[0].value >= 5
     assert count[0].labels == {"src": "owqa", "dst": "owqc"}
     assert (tmp_path / "qos-history.jsonl").exists()
+
+
+def test_probe_on_request_through_the_node(three_netns, tmp_path):
+    """POST /overwatch/v1/probe on the node's listener: figures back as JSON and
+    in /metrics; a malformed request is a 400 naming the problem, an
+    unreachable peer a 502."""
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from conftest import emergence_command
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    flags = ["--node-run-dir", str(tmp_path / "run"), "--node-state-dir", str(tmp_path / "st"),
+             "--node-services", "overwatch", "--node-listen", f"127.0.0.1:{port}",
+             "--overwatch-root", str(tmp_path / "no-containers")]
+    started = subprocess.run(emergence_command() + ["node", "start", *flags],
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+
+    def post(body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/overwatch/v1/probe",
+                                     data=json.dumps(body).encode(), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+    try:
+        status, result = post({"src": "owqa", "dst": "owqc", "addr": "10.213.2.2",
+                               "count": 10})
+        assert status == 200 and result["received"] == 10 and result["p50"] < 0.002, result
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        count = [s for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == "emergence_network_rtt_seconds_count"]
+        assert [(s.labels, s.value) for s in count] == [({"src": "owqa", "dst": "owqc"}, 10)]
+        status, err = post({"src": "owqa", "addr": "10.213.2.2"})
+        assert status == 400 and "dst" in err["error"]
+        status, err = post({"src": "owqa", "dst": "x", "addr": "10.213.2.2", "kind": "ping"})
+        assert status == 400 and "kind" in err["error"]
+        status, err = post({"src": "owqa", "dst": "nobody", "addr": "10.213.9.9", "count": 2})
+        assert status == 502
+    finally:
+        subprocess.run(emergence_command() + ["node", "stop", *flags[:2]], capture_output=True)
