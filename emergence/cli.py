@@ -25,7 +25,7 @@ _VERBS_OF = {
     "share": "pull push peers",
     "place": "cluster submit tasks place",
     "pipeline": "pipeline",
-    "overwatch": "stats top",
+    "overwatch": "stats top probe",
 }
 PARTS = tuple(_VERBS_OF)
 VERB_PART = {verb: part for part in PARTS for verb in _VERBS_OF[part].split()}

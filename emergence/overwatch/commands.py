@@ -1,5 +1,6 @@
 """Overwatch's verbs: `stats` (one shot, podman stats' numbers) and `top` (live)."""
 
+import os
 import sys
 
 from ..command import FLAG, VALUE, Option, UsageError, Verb
@@ -75,6 +76,59 @@ def _top(ctx, opts, args):
         c.close()
 
 
+def _netns_of(root, where):
+    """A container id (its init's netns), or a netns name, path or pid as it is."""
+    from ..runtime import state
+    if state.valid_id(where) and os.path.isdir(os.path.join(root, where)):
+        with state.Container.open(root, where, lock=False) as c:
+            if c.pid:
+                return str(c.pid)
+    return where
+
+
+def _probe(ctx, opts, args):
+    """RTT (or, with --throughput, one TCP stream) from SRC to ADDR, once."""
+    from .. import fastjson
+    from ..errors import EmergenceError
+    from .qos import percentile, rtt, throughput
+    if len(args) != 3:
+        raise UsageError("usage: emergence probe SRC DST ADDR [--count N] "
+                         "[--throughput [--seconds S]] [--json]")
+    src, dst = (_netns_of(ctx.root, a) for a in args[:2])
+    addr = args[2]
+    try:
+        count = int(opts.get("count", 20))
+        seconds = float(opts.get("seconds", 1.0))
+    except ValueError:
+        raise UsageError("--count takes a whole number, --seconds a number") from None
+    if not (1 <= count <= 1000 and 0.1 <= seconds <= 60):
+        raise UsageError("--count must be 1..1000 and --seconds 0.1..60")
+    try:
+        if opts.get("throughput"):
+            result = {"kind": "throughput", "src": args[0], "dst": args[1],
+                      "bytes_per_second": throughput(src, dst, addr, seconds)}
+        else:
+            got = rtt(src, addr, count)
+            if not got:
+                raise EmergenceError(f"no echo reply from {addr} seen from {args[0]} "
+                                     f"({count} sent)")
+            result = {"kind": "rtt", "src": args[0], "dst": args[1], "sent": count,
+                      "received": len(got), "p50": percentile(got, 0.5),
+                      "p99": percentile(got, 0.99)}
+    except (ConnectionError, OSError) as e:
+        raise EmergenceError(f"probe from {args[0]} to {addr}: {e}") from None
+    if opts.get("json"):
+        sys.stdout.write(fastjson.dumps(result) + "\n")
+    elif result["kind"] == "rtt":
+        sys.stdout.write(f"{args[0]} -> {args[1]} ({addr}): rtt p50 "
+                         f"{result['p50'] * 1000:.3f} ms, p99 {result['p99'] * 1000:.3f} ms, "
+                         f"{result['received']}/{count} replies\n")
+    else:
+        sys.stdout.write(f"{args[0]} -> {args[1]} ({addr}): "
+                         f"{result['bytes_per_second'] * 8 / 1e6:.1f} Mbit/s\n")
+    return 0
+
+
 VERBS = [
     Verb("stats", "CPU %, memory / limit, net and block I/O, pids of running containers "
          "(podman stats' numbers)", "[--json] [--interval S] ID...",
@@ -84,4 +138,9 @@ VERBS = [
          {"json": JSON, "interval": INTERVAL,
           "sort": Option(VALUE, "column to sort by (default cpu)", "KEY"),
           "once": Option(FLAG, "print one view and exit")}, _top),
+    Verb("probe", "round-trip time (or throughput) between two containers or netns, once",
+         "SRC DST ADDR [--count N] [--throughput [--seconds S]] [--json]",
+         {"json": JSON, "count": Option(VALUE, "echo requests to send (default 20)", "N"),
+          "throughput": Option(FLAG, "measure one TCP stream instead of the RTT"),
+          "seconds": Option(VALUE, "how long the stream runs (default 1)", "S")}, _probe),
 ]

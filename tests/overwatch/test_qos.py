@@ -247,3 +247,25 @@ def test_probe_on_request_through_the_node(three_netns, tmp_path):
         assert status == 502
     finally:
         subprocess.run(emergence_command() + ["node", "stop", *flags[:2]], capture_output=True)
+
+
+def test_probe_verb(three_netns):
+    """`emergence probe` works without the node; a silent peer is one line, exit 1."""
+    import json
+
+    from conftest import emergence_command
+    p = subprocess.run(emergence_command() + ["probe", "owqa", "owqc", "10.213.2.2",
+                                              "--count", "5", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["kind"] == "rtt" and out["received"] == 5 and out["p50"] < 0.002
+    p = subprocess.run(emergence_command() + ["probe", "owqa", "owqc", "10.213.2.2",
+                                              "--throughput", "--seconds", "0.3"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "Mbit/s" in p.stdout, p.stderr
+    p = subprocess.run(emergence_command() + ["probe", "owqa", "x", "10.213.9.9",
+                                              "--count", "2"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert "10.213.9.9" in p.stderr and "Traceback" not in p.stderr
