@@ -408,7 +408,7 @@ def _remove_parent_now_and_then(d, stop, removed):
                 removed.value += 1
         except OSError:
             pass
-        time.sleep(0.0002)
+        time.sleep(0.0005)
 
 
 def test_makedirs_survives_the_parent_removed_between_two_mkdirs(tmp_path):

@@ -24,13 +24,16 @@ def write(path, value):
         os.close(fd)
 
 
-def _makedirs(mountpoint, rel, created, attempts=20):
+def _makedirs(mountpoint, rel, created, patience=2.0):
     """mkdir -p, remembering which directories we made (deepest last).
 
     A parent may vanish between two mkdirs: the default parent `emergence/`
     is removed by whichever `delete` empties it, while another `create` is
-    making its child there.  Then the walk starts again from the top."""
-    for _ in range(attempts):
+    making its child there.  Then the walk starts again from the top, for up
+    to PATIENCE seconds (one retry is what that race needs; a busy host may
+    preempt us between the two mkdirs more than once)."""
+    deadline = time.monotonic() + patience
+    while True:
         path = mountpoint
         try:
             for part in rel.split("/"):
@@ -42,9 +45,9 @@ def _makedirs(mountpoint, rel, created, attempts=20):
                     pass
             return path
         except FileNotFoundError:
-            if path == os.path.join(mountpoint, rel.split("/")[0]):
-                raise  # the mount point itself is gone: not a race
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+            if path == os.path.join(mountpoint, rel.split("/")[0]) \
+                    or time.monotonic() > deadline:
+                raise  # the mount point itself is gone, or something keeps removing
 
 
 def _inherit_cpuset(mountpoint, rel):
