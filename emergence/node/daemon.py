@@ -93,7 +93,8 @@ class Node:
             try:
                 os.makedirs(state, mode=0o700, exist_ok=True)
                 svc = cls(self.cfg.get(cls.name, {}), state,
-                          lambda msg, p=part: self.log(f"{p}: {msg}"))
+                          lambda msg, p=part: self.log(
+                              msg if msg.startswith(f"{p}: ") else f"{p}: {msg}"))
                 await svc.start()
             except Exception as e:
                 self.failed[part] = f"{type(e).__name__}: {e}"
