@@ -2,10 +2,6 @@
 
 __version__ = "0.1.0"
 OCI_VERSION = "1.0.2"
-try:  # written by setup.py: the front-end and the planner must be of one build
-    from ._build_id import BUILD_ID
-except ImportError:  # a source checkout
-    BUILD_ID = "dev"
 DEFAULT_ROOT = "/run/emergence"  # container state (a tmpfs: it does not outlive a boot)
 
 

@@ -99,7 +99,7 @@ def test_runtime_imports_no_other_part():
     mods = _imported_after("\n".join(f"import {n}" for n in names))
     assert {m for m in mods if m.startswith("emergence.")
             and not m.startswith("emergence.runtime")} <= {
-        "emergence.errors", "emergence.fastjson", "emergence.command", "emergence._build_id"}
+        "emergence.errors", "emergence.fastjson", "emergence.command"}
 
 
 def test_a_runtime_verb_loads_only_the_runtime():

@@ -8,3 +8,8 @@
 May import every part (it hosts their services); no part imports it.  Every
 verb works without it: the front-end falls back to the cold path.
 """
+
+try:  # written by setup.py: the front-end and the planner must be of one build
+    from .._build_id import BUILD_ID
+except ImportError:  # a source checkout
+    BUILD_ID = "dev"

@@ -106,7 +106,7 @@ def _stop(run_dir):
 
 
 def _status(run_dir, as_json):
-    from .. import BUILD_ID
+    from . import BUILD_ID
     status = _control(run_dir, "status")
     if status is None:
         if as_json:

@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 
-from .. import BUILD_ID, __version__
+from .. import __version__
+from . import BUILD_ID
 
 
 class Node:

@@ -29,7 +29,7 @@ import socket
 import struct
 import sys
 
-from .. import BUILD_ID
+from . import BUILD_ID
 
 MAX_FDS = 250
 MAX_MSG = 256 * 1024

@@ -6,6 +6,8 @@ container and back, behind runc's command line.
   planner.py         config -> plan: the ordered primitive operations
   plan.py            the plan's wire format, read by csrc/shim.c
   launch.py          starts the shim from a sealed memfd and feeds it the plan
+  parent.py          spawn and reap: here, or by the C front-end on the warm path
+  nethooks.py        `--net`/`-p` (or their annotations) as hooks to Relay's CLI
   state.py           a container's state directory, status and lock
   cgroups/           v1, v2 and hybrid control groups, one module per seam
   seccomp.py         profiles compiled to BPF by libseccomp (_native, cffi)

@@ -14,6 +14,7 @@ from . import config as config_mod
 from .cgroups.hierarchy import discover
 from .cgroups.manager import Cgroup
 from .cgroups.paths import relative_path
+from .nethooks import add_network_hooks
 from .state import FIFO, Container, check_id, proc_start_time, write_atomic
 
 
@@ -80,7 +81,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     check_id(container_id)  # before the config: a bad id is the first thing to say
     bundle = os.path.abspath(bundle)
     config = config_mod.load(bundle)
-    config_mod.add_network_hooks(config, nets, publish)
+    add_network_hooks(config, nets, publish)
     rootfs = config_mod.root_path(config, bundle)
     linux = config.get("linux", {})
     bpf = None

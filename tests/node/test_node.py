@@ -23,7 +23,7 @@ def node(tmp_path, *args, config=None):
 
 
 def test_start_status_stop(tmp_path):
-    import emergence
+    import emergence.node
     assert node(tmp_path, "status").returncode == 3
     p = node(tmp_path, "start")
     assert p.returncode == 0, p.stderr
@@ -32,7 +32,7 @@ def test_start_status_stop(tmp_path):
         assert again.returncode == 1 and "already running" in again.stderr
         st = json.loads(node(tmp_path, "status", "--json").stdout)
         assert st["running"] and st["planner"]["running"]
-        assert st["build"] == emergence.BUILD_ID
+        assert st["build"] == emergence.node.BUILD_ID
         assert st["listen"] is None  # no service has routes: no port opened
         text = node(tmp_path, "status").stdout
         assert "planner: running" in text
@@ -99,16 +99,18 @@ def test_cluster_init_is_a_one_machine_cluster(tmp_path):
              "--node-services", "place")
     assert p.returncode == 0, p.stderr
     try:
-        for _ in range(100):
+        import time
+        for _ in range(150):  # the command node leads and the worker has registered
             st = json.loads(node(tmp_path, "status", "--json").stdout)
             place = st["services"]["place"]
-            if place.get("commander", {}).get("leading"):
+            members = subprocess.run(emergence_command() + ["cluster", "members", "--etcd",
+                                                            etcd],
+                                     capture_output=True, text=True, timeout=30)
+            if place.get("commander", {}).get("leading") and \
+                    os.uname().nodename in members.stdout:
                 break
-            import time
             time.sleep(0.1)
         assert place["state"] == "running" and place["role"] == "both"
-        members = subprocess.run(emergence_command() + ["cluster", "members", "--etcd", etcd],
-                                 capture_output=True, text=True, timeout=30)
         assert members.returncode == 0 and os.uname().nodename in members.stdout
     finally:
         node(tmp_path, "stop")
