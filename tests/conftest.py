@@ -168,6 +168,45 @@ def rt(tmp_path, rootfs):
     assert not stray, f"cgroups or mounts left behind: {stray}"
 
 
+@pytest.fixture
+def running(rt):
+    """make(ARGS, EDIT): a detached container running ARGS; its id (removed by `rt`)."""
+    def make(args=("sleep", "300"), edit=None):
+        b = rt.bundle(list(args), edit=edit)
+        cid = rt.new_id()
+        rt("run", "--detach", "--bundle", b, cid, check=True)
+        return cid
+    return make
+
+
+@pytest.fixture
+def restore_v2_root():
+    """Enabling a controller in the cgroup2 root outlives the container; put it back
+    so the host stays as it was (e.g. for moving hugetlb to v1 for crun)."""
+    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
+    with open(path) as f:
+        before = set(f.read().split())
+    yield
+    with open(path) as f:
+        after = set(f.read().split())
+    for c in after - before:
+        with open(path, "w") as f:
+            f.write("-" + c)
+
+
+async def serve_routes(svc, port=0):
+    """A part's Service routes on 127.0.0.1:PORT (0: any free port), as the node
+    serves them; returns (runner, port): `await runner.cleanup()` when done."""
+    from aiohttp import web
+    app = web.Application()
+    app.add_routes(svc.routes())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def read_until(fd, needle, timeout=10):
     """Read FD until NEEDLE shows up, it closes, or TIMEOUT passes."""
     import select

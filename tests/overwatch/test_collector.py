@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-import pytest
+from conftest import serve_routes
 from prometheus_client.parser import text_string_to_metric_families
 
 from emergence.overwatch.collector import Collector
@@ -64,15 +64,6 @@ BUSY = ("ping -q -i 0.02 -s 1400 127.0.0.1 >/dev/null & "
         "a=$(head -c 24m /dev/zero | tr '\\0' x); while true; do :; done")
 
 
-@pytest.fixture
-def running(rt):
-    """Start a detached container running ARGS; returns its id (removed by `rt`)."""
-    def make(args=("sleep", "300"), edit=None):
-        b = rt.bundle(list(args), edit=edit)
-        cid = rt.new_id("ow")
-        rt("run", "--detach", "--bundle", b, cid, check=True)
-        return cid
-    return make
 
 
 
@@ -211,17 +202,6 @@ def test_deleted_container_is_dropped(rt, running):
         c.close()
 
 
-@pytest.fixture
-def restore_v2_root():
-    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
-    with open(path) as f:
-        before = set(f.read().split())
-    yield
-    with open(path) as f:
-        after = set(f.read().split())
-    for ctl in after - before:
-        with open(path, "w") as f:
-            f.write("-" + ctl)
 
 
 V2_SCRIPT = r"""
@@ -277,20 +257,13 @@ def test_pure_cgroup2_counters_rise(rt, restore_v2_root):
 
 
 def test_service_serves_metrics(rt, running, tmp_path):
-    from aiohttp import web
 
     from emergence.overwatch.service import Service
     cid = running()
 
     async def main():
         svc = Service({"root": rt.root, "interval": 0.2}, str(tmp_path), lambda m: None)
-        app = web.Application()
-        app.add_routes(svc.routes())
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await serve_routes(svc)
         await svc.start()
         try:
             await asyncio.sleep(0.5)

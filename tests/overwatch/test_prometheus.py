@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from conftest import serve_routes
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("prometheus"),
@@ -30,7 +31,6 @@ def query(port, promql):
 
 
 def test_prometheus_reads_cpu_rate(rt, tmp_path):
-    from aiohttp import web
 
     from emergence.overwatch.service import Service
     b = rt.bundle(["sh", "-c", "while true; do :; done"])
@@ -47,11 +47,7 @@ scrape_configs:
 
     async def main():
         svc = Service({"root": rt.root, "interval": 0.5}, str(tmp_path), lambda m: None)
-        app = web.Application()
-        app.add_routes(svc.routes())
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", node_port).start()
+        runner, _ = await serve_routes(svc, node_port)
         await svc.start()
         prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
                                  f"--storage.tsdb.path={tmp_path / 'tsdb'}",

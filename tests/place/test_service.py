@@ -5,7 +5,7 @@ malformed bodies, settings stored in etcd for every command node."""
 import asyncio
 
 import aiohttp
-from aiohttp import web
+from conftest import serve_routes
 
 from emergence.place import tasks
 from emergence.place.etcd import free_port
@@ -23,12 +23,7 @@ def _serve(cluster, calls, token=""):
         svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix, "token": token},
                       "/nonexistent", lambda m: None)
         await svc.start()
-        app = web.Application()
-        app.add_routes(svc.routes())
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, port = await serve_routes(svc)
         out = []
         try:
             async with aiohttp.ClientSession() as s:

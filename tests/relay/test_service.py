@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import serve_routes
 
 from .conftest import net_doc, sh
 
@@ -18,18 +19,6 @@ def graph(netns, names):
     return Graph.from_dict({"networks": dict([net_doc("red")]),
                             "attachments": [{"network": "red", "container": n,
                                              "netns": netns.path(n)} for n in names]})
-
-
-async def _serve(svc):
-    from aiohttp import web
-    app = web.Application()
-    app.add_routes(svc.routes())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, port
 
 
 async def _until(pred, timeout=10):
@@ -60,7 +49,7 @@ def test_reconciler_repairs_releases_and_resyncs(tmp_path, netns, host):
     async def scenario():
         svc = Service({"host_netns": host, "resync_interval": 1.0}, state, logs.append)
         await svc.start()
-        runner, port = await _serve(svc)
+        runner, port = await serve_routes(svc)
         try:
             assert await _until(lambda: svc.stats["resyncs"] >= 1)
             assert svc.stats["changes"] == 0         # it was converged already

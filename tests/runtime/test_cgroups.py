@@ -87,19 +87,6 @@ def test_unmounted_controller_is_reported_by_name(rt):
     assert "net_cls.classid" in p.stderr and "not mounted" in p.stderr
 
 
-@pytest.fixture
-def restore_v2_root():
-    """Enabling a controller in the cgroup2 root outlives the container; put it back
-    so the host stays as it was (e.g. for moving hugetlb to v1 for crun)."""
-    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
-    with open(path) as f:
-        before = set(f.read().split())
-    yield
-    with open(path) as f:
-        after = set(f.read().split())
-    for c in after - before:
-        with open(path, "w") as f:
-            f.write("-" + c)
 
 
 def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt, restore_v2_root):

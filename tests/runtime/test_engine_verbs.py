@@ -10,16 +10,6 @@ import pytest
 from conftest import spec_validator
 
 
-@pytest.fixture
-def running(rt):
-    def make(args=("sleep", "300"), edit=None):
-        b = rt.bundle(list(args), edit=edit)
-        cid = rt.new_id()
-        rt("run", "--detach", "--bundle", b, cid, check=True)
-        return cid
-    return make
-
-
 def test_pause_and_resume_freeze_the_processes(rt, running, tmp_path):
     out = tmp_path / "ticks"
     out.touch()
