@@ -189,12 +189,17 @@ class Service:
             return random.choice(ranked)["name"]
         return ranked[0]["name"]
 
-    async def _scheduler(self, request):
+    async def _setting(self, request):
+        """(body, None) of an authorised settings call, or (None, the error response)."""
         from aiohttp import web
         if not self._authorised(request):
-            return web.json_response({"error": "needs Authorization: Bearer TOKEN"},
-                                     status=401)
-        body, err = await self._body(request)
+            return None, web.json_response({"error": "needs Authorization: Bearer TOKEN"},
+                                           status=401)
+        return await self._body(request)
+
+    async def _scheduler(self, request):
+        from aiohttp import web
+        body, err = await self._setting(request)
         if err:
             return err
         name = SCHEDULER_NAMES.get(body.get("model_name"))
@@ -205,10 +210,7 @@ class Service:
 
     async def _energy(self, request):
         from aiohttp import web
-        if not self._authorised(request):
-            return web.json_response({"error": "needs Authorization: Bearer TOKEN"},
-                                     status=401)
-        body, err = await self._body(request)
+        body, err = await self._setting(request)
         if err:
             return err
         v = body.get("energy_cost_scalar")

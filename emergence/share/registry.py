@@ -224,15 +224,7 @@ class Registry:
             if not DIGEST_RE.match(digest):
                 writer.abort()
                 raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
-            try:
-                await self._write_body(request, writer)
-            except BaseException:
-                writer.abort()
-                raise
-            self._commit(writer, digest)
-            return web.Response(status=201, headers={
-                **API_HEADER, "Location": f"/v2/{name}/blobs/{digest}",
-                "Docker-Content-Digest": digest})
+            return await self._last_chunk(request, writer, name, digest)
         uid = uuid.uuid4().hex
         self.uploads[uid] = (name, writer)
         return web.Response(status=202, headers={
@@ -270,6 +262,10 @@ class Registry:
             raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
         self._check_range(request, writer)
         del self.uploads[uid]
+        return await self._last_chunk(request, writer, request.match_info["name"], digest)
+
+    async def _last_chunk(self, request, writer, name, digest):
+        """Write the request's body, then commit the blob only if it is DIGEST."""
         try:
             await self._write_body(request, writer)
         except BaseException:
@@ -277,7 +273,7 @@ class Registry:
             raise
         self._commit(writer, digest)
         return web.Response(status=201, headers={
-            **API_HEADER, "Location": f"/v2/{request.match_info['name']}/blobs/{digest}",
+            **API_HEADER, "Location": f"/v2/{name}/blobs/{digest}",
             "Docker-Content-Digest": digest})
 
     async def upload_status(self, request):
