@@ -41,3 +41,19 @@ def etcd_url():
 def cluster(etcd_url):
     from emergence.place.state import Cluster
     return Cluster(etcd_url, prefix=f"/pl-{uuid.uuid4().hex[:8]}/")
+
+
+def stop_all(procs):
+    """SIGTERM every node process still running, then reap each (SIGKILL after 20 s)."""
+    import signal
+    import subprocess
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -19,7 +19,7 @@ import pytest
 
 from emergence.place import tasks
 
-from .conftest import emergence_command, nodes_up
+from .conftest import emergence_command, nodes_up, stop_all
 
 EM = emergence_command()
 TTL = 2
@@ -99,15 +99,7 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
     finally:
         if stopped:
             procs[stopped].send_signal(signal.SIGCONT)
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs.values())
 
     results = cluster.items("results")
     status = cluster.items("status")

@@ -17,7 +17,7 @@ import pytest
 from emergence.place import etcd, tasks
 from emergence.place.state import Cluster
 
-from .conftest import emergence_command, nodes_up
+from .conftest import emergence_command, nodes_up, stop_all
 
 EM = emergence_command()
 TTL = 2
@@ -119,15 +119,7 @@ def test_partitioned_worker_loses_its_tasks_and_is_reranked(netns, tmp_path):
             if results[tid]["host"] != "pl-pw-ns":
                 assert f"duplicate: {tid} attempt 1 on pl-pw-ns" in log, log
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs.values())
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         shutil.rmtree(d, ignore_errors=True)
