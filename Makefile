@@ -38,6 +38,5 @@ test: install
 	cd tests && $(PYTHON) -m pytest -q -p no:cacheprovider
 
 bench: install
-	$(PYTHON) bench/run_true.py
-	$(PYTHON) bench/exec_true.py
+	$(PYTHON) bench/verbs.py
 	$(PYTHON) bench/build_image.py

@@ -1,12 +1,9 @@
-"""Shared by the benchmarks: find the runtimes, make a busybox bundle,
-and time commands interleaved (each round runs every contender once, in a
-shuffled order, so drift on the machine hits all of them alike)."""
+"""Shared by the benchmarks: find emergence, make a busybox bundle, and let
+crun run on this hybrid host (HugetlbOnV1)."""
 
 import json
 import os
-import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,57 +86,3 @@ class HugetlbOnV1:
                 if fields[0] == controller:
                     return int(fields[1])
         return 0
-
-
-
-def parse_args(doc):
-    """The options every runtime benchmark takes."""
-    import argparse
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--emergence", default=find_emergence())
-    return ap.parse_args()
-
-
-def runtimes(emergence, workdir):
-    """{name: command prefix}: emergence, and runc and crun where installed, each
-    with its own state root."""
-    out = {"emergence": [emergence, "--root", f"{workdir}/state-em"]}
-    for peer in ("runc", "crun"):
-        path = shutil.which(peer)
-        if path:
-            out[peer] = [path, "--root", f"{workdir}/state-{peer}"]
-        else:
-            print(f"note: {peer} not installed, skipped", file=sys.stderr)
-    return out
-
-
-def interleave(contenders, rounds, warmup, make_cmd):
-    """{name: [seconds]}: MAKE_CMD(name, n) gives the n-th command of a contender."""
-    times = {name: [] for name in contenders}
-    n = 0
-    for rnd in range(warmup + rounds):
-        order = list(contenders)
-        random.shuffle(order)
-        for name in order:
-            n += 1
-            cmd = make_cmd(name, n)
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
-            dt = time.perf_counter() - t0
-            if r.returncode != 0:
-                sys.exit(f"{name} failed: {r.stderr.decode().strip()}")
-            if rnd >= warmup:
-                times[name].append(dt)
-    return times
-
-
-def report(title, times, base="emergence"):
-    med = {name: statistics.median(t) * 1000 for name, t in times.items()}
-    print(f"{title} (median, min, max in ms):")
-    for name, t in times.items():
-        print(f"  {name:10s} {med[name]:7.2f}  {min(t) * 1000:7.2f}  {max(t) * 1000:7.2f}")
-    for peer in med:
-        if peer != base:
-            print(f"ratio {base}/{peer}: {med[base] / med[peer]:.2f}")
