@@ -31,7 +31,7 @@ class Node:
         self.started = time.time()
         self.stopping = asyncio.Event()
         self.http = None
-        self.ready = False  # services and listener up: what `node start` waits for
+        self.ready = False  # planner, services and listener up: what `node start` waits for
 
     def log(self, msg):
         sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
@@ -56,9 +56,15 @@ class Node:
         tasks = []
         try:
             if self.cfg["node"]["planner"]:
+                try:  # a socket left by a killed node: ours exists only once bound
+                    os.unlink(self.planner_socket)
+                except FileNotFoundError:
+                    pass
                 tasks.append(asyncio.create_task(self._supervise_planner()))
             await self._start_services()
             await self._start_http()
+            while self.cfg["node"]["planner"] and not os.path.exists(self.planner_socket):
+                await asyncio.sleep(0.02)
             self.ready = True
             self.log(f"node {__version__} (build {BUILD_ID}) running, pid {os.getpid()}")
             await self.stopping.wait()
