@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import drive
-from test_cgroups import V2_SCRIPT, restore_v2_root  # noqa: F401  (a fixture)
+from test_cgroups import V2_SCRIPT
 from test_errors import assert_clean_failure, create_with
 from test_namespaces import _open_path_to
 
