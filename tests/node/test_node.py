@@ -114,6 +114,11 @@ def test_cluster_init_is_a_one_machine_cluster(tmp_path):
         assert members.returncode == 0 and os.uname().nodename in members.stdout
     finally:
         node(tmp_path, "stop")
+    import time
+    for _ in range(100):  # the node's stop has signalled etcd; give it time to exit
+        if subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"]).returncode == 1:
+            break
+        time.sleep(0.05)
     assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"]).returncode == 1
 
 

@@ -67,9 +67,19 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             return sorted({s["host"] for tid, s in snap.get("status", {}).items()
                            if s["state"] == "assigned" and tid not in res})
         seen = []
-        assert _wait(lambda: len(seen.append(busy_workers()) or seen[-1]) >= 3, 20)
-        busy = seen[-1]
-        victims = busy[:3]
+        # The frozen worker must be frozen while it holds a task without a result
+        # (else nothing marks it unresponsive, and there is no re-rank to see):
+        # freeze first, then check, and thaw and choose again if its task just ended.
+        for _ in range(50):
+            assert _wait(lambda: len(seen.append(busy_workers()) or seen[-1]) >= 3, 20)
+            busy = seen[-1]
+            victims = busy[:3]
+            procs[victims[2]].send_signal(signal.SIGSTOP)
+            stopped = victims[2]
+            if stopped in busy_workers():
+                break
+            procs[stopped].send_signal(signal.SIGCONT)
+            stopped = None
         text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
         from collections import Counter
         assert leader in procs and len(victims) == 3, (
@@ -81,8 +91,6 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
         procs[leader].send_signal(signal.SIGKILL)
         for w in victims[:2]:
             procs[w].send_signal(signal.SIGKILL)
-        stopped = victims[2]
-        procs[stopped].send_signal(signal.SIGSTOP)
         assert _wait(lambda: cluster.get("leader") not in (None, leader), TTL + 3)
         took = time.monotonic() - t_kill
         new_leader = cluster.get("leader")
