@@ -149,6 +149,7 @@ def _peers(ctx, opts, args):
         from .peers import discover
         async with aiohttp.ClientSession() as s:
             found = await discover(s, cfg["peers"])
+            static = {p.rstrip("/") for p in cfg["peers"]}
 
             async def one(peer):
                 t = time.monotonic()
@@ -160,16 +161,17 @@ def _peers(ctx, opts, args):
                                      timeout=aiohttp.ClientTimeout(total=3)) as r:
                         key = (await r.json()).get("public_key")
                     return {"peer": peer, "up": True, "repositories": repos, "key": key,
-                            "latency_ms": round((time.monotonic() - t) * 1000, 1)}
+                            "latency_ms": round((time.monotonic() - t) * 1000, 1),
+                            "learned": peer not in static}
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
-                    return {"peer": peer, "up": False}
+                    return {"peer": peer, "up": False, "learned": peer not in static}
             return await asyncio.gather(*(one(p) for p in found))
     rows = asyncio.run(go())
     if opts.get("json"):
         sys.stdout.write(fastjson.dumps(rows) + "\n")
     else:
         for r in rows:
-            sys.stdout.write(f"{r['peer']}  " + (
+            sys.stdout.write(f"{r['peer']}  " + ("learned  " if r["learned"] else "") + (
                 f"{r['latency_ms']} ms  {' '.join(r['repositories']) or '-'}" if r["up"]
                 else "down") + "\n")
     return 0
