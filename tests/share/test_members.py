@@ -36,7 +36,7 @@ def test_a_learns_c_through_b_and_notices_its_death(mesh, tmp_path):  # noqa: F8
     url = {n: f"http://{a}:7480" for n, a in ((na, aa), (nb, ab), (nc, ac))}
     common = {**FAST, "trusted_keys": keys}
     c = mesh.start(nc, ac, 2, {**common, "advertise": url[nc]})
-    b = mesh.start(nb, ab, 1, {**common, "advertise": url[nb], "peers": [url[nc]]})
+    mesh.start(nb, ab, 1, {**common, "advertise": url[nb], "peers": [url[nc]]})
     a = mesh.start(na, aa, 0, {**common, "advertise": url[na], "peers": [url[nb]]})
 
     def a_knows_c():
