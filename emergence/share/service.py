@@ -65,6 +65,7 @@ class Service:
             web.get("/share/v1/info", self.info),
             web.get("/share/v1/peers", self.peers),
             web.get("/share/v1/members", self.members_get),
+            web.get("/share/v1/tag", self.tag),
             web.post("/share/v1/members", self.members_post),
             web.get("/share/v1/pieces/{digest}", self.pieces),
             web.post("/share/v1/announce", self.announced),
@@ -102,6 +103,16 @@ class Service:
         """The static peers and the live members (each signed by a trusted key)."""
         return web.json_response({"peers": list(dict.fromkeys(
             [p.rstrip("/") for p in self.config["peers"]] + self.members.live()))})
+
+    async def tag(self, request):
+        """This node's signed statement of what NAME:TAG is here."""
+        from . import tags
+        from .registry import DIGEST_RE, error
+        name, tag = request.query.get("name", ""), request.query.get("tag", "")
+        if DIGEST_RE.match(tag):
+            raise error(400, "TAG_INVALID", "a digest needs no statement")
+        _, digest = self.registry._find_manifest(name, tag)
+        return web.json_response(tags.statement(self.key, name, tag, digest))
 
     async def members_get(self, request):
         return web.json_response({"members": self.members.table(),
