@@ -60,7 +60,11 @@ class Members:
         self.me = advertise.rstrip("/")
         self.peers = [p.rstrip("/") for p in peers]
         self.trusted = list(trusted_keys)
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        try:
+            self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        except (ValueError, TypeError) as e:
+            from ..errors import EmergenceError
+            raise EmergenceError(f"[share] member_networks: {e}") from None
         self.interval = float(interval)
         self.timeout = float(timeout)
         self.log = log
