@@ -138,7 +138,8 @@ def _peers(ctx, opts, args):
 
     from .. import fastjson
     if args:
-        raise UsageError("usage: emergence peers [--peer URL]... [--json]")
+        raise UsageError("usage: emergence peers [--peer URL]... [--trusted-key KEY]... "
+                         "[--json]")
     cfg = _config(opts)
 
     async def go():
@@ -148,7 +149,7 @@ def _peers(ctx, opts, args):
 
         from .peers import discover
         async with aiohttp.ClientSession() as s:
-            found = await discover(s, cfg["peers"])
+            found = await discover(s, cfg["peers"], trusted_keys=cfg["trusted_keys"])
             static = {p.rstrip("/") for p in cfg["peers"]}
 
             async def one(peer):
@@ -179,14 +180,15 @@ def _peers(ctx, opts, args):
 
 _PEER = Option(MULTI, "a peer node's URL (added to [share] peers)", "URL")
 _CONFIG = Option(VALUE, f"the node's config file (default {CONFIG})", "FILE")
+_TRUSTED = Option(MULTI, "a node key (NAME:BASE64) whose piece lists, tag statements and "
+                         "member records to trust", "KEY")
 
 VERBS = [
     Verb("pull", "fetch an image from many peers at once, every piece verified",
          "NAME[:TAG|@DIGEST] [--peer URL]... [--upstream URL] [--json]",
          {"peer": _PEER, "config": _CONFIG,
           "upstream": Option(VALUE, "a registry for what no peer has", "URL"),
-          "trusted-key": Option(MULTI, "a node key (NAME:BASE64) whose piece lists to trust",
-                                "KEY"),
+          "trusted-key": _TRUSTED,
           "state": Option(VALUE, f"where partial downloads wait (default {STATE})", "DIR"),
           "stall": Option(VALUE, "seconds without a byte before a peer is dropped "
                                  "(default 5)", "SECONDS"),
@@ -196,6 +198,7 @@ VERBS = [
          {"token-file": Option(VALUE, "the node's push token (its state dir's push.token)",
                                "FILE"),
           "json": JSON}, _push),
-    Verb("peers", "the peers, their latency and what they hold", "[--peer URL]... [--json]",
-         {"peer": _PEER, "config": _CONFIG, "json": JSON}, _peers),
+    Verb("peers", "the peers (static and learned), their latency and what they hold",
+         "[--peer URL]... [--trusted-key KEY]... [--json]",
+         {"peer": _PEER, "config": _CONFIG, "trusted-key": _TRUSTED, "json": JSON}, _peers),
 ]

@@ -64,7 +64,8 @@ class Puller:
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=8)
         async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as s:
             self.session = s
-            self.peers = await discover(s, self.static_peers) if self.static_peers else []
+            self.peers = await discover(s, self.static_peers, trusted_keys=self.trusted) \
+                if self.static_peers else []
             self.upstream = Upstream(s, self.upstream_url, name) if self.upstream_url else None
             data, media, digest = await self._manifest(name, reference)
             import json

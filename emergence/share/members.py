@@ -51,6 +51,24 @@ def url_allowed(url, networks):
     return any(addr in net for net in networks)
 
 
+def why_not(rec, trusted_keys, networks=()):
+    """None if the record REC may be a member; else why not."""
+    try:
+        url, key, hb, sig = rec["url"], rec["key"], rec["heartbeat"], rec["sig"]
+    except (KeyError, TypeError):
+        return "not a member record"
+    if not (isinstance(url, str) and isinstance(key, str) and isinstance(hb, int)
+            and isinstance(sig, str)):
+        return "not a member record"
+    if not url_allowed(url, networks):
+        return "address outside [share] member_networks"
+    if key not in trusted_keys:
+        return "key not in [share] trusted_keys"
+    if not verify([key], message(url, key, hb), sig):
+        return "bad signature"
+    return None
+
+
 class Members:
     """The members this node knows, and the gossip that keeps them fresh."""
 
@@ -78,23 +96,6 @@ class Members:
         return {"url": self.me, "key": key, "heartbeat": hb,
                 "sig": self.key.sign(message(self.me, key, hb))}
 
-    def _why_not(self, rec):
-        """None if REC may be a member; else why not."""
-        try:
-            url, key, hb, sig = rec["url"], rec["key"], rec["heartbeat"], rec["sig"]
-        except (KeyError, TypeError):
-            return "not a member record"
-        if not (isinstance(url, str) and isinstance(key, str) and isinstance(hb, int)
-                and isinstance(sig, str)):
-            return "not a member record"
-        if not url_allowed(url, self.networks):
-            return "address outside [share] member_networks"
-        if key not in self.trusted:
-            return "key not in [share] trusted_keys"
-        if not verify([key], message(url, key, hb), sig):
-            return "bad signature"
-        return None
-
     def merge(self, records):
         """Take the valid, newer records of RECORDS; the number taken."""
         now = time.monotonic()
@@ -107,7 +108,7 @@ class Members:
             old = self.known.get(url)
             if old and old["record"]["heartbeat"] >= hb:
                 continue  # nothing new (checked before the signature: cheap)
-            why = self._why_not(rec)
+            why = why_not(rec, self.trusted, self.networks)
             if why:
                 if len(self.refused) < 100:
                     self.refused[url[:200]] = why

@@ -116,6 +116,7 @@ class Service:
 
     async def members_get(self, request):
         return web.json_response({"members": self.members.table(),
+                                  "records": self.members.records(),
                                   "refused": self.members.refused})
 
     async def members_post(self, request):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from netnslib import in_ns, mesh, node_key  # noqa: F401
+from sharelib import nodes  # noqa: F401
 
 from emergence.share.members import Members, url_allowed
 from emergence.share.signing import SecretKey
@@ -104,3 +105,26 @@ def test_member_records_are_checked():
     assert not url_allowed("file:///etc/passwd", [])
     assert not url_allowed("http://host.example:7480", m.networks)  # a name: no
     assert url_allowed("http://host.example:7480", [])
+
+
+def test_puller_with_trusted_keys_follows_only_signed_members(nodes, tmp_path):  # noqa: F811
+    """A peer's list can name any address; a puller with trusted keys looks
+    only at the members a trusted key signed for (loopback nodes)."""
+    import json
+
+    from sharelib import emergence, free_port
+    far_port, near_port = free_port(), free_port()
+    far_url, near_url = (f"http://127.0.0.1:{p}" for p in (far_port, near_port))
+    keys = [node_key(tmp_path / f"sh-state{i}", f"shm-l{i}-1") for i in range(2)]
+    nodes(None, {**FAST, "advertise": far_url, "trusted_keys": keys}, port=far_port)
+    nodes(None, {**FAST, "advertise": near_url, "trusted_keys": keys,
+                 "peers": [far_url, "http://192.0.2.1:9"]}, port=near_port)
+
+    def listed(*extra):
+        p = emergence(str(tmp_path / "sh-x"), "peers", "--peer", near_url, "--json",
+                      "--config", "/dev/null", *extra)
+        return {r["peer"] for r in json.loads(p.stdout)}
+    assert "http://192.0.2.1:9" in listed()  # no keys: the peer's list as it is
+    wait_for(lambda: far_url in listed("--trusted-key", keys[0]))
+    assert listed("--trusted-key", keys[0]) == {near_url, far_url}
+    assert listed("--trusted-key", keys[1]) == {near_url}  # far's key not trusted
