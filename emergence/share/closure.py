@@ -29,7 +29,8 @@ def copy_closure(paths, peers, trusted_keys, to=None):
     why = "no peers"
     for peer, cache in zip(peers, caches(peers)):
         cmd = NIX + ["copy", "--from", cache, "--option", "trusted-public-keys", keys,
-                     "--option", "require-sigs", "true", "--option", "substituters", ""]
+                     "--option", "require-sigs", "true", "--option", "substituters", "",
+                     "--option", "narinfo-cache-negative-ttl", "0"]
         cmd += ["--to", to] if to else []
         try:
             p = subprocess.run(cmd + list(paths), capture_output=True, text=True,
@@ -54,4 +55,6 @@ def substituter_options(peers, trusted_keys, offline):
     keys = " ".join(trusted_keys)
     urls = " ".join(caches(peers))
     return ["--option", "substituters" if offline else "extra-substituters", urls,
-            "--option", "extra-trusted-public-keys", keys]
+            "--option", "extra-trusted-public-keys", keys,
+            # a path a peer lacked a minute ago may be there now
+            "--option", "narinfo-cache-negative-ttl", "0"]

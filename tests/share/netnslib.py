@@ -11,6 +11,7 @@ import time
 import pytest
 
 SUBNET = "10.231.{}.{}"
+_meshes = [0]  # each mesh its own subnet: Nix caches narinfo lookups by cache URL
 
 
 def ip(*args):
@@ -76,6 +77,7 @@ def mesh(tmp_path):
     made, nodes = [], []
 
     def make(n):
+        _meshes[0] += 1
         hub = f"{tag}-hub"
         made.append(hub)
         ip("netns", "add", hub)
@@ -90,7 +92,7 @@ def mesh(tmp_path):
             ip("link", "add", f"{tag}h{i}", "netns", hub, "type", "veth", "peer", "name",
                "eth0", "netns", ns)
             ip("-n", hub, "link", "set", f"{tag}h{i}", "master", "br0", "up")
-            addr = SUBNET.format(os.getpid() % 250, i + 1)
+            addr = SUBNET.format((os.getpid() + _meshes[0]) % 250, i + 1)
             ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             ip("-n", ns, "link", "set", "eth0", "up")
             out.append((ns, addr))

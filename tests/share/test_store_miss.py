@@ -3,11 +3,13 @@ by `emergence build`; `run --image hello-c` in B's netns, with an empty store,
 pulls the image from A (every blob verified) and runs it.
 
 Both namespaces share this machine's one /nix/store, so that run finds the
-closure already there: what it proves is the image pull and the closure
-check.  The closure copy itself (`nix copy` from a peer's signed cache, as
-`run --image` calls it when paths are missing) is proved into a separate Nix
-store (local?root=DIR), where the paths really are absent; so are the peers'
-caches as build substituters (`nix-store --realise` into such a store)."""
+closure already there: it proves the image pull and the closure check.  A
+second run gives B a mount namespace whose /nix is an empty directory (its
+own Nix store and database, which Nix initialises), so the closure really is
+missing: `run --image` copies it from A's signed cache and runs it from
+there; `build` in such a namespace takes A's build from A's cache (signed by
+A, not built).  The substituter options and the closure copy are also
+checked into a separate store (local?root=DIR), with wrong keys refused."""
 
 import hashlib
 import json
@@ -61,6 +63,52 @@ def test_run_image_pulls_a_miss_from_a_peer(built, mesh, tmp_path):  # noqa: F81
     # now a hit: no peer needed
     p = cli(nb, dest, root, "run", "--image", "hello-c", "--config", "/dev/null", cid)
     assert p.returncode == 0 and p.stdout == "hello from C, built by Nix\n", p.stderr
+
+
+class OwnNix:
+    """Node A (serving STORE) in one netns; commands in B's netns run with an
+    empty directory as /nix (a mount namespace of their own): B's own Nix store."""
+
+    def __init__(self, mesh, tmp_path, store):  # noqa: F811
+        (na, aa), (self.nb, _) = mesh(2)
+        self.key = node_key(tmp_path / "shm-state0", "shm-a-1")
+        self.a = mesh.start(na, aa, 0, {"store": store})
+        self.dir = tmp_path / "shm-own-nix"
+        self.dir.mkdir()
+
+    def __call__(self, *cmd):
+        p = in_ns(self.nb, "unshare", "-m", "sh", "-c",
+                  'mount --make-rprivate / && mount --bind "$0" /nix && exec "$@"',
+                  str(self.dir), *cmd, timeout=600)
+        assert "Traceback" not in p.stderr, p.stderr
+        return p
+
+    def has(self, path):
+        return os.path.exists(f"{self.dir}/store/{os.path.basename(path)}")
+
+
+def test_run_image_copies_a_missing_closure_from_the_peer(built, mesh, tmp_path):  # noqa: F811
+    store, digest = built
+    top, paths = closure_of(store, digest)
+    own = OwnNix(mesh, tmp_path, store)
+    from conftest import emergence_command
+
+    def run_in_own_nix(key):
+        return own(*emergence_command(), "--root", str(tmp_path / "shm-b-root"), "--store",
+                   str(tmp_path / "shm-b-store"), "run", "--image", f"hello-c@{digest}",
+                   "--peer", own.a.url, "--config", "/dev/null", "--trusted-key", key,
+                   f"shm{os.getpid()}nix")
+    a = own.a
+    p = run_in_own_nix(SecretKey.generate("shm-wrong-1").public())  # a key A never used
+    assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
+    assert "trusted signature" in p.stderr and a.url in p.stderr
+    assert not own.has(top)
+    p = run_in_own_nix(own.key)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello from C, built by Nix\n"  # run from B's own copies
+    assert all(own.has(path) for path in paths)  # B's own store holds the closure...
+    p = own("nix-store", "--verify", "--check-contents")  # ...and Nix agrees on it
+    assert p.returncode == 0 and "error" not in p.stderr.lower(), p.stderr
 
 
 def test_a_miss_without_peers_or_with_a_dead_one(mesh, tmp_path):  # noqa: F811
@@ -123,3 +171,24 @@ def test_peers_caches_as_build_substituters(built, nodes, tmp_path):  # noqa: F8
                                n.url, "--trusted-key", n.public_key, "--config",
                                "/dev/null").stdout)
     assert out["digest"] == digest
+
+
+def test_build_copies_what_a_peer_built(built, mesh, tmp_path):  # noqa: F811
+    """`build` in an empty Nix store (B's own /nix, as above): the closure A
+    built comes from A's signed cache (signed, not built here: not 'ultimate')."""
+    store, digest = built
+    top, _ = closure_of(store, digest)
+    own = OwnNix(mesh, tmp_path, store)
+    from conftest import emergence_command
+    from sharelib import EXAMPLES
+    p = own(*emergence_command(), "--store", str(tmp_path / "shm-b-store"), "build",
+            os.path.join(EXAMPLES, "hello-c.nix"), "--json", "--peer", own.a.url,
+            "--trusted-key", own.key, "--config", "/dev/null")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["digest"] == digest  # the same image as A's
+    p = own("nix", "--extra-experimental-features", "nix-command", "path-info", "--json", top)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    info = info[0] if isinstance(info, list) else info.get(top, info)
+    assert not info.get("ultimate") and any(s.startswith("shm-a-1:")
+                                            for s in info.get("signatures", []))
