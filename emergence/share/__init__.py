@@ -12,6 +12,7 @@ of them at once, trusting none of them.
   fetch.py      a pull from many peers at once, verified piece by piece, resumable
   client.py     a small registry client: manifests, blobs, push, upstream auth
   members.py    membership learned by gossip: signed member records, expiry
+  tags.py       signed tag -> digest statements: which peer says what a tag means
   closure.py    Nix closures from the peers' signed caches (run --image, build)
   commands.py   the verbs: pull, push, peers
 
