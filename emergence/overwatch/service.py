@@ -13,8 +13,10 @@ class Service:
     name = "overwatch"
     # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
     # annotations: OCI annotation keys exported as container_label_* (as cAdvisor does)
+    # counters: the event counters' file (default: emergence.counters.path())
     DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
-                "probe_interval": 10.0, "history": 1000, "store": None, "annotations": []}
+                "probe_interval": 10.0, "history": 1000, "store": None, "annotations": [],
+                "counters": None}
 
     def __init__(self, config, state_dir, log):
         from .collector import Collector
@@ -24,8 +26,13 @@ class Service:
         self.log = log
         self.collector = Collector(self.config["root"], log)
         self.registry = registry_for(self.collector, self.config["annotations"])
+        from .exporter import Rendered
+        self.rendered = Rendered(self._body)
+        import threading
+        self.pass_lock = threading.Lock()
         from .node_metrics import NodeCollector
-        self.registry.register(NodeCollector(self.config["root"], self.config["store"]))
+        self.registry.register(NodeCollector(self.config["root"], self.config["store"],
+                                             self.config["counters"], log))
         self.prober = None
         if self.config["probe_pairs"]:
             from .qos import Prober
@@ -33,7 +40,7 @@ class Service:
         self.task = None
         self.probe_task = None
         self.passes = 0
-        self.pass_seconds = 0.0
+        self.pass_seconds = self.pass_seconds_total = 0.0
 
     def routes(self):
         from aiohttp import web
@@ -76,25 +83,43 @@ class Service:
                                      status=502)
         return web.json_response(result)
 
-    async def _metrics(self, request):
-        from aiohttp import web
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def _body(self):
+        from prometheus_client import generate_latest
         body = generate_latest(self.registry)
         if self.prober is not None:
             body += generate_latest(self.prober.registry)
+        return body
+
+    def _sample_key(self):
+        """What the text shows: the latest pass and the probes' results so far."""
+        return self.passes, self.prober.results if self.prober is not None else 0
+
+    async def _metrics(self, request):
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST
+        key = self._sample_key()
+        self.rendered.note(request.remote)
+        body = self.rendered.fresh(key)
+        if body is None:  # nobody expected this scrape: render it, off the event loop
+            body = await asyncio.to_thread(self.rendered.scrape, key)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def sample_once(self):
-        t0 = time.thread_time()
-        self.collector.collect()
-        self.pass_seconds = time.thread_time() - t0
-        self.passes += 1
+        """One pass (in the sampling thread): read, render if a scrape is due, publish."""
+        with self.pass_lock:
+            t0 = time.thread_time()
+            self.collector.collect()
+            key = (self.passes + 1, self.prober.results if self.prober is not None else 0)
+            self.rendered.publish(key, float(self.config["interval"]))
+            self.passes += 1
+            self.pass_seconds = time.thread_time() - t0
+            self.pass_seconds_total += self.pass_seconds
 
     async def _loop(self):
         interval = float(self.config["interval"])
         while True:
             try:
-                self.sample_once()
+                await asyncio.to_thread(self.sample_once)
             except Exception as e:  # one bad pass must not end the service
                 self.log(f"overwatch: sampling failed: {e}")
             await asyncio.sleep(interval)
@@ -128,8 +153,13 @@ class Service:
                 except asyncio.CancelledError:
                     pass
         self.task = self.probe_task = None
-        self.collector.close()
+        await asyncio.to_thread(self._close)
+
+    def _close(self):
+        with self.pass_lock:  # a pass still running in its thread finishes first
+            self.collector.close()
 
     def status(self):
         return {"containers": len(self.collector.latest), "passes": self.passes,
+                "renders": self.rendered.renders,
                 "last_pass_cpu_seconds": round(self.pass_seconds, 6)}
