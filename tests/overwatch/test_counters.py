@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from emergence import counters
+from emergence.overwatch.node_metrics import NodeCollector
 
 # the verbs run as their own processes, from this checkout: the launcher next
 # to the venv's python takes a system-wide emergence first where one is installed
@@ -27,7 +28,7 @@ def cli(*args, where, prefix=()):
                        env=dict(os.environ, PYTHONPATH=REPO, EMERGENCE_COUNTERS=where))
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     return p.stdout
-from emergence.overwatch.node_metrics import NodeCollector
+
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "share"))
 from sharelib import nodes, random_image  # noqa: E402, F401
@@ -93,8 +94,8 @@ def test_a_real_pull_counts(tmp_path, nodes):  # noqa: F811
     random_image(seed, "ow:1", 3 << 20)
     node = nodes(seed)
     dest = str(tmp_path / "ow-dest")
-    args = ["--store", dest, "pull", "ow:1", "--state", str(tmp_path / "ow-pstate"), "--config", "/dev/null",
-            "--peer", node.url]
+    args = ["--store", dest, "pull", "ow:1", "--state", str(tmp_path / "ow-pstate"),
+            "--config", "/dev/null", "--peer", node.url]
     cli(*args, where=where)
     after = exported(where)
     assert after[("emergence_share_pulls_total", (("source", "peer"),))] == 1
