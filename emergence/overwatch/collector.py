@@ -304,7 +304,8 @@ class Collector:
             if not t.alive():  # gone (or gone mid-sample): drop it rather than report half
                 self.targets.pop(cid).close()
                 continue
-            out[cid] = {"labels": t.labels, "values": values, "annotations": t.annotations}
+            out[cid] = {"labels": t.labels, "values": values, "annotations": t.annotations,
+                        "pid": t.pid}
         for cid in set(self.targets) - seen:
             self.targets.pop(cid).close()
         self.latest, self.taken = out, now

@@ -168,9 +168,10 @@ class Prober:
         self.failing = set()
         self.results = 0  # probes that gave figures (a new one makes /metrics stale)
 
-    def probe_rtt(self, src, dst, dst_addr, count=20, gap=0.02):
+    def probe_rtt(self, src, dst, dst_addr, count=20, gap=0.02, src_ns=None):
+        """SRC_NS: where to probe from when SRC is only a name (a container's)."""
         try:
-            samples = rtt(src, dst_addr, count, gap)
+            samples = rtt(src if src_ns is None else src_ns, dst_addr, count, gap)
         except (ConnectionError, OSError) as e:
             if (src, dst) not in self.failing:
                 self.failing.add((src, dst))

@@ -14,9 +14,11 @@ class Service:
     # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
     # annotations: OCI annotation keys exported as container_label_* (as cAdvisor does)
     # counters: the event counters' file (default: emergence.counters.path())
+    # probe_annotation: containers with the same value of it are probed pairwise
+    # ("" turns the automatic pairs off)
     DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
                 "probe_interval": 10.0, "history": 1000, "store": None, "annotations": [],
-                "counters": None}
+                "counters": None, "probe_annotation": "org.emergence.overwatch.probe-group"}
 
     def __init__(self, config, state_dir, log):
         from .collector import Collector
@@ -125,11 +127,19 @@ class Service:
             await asyncio.sleep(interval)
 
     async def _probe_loop(self):
-        """The standing low-rate latency probe: 5 echoes per pair per round."""
-        pairs = [p.split() for p in self.config["probe_pairs"]]
+        """The standing low-rate latency probe: 5 echoes per pair per round, over
+        the pairs configured and those of the containers' probe groups (pairs.py)."""
+        from .pairs import Pairs
+        static = [(src, None, dst, addr) for src, dst, addr in
+                  (p.split() for p in self.config["probe_pairs"])]
+        grouped = Pairs(self.config["probe_annotation"], self.log)
         while True:
-            for src, dst, addr in pairs:
-                await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05)
+            pairs = static + await asyncio.to_thread(grouped, self.collector.latest)
+            if pairs and self.prober is None:
+                from .qos import Prober
+                self.prober = Prober(self.state_dir, self.log, int(self.config["history"]))
+            for src, ns, dst, addr in pairs:
+                await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05, ns)
             await asyncio.sleep(float(self.config["probe_interval"]))
 
     async def start(self):
@@ -141,7 +151,7 @@ class Service:
         self.sample_once()
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self._loop())
-        if self.prober is not None:
+        if self.config["probe_pairs"] or self.config["probe_annotation"]:
             self.probe_task = loop.create_task(self._probe_loop())
 
     async def stop(self):
