@@ -63,11 +63,12 @@ class Rendered:
 
     generate_latest costs ~10 us a series (30-70 ms for 100 containers), too much
     for every pass and too slow to do while a scraper waits.  Scrapers keep a
-    steady interval, so each one's next scrape is expected: the pass before it
-    renders (`publish`, in the sampling thread) and the scrape takes the bytes at
-    once.  A scrape nobody expected (a new scraper's first two, an irregular one)
-    renders then (`scrape`, off the event loop).  Keys order the samples; a text
-    is replaced only by a newer one, so a scrape never goes back in time.
+    steady interval, so each one's next scrape is expected: the pass whose text
+    would be the latest when it comes renders (`publish`), early enough to be
+    done by then (`lead`: twice the last render), and the scrape takes the
+    bytes at once.  A scrape nobody expected (a new scraper's first two, an
+    irregular one) renders then (`scrape`, off the event loop).  Keys order the
+    samples; a text is replaced only by a newer one.
     """
 
     FORGET = 3  # a scraper silent for 3 of its intervals is forgotten
@@ -77,7 +78,16 @@ class Rendered:
         self.current = (None, None)  # (key, text or None), replaced whole
         self.scrapers = {}  # peer -> (time of its last scrape, its interval or None)
         self.renders = self.ahead = 0  # all renders, and those done before a scrape
-        self.lock = threading.Lock()
+        self.render_seconds = 0.0  # wall time of the last render
+        self.lock = threading.Lock()  # held only to replace `current`
+        self.rendering = threading.Lock()
+
+    def _make(self):
+        t0 = time.perf_counter()
+        body = self.make_body()
+        self.render_seconds = time.perf_counter() - t0
+        self.renders += 1
+        return body
 
     def _set(self, key, body):
         with self.lock:
@@ -99,18 +109,18 @@ class Rendered:
         """The text of KEY's sample, rendered now if no one did yet."""
         body = self.fresh(key)
         if body is None:
-            with self.lock:  # one render at a time: a second scrape waits for it
-                have, body = self.current
-                if body is None or have < key:
-                    body = self.make_body()
-                    self.renders += 1
-                    self.current = (key, body)
+            with self.rendering:  # one render at a time: a second scrape waits for it
+                body = self.fresh(key)
+                if body is None:
+                    body = self._make()
+                    self._set(key, body)
         return body
 
     def publish(self, key, interval, now=None):
-        """A pass took sample KEY: render it now if a scraper is due before the
-        next pass (or is up to one pass late), else leave it to the scrape."""
+        """A pass took sample KEY: render it now if a scraper is due after this
+        render ends and before the next pass's would (else leave it to the scrape)."""
         now = time.monotonic() if now is None else now
+        lead = max(0.05, 2 * self.render_seconds)
         due = False
         for peer, (last, every) in list(self.scrapers.items()):
             if every is None:  # one scrape so far: no rhythm yet
@@ -118,11 +128,10 @@ class Rendered:
                     del self.scrapers[peer]
             elif now - last > self.FORGET * every + interval:
                 del self.scrapers[peer]
-            elif now - interval <= last + every < now + interval:
+            elif now + lead <= last + every < now + interval + lead:
                 due = True
         body = None
         if due:
-            body = self.make_body()
-            self.renders += 1
+            body = self._make()
             self.ahead += 1
         self._set(key, body)
