@@ -126,6 +126,7 @@ def main():
               "ahead of their scrape")
         print(f"scrape latency: first {lat[0]:.1f} ms; the other {len(rest)}: median "
               f"{rest[len(rest) // 2]:.1f} ms, max {rest[-1]:.1f} ms")
+        print("every scrape (ms): " + " ".join(f"{x:.1f}" for x in lat))
         print(f"resident memory growth: {r['rss'] / n:.1f} kB per container")
         p0 = time.monotonic()
         for cid in ids:

@@ -65,10 +65,10 @@ class Rendered:
     for every pass and too slow to do while a scraper waits.  Scrapers keep a
     steady interval, so each one's next scrape is expected: the pass whose text
     would be the latest when it comes renders (`publish`), early enough to be
-    done by then (`lead`: twice the last render), and the scrape takes the
-    bytes at once.  A scrape nobody expected (a new scraper's first two, an
-    irregular one) renders then (`scrape`, off the event loop).  Keys order the
-    samples; a text is replaced only by a newer one.
+    done by then (`lead`), and the scrape takes the bytes at once.  A scrape
+    nobody expected (a new scraper's first two, an irregular one) renders then
+    (`scrape`, off the event loop).  Keys order the samples; a text is replaced
+    only by a newer one.
     """
 
     FORGET = 3  # a scraper silent for 3 of its intervals is forgotten
@@ -116,11 +116,12 @@ class Rendered:
                     self._set(key, body)
         return body
 
-    def publish(self, key, interval, now=None):
-        """A pass took sample KEY: render it now if a scraper is due after this
-        render ends and before the next pass's would (else leave it to the scrape)."""
+    def publish(self, key, interval, now=None, lead=None):
+        """A pass that started at NOW took sample KEY: render it now if a scraper
+        is due after this render ends (NOW + LEAD) and before the next pass's
+        would (else leave it to the scrape)."""
         now = time.monotonic() if now is None else now
-        lead = max(0.05, 2 * self.render_seconds)
+        lead = max(0.05, 2 * self.render_seconds) if lead is None else lead
         due = False
         for peer, (last, every) in list(self.scrapers.items()):
             if every is None:  # one scrape so far: no rhythm yet

@@ -40,7 +40,7 @@ class Service:
         self.task = None
         self.probe_task = None
         self.passes = 0
-        self.pass_seconds = self.pass_seconds_total = 0.0
+        self.pass_seconds = self.pass_seconds_total = self.pass_wall = 0.0
 
     def routes(self):
         from aiohttp import web
@@ -104,26 +104,37 @@ class Service:
             body = await asyncio.to_thread(self.rendered.scrape, key)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def sample_once(self):
+    def sample_once(self, started=None):
         """One pass: read, render if a scrape is due, publish.  On the event loop,
         not a thread: a busy thread would hold the GIL against every syscall of
         a scrape being served (the convoy effect: 100s of ms)."""
-        t0 = time.thread_time()
+        started = time.monotonic() if started is None else started
+        t0, w0 = time.thread_time(), time.perf_counter()
         self.collector.collect()
         key = (self.passes + 1, self.prober.results if self.prober is not None else 0)
-        self.rendered.publish(key, float(self.config["interval"]))
+        # a render ahead must be done before the scrape it is for: twice the last pass
+        self.rendered.publish(key, float(self.config["interval"]), started,
+                              lead=max(0.05, 2 * self.pass_wall))
         self.passes += 1
+        self.pass_wall = time.perf_counter() - w0
         self.pass_seconds = time.thread_time() - t0
         self.pass_seconds_total += self.pass_seconds
 
     async def _loop(self):
+        """Passes at a fixed rate (the interval apart, start to start), so the
+        render-ahead windows of two passes meet exactly."""
         interval = float(self.config["interval"])
+        at = time.monotonic()
         while True:
+            at += interval
+            now = time.monotonic()
+            if at < now:  # a pass overran: no burst to catch up
+                at = now
+            await asyncio.sleep(at - now)
             try:
-                self.sample_once()
+                self.sample_once(at)
             except Exception as e:  # one bad pass must not end the service
                 self.log(f"overwatch: sampling failed: {e}")
-            await asyncio.sleep(interval)
 
     async def _probe_loop(self):
         """The standing low-rate latency probe: 5 echoes per pair per round, over
