@@ -118,8 +118,8 @@ class Rendered:
 
     def publish(self, key, interval, now=None, lead=None):
         """A pass that started at NOW took sample KEY: render it now if a scraper
-        is due after this render ends (NOW + LEAD) and before the next pass's
-        would (else leave it to the scrape)."""
+        is due before the next pass's render would be done (NOW + interval +
+        LEAD); else leave it to the scrape."""
         now = time.monotonic() if now is None else now
         lead = max(0.05, 2 * self.render_seconds) if lead is None else lead
         due = False
@@ -129,7 +129,9 @@ class Rendered:
                     del self.scrapers[peer]
             elif now - last > self.FORGET * every + interval:
                 del self.scrapers[peer]
-            elif now + lead <= last + every < now + interval + lead:
+            elif now <= last + every < now + interval + lead:
+                # windows overlap by LEAD: a scrape a little early or late (or
+                # noted late, behind a pass) still finds its text rendered
                 due = True
         body = None
         if due:

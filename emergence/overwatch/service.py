@@ -90,9 +90,10 @@ class Service:
             body += generate_latest(self.prober.registry)
         return body
 
-    def _sample_key(self):
+    def _sample_key(self, passes=None):
         """What the text shows: the latest pass and the probes' results so far."""
-        return self.passes, self.prober.results if self.prober is not None else 0
+        return (self.passes if passes is None else passes,
+                self.prober.results if self.prober is not None else 0)
 
     async def _metrics(self, request):
         from aiohttp import web
@@ -111,7 +112,7 @@ class Service:
         started = time.monotonic() if started is None else started
         t0, w0 = time.thread_time(), time.perf_counter()
         self.collector.collect()
-        key = (self.passes + 1, self.prober.results if self.prober is not None else 0)
+        key = self._sample_key(self.passes + 1)
         # a render ahead must be done before the scrape it is for: twice the last pass
         self.rendered.publish(key, float(self.config["interval"]), started,
                               lead=max(0.05, 2 * self.pass_wall))
@@ -143,13 +144,21 @@ class Service:
         static = [(src, None, dst, addr) for src, dst, addr in
                   (p.split() for p in self.config["probe_pairs"])]
         grouped = Pairs(self.config["probe_annotation"], self.log)
+        failed = set()
         while True:
-            pairs = static + await asyncio.to_thread(grouped, self.collector.latest)
-            if pairs and self.prober is None:
-                from .qos import Prober
-                self.prober = Prober(self.state_dir, self.log, int(self.config["history"]))
-            for src, ns, dst, addr in pairs:
-                await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05, ns)
+            try:
+                pairs = static + await asyncio.to_thread(grouped, self.collector.latest)
+                if pairs and self.prober is None:
+                    from .qos import Prober
+                    self.prober = Prober(self.state_dir, self.log,
+                                         int(self.config["history"]))
+                for src, ns, dst, addr in pairs:
+                    await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05,
+                                            ns)
+            except Exception as e:  # one bad round must not end the standing probe
+                if str(e) not in failed:  # said once, not every round
+                    failed.add(str(e))
+                    self.log(f"overwatch: probe round failed: {e}")
             await asyncio.sleep(float(self.config["probe_interval"]))
 
     async def start(self):
