@@ -99,7 +99,9 @@ class Service:
         from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST
         key = self._sample_key()
-        self.rendered.note(request.remote)
+        # a scraper is its address and agent: a curl on the same host does not blur
+        # Prometheus's rhythm
+        self.rendered.note((request.remote, request.headers.get("User-Agent")))
         body = self.rendered.fresh(key)
         if body is None:  # nobody expected this scrape: render it, off the event loop
             body = await asyncio.to_thread(self.rendered.scrape, key)
