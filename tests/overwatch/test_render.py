@@ -83,6 +83,7 @@ def test_scrapes_read_the_latest_pass_rendered_ahead(rt, running, tmp_path):
         last = [s.value for f in text_string_to_metric_families(text) for s in f.samples
                 if s.name == "container_last_seen" and s.labels["name"] == cid]
         assert len(last) == 1 and 0 <= sent - last[0] < 0.6, (sent, last)  # the latest pass
-    # rendered once per scrape, not once per pass; from the third scrape on, ahead of it
-    assert passes >= 15 and rendered.renders <= len(seen) + 1
+    # rendered about once per scrape (twice where a scrape falls where two passes'
+    # windows overlap), not once per pass; from the third scrape on, ahead of it
+    assert passes >= 15 and rendered.renders <= 2 * len(seen)
     assert rendered.ahead >= 2, (rendered.renders, rendered.ahead)
