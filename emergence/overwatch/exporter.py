@@ -63,10 +63,9 @@ class Rendered:
 
     generate_latest costs ~10 us a series (30-70 ms for 100 containers), too much
     for every pass and too slow to do while a scraper waits.  Scrapers keep a
-    steady interval, so each one's next scrape is expected (`publish`): the text
-    that will be the latest then is rendered just before it (`render_ahead`,
-    scheduled by the service between two passes, so neither waits for the
-    other), and the scrape takes the bytes at once.  A scrape
+    steady interval, so each one's next scrape is expected: the pass whose text
+    would be the latest when it comes renders (`publish`), early enough to be
+    done by then (`lead`), and the scrape takes the bytes at once.  A scrape
     nobody expected (a new scraper's first two, an irregular one) renders then
     (`scrape`, off the event loop).  Keys order the samples; a text is replaced
     only by a newer one.
@@ -117,12 +116,13 @@ class Rendered:
                     self._set(key, body)
         return body
 
-    def publish(self, key, interval, now=None, lead=0.05):
-        """A pass that started at NOW took sample KEY (not rendered yet).  Returns
-        when the first scraper is due whose text is KEY's: before the next pass's
-        text could be ready (NOW + interval + LEAD), else None."""
+    def publish(self, key, interval, now=None, lead=None):
+        """A pass that started at NOW took sample KEY: render it now if a scraper
+        is due before the next pass's render would be done (NOW + interval +
+        LEAD); else leave it to the scrape."""
         now = time.monotonic() if now is None else now
-        due = []
+        lead = max(0.05, 2 * self.render_seconds) if lead is None else lead
+        due = False
         for peer, (last, every) in list(self.scrapers.items()):
             if every is None:  # one scrape so far: no rhythm yet
                 if now - last > 300:
@@ -132,12 +132,9 @@ class Rendered:
             elif now <= last + every < now + interval + lead:
                 # windows overlap by LEAD: a scrape a little early or late (or
                 # noted late, behind a pass) still finds its text rendered
-                due.append(last + every)
-        self._set(key, None)
-        return min(due) if due else None
-
-    def render_ahead(self, key):
-        """Render KEY's text before its scrape comes, unless a newer pass came first."""
-        if self.current == (key, None):
-            self._set(key, self._make())
+                due = True
+        body = None
+        if due:
+            body = self._make()
             self.ahead += 1
+        self._set(key, body)

@@ -40,7 +40,7 @@ class Service:
         self.task = None
         self.probe_task = None
         self.passes = 0
-        self.pass_seconds = self.pass_seconds_total = 0.0
+        self.pass_seconds = self.pass_seconds_total = self.pass_wall = 0.0
 
     def routes(self):
         from aiohttp import web
@@ -108,27 +108,18 @@ class Service:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def sample_once(self, started=None):
-        """One pass: read, publish, and schedule the render of the text if a
-        scrape is due before the next pass.  On the event loop, not a thread: a
-        busy thread would hold the GIL against every syscall of a scrape being
-        served (the convoy effect: 100s of ms)."""
+        """One pass: read, render if a scrape is due, publish.  On the event loop,
+        not a thread: a busy thread would hold the GIL against every syscall of
+        a scrape being served (the convoy effect: 100s of ms)."""
         started = time.monotonic() if started is None else started
-        t0 = time.thread_time()
+        t0, w0 = time.thread_time(), time.perf_counter()
         self.collector.collect()
         key = self._sample_key(self.passes + 1)
-        # rendered LEAD before the scrape: twice the last render, done by then
-        lead = max(0.05, 2 * self.rendered.render_seconds)
-        due = self.rendered.publish(key, float(self.config["interval"]), started, lead)
+        # a render ahead must be done before the scrape it is for: twice the last pass
+        self.rendered.publish(key, float(self.config["interval"]), started,
+                              lead=max(0.05, 2 * self.pass_wall))
         self.passes += 1
-        if due is not None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is None or due - lead <= time.monotonic():
-                self.rendered.render_ahead(key)
-            else:
-                loop.call_at(due - lead, self.rendered.render_ahead, key)
+        self.pass_wall = time.perf_counter() - w0
         self.pass_seconds = time.thread_time() - t0
         self.pass_seconds_total += self.pass_seconds
 
