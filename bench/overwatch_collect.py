@@ -119,7 +119,7 @@ def main():
               f"{len(lat)} scrapes every {every}s ({r['bytes']} bytes each)")
         print(f"node CPU: {100 * r['cpu'] / r['wall']:.2f}% of one core "
               f"({1000 * per_pass:.1f} ms per pass, scrapes and renders included)")
-        print(f"of which the passes (sampling thread, renders ahead included): "
+        print(f"of which the passes (renders ahead included): "
               f"{100 * r['pass_cpu'] / r['wall']:.2f}% of one core")
         print(f"one render (generate_latest, a scrape without the cache): "
               f"{1000 * r['render']:.1f} ms CPU; {r['renders']} renders, {r['ahead']} "
