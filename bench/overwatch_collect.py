@@ -7,6 +7,8 @@ aiohttp on loopback as the node serves it):
 - each scrape's latency as the scraper sees it: the first (nobody expected it:
   rendered while it waits) and the rest (rendered by the pass before them);
 - what one render costs (generate_latest over everything: a scrape without the cache);
+- a control: a 404 from the same listener after each scrape (the host's and the
+  event loop's own latency, nothing rendered);
 - resident memory growth per container.
 
 The peer is what there was before: `emergence events --stats ID`, one process
@@ -31,16 +33,22 @@ from common import REPO, find_emergence, make_bundle
 sys.path.insert(0, REPO)
 
 SCRAPER = r"""
-import json, sys, time, urllib.request
+import json, sys, time, urllib.error, urllib.request
 url, every, until = sys.argv[1], float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
-out = []
+out, control = [], []
 while time.monotonic() < until:
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=10) as r:
         size = len(r.read())
     out.append(time.perf_counter() - t)
+    c = time.perf_counter()  # the control: a 404 from the same listener, nothing rendered
+    try:
+        urllib.request.urlopen(url + "-none", timeout=10)
+    except urllib.error.HTTPError:
+        pass
+    control.append(time.perf_counter() - c)
     time.sleep(max(0.0, min(every - (time.perf_counter() - t), until - time.monotonic())))
-print(json.dumps({"latencies": out, "bytes": size}))
+print(json.dumps({"latencies": out, "control": control, "bytes": size}))
 """
 
 
@@ -127,6 +135,9 @@ def main():
         print(f"scrape latency: first {lat[0]:.1f} ms; the other {len(rest)}: median "
               f"{rest[len(rest) // 2]:.1f} ms, max {rest[-1]:.1f} ms")
         print("every scrape (ms): " + " ".join(f"{x:.1f}" for x in lat))
+        ctl = sorted(1000 * x for x in r["control"])
+        print(f"control (a 404 from the same listener, right after each scrape): median "
+              f"{ctl[len(ctl) // 2]:.1f} ms, max {ctl[-1]:.1f} ms")
         print(f"resident memory growth: {r['rss'] / n:.1f} kB per container")
         p0 = time.monotonic()
         for cid in ids:
