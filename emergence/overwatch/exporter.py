@@ -67,7 +67,7 @@ class Rendered:
     would be the latest when it comes renders (`publish`), early enough to be
     done by then (`lead`), and the scrape takes the bytes at once.  A scrape
     nobody expected (a new scraper's first two, an irregular one) renders then
-    (`scrape`, off the event loop).  Keys order the samples; a text is replaced
+    (`scrape`).  Keys order the samples; a text is replaced
     only by a newer one.
     """
 

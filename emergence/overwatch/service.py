@@ -102,9 +102,9 @@ class Service:
         # a scraper is its address and agent: a curl on the same host does not blur
         # Prometheus's rhythm
         self.rendered.note((request.remote, request.headers.get("User-Agent")))
-        body = self.rendered.fresh(key)
-        if body is None:  # nobody expected this scrape: render it, off the event loop
-            body = await asyncio.to_thread(self.rendered.scrape, key)
+        # nobody expected this scrape: render it now, on the loop.  Not in a thread:
+        # a pass's thousands of preads would each wait for the render's GIL (seconds)
+        body = self.rendered.scrape(key)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def sample_once(self, started=None):
