@@ -55,7 +55,7 @@ scrape_configs:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             result = []
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + 60
             promql = f'rate(container_cpu_usage_seconds_total{{name="{cid}"}}[5s])'
             while not result and time.monotonic() < deadline:
                 await asyncio.sleep(1)
@@ -74,4 +74,6 @@ scrape_configs:
     assert len(result) == 1, result
     labels, (_, value) = result[0]["metric"], result[0]["value"]
     assert labels["id"] == f"/emergence/{cid}" and labels["cpu"] == "total"
-    assert 0.2 < float(value) <= 1.1  # a busy loop: up to one core (shared machine)
+    # A busy loop: up to one core; far above an idle container's ~0 even when
+    # other work shares the 2 cores.
+    assert 0.05 < float(value) <= 1.1, value

@@ -18,6 +18,10 @@ from emergence.overwatch.qos import Prober
 NS = ("owqa", "owqb", "owqc")
 
 
+# An undelayed veth pair answers in well under a millisecond; 5 ms still tells
+# it from the 20 ms delay apart on a loaded 2-core machine.
+UNDELAYED = 0.005
+
 def ip(*args):
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
@@ -49,17 +53,17 @@ def test_netem_delay_shows_on_that_pair_only(three_netns, tmp_path):
     p = Prober(str(tmp_path))
     base_b = p.probe_rtt("owqa", "owqb", "10.213.1.2", count=10)
     base_c = p.probe_rtt("owqa", "owqc", "10.213.2.2", count=10)
-    assert base_b["p50"] < 0.002 and base_c["p50"] < 0.002
     tc = subprocess.run(["ip", "netns", "exec", "owqb", "tc", "qdisc", "add", "dev", "owqba",
                          "root", "netem", "delay", "20ms"], capture_output=True, text=True)
     if "unknown" in tc.stderr:
         pytest.skip("this kernel has no netem qdisc (sch_netem)")
     assert tc.returncode == 0, tc.stderr
+    assert base_b["p50"] < UNDELAYED and base_c["p50"] < UNDELAYED
     b = p.probe_rtt("owqa", "owqb", "10.213.1.2", count=30)
     c = p.probe_rtt("owqa", "owqc", "10.213.2.2", count=30)
     assert b["received"] == 30
     assert abs(b["p50"] - 0.020) <= 0.002, b
-    assert c["p50"] < 0.002, c   # the other pair is unchanged
+    assert c["p50"] < UNDELAYED, c   # the other pair is unchanged
     fams = {f.name: f for f in text_string_to_metric_families(
         generate_latest(p.registry).decode())}
     counts = {tuple(sorted(s.labels.items())): s.value
@@ -142,7 +146,7 @@ def test_rtt_of_a_peer_answering_20ms_late(three_netns, tmp_path):
         os.close(tun)
     assert late["received"] >= 28 and plain["received"] >= 28, (late, plain)
     assert abs(late["p50"] - 0.020) <= 0.002, late
-    assert plain["p50"] < 0.002, plain
+    assert plain["p50"] < UNDELAYED, plain
 
 
 def test_rtt_throughput_metrics_and_history(three_netns, tmp_path):
@@ -233,7 +237,7 @@ def test_probe_on_request_through_the_node(three_netns, tmp_path):
     try:
         status, result = post({"src": "owqa", "dst": "owqc", "addr": "10.213.2.2",
                                "count": 10})
-        assert status == 200 and result["received"] == 10 and result["p50"] < 0.002, result
+        assert status == 200 and result["received"] == 10 and result["p50"] < UNDELAYED, result
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             text = r.read().decode()
         count = [s for f in text_string_to_metric_families(text) for s in f.samples
@@ -259,7 +263,7 @@ def test_probe_verb(three_netns):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["kind"] == "rtt" and out["received"] == 5 and out["p50"] < 0.002
+    assert out["kind"] == "rtt" and out["received"] == 5 and out["p50"] < UNDELAYED
     p = subprocess.run(emergence_command() + ["probe", "owqa", "owqc", "10.213.2.2",
                                               "--throughput", "--seconds", "0.3"],
                        capture_output=True, text=True, timeout=60)
