@@ -165,7 +165,8 @@ class Relay:
         self._g = g
 
     def _save_applied(self):
-        a, data = self._a, self._aj.data
+        a, data = self._a, self._aj.data   # (not synced: it describes the kernel,
+        # which a reboot empties as well; a lost line means the next apply redoes a node)
         changes = {}
         for table, prefix in APPLIED_TABLES:
             t = a[table]
@@ -176,7 +177,7 @@ class Relay:
             if data.get(k, "" if k == "nft" else []) != a[k]:
                 changes[k] = a[k] if k == "nft" else list(a[k])
         changes = {k: v for k, v in changes.items() if data.get(k) != v}
-        self._aj.commit(changes)
+        self._aj.commit(changes, sync=False)
 
     def __enter__(self):
         """Hold the state lock: one writer of the graph at a time."""
@@ -273,30 +274,24 @@ class Relay:
 
     def detach(self, network, container, ifname=None):
         """Detach (idempotent); return the keys removed."""
-        if ifname is not None:
-            key = f"att:{network}/{container}/{ifname}"
-            touched = {key}
+        prefix = f"att:{network}/{container}/"
 
-            def find(g):
-                return [key] if key in g.attachments else []
-        else:
-            touched = None
-
-            def find(g):
-                return [k for k, a in g.attachments.items()
-                        if a.network == network and a.container == container]
+        def of_container(g):
+            # by key alone (an interface name has no slash), so no node is decoded
+            return [k for k in g.attachments if k.startswith(prefix) and "/" not in k[len(prefix):]]
+        touched = set()
 
         def rm(g):
-            gone = find(g)
+            mine = of_container(g)
+            gone = [k for k in mine if ifname is None or k == prefix + ifname]
             for k in gone:
                 del g.attachments[k]
-            if not any(a.container == container and a.network == network
-                       for a in g.attachments.values()):
+            touched.update(gone)
+            if len(gone) == len(mine):    # the container's last interface on NETWORK
                 for k in [k for k, p in g.forwards.items()
                           if p.network == network and p.container == container]:
                     del g.forwards[k]
-                    if touched is not None:
-                        touched.add(k)
+                    touched.add(k)
             return gone
         return self.edit(rm, touched=touched)[0]
 

@@ -28,15 +28,14 @@ class IPAM:
     def _locked(self, network):
         j = self._journals.get(network)
         if j is None:
-            j = self._journals[network] = Journal(os.path.join(self.dir, network))
+            j = self._journals[network] = _Allocations(os.path.join(self.dir, network))
         return _Locked(j, os.path.join(self.dir, network + ".lock"))
 
     def allocate(self, network, subnets, gateways, key, netns_id=None, wanted=None):
         """An address of each subnet for KEY (the same ones again if KEY holds some).
         WANTED: fixed addresses, refused if another key holds them."""
         with self._locked(network) as (allocs, changes):
-            mine = [ipaddress.ip_address(a) for a, v in allocs.items()
-                    if not a.startswith(LAST) and v["key"] == key]
+            mine = [ipaddress.ip_address(a) for a in self._journals[network].held(key)]
             out = []
             for subnet, gw in zip(subnets, gateways):
                 fixed = [a for a in (wanted or []) if a in subnet]
@@ -63,7 +62,7 @@ class IPAM:
     def release(self, network, key):
         """Free every address KEY holds; return them."""
         with self._locked(network) as (allocs, changes):
-            gone = [a for a, v in allocs.items() if not a.startswith(LAST) and v["key"] == key]
+            gone = self._journals[network].held(key)
             for a in gone:
                 changes[a] = None
             return gone
@@ -99,6 +98,46 @@ def _next_free(subnet, gw, allocs, changes):
             return a
     raise EmergenceError(f"subnet {subnet} is full: no free address left; "
                          "free some with `emergence net gc` or use a larger subnet")
+
+
+class _Allocations(Journal):
+    """The journal of a network's addresses, with an index by holder (kept
+    up to date with what refresh and commit change)."""
+
+    def __init__(self, base):
+        super().__init__(base)
+        self._holder = {}     # address -> key
+        self._by_key = {}     # key -> {address}
+
+    def refresh(self):
+        changed = super().refresh()
+        if changed is None:
+            self._holder, self._by_key = {}, {}
+            changed = list(self.data)
+        self._index(changed)
+        return changed
+
+    def commit(self, changes, sync=True):
+        super().commit(changes, sync)
+        self._index(changes)
+
+    def _index(self, addresses):
+        for a in addresses:
+            if a.startswith(LAST):
+                continue
+            old = self._holder.pop(a, None)
+            if old is not None:
+                self._by_key[old].discard(a)
+                if not self._by_key[old]:
+                    del self._by_key[old]
+            v = self.data.get(a)
+            if v is not None:
+                self._holder[a] = v["key"]
+                self._by_key.setdefault(v["key"], set()).add(a)
+
+    def held(self, key):
+        """The addresses KEY holds, in order."""
+        return sorted(self._by_key.get(key, ()), key=ipaddress.ip_address)
 
 
 class _Locked:
