@@ -82,6 +82,8 @@ class Relay:
         self._aj = Journal(self._path("applied"))
         self._g = None     # the desired graph, as the graph journal says
         self._a = None     # the applied record, as the applied journal says
+        # called (once, with 0) when an apply is committed and only kernel work is left
+        self.before_kernel = None
 
     # ---- state -------------------------------------------------------------------
 
@@ -497,6 +499,14 @@ class Relay:
         self._save_graph(g, save)
         if gc:
             self._gc_ipam(g)
+        # a removed attachment's addresses are free once the graph says so:
+        # any later edit takes the lock first, and removals run before additions
+        for c in changes:
+            if c.action == "remove" and c.key in applied["attachments"]:
+                self.ipam.release(applied["attachments"][c.key]["att"]["network"], c.key)
+        if self.before_kernel is not None:
+            answer, self.before_kernel = self.before_kernel, None
+            answer(0)
         if not changes:
             return changes
         try:
@@ -515,9 +525,9 @@ class Relay:
                     raise EmergenceError(f"networks.{name}.bridge: {net.bridge} exists and is "
                                          "not Emergence's; choose another bridge name or "
                                          "remove that interface")
-        for key, att in g.attachments.items():
-            c = by.get(key)
-            if c and c.action in ("add", "replace", "repair") and not os.path.exists(att.netns):
+        for key, c in by.items():
+            att = g.attachments.get(key)
+            if att and c.action in ("add", "replace", "repair") and not os.path.exists(att.netns):
                 raise EmergenceError(f"{key}.netns: {att.netns} does not exist; "
                                      "is the container running?")
 
@@ -541,7 +551,7 @@ class Relay:
                     by.get("net:" + rec["att"]["network"]) and by["net:" + rec["att"]["network"]]
                     .action in ("remove", "replace")):
                 k.link_del(rec["host"])
-                if c is None or c.action == "remove":
+                if c is None:   # its network went: nothing else frees it
                     self.ipam.release(rec["att"]["network"], key)
                 del aatts[key]
         for name, rec in list(anets.items()):

@@ -24,7 +24,7 @@ ENODEV, EEXIST, ENOENT, ESRCH = errno.ENODEV, errno.EEXIST, errno.ENOENT, errno.
 ALIAS_PREFIX = "emergence-relay:"
 
 
-SIOCGIFFLAGS, SIOCGIFINDEX = 0x8913, 0x8933
+SIOCGIFFLAGS, SIOCGIFHWADDR, SIOCGIFINDEX = 0x8913, 0x8927, 0x8933
 _libc = None
 
 
@@ -63,17 +63,66 @@ def made_in(path, make):
 
 
 class Sockets:
-    """A netns's netlink socket (pyroute2) and ioctl socket."""
-    __slots__ = ("nl", "ioc")
+    """A netns's netlink socket (pyroute2) and ioctl socket, each made when
+    first used."""
 
     def __init__(self, path):
-        from pyroute2 import IPRoute
-        self.nl, self.ioc = made_in(path, lambda: (
-            IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)))
+        self.path = path
+        self._nl = self._ioc = None
+
+    @property
+    def nl(self):
+        if self._nl is None:
+            from pyroute2 import IPRoute
+            self._nl = made_in(self.path, IPRoute)
+        return self._nl
+
+    @property
+    def ioc(self):
+        if self._ioc is None:
+            self._ioc = made_in(self.path, lambda: socket.socket(
+                socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+        return self._ioc
 
     def close(self):
-        self.nl.close()
-        self.ioc.close()
+        for s in (self._nl, self._ioc):
+            if s is not None:
+                s.close()
+        self._nl = self._ioc = None
+
+
+NO_SUCH_INDEX = 0x7FFFFFF0
+TOO_LONG = "emergence-warm-up"   # > IFNAMSIZ - 1
+
+
+def warm_up():
+    """Send each kind of request Relay makes once, built so the kernel refuses
+    it (no such interface; a name too long, refused before anything is
+    made) and nothing changes: pyroute2 compiles its message
+    tables on first use (~5 ms), and the node's planner calls this before it
+    forks the workers that run `emergence-cni`, so no call pays for it."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    ipr = IPRoute()
+    try:
+        ipr.link("get", index=1)
+        for request in (
+                lambda: ipr.link("get", ifname="emergence-nx"),
+                lambda: ipr.link("add", ifname=TOO_LONG, kind="veth", master=NO_SUCH_INDEX,
+                                 mtu=1500, state="up",
+                                 peer={"ifname": TOO_LONG, "net_ns_fd": fd, "mtu": 1500}),
+                lambda: ipr.link("set", index=NO_SUCH_INDEX, state="up", mtu=1500),
+                lambda: ipr.addr("add", index=NO_SUCH_INDEX, address="127.0.0.2", prefixlen=8),
+                lambda: ipr.route("replace", oif=NO_SUCH_INDEX, gateway="127.0.0.2", family=2),
+                lambda: ipr.link("del", ifname="emergence-nx")):
+            try:
+                request()
+            except NetlinkError:
+                pass
+    finally:
+        ipr.close()
+        os.close(fd)
 
 
 def netns_path(ns):
@@ -173,6 +222,11 @@ class Kernel:
         """The index of interface NAME (in the netns at NETNS), or None."""
         r = self._ifreq(SIOCGIFINDEX, name, netns)
         return None if r is None else struct.unpack_from("i", r, 16)[0]
+
+    def mac(self, name, netns=None):
+        """The MAC address of interface NAME as aa:bb:..., or None."""
+        r = self._ifreq(SIOCGIFHWADDR, name, netns)
+        return None if r is None else ":".join(f"{b:02x}" for b in r[18:24])
 
     def is_up(self, name, netns=None):
         """Whether interface NAME is up; None if there is none."""
