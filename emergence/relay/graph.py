@@ -100,6 +100,17 @@ class Attachment:
         self.mac = mac
         self.origin = origin
 
+    @classmethod
+    def from_state(cls, d):
+        """From a dict Relay wrote itself (checked when it was written): no
+        field checks, as loading thousands of them is on the CNI plugin's path."""
+        a = cls.__new__(cls)
+        a.network, a.container, a.netns = d["network"], d["container"], d["netns"]
+        a.ifname, a.mac, a.origin = d.get("ifname", "eth0"), d.get("mac"), d.get("origin", "file")
+        a.addresses = [(ipaddress.IPv6Address if ":" in x else ipaddress.IPv4Address)(x)
+                       for x in d.get("address", ())]
+        return a
+
     @property
     def key(self):
         return f"att:{self.network}/{self.container}/{self.ifname}"
@@ -247,7 +258,7 @@ class Graph:
         elif table is self.networks:
             table[k] = network_from_dict(k, d, key)
         elif table is self.attachments:
-            table[k] = attachment_from_dict(d, key)
+            table[k] = Attachment.from_state(d)
         elif table is self.forwards:
             table[k] = forward_from_dict(d, key)
         else:
