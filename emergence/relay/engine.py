@@ -92,6 +92,8 @@ class Relay:
 
     def _load(self):
         """Bring the cached graph and applied record up to date (under the lock)."""
+        if self._g is None:
+            self._migrate()
         changed = self._gj.refresh()
         if changed is None or self._g is None:
             self._g = Graph.from_items(self._gj.data)
@@ -111,6 +113,27 @@ class Relay:
                 self._set_applied(key, self._aj.data.get(key))
         for table, _ in APPLIED_TABLES:
             self._a[table].dirty.clear()
+
+    def _migrate(self):
+        """State written whole by earlier versions (graph.json, applied.json)
+        becomes the journals' first line, once; the old files are kept aside."""
+        import json
+        for name, journal in (("graph", self._gj), ("applied", self._aj)):
+            old = self._path(name + ".json")
+            if not os.path.exists(old) or os.path.exists(journal.snap_path) \
+                    or os.path.exists(journal.log_path):
+                continue
+            with open(old) as f:
+                doc = json.load(f)
+            if name == "graph":
+                items = {k: n.to_dict() for k, n in Graph.from_dict(doc, old).items()}
+            else:
+                items = {k: doc[k] for k in ("nft", "pending") if doc.get(k)}
+                for table, prefix in APPLIED_TABLES:
+                    items.update({prefix + k: v for k, v in doc.get(table, {}).items()})
+            journal.refresh()
+            journal.commit(items)
+            os.rename(old, old + ".migrated")
 
     def _set_applied(self, key, rec):
         if key in ("nft", "pending"):

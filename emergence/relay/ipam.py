@@ -110,6 +110,7 @@ class _Allocations(Journal):
         self._by_key = {}     # key -> {address}
 
     def refresh(self):
+        self._migrate()
         changed = super().refresh()
         if changed is None:
             self._holder, self._by_key = {}, {}
@@ -120,6 +121,22 @@ class _Allocations(Journal):
     def commit(self, changes, sync=True):
         super().commit(changes, sync)
         self._index(changes)
+
+    def _migrate(self):
+        """NETWORK.json, written whole by earlier versions, becomes the
+        journal's first line (once; the old file is kept aside)."""
+        old = self.snap_path[:-len(".snap")] + ".json"
+        if self._log_id is not None or not os.path.exists(old) \
+                or os.path.exists(self.snap_path) or os.path.exists(self.log_path):
+            return
+        import json
+        with open(old) as f:
+            doc = json.load(f)
+        items = dict(doc.get("allocations", {}))
+        items.update({LAST + s: a for s, a in doc.get("last", {}).items()})
+        super().refresh()
+        self.commit(items)
+        os.rename(old, old + ".migrated")
 
     def _index(self, addresses):
         for a in addresses:
