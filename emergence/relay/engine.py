@@ -669,7 +669,7 @@ class Relay:
             self._taken(att, host)
             k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
         try:
-            inner_sock = k.ns(att.netns)
+            inner_sock = k.raw(att.netns)
             inner = k.index(att.ifname, att.netns)
             for a in att.addresses:
                 s, _ = net.subnet_for(a)

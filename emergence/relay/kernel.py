@@ -25,6 +25,8 @@ ALIAS_PREFIX = "emergence-relay:"
 
 
 SIOCGIFFLAGS, SIOCGIFHWADDR, SIOCGIFINDEX = 0x8913, 0x8927, 0x8933
+RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 _libc = None
 
 
@@ -62,13 +64,61 @@ def made_in(path, make):
         os.close(here)
 
 
+class Rtnl:
+    """A plain rtnetlink socket for the writes an attachment makes in its
+    container's netns (address, link up, default route): pyroute2's message
+    classes encode each request, and the socket carries it and reads the ack
+    -- ~0.1 ms a request and ~0.02 ms to open, where an IPRoute costs ~0.5 ms
+    a request (its asyncio loop) and ~1 ms to make."""
+
+    def __init__(self, path):
+        self.sock = made_in(path, lambda: socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0))  # NETLINK_ROUTE
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def request(self, cls, mtype, flags, fields, attrs):
+        """Send one request (NLM_F_REQUEST | NLM_F_ACK | FLAGS) and wait for its ack."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        msg = cls()
+        for k, v in fields.items():
+            msg[k] = v
+        msg["attrs"] = attrs
+        self.seq += 1
+        msg["header"]["type"] = mtype
+        msg["header"]["flags"] = 0x1 | 0x4 | flags
+        msg["header"]["sequence_number"] = self.seq
+        msg.encode()
+        self.sock.send(msg.data)
+        while True:
+            data = self.sock.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind, _, seq, _ = struct.unpack_from("IHHII", data, off)
+                if kind == 2 and seq == self.seq:     # NLMSG_ERROR: the ack
+                    err = struct.unpack_from("i", data, off + 16)[0]
+                    if err:
+                        raise NetlinkError(-err, os.strerror(-err))
+                    return
+                off += max(16, (length + 3) & ~3)
+
+    def close(self):
+        self.sock.close()
+
+
 class Sockets:
-    """A netns's netlink socket (pyroute2) and ioctl socket, each made when
-    first used."""
+    """A netns's netlink sockets (pyroute2's, and a plain one for writes) and
+    ioctl socket, each made when first used."""
 
     def __init__(self, path):
         self.path = path
-        self._nl = self._ioc = None
+        self._nl = self._ioc = self._raw = None
+
+    @property
+    def raw(self):
+        if self._raw is None:
+            self._raw = Rtnl(self.path)
+        return self._raw
 
     @property
     def nl(self):
@@ -85,10 +135,10 @@ class Sockets:
         return self._ioc
 
     def close(self):
-        for s in (self._nl, self._ioc):
+        for s in (self._nl, self._ioc, self._raw):
             if s is not None:
                 s.close()
-        self._nl = self._ioc = None
+        self._nl = self._ioc = self._raw = None
 
 
 NO_SUCH_INDEX = 0x7FFFFFF0
@@ -191,6 +241,11 @@ class Kernel:
         """The netlink socket of the netns at PATH (kept until forget_ns)."""
         return self._sockets(path).nl
 
+    def raw(self, path):
+        """The plain rtnetlink socket of the netns at PATH, for addr_add,
+        link_set and route_add (kept until forget_ns)."""
+        return self._sockets(path).raw
+
     def forget_ns(self, path):
         s = self._ns.pop(path, None)
         if s is not None:
@@ -288,6 +343,11 @@ class Kernel:
 
     def link_set(self, index, sock=None, label="", **kw):
         self._op("link.set", label or index, tuple(sorted(kw)))
+        if isinstance(sock, Rtnl) and set(kw) == {"state"}:
+            up = 1 if kw["state"] == "up" else 0
+            from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+            sock.request(ifinfmsg, RTM_NEWLINK, 0, {"index": index, "flags": up, "change": 1}, [])
+            return
         (sock or self.host).link("set", index=index, **kw)
 
     def link_del(self, name, sock=None):
@@ -306,8 +366,18 @@ class Kernel:
         from pyroute2.netlink.exceptions import NetlinkError
         self._op("addr.add", label or index, str(addr))
         try:
-            (sock or self.host).addr("add", index=index, address=str(addr), prefixlen=prefixlen,
-                                     **({"flags": 0x80} if addr.version == 6 else {}))
+            if isinstance(sock, Rtnl):
+                from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+                v4 = addr.version == 4
+                sock.request(ifaddrmsg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
+                             {"family": 2 if v4 else 10, "prefixlen": prefixlen, "index": index,
+                              "flags": 0 if v4 else 0x80},   # IFA_F_PERMANENT, as pyroute2
+                             ([("IFA_LOCAL", str(addr))] if v4 else [])
+                             + [("IFA_ADDRESS", str(addr))])
+            else:
+                (sock or self.host).addr("add", index=index, address=str(addr),
+                                         prefixlen=prefixlen,
+                                         **({"flags": 0x80} if addr.version == 6 else {}))
         except NetlinkError as e:
             if e.code != EEXIST:
                 raise
@@ -334,7 +404,14 @@ class Kernel:
         if dst is not None:
             kw["dst"] = str(dst)
         try:
-            sock.route("replace", **kw)
+            if isinstance(sock, Rtnl) and dst is None:
+                from pyroute2.netlink.rtnl.rtmsg import rtmsg
+                sock.request(rtmsg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
+                             {"family": kw["family"], "dst_len": 0, "table": 254, "proto": 3,
+                              "scope": 0, "type": 1},      # main, boot, universe, unicast
+                             [("RTA_GATEWAY", str(gateway))])
+            else:
+                sock.route("replace", **kw)
         except NetlinkError as e:
             if e.code != EEXIST:
                 raise
