@@ -2,7 +2,12 @@
   relay in-process     Relay.attach/detach (pyroute2, no subprocess)
   emergence-cni        the CNI plugin, one exec per ADD/DEL
   bridge + host-local  Debian's containernetworking-plugins, one exec per ADD/DEL
-then the cost of one attachment change at 10, 100 and 1,000 attachments.
+then the cost of one attachment change at 10, 100 and 1,000 attachments
+(time, netlink operations, lookups, and bytes appended to Relay's state).
+
+emergence-cni's DEL answers once the detach is committed (graph written,
+address freed) and deletes the veth after (the kernel takes ~20 ms for that,
+an RCU grace period); the bridge plugin's DEL returns after the deletion.
 
 Everything happens in network namespaces this script makes (rl-bench-*);
 the host's own interfaces and rules are never touched.  Run as root:
@@ -50,6 +55,9 @@ def cni_call(plugin, command, conf, cid, netns, path, planner="off"):
 
 
 def timed(fn, items):
+    """Each call's time, after a pause: the kernel finishes the work the last
+    phase left it (veths' deletion, IPv6 DAD/MLD), so no phase pays another's."""
+    time.sleep(3)
     out = []
     for it in items:
         t = time.perf_counter()
@@ -60,6 +68,15 @@ def timed(fn, items):
 
 def ms(xs):
     return statistics.median(xs) * 1000
+
+
+def written(relay):
+    """Bytes appended to Relay's state (graph, applied, IPAM journals); 0 for
+    a Relay without journals (an earlier version, benched for comparison)."""
+    if not hasattr(relay, "_gj"):
+        return 0
+    return relay._gj.appended + relay._aj.appended + sum(
+        j.appended for j in relay.ipam._journals.values())
 
 
 def main():
@@ -73,8 +90,9 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="rl-bench-")
     host = "rl-bench-h"
-    conts = [f"rl-bench-c{i}" for i in range(args.n)]
-    made = [host] + conts
+    # one set of containers per contender, so they can take turns
+    sets = {who: [f"rl-bench-{who}{i}" for i in range(args.n)] for who in "rwb"}
+    made = [host] + [c for cs in sets.values() for c in cs]
     make_netns(made)
     # a node whose warm planner serves emergence-cni (the worker enters the caller's netns)
     em = os.path.join(os.path.dirname(sys.executable), "emergence")
@@ -89,52 +107,61 @@ def main():
     path = f"{os.path.dirname(emergence_cni)}:{CNI_DIR}"
     try:
         results = {}
-        # -- relay in-process
-        r = Relay(os.path.join(tmp, "inproc"))
-        r.create_network(Network("rlbi", "rlbi0", ["10.94.0.0/22"], veth_prefix="rl"))
-        add = timed(lambda c: r.attach("rlbi", c, f"/var/run/netns/{c}"), conts)
-        dele = timed(lambda c: r.detach("rlbi", c), conts)
-        r.remove_network("rlbi")
-        r.close()
-        results["relay in-process"] = (add, dele)
-        # -- emergence-cni
-        conf = {"cniVersion": "1.1.0", "name": "rlbc", "type": "emergence-cni",
+        # -- emergence-cni without a node (the cold path), on its own
+        cold = {"cniVersion": "1.1.0", "name": "rlbc", "type": "emergence-cni",
                 "bridge": "rlbc0", "subnets": ["10.95.0.0/22"], "veth_prefix": "rl",
                 "stateDir": os.path.join(tmp, "cni")}
-        add = timed(lambda c: cni_call(emergence_cni, "ADD", conf, c, f"/var/run/netns/{c}",
-                                       path), conts)
-        dele = timed(lambda c: cni_call(emergence_cni, "DEL", conf, c, f"/var/run/netns/{c}",
-                                        path), conts)
+        add = timed(lambda c: cni_call(emergence_cni, "ADD", cold, c, f"/var/run/netns/{c}",
+                                       path), sets["r"])
+        dele = timed(lambda c: cni_call(emergence_cni, "DEL", cold, c, f"/var/run/netns/{c}",
+                                        path), sets["r"])
         rr = Relay(os.path.join(tmp, "cni"))
         rr.remove_network("rlbc")
         rr.close()
         results["emergence-cni (cold)"] = (add, dele)
-        conf = dict(conf, name="rlbw", bridge="rlbw0", subnets=["10.93.0.0/22"])
-        add = timed(lambda c: cni_call(emergence_cni, "ADD", conf, c, f"/var/run/netns/{c}",
-                                       path, planner), conts)
-        dele = timed(lambda c: cni_call(emergence_cni, "DEL", conf, c, f"/var/run/netns/{c}",
-                                        path, planner), conts)
-        rr = Relay(os.path.join(tmp, "cni"))
-        rr.remove_network("rlbw")
-        rr.close()
-        results["emergence-cni (node up)"] = (add, dele)
-        # -- the CNI bridge plugin + host-local
+        # -- the three that matter take turns, container by container, so a
+        # burst of load on this shared machine hits them alike
+        r = Relay(os.path.join(tmp, "inproc"))
+        r.create_network(Network("rlbi", "rlbi0", ["10.94.0.0/22"], veth_prefix="rl"))
+        warm = dict(cold, name="rlbw", bridge="rlbw0", subnets=["10.93.0.0/22"])
         conf = {"cniVersion": "1.0.0", "name": "rlbb", "type": "bridge", "bridge": "rlbb0",
                 "isGateway": True, "ipMasq": False,
                 "ipam": {"type": "host-local", "subnet": "10.96.0.0/22",
                          "dataDir": os.path.join(tmp, "host-local")}}
         bridge = os.path.join(CNI_DIR, "bridge")
-        add = timed(lambda c: cni_call(bridge, "ADD", conf, c, f"/var/run/netns/{c}", CNI_DIR),
-                    conts)
-        dele = timed(lambda c: cni_call(bridge, "DEL", conf, c, f"/var/run/netns/{c}",
-                                        CNI_DIR), conts)
+        contenders = {
+            "relay in-process": ("r", lambda c: r.attach("rlbi", c, f"/var/run/netns/{c}"),
+                                 lambda c: r.detach("rlbi", c)),
+            "emergence-cni (node up)": (
+                "w", lambda c: cni_call(emergence_cni, "ADD", warm, c, f"/var/run/netns/{c}",
+                                        path, planner),
+                lambda c: cni_call(emergence_cni, "DEL", warm, c, f"/var/run/netns/{c}", path,
+                                   planner)),
+            "bridge + host-local": (
+                "b", lambda c: cni_call(bridge, "ADD", conf, c, f"/var/run/netns/{c}", CNI_DIR),
+                lambda c: cni_call(bridge, "DEL", conf, c, f"/var/run/netns/{c}", CNI_DIR)),
+        }
+        times = {name: ([], []) for name in contenders}
+        for phase in (0, 1):            # all attaches, then all detaches
+            time.sleep(3)
+            for i in range(args.n):
+                for name, (who, *calls) in contenders.items():
+                    t = time.perf_counter()
+                    calls[phase](sets[who][i])
+                    times[name][phase].append(time.perf_counter() - t)
+        r.remove_network("rlbi")
+        r.close()
+        rr = Relay(os.path.join(tmp, "cni"))
+        rr.remove_network("rlbw")
+        rr.close()
         subprocess.run(["ip", "link", "del", "rlbb0"], capture_output=True)
-        results["bridge + host-local"] = (add, dele)
+        results.update(times)
 
         base = statistics.median(results["bridge + host-local"][0]) + \
             statistics.median(results["bridge + host-local"][1])
-        print(f"attach + detach of {args.n} containers (median per call; machine shared, "
-              "numbers are noisy)")
+        print(f"attach + detach of {args.n} containers (median per call; the last three take "
+              "turns; machine shared, numbers are noisy; emergence-cni's DEL answers before "
+              "the veth's deletion)")
         print(f"  {'':22} {'attach ms':>10} {'detach ms':>10} {'total s':>8} {'vs bridge':>10}")
         for name, (a, d) in results.items():
             per = statistics.median(a) + statistics.median(d)
@@ -142,13 +169,15 @@ def main():
                   f"{base / per:9.2f}x")
 
         # -- one attachment change at growing sizes
-        print("\none-attachment change (attach + detach of one more container), in-process")
+        print("\none-attachment change (attach + detach of one more container), in-process;")
+        print("after each build-up the kernel is given a few seconds to finish its own work "
+              "for the new interfaces (IPv6 DAD, MLD) before timing")
         print(f"  {'attachments':>11} {'attach ms':>10} {'detach ms':>10} {'netlink ops':>12} "
-              f"{'lookups':>8}")
+              f"{'lookups':>8} {'state bytes':>12}")
         r = Relay(os.path.join(tmp, "scale"))
         r.create_network(Network("rlbs", "rlbs0", ["10.80.0.0/16"], veth_prefix="rl"))
         have = []
-        extra = [f"rl-bench-x{i}" for i in range(5)]
+        extra = [f"rl-bench-x{i}" for i in range(9)]
         make_netns(extra)
         made += extra
         for size in [int(s) for s in args.sizes.split(",")]:
@@ -158,10 +187,12 @@ def main():
             for c in more:
                 r.attach("rlbs", c, f"/var/run/netns/{c}")
             have += more
-            a, d, ops, looks = [], [], [], []
+            time.sleep(min(10, 1 + len(more) / 100))
+            a, d, ops, looks, wrote = [], [], [], [], []
             for x in extra:
                 r.kernel.ops.clear()
                 r.kernel.lookups = 0
+                w0 = written(r)
                 t = time.perf_counter()
                 r.attach("rlbs", x, f"/var/run/netns/{x}")
                 a.append(time.perf_counter() - t)
@@ -170,7 +201,9 @@ def main():
                 d.append(time.perf_counter() - t)
                 ops.append(len(r.kernel.ops))
                 looks.append(r.kernel.lookups)
-            print(f"  {size:11d} {ms(a):10.2f} {ms(d):10.2f} {max(ops):12d} {max(looks):8d}")
+                wrote.append(written(r) - w0)
+            print(f"  {size:11d} {ms(a):10.2f} {ms(d):10.2f} {max(ops):12d} {max(looks):8d} "
+                  f"{max(wrote):12}")
         r.remove_network("rlbs")
         r.close()
     finally:

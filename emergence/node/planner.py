@@ -85,12 +85,20 @@ class Remote:
 
 
 def preload():
-    """Import what every hot verb needs, so a worker starts with it in memory."""
+    """Import what every hot verb needs, so a worker starts with it in memory;
+    a module's `warm_up()`, if it has one, runs too (once, in the planner)."""
     for name in HOT_MODULES:
         try:
             __import__(name if name == "pyroute2" else f"emergence.{name}")
         except ImportError:  # e.g. _native in a source checkout: loaded per call then
-            pass
+            continue
+        warm = getattr(sys.modules[name if name == "pyroute2" else f"emergence.{name}"],
+                       "warm_up", None)
+        if warm is not None:
+            try:
+                warm()
+            except Exception:  # noqa: BLE001 - a warm-up never stops the planner
+                pass
 
 
 def serve(path, spares_wanted=SPARES):
@@ -261,28 +269,36 @@ def work(conn):
     from ..runtime import parent
     parent.use(Remote(csock))
     sys.argv = argv  # the front-end's: argv[0] is the `emergence` the caller ran
-    try:
-        if os.path.basename(argv[0]) == "emergence-cni":
-            from ..relay.cni import main as cni_main
-            code = cni_main()
-        else:
-            from .. import cli
-            code = cli.main(argv[1:])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
+    answered = []
+
+    def answer(code):
+        """Tell the front-end the call is over (once)."""
+        if answered:
+            return
+        answered.append(code)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-    # Our copies of the caller's stdio must close before it exits: engines
-    # read the runtime's output until EOF.
-    os.closerange(0, csock.fileno())
+        # Our copies of the caller's stdio must close before it exits: engines
+        # read the runtime's output until EOF.
+        os.closerange(0, csock.fileno())
+        try:
+            csock.send(fields("EXIT", code))
+        except OSError:
+            pass
     try:
-        csock.send(fields("EXIT", code))
-    except OSError:
-        pass
+        if os.path.basename(argv[0]) == "emergence-cni":
+            # a CNI DEL may answer before its last kernel work (relay/cni.py)
+            from ..relay.cni import main as cni_main
+            code = cni_main(answer=answer)
+        else:
+            from .. import cli
+            code = cli.main(argv[1:])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    answer(code)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Relay: container networking as a live declarative graph.
 
   graph.py     networks, attachments, port forwards, routes; TOML/JSON; validation
-  ipam.py      addresses: one flock-locked, atomically written file per network
+  journal.py   a dict on disk: snapshot + append-only log, O(change) per edit
+  ipam.py      addresses: one flock-locked journal per network
   kernel.py    pyroute2 in-process: targeted netlink requests, each recorded
   nft.py       NAT, port forwards, isolation: one nftables table, one transaction
   engine.py    Relay: diff desired vs applied (or observed), apply in order, GC

@@ -47,9 +47,9 @@ def _network(relay, conf):
     name = conf.get("network") or conf.get("name")
     if not isinstance(name, str) or not name:
         raise CNIError(7, "invalid network config", "`network` (or `name`) must be a string")
-    g = relay.desired()
-    if name in g.networks:
-        return g.networks[name]
+    net = relay.network(name)
+    if net is not None:
+        return net
     decl = {k: conf[k] for k in NET_KEYS if k in conf}
     if "subnets" not in decl:
         raise CNIError(7, "invalid network config",
@@ -59,9 +59,9 @@ def _network(relay, conf):
         net = network_from_dict(name, decl, f"CNI config {name}")
         relay.create_network(net)
     except EmergenceError as e:
-        if name not in relay.desired().networks:  # not a race with another ADD
+        if relay.network(name) is None:  # not a race with another ADD
             raise CNIError(7, "invalid network config", str(e))
-    return relay.desired().networks[name]
+    return relay.network(name)
 
 
 def _forwards(conf, net, cid):
@@ -88,8 +88,7 @@ def add(conf):
                            forwards=_forwards(conf, net.name, cid), origin="cni")
         host = att.host_ifname(net.veth_prefix)
         k = relay.kernel
-        hl = k.get_link(host) or {}
-        inner = k.get_link(ifname, k.ns(netns)) or {}
+        host_mac, inner_mac = k.mac(host), k.mac(ifname, netns)
         k.forget_ns(netns)
     finally:
         relay.close()
@@ -97,8 +96,8 @@ def add(conf):
     base = len(prev.get("interfaces", []))
     result = {"cniVersion": conf.get("cniVersion", "1.1.0"),
               "interfaces": prev.get("interfaces", []) + [
-                  {"name": host, "mac": hl.get("mac", ""), "mtu": net.mtu},
-                  {"name": ifname, "mac": inner.get("mac", ""), "mtu": net.mtu,
+                  {"name": host, "mac": host_mac or "", "mtu": net.mtu},
+                  {"name": ifname, "mac": inner_mac or "", "mtu": net.mtu,
                    "sandbox": netns}],
               "ips": list(prev.get("ips", [])), "routes": list(prev.get("routes", [])),
               "dns": prev.get("dns", {})}
@@ -111,12 +110,18 @@ def add(conf):
     return result
 
 
-def delete(conf):
+def delete(conf, answer=None):
+    """DEL.  ANSWER (the warm path's): called with 0 once the detach is
+    committed -- graph written, address freed -- and before the veth is
+    deleted, so the runtime goes on while the kernel takes its ~20 ms (a
+    veth's deletion waits for an RCU grace period).  Relay's lock stays held
+    until the veth is gone, so no later edit sees it half done."""
     cid, ifname = _env("CNI_CONTAINERID"), _env("CNI_IFNAME")
     relay = _relay(conf)
+    relay.before_kernel = answer
     try:
         name = conf.get("network") or conf.get("name")
-        if name in relay.desired().networks:
+        if relay.network(name) is not None:
             relay.detach(name, cid, ifname)
     finally:
         relay.close()
@@ -128,13 +133,12 @@ def check(conf):
     try:
         name = conf.get("network") or conf.get("name")
         key = f"att:{name}/{cid}/{ifname}"
-        g = relay.desired()
-        att = g.attachments.get(key)
+        att = relay.attachment(key)
         if att is None or att.netns != netns:
             raise CNIError(3, "container unknown", f"{key} is not attached in {netns}")
         rec = relay.applied()["attachments"].get(key)
         why = "not applied" if rec is None else \
-            relay._observe_attachment(g.networks[name], att, rec)
+            relay._observe_attachment(relay.network(name), att, rec)
         if why:
             raise CNIError(100, "attachment differs from Relay's graph", f"{key}: {why}")
     finally:
@@ -170,7 +174,9 @@ def status(conf):
         raise CNIError(50, "plugin not available", f"state directory {state}: {e.strerror}")
 
 
-def main(argv=None, stdin=None, stdout=None):
+def main(argv=None, stdin=None, stdout=None, answer=None):
+    """Run one CNI call; returns the exit code.  ANSWER(code), when given,
+    lets DEL tell its caller it is done before the kernel work ends."""
     stdout = stdout or sys.stdout
     version = "1.1.0"
     try:
@@ -199,7 +205,7 @@ def main(argv=None, stdin=None, stdout=None):
             if command == "ADD":
                 stdout.write(json.dumps(add(conf)) + "\n")
             elif command == "DEL":
-                delete(conf)
+                delete(conf, answer)
             elif command == "CHECK":
                 check(conf)
             elif command == "GC":

@@ -1,31 +1,35 @@
 """Apply: the difference between the desired graph and what was applied (or,
 when asked, what the kernel holds) becomes the matching minimal operations.
 
-Two records live in the state directory, each written atomically:
-  graph.json    the desired graph (addresses filled in once IPAM gives them)
-  applied.json  what has been applied, node by node, plus the nft digest
-A change is computed from these two, so an edit costs the nodes it touches,
-whatever the size of the graph.  A full compare (`check`) also reads the
-kernel for the nodes asked, catching drift made behind Relay's back.
+Two journals live in the state directory (journal.py: a snapshot and an
+append-only log each, one line per edit):
+  graph     the desired graph, node by node (addresses once IPAM gives them)
+  applied   what has been applied, node by node, plus the nft digest
+A change is computed from these two, and an edit that names its nodes
+(attach, detach, a reconcile of dirty keys) looks at those nodes only: it
+reads, plans and writes O(1) whatever the size of the graph.  A Relay keeps
+both in memory between calls and rereads only what another process
+appended.  A full compare (`check`) also reads the kernel for the nodes
+asked, catching drift made behind Relay's back.
 
 Order: removals (routes, attachments, networks), then additions (networks,
 attachments, routes), then one nft transaction.  Every addition is checked
 before anything changes (a bridge that is not ours, a missing netns); an
 attachment that fails midway is deleted again (deleting the host end of a
-veth deletes both ends), and applied.json is saved with what was done, so a
-later apply converges from any interruption, a kill included.
+veth deletes both ends), and the applied journal is written with what was
+done, so a later apply converges from any interruption, a kill included.
 """
 
 import fcntl
-import json
 import os
 
 from .. import counters
 from ..errors import EmergenceError
 from . import nft
 from .graph import Attachment, Graph, Network
-from .ipam import IPAM, write_atomic
-from .kernel import ALIAS_PREFIX, Kernel, in_netns, netns_identity
+from .ipam import IPAM
+from .journal import Journal
+from .kernel import ALIAS_PREFIX, EEXIST, Kernel, in_netns, netns_identity
 
 DEFAULT_STATE = "/var/lib/emergence/relay"
 
@@ -49,6 +53,25 @@ class Change:
         return f"{sign} {self.key}" + (f"  ({self.why})" if self.why else "")
 
 
+class Tracked(dict):
+    """A dict that remembers which keys were set or deleted since last asked."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.dirty = set()
+
+    def __setitem__(self, k, v):
+        self.dirty.add(k)
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k):
+        self.dirty.add(k)
+        super().__delitem__(k)
+
+
+APPLIED_TABLES = (("networks", "net:"), ("attachments", ""), ("routes", ""))
+
+
 class Relay:
     def __init__(self, state_dir=None, host_netns=None):
         self.state_dir = state_dir or default_state()
@@ -56,28 +79,131 @@ class Relay:
         self.kernel = Kernel(host_netns)
         self.ipam = IPAM(self.state_dir)
         self._lock_fd = None
+        self._gj = Journal(self._path("graph"))
+        self._aj = Journal(self._path("applied"))
+        self._g = None     # the desired graph, as the graph journal says
+        self._a = None     # the applied record, as the applied journal says
+        # called (once, with 0) when an apply is committed and only kernel work is left
+        self.before_kernel = None
 
-    # ---- state files -----------------------------------------------------------
+    # ---- state -------------------------------------------------------------------
 
     def _path(self, name):
         return os.path.join(self.state_dir, name)
 
-    def _read(self, name, default):
-        try:
-            with open(self._path(name)) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return default
+    def _load(self):
+        """Bring the cached graph and applied record up to date (under the lock)."""
+        if self._g is None:
+            self._migrate()
+        changed = self._gj.refresh()
+        if changed is None or self._g is None:
+            self._g = Graph.from_items(self._gj.data)
+        else:
+            for key in changed:
+                self._g.set_item(key, self._gj.data.get(key))
+        changed = self._aj.refresh()
+        if changed is None or self._a is None:
+            d = self._aj.data
+            self._a = {"nft": d.get("nft", ""), "pending": list(d.get("pending", []))}
+            for table, _ in APPLIED_TABLES:
+                self._a[table] = Tracked()
+            for key, rec in d.items():
+                self._set_applied(key, rec)
+        else:
+            for key in changed:
+                self._set_applied(key, self._aj.data.get(key))
+        for table, _ in APPLIED_TABLES:
+            self._a[table].dirty.clear()
+
+    def _migrate(self):
+        """State written whole by earlier versions (graph.json, applied.json)
+        becomes the journals' first line, once; the old files are kept aside."""
+        import json
+        for name, journal in (("graph", self._gj), ("applied", self._aj)):
+            old = self._path(name + ".json")
+            if not os.path.exists(old) or os.path.exists(journal.snap_path) \
+                    or os.path.exists(journal.log_path):
+                continue
+            with open(old) as f:
+                doc = json.load(f)
+            if name == "graph":
+                items = {k: n.to_dict() for k, n in Graph.from_dict(doc, old).items()}
+            else:
+                items = {k: doc[k] for k in ("nft", "pending") if doc.get(k)}
+                for table, prefix in APPLIED_TABLES:
+                    items.update({prefix + k: v for k, v in doc.get(table, {}).items()})
+            journal.refresh()
+            journal.commit(items)
+            os.rename(old, old + ".migrated")
+
+    def _set_applied(self, key, rec):
+        if key in ("nft", "pending"):
+            self._a[key] = rec if rec is not None else ("" if key == "nft" else [])
+            return
+        table = {"net": "networks", "att": "attachments", "route": "routes"}[key.split(":")[0]]
+        k = key[4:] if table == "networks" else key
+        if rec is None:
+            dict.pop(self._a[table], k, None)
+        else:
+            dict.__setitem__(self._a[table], k, rec)
+
+    def _locked_load(self):
+        if self._lock_fd is not None:
+            self._load()
+            return
+        with self:
+            self._load()
 
     def desired(self):
-        return Graph.from_dict(self._read("graph.json", {}), "graph.json")
+        """A copy of the desired graph (the caller may change it)."""
+        self._locked_load()
+        return self._g.copy()
+
+    def network(self, name):
+        """The desired network NAME, or None."""
+        self._locked_load()
+        return self._g.networks.get(name)
+
+    def attachment(self, key):
+        self._locked_load()
+        return self._g.attachments.get(key)
 
     def applied(self):
-        return self._read("applied.json", {"networks": {}, "attachments": {}, "routes": {},
-                                           "nft": ""})
+        """What has been applied (read only)."""
+        self._locked_load()
+        return self._a
 
-    def _save(self, name, doc):
-        write_atomic(self._path(name), json.dumps(doc, sort_keys=True, indent=1).encode())
+    def _save_graph(self, g, touched):
+        """Write the nodes of G that changed: TOUCHED keys, or all when None."""
+        data = self._gj.data
+        if touched is None:
+            keys = set(data)
+            keys.update(k for k, _ in g.items())
+        else:
+            keys = touched
+        changes = {}
+        for key in keys:
+            node = g.get(key)
+            d = node.to_dict() if node is not None else None
+            if data.get(key) != d:
+                changes[key] = d
+        self._gj.commit(changes)
+        self._g = g
+
+    def _save_applied(self):
+        a, data = self._a, self._aj.data   # (not synced: it describes the kernel,
+        # which a reboot empties as well; a lost line means the next apply redoes a node)
+        changes = {}
+        for table, prefix in APPLIED_TABLES:
+            t = a[table]
+            for k in t.dirty:
+                changes[prefix + k] = t.get(k)
+            t.dirty.clear()
+        for k in ("nft", "pending"):
+            if data.get(k, "" if k == "nft" else []) != a[k]:
+                changes[k] = a[k] if k == "nft" else list(a[k])
+        changes = {k: v for k, v in changes.items() if data.get(k) != v}
+        self._aj.commit(changes, sync=False)
 
     def __enter__(self):
         """Hold the state lock: one writer of the graph at a time."""
@@ -96,12 +222,19 @@ class Relay:
 
     # ---- edits -----------------------------------------------------------------
 
-    def edit(self, change, full=False):
-        """Load the desired graph, CHANGE(graph) it, and apply.  Returns changes."""
+    def edit(self, change, touched=None, full=False):
+        """CHANGE(graph) the desired graph in place and apply.  TOUCHED: the
+        keys CHANGE may add, change or remove (None: any).  Returns
+        (CHANGE's result, changes)."""
         with self:
-            g = self.desired()
-            result = change(g)
-            changes = self._apply(g, full=full)
+            self._load()
+            g = self._g
+            try:
+                result = change(g)
+                changes = self._apply(g, full=full, touched=touched)
+            except BaseException:
+                self._g = self._a = None    # reload: the edit may be half done in memory
+                raise
             return result, changes
 
     def create_network(self, net):
@@ -147,11 +280,12 @@ class Relay:
     def attach(self, network, container, netns, ifname="eth0", addresses=(), mac=None,
                forwards=(), origin="attach"):
         """Attach a container's netns to NETWORK (idempotent); return the Attachment."""
+        att = Attachment(network, container, netns, ifname, addresses, mac, origin)
+
         def add(g):
             if network not in g.networks:
                 raise EmergenceError(f"no network {network!r}; create it with "
                                      "`emergence net create`")
-            att = Attachment(network, container, netns, ifname, addresses, mac, origin)
             old = g.attachments.get(att.key)
             if old is not None:
                 if old.netns == netns and (not addresses or old.addresses == att.addresses):
@@ -161,46 +295,65 @@ class Relay:
             for pf in forwards:
                 g.add_forward(pf)
             return att
-        att, _ = self.edit(add)
-        return self.desired().attachments[att.key]
+        self.edit(add, touched={att.key, *(pf.key for pf in forwards)})
+        return self._g.attachments[att.key]
 
     def detach(self, network, container, ifname=None):
         """Detach (idempotent); return the keys removed."""
+        prefix = f"att:{network}/{container}/"
+
+        def of_container(g):
+            # by key alone (an interface name has no slash), so no node is decoded
+            return [k for k in g.attachments if k.startswith(prefix) and "/" not in k[len(prefix):]]
+        touched = set()
+
         def rm(g):
-            gone = [k for k, a in g.attachments.items() if a.network == network
-                    and a.container == container and (ifname is None or a.ifname == ifname)]
+            mine = of_container(g)
+            gone = [k for k in mine if ifname is None or k == prefix + ifname]
             for k in gone:
                 del g.attachments[k]
-            if not any(a.container == container and a.network == network
-                       for a in g.attachments.values()):
+            touched.update(gone)
+            if len(gone) == len(mine):    # the container's last interface on NETWORK
                 for k in [k for k, p in g.forwards.items()
                           if p.network == network and p.container == container]:
                     del g.forwards[k]
+                    touched.add(k)
             return gone
-        return self.edit(rm)[0]
+        return self.edit(rm, touched=touched)[0]
 
     def apply(self, graph=None, full=False, check=None):
+        """Make the kernel what GRAPH (default: the desired graph) says.  CHECK:
+        keys to read back from the kernel (and the only ones looked at,
+        besides what is not yet applied or no longer desired)."""
         with self:
-            g = graph if graph is not None else self.desired()
-            return self._apply(g, full=full, check=check)
+            self._load()
+            g = graph.copy() if graph is not None else self._g
+            touched = set(check) if check is not None and graph is None and not full else None
+            try:
+                return self._apply(g, full=full, check=check, touched=touched)
+            except BaseException:
+                self._g = self._a = None
+                raise
 
     def diff(self, graph=None, full=False):
         """What apply would do, changing nothing (addresses not yet given show as such)."""
         with self:
-            g = graph if graph is not None else self.desired()
-            return self._plan(g, self.applied(), full, None)[0]
+            self._load()
+            g = graph if graph is not None else self._g
+            return self._plan(g, self._a, full, None)[0]
 
     def gc(self):
         """Release attachments whose netns is gone, and addresses nobody holds."""
         with self:
-            g = self.desired()
-            return self._apply(g, full=False, check=set(), gc=True)
+            self._load()
+            return self._apply(self._g, full=False, check=set(), gc=True)
 
     # ---- the diff ----------------------------------------------------------------
 
-    def _allocate(self, g, applied):
+    def _allocate(self, g, applied, keys):
         done = applied["attachments"]
-        for key, a in g.attachments.items():
+        for key in keys:
+            a = g.attachments[key]
             rec = done.get(key)
             if rec is not None and a.addresses and rec["att"] == a.to_dict():
                 continue    # applied with these addresses: IPAM holds them already
@@ -214,7 +367,18 @@ class Relay:
             a.addresses = self.ipam.allocate(net.name, net.subnets, net.gateways, a.key,
                                              netns_identity(a.netns), a.addresses)
 
-    def _plan(self, g, applied, full, check, gc=False):
+    @staticmethod
+    def _att_keys(g, applied, touched):
+        """The attachments a plan looks at: TOUCHED, and those not yet applied
+        (an interrupted apply) -- set differences of the key views, cheap at
+        any size.  All of them when TOUCHED is None."""
+        if touched is None:
+            return list(g.attachments)
+        keys = {k for k in touched if k in g.attachments}
+        keys.update(g.attachments.keys() - applied["attachments"].keys())
+        return sorted(keys)
+
+    def _plan(self, g, applied, full, check, gc=False, touched=None):
         changes = []
         dead = []
         anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
@@ -237,7 +401,10 @@ class Relay:
         for name in anets:
             if name not in g.networks:
                 changes.append(Change("remove", f"net:{name}"))
-        for key, att in g.attachments.items():
+        if gc or full:
+            touched = None
+        for key in self._att_keys(g, applied, touched):
+            att = g.attachments[key]
             if gc or full or observe(key):
                 now = netns_identity(att.netns)
                 if now is None or now != self._netns_record(att, recorded):
@@ -254,9 +421,8 @@ class Relay:
                 why = self._observe_attachment(g.networks[att.network], att, rec)
                 if why:
                     changes.append(Change("repair", key, why))
-        for key in aatts:
-            if key not in g.attachments:
-                changes.append(Change("remove", key))
+        for key in sorted(aatts.keys() - g.attachments.keys()):
+            changes.append(Change("remove", key))
         for key, r in g.routes.items():
             rec = aroutes.get(key)
             if rec != r.to_dict():
@@ -268,10 +434,7 @@ class Relay:
         for key in aroutes:
             if key not in g.routes:
                 changes.append(Change("remove", key))
-        live = g.copy()
-        for k in dead:
-            live.attachments.pop(k, None)
-        body = nft.ruleset(live)
+        body = nft.ruleset(g, dead)
         want = nft.digest(body) if body else ""
         if applied.get("nft", "") != want:
             changes.append(Change("update", "nft:emergence", "ruleset changed"))
@@ -327,23 +490,27 @@ class Relay:
 
     # ---- doing it ----------------------------------------------------------------------
 
-    def _apply(self, g, full=False, check=None, gc=False):
-        before = set(self._read("graph.json", {}).get("attachments", []) and
-                     self.desired().attachments)
-        applied = self.applied()
+    def _apply(self, g, full=False, check=None, gc=False, touched=None):
+        before = self._gj.data
+        applied = self._a
+        if gc or full:
+            touched = None
+        keys = self._att_keys(g, applied, touched)
         try:
-            self._allocate(g, applied)
+            self._allocate(g, applied, keys)
             from .graph import validate
-            validate(g)
-            changes, dead, body = self._plan(g, applied, full, check, gc)
+            validate(g, None if touched is None else set(keys) | {
+                k for k in touched if k.startswith("pf:")})
+            changes, dead, body = self._plan(g, applied, full, check, gc, touched)
             by = {c.key: c for c in changes}
             self._preflight(g, applied, by)
         except BaseException:
             # bad input changes nothing: not the graph, not IPAM
-            for key, a in g.attachments.items():
+            for key in keys:
                 if key not in before:
-                    self.ipam.release(a.network, key)
+                    self.ipam.release(g.attachments[key].network, key)
             raise
+        save = None if touched is None else set(touched) | set(keys)
         # release dead attachments first: they are not in the kernel any more
         for key in dead:
             a = g.attachments.pop(key)
@@ -351,17 +518,26 @@ class Relay:
             for pk in [pk for pk, p in g.forwards.items()
                        if (p.network, p.container) == (a.network, a.container)]:
                 del g.forwards[pk]
-        self._save("graph.json", g.to_dict())
+                if save is not None:
+                    save.add(pk)
+        self._save_graph(g, save)
         if gc:
             self._gc_ipam(g)
+        # a removed attachment's addresses are free once the graph says so:
+        # any later edit takes the lock first, and removals run before additions
+        for c in changes:
+            if c.action == "remove" and c.key in applied["attachments"]:
+                self.ipam.release(applied["attachments"][c.key]["att"]["network"], c.key)
+        if self.before_kernel is not None:
+            answer, self.before_kernel = self.before_kernel, None
+            answer(0)
         if not changes:
             return changes
-        self._applied_ref = applied
         ops = len(self.kernel.ops)
         try:
             self._execute(g, applied, by, body)
         finally:
-            self._save("applied.json", applied)
+            self._save_applied()
             counters.relay_applied(self.kernel.ops[ops:])
         return changes
 
@@ -375,9 +551,9 @@ class Relay:
                     raise EmergenceError(f"networks.{name}.bridge: {net.bridge} exists and is "
                                          "not Emergence's; choose another bridge name or "
                                          "remove that interface")
-        for key, att in g.attachments.items():
-            c = by.get(key)
-            if c and c.action in ("add", "replace", "repair") and not os.path.exists(att.netns):
+        for key, c in by.items():
+            att = g.attachments.get(key)
+            if att and c.action in ("add", "replace", "repair") and not os.path.exists(att.netns):
                 raise EmergenceError(f"{key}.netns: {att.netns} does not exist; "
                                      "is the container running?")
 
@@ -392,13 +568,16 @@ class Relay:
                 r = Route(**rec)
                 k.route_del(r.destination, r.via)
                 del aroutes[key]
-        for key, rec in list(aatts.items()):
+        gone_nets = any(c.key.startswith("net:") and c.action in ("remove", "replace")
+                        for c in by.values())
+        for key, rec in list(aatts.items()) if gone_nets else \
+                [(key, aatts[key]) for key in by if key in aatts]:
             c = by.get(key)
             if (c and c.action in ("remove", "replace", "release", "repair")) or (
                     by.get("net:" + rec["att"]["network"]) and by["net:" + rec["att"]["network"]]
                     .action in ("remove", "replace")):
                 k.link_del(rec["host"])
-                if c is None or c.action == "remove":
+                if c is None:   # its network went: nothing else frees it
                     self.ipam.release(rec["att"]["network"], key)
                 del aatts[key]
         for name, rec in list(anets.items()):
@@ -416,9 +595,9 @@ class Relay:
                 if c.action == "update":
                     self._set_mtu(g, net, aatts)
                 anets[name] = net.to_dict()
-        for key, att in g.attachments.items():
-            c = by.get(key)
-            if key not in aatts and (c is None or c.action != "release"):
+        for key in sorted(g.attachments.keys() - aatts.keys()):
+            att, c = g.attachments[key], by.get(key)
+            if c is None or c.action != "release":
                 net = g.networks[att.network]
                 host = self._make_attachment(net, att)
                 aatts[key] = {"att": att.to_dict(), "host": host}
@@ -436,10 +615,10 @@ class Relay:
         link = k.get_link(net.bridge)
         if link is None:
             # write ahead: a kill between create and alias must not orphan the bridge
-            self._applied_ref.setdefault("pending", []).append(net.bridge)
-            self._save("applied.json", self._applied_ref)
+            self._a["pending"].append(net.bridge)
+            self._save_applied()
             index = k.bridge_add(net.bridge, net.mtu, net.key)
-            self._applied_ref["pending"].remove(net.bridge)
+            self._a["pending"].remove(net.bridge)
             have = set()
         else:
             index = link["index"]
@@ -476,34 +655,31 @@ class Relay:
 
     def _make_attachment(self, net, att):
         """The veth pair, addresses, link up and default routes; on failure the
-        pair is deleted again, so no half-made attachment stays."""
+        pair is deleted again, so no half-made attachment stays.  Lookups are
+        ioctls; a name taken (EEXIST) is sorted out only when it happens."""
         k = self.kernel
         host = att.host_ifname(net.veth_prefix)
-        old = k.get_link(host)
-        if old is not None:   # left by an interrupted apply: its name is the key's hash
-            if old["kind"] != "veth":
-                raise EmergenceError(f"{att.key}: interface {host} exists and is not "
-                                     "Emergence's; remove it")
-            k.link_del(host)
-        br = k.get_link(net.bridge)
+        br = k.index(net.bridge)
         if br is None:
             raise EmergenceError(f"{att.key}: bridge {net.bridge} is missing; "
                                  "run `emergence net apply` to repair the network")
+        from pyroute2.netlink.exceptions import NetlinkError
         try:
-            inner_sock = k.ns(att.netns)
-            stale = k.get_link(att.ifname, inner_sock)
-            if stale is not None:
-                raise EmergenceError(f"{att.key}.ifname: {att.ifname} already exists in "
-                                     f"{att.netns}; choose another interface name")
-            k.veth_add(host, br["index"], net.mtu, att.key, att.netns, att.ifname, att.mac)
-            inner = k.get_link(att.ifname, inner_sock)
+            k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
+        except NetlinkError as e:
+            if e.code != EEXIST:
+                raise
+            self._taken(att, host)
+            k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
+        try:
+            inner_sock = k.raw(att.netns)
+            inner = k.index(att.ifname, att.netns)
             for a in att.addresses:
                 s, _ = net.subnet_for(a)
-                k.addr_add(inner["index"], a, s.prefixlen, inner_sock, label=att.ifname)
-            k.link_set(inner["index"], inner_sock, label=att.ifname, state="up")
-            lo = k.get_link("lo", inner_sock)
-            if lo is not None and not lo["up"]:
-                k.link_set(lo["index"], inner_sock, label="lo", state="up")
+                k.addr_add(inner, a, s.prefixlen, inner_sock, label=att.ifname)
+            k.link_set(inner, inner_sock, label=att.ifname, state="up")
+            if k.is_up("lo", att.netns) is False:
+                k.link_set(1, inner_sock, label="lo", state="up")   # lo is always index 1
             for gw in net.gateways:
                 k.route_add(inner_sock, gw, label=att.ifname)
         except BaseException:
@@ -515,6 +691,19 @@ class Relay:
         finally:
             k.forget_ns(att.netns)
         return host
+
+    def _taken(self, att, host):
+        """veth_add said a name is taken: a veth of ours left by an interrupted
+        apply (its name is the key's hash) goes; anything else is an error."""
+        k = self.kernel
+        old = k.get_link(host)
+        if old is None:
+            raise EmergenceError(f"{att.key}.ifname: {att.ifname} already exists in "
+                                 f"{att.netns}; choose another interface name")
+        if old["kind"] != "veth":
+            raise EmergenceError(f"{att.key}: interface {host} exists and is not "
+                                 "Emergence's; remove it")
+        k.link_del(host)
 
     def _gc_ipam(self, g):
         """Addresses recorded in IPAM whose attachment is not in the graph."""
@@ -528,7 +717,8 @@ class Relay:
     def show(self):
         g = self.desired()
         doc = g.to_dict()
-        doc["applied"] = self.applied()
+        doc["applied"] = {k: dict(v) if isinstance(v, dict) else v
+                          for k, v in self.applied().items()}
         return doc
 
 

@@ -100,6 +100,17 @@ class Attachment:
         self.mac = mac
         self.origin = origin
 
+    @classmethod
+    def from_state(cls, d):
+        """From a dict Relay wrote itself (checked when it was written): no
+        field checks, as loading thousands of them is on the CNI plugin's path."""
+        a = cls.__new__(cls)
+        a.network, a.container, a.netns = d["network"], d["container"], d["netns"]
+        a.ifname, a.mac, a.origin = d.get("ifname", "eth0"), d.get("mac"), d.get("origin", "file")
+        a.addresses = [(ipaddress.IPv6Address if ":" in x else ipaddress.IPv4Address)(x)
+                       for x in d.get("address", ())]
+        return a
+
     @property
     def key(self):
         return f"att:{self.network}/{self.container}/{self.ifname}"
@@ -204,21 +215,62 @@ class Graph:
         if att.key in self.attachments:
             raise ConfigError(f"{att.key} already exists")
         self.attachments[att.key] = att
-        self._check_or_undo(lambda: self.attachments.pop(att.key))
+        self._check_or_undo(lambda: self.attachments.pop(att.key), {att.key})
 
     def add_forward(self, pf):
         if pf.key in self.forwards:
             raise ConfigError(f"port forwards: {pf.proto} port {pf.host_port} is already "
                               "forwarded; choose another host port")
         self.forwards[pf.key] = pf
-        self._check_or_undo(lambda: self.forwards.pop(pf.key))
+        self._check_or_undo(lambda: self.forwards.pop(pf.key), {pf.key})
 
-    def _check_or_undo(self, undo):
+    def _check_or_undo(self, undo, keys=None):
         try:
-            validate(self)
+            validate(self, keys)
         except ConfigError:
             undo()
             raise
+
+    # ---- nodes by key ----------------------------------------------------------
+
+    def _table(self, key):
+        kind = key.split(":", 1)[0]
+        return {"net": self.networks, "att": self.attachments, "pf": self.forwards,
+                "route": self.routes}[kind], (key[4:] if kind == "net" else key)
+
+    def get(self, key):
+        """The node with KEY, or None."""
+        table, k = self._table(key)
+        return table.get(k)
+
+    def items(self):
+        """(key, node) of every node."""
+        for table in (self.networks, self.attachments, self.forwards, self.routes):
+            for node in table.values():
+                yield node.key, node
+
+    def set_item(self, key, d):
+        """Set (D a node's dict) or remove (D None) the node KEY, unchecked
+        beyond its own fields: for state Relay wrote itself."""
+        table, k = self._table(key)
+        if d is None:
+            table.pop(k, None)
+        elif table is self.networks:
+            table[k] = network_from_dict(k, d, key)
+        elif table is self.attachments:
+            table[k] = Attachment.from_state(d)
+        elif table is self.forwards:
+            table[k] = forward_from_dict(d, key)
+        else:
+            table[k] = route_from_dict(d, key)
+
+    @classmethod
+    def from_items(cls, items):
+        """A graph from {key: node dict} (Relay's own journal), networks first."""
+        g = cls()
+        for key in sorted(items, key=lambda k: not k.startswith("net:")):
+            g.set_item(key, items[key])
+        return g
 
     # ---- (de)serialisation -----------------------------------------------------
 
@@ -250,14 +302,7 @@ class Graph:
                      f"{p.proto} port {p.host_port} is already forwarded")
             g.forwards[p.key] = p
         for i, d in enumerate(_list(doc, "routes")):
-            where_r = f"routes[{i}]"
-            _fields(where_r, d, ROUTE_FIELDS)
-            try:
-                r = Route(d["destination"], d["via"], d.get("network"))
-            except KeyError as e:
-                _bad(f"{where_r}.{e.args[0]}", "is required")
-            except ValueError as e:
-                _bad(where_r, str(e))
+            r = route_from_dict(d, f"routes[{i}]")
             g.routes[r.key] = r
         validate(g)
         return g
@@ -331,6 +376,16 @@ def attachment_from_dict(d, where):
                       d.get("origin", "file"))
 
 
+def route_from_dict(d, where):
+    _fields(where, d, ROUTE_FIELDS)
+    try:
+        return Route(d["destination"], d["via"], d.get("network"))
+    except KeyError as e:
+        _bad(f"{where}.{e.args[0]}", "is required")
+    except ValueError as e:
+        _bad(where, str(e))
+
+
 def forward_from_dict(d, where):
     _fields(where, d, PF_FIELDS)
     for k in ("network", "container"):
@@ -353,8 +408,13 @@ def forward_from_dict(d, where):
                        proto, ha)
 
 
-def validate(g):
-    """Raise ConfigError (one line naming the bad field) unless G can be built."""
+def validate(g, keys=None):
+    """Raise ConfigError (one line naming the bad field) unless G can be built.
+    KEYS: only these attachments and forwards were added, to a graph that
+    held (an edit checks what it adds, not the whole graph again); an address
+    two attachments claim is then refused by IPAM, which holds every one."""
+    if keys is not None:
+        return _validate_nodes(g, keys)
     seen = []
     bridges = {}
     for name, net in sorted(g.networks.items()):
@@ -371,17 +431,8 @@ def validate(g):
     taken = {}
     by_container = {}
     for key, a in sorted(g.attachments.items()):
-        net = g.networks.get(a.network)
-        if net is None:
-            raise ConfigError(f"{key}.network: no network {a.network!r}; create it first")
+        _check_attachment(g, key, a)
         for addr in a.addresses:
-            s, gw = net.subnet_for(addr)
-            if s is None:
-                raise ConfigError(f"{key}.address: {addr} is outside the subnets of network "
-                                  f"{a.network!r} ({', '.join(map(str, net.subnets))})")
-            if addr == gw or addr in (s.network_address, s.broadcast_address):
-                raise ConfigError(f"{key}.address: {addr} is the gateway, network or "
-                                  "broadcast address of its subnet")
             if addr in taken:
                 raise ConfigError(f"{key}.address: {addr} is already used by {taken[addr]}")
             taken[addr] = key
@@ -393,6 +444,36 @@ def validate(g):
     for key, r in sorted(g.routes.items()):
         if r.network and r.network not in g.networks:
             raise ConfigError(f"{key}.network: no network {r.network!r}")
+
+
+def _check_attachment(g, key, a):
+    net = g.networks.get(a.network)
+    if net is None:
+        raise ConfigError(f"{key}.network: no network {a.network!r}; create it first")
+    for addr in a.addresses:
+        s, gw = net.subnet_for(addr)
+        if s is None:
+            raise ConfigError(f"{key}.address: {addr} is outside the subnets of network "
+                              f"{a.network!r} ({', '.join(map(str, net.subnets))})")
+        if addr == gw or addr in (s.network_address, s.broadcast_address):
+            raise ConfigError(f"{key}.address: {addr} is the gateway, network or "
+                              "broadcast address of its subnet")
+
+
+def _validate_nodes(g, keys):
+    for key in sorted(keys):
+        node = g.get(key)
+        if isinstance(node, Attachment):
+            _check_attachment(g, key, node)
+        elif isinstance(node, PortForward):
+            prefix = f"att:{node.network}/{node.container}/"
+            if not any(k.startswith(prefix) for k in keys) and not any(
+                    a.container == node.container and a.network == node.network
+                    for a in g.attachments.values()):
+                raise ConfigError(f"{key}.container: {node.container!r} is not attached to "
+                                  f"network {node.network!r}")
+        elif node is not None:
+            raise ValueError(f"validate: {key} is not an attachment or forward")
 
 
 def load(path):

@@ -17,8 +17,10 @@ import hashlib
 TABLE = "emergence"
 
 
-def ruleset(graph):
-    """The table's body for GRAPH (attachments carry their addresses)."""
+def ruleset(graph, dead=()):
+    """The table's body for GRAPH (attachments carry their addresses), without
+    the attachments DEAD.  Attachments are looked at only when some port is
+    forwarded, and then only to find the forwarded containers'."""
     post, fwd, pre = [], [], []
     nets = sorted(graph.networks.values(), key=lambda n: n.name)
     for net in nets:
@@ -33,9 +35,13 @@ def ruleset(graph):
         for b in nets:
             if a is not b and (a.isolated or b.isolated):
                 fwd.append(f'iifname "{a.bridge}" oifname "{b.bridge}" drop')
+    wanted = {(pf.network, pf.container) for pf in graph.forwards.values()}
     by_container = {}
-    for att in sorted(graph.attachments.values(), key=lambda x: x.key):
-        by_container.setdefault((att.network, att.container), att)
+    for key, att in graph.attachments.items() if wanted else ():
+        nc = (att.network, att.container)
+        if nc in wanted and key not in dead and (nc not in by_container
+                                                 or key < by_container[nc].key):
+            by_container[nc] = att
     for pf in sorted(graph.forwards.values(), key=lambda x: x.key):
         att = by_container.get((pf.network, pf.container))
         if att is None:

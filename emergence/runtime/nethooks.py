@@ -36,6 +36,8 @@ def add_network_hooks(config, nets=(), publish=()):
     import shutil  # only a networked container pays for these imports
     import sys
     exe = os.path.abspath(sys.argv[0])
+    if os.path.basename(exe) == "emergence-py":   # the cold path: its front-end is beside it
+        exe = os.path.join(os.path.dirname(exe), "emergence")
     if os.path.basename(exe) != "emergence" or not os.access(exe, os.X_OK):
         exe = shutil.which("emergence")
     if not exe:

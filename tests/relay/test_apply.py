@@ -159,29 +159,48 @@ def dump(host, names):
             **{n: (links(n), routes(n)) for n in names}}
 
 
-def test_one_node_change_costs_the_same_at_10_and_100(relay, netns, host):
+def _written(relay):
+    """Bytes appended to Relay's journals (graph, applied, IPAM) so far."""
+    return relay._gj.appended + relay._aj.appended + sum(
+        j.appended for j in relay.ipam._journals.values())
+
+
+@pytest.mark.slow
+def test_one_node_change_costs_the_same_at_10_100_and_1000(relay, netns, host):
+    """Real veths: 1,000 attachments spread over 10 netns (eth-like names
+    e0..e999), then one more container attached (with a port forward) and
+    detached.  The netlink/nft operations, the lookups and the bytes written
+    to the state are the same at every size."""
+    spread = [netns.new(f"n{i}") for i in range(10)]
+    extra = netns.new("x")
     counts = {}
     attached = []
-    for size in (10, 100):
-        while len(attached) < size:
-            attached.append(netns.new(f"n{len(attached)}"))
-        relay.apply(graph([net_doc("red", subnet="10.88.0.0/22")],
-                          [att(netns, n) for n in attached]))
-        extra = netns.new(f"x{size}")
+    for size in (10, 100, 1000):
+        attached = [{"network": "red", "container": f"c{i}", "netns": netns.path(spread[i % 10]),
+                     "ifname": f"e{i}"} for i in range(size)]
+        relay.apply(graph([net_doc("red", subnet="10.88.0.0/20")], attached))
+        name = f"x{size:04d}"           # the same length at every size: same bytes
         relay.kernel.ops.clear()
         relay.kernel.lookups = 0
-        relay.attach("red", extra, netns.path(extra), forwards=[_pf(extra, 9000)])
-        add = (list(relay.kernel.ops), relay.kernel.lookups)
+        w0 = _written(relay)
+        relay.attach("red", name, netns.path(extra), forwards=[_pf(name, 9000)])
+        add = ([o[0] for o in relay.kernel.ops], relay.kernel.lookups)
         relay.kernel.ops.clear()
         relay.kernel.lookups = 0
-        relay.detach("red", extra)
-        counts[size] = (add, list(relay.kernel.ops), relay.kernel.lookups)
-        netns.remove(extra)
-    strip = {k: ([o[0] for o in a[0]], a[1], [o[0] for o in d], lk)
-             for k, (a, d, lk) in counts.items()}
-    assert strip[10] == strip[100]
-    assert strip[10][0] == ["veth.add", "addr.add", "link.set", "route.add", "nft.transaction"]
-    assert strip[10][2] == ["link.del", "nft.transaction"]
+        relay.detach("red", name)
+        counts[size] = (add, [o[0] for o in relay.kernel.ops], relay.kernel.lookups,
+                        _written(relay) - w0)
+        assert len(relay.desired().attachments) == size
+    assert counts[10][:3] == counts[100][:3] == counts[1000][:3]
+    assert counts[10][0][0] == ["veth.add", "addr.add", "link.set", "route.add",
+                                "nft.transaction"]
+    assert counts[10][1] == ["link.del", "nft.transaction"]
+    # bytes written for the change: a few lines, whatever the size (the
+    # addresses differ in length by a few characters between sizes)
+    written = [counts[n][3] for n in (10, 100, 1000)]
+    assert max(written) - min(written) <= 16 and max(written) < 2048, written
+    veths = sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout.splitlines()
+    assert len(veths) == 1000
 
 
 def test_bad_input_changes_nothing(relay, netns, host):

@@ -8,6 +8,8 @@ import time
 
 from conftest import emergence_command
 
+from emergence.relay.ipam import IPAM
+
 from .conftest import sh
 
 EM = emergence_command()
@@ -97,7 +99,7 @@ def test_gc_frees_addresses_of_sigkilled_containers(tmp_path, netns, host):
         for i, pid in enumerate(pids):
             net(host, state, "attach", "red", f"c{i}", f"/proc/{pid}/ns/net",
                 "-p", f"{9000 + i}:80")
-        holders = json.load(open(os.path.join(state, "ipam", "red.json")))["allocations"]
+        holders = IPAM(state).holders("red")
         assert len(holders) == 3
         os.kill(pids[0], signal.SIGKILL)
         os.kill(pids[1], signal.SIGKILL)
@@ -106,7 +108,7 @@ def test_gc_frees_addresses_of_sigkilled_containers(tmp_path, netns, host):
         out = net(host, state, "gc", "--json").stdout
         released = sorted(c["key"] for c in json.loads(out) if c["action"] == "release")
         assert released == ["att:red/c0/eth0", "att:red/c1/eth0"]
-        holders = json.load(open(os.path.join(state, "ipam", "red.json")))["allocations"]
+        holders = IPAM(state).holders("red")
         assert [v["key"] for v in holders.values()] == ["att:red/c2/eth0"]
         rules = sh("ip", "netns", "exec", host, "nft", "list", "table", "inet",
                    "emergence").stdout

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from emergence.relay.ipam import IPAM
+
 from .conftest import ping, sh
 
 CNI = os.path.join(os.path.dirname(sys.executable), "emergence-cni")
@@ -59,7 +61,7 @@ def test_add_check_del_gc_status_version(tmp_path, netns, host):
     rc, _ = cni(host, "GC", dict(c, **{"cni.dev/valid-attachments": []}))
     assert rc == 0
     assert sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout == ""
-    ipam = json.load(open(tmp_path / "state" / "ipam" / "rlcni.json"))
+    ipam = {"allocations": IPAM(str(tmp_path / "state")).holders("rlcni")}
     assert ipam["allocations"] == {}
 
 

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from emergence.relay.ipam import IPAM
+
 from .test_engines_helpers import unmount_below
 
 pytestmark = pytest.mark.slow
@@ -79,13 +81,13 @@ def test_podman_runs_a_container_on_a_relay_network(podman, rootfs, host):
             break
         time.sleep(0.1)
     assert "10.92.0.2/24" in out and "gw-ok" in out
-    allocs = json.load(open(os.path.join(state, "ipam", "rlpod.json")))["allocations"]
+    allocs = IPAM(state).holders("rlpod")
     assert list(allocs) == ["10.92.0.2"]
     rules = subprocess.run(["ip", "netns", "exec", host, "nft", "list", "table", "inet",
                             "emergence"], capture_output=True, text=True).stdout
     assert "dport 8089 dnat ip to 10.92.0.2:80" in rules
     podman("rm", "-f", "-t", "0", "rlc1")
-    allocs = json.load(open(os.path.join(state, "ipam", "rlpod.json")))["allocations"]
+    allocs = IPAM(state).holders("rlpod")
     assert allocs == {}
     veths = subprocess.run(["ip", "-n", host, "-o", "link", "show", "type", "veth"],
                            capture_output=True, text=True).stdout

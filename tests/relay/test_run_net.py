@@ -9,6 +9,8 @@ import subprocess
 import pytest
 from conftest import base_config, emergence_command
 
+from emergence.relay.ipam import IPAM
+
 pytestmark = pytest.mark.slow
 EM = emergence_command()
 
@@ -38,7 +40,7 @@ def test_run_net_attaches_on_create_and_detaches_on_delete(tmp_path, host, rootf
            "-p", "8085:80", "rlrun1")
     assert "10.93.0.7/24" in p.stdout and "gw-ok" in p.stdout
     # deleted when it exited: poststop detached it
-    allocs = json.load(open(os.path.join(state, "ipam", "rlrun.json")))["allocations"]
+    allocs = IPAM(state).holders("rlrun")
     assert allocs == {}
     g = json.loads(em("net", "show").stdout)
     assert g["attachments"] == [] and g["port_forwards"] == []
@@ -49,7 +51,7 @@ def test_run_net_attaches_on_create_and_detaches_on_delete(tmp_path, host, rootf
     (b / "config.json").write_text(json.dumps(c))
     p = em("--root", root, "run", "--bundle", str(b), "rlrun2")
     assert "10.93.0." in p.stdout and "gw-ok" in p.stdout
-    assert json.load(open(os.path.join(state, "ipam", "rlrun.json")))["allocations"] == {}
+    assert IPAM(state).holders("rlrun") == {}
     # no network namespace: one line, before anything is made
     c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
     (b / "config.json").write_text(json.dumps(c))
