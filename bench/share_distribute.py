@@ -12,8 +12,8 @@ static file server) for the same blob with curl on loopback.
   python bench/share_distribute.py [--size MB] [--rate MBIT] [--nodes N]
 
 Defaults: a 256 MB image (one random layer; small for the shared machine),
-400 mbit/s per node, 8 nodes.  Everything lives under /tmp/sh-bench and in
-namespaces named sh-b-*; all is removed at the end.
+400 mbit/s per node, 8 nodes.  Everything lives under /tmp/sh<pid>-bench and in
+namespaces named sh<pid>-*; all is removed at the end.
 """
 
 import argparse
@@ -28,8 +28,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(os.path.dirname(HERE), "tests", "share"),
                 os.path.join(os.path.dirname(HERE), "tests")]
-WORK = "/tmp/sh-bench"
-BR = "sh-b-br"
+TAG = f"sh{os.getpid() % 10000}"  # unique per run: the machine is shared
+WORK = f"/tmp/{TAG}-bench"
+BR = f"{TAG}-br"
 PORT = 7480
 
 
@@ -38,7 +39,7 @@ def sh(*cmd, check=True):
 
 
 def ns(i):
-    return f"sh-b-{i}"
+    return f"{TAG}-{i}"
 
 
 def ip_of(i):
@@ -100,6 +101,7 @@ def scenario(name, n, key, emergence, swarm):
     """Nodes 1..N pull at once; returns the time until the last one is done."""
     procs = []
     pulls = []
+    cpu0 = sum(os.times()[2:4])
     try:
         for i in range(1, n + 1):
             d = f"{WORK}/run-{name}/n{i}"
@@ -130,10 +132,11 @@ def scenario(name, n, key, emergence, swarm):
             if p.returncode != 0:
                 raise RuntimeError(f"{name}: pull failed: {err.strip()[-3000:]}")
             from_seed += json.loads(out)["from"].get(f"http://{ip_of(0)}:{PORT}", 0)
-        return max(times.values()), sorted(times.values()), from_seed
     finally:
         stop(procs)
+        cpu = sum(os.times()[2:4]) - cpu0  # the nodes' and pullers' CPU seconds
         shutil.rmtree(f"{WORK}/run-{name}", ignore_errors=True)
+    return max(times.values()), sorted(times.values()), from_seed, cpu
 
 
 def curl_speed(url):
@@ -190,16 +193,18 @@ def main():
                 ["ip", "netns", "exec", ns(0), "curl", "-s",
                  f"http://{ip_of(0)}:{PORT}/share/v1/info"], capture_output=True,
                 text=True).stdout)["public_key"]
-            t1, _, _ = scenario("single", 1, key, emergence, swarm=False)
-            print(f"{a.size} MB at {a.rate} mbit/s per node: one pull alone {t1:.1f} s")
-            t_seed, _, _ = scenario("seed", a.nodes, key, emergence, swarm=False)
+            t1, _, _, cpu = scenario("single", 1, key, emergence, swarm=False)
+            print(f"{a.size} MB at {a.rate} mbit/s per node: one pull alone {t1:.1f} s "
+                  f"(CPU {cpu:.1f} s)")
+            t_seed, _, _, cpu = scenario("seed", a.nodes, key, emergence, swarm=False)
             print(f"{a.nodes} nodes at once from the seed only: {t_seed:.1f} s "
-                  f"({t_seed / t1:.2f}x one pull)")
-            t_swarm, times, sent = scenario("swarm", a.nodes, key, emergence, swarm=True)
+                  f"({t_seed / t1:.2f}x one pull; CPU {cpu:.1f} s)")
+            t_swarm, times, sent, cpu = scenario("swarm", a.nodes, key, emergence, swarm=True)
             print(f"{a.nodes} nodes at once from the seed and each other: {t_swarm:.1f} s "
                   f"({t_swarm / t1:.2f}x one pull; goal <= 1.5x); per node: "
                   + " ".join(f"{t:.1f}" for t in times)
-                  + f"; the seed uploaded {sent / (a.size << 20):.1f} copies")
+                  + f"; the seed uploaded {sent / (a.size << 20):.2f} copies; "
+                  f"CPU {cpu:.1f} s of {2 * t_swarm:.0f} s on {os.cpu_count()} cores")
         finally:
             stop([seed])
     finally:

@@ -136,21 +136,64 @@ class Service:
         return _read_json(os.path.join(self.state_dir, "partial", digest[7:] + ".pieces"))
 
     async def partial_have(self, request):
-        """The pieces this node has verified of a blob it is pulling."""
+        """The pieces this node has verified of a blob it is pulling: the lines of
+        its `.have` list from byte `from` on, waiting up to `wait` seconds (at
+        most 5) for new ones, so that peers learn of a piece as soon as it lands
+        without polling hard.  `complete` once the blob is in the store."""
+        import asyncio
+        import time
         digest, part = self._partial(request)
         try:
-            with open(part + ".have") as f:
-                have = sorted({int(x) for x in f.read().split()})
-        except (OSError, ValueError):
+            start = int(request.query.get("from", 0))
+            wait = min(float(request.query.get("wait", 0)), 5.0)
+        except ValueError:
+            raise web.HTTPBadRequest(text="from is a byte offset, wait seconds\n") from None
+        deadline = time.monotonic() + wait
+        while True:
+            if os.path.isfile(self.store.blob_path(digest)):
+                return web.json_response({"digest": digest, "complete": True})
+            try:
+                size = os.stat(part + ".have").st_size
+            except OSError:
+                size = None
+            if size is not None and (size != start or time.monotonic() >= deadline):
+                break
+            if time.monotonic() >= deadline:
+                raise web.HTTPNotFound()
+            await asyncio.sleep(0.05)
+        reset = size < start
+        try:
+            with open(part + ".have", "rb") as f:
+                f.seek(0 if reset else start)
+                data = f.read()
+        except OSError:
             raise web.HTTPNotFound() from None
-        return web.json_response({"digest": digest, "have": have})
+        data = data[:data.rfind(b"\n") + 1]  # whole lines only
+        try:
+            have = [int(x) for x in data.split()]
+        except ValueError:
+            raise web.HTTPNotFound() from None
+        return web.json_response({"digest": digest, "have": have, "reset": reset,
+                                  "end": (0 if reset else start) + len(data)})
 
     async def partial_piece(self, request):
-        """One verified piece of a partial blob; re-hashed before it is sent."""
+        """One verified piece of a blob this node is pulling (re-hashed before it
+        is sent), or of one it has (`ps`: the piece size the asker's list uses)."""
         import hashlib
         digest, part = self._partial(request)
-        plist = self._partial_list(digest)
         i = int(request.match_info["piece"])
+        whole = self.store.blob_path(digest)
+        plist = self._partial_list(digest)
+        if plist is None and os.path.isfile(whole):
+            try:
+                psize = int(request.query.get("ps", ""))
+            except ValueError:
+                raise web.HTTPNotFound() from None
+            with open(whole, "rb") as f:
+                data = os.pread(f.fileno(), psize, i * psize) if psize > 0 else b""
+            if not data:
+                raise web.HTTPNotFound()
+            return web.Response(body=data, content_type="application/octet-stream")
         if plist is None or i >= len(plist["pieces"]):
             raise web.HTTPNotFound()
         psize = plist["pieceSize"]
@@ -167,26 +210,33 @@ class Service:
         """The signed piece list of a blob (made once, in a worker thread)."""
         import asyncio
 
-        from . import pieces
         from .registry import DIGEST_RE, error
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
             raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
-        plist = self.piece_lists.get(digest)
-        if plist is None:
+        made = self.piece_lists.get(digest)
+        if made is None:
             path = self.store.blob_path(digest)
             if not os.path.isfile(path):
                 partial = self._partial_list(digest)  # as signed by the node it came from
                 if partial is None:
                     raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
                 return web.json_response(partial)
-            plist = await asyncio.get_running_loop().run_in_executor(
-                None, pieces.make, path, digest, int(self.config["piece_size"]))
-            if plist is None:  # never vouch for bytes that are not what their name says
-                raise error(404, "BLOB_UNKNOWN", f"blob {digest} is corrupt here")
-            plist = pieces.sign(plist, self.key)
-            self.piece_lists[digest] = plist
+            made = self.piece_lists[digest] = asyncio.ensure_future(self._make_list(
+                path, digest))  # hashed once however many pullers ask at once
+        plist = await asyncio.shield(made)
+        if plist is None:  # never vouch for bytes that are not what their name says
+            self.piece_lists.pop(digest, None)
+            raise error(404, "BLOB_UNKNOWN", f"blob {digest} is corrupt here")
         return web.json_response(plist)
+
+    async def _make_list(self, path, digest):
+        import asyncio
+
+        from . import pieces
+        plist = await asyncio.get_running_loop().run_in_executor(
+            None, pieces.make, path, digest, int(self.config["piece_size"]))
+        return plist and pieces.sign(plist, self.key)
 
 
 def _read_json(path):
