@@ -29,9 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(os.path.dirname(HERE), "tests", "share"),
                 os.path.join(os.path.dirname(HERE), "tests")]
 TAG = f"sh{os.getpid() % 10000}"  # unique per run: the machine is shared
-WORK = f"/tmp/{TAG}-bench"
+WORK = f"/dev/shm/{TAG}-bench"  # see --dir
 BR = f"{TAG}-br"
 PORT = 7480
+TIME = os.environ.get("SHB_TIME", "").split()
 
 
 def sh(*cmd, check=True):
@@ -117,7 +118,7 @@ def scenario(name, n, key, emergence, swarm):
                     f"{d}/state", "--config", "/dev/null", "--trusted-key", key]
             for p in peers:
                 args += ["--peer", p]
-            pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + args,
+            pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + TIME + args,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
         times = {}
@@ -131,6 +132,10 @@ def scenario(name, n, key, emergence, swarm):
             out, err = p.communicate()
             if p.returncode != 0:
                 raise RuntimeError(f"{name}: pull failed: {err.strip()[-3000:]}")
+            if TIME:
+                print(name, err.strip()[-200:])
+                with open(f"/tmp/shb-trace-{name}-{len(pulls)}-{pulls.index(p)}", "w") as f:
+                    f.write(err)
             from_seed += json.loads(out)["from"].get(f"http://{ip_of(0)}:{PORT}", 0)
     finally:
         stop(procs)
@@ -174,7 +179,11 @@ def main():
     ap.add_argument("--size", type=int, default=256, help="image size, MB")
     ap.add_argument("--rate", type=int, default=400, help="per-node bandwidth, mbit/s")
     ap.add_argument("--nodes", type=int, default=8)
+    ap.add_argument("--dir", default="/dev/shm", help="where the stores live (default "
+                    "tmpfs: 8 nodes on one machine share one disk, real ones do not)")
     a = ap.parse_args()
+    global WORK
+    WORK = os.path.join(a.dir, f"{TAG}-bench")
     from common import find_emergence
     from sharelib import random_image
     emergence = find_emergence()

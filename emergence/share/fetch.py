@@ -29,6 +29,15 @@ from .client import MANIFEST_ACCEPT, Upstream, parse_ref
 from .peers import announced_holders, discover, who_has
 
 
+TRACE = os.path.exists("/tmp/shb-trace-on")
+
+
+def _tr(what):
+    if TRACE:
+        import sys
+        print(f"TR {time.monotonic():.3f} {what}", file=sys.stderr)
+
+
 class Transfer:
     """One pull: its peers, bans, and counters (for --json and `peers`)."""
 
@@ -61,12 +70,15 @@ class Puller:
     async def pull(self, ref):
         import aiohttp
         name, reference = parse_ref(ref)
+        _tr("pull")
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=8)
         async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as s:
             self.session = s
             self.peers = await discover(s, self.static_peers) if self.static_peers else []
             self.upstream = Upstream(s, self.upstream_url, name) if self.upstream_url else None
+            _tr("discovered")
             data, media, digest = await self._manifest(name, reference)
+            _tr("manifest")
             import json
             manifest = json.loads(data)
             if "manifests" in manifest:
@@ -133,13 +145,16 @@ class Puller:
     # -- blobs --
     async def _blob(self, name, digest, size):
         path = f"/v2/{name}/blobs/{digest}"
+        _tr("blob")
         holders = [p for p, _ in await who_has(self.session, self.peers, path)
                    if p not in self.t.banned]
+        _tr("who_has")
         part = os.path.join(self.partial_dir, digest[7:])
         if self.trusted and self.peers:
             # peers still pulling this blob serve the pieces they have verified
             others = [p for p in self.peers if p not in holders and p not in self.t.banned]
             plist = await self._piece_list(holders + others, digest)
+            _tr("plist")
             if plist and plist["size"] == size:
                 if await self._pieces(path, holders, others, plist, part):
                     return
@@ -174,9 +189,10 @@ class Puller:
         psize, size, hashes = plist["pieceSize"], plist["size"], plist["pieces"]
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            resuming = os.fstat(fd).st_size > 0
             os.ftruncate(fd, size)
             done = await asyncio.get_running_loop().run_in_executor(
-                None, _verified_pieces, fd, psize, size, hashes)
+                None, _verified_pieces, fd, psize, size, hashes) if resuming else set()
             _write_atomic(part + ".pieces", plist)
             have_fd = os.open(part + ".have", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -198,7 +214,10 @@ class Puller:
                 os.unlink(extra)
             except FileNotFoundError:
                 pass
-        return await self._commit(part, plist["digest"])
+        _tr("commit")
+        ok = await self._commit(part, plist["digest"])
+        _tr("committed")
+        return ok
 
     async def _whole(self, path_or_url, upstream, digest, size, part, source):
         """Fetch DIGEST whole from one source, resuming from PART; True if committed."""
@@ -284,7 +303,7 @@ class _Swarm:
 
     SLOTS = 2          # requests in flight per peer
     HEDGE_AFTER = 1.0  # seconds a piece is in flight before an idle peer duplicates it
-    POLL = 0.2         # at least this long between two have-list polls of one peer
+    POLL = 0.3         # at least this long between two have-list polls of one peer
 
     def __init__(self, puller, path, plist, fd, have_fd, done):
         import random
@@ -297,6 +316,8 @@ class _Swarm:
         self.inflight = {}  # piece -> {peer: start time}
         self.held = {}      # peer still pulling -> the pieces it has verified (None = all)
         self.count = [0] * self.n  # how many of those peers hold each piece
+        self.claims = {}    # peer -> the pieces it is getting from a seed
+        self.claimed = [0] * self.n
         self.changed = asyncio.Event()
         self.rng = random.Random()
         self.conns = []
@@ -312,7 +333,7 @@ class _Swarm:
         tasks = [asyncio.ensure_future(self.worker(p, None)) for p in holders
                  for _ in range(self.SLOTS)]
         for p in others:
-            self.held[p] = set()
+            self.held[p], self.claims[p] = set(), set()
             tasks.append(asyncio.ensure_future(self.watch(p)))
             tasks += [asyncio.ensure_future(self.worker(p, p)) for _ in range(self.SLOTS)]
         seeds = tasks[:len(holders) * self.SLOTS]
@@ -346,6 +367,18 @@ class _Swarm:
             if 0 <= i < self.n and i not in held:
                 held.add(i)
                 self.count[i] += 1
+        self._claim(peer, (), pieces)
+
+    def _claim(self, peer, claimed, unclaimed):
+        mine = self.claims[peer]
+        for i in claimed:
+            if 0 <= i < self.n and i not in mine:
+                mine.add(i)
+                self.claimed[i] += 1
+        for i in unclaimed:
+            if i in mine:
+                mine.discard(i)
+                self.claimed[i] -= 1
 
     def _forget(self, peer, i):
         held = self.held.get(peer)
@@ -384,28 +417,35 @@ class _Swarm:
                 if got.get("reset"):
                     for i in list(self.held[peer]):
                         self._forget(peer, i)
-                self._learn(peer, [i for i in got["have"] if isinstance(i, int)])
+                    self._claim(peer, (), list(self.claims[peer]))
+                self._claim(peer, _ints(got.get("claimed")), _ints(got.get("unclaimed")))
+                self._learn(peer, _ints(got["have"]))
                 end = got["end"]
                 self.changed.set()
             await asyncio.sleep(max(0.0, self.POLL - (time.monotonic() - t0)))
         if not self.finished():  # it went away: count on none of its pieces
             for i in list(self.held[peer]):
                 self._forget(peer, i)
+            self._claim(peer, (), list(self.claims[peer]))
 
     def _choose(self, peer, spare):
         from .pieces import pick
         held = None if spare else self.held[peer]
-        i = pick(self.need, held, self.count, self.rng, spare=spare)
+        i = pick(self.need, held, self.count, self.rng, spare, self.claimed)
         now = time.monotonic()
         if i is not None:
             self.need.discard(i)
             self.inflight[i] = {peer: now}
+            if spare:  # tell the other pullers not to ask a seed for it too
+                os.write(self.have_fd, b"c%d\n" % i)
             return i
         if self.need:
             return None
         # endgame: duplicate the piece in flight longest that this peer holds
+        # (a seed only what no puller holds)
         late = [j for j, by in self.inflight.items() if peer not in by
-                and (held is None or j in held) and now - min(by.values()) > self.HEDGE_AFTER]
+                and (j in held if held is not None else self.count[j] == 0)
+                and now - min(by.values()) > self.HEDGE_AFTER]
         if not late:
             return None
         i = min(late, key=lambda j: min(self.inflight[j].values()))
@@ -436,8 +476,7 @@ class _Swarm:
                     data, got = await loop.run_in_executor(self.pool, conn.get, self.path, n, lo)
                 else:
                     data, got = await loop.run_in_executor(
-                        self.pool, conn.get,
-                        f"/share/v1/partial/{self.digest}/{i}?ps={self.psize}", n)
+                        self.pool, conn.get, f"/share/v1/partial/{self.digest}/{i}", n, lo)
             except Exception as e:
                 if not _err(e):
                     raise
@@ -454,6 +493,8 @@ class _Swarm:
                 self.p.log(f"share: banned {peer}: piece {i} did not match")
                 data = None
             if data is None:
+                if spare:
+                    os.write(self.have_fd, b"u%d\n" % i)
                 if not by:
                     self.inflight.pop(i, None)
                     self.need.add(i)
@@ -461,6 +502,10 @@ class _Swarm:
                 continue
             os.pwrite(self.fd, data, lo)
             os.write(self.have_fd, b"%d\n" % i)
+            if TRACE:
+                import sys
+                print(f"TRACE {time.monotonic():.3f} {peer} {i} {len(self.done)} "
+                      f"need={len(self.need)} infl={len(self.inflight)}", file=sys.stderr)
             self.done.add(i)
             self.inflight.pop(i, None)
             self.t.bytes_from[peer] = self.t.bytes_from.get(peer, 0) + n
@@ -484,18 +529,18 @@ class _PieceConn:
         self.stall = stall
         self.c = None
 
-    def get(self, target, n, lo=None):
-        """(N bytes, their SHA-256 hex) of TARGET (at LO by Range when given);
+    def get(self, target, n, lo):
+        """(N bytes at LO, their SHA-256 hex) of TARGET, by Range;
         EOFError if the peer does not have them, OSError if it failed."""
         import http.client
         if self.c is None:
             cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
             self.c = cls(self.host, self.port, timeout=self.stall)  # no byte for `stall`: dead
-        headers = {"Range": f"bytes={lo}-{lo + n - 1}"} if lo is not None else {}
+        headers = {"Range": f"bytes={lo}-{lo + n - 1}"}
         try:
             self.c.request("GET", self.prefix + target, headers=headers)
             r = self.c.getresponse()
-            if r.status != (206 if lo is not None else 200):
+            if r.status != 206:
                 r.read(1 << 16)
                 self.close()
                 raise EOFError(f"answered {r.status} to a piece request")
@@ -523,6 +568,10 @@ class _PieceConn:
                 except OSError:
                     pass
             c.close()
+
+
+def _ints(xs):
+    return [x for x in xs if isinstance(x, int)] if isinstance(xs, list) else []
 
 
 def _write_atomic(path, obj):

@@ -169,42 +169,39 @@ class Service:
         except OSError:
             raise web.HTTPNotFound() from None
         data = data[:data.rfind(b"\n") + 1]  # whole lines only
-        try:
-            have = [int(x) for x in data.split()]
-        except ValueError:
-            raise web.HTTPNotFound() from None
-        return web.json_response({"digest": digest, "have": have, "reset": reset,
+        lists = {b"": [], b"c": [], b"u": []}
+        for line in data.split():  # "7": verified; "c7": asked a seed for it; "u7": no more
+            kind = line[:1] if line[:1] in (b"c", b"u") else b""
+            if line[len(kind):].isdigit():
+                lists[kind].append(int(line[len(kind):]))
+        return web.json_response({"digest": digest, "have": lists[b""], "claimed": lists[b"c"],
+                                  "unclaimed": lists[b"u"], "reset": reset,
                                   "end": (0 if reset else start) + len(data)})
 
     async def partial_piece(self, request):
-        """One verified piece of a blob this node is pulling (re-hashed before it
-        is sent), or of one it has (`ps`: the piece size the asker's list uses)."""
-        import hashlib
+        """One verified piece of a blob this node is pulling (one its `.have` list
+        names: written there only once the piece is verified and on disk), or of
+        one it now holds whole; by Range (the piece's bytes), sent with sendfile."""
         digest, part = self._partial(request)
         i = int(request.match_info["piece"])
+        rng = request.http_range
         whole = self.store.blob_path(digest)
+        if os.path.isfile(whole):
+            return web.FileResponse(whole)
         plist = self._partial_list(digest)
-        if plist is None and os.path.isfile(whole):
-            try:
-                psize = int(request.query.get("ps", ""))
-            except ValueError:
-                raise web.HTTPNotFound() from None
-            with open(whole, "rb") as f:
-                data = os.pread(f.fileno(), psize, i * psize) if psize > 0 else b""
-            if not data:
-                raise web.HTTPNotFound()
-            return web.Response(body=data, content_type="application/octet-stream")
-        if plist is None or i >= len(plist["pieces"]):
+        if plist is None or i >= len(plist["pieces"]) or rng.start is None:
             raise web.HTTPNotFound()
         psize = plist["pieceSize"]
+        if (rng.start, rng.stop) != (i * psize, min(plist["size"], (i + 1) * psize)):
+            raise web.HTTPRequestRangeNotSatisfiable()
         try:
-            with open(part, "rb") as f:
-                data = os.pread(f.fileno(), min(psize, plist["size"] - i * psize), i * psize)
+            with open(part + ".have", "rb") as f:
+                have = f.read()
         except OSError:
             raise web.HTTPNotFound() from None
-        if hashlib.sha256(data).hexdigest() != plist["pieces"][i]:
-            raise web.HTTPNotFound()  # not there yet (or damaged): never pass it on
-        return web.Response(body=data, content_type="application/octet-stream")
+        if b"\n%d\n" % i not in b"\n" + have:
+            raise web.HTTPNotFound()  # not verified here yet: never pass it on
+        return web.FileResponse(part)
 
     async def pieces(self, request):
         """The signed piece list of a blob (made once, in a worker thread)."""
