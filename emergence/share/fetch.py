@@ -303,6 +303,7 @@ class _Swarm:
 
     SLOTS = 2          # requests in flight per peer
     HEDGE_AFTER = 1.0  # seconds a piece is in flight before an idle peer duplicates it
+    CLAIM_FOR = 3.0    # seconds another puller's claim on a piece keeps us off the seeds
     POLL = 0.3         # at least this long between two have-list polls of one peer
 
     def __init__(self, puller, path, plist, fd, have_fd, done):
@@ -316,8 +317,7 @@ class _Swarm:
         self.inflight = {}  # piece -> {peer: start time}
         self.held = {}      # peer still pulling -> the pieces it has verified (None = all)
         self.count = [0] * self.n  # how many of those peers hold each piece
-        self.claims = {}    # peer -> the pieces it is getting from a seed
-        self.claimed = [0] * self.n
+        self.claimed = {}   # piece -> until when a puller said it is getting it from a seed
         self.changed = asyncio.Event()
         self.rng = random.Random()
         self.conns = []
@@ -333,7 +333,7 @@ class _Swarm:
         tasks = [asyncio.ensure_future(self.worker(p, None)) for p in holders
                  for _ in range(self.SLOTS)]
         for p in others:
-            self.held[p], self.claims[p] = set(), set()
+            self.held[p] = set()
             tasks.append(asyncio.ensure_future(self.watch(p)))
             tasks += [asyncio.ensure_future(self.worker(p, p)) for _ in range(self.SLOTS)]
         seeds = tasks[:len(holders) * self.SLOTS]
@@ -367,18 +367,15 @@ class _Swarm:
             if 0 <= i < self.n and i not in held:
                 held.add(i)
                 self.count[i] += 1
-        self._claim(peer, (), pieces)
 
-    def _claim(self, peer, claimed, unclaimed):
-        mine = self.claims[peer]
+    def _claim(self, claimed, unclaimed):
+        """A hint only, and short-lived: a puller that dies keeps no piece from
+        the seeds for long."""
+        until = time.monotonic() + self.CLAIM_FOR
         for i in claimed:
-            if 0 <= i < self.n and i not in mine:
-                mine.add(i)
-                self.claimed[i] += 1
+            self.claimed[i] = until
         for i in unclaimed:
-            if i in mine:
-                mine.discard(i)
-                self.claimed[i] -= 1
+            self.claimed.pop(i, None)
 
     def _forget(self, peer, i):
         held = self.held.get(peer)
@@ -417,8 +414,7 @@ class _Swarm:
                 if got.get("reset"):
                     for i in list(self.held[peer]):
                         self._forget(peer, i)
-                    self._claim(peer, (), list(self.claims[peer]))
-                self._claim(peer, _ints(got.get("claimed")), _ints(got.get("unclaimed")))
+                self._claim(_ints(got.get("claimed")), _ints(got.get("unclaimed")))
                 self._learn(peer, _ints(got["have"]))
                 end = got["end"]
                 self.changed.set()
@@ -426,13 +422,13 @@ class _Swarm:
         if not self.finished():  # it went away: count on none of its pieces
             for i in list(self.held[peer]):
                 self._forget(peer, i)
-            self._claim(peer, (), list(self.claims[peer]))
 
     def _choose(self, peer, spare):
         from .pieces import pick
         held = None if spare else self.held[peer]
-        i = pick(self.need, held, self.count, self.rng, spare, self.claimed)
         now = time.monotonic()
+        claimed = {i for i, until in self.claimed.items() if until > now} if spare else ()
+        i = pick(self.need, held, self.count, self.rng, spare, claimed)
         if i is not None:
             self.need.discard(i)
             self.inflight[i] = {peer: now}
