@@ -32,7 +32,6 @@ TAG = f"sh{os.getpid() % 10000}"  # unique per run: the machine is shared
 WORK = f"/dev/shm/{TAG}-bench"  # see --dir
 BR = f"{TAG}-br"
 PORT = 7480
-TIME = os.environ.get("SHB_TIME", "").split()
 
 
 def sh(*cmd, check=True):
@@ -118,7 +117,7 @@ def scenario(name, n, key, emergence, swarm):
                     f"{d}/state", "--config", "/dev/null", "--trusted-key", key]
             for p in peers:
                 args += ["--peer", p]
-            pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + TIME + args,
+            pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + args,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
         times = {}
@@ -132,10 +131,6 @@ def scenario(name, n, key, emergence, swarm):
             out, err = p.communicate()
             if p.returncode != 0:
                 raise RuntimeError(f"{name}: pull failed: {err.strip()[-3000:]}")
-            if TIME:
-                print(name, err.strip()[-200:])
-                with open(f"/tmp/shb-trace-{name}-{len(pulls)}-{pulls.index(p)}", "w") as f:
-                    f.write(err)
             from_seed += json.loads(out)["from"].get(f"http://{ip_of(0)}:{PORT}", 0)
     finally:
         stop(procs)

@@ -29,15 +29,6 @@ from .client import MANIFEST_ACCEPT, Upstream, parse_ref
 from .peers import announced_holders, discover, who_has
 
 
-TRACE = os.path.exists("/tmp/shb-trace-on")
-
-
-def _tr(what):
-    if TRACE:
-        import sys
-        print(f"TR {time.monotonic():.3f} {what}", file=sys.stderr)
-
-
 class Transfer:
     """One pull: its peers, bans, and counters (for --json and `peers`)."""
 
@@ -70,15 +61,12 @@ class Puller:
     async def pull(self, ref):
         import aiohttp
         name, reference = parse_ref(ref)
-        _tr("pull")
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=8)
         async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as s:
             self.session = s
             self.peers = await discover(s, self.static_peers) if self.static_peers else []
             self.upstream = Upstream(s, self.upstream_url, name) if self.upstream_url else None
-            _tr("discovered")
             data, media, digest = await self._manifest(name, reference)
-            _tr("manifest")
             import json
             manifest = json.loads(data)
             if "manifests" in manifest:
@@ -145,16 +133,13 @@ class Puller:
     # -- blobs --
     async def _blob(self, name, digest, size):
         path = f"/v2/{name}/blobs/{digest}"
-        _tr("blob")
         holders = [p for p, _ in await who_has(self.session, self.peers, path)
                    if p not in self.t.banned]
-        _tr("who_has")
         part = os.path.join(self.partial_dir, digest[7:])
         if self.trusted and self.peers:
             # peers still pulling this blob serve the pieces they have verified
             others = [p for p in self.peers if p not in holders and p not in self.t.banned]
             plist = await self._piece_list(holders + others, digest)
-            _tr("plist")
             if plist and plist["size"] == size:
                 if await self._pieces(path, holders, others, plist, part):
                     return
@@ -214,10 +199,7 @@ class Puller:
                 os.unlink(extra)
             except FileNotFoundError:
                 pass
-        _tr("commit")
-        ok = await self._commit(part, plist["digest"])
-        _tr("committed")
-        return ok
+        return await self._commit(part, plist["digest"])
 
     async def _whole(self, path_or_url, upstream, digest, size, part, source):
         """Fetch DIGEST whole from one source, resuming from PART; True if committed."""
@@ -498,10 +480,6 @@ class _Swarm:
                 continue
             os.pwrite(self.fd, data, lo)
             os.write(self.have_fd, b"%d\n" % i)
-            if TRACE:
-                import sys
-                print(f"TRACE {time.monotonic():.3f} {peer} {i} {len(self.done)} "
-                      f"need={len(self.need)} infl={len(self.inflight)}", file=sys.stderr)
             self.done.add(i)
             self.inflight.pop(i, None)
             self.t.bytes_from[peer] = self.t.bytes_from.get(peer, 0) + n
