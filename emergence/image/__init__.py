@@ -13,5 +13,7 @@
   run_image.py     `run --image`: a rootfs of /nix/store binds, nothing unpacked
 
 May import: the top-level helpers, and runtime/ to run what it builds (the
-default config of a bundle, `run`).  Nothing in runtime/ imports this.
+default config of a bundle, `run`); on a store miss (`run --image`) or for
+the peers' Nix caches (`build`), the functions share/__init__.py exports,
+imported only then.  Nothing in runtime/ imports this.
 """

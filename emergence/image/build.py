@@ -21,13 +21,17 @@ ANNOTATION_PATHS = "io.github.emergence.nix.store-paths"
 ANNOTATION_CONTENTS = "io.github.emergence.nix.contents"
 
 
-def build(store_root, expr_file, attr=None, args=(), argstrs=(), tag=None, progress=None):
-    """Build EXPR_FILE into the store; return a result dict (printed as --json)."""
+def build(store_root, expr_file, attr=None, args=(), argstrs=(), tag=None, progress=None,
+          peers=(), trusted_keys=(), config=None):
+    """Build EXPR_FILE into the store; return a result dict (printed as --json).
+    With peers (share's [share] config or PEERS) and trusted keys, their signed
+    Nix caches are substituters: what a peer built is copied, not rebuilt."""
     if not os.path.exists(expr_file):
         raise EmergenceError(f"{expr_file}: no such Nix expression")
     if progress is None:
         progress = sys.stderr.isatty()
-    desc_dir = realise(expr_file, attr, args, argstrs, progress)
+    desc_dir = realise(expr_file, attr, args, argstrs, progress,
+                       _substituters(peers, trusted_keys, config))
     with open(os.path.join(desc_dir, "image.json"), "rb") as f:
         desc = fastjson.loads(f.read())
     with open(os.path.join(desc_dir, "closure")) as f:
@@ -75,6 +79,16 @@ def build(store_root, expr_file, attr=None, args=(), argstrs=(), tag=None, progr
     return {"digest": man_digest, "ref": ref, "config": cfg_digest,
             "layers": len(layers), "layersReused": reused, "storePaths": len(graph),
             "store": store.root}
+
+
+def _substituters(peers, trusted_keys, config):
+    """nix-build options for the peers' caches, if any peers are configured."""
+    if not peers and not os.path.exists(config or "/etc/emergence/node.toml"):
+        return []
+    from .. import share
+    from .nix import offline
+    cfg = share.config(config, peers, trusted_keys)
+    return share.substituter_options(cfg["peers"], cfg["trusted_keys"], offline())
 
 
 def _arch():

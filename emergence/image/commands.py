@@ -3,7 +3,7 @@ and `run --image`.  Each handler loads its module when called."""
 
 import sys
 
-from ..command import FLAG, JSON, PAIR, VALUE, Option, UsageError, Verb
+from ..command import FLAG, JSON, MULTI, PAIR, VALUE, Option, UsageError, Verb
 from ..errors import EmergenceError
 
 TITLE = "Images (--store DIR, an OCI image layout; default /var/lib/emergence)"
@@ -22,7 +22,9 @@ def _build(ctx, opts, args):
         raise UsageError("usage: emergence build FILE.nix [-A ATTR] [--arg N EXPR] "
                          "[--argstr N VALUE] [-t NAME:TAG] [--json]")
     result = build(ctx.store, args[0], attr=opts.get("A"), args=opts.get("arg", []),
-                   argstrs=opts.get("argstr", []), tag=opts.get("t"))
+                   argstrs=opts.get("argstr", []), tag=opts.get("t"),
+                   peers=opts.get("peer", ()), trusted_keys=opts.get("trusted-key", ()),
+                   config=opts.get("config"))
     sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json")
                      else f"{result['digest']}\n")
     return 0
@@ -113,10 +115,17 @@ def _run_image(ctx, opts, args):
     if not opts.get("image") or not args:
         raise UsageError("usage: emergence run --image IMAGE ID [-- COMMAND...]")
     return run_image(ctx.root, ctx.store, opts["image"], args[0], args[1:] or None,
-                     detach=opts.get("detach", False))
+                     detach=opts.get("detach", False), peers=opts.get("peer", ()),
+                     trusted_keys=opts.get("trusted-key", ()), config=opts.get("config"))
 
 
 TAG = Option(VALUE, "name the image NAME:TAG in the store", "NAME:TAG", ("tag",))
+PEERS = {  # where a miss is fetched from: share's peers ([share] in the node's config)
+    "peer": Option(MULTI, "a peer node's URL (added to [share] peers)", "URL"),
+    "trusted-key": Option(MULTI, "a node key (NAME:BASE64) whose signatures to trust", "KEY"),
+    "config": Option(VALUE, "the node's config file (default /etc/emergence/node.toml)",
+                     "FILE"),
+}
 
 VERBS = [
     Verb("build", "build a Nix expression into a reproducible OCI image in the store",
@@ -124,7 +133,7 @@ VERBS = [
          {"A": Option(VALUE, "the attribute to build", "ATTR", ("attr",)),
           "arg": Option(PAIR, "pass a Nix expression as a function argument"),
           "argstr": Option(PAIR, "pass a string as a function argument"),
-          "t": TAG, "json": JSON}, _build),
+          "t": TAG, "json": JSON, **PEERS}, _build),
     Verb("images", "list the images in the store", "[--json]",
          {"format": Option(VALUE, "table or json", "FORMAT"), "json": JSON}, _images),
     Verb("inspect", "an image's digest, manifest and config, as JSON", "IMAGE", {}, _inspect),
@@ -145,6 +154,6 @@ VERBS = [
     Verb("run", "run a Nix-built image straight from /nix/store, nothing unpacked",
          "--image IMAGE [--detach] ID [-- COMMAND...]",
          {"image": Option(VALUE, "the image to run", "IMAGE"),
-          "detach": Option(FLAG, "return once the process has started", aliases=("d",))},
-         _run_image),
+          "detach": Option(FLAG, "return once the process has started", aliases=("d",)),
+          **PEERS}, _run_image),
 ]

@@ -8,15 +8,16 @@ import sys
 from ..errors import EmergenceError
 
 
-def _offline():
+def offline():
     """No substituters when the binary cache cannot be reached (the usual case here)."""
     if os.environ.get("EMERGENCE_NIX_OFFLINE") in ("0", "no"):
         return False
     return True
 
 
-def realise(expr_file, attr=None, args=(), argstrs=(), progress=False):
-    """nix-build the expression; return the description directory."""
+def realise(expr_file, attr=None, args=(), argstrs=(), progress=False, options=()):
+    """nix-build the expression (with OPTIONS, e.g. the peers' caches as
+    substituters); return the description directory."""
     import subprocess  # lazily: only a build needs it
     cmd = ["nix-build", expr_file, "--no-out-link"]
     if attr:
@@ -25,8 +26,9 @@ def realise(expr_file, attr=None, args=(), argstrs=(), progress=False):
         cmd += ["--arg", name, value]
     for name, value in argstrs:
         cmd += ["--argstr", name, value]
-    if _offline():
+    if offline() and not options:
         cmd += ["--option", "substituters", ""]
+    cmd += list(options)
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if progress else
                            subprocess.PIPE, text=True)

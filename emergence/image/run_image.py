@@ -47,7 +47,44 @@ def image_bundle(store_root, image, bundle_dir, args=None):
     return bundle_dir
 
 
-def run_image(root, store_root, image, container_id, args=None, detach=False):
+def fetch_missing(store_root, image, peers=(), trusted_keys=(), config=None):
+    """On a miss, get IMAGE from the peers (share's pull: every blob verified)
+    and then the /nix/store paths it runs from (share's copy from the peers'
+    signed Nix caches); the image to run (its digest after a pull).  Peers come
+    from [share] in the node's config file plus PEERS; without any, a miss
+    stays the store's own error."""
+    cfg = None
+    try:
+        store = Store(store_root, create=False)
+        desc = store.resolve(image)
+    except EmergenceError as e:  # no such image, or no store yet
+        from .. import share
+        cfg = share.config(config, peers, trusted_keys)
+        if not cfg["peers"] and not cfg["upstream"]:
+            raise type(e)(f"{e}; or name the peers to pull it from with --peer URL") \
+                from None
+        store = Store(store_root)
+        got = share.pull_image(store, image, cfg["peers"], cfg["upstream"],
+                               cfg["trusted_keys"])
+        image = got["digest"]
+        desc = store.resolve(image)
+        peers_first = list(got["from"])
+    else:
+        peers_first = []
+    from .build import ANNOTATION_PATHS
+    paths = store.read_json(desc["digest"]).get("annotations", {}).get(ANNOTATION_PATHS, "")
+    missing = [p for p in paths.split() if not os.path.exists(p)]
+    if missing:
+        from .. import share
+        cfg = cfg or share.config(config, peers, trusted_keys)
+        order = [p for p in peers_first if p.startswith("http")] + cfg["peers"]
+        if order:
+            share.copy_closure(missing, list(dict.fromkeys(order)), cfg["trusted_keys"])
+    return image
+
+
+def run_image(root, store_root, image, container_id, args=None, detach=False, peers=(),
+              trusted_keys=(), config=None):
     import shutil
 
     from ..runtime.run import run
@@ -56,6 +93,7 @@ def run_image(root, store_root, image, container_id, args=None, detach=False):
     bundle = os.path.join(bundles, container_id)
     if os.path.exists(bundle):
         raise EmergenceError(f"container {container_id!r} already exists")
+    image = fetch_missing(store_root, image, peers, trusted_keys, config)
     os.mkdir(bundle)
     ok = False
     try:

@@ -11,20 +11,50 @@ of them at once, trusting none of them.
   peers.py      who the peers are (config + their own lists) and who has a digest
   fetch.py      a pull from many peers at once, verified piece by piece, resumable
   client.py     a small registry client: manifests, blobs, push, upstream auth
+  members.py    membership learned by gossip: signed member records, expiry
+  tags.py       signed tag -> digest statements: which peer says what a tag means
+  closure.py    Nix closures from the peers' signed caches (run --image, build)
   commands.py   the verbs: pull, push, peers
 
 May import: the top-level helpers and image/ (its Store, for every write).
-Other parts may call `pull_image` below and nothing else.
+Other parts may call the functions below and nothing else.
 """
+
+
+def config(path=None, peers=(), trusted_keys=()):
+    """[share] of the node's config file (default /etc/emergence/node.toml, if
+    any), with PEERS and TRUSTED_KEYS added: what `emergence pull` uses."""
+    from .commands import _config
+    return _config({"config": path, "peer": list(peers), "trusted-key": list(trusted_keys)})
 
 
 def pull_image(store, ref, peers=(), upstream="", trusted_keys=(),
                state_dir="/var/lib/emergence/share"):
     """Fetch REF ('name[:tag|@digest]') into STORE (an image.store.Store) from
     PEERS and/or UPSTREAM, as `emergence pull` does; returns its summary
-    ({"digest", "bytes", "from", "banned", ...}).  The one entry other parts
-    (e.g. `run --image` or `build` on a miss) may call."""
+    ({"digest", "bytes", "from", "banned", ...}).  `run --image` calls it on a
+    store miss."""
     import asyncio
 
+    import aiohttp
+
+    from ..errors import EmergenceError
     from .fetch import Puller
-    return asyncio.run(Puller(store, state_dir, peers, upstream, trusted_keys).pull(ref))
+    try:
+        return asyncio.run(Puller(store, state_dir, peers, upstream, trusted_keys).pull(ref))
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        raise EmergenceError(f"pull of {ref} failed: {type(e).__name__} {e}; "
+                             "run it again to resume") from None
+
+
+def copy_closure(paths, peers, trusted_keys, to=None):
+    """Copy Nix PATHS from the first peer whose signed cache has them (Nix checks
+    the signatures against TRUSTED_KEYS); returns that peer."""
+    from .closure import copy_closure
+    return copy_closure(paths, peers, trusted_keys, to)
+
+
+def substituter_options(peers, trusted_keys, offline=True):
+    """nix-build options using the peers' signed caches as substituters."""
+    from .closure import substituter_options
+    return substituter_options(peers, trusted_keys, offline)

@@ -138,7 +138,8 @@ def _peers(ctx, opts, args):
 
     from .. import fastjson
     if args:
-        raise UsageError("usage: emergence peers [--peer URL]... [--json]")
+        raise UsageError("usage: emergence peers [--peer URL]... [--trusted-key KEY]... "
+                         "[--json]")
     cfg = _config(opts)
 
     async def go():
@@ -148,7 +149,8 @@ def _peers(ctx, opts, args):
 
         from .peers import discover
         async with aiohttp.ClientSession() as s:
-            found = await discover(s, cfg["peers"])
+            found = await discover(s, cfg["peers"], trusted_keys=cfg["trusted_keys"])
+            static = {p.rstrip("/") for p in cfg["peers"]}
 
             async def one(peer):
                 t = time.monotonic()
@@ -160,16 +162,17 @@ def _peers(ctx, opts, args):
                                      timeout=aiohttp.ClientTimeout(total=3)) as r:
                         key = (await r.json()).get("public_key")
                     return {"peer": peer, "up": True, "repositories": repos, "key": key,
-                            "latency_ms": round((time.monotonic() - t) * 1000, 1)}
+                            "latency_ms": round((time.monotonic() - t) * 1000, 1),
+                            "learned": peer not in static}
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
-                    return {"peer": peer, "up": False}
+                    return {"peer": peer, "up": False, "learned": peer not in static}
             return await asyncio.gather(*(one(p) for p in found))
     rows = asyncio.run(go())
     if opts.get("json"):
         sys.stdout.write(fastjson.dumps(rows) + "\n")
     else:
         for r in rows:
-            sys.stdout.write(f"{r['peer']}  " + (
+            sys.stdout.write(f"{r['peer']}  " + ("learned  " if r["learned"] else "") + (
                 f"{r['latency_ms']} ms  {' '.join(r['repositories']) or '-'}" if r["up"]
                 else "down") + "\n")
     return 0
@@ -177,14 +180,15 @@ def _peers(ctx, opts, args):
 
 _PEER = Option(MULTI, "a peer node's URL (added to [share] peers)", "URL")
 _CONFIG = Option(VALUE, f"the node's config file (default {CONFIG})", "FILE")
+_TRUSTED = Option(MULTI, "a node key (NAME:BASE64) whose piece lists, tag statements and "
+                         "member records to trust", "KEY")
 
 VERBS = [
     Verb("pull", "fetch an image from many peers at once, every piece verified",
          "NAME[:TAG|@DIGEST] [--peer URL]... [--upstream URL] [--json]",
          {"peer": _PEER, "config": _CONFIG,
           "upstream": Option(VALUE, "a registry for what no peer has", "URL"),
-          "trusted-key": Option(MULTI, "a node key (NAME:BASE64) whose piece lists to trust",
-                                "KEY"),
+          "trusted-key": _TRUSTED,
           "state": Option(VALUE, f"where partial downloads wait (default {STATE})", "DIR"),
           "stall": Option(VALUE, "seconds without a byte before a peer is dropped "
                                  "(default 5)", "SECONDS"),
@@ -194,6 +198,7 @@ VERBS = [
          {"token-file": Option(VALUE, "the node's push token (its state dir's push.token)",
                                "FILE"),
           "json": JSON}, _push),
-    Verb("peers", "the peers, their latency and what they hold", "[--peer URL]... [--json]",
-         {"peer": _PEER, "config": _CONFIG, "json": JSON}, _peers),
+    Verb("peers", "the peers (static and learned), their latency and what they hold",
+         "[--peer URL]... [--trusted-key KEY]... [--json]",
+         {"peer": _PEER, "config": _CONFIG, "trusted-key": _TRUSTED, "json": JSON}, _peers),
 ]

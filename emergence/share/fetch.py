@@ -64,7 +64,8 @@ class Puller:
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=8)
         async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as s:
             self.session = s
-            self.peers = await discover(s, self.static_peers) if self.static_peers else []
+            self.peers = await discover(s, self.static_peers, trusted_keys=self.trusted) \
+                if self.static_peers else []
             self.upstream = Upstream(s, self.upstream_url, name) if self.upstream_url else None
             data, media, digest = await self._manifest(name, reference)
             import json
@@ -99,12 +100,18 @@ class Puller:
                                            else reference)
             self.peers += [p for p in more if p not in self.peers]
             sources = [p for p, _ in await who_has(self.session, more, path)]
+        expect = None
+        if self.trusted and sources and not reference.startswith("sha256:"):
+            from .tags import agreed  # a tag means what a trusted key signed
+            sources, expect = await agreed(self.session, sources, name, reference,
+                                           self.trusted, self.t.banned, not self.upstream)
         for peer in sources:
             try:
                 async with self.session.get(peer + path,
                                             headers={"Accept": MANIFEST_ACCEPT}) as r:
                     if r.status == 200:
-                        got = self._check_manifest(await r.read(), r, reference, peer)
+                        got = self._check_manifest(await r.read(), r, expect or reference,
+                                                   peer)
                         if got:
                             return got
             except Exception as e:
@@ -117,6 +124,10 @@ class Puller:
                     got = self._check_manifest(await r.read(), r, reference, "upstream")
                     if got:
                         return got
+        if self.t.banned:
+            raise EmergenceError(f"no peer gave a manifest for {name}:{reference} that checks "
+                                 "out (" + "; ".join(f"{p}: {w}" for p, w in
+                                                     self.t.banned.items()) + ")")
         raise EmergenceError(f"no peer{' nor the upstream' if self.upstream else ''} has "
                              f"{name}:{reference} (peers: {', '.join(self.peers) or 'none'}; "
                              "set [share] peers or upstream)")
@@ -125,7 +136,8 @@ class Puller:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         said = r.headers.get("Docker-Content-Digest")
         if (reference.startswith("sha256:") and digest != reference) or (said and said != digest):
-            self.t.banned[source] = "manifest does not match its digest"
+            self.t.banned[source] = f"sent manifest {digest}, not {reference}" \
+                if reference.startswith("sha256:") else "manifest does not match its digest"
             return None
         media = r.headers.get("Content-Type", "").split(";")[0]
         return data, media, digest

@@ -1,8 +1,9 @@
 """Who the peers are and who has what.
 
 Membership: the static list in the config (`[share] peers = [...]`), plus
-each of those peers' own lists (GET /share/v1/peers, one hop): a node
-learns the nodes its peers know without a gossip protocol to run.  Who has
+what those peers know (one hop): with trusted keys, their members whose
+records a trusted key signed (GET /share/v1/members; the node itself learns
+members by gossip, members.py); without, their lists (GET /share/v1/peers).  Who has
 a digest is asked on a miss: HEAD /v2/<name>/blobs/<digest> (or the
 manifest) on every peer at once, with a short timeout; if none has it, the
 peers are asked whom they heard announce it (a node announces what is
@@ -13,14 +14,22 @@ import asyncio
 import time
 
 
-async def discover(session, peers, timeout=5.0):
-    """The static PEERS and the peers they know (deduplicated, order kept)."""
+async def discover(session, peers, timeout=5.0, trusted_keys=()):
+    """The static PEERS and the peers they know (deduplicated, order kept).
+    With TRUSTED_KEYS, only the members they know whose records one of those
+    keys signed (members.py), so a peer cannot point us at any address;
+    without, the peers' lists as they give them."""
+    from .members import why_not
     found = list(dict.fromkeys(p.rstrip("/") for p in peers))
 
     async def ask(peer):
         try:
-            async with session.get(peer + "/share/v1/peers",
+            async with session.get(peer + ("/share/v1/members" if trusted_keys else
+                                           "/share/v1/peers"),
                                    timeout=_timeout(timeout)) as r:
+                if r.status == 200 and trusted_keys:
+                    return [m["url"] for m in (await r.json()).get("records", [])
+                            if why_not(m, trusted_keys) is None]
                 if r.status == 200:
                     return (await r.json()).get("peers", [])
         except (OSError, asyncio.TimeoutError, ValueError):

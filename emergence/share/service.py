@@ -21,6 +21,9 @@ class Service:
         "nix_store": "/nix/store",
         "piece_size": 4 << 20,     # bytes per piece of a piece list
         "advertise": "",           # the URL peers reach this node at (announced on push)
+        "member_networks": [],     # learned members must be inside these ([] = anywhere)
+        "gossip_interval": 2.0,    # seconds between membership exchanges
+        "member_timeout": 10.0,    # a member silent this long is dead
     }
     MAX_ANNOUNCED = 100_000
 
@@ -44,6 +47,11 @@ class Service:
         self.holders = {}  # ref or digest -> URLs of nodes that announced it
         self.tasks = set()
         self.registry.on_put = self._announce
+        from .members import Members
+        self.members = Members(self.key, self.config["advertise"], self.config["peers"],
+                               self.config["trusted_keys"], self.config["member_networks"],
+                               self.config["gossip_interval"], self.config["member_timeout"],
+                               log)
 
     def routes(self):
         """Every route, behind the readers' filter (only ours: the node's other
@@ -56,6 +64,9 @@ class Service:
         return (self.registry.routes() + self.cache.routes() + [
             web.get("/share/v1/info", self.info),
             web.get("/share/v1/peers", self.peers),
+            web.get("/share/v1/members", self.members_get),
+            web.get("/share/v1/tag", self.tag),
+            web.post("/share/v1/members", self.members_post),
             web.get("/share/v1/pieces/{digest}", self.pieces),
             web.post("/share/v1/announce", self.announced),
             web.get("/share/v1/who-has", self.who_has),
@@ -63,7 +74,15 @@ class Service:
             web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)])
 
     async def start(self):
+        import asyncio
         self.log(f"share: serving {self.store.root}; cache key {self.key.public()}")
+        if self.config["peers"] or self.config["advertise"]:
+            if not self.config["trusted_keys"]:
+                self.log("share: no [share] trusted_keys: no members are learned, "
+                         "only the static peers are used")
+            task = asyncio.ensure_future(self.members.run())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def stop(self):
         for t in list(self.tasks):
@@ -74,13 +93,45 @@ class Service:
 
     def status(self):
         return {"store": self.store.root, "public_key": self.key.public(),
-                "peers": list(self.config["peers"]), "uploads": len(self.registry.uploads)}
+                "peers": list(self.config["peers"]), "members": self.members.table(),
+                "uploads": len(self.registry.uploads)}
 
     async def info(self, request):
         return web.json_response({"public_key": self.key.public(), "store": "oci"})
 
     async def peers(self, request):
-        return web.json_response({"peers": list(self.config["peers"])})
+        """The static peers and the live members (each signed by a trusted key)."""
+        return web.json_response({"peers": list(dict.fromkeys(
+            [p.rstrip("/") for p in self.config["peers"]] + self.members.live()))})
+
+    async def tag(self, request):
+        """This node's signed statement of what NAME:TAG is here."""
+        from . import tags
+        from .registry import DIGEST_RE, error
+        name, tag = request.query.get("name", ""), request.query.get("tag", "")
+        if DIGEST_RE.match(tag):
+            raise error(400, "TAG_INVALID", "a digest needs no statement")
+        _, digest = self.registry._find_manifest(name, tag)
+        return web.json_response(tags.statement(self.key, name, tag, digest))
+
+    async def members_get(self, request):
+        return web.json_response({"members": self.members.table(),
+                                  "records": self.members.records(),
+                                  "refused": self.members.refused})
+
+    async def members_post(self, request):
+        """Push-pull: take the caller's signed member records, answer with ours.
+        No token: a record counts only if a trusted key signed it."""
+        from .members import MAX_MEMBERS
+        try:
+            got = (await request.json())["members"]
+            if not isinstance(got, list) or len(got) > MAX_MEMBERS:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="want {members: [{url, key, heartbeat, sig}...]}\n") \
+                from None
+        self.members.merge(got)
+        return web.json_response({"members": self.members.records()})
 
     # -- announce on put, ask on miss --
     def _announce(self, keys):

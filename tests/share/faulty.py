@@ -3,6 +3,8 @@
   die=N        forwards N bytes of blob bodies, then the process exits (kill)
   stall=N      forwards N bytes of blob bodies, then sends nothing more
   slow=BPS     forwards blob bodies at BPS bytes a second
+  swap=URL     answers manifests asked for by tag from the node at URL (a peer
+               lying about what a tag means)
 Everything else (manifests, piece lists) passes through unchanged.
 
 python faulty.py PORT UPSTREAM_URL MODE
@@ -23,7 +25,9 @@ async def handle(request):
     global sent
     async with ClientSession(auto_decompress=False) as s:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with s.request(request.method, upstream + request.path_qs, headers=headers,
+        to = arg if kind == "swap" and "/manifests/" in request.path and \
+            "sha256:" not in request.path else upstream
+        async with s.request(request.method, to + request.path_qs, headers=headers,
                              data=await request.read()) as r:
             blob = "/blobs/sha256:" in request.path and request.method == "GET"
             resp = web.StreamResponse(status=r.status, headers={
