@@ -1,8 +1,10 @@
 """`emergence pull`: an image from many peers at once, trusting none.
 
 A blob that peers hold is fetched in pieces (Range requests), every peer
-working on its own piece; each piece is checked against a piece list that a
-node whose key we trust signed (pieces.py).  A peer that sends a bad piece
+working on its own piece, other pullers of the same blob included (they
+serve what they have verified; the seeds are asked only for what no puller
+has: _Swarm); each piece is checked against a piece list that a node whose
+key we trust signed (pieces.py).  A peer that sends a bad piece
 is banned for the transfer; one that fails or stalls (no byte for
 `stall` seconds) is dropped and its piece goes back to the queue; when the
 queue is empty, idle peers duplicate the pieces still in flight (hedged
