@@ -314,7 +314,7 @@ class _Swarm:
         self.held = {}      # peer still pulling -> the pieces it has verified (None = all)
         self.count = [0] * self.n  # how many of those peers hold each piece
         self.claimed = {}   # piece -> until when a puller said it is getting it from a seed
-        self.changed = asyncio.Event()
+        self.waiting = []   # futures of the workers waiting for something to change
         self.rng = random.Random()
         self.conns = []
 
@@ -356,6 +356,14 @@ class _Swarm:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.pool.shutdown(wait=False)
         return self.finished()
+
+    def _changed(self):
+        """Wake every waiting worker (each waits on its own future: none can
+        swallow another's wake-up)."""
+        waiting, self.waiting = self.waiting, []
+        for f in waiting:
+            if not f.done():
+                f.set_result(None)
 
     def _learn(self, peer, pieces):
         held = self.held[peer]
@@ -404,7 +412,7 @@ class _Swarm:
                 got, failures = None, failures + 1
             if got and got.get("complete"):
                 self._learn(peer, range(self.n))
-                self.changed.set()
+                self._changed()
                 return
             if got and isinstance(got.get("have"), list) and isinstance(got.get("end"), int):
                 if got.get("reset"):
@@ -413,7 +421,7 @@ class _Swarm:
                 self._claim(_ints(got.get("claimed")), _ints(got.get("unclaimed")))
                 self._learn(peer, _ints(got["have"]))
                 end = got["end"]
-                self.changed.set()
+                self._changed()
             await asyncio.sleep(max(0.0, self.POLL - (time.monotonic() - t0)))
         if not self.finished():  # it went away: count on none of its pieces
             for i in list(self.held[peer]):
@@ -454,9 +462,10 @@ class _Swarm:
         while not self.finished() and peer not in self.t.banned:
             i = self._choose(peer, spare)
             if i is None:
-                self.changed.clear()
+                woken = asyncio.get_running_loop().create_future()
+                self.waiting.append(woken)
                 try:
-                    await asyncio.wait_for(self.changed.wait(), 0.25)
+                    await asyncio.wait_for(woken, 0.25)
                 except asyncio.TimeoutError:
                     pass
                 continue
@@ -490,7 +499,7 @@ class _Swarm:
                 if not by:
                     self.inflight.pop(i, None)
                     self.need.add(i)
-                self.changed.set()
+                self._changed()
                 continue
             os.pwrite(self.fd, data, lo)
             os.write(self.have_fd, b"%d\n" % i)
@@ -499,8 +508,8 @@ class _Swarm:
             self.t.bytes_from[peer] = self.t.bytes_from.get(peer, 0) + n
             self.t.fetched += n
             self.p.progress(n)
-            self.changed.set()
-        self.changed.set()
+            self._changed()
+        self._changed()
 
 
 class _PieceConn:
