@@ -300,7 +300,7 @@ class _Swarm:
     SLOTS = 2          # requests in flight per peer
     HEDGE_AFTER = 1.0  # seconds a piece is in flight before an idle peer duplicates it
     CLAIM_FOR = 3.0    # seconds another puller's claim on a piece keeps us off the seeds
-    POLL = 0.3         # at least this long between two have-list polls of one peer
+    POLL = 0.5         # at least this long between two have-list polls of one peer
 
     def __init__(self, puller, path, plist, fd, have_fd, done):
         import random

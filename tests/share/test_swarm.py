@@ -31,7 +31,7 @@ def test_pullers_serve_each_other_and_spare_the_seed(mesh, tmp_path):  # noqa: F
              in enumerate(spots)]
     key = nodes[0].get("/share/v1/info")["public_key"]
     pulls = []
-    for i, n in enumerate(nodes[1:], 1):
+    for n in nodes[1:]:
         args = ["--store", n.store, "pull", "big:1", "--json", "--state", n.state,
                 "--config", "/dev/null", "--trusted-key", key]
         for peer in nodes:
