@@ -10,10 +10,15 @@ and the serving throughput of one node against busybox httpd (a plain
 static file server) for the same blob with curl on loopback.
 
   python bench/share_distribute.py [--size MB] [--rate MBIT] [--nodes N]
+                                   [--skip-seed] [--dir DIR]
 
 Defaults: a 256 MB image (one random layer; small for the shared machine),
-400 mbit/s per node, 8 nodes.  Everything lives under /tmp/sh<pid>-bench and in
-namespaces named sh<pid>-*; all is removed at the end.
+400 mbit/s per node, 8 nodes, stores on tmpfs (/dev/shm: eight nodes on one
+machine share one disk, real ones do not; --dir /var/tmp to see the disk).
+Everything lives under DIR/sh<pid>-bench and in namespaces named sh<pid>-*;
+all is removed at the end.  The CPU line is the nodes' and pullers' CPU
+seconds (not the seed's): on a small machine the swarm, which moves eight
+times the bytes of one pull at once, can run out of CPU before network.
 """
 
 import argparse
