@@ -1,14 +1,27 @@
-"""Overwatch's collection cost for N running containers (busybox `sleep`) at a
-1 s interval: the collector's CPU time as % of one core, the time of one
-/metrics scrape, and resident memory growth per container.  The peer is what
-there was before: `emergence events --stats ID`, one process per container and
-sample; the ratio is its wall time for one pass over all N against ours.
+"""Overwatch's cost for N running containers (busybox `sleep`) at a 1 s
+interval, measured on the real service (`overwatch.service.Service`, served by
+aiohttp on loopback as the node serves it):
 
-Usage: python bench/overwatch_collect.py [N] [SECONDS]   (as root)
+- the node's CPU time (this process: passes, renders, HTTP) as % of one core,
+  while a scraper (another process) GETs /metrics every SCRAPE seconds;
+- each scrape's latency as the scraper sees it: the first (nobody expected it:
+  rendered while it waits) and the rest (rendered by the pass before them);
+- what one render costs (generate_latest over everything: a scrape without the cache);
+- a control: a 404 from the same listener after each scrape (the host's and the
+  event loop's own latency, nothing rendered);
+- resident memory growth per container.
+
+The peer is what there was before: `emergence events --stats ID`, one process
+per container and sample; the ratio is its wall time for one pass over all N
+against our CPU time per pass.
+
+Usage: python bench/overwatch_collect.py [N] [SECONDS] [SCRAPE]   (as root)
+(defaults 100 containers, 30 s, a scrape every 5.3 s)
 """
 
+import asyncio
+import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -19,19 +32,81 @@ from common import REPO, find_emergence, make_bundle
 
 sys.path.insert(0, REPO)
 
+SCRAPER = r"""
+import json, sys, time, urllib.error, urllib.request
+url, every, until = sys.argv[1], float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+out, control = [], []
+while time.monotonic() < until:
+    t = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=10) as r:
+        size = len(r.read())
+    out.append(time.perf_counter() - t)
+    c = time.perf_counter()  # the control: a 404 from the same listener, nothing rendered
+    try:
+        urllib.request.urlopen(url + "-none", timeout=10)
+    except urllib.error.HTTPError:
+        pass
+    control.append(time.perf_counter() - c)
+    time.sleep(max(0.0, min(every - (time.perf_counter() - t), until - time.monotonic())))
+print(json.dumps({"latencies": out, "control": control, "bytes": size}))
+"""
+
 
 def rss_kb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
 
 
+async def serve(svc):
+    from aiohttp import web
+    app = web.Application()
+    app.add_routes(svc.routes())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+async def measure(root, work, n, seconds, every):
+    from emergence.overwatch.service import Service
+    # the baseline: the same service, served, over no container
+    empty = Service({"root": os.path.join(work, "none")}, work, lambda m: None)
+    empty_runner, _ = await serve(empty)
+    await empty.start()
+    empty._body()
+    base_rss = rss_kb()
+    svc = Service({"root": root, "interval": 1.0}, work, print)
+    runner, port = await serve(svc)
+    await svc.start()
+    try:
+        t0 = time.process_time()
+        svc._body()
+        render = time.process_time() - t0
+        assert svc.status()["containers"] == n, svc.status()
+        cpu0, wall0, passes0 = time.process_time(), time.monotonic(), svc.passes
+        pass_cpu0 = svc.pass_seconds_total
+        scraper = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SCRAPER, f"http://127.0.0.1:{port}/metrics", str(every),
+            str(seconds), stdout=subprocess.PIPE)
+        out, _ = await scraper.communicate()
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        scraped = json.loads(out)
+        return {"cpu": cpu, "wall": wall, "passes": svc.passes - passes0, "render": render,
+                "rss": rss_kb() - base_rss, "renders": svc.rendered.renders,
+                "ahead": svc.rendered.ahead, "pass_cpu": svc.pass_seconds_total - pass_cpu0,
+                **scraped}
+    finally:
+        await svc.stop()
+        await empty.stop()
+        await runner.cleanup()
+        await empty_runner.cleanup()
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20
-    from prometheus_client import generate_latest
-
-    from emergence.overwatch.collector import Collector
-    from emergence.overwatch.exporter import registry_for
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30
+    every = float(sys.argv[3]) if len(sys.argv) > 3 else 5.3
     emergence = find_emergence()
     work = tempfile.mkdtemp(prefix="owbench")
     root = os.path.join(work, "state")
@@ -42,47 +117,35 @@ def main():
         for cid in ids:
             subprocess.run([emergence, "--root", root, "run", "--detach", "--bundle", bundle,
                             cid], check=True, stdin=subprocess.DEVNULL)
-        print(f"started {n} containers in {time.monotonic() - t0:.1f}s")
-        empty = Collector(os.path.join(work, "none"))
-        empty.collect()
-        base_rss = rss_kb()
-        c = Collector(root)
-        reg = registry_for(c)
-        c.collect()  # opens every file once
-        generate_latest(reg)
-        assert len(c.latest) == n, len(c.latest)
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        passes, scrapes = 0, []
-        while time.monotonic() - wall0 < seconds:
-            c.collect()
-            passes += 1
-            s0 = time.perf_counter()
-            body = generate_latest(reg)
-            scrapes.append(time.perf_counter() - s0)
-            time.sleep(max(0.0, wall0 + passes - time.monotonic()))  # a 1 s interval
-        cpu = time.process_time() - cpu0
-        wall = time.monotonic() - wall0
-        grown = rss_kb() - base_rss
-        collect_cpu = cpu - sum(scrapes)
-        print(f"{passes} passes over {n} containers in {wall:.1f}s")
-        print(f"collector CPU: {100 * collect_cpu / wall:.2f}% of one core "
-              f"({1000 * collect_cpu / passes:.1f} ms per pass)")
-        scrapes.sort()
-        print(f"scrape of {n} ({len(body)} bytes): median {1000 * scrapes[len(scrapes) // 2]:.1f}"
-              f" ms, max {1000 * scrapes[-1]:.1f} ms")
-        print(f"resident memory growth: {grown / n:.1f} kB per container "
-              f"(max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} kB)")
-        # the peer: one `events --stats` process per container
+        print(f"started {n} containers in {time.monotonic() - t0:.1f}s; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        r = asyncio.run(measure(root, work, n, seconds, every))
+        lat = [1000 * x for x in r["latencies"]]
+        rest = sorted(lat[1:])
+        per_pass = r["cpu"] / r["passes"]
+        print(f"{r['passes']} passes over {n} containers in {r['wall']:.1f}s, "
+              f"{len(lat)} scrapes every {every}s ({r['bytes']} bytes each)")
+        print(f"node CPU: {100 * r['cpu'] / r['wall']:.2f}% of one core "
+              f"({1000 * per_pass:.1f} ms per pass, scrapes and renders included)")
+        print(f"of which the passes (renders ahead included): "
+              f"{100 * r['pass_cpu'] / r['wall']:.2f}% of one core")
+        print(f"one render (generate_latest, a scrape without the cache): "
+              f"{1000 * r['render']:.1f} ms CPU; {r['renders']} renders, {r['ahead']} "
+              "ahead of their scrape")
+        print(f"scrape latency: first {lat[0]:.1f} ms; the other {len(rest)}: median "
+              f"{rest[len(rest) // 2]:.1f} ms, max {rest[-1]:.1f} ms")
+        print("every scrape (ms): " + " ".join(f"{x:.1f}" for x in lat))
+        ctl = sorted(1000 * x for x in r["control"])
+        print(f"control (a 404 from the same listener, right after each scrape): median "
+              f"{ctl[len(ctl) // 2]:.1f} ms, max {ctl[-1]:.1f} ms")
+        print(f"resident memory growth: {r['rss'] / n:.1f} kB per container")
         p0 = time.monotonic()
         for cid in ids:
             subprocess.run([emergence, "--root", root, "events", "--stats", cid], check=True,
                            stdout=subprocess.DEVNULL)
         peer = time.monotonic() - p0
         print(f"one pass by `events --stats` per container: {1000 * peer:.0f} ms wall; "
-              f"ours {1000 * collect_cpu / passes:.1f} ms CPU: ratio "
-              f"{peer / (collect_cpu / passes):.0f}x")
-        c.close()
-        empty.close()
+              f"ours {1000 * per_pass:.1f} ms CPU: ratio {peer / per_pass:.0f}x")
     finally:
         for cid in ids:
             subprocess.run([emergence, "--root", root, "delete", "--force", cid],

@@ -64,6 +64,14 @@ def spec_validator(kind, schema_file):
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers: needs root")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _counters_file(tmp_path_factory):
+    """Pulls and Relay applies made by tests count in a file of the session,
+    not the host's /var/lib/emergence/counters.log (emergence.counters)."""
+    os.environ.setdefault("EMERGENCE_COUNTERS",
+                          str(tmp_path_factory.mktemp("counters") / "counters.log"))
+
+
 @pytest.fixture(scope="session")
 def rootfs(tmp_path_factory):
     path = tmp_path_factory.mktemp("busybox") / "rootfs"

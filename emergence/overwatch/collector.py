@@ -13,9 +13,16 @@ from ..runtime import state
 from ..runtime.cgroups.hierarchy import controller_map, discover
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
+SPEC_EVERY = 10  # passes between two reads of a container's limits and shares
 
 
 def _keyed(data):
+    """{key: int} of a "key value" per line file (memory.stat, cpu.stat...)."""
+    t = data.split()
+    try:  # split, decode and int in C: a pass parses ~10 of these per container
+        return dict(zip(map(bytes.decode, t[::2]), map(int, t[1::2])))
+    except ValueError:
+        pass
     out = {}
     for line in data.splitlines():
         k, _, v = line.partition(b" ")
@@ -82,6 +89,8 @@ class Target:
         self.files = Files(log, cid)
         self.joined = {}
         self.paths = {}
+        self.spec = {}
+        self.passes = -1
         for controller in ("cpu", "cpuacct", "memory", "pids", "blkio", "io"):
             h = ctl.get(controller)
             if h is None and v2 is not None and controller in ("cpu", "memory", "pids", "io") \
@@ -103,7 +112,16 @@ class Target:
                                                      else os.path.join(where[0], name))
         return None if path is None else self.files.read(path)
 
+    def _spec(self, controller, name):
+        """A limit or share: they change only by `emergence update`, so they are
+        re-read every SPEC_EVERY passes, not every pass."""
+        key = (controller, name)
+        if self.passes % SPEC_EVERY == 0 or key not in self.spec:
+            self.spec[key] = self._file(controller, name)
+        return self.spec[key]
+
     def sample(self, now):
+        self.passes += 1
         v = {}
 
         def put(name, value, **extra):
@@ -124,13 +142,13 @@ class Target:
                     put("container_cpu_cfs_throttled_periods_total", st["nr_throttled"])
                     put("container_cpu_cfs_throttled_seconds_total",
                         st["throttled_usec"] / 1e6)
-            cmax = self._file("cpu", "cpu.max")
+            cmax = self._spec("cpu", "cpu.max")
             if cmax is not None:
                 quota, period = cmax.split()
                 if quota != b"max":
                     put("container_spec_cpu_quota", int(quota))
                 put("container_spec_cpu_period", int(period))
-            weight = self._file("cpu", "cpu.weight")
+            weight = self._spec("cpu", "cpu.weight")
             if weight is not None:  # cAdvisor's inverse of the runtimes' shares->weight
                 put("container_spec_cpu_shares", 2 + ((int(weight) - 1) * 262142) // 9999)
         else:
@@ -149,13 +167,13 @@ class Target:
                 put("container_cpu_cfs_throttled_periods_total", st.get("nr_throttled"))
                 if "throttled_time" in st:
                     put("container_cpu_cfs_throttled_seconds_total", st["throttled_time"] / 1e9)
-            quota = self._file("cpu", "cpu.cfs_quota_us")
+            quota = self._spec("cpu", "cpu.cfs_quota_us")
             if quota is not None and int(quota) > 0:
                 put("container_spec_cpu_quota", int(quota))
-            period = self._file("cpu", "cpu.cfs_period_us")
+            period = self._spec("cpu", "cpu.cfs_period_us")
             if period is not None:
                 put("container_spec_cpu_period", int(period))
-            shares = self._file("cpu", "cpu.shares")
+            shares = self._spec("cpu", "cpu.shares")
             if shares is not None:
                 put("container_spec_cpu_shares", int(shares))
 
@@ -183,7 +201,7 @@ class Target:
                 ev = _keyed(ev)
                 put("container_oom_events_total", ev.get("oom_kill"))
                 put("container_memory_failcnt", ev.get("max"))  # times usage hit the limit
-            lim = self._file("memory", "memory.max")
+            lim = self._spec("memory", "memory.max")
         else:
             fail = self._file("memory", "memory.failcnt")
             if fail is not None:
@@ -191,7 +209,7 @@ class Target:
             oc = self._file("memory", "memory.oom_control")
             if oc is not None:
                 put("container_oom_events_total", _keyed(oc).get("oom_kill"))
-            lim = self._file("memory", "memory.limit_in_bytes")
+            lim = self._spec("memory", "memory.limit_in_bytes")
         if lim is not None:
             put("container_spec_memory_limit_bytes", _number(lim) or 0)
 
@@ -292,7 +310,8 @@ class Collector:
             if not t.alive():  # gone (or gone mid-sample): drop it rather than report half
                 self.targets.pop(cid).close()
                 continue
-            out[cid] = {"labels": t.labels, "values": values, "annotations": t.annotations}
+            out[cid] = {"labels": t.labels, "values": values, "annotations": t.annotations,
+                        "pid": t.pid}
         for cid in set(self.targets) - seen:
             self.targets.pop(cid).close()
         self.latest, self.taken = out, now

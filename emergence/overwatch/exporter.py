@@ -1,5 +1,9 @@
 """A prometheus_client Collector that serves the latest sample (scrapes never
-read cgroup files; the node's sampling loop does)."""
+read cgroup files; the node's sampling loop does), and the cache that renders
+that sample's exposition text once, ahead of the scrape where it can."""
+
+import threading
+import time
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
@@ -52,3 +56,85 @@ def registry_for(collector, annotation_labels=()):
 def render(registry):
     from prometheus_client import generate_latest
     return generate_latest(registry)
+
+
+class Rendered:
+    """The exposition text of the latest sample, rendered once per sample.
+
+    generate_latest costs ~10 us a series (30-70 ms for 100 containers), too much
+    for every pass and too slow to do while a scraper waits.  Scrapers keep a
+    steady interval, so each one's next scrape is expected: the pass whose text
+    would be the latest when it comes renders (`publish`), early enough to be
+    done by then (`lead`), and the scrape takes the bytes at once.  A scrape
+    nobody expected (a new scraper's first two, an irregular one) renders then
+    (`scrape`).  Keys order the samples; a text is replaced
+    only by a newer one.
+    """
+
+    FORGET = 3  # a scraper silent for 3 of its intervals is forgotten
+
+    def __init__(self, make_body):
+        self.make_body = make_body
+        self.current = (None, None)  # (key, text or None), replaced whole
+        self.scrapers = {}  # peer -> (time of its last scrape, its interval or None)
+        self.renders = self.ahead = 0  # all renders, and those done before a scrape
+        self.render_seconds = 0.0  # wall time of the last render
+        self.lock = threading.Lock()  # held only to replace `current`
+        self.rendering = threading.Lock()
+
+    def _make(self):
+        t0 = time.perf_counter()
+        body = self.make_body()
+        self.render_seconds = time.perf_counter() - t0
+        self.renders += 1
+        return body
+
+    def _set(self, key, body):
+        with self.lock:
+            if self.current[0] is None or key >= self.current[0]:
+                self.current = (key, body)
+
+    def note(self, peer, now=None):
+        """PEER scrapes now: its rhythm says when to expect it next."""
+        now = time.monotonic() if now is None else now
+        last = self.scrapers.get(peer)
+        self.scrapers[peer] = (now, now - last[0] if last else None)
+
+    def fresh(self, key):
+        """The text of KEY's sample (or a newer one) if rendered, else None."""
+        have, body = self.current
+        return body if body is not None and have >= key else None
+
+    def scrape(self, key):
+        """The text of KEY's sample, rendered now if no one did yet."""
+        body = self.fresh(key)
+        if body is None:
+            with self.rendering:  # one render at a time: a second scrape waits for it
+                body = self.fresh(key)
+                if body is None:
+                    body = self._make()
+                    self._set(key, body)
+        return body
+
+    def publish(self, key, interval, now=None, lead=None):
+        """A pass that started at NOW took sample KEY: render it now if a scraper
+        is due before the next pass's render would be done (NOW + interval +
+        LEAD); else leave it to the scrape."""
+        now = time.monotonic() if now is None else now
+        lead = max(0.05, 2 * self.render_seconds) if lead is None else lead
+        due = False
+        for peer, (last, every) in list(self.scrapers.items()):
+            if every is None:  # one scrape so far: no rhythm yet
+                if now - last > 300:
+                    del self.scrapers[peer]
+            elif now - last > self.FORGET * every + interval:
+                del self.scrapers[peer]
+            elif now <= last + every < now + interval + lead:
+                # windows overlap by LEAD: a scrape a little early or late (or
+                # noted late, behind a pass) still finds its text rendered
+                due = True
+        body = None
+        if due:
+            body = self._make()
+            self.ahead += 1
+        self._set(key, body)

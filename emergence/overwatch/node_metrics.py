@@ -1,5 +1,7 @@
-"""Metrics of Emergence itself on this node: containers by state and the image
-store's size (blob bytes, summed at most once a minute: a walk is not free)."""
+"""Metrics of Emergence itself on this node: containers by state, the image
+store's size (blob bytes, summed at most once a minute: a walk is not free),
+and the events counted by other processes (pulls, Relay applies: see
+emergence.counters)."""
 
 import os
 import time
@@ -45,12 +47,46 @@ class StoreSize:
         return self.value
 
 
-class NodeCollector:
-    """prometheus_client Collector for emergence_containers{state} and the store size."""
+# counters: name -> (help, label, the label's values always shown, at zero if unseen)
+COUNTERS = {
+    "emergence_share_pulls_total": ("Pulls finished on this node, by where their bytes "
+                                    "came from (store: nothing to fetch)", "source",
+                                    ("peer", "upstream", "mixed", "store")),
+    "emergence_share_pull_bytes_total": ("Bytes fetched by pulls, from peers or the upstream "
+                                         "registry", "source", ("peer", "upstream")),
+    "emergence_relay_applies_total": ("Relay applies that changed the kernel", None, ()),
+    "emergence_relay_operations_total": ("Kernel operations issued by Relay applies "
+                                         "(netlink requests, nft transactions), by kind",
+                                         "kind", ()),
+}
 
-    def __init__(self, root, store_root=None):
+
+def counter_families(totals):
+    """prometheus_client families for the COUNTERS, from {(name, "label=value"): n}."""
+    from prometheus_client.core import CounterMetricFamily
+    for name, (doc, label, shown) in COUNTERS.items():
+        fam = CounterMetricFamily(name[:-6], doc, labels=[label] if label else None)
+        values = {v: 0 for v in shown} if label else {"": 0}
+        for (n, lab), amount in totals.items():
+            if n == name:
+                value = lab.partition("=")[2]
+                values[value] = values.get(value, 0) + amount
+        for value, amount in sorted(values.items()):
+            fam.add_metric([value] if label else [], amount)
+        yield fam
+
+
+class NodeCollector:
+    """prometheus_client Collector for emergence_containers{state}, the store size
+    and the node's event counters."""
+
+    def __init__(self, root, store_root=None, counters=None, log=lambda m: None):
+        from ..counters import Totals
         self.root = root
         self.store = StoreSize(store_root)
+        self.totals = Totals(counters)
+        self.warned = False
+        self.log = log
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -63,3 +99,12 @@ class NodeCollector:
         if size is not None:
             yield GaugeMetricFamily("emergence_store_bytes",
                                     "Bytes of blobs in the node's image store", value=size)
+        try:
+            totals = self.totals.read()
+        except OSError as e:  # a bad counters file: the rest of /metrics still goes out
+            if not self.warned:
+                self.warned = True
+                self.log(f"overwatch: counters {self.totals.path} unreadable ({e}); "
+                         "pull and Relay counters left out")
+            return
+        yield from counter_families(totals)

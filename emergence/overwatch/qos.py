@@ -166,10 +166,12 @@ class Prober:
         self.history = History(os.path.join(state_dir, "qos-history.jsonl"), history_limit)
         self.log = log
         self.failing = set()
+        self.results = 0  # probes that gave figures (a new one makes /metrics stale)
 
-    def probe_rtt(self, src, dst, dst_addr, count=20, gap=0.02):
+    def probe_rtt(self, src, dst, dst_addr, count=20, gap=0.02, src_ns=None):
+        """SRC_NS: where to probe from when SRC is only a name (a container's)."""
         try:
-            samples = rtt(src, dst_addr, count, gap)
+            samples = rtt(src if src_ns is None else src_ns, dst_addr, count, gap)
         except (ConnectionError, OSError) as e:
             if (src, dst) not in self.failing:
                 self.failing.add((src, dst))
@@ -184,11 +186,13 @@ class Prober:
                   "p50": percentile(samples, 0.5), "p99": percentile(samples, 0.99),
                   "sent": count, "received": len(samples)}
         self.history.add(result)
+        self.results += 1
         return result
 
     def probe_throughput(self, src, dst, dst_addr, seconds=1.0, port=5201):
         bps = throughput(src, dst, dst_addr, seconds, port)
         self.tput.labels(str(src), str(dst)).set(bps)
+        self.results += 1
         result = {"kind": "throughput", "src": str(src), "dst": str(dst),
                   "time": time.time(), "bytes_per_second": bps}
         self.history.add(result)

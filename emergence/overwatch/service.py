@@ -13,8 +13,12 @@ class Service:
     name = "overwatch"
     # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
     # annotations: OCI annotation keys exported as container_label_* (as cAdvisor does)
+    # counters: the event counters' file (default: emergence.counters.path())
+    # probe_annotation: containers with the same value of it are probed pairwise
+    # ("" turns the automatic pairs off)
     DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
-                "probe_interval": 10.0, "history": 1000, "store": None, "annotations": []}
+                "probe_interval": 10.0, "history": 1000, "store": None, "annotations": [],
+                "counters": None, "probe_annotation": "org.emergence.overwatch.probe-group"}
 
     def __init__(self, config, state_dir, log):
         from .collector import Collector
@@ -24,8 +28,11 @@ class Service:
         self.log = log
         self.collector = Collector(self.config["root"], log)
         self.registry = registry_for(self.collector, self.config["annotations"])
+        from .exporter import Rendered
+        self.rendered = Rendered(self._body)
         from .node_metrics import NodeCollector
-        self.registry.register(NodeCollector(self.config["root"], self.config["store"]))
+        self.registry.register(NodeCollector(self.config["root"], self.config["store"],
+                                             self.config["counters"], log))
         self.prober = None
         if self.config["probe_pairs"]:
             from .qos import Prober
@@ -33,7 +40,7 @@ class Service:
         self.task = None
         self.probe_task = None
         self.passes = 0
-        self.pass_seconds = 0.0
+        self.pass_seconds = self.pass_seconds_total = self.pass_wall = 0.0
 
     def routes(self):
         from aiohttp import web
@@ -76,35 +83,84 @@ class Service:
                                      status=502)
         return web.json_response(result)
 
-    async def _metrics(self, request):
-        from aiohttp import web
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def _body(self):
+        from prometheus_client import generate_latest
         body = generate_latest(self.registry)
         if self.prober is not None:
             body += generate_latest(self.prober.registry)
+        return body
+
+    def _sample_key(self, passes=None):
+        """What the text shows: the latest pass and the probes' results so far."""
+        return (self.passes if passes is None else passes,
+                self.prober.results if self.prober is not None else 0)
+
+    async def _metrics(self, request):
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST
+        key = self._sample_key()
+        # a scraper is its address and agent: a curl on the same host does not blur
+        # Prometheus's rhythm
+        self.rendered.note((request.remote, request.headers.get("User-Agent")))
+        # nobody expected this scrape: render it now, on the loop.  Not in a thread:
+        # a pass's thousands of preads would each wait for the render's GIL (seconds)
+        body = self.rendered.scrape(key)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def sample_once(self):
-        t0 = time.thread_time()
+    def sample_once(self, started=None):
+        """One pass: read, render if a scrape is due, publish.  On the event loop,
+        not a thread: a busy thread would hold the GIL against every syscall of
+        a scrape being served (the convoy effect: 100s of ms)."""
+        started = time.monotonic() if started is None else started
+        t0, w0 = time.thread_time(), time.perf_counter()
         self.collector.collect()
-        self.pass_seconds = time.thread_time() - t0
+        key = self._sample_key(self.passes + 1)
+        # a render ahead must be done before the scrape it is for: twice the last pass
+        self.rendered.publish(key, float(self.config["interval"]), started,
+                              lead=max(0.05, 2 * self.pass_wall))
         self.passes += 1
+        self.pass_wall = time.perf_counter() - w0
+        self.pass_seconds = time.thread_time() - t0
+        self.pass_seconds_total += self.pass_seconds
 
     async def _loop(self):
+        """Passes at a fixed rate (the interval apart, start to start), so the
+        render-ahead windows of two passes meet exactly."""
         interval = float(self.config["interval"])
+        at = time.monotonic()
         while True:
+            at += interval
+            now = time.monotonic()
+            if at < now:  # a pass overran: no burst to catch up
+                at = now
+            await asyncio.sleep(at - now)
             try:
-                self.sample_once()
+                self.sample_once(at)
             except Exception as e:  # one bad pass must not end the service
                 self.log(f"overwatch: sampling failed: {e}")
-            await asyncio.sleep(interval)
 
     async def _probe_loop(self):
-        """The standing low-rate latency probe: 5 echoes per pair per round."""
-        pairs = [p.split() for p in self.config["probe_pairs"]]
+        """The standing low-rate latency probe: 5 echoes per pair per round, over
+        the pairs configured and those of the containers' probe groups (pairs.py)."""
+        from .pairs import Pairs
+        static = [(src, None, dst, addr) for src, dst, addr in
+                  (p.split() for p in self.config["probe_pairs"])]
+        grouped = Pairs(self.config["probe_annotation"], self.log)
+        failed = set()
         while True:
-            for src, dst, addr in pairs:
-                await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05)
+            try:
+                pairs = static + await asyncio.to_thread(grouped, self.collector.latest)
+                if pairs and self.prober is None:
+                    from .qos import Prober
+                    self.prober = Prober(self.state_dir, self.log,
+                                         int(self.config["history"]))
+                for src, ns, dst, addr in pairs:
+                    await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05,
+                                            ns)
+            except Exception as e:  # one bad round must not end the standing probe
+                if str(e) not in failed:  # said once, not every round
+                    failed.add(str(e))
+                    self.log(f"overwatch: probe round failed: {e}")
             await asyncio.sleep(float(self.config["probe_interval"]))
 
     async def start(self):
@@ -116,7 +172,7 @@ class Service:
         self.sample_once()
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self._loop())
-        if self.prober is not None:
+        if self.config["probe_pairs"] or self.config["probe_annotation"]:
             self.probe_task = loop.create_task(self._probe_loop())
 
     async def stop(self):
@@ -132,4 +188,5 @@ class Service:
 
     def status(self):
         return {"containers": len(self.collector.latest), "passes": self.passes,
+                "renders": self.rendered.renders,
                 "last_pass_cpu_seconds": round(self.pass_seconds, 6)}

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 
+from .. import counters
 from ..errors import EmergenceError
 from . import nft
 from .graph import Attachment, Graph, Network
@@ -356,10 +357,12 @@ class Relay:
         if not changes:
             return changes
         self._applied_ref = applied
+        ops = len(self.kernel.ops)
         try:
             self._execute(g, applied, by, body)
         finally:
             self._save("applied.json", applied)
+            counters.relay_applied(self.kernel.ops[ops:])
         return changes
 
     def _preflight(self, g, applied, by):

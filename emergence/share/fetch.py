@@ -25,6 +25,7 @@ import hashlib
 import os
 import time
 
+from .. import counters
 from ..errors import EmergenceError
 from . import pieces as piecelist
 from .client import MANIFEST_ACCEPT, Upstream, parse_ref
@@ -85,6 +86,7 @@ class Puller:
             tag = reference if not reference.startswith("sha256:") else None
             self.store.set_ref(f"{name}:{tag}" if tag else f"{name}@{digest}",
                                {"mediaType": media, "digest": digest, "size": len(data)})
+        counters.share_pulled(self.t.bytes_from)
         return {"ref": f"{name}:{reference}" if tag else f"{name}@{digest}", "digest": digest,
                 "bytes": self.t.fetched, "resumed": self.t.resumed,
                 "from": self.t.bytes_from, "banned": self.t.banned}

@@ -325,3 +325,83 @@ def test_annotations_asked_for_become_container_labels(rt, running):
     assert mine and all(lab["container_label_org_example_team"] == "blue" for lab in mine)
     assert theirs and all(lab["container_label_org_example_team"] == "" for lab in theirs)
     assert not any("container_label_org_example_other" in lab for lab in mine)
+
+
+def _block_device_of(path):
+    """MAJ:MIN of the block device holding PATH, or None (tmpfs, overlay...)."""
+    dev = os.stat(path).st_dev
+    majmin = f"{os.major(dev)}:{os.minor(dev)}"
+    return majmin if os.path.exists(f"/sys/dev/block/{majmin}") else None
+
+
+def test_block_writes_show_in_fs_writes(rt, running, tmp_path):
+    """dd with O_DIRECT and then fsync into a directory on a real block device
+    (bound into the container): blkio (v1) charges the container's cgroup."""
+    import pytest
+    data = tmp_path / "ow-data"
+    data.mkdir()
+    dev = _block_device_of(str(data))
+    if dev is None:
+        pytest.skip(f"{data} is not on a block device: no blkio figures to drive")
+    if not os.path.exists("/sys/fs/cgroup/blkio/blkio.throttle.io_service_bytes_recursive"):
+        pytest.skip("no v1 blkio hierarchy on this host")
+    cid = running(["sh", "-c", "sleep 1; dd if=/dev/zero of=/data/d bs=1M count=8 oflag=direct"
+                               " && dd if=/dev/zero of=/data/f bs=1M count=8 conv=fsync"
+                               " && sleep 300"],
+                  edit=lambda c: c["mounts"].append({"destination": "/data", "type": "bind",
+                                                     "source": str(data),
+                                                     "options": ["rbind", "rw"]}))
+    c = Collector(rt.root)
+    try:
+        c.collect()
+        before = dict((e["device"], v) for e, v in
+                      c.latest[cid]["values"].get("container_fs_writes_bytes_total", []))
+        deadline = time.monotonic() + 30
+        after = before
+        while after.get(dev, 0) - before.get(dev, 0) < 16 << 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            c.collect()
+            after = dict((e["device"], v) for e, v in
+                         c.latest[cid]["values"].get("container_fs_writes_bytes_total", []))
+    finally:
+        c.close()
+    assert after.get(dev, 0) - before.get(dev, 0) >= 16 << 20, (dev, before, after)
+
+
+IO_PROBE = r"""
+import json, os, time
+from emergence.overwatch.collector import Collector
+c = Collector(os.environ["ROOT"])
+time.sleep(4); c.collect()
+print(json.dumps(c.latest[os.environ["CID"]]["values"].get("container_fs_writes_bytes_total")))
+"""
+
+
+def test_pure_cgroup2_block_writes(rt, restore_v2_root, tmp_path):
+    """The same writes on the real cgroup2 hierarchy alone: io.stat's wbytes."""
+    import pytest
+    with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
+        if "io" not in f.read().split():
+            pytest.skip("the io controller is bound to the v1 blkio hierarchy on this host "
+                        "(absent from the cgroup2 root's cgroup.controllers): no io.stat "
+                        "exists on cgroup2 here")
+    data = tmp_path / "ow-data"
+    data.mkdir()
+    dev = _block_device_of(str(data))
+    if dev is None:
+        pytest.skip(f"{data} is not on a block device: no io figures to drive")
+
+    def edit(c):
+        c["linux"]["namespaces"].remove({"type": "cgroup"})
+        c["mounts"].append({"destination": "/data", "type": "bind", "source": str(data),
+                            "options": ["rbind", "rw"]})
+    cid = rt.new_id("ow")
+    b = rt.bundle(["sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count=8 conv=fsync; "
+                               "sleep 300"], edit=edit)
+    env = dict(os.environ, BUNDLE=b, CID=cid, ROOT=rt.root, PY=sys.executable, PROBE=IO_PROBE)
+    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh"] + rt.cmd +
+                       ["--root", rt.root], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    writes = {e["device"]: v for e, v in json.loads(p.stdout.splitlines()[-1]) or []}
+    assert writes.get(dev, 0) >= 8 << 20, (dev, writes)

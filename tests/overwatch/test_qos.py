@@ -269,3 +269,42 @@ def test_probe_verb(three_netns):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
     assert "10.213.9.9" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_probe_groups_make_the_standing_pairs(three_netns, rt, running, tmp_path):
+    """Containers with one value of the probe-group annotation are probed
+    pairwise, by name; others are not; a member without an address is logged once."""
+    import asyncio
+
+    from emergence.overwatch.service import Service
+
+    def member(ns, group):
+        def edit(c):
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                        if n["type"] != "network"]
+            c["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ns}"})
+            if group:
+                c["annotations"] = {"org.emergence.overwatch.probe-group": group}
+        return running(edit=edit)
+
+    a, b, c = member("owqa", "db"), member("owqb", "db"), member("owqc", None)
+    lonely = running(edit=lambda c: c.__setitem__(
+        "annotations", {"org.emergence.overwatch.probe-group": "db"}))  # only lo
+    lines = []
+
+    async def main():
+        svc = Service({"root": rt.root, "probe_interval": 0.2, "interval": 0.2},
+                      str(tmp_path), lines.append)
+        await svc.start()
+        await asyncio.sleep(2.0)
+        await svc.stop()
+        return generate_latest(svc.prober.registry).decode()
+
+    text = asyncio.run(main())
+    counts = {(s.labels["src"], s.labels["dst"]): s.value
+              for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "emergence_network_rtt_seconds_count"}
+    first, second = sorted([a, b])
+    assert set(counts) == {(first, second)} and counts[first, second] >= 5, counts
+    assert c not in str(counts)
+    assert len([m for m in lines if lonely in m]) == 1, lines  # logged once, not each round
