@@ -10,10 +10,15 @@ and the serving throughput of one node against busybox httpd (a plain
 static file server) for the same blob with curl on loopback.
 
   python bench/share_distribute.py [--size MB] [--rate MBIT] [--nodes N]
+                                   [--skip-seed] [--dir DIR]
 
 Defaults: a 256 MB image (one random layer; small for the shared machine),
-400 mbit/s per node, 8 nodes.  Everything lives under /tmp/sh-bench and in
-namespaces named sh-b-*; all is removed at the end.
+400 mbit/s per node, 8 nodes, stores on tmpfs (/dev/shm: eight nodes on one
+machine share one disk, real ones do not; --dir /var/tmp to see the disk).
+Everything lives under DIR/sh<pid>-bench and in namespaces named sh<pid>-*;
+all is removed at the end.  The CPU line is the nodes' and pullers' CPU
+seconds (not the seed's): on a small machine the swarm, which moves eight
+times the bytes of one pull at once, can run out of CPU before network.
 """
 
 import argparse
@@ -28,8 +33,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(os.path.dirname(HERE), "tests", "share"),
                 os.path.join(os.path.dirname(HERE), "tests")]
-WORK = "/tmp/sh-bench"
-BR = "sh-b-br"
+TAG = f"sh{os.getpid() % 10000}"  # unique per run: the machine is shared
+WORK = f"/dev/shm/{TAG}-bench"  # see --dir
+BR = f"{TAG}-br"
 PORT = 7480
 
 
@@ -38,7 +44,7 @@ def sh(*cmd, check=True):
 
 
 def ns(i):
-    return f"sh-b-{i}"
+    return f"{TAG}-{i}"
 
 
 def ip_of(i):
@@ -100,6 +106,7 @@ def scenario(name, n, key, emergence, swarm):
     """Nodes 1..N pull at once; returns the time until the last one is done."""
     procs = []
     pulls = []
+    cpu0 = sum(os.times()[2:4])
     try:
         for i in range(1, n + 1):
             d = f"{WORK}/run-{name}/n{i}"
@@ -130,10 +137,11 @@ def scenario(name, n, key, emergence, swarm):
             if p.returncode != 0:
                 raise RuntimeError(f"{name}: pull failed: {err.strip()[-3000:]}")
             from_seed += json.loads(out)["from"].get(f"http://{ip_of(0)}:{PORT}", 0)
-        return max(times.values()), sorted(times.values()), from_seed
     finally:
         stop(procs)
+        cpu = sum(os.times()[2:4]) - cpu0  # the nodes' and pullers' CPU seconds
         shutil.rmtree(f"{WORK}/run-{name}", ignore_errors=True)
+    return max(times.values()), sorted(times.values()), from_seed, cpu
 
 
 def curl_speed(url):
@@ -171,7 +179,13 @@ def main():
     ap.add_argument("--size", type=int, default=256, help="image size, MB")
     ap.add_argument("--rate", type=int, default=400, help="per-node bandwidth, mbit/s")
     ap.add_argument("--nodes", type=int, default=8)
+    ap.add_argument("--skip-seed", action="store_true",
+                    help="leave out the all-from-the-seed scenario (slow at large sizes)")
+    ap.add_argument("--dir", default="/dev/shm", help="where the stores live (default "
+                    "tmpfs: 8 nodes on one machine share one disk, real ones do not)")
     a = ap.parse_args()
+    global WORK
+    WORK = os.path.join(a.dir, f"{TAG}-bench")
     from common import find_emergence
     from sharelib import random_image
     emergence = find_emergence()
@@ -190,16 +204,19 @@ def main():
                 ["ip", "netns", "exec", ns(0), "curl", "-s",
                  f"http://{ip_of(0)}:{PORT}/share/v1/info"], capture_output=True,
                 text=True).stdout)["public_key"]
-            t1, _, _ = scenario("single", 1, key, emergence, swarm=False)
-            print(f"{a.size} MB at {a.rate} mbit/s per node: one pull alone {t1:.1f} s")
-            t_seed, _, _ = scenario("seed", a.nodes, key, emergence, swarm=False)
-            print(f"{a.nodes} nodes at once from the seed only: {t_seed:.1f} s "
-                  f"({t_seed / t1:.2f}x one pull)")
-            t_swarm, times, sent = scenario("swarm", a.nodes, key, emergence, swarm=True)
+            t1, _, _, cpu = scenario("single", 1, key, emergence, swarm=False)
+            print(f"{a.size} MB at {a.rate} mbit/s per node: one pull alone {t1:.1f} s "
+                  f"(CPU {cpu:.1f} s)")
+            if not a.skip_seed:
+                t_seed, _, _, cpu = scenario("seed", a.nodes, key, emergence, swarm=False)
+                print(f"{a.nodes} nodes at once from the seed only: {t_seed:.1f} s "
+                      f"({t_seed / t1:.2f}x one pull; CPU {cpu:.1f} s)")
+            t_swarm, times, sent, cpu = scenario("swarm", a.nodes, key, emergence, swarm=True)
             print(f"{a.nodes} nodes at once from the seed and each other: {t_swarm:.1f} s "
                   f"({t_swarm / t1:.2f}x one pull; goal <= 1.5x); per node: "
                   + " ".join(f"{t:.1f}" for t in times)
-                  + f"; the seed uploaded {sent / (a.size << 20):.1f} copies")
+                  + f"; the seed uploaded {sent / (a.size << 20):.2f} copies; "
+                  f"CPU {cpu:.1f} s of {2 * t_swarm:.0f} s on {os.cpu_count()} cores")
         finally:
             stop([seed])
     finally:

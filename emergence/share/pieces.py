@@ -51,3 +51,20 @@ def check(plist, digest, trusted_keys):
     except (KeyError, TypeError):
         return False
     return ok and verify(trusted_keys, message(plist), plist.get("sig", ""))
+
+
+def pick(need, held, count, rng, spare=False, claimed=()):
+    """The piece to ask a peer for next: of the pieces we NEED that it holds
+    (HELD; None = all), one of the rarest among the pullers (COUNT[i]: how
+    many of them hold piece i), chosen at random so that pullers starting
+    together ask for different pieces.  A SPARE source (one that had the
+    whole blob, whose upload everyone shares) is asked only for pieces no
+    puller holds yet nor has asked a spare source for (CLAIMED): the rest
+    can come from the pullers."""
+    cands = need if held is None else need & held
+    if spare:
+        cands = [i for i in cands if count[i] == 0 and i not in claimed]
+    if not cands:
+        return None
+    least = min(count[i] for i in cands)
+    return rng.choice([i for i in cands if count[i] == least])

@@ -187,57 +187,104 @@ class Service:
         return _read_json(os.path.join(self.state_dir, "partial", digest[7:] + ".pieces"))
 
     async def partial_have(self, request):
-        """The pieces this node has verified of a blob it is pulling."""
+        """The pieces this node has verified of a blob it is pulling: the lines of
+        its `.have` list from byte `from` on, waiting up to `wait` seconds (at
+        most 5) for new ones, so that peers learn of a piece as soon as it lands
+        without polling hard.  `complete` once the blob is in the store."""
+        import asyncio
+        import time
         digest, part = self._partial(request)
         try:
-            with open(part + ".have") as f:
-                have = sorted({int(x) for x in f.read().split()})
-        except (OSError, ValueError):
-            raise web.HTTPNotFound() from None
-        return web.json_response({"digest": digest, "have": have})
-
-    async def partial_piece(self, request):
-        """One verified piece of a partial blob; re-hashed before it is sent."""
-        import hashlib
-        digest, part = self._partial(request)
-        plist = self._partial_list(digest)
-        i = int(request.match_info["piece"])
-        if plist is None or i >= len(plist["pieces"]):
-            raise web.HTTPNotFound()
-        psize = plist["pieceSize"]
+            start = int(request.query.get("from", 0))
+            wait = min(float(request.query.get("wait", 0)), 5.0)
+        except ValueError:
+            raise web.HTTPBadRequest(text="from is a byte offset, wait seconds\n") from None
+        deadline = time.monotonic() + wait
+        while True:
+            if os.path.isfile(self.store.blob_path(digest)):
+                return web.json_response({"digest": digest, "complete": True})
+            try:
+                size = os.stat(part + ".have").st_size
+            except OSError:
+                size = None
+            if size is not None and (size != start or time.monotonic() >= deadline):
+                break
+            if time.monotonic() >= deadline:
+                raise web.HTTPNotFound()
+            await asyncio.sleep(0.05)
+        reset = size < start
         try:
-            with open(part, "rb") as f:
-                data = os.pread(f.fileno(), min(psize, plist["size"] - i * psize), i * psize)
+            with open(part + ".have", "rb") as f:
+                f.seek(0 if reset else start)
+                data = f.read()
         except OSError:
             raise web.HTTPNotFound() from None
-        if hashlib.sha256(data).hexdigest() != plist["pieces"][i]:
-            raise web.HTTPNotFound()  # not there yet (or damaged): never pass it on
-        return web.Response(body=data, content_type="application/octet-stream")
+        data = data[:data.rfind(b"\n") + 1]  # whole lines only
+        lists = {b"": [], b"c": [], b"u": []}
+        for line in data.split():  # "7": verified; "c7": asked a seed for it; "u7": no more
+            kind = line[:1] if line[:1] in (b"c", b"u") else b""
+            if line[len(kind):].isdigit():
+                lists[kind].append(int(line[len(kind):]))
+        return web.json_response({"digest": digest, "have": lists[b""], "claimed": lists[b"c"],
+                                  "unclaimed": lists[b"u"], "reset": reset,
+                                  "end": (0 if reset else start) + len(data)})
+
+    async def partial_piece(self, request):
+        """One verified piece of a blob this node is pulling (one its `.have` list
+        names: written there only once the piece is verified and on disk), or of
+        one it now holds whole; by Range (the piece's bytes), sent with sendfile."""
+        digest, part = self._partial(request)
+        i = int(request.match_info["piece"])
+        rng = request.http_range
+        whole = self.store.blob_path(digest)
+        if os.path.isfile(whole):
+            return web.FileResponse(whole)
+        plist = self._partial_list(digest)
+        if plist is None or i >= len(plist["pieces"]) or rng.start is None:
+            raise web.HTTPNotFound()
+        psize = plist["pieceSize"]
+        if (rng.start, rng.stop) != (i * psize, min(plist["size"], (i + 1) * psize)):
+            raise web.HTTPRequestRangeNotSatisfiable()
+        try:
+            with open(part + ".have", "rb") as f:
+                have = f.read()
+        except OSError:
+            raise web.HTTPNotFound() from None
+        if b"\n%d\n" % i not in b"\n" + have:
+            raise web.HTTPNotFound()  # not verified here yet: never pass it on
+        return web.FileResponse(part)
 
     async def pieces(self, request):
         """The signed piece list of a blob (made once, in a worker thread)."""
         import asyncio
 
-        from . import pieces
         from .registry import DIGEST_RE, error
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
             raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
-        plist = self.piece_lists.get(digest)
-        if plist is None:
+        made = self.piece_lists.get(digest)
+        if made is None:
             path = self.store.blob_path(digest)
             if not os.path.isfile(path):
                 partial = self._partial_list(digest)  # as signed by the node it came from
                 if partial is None:
                     raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown")
                 return web.json_response(partial)
-            plist = await asyncio.get_running_loop().run_in_executor(
-                None, pieces.make, path, digest, int(self.config["piece_size"]))
-            if plist is None:  # never vouch for bytes that are not what their name says
-                raise error(404, "BLOB_UNKNOWN", f"blob {digest} is corrupt here")
-            plist = pieces.sign(plist, self.key)
-            self.piece_lists[digest] = plist
+            made = self.piece_lists[digest] = asyncio.ensure_future(self._make_list(
+                path, digest))  # hashed once however many pullers ask at once
+        plist = await asyncio.shield(made)
+        if plist is None:  # never vouch for bytes that are not what their name says
+            self.piece_lists.pop(digest, None)
+            raise error(404, "BLOB_UNKNOWN", f"blob {digest} is corrupt here")
         return web.json_response(plist)
+
+    async def _make_list(self, path, digest):
+        import asyncio
+
+        from . import pieces
+        plist = await asyncio.get_running_loop().run_in_executor(
+            None, pieces.make, path, digest, int(self.config["piece_size"]))
+        return plist and pieces.sign(plist, self.key)
 
 
 def _read_json(path):
