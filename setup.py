@@ -81,15 +81,22 @@ def front_end(name="emergence"):
     return os.path.relpath(path, HERE)
 
 
-def fast_launcher(name="emergence-py", entry="from emergence.cli import main"):
+def fast_launcher(name="emergence-py", entry="from emergence.cli import main", needs=()):
     """bin/emergence-py runs Python with -S: engines call it constantly and site
     processing can cost more than the whole command.  The package directory
-    of this interpreter's default scheme is baked in; elsewhere it falls back
-    to normal site processing."""
+    of this interpreter's default scheme is baked in; when the package, or a
+    library it NEEDS on every call, is not there (a venv over system packages,
+    Debian's dist-packages), it falls back to normal site processing.  The
+    CLI's other parts get site processing from cli.py."""
     import sys
     platlib = sysconfig.get_paths()["platlib"]
     os.makedirs(os.path.join(HERE, "build", "scripts-launcher"), exist_ok=True)
     path = os.path.join(HERE, "build", "scripts-launcher", name)
+    check = ""
+    if needs:
+        check = (f"    from os.path import exists\n"
+                 f"    if not all(exists({platlib!r} + '/' + n) for n in {tuple(needs)!r}):\n"
+                 f"        raise ImportError\n")
     with open(path, "w") as f:
         # A sh/Python polyglot: pip rewrites python shebangs and drops their flags.
         f.write(f"""#!/bin/sh
@@ -97,7 +104,7 @@ def fast_launcher(name="emergence-py", entry="from emergence.cli import main"):
 import sys
 sys.path.insert(0, {platlib!r})
 try:
-    {entry}
+{check}    {entry}
 except ImportError:
     del sys.path[0]
     import site
@@ -136,9 +143,11 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim, "build_scripts": ScriptsWithBinaries},
-    scripts=[front_end(), fast_launcher(),
+    scripts=[front_end(),
+             fast_launcher(needs=("_cffi_backend" + sysconfig.get_config_var("EXT_SUFFIX"),)),
              # the CNI plugin: the same front-end; cold, Relay's cni module alone
              front_end("emergence-cni"),
-             fast_launcher("emergence-cni-py", "from emergence.relay.cni import main")],
+             fast_launcher("emergence-cni-py", "from emergence.relay.cni import main",
+                           needs=("pyroute2",))],
     zip_safe=False,
 )

@@ -271,7 +271,7 @@ def work(conn):
     sys.argv = argv  # the front-end's: argv[0] is the `emergence` the caller ran
     answered = []
 
-    def answer(code):
+    def answer(code, final=False):
         """Tell the front-end the call is over (once)."""
         if answered:
             return
@@ -281,9 +281,17 @@ def work(conn):
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        # Our copies of the caller's stdio must close before it exits: engines
-        # read the runtime's output until EOF.
-        os.closerange(0, csock.fileno())
+        # Our copies of the caller's descriptors must close before it exits:
+        # engines read the runtime's output until EOF.  At the end, all of ours
+        # below the socket go; an early answer (a CNI DEL) closes only the
+        # caller's own, as it still holds Relay's lock and netlink sockets.
+        if final:
+            os.closerange(0, csock.fileno())
+        else:  # /dev/null in their place: a later open must not land on 0-2
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            for num in nums:
+                os.dup2(null, num, inheritable=False)
+            os.close(null)
         try:
             csock.send(fields("EXIT", code))
         except OSError:
@@ -298,7 +306,7 @@ def work(conn):
             code = cli.main(argv[1:])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    answer(code)
+    answer(code, final=True)
     return 0
 
 
