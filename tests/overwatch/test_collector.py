@@ -148,8 +148,10 @@ def test_counters_rise_with_cpu_memory_and_traffic(rt, running):
 
 
 def test_oom_kill_increments_oom_events(rt, running):
-    # the inner sh holds the memory, so the OOM killer picks it, not the init
-    cid = running(["sh", "-c", "sleep 1; while true; do sh -c 'a=$(head -c 64m /dev/zero | "
+    # the inner sh holds the memory and raises its own oom_score_adj (no
+    # capability needed), so the OOM killer picks it, never the init
+    cid = running(["sh", "-c", "sleep 1; while true; do sh -c 'echo 1000 > /proc/self/"
+                               "oom_score_adj; a=$(head -c 64m /dev/zero | "
                                "tr \"\\0\" x)'; done"],
                   edit=lambda c: c["linux"]["resources"].update(
                       memory={"limit": 16 << 20, "swap": 16 << 20}))
