@@ -8,26 +8,16 @@ from ..command import JSON, MULTI, VALUE, Option, UsageError, Verb
 from ..errors import EmergenceError
 
 TITLE = "Sharing (peers from [share] in /etc/emergence/node.toml, or --peer URL)"
-CONFIG = "/etc/emergence/node.toml"
 STATE = "/var/lib/emergence/share"
 
 
 def _config(opts):
-    """[share] of the node's config, updated by the command line."""
-    import os
-
+    """[share] of the node's config, checked as the node checks it, then
+    updated by the command line."""
+    from .. import nodefile
     from .service import Service
-    cfg = dict(Service.DEFAULTS)
-    path = opts.get("config") or CONFIG
-    if os.path.exists(path):
-        import tomllib
-        try:
-            with open(path, "rb") as f:
-                cfg.update(tomllib.load(f).get("share", {}))
-        except (tomllib.TOMLDecodeError, OSError) as e:
-            raise EmergenceError(f"{path}: {e}; fix the file or pass --config") from None
-    elif opts.get("config"):
-        raise EmergenceError(f"no config file {path}")
+    file, data = nodefile.read(opts.get("config"))
+    cfg = nodefile.section(file, "share", Service.DEFAULTS, data.get("share", {}))
     if opts.get("peer"):
         cfg["peers"] = list(cfg["peers"]) + opts["peer"]
     if opts.get("upstream"):
@@ -179,7 +169,7 @@ def _peers(ctx, opts, args):
 
 
 _PEER = Option(MULTI, "a peer node's URL (added to [share] peers)", "URL")
-_CONFIG = Option(VALUE, f"the node's config file (default {CONFIG})", "FILE")
+_CONFIG = Option(VALUE, "the node's config file (default /etc/emergence/node.toml)", "FILE")
 _TRUSTED = Option(MULTI, "a node key (NAME:BASE64) whose piece lists, tag statements and "
                          "member records to trust", "KEY")
 

@@ -229,3 +229,20 @@ def test_announce_on_put_ask_on_miss(seed, nodes, tmp_path):  # noqa: F811
     out = json.loads(emergence(str(tmp_path / "sh-d"), *pull_args([b.url], [a.public_key],
                                                                tmp_path / "sh-s")).stdout)
     assert out["digest"] == digest and out["from"][a.url] >= SIZE
+
+
+def test_the_node_config_is_checked_as_the_node_checks_it(tmp_path):
+    """pull/peers read [share] of node.toml without a node: a typo or a wrong
+    type is one line naming it, not a silent default."""
+    from conftest import emergence_command
+    for text, said in (("[share]\npeerz = []\n", "[share] has no key 'peerz'"),
+                       ("[share]\npeers = 'http://x'\n", "[share] peers: expected a list"),
+                       ("[share\n", "not valid TOML")):
+        cfg = tmp_path / "node.toml"
+        cfg.write_text(text)
+        p = subprocess.run(emergence_command() + ["peers", "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and said in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    p = subprocess.run(emergence_command() + ["peers", "--config", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "no such file" in p.stderr, p.stderr
