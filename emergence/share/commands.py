@@ -53,10 +53,23 @@ class _Progress:
             self.bar.close()
 
 
-def _pull(ctx, opts, args):
+def _finish(go, bar, opts, line):
+    """Run the transfer GO with its progress BAR; print its result as JSON
+    (--json) or as LINE(result)."""
     import asyncio
 
     from .. import fastjson
+    try:
+        result = asyncio.run(go())
+    finally:
+        bar.close()
+    sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json") else line(result) + "\n")
+    return 0
+
+
+def _pull(ctx, opts, args):
+    import asyncio
+
     from ..image.store import Store
     from .fetch import Puller
     if len(args) != 1:
@@ -79,19 +92,11 @@ def _pull(ctx, opts, args):
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise EmergenceError(f"pull of {args[0]} failed: {type(e).__name__} {e}; "
                                  "run it again to resume") from None
-    try:
-        result = asyncio.run(go())
-    finally:
-        bar.close()
-    sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json")
-                     else f"{result['digest']}\n")
-    return 0
+    return _finish(go, bar, opts, lambda r: r["digest"])
 
 
 def _push(ctx, opts, args):
-    import asyncio
 
-    from .. import fastjson
     from ..image.store import Store
     from .client import push
     if len(args) != 2:
@@ -114,13 +119,7 @@ def _push(ctx, opts, args):
                                   bar)
             except aiohttp.ClientError as e:
                 raise EmergenceError(f"cannot push to {args[1]}: {e}") from None
-    try:
-        result = asyncio.run(go())
-    finally:
-        bar.close()
-    sys.stdout.write(fastjson.dumps(result) + "\n" if opts.get("json")
-                     else f"{result['digest']} -> {result['destination']}\n")
-    return 0
+    return _finish(go, bar, opts, lambda r: f"{r['digest']} -> {r['destination']}")
 
 
 def _peers(ctx, opts, args):
