@@ -258,3 +258,28 @@ def drive(cmd, send=b"", timeout=20, env=None):
     out += read_until(fd, b"\0never", 0.2)
     os.close(fd)
     return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def unmount_below(path):
+    """Lazily unmount every mount under PATH, deepest first (an engine's leftovers)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split()[4].startswith(path)]
+    for p in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", p], stderr=subprocess.DEVNULL)
+
+
+def podman_env(base, engine="", sections=""):
+    """The environment of a podman kept inside BASE (cgroupfs, events to a
+    file, its own tmp and runtime dirs), through a containers.conf there;
+    ENGINE adds lines to [engine], SECTIONS adds tables."""
+    conf = os.path.join(base, "containers.conf")
+    with open(conf, "w") as f:
+        f.write(f"""[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{base}/events.log"
+tmp_dir = "{base}/tmp"
+{engine}{sections}""")
+    return {**os.environ, "CONTAINERS_CONF": conf, "XDG_RUNTIME_DIR": os.path.join(base, "xdg")}

@@ -11,10 +11,9 @@ import tempfile
 import time
 
 import pytest
+from conftest import podman_env, unmount_below
 
 from emergence.relay.ipam import IPAM
-
-from .test_engines_helpers import unmount_below
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +35,11 @@ def podman(host, rootfs):
              "subnets": ["10.92.0.0/24"], "veth_prefix": "rl",
              "stateDir": os.path.join(base, "state"),
              "capabilities": {"portMappings": True}}]}, f)
-    conf = os.path.join(base, "containers.conf")
-    with open(conf, "w") as f:
-        f.write(f"""[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{base}/events.log"
-tmp_dir = "{base}/tmp"
-[network]
+    env = podman_env(base, sections=f"""[network]
 network_backend = "cni"
 cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
 network_config_dir = "{netdir}"
 """)
-    env = {**os.environ, "CONTAINERS_CONF": conf, "XDG_RUNTIME_DIR": os.path.join(base, "xdg")}
     cmd = ["nsenter", f"--net=/var/run/netns/{host}", "podman", "--root",
            os.path.join(base, "root"), "--runroot", os.path.join(base, "runroot"),
            "--storage-driver", "vfs", "--runtime",

@@ -10,39 +10,21 @@ import tarfile
 import time
 
 import pytest
-from conftest import drive, emergence_command
+from conftest import drive, emergence_command, podman_env, unmount_below
 
 EMERGENCE = emergence_command()[0]
 needs = lambda tool: pytest.mark.skipif(shutil.which(tool) is None,  # noqa: E731
                                         reason=f"{tool} is not installed")
 
 
-def _unmount_below(path):
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f if line.split()[4].startswith(path)]
-    for p in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", p], stderr=subprocess.DEVNULL)
-
-
 class Podman:
     def __init__(self, base, rootfs):
         self.base = base
-        conf = os.path.join(base, "containers.conf")
-        with open(conf, "w") as f:
-            f.write(f"""[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{base}/events.log"
-runtime = "emergence"
+        self.env = podman_env(base, engine=f"""runtime = "emergence"
 runtime_supports_json = ["emergence"]
-tmp_dir = "{base}/tmp"
 [engine.runtimes]
 emergence = ["{EMERGENCE}"]
 """)
-        self.env = {**os.environ, "CONTAINERS_CONF": conf,
-                    "XDG_RUNTIME_DIR": os.path.join(base, "xdg")}
         self.cmd = ["podman", "--root", os.path.join(base, "root"),
                     "--runroot", os.path.join(base, "runroot"), "--storage-driver", "vfs"]
         tar = os.path.join(base, "rootfs.tar")
@@ -60,7 +42,7 @@ emergence = ["{EMERGENCE}"]
 
     def close(self):
         self("rm", "-af", "-t", "0")
-        _unmount_below(self.base)
+        unmount_below(self.base)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +156,7 @@ class Containerd:
         self.proc.wait(timeout=30)
         self.log.close()
         subprocess.run(["pkill", "-f", f"containerd-shim.*{self.base}"])
-        _unmount_below(self.base)
+        unmount_below(self.base)
 
 
 @pytest.fixture(scope="module")
