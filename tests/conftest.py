@@ -5,6 +5,7 @@ Integration tests run real containers and need root; every test checks on
 teardown that its containers left no state dir, cgroup or mount behind.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -202,17 +203,23 @@ def restore_v2_root():
             f.write("-" + c)
 
 
-async def serve_routes(svc, port=0):
-    """A part's Service routes on 127.0.0.1:PORT (0: any free port), as the node
-    serves them; returns (runner, port): `await runner.cleanup()` when done."""
+@contextlib.asynccontextmanager
+async def serving(svc, port=0):
+    """A part's Service started and its routes served on 127.0.0.1:PORT (0: any
+    free port), as the node serves them; yields the port, stops both after."""
     from aiohttp import web
+    await svc.start()
     app = web.Application()
     app.add_routes(svc.routes())
     runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        yield site._server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+        await svc.stop()
 
 
 def read_until(fd, needle, timeout=10):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import serve_routes
+from conftest import serving
 from prometheus_client.parser import text_string_to_metric_families
 
 from emergence.overwatch.collector import Collector
@@ -265,9 +265,7 @@ def test_service_serves_metrics(rt, running, tmp_path):
 
     async def main():
         svc = Service({"root": rt.root, "interval": 0.2}, str(tmp_path), lambda m: None)
-        runner, port = await serve_routes(svc)
-        await svc.start()
-        try:
+        async with serving(svc) as port:
             await asyncio.sleep(0.5)
             import aiohttp
             async with aiohttp.ClientSession() as s:
@@ -276,9 +274,6 @@ def test_service_serves_metrics(rt, running, tmp_path):
                     assert r.headers["Content-Type"].startswith("text/plain")
                     text = await r.text()
             return text, svc.status()
-        finally:
-            await svc.stop()
-            await runner.cleanup()
 
     text, status = asyncio.run(main())
     values, _ = series(text)

@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import serve_routes
+from conftest import serving
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("prometheus"),
@@ -47,28 +47,25 @@ scrape_configs:
 
     async def main():
         svc = Service({"root": rt.root, "interval": 0.5}, str(tmp_path), lambda m: None)
-        runner, _ = await serve_routes(svc, node_port)
-        await svc.start()
-        prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
-                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{prom_port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            result = []
-            deadline = time.monotonic() + 60
-            promql = f'rate(container_cpu_usage_seconds_total{{name="{cid}"}}[5s])'
-            while not result and time.monotonic() < deadline:
-                await asyncio.sleep(1)
-                try:
-                    result = await asyncio.to_thread(query, prom_port, promql)
-                except OSError:
-                    continue
-            return result
-        finally:
-            prom.terminate()
-            prom.wait(10)
-            await svc.stop()
-            await runner.cleanup()
+        async with serving(svc, node_port):
+            prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
+                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                     f"--web.listen-address=127.0.0.1:{prom_port}"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                result = []
+                deadline = time.monotonic() + 60
+                promql = f'rate(container_cpu_usage_seconds_total{{name="{cid}"}}[5s])'
+                while not result and time.monotonic() < deadline:
+                    await asyncio.sleep(1)
+                    try:
+                        result = await asyncio.to_thread(query, prom_port, promql)
+                    except OSError:
+                        continue
+                return result
+            finally:
+                prom.terminate()
+                prom.wait(10)
 
     result = asyncio.run(main())
     assert len(result) == 1, result

@@ -5,7 +5,7 @@ over HTTP at a steady rhythm."""
 import asyncio
 import time
 
-from conftest import serve_routes
+from conftest import serving
 from prometheus_client.parser import text_string_to_metric_families
 
 from emergence.overwatch.exporter import Rendered
@@ -63,10 +63,8 @@ def test_scrapes_read_the_latest_pass_rendered_ahead(rt, running, tmp_path):
     async def main():
         import aiohttp
         svc = Service({"root": rt.root, "interval": 0.2}, str(tmp_path), lambda m: None)
-        runner, port = await serve_routes(svc)
-        await svc.start()
         seen = []
-        try:
+        async with serving(svc) as port:
             async with aiohttp.ClientSession() as s:
                 for _ in range(5):
                     await asyncio.sleep(0.9)
@@ -74,9 +72,6 @@ def test_scrapes_read_the_latest_pass_rendered_ahead(rt, running, tmp_path):
                     async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
                         seen.append((sent, await r.text()))
             return seen, svc.passes, svc.rendered
-        finally:
-            await svc.stop()
-            await runner.cleanup()
 
     seen, passes, rendered = asyncio.run(main())
     for sent, text in seen:

@@ -5,7 +5,7 @@ malformed bodies, settings stored in etcd for every command node."""
 import asyncio
 
 import aiohttp
-from conftest import serve_routes
+from conftest import serving
 
 from emergence.place import tasks
 from emergence.place.etcd import free_port
@@ -22,10 +22,8 @@ def _serve(cluster, calls, token=""):
     async def main():
         svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix, "token": token},
                       "/nonexistent", lambda m: None)
-        await svc.start()
-        runner, port = await serve_routes(svc)
         out = []
-        try:
+        async with serving(svc) as port:
             async with aiohttp.ClientSession() as s:
                 for path, body, headers in calls:
                     kw = {"data": body} if isinstance(body, str) else {"json": body}
@@ -34,9 +32,6 @@ def _serve(cluster, calls, token=""):
                         out.append((r.status, await r.json()))
                 async with s.get(f"http://127.0.0.1:{port}/place/api/status") as r:
                     out.append((r.status, await r.json()))
-        finally:
-            await runner.cleanup()
-            await svc.stop()
         return out
     return asyncio.run(main())
 

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import serve_routes
+from conftest import serving
 
 from .conftest import net_doc, sh
 
@@ -48,9 +48,7 @@ def test_reconciler_repairs_releases_and_resyncs(tmp_path, netns, host):
 
     async def scenario():
         svc = Service({"host_netns": host, "resync_interval": 1.0}, state, logs.append)
-        await svc.start()
-        runner, port = await serve_routes(svc)
-        try:
+        async with serving(svc) as port:
             assert await _until(lambda: svc.stats["resyncs"] >= 1)
             assert svc.stats["changes"] == 0         # it was converged already
             # a veth deleted by hand comes back, with only that veth's operations
@@ -92,9 +90,6 @@ def test_reconciler_repairs_releases_and_resyncs(tmp_path, netns, host):
                 async with s.get(f"http://127.0.0.1:{port}/relay/v1/status") as resp:
                     st = json.loads(await resp.text())
             assert st["errors"] == 0 and st["resyncs"] >= 2
-        finally:
-            await runner.cleanup()
-            await svc.stop()
     asyncio.run(scenario())
     Relay(state, host_netns=host).apply(__import__("emergence.relay.graph",
                                                    fromlist=["Graph"]).Graph())
