@@ -76,24 +76,14 @@ def _err(stage, field, msg):
 
 
 def _load(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PipelineError(f"pipeline: cannot read {path}: {e.strerror}") from None
     if path.endswith(".nix"):
-        return _eval_nix(path)
-    if path.endswith(".json"):
-        import json
         try:
-            return json.loads(data)
-        except ValueError as e:
-            raise PipelineError(f"pipeline: {path} is not valid JSON: {e}") from None
-    import tomllib
-    try:
-        return tomllib.loads(data.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise PipelineError(f"pipeline: {path} is not valid TOML: {e}") from None
+            open(path, "rb").close()
+        except OSError as e:
+            raise PipelineError(f"pipeline: cannot read {path}: {e.strerror}") from None
+        return _eval_nix(path)
+    from ..docfile import load
+    return load(path, "json" if path.endswith(".json") else "toml", PipelineError, "pipeline: ")
 
 
 def _eval_nix(path):

@@ -11,7 +11,6 @@ Keys (stable across edits, used to diff and to name kernel objects):
 
 import hashlib
 import ipaddress
-import json
 import os
 
 from ..errors import ConfigError
@@ -478,22 +477,8 @@ def _validate_nodes(g, keys):
 
 def load(path):
     """A graph from a .toml or .json file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}")
-    if path.endswith(".toml"):
-        import tomllib
-        try:
-            doc = tomllib.loads(data.decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}")
-    else:
-        try:
-            doc = json.loads(data)
-        except ValueError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}")
+    from ..docfile import load as load_doc
+    doc = load_doc(path, "toml" if path.endswith(".toml") else "json", ConfigError)
     try:
         return Graph.from_dict(doc, os.path.basename(path))
     except ConfigError as e:
