@@ -81,13 +81,27 @@ def front_end(name="emergence"):
     return os.path.relpath(path, HERE)
 
 
+# Each requirement and what it installs beside its importers: the launchers
+# check that these are in the package's own directory (see fast_launcher).
+REQUIRES = {
+    "cffi>=1.15": "_cffi_backend" + sysconfig.get_config_var("EXT_SUFFIX"),
+    "pyroute2>=0.9": "pyroute2",
+    "aiohttp>=3.9": "aiohttp",
+    "cryptography>=41": "cryptography",
+    "tqdm>=4.60": "tqdm",
+    "etcd3gw>=2.4": "etcd3gw",
+    "requests>=2.28": "requests",
+    "prometheus-client>=0.16": "prometheus_client",
+}
+
+
 def fast_launcher(name="emergence-py", entry="from emergence.cli import main", needs=()):
     """bin/emergence-py runs Python with -S: engines call it constantly and site
     processing can cost more than the whole command.  The package directory
     of this interpreter's default scheme is baked in; when the package, or a
     library it NEEDS on every call, is not there (a venv over system packages,
-    Debian's dist-packages), it falls back to normal site processing.  The
-    CLI's other parts get site processing from cli.py."""
+    Debian's dist-packages), it falls back to normal site processing.  A few
+    stat calls; the site processing they spare can cost more than a verb."""
     import sys
     platlib = sysconfig.get_paths()["platlib"]
     os.makedirs(os.path.join(HERE, "build", "scripts-launcher"), exist_ok=True)
@@ -122,16 +136,7 @@ setup(
     description="A low-level OCI container runtime with a small C shim",
     packages=find_packages(include=["emergence", "emergence.*"]),
     python_requires=">=3.9",
-    install_requires=[
-        "cffi>=1.15",
-        "pyroute2>=0.9",
-        "aiohttp>=3.9",
-        "cryptography>=41",
-        "tqdm>=4.60",
-        "etcd3gw>=2.4",
-        "requests>=2.28",
-        "prometheus-client>=0.16",
-    ],
+    install_requires=list(REQUIRES),
     extras_require={"test": [
         "pytest>=7",
         "jsonschema>=4.18",
@@ -144,10 +149,10 @@ setup(
     cffi_modules=["emergence/runtime/_build_native.py:ffi"],
     cmdclass={"build_ext": BuildWithShim, "build_scripts": ScriptsWithBinaries},
     scripts=[front_end(),
-             fast_launcher(needs=("_cffi_backend" + sysconfig.get_config_var("EXT_SUFFIX"),)),
+             fast_launcher(needs=REQUIRES.values()),
              # the CNI plugin: the same front-end; cold, Relay's cni module alone
              front_end("emergence-cni"),
              fast_launcher("emergence-cni-py", "from emergence.relay.cni import main",
-                           needs=("pyroute2",))],
+                           needs=(REQUIRES["pyroute2>=0.9"],))],
     zip_safe=False,
 )

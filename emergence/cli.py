@@ -47,19 +47,7 @@ def _commands(part):
     """The part's commands module (emergence.<part>.commands), imported now."""
     if part not in PARTS:
         raise UsageError(f"unknown part {part!r}")
-    if part != "runtime" and sys.flags.no_site:
-        _site()
     return __import__(f"emergence.{part}.commands", fromlist=["VERBS"])
-
-
-def _site():
-    """The launcher skips site processing for the runtime's hot verbs; the
-    other parts import libraries that may live in any site directory (a venv
-    over system packages, Debian's dist-packages), so they get it."""
-    import site
-    if not getattr(site, "_emergence_done", False):
-        site.main()
-        site._emergence_done = True
 
 
 def _verb(part, name):
