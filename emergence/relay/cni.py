@@ -118,11 +118,11 @@ def delete(conf, answer=None):
     until the veth is gone, so no later edit sees it half done."""
     cid, ifname = _env("CNI_CONTAINERID"), _env("CNI_IFNAME")
     relay = _relay(conf)
-    relay.before_kernel = answer
     try:
         name = conf.get("network") or conf.get("name")
         if relay.network(name) is not None:
-            relay.detach(name, cid, ifname)
+            relay.detach(name, cid, ifname,
+                         committed=None if answer is None else lambda: answer(0))
     finally:
         relay.close()
 

@@ -83,8 +83,6 @@ class Relay:
         self._aj = Journal(self._path("applied"))
         self._g = None     # the desired graph, as the graph journal says
         self._a = None     # the applied record, as the applied journal says
-        # called (once, with 0) when an apply is committed and only kernel work is left
-        self.before_kernel = None
 
     # ---- state -------------------------------------------------------------------
 
@@ -222,16 +220,17 @@ class Relay:
 
     # ---- edits -----------------------------------------------------------------
 
-    def edit(self, change, touched=None, full=False):
+    def edit(self, change, touched=None, full=False, committed=None):
         """CHANGE(graph) the desired graph in place and apply.  TOUCHED: the
-        keys CHANGE may add, change or remove (None: any).  Returns
+        keys CHANGE may add, change or remove (None: any).  COMMITTED() is
+        called once the edit is on disk and only kernel work is left.  Returns
         (CHANGE's result, changes)."""
         with self:
             self._load()
             g = self._g
             try:
                 result = change(g)
-                changes = self._apply(g, full=full, touched=touched)
+                changes = self._apply(g, full=full, touched=touched, committed=committed)
             except BaseException:
                 self._g = self._a = None    # reload: the edit may be half done in memory
                 raise
@@ -298,8 +297,8 @@ class Relay:
         self.edit(add, touched={att.key, *(pf.key for pf in forwards)})
         return self._g.attachments[att.key]
 
-    def detach(self, network, container, ifname=None):
-        """Detach (idempotent); return the keys removed."""
+    def detach(self, network, container, ifname=None, committed=None):
+        """Detach (idempotent); return the keys removed.  COMMITTED: as for edit."""
         prefix = f"att:{network}/{container}/"
 
         def of_container(g):
@@ -319,7 +318,7 @@ class Relay:
                     del g.forwards[k]
                     touched.add(k)
             return gone
-        return self.edit(rm, touched=touched)[0]
+        return self.edit(rm, touched=touched, committed=committed)[0]
 
     def apply(self, graph=None, full=False, check=None):
         """Make the kernel what GRAPH (default: the desired graph) says.  CHECK:
@@ -490,7 +489,7 @@ class Relay:
 
     # ---- doing it ----------------------------------------------------------------------
 
-    def _apply(self, g, full=False, check=None, gc=False, touched=None):
+    def _apply(self, g, full=False, check=None, gc=False, touched=None, committed=None):
         before = self._gj.data
         applied = self._a
         if gc or full:
@@ -528,9 +527,8 @@ class Relay:
         for c in changes:
             if c.action == "remove" and c.key in applied["attachments"]:
                 self.ipam.release(applied["attachments"][c.key]["att"]["network"], c.key)
-        if self.before_kernel is not None:
-            answer, self.before_kernel = self.before_kernel, None
-            answer(0)
+        if committed is not None:
+            committed()
         if not changes:
             return changes
         ops = len(self.kernel.ops)
