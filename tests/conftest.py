@@ -290,3 +290,51 @@ events_logfile_path = "{base}/events.log"
 tmp_dir = "{base}/tmp"
 {engine}{sections}""")
     return {**os.environ, "CONTAINERS_CONF": conf, "XDG_RUNTIME_DIR": os.path.join(base, "xdg")}
+
+
+def marked_front_end(tmp_path, name="emergence"):
+    """A copy of the installed front-end NAME (emergence, emergence-cni) in
+    TMP_PATH/bin whose cold path (NAME-py) first appends a line to the file
+    it returns: which path a call took is observed, not assumed.  (exe, marks)"""
+    real = os.path.join(os.path.dirname(emergence_command()[0]), name)
+    if open(real, "rb").read(4) != b"\x7fELF":
+        pytest.skip(f"the installed {name} is not the C front-end")
+    d = tmp_path / "bin"
+    d.mkdir()
+    shutil.copy(real, d / name)
+    marks = tmp_path / "cold-calls"
+    marks.touch()
+    (d / f"{name}-py").write_text(f"#!/bin/sh\necho cold >> {marks}\nexec {real}-py \"$@\"\n")
+    os.chmod(d / f"{name}-py", 0o755)
+    return str(d / name), marks
+
+
+class Node:
+    """`emergence node` with its own run and state dirs, and no services."""
+
+    def __init__(self, tmp_path):
+        self.run_dir = str(tmp_path / "node-run")
+        self.state_dir = str(tmp_path / "node-state")
+        self.flags = ["--node-run-dir", self.run_dir, "--node-state-dir", self.state_dir,
+                      "--node-services", ""]
+        self.socket = os.path.join(self.run_dir, "planner.sock")
+
+    def __call__(self, verb, *extra):
+        # from the source tree: the node must still run the installed build
+        return subprocess.run(emergence_command() + ["node", verb, *self.flags, *extra],
+                              capture_output=True, text=True, timeout=60, cwd=REPO,
+                              env=dict(os.environ, EMERGENCE_PLANNER_SOCKET="off"))
+
+    def status(self):
+        p = self("status", "--json")
+        return json.loads(p.stdout)
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path)
+    p = n("start")
+    assert p.returncode == 0, p.stderr
+    yield n
+    n("stop")
+    assert not os.path.exists(n.socket)

@@ -8,7 +8,6 @@ appends a line to a marker file.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import REPO, emergence_command
+from conftest import REPO, marked_front_end
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers: needs root")
 
@@ -36,51 +35,7 @@ def _listening(path):
 
 @pytest.fixture
 def front(tmp_path):
-    """A copy of the installed front-end whose cold path leaves a mark."""
-    real = emergence_command()[0]
-    if open(real, "rb").read(4) != b"\x7fELF":
-        pytest.skip("the installed emergence is not the C front-end")
-    d = tmp_path / "bin"
-    d.mkdir()
-    shutil.copy(real, d / "emergence")
-    marks = tmp_path / "cold-calls"
-    marks.touch()
-    (d / "emergence-py").write_text(
-        f"#!/bin/sh\necho cold >> {marks}\n"
-        f"exec {os.path.join(os.path.dirname(real), 'emergence-py')} \"$@\"\n")
-    os.chmod(d / "emergence-py", 0o755)
-    return str(d / "emergence"), marks
-
-
-class Node:
-    """`emergence node` with its own run and state dirs, and no services."""
-
-    def __init__(self, tmp_path):
-        self.run_dir = str(tmp_path / "node-run")
-        self.state_dir = str(tmp_path / "node-state")
-        self.flags = ["--node-run-dir", self.run_dir, "--node-state-dir", self.state_dir,
-                      "--node-services", ""]
-        self.socket = os.path.join(self.run_dir, "planner.sock")
-
-    def __call__(self, verb, *extra):
-        # from the source tree: the node must still run the installed build
-        return subprocess.run(emergence_command() + ["node", verb, *self.flags, *extra],
-                              capture_output=True, text=True, timeout=60, cwd=REPO,
-                              env=dict(os.environ, EMERGENCE_PLANNER_SOCKET="off"))
-
-    def status(self):
-        p = self("status", "--json")
-        return json.loads(p.stdout)
-
-
-@pytest.fixture
-def node(tmp_path):
-    n = Node(tmp_path)
-    p = n("start")
-    assert p.returncode == 0, p.stderr
-    yield n
-    n("stop")
-    assert not os.path.exists(n.socket)
+    return marked_front_end(tmp_path)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from conftest import marked_front_end
+
 from emergence.relay.ipam import IPAM
 
 from .conftest import ping, sh
@@ -83,53 +85,35 @@ def test_errors_are_spec_error_objects(tmp_path, netns, host):
     assert rc == 1 and err["code"] == 4
 
 
-def test_warm_del_answers_early_and_still_finishes(tmp_path, netns, host):
+def test_warm_del_answers_early_and_still_finishes(tmp_path, netns, host, node):
     """Through the node's planner, DEL answers once the detach is committed and
     then deletes the veth while it still holds Relay's lock and sockets: the
     veth goes, the address is free, and the next ADD/DEL pair works too."""
-    import shutil
-    run_dir, state_dir = str(tmp_path / "node-run"), str(tmp_path / "node-state")
-    flags = ["--node-run-dir", run_dir, "--node-state-dir", state_dir, "--node-services", ""]
-    node = [os.path.join(os.path.dirname(sys.executable), "emergence"), "node"]
-    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off")
-    p = subprocess.run(node + ["start", *flags], capture_output=True, text=True, env=env,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr
-    # a copy of the front-end whose cold path leaves a mark: the calls must be warm
-    bindir, marks = tmp_path / "bin", tmp_path / "cold-calls"
-    bindir.mkdir()
-    shutil.copy(CNI, bindir / "emergence-cni")
-    (bindir / "emergence-cni-py").write_text(
-        f"#!/bin/sh\necho cold >> {marks}\nexec {CNI}-py \"$@\"\n")
-    os.chmod(bindir / "emergence-cni-py", 0o755)
+    exe, marks = marked_front_end(tmp_path, "emergence-cni")
     c = conf(tmp_path)
 
     def call(command, cid, ns):
         e = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-             "CNI_NETNS": netns.path(ns), "CNI_IFNAME": "eth0", "CNI_PATH": str(bindir),
-             "EMERGENCE_PLANNER_SOCKET": os.path.join(run_dir, "planner.sock")}
-        r = subprocess.run(["ip", "netns", "exec", host, str(bindir / "emergence-cni")],
-                           input=json.dumps(c), capture_output=True, text=True, env=e,
-                           timeout=60)
+             "CNI_NETNS": netns.path(ns), "CNI_IFNAME": "eth0",
+             "CNI_PATH": os.path.dirname(exe), "EMERGENCE_PLANNER_SOCKET": node.socket}
+        r = subprocess.run(["ip", "netns", "exec", host, exe], input=json.dumps(c),
+                           capture_output=True, text=True, env=e, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         return json.loads(r.stdout) if r.stdout.strip() else None
 
     def veths():
         return sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout
 
-    try:
-        for round_ in range(2):
-            a = netns.new(f"w{round_}")
-            res = call("ADD", f"cw{round_}", a)
-            assert res["ips"][0]["address"].startswith("10.91.0.")
-            assert veths() != ""
-            assert call("DEL", f"cw{round_}", a) is None
-            for _ in range(100):          # the veth goes after the answer
-                if veths() == "":
-                    break
-                time.sleep(0.02)
-            assert veths() == ""
-            assert IPAM(str(tmp_path / "state")).holders("rlcni") == {}
-        assert not marks.exists(), "a call took the cold path"
-    finally:
-        subprocess.run(node + ["stop", *flags], capture_output=True, env=env, timeout=60)
+    for round_ in range(2):
+        a = netns.new(f"w{round_}")
+        res = call("ADD", f"cw{round_}", a)
+        assert res["ips"][0]["address"].startswith("10.91.0.")
+        assert veths() != ""
+        assert call("DEL", f"cw{round_}", a) is None
+        for _ in range(100):          # the veth goes after the answer
+            if veths() == "":
+                break
+            time.sleep(0.02)
+        assert veths() == ""
+        assert IPAM(str(tmp_path / "state")).holders("rlcni") == {}
+    assert marks.read_text() == "", "a call took the cold path"
