@@ -185,7 +185,11 @@ class Relay:
             d = node.to_dict() if node is not None else None
             if data.get(key) != d:
                 changes[key] = d
-        self._gj.commit(changes)
+        # Synced only when it holds configuration (networks, static routes):
+        # attachments and forwards belong to containers, whose netns a power
+        # cut ends as well (their lines survive a kill, being in the page
+        # cache; after a reboot `gc` and the reconciler release them).
+        self._gj.commit(changes, sync=any(k.startswith(("net:", "route:")) for k in changes))
         self._g = g
 
     def _save_applied(self):

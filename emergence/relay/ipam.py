@@ -2,8 +2,9 @@
 
 One journal per network under STATE/ipam/ (journal.py: a snapshot plus an
 append-only log), read and changed under an exclusive flock of a sibling
-lock file: concurrent processes serialise on the lock, a crash leaves every
-synced allocation, and a restart reads what was committed.  An allocation
+lock file: concurrent processes serialise on the lock, and a process killed
+at any point leaves every committed allocation for the next to read.  (Lines
+are not fdatasync'd: a power cut that could lose one ends its container too.)  An allocation
 appends one line, whatever the number of addresses held.  Each address is
 recorded with the attachment key that holds it and the identity (device,
 inode) of the netns it went to, so GC can tell a live holder from a dead one.
@@ -179,7 +180,9 @@ class _Locked:
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
-                self.journal.commit(self.changes)
+                # not fdatasync'd: a lease lives as long as its container,
+                # which a power cut ends too; a kill keeps the line (page cache)
+                self.journal.commit(self.changes, sync=False)
         finally:
             os.close(self.lock_fd)
         return False
