@@ -1,12 +1,14 @@
 """One pass per interval over every container: cgroup files opened once and
 re-read with pread, network counters from the init's /proc/PID/net/dev (its
-netns), no subprocess.  A value whose file is missing is left out (absent, not
+netns), no subprocess; whether each init still runs is one poll(2) over their
+pidfds per pass.  A value whose file is missing is left out (absent, not
 zero) and the log says so once per container and file.
 
 A sample is {container id: {"labels": {...}, "values": {metric: [(extra, value)]}}}.
 """
 
 import os
+import select
 import time
 
 from ..runtime import state
@@ -14,6 +16,14 @@ from ..runtime.cgroups.hierarchy import controller_map, discover
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 SPEC_EVERY = 10  # passes between two reads of a container's limits and shares
+NO = {}          # the extra labels of a value that has none (shared, never changed)
+NET_FIELDS = (("receive_bytes", 0), ("receive_packets", 1), ("receive_errors", 2),
+              ("receive_packets_dropped", 3), ("transmit_bytes", 8), ("transmit_packets", 9),
+              ("transmit_errors", 10), ("transmit_packets_dropped", 11))
+NET_NAMES = tuple((f"container_network_{m}_total", i) for m, i in NET_FIELDS)
+PRESSURE = {res: {b"some": f"container_pressure_{res}_waiting_seconds_total",
+                  b"full": f"container_pressure_{res}_stalled_seconds_total"}
+            for res in ("cpu", "memory", "io")}
 
 
 def _keyed(data):
@@ -30,6 +40,22 @@ def _keyed(data):
             out[k.decode()] = int(v)
         except ValueError:
             pass
+    return out
+
+
+def _pick(data, *keys):
+    """The values of KEYS in a "key value" per line file, None where absent:
+    memory.stat has ~40 lines of which a pass needs three."""
+    data = b"\n" + data
+    out = []
+    for key in keys:
+        at = data.find(b"\n" + key + b" ")
+        if at < 0:
+            out.append(None)
+            continue
+        at += len(key) + 2
+        end = data.find(b"\n", at)
+        out.append(int(data[at:end] if end >= 0 else data[at:]))
     return out
 
 
@@ -77,8 +103,10 @@ class Target:
     def __init__(self, root, cid, ctl, v2, log):
         with state.Container.open(root, cid, lock=False) as c:
             self.pid = c.pid
-            self.start = state.proc_start_time(self.pid)
             data = c.data
+        # the pidfd first: the start time read after it proves it is this init
+        self.pidfd = os.pidfd_open(self.pid)
+        self.start = state.proc_start_time(self.pid)
         self.id = cid
         rel = (data.get("cgroup") or {}).get("rel") or f"emergence/{cid}"
         ann = data.get("annotations") or {}
@@ -102,7 +130,12 @@ class Target:
             self.paths["unified"] = (os.path.join(v2.mountpoint, rel), 2)
 
     def alive(self):
-        return self.start is not None and state.proc_start_time(self.pid) == self.start
+        """The init still runs (its pidfd is not readable)."""
+        if self.start is None:
+            return False
+        p = select.poll()
+        p.register(self.pidfd, select.POLLIN)
+        return not p.poll(0)
 
     def _file(self, controller, name):
         path = self.joined.get((controller, name), 0)
@@ -124,17 +157,17 @@ class Target:
         self.passes += 1
         v = {}
 
-        def put(name, value, **extra):
+        def put(name, value):   # a value without extra labels (most of them)
             if value is not None:
-                v.setdefault(name, []).append((extra, value))
+                v[name] = [(NO, value)]
 
         cpu_dir = self.paths.get("cpu")
         if cpu_dir and cpu_dir[1] == 2:
             st = self._file("cpu", "cpu.stat")
             if st is not None:
                 st = _keyed(st)
-                put("container_cpu_usage_seconds_total", st.get("usage_usec", 0) / 1e6,
-                    cpu="total")
+                v["container_cpu_usage_seconds_total"] = [
+                    ({"cpu": "total"}, st.get("usage_usec", 0) / 1e6)]
                 put("container_cpu_user_seconds_total", st.get("user_usec", 0) / 1e6)
                 put("container_cpu_system_seconds_total", st.get("system_usec", 0) / 1e6)
                 if "nr_periods" in st:
@@ -154,7 +187,7 @@ class Target:
         else:
             usage = self._file("cpuacct", "cpuacct.usage")
             if usage is not None:
-                put("container_cpu_usage_seconds_total", int(usage) / 1e9, cpu="total")
+                v["container_cpu_usage_seconds_total"] = [({"cpu": "total"}, int(usage) / 1e9)]
             st = self._file("cpuacct", "cpuacct.stat")
             if st is not None:
                 st = _keyed(st)
@@ -181,20 +214,16 @@ class Target:
         v2mem = mem is not None and mem[1] == 2
         usage = self._file("memory", "memory.current" if v2mem else "memory.usage_in_bytes")
         stat = self._file("memory", "memory.stat")
-        stat = _keyed(stat) if stat is not None else None
+        if stat is not None:
+            inactive, rss, cache = _pick(stat, b"inactive_file", b"anon", b"file") if v2mem \
+                else _pick(stat, b"total_inactive_file", b"total_rss", b"total_cache")
+            put("container_memory_rss", rss)
+            put("container_memory_cache", cache)
         if usage is not None:
             usage = int(usage)
             put("container_memory_usage_bytes", usage)
             if stat is not None:
-                inactive = stat.get("inactive_file" if v2mem else "total_inactive_file", 0)
-                put("container_memory_working_set_bytes", max(0, usage - inactive))
-        if stat is not None:
-            if v2mem:
-                put("container_memory_rss", stat.get("anon"))
-                put("container_memory_cache", stat.get("file"))
-            else:
-                put("container_memory_rss", stat.get("total_rss"))
-                put("container_memory_cache", stat.get("total_cache"))
+                put("container_memory_working_set_bytes", max(0, usage - (inactive or 0)))
         if v2mem:
             ev = self._file("memory", "memory.events")
             if ev is not None:
@@ -208,7 +237,7 @@ class Target:
                 put("container_memory_failcnt", int(fail))
             oc = self._file("memory", "memory.oom_control")
             if oc is not None:
-                put("container_oom_events_total", _keyed(oc).get("oom_kill"))
+                put("container_oom_events_total", _pick(oc, b"oom_kill")[0])
             lim = self._spec("memory", "memory.limit_in_bytes")
         if lim is not None:
             put("container_spec_memory_limit_bytes", _number(lim) or 0)
@@ -226,36 +255,36 @@ class Target:
             for line in (data or b"").splitlines():
                 dev, *fields = line.decode().split()
                 kv = dict(f.split("=", 1) for f in fields)
-                put("container_fs_reads_bytes_total", int(kv.get("rbytes", 0)), device=dev)
-                put("container_fs_writes_bytes_total", int(kv.get("wbytes", 0)), device=dev)
+                v.setdefault("container_fs_reads_bytes_total", []).append(
+                    ({"device": dev}, int(kv.get("rbytes", 0))))
+                v.setdefault("container_fs_writes_bytes_total", []).append(
+                    ({"device": dev}, int(kv.get("wbytes", 0))))
         else:
             data = self._file("blkio", "blkio.throttle.io_service_bytes_recursive")
             for line in (data or b"").splitlines():
                 parts = line.decode().split()
                 if len(parts) == 3 and parts[1] in ("Read", "Write"):
-                    put("container_fs_reads_bytes_total" if parts[1] == "Read"
-                        else "container_fs_writes_bytes_total", int(parts[2]), device=parts[0])
+                    v.setdefault("container_fs_reads_bytes_total" if parts[1] == "Read"
+                                 else "container_fs_writes_bytes_total", []).append(
+                        ({"device": parts[0]}, int(parts[2])))
 
         if "unified" in self.paths:
-            for res in ("cpu", "memory", "io"):
+            for res, names in PRESSURE.items():
                 data = self._file("unified", f"{res}.pressure")
+                # "some avg10=0.00 avg60=0.00 avg300=0.00 total=123" (and "full ...")
                 for line in (data or b"").splitlines():
-                    kind, *fields = line.decode().split()
-                    total = dict(f.split("=", 1) for f in fields).get("total")
-                    name = {"some": "waiting", "full": "stalled"}.get(kind)
-                    if name and total is not None:
-                        put(f"container_pressure_{res}_{name}_seconds_total", int(total) / 1e6)
+                    name = names.get(line[:4])
+                    at = line.rfind(b" total=")
+                    if name and at > 0:
+                        v[name] = [(NO, int(line[at + 7:]) / 1e6)]
 
         net = self.files.read(f"/proc/{self.pid}/net/dev")
         for line in (net or b"").splitlines()[2:]:
-            name, _, rest = line.decode().partition(":")
-            f = [int(x) for x in rest.split()]
-            iface = name.strip()
-            for metric, i in (("receive_bytes", 0), ("receive_packets", 1),
-                              ("receive_errors", 2), ("receive_packets_dropped", 3),
-                              ("transmit_bytes", 8), ("transmit_packets", 9),
-                              ("transmit_errors", 10), ("transmit_packets_dropped", 11)):
-                put(f"container_network_{metric}_total", f[i], interface=iface)
+            name, _, rest = line.partition(b":")
+            f = rest.split()
+            extra = {"interface": name.strip().decode()}
+            for metric, i in NET_NAMES:
+                v.setdefault(metric, []).append((extra, int(f[i])))
 
         if self.start is not None:
             boot = _boot_time()
@@ -265,6 +294,7 @@ class Target:
 
     def close(self):
         self.files.close()
+        os.close(self.pidfd)
 
 
 _BOOT = []
@@ -306,13 +336,20 @@ class Collector:
                     continue
                 self.targets[cid] = t
             seen.add(cid)
-            values = t.sample(now)
-            if not t.alive():  # gone (or gone mid-sample): drop it rather than report half
-                self.targets.pop(cid).close()
-                continue
-            out[cid] = {"labels": t.labels, "values": values, "annotations": t.annotations,
-                        "pid": t.pid}
-        for cid in set(self.targets) - seen:
+            out[cid] = {"labels": t.labels, "values": t.sample(now),
+                        "annotations": t.annotations, "pid": t.pid}
+        # an init gone (before or during its sample): drop it rather than report half
+        gone = set(self.targets) - seen
+        if self.targets:
+            poller = select.poll()
+            by_fd = {}
+            for cid, t in self.targets.items():
+                if cid in seen:
+                    poller.register(t.pidfd, select.POLLIN)
+                    by_fd[t.pidfd] = cid
+            gone.update(by_fd[fd] for fd, _ in poller.poll(0))
+        for cid in gone:
+            out.pop(cid, None)
             self.targets.pop(cid).close()
         self.latest, self.taken = out, now
         return out
