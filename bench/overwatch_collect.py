@@ -86,6 +86,7 @@ async def measure(root, work, n, seconds, every):
         assert svc.status()["containers"] == n, svc.status()
         cpu0, wall0, passes0 = time.process_time(), time.monotonic(), svc.passes
         pass_cpu0 = svc.pass_seconds_total
+        collect_cpu0 = svc.collect_seconds_total
         scraper = await asyncio.create_subprocess_exec(
             sys.executable, "-c", SCRAPER, f"http://127.0.0.1:{port}/metrics", str(every),
             str(seconds), stdout=subprocess.PIPE)
@@ -95,6 +96,7 @@ async def measure(root, work, n, seconds, every):
         return {"cpu": cpu, "wall": wall, "passes": svc.passes - passes0, "render": render,
                 "rss": rss_kb() - base_rss, "renders": svc.rendered.renders,
                 "ahead": svc.rendered.ahead, "pass_cpu": svc.pass_seconds_total - pass_cpu0,
+                "collect_cpu": svc.collect_seconds_total - collect_cpu0,
                 **scraped}
     finally:
         await svc.stop()
@@ -128,7 +130,9 @@ def main():
         print(f"node CPU: {100 * r['cpu'] / r['wall']:.2f}% of one core "
               f"({1000 * per_pass:.1f} ms per pass, scrapes and renders included)")
         print(f"of which the passes (renders ahead included): "
-              f"{100 * r['pass_cpu'] / r['wall']:.2f}% of one core")
+              f"{100 * r['pass_cpu'] / r['wall']:.2f}% of one core; the collection alone "
+              f"(renders left out): {100 * r['collect_cpu'] / r['wall']:.2f}% "
+              f"({1000 * r['collect_cpu'] / r['passes']:.1f} ms per pass)")
         print(f"one render (generate_latest, a scrape without the cache): "
               f"{1000 * r['render']:.1f} ms CPU; {r['renders']} renders, {r['ahead']} "
               "ahead of their scrape")

@@ -41,6 +41,7 @@ class Service:
         self.probe_task = None
         self.passes = 0
         self.pass_seconds = self.pass_seconds_total = self.pass_wall = 0.0
+        self.collect_seconds_total = 0.0  # of it, the reading (renders ahead left out)
 
     def routes(self):
         from aiohttp import web
@@ -114,6 +115,7 @@ class Service:
         started = time.monotonic() if started is None else started
         t0, w0 = time.thread_time(), time.perf_counter()
         self.collector.collect()
+        self.collect_seconds_total += time.thread_time() - t0
         key = self._sample_key(self.passes + 1)
         # a render ahead must be done before the scrape it is for: twice the last pass
         self.rendered.publish(key, float(self.config["interval"]), started,
