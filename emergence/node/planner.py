@@ -187,12 +187,13 @@ def _fork_spare(lsock, taken_w, taken_r, path, prctl):
         if os.getppid() == 1:
             os._exit(0)
         _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"))
+        resets = _signal_resets()  # found while no call waits
         conn = _accept_root(lsock)
         prctl(PR_SET_PDEATHSIG, 0)
         os.write(taken_w, struct.pack("i", os.getpid()))
         lsock.close()
         os.close(taken_w)
-        code = work(conn)
+        code = work(conn, resets)
     finally:
         os._exit(code)
 
@@ -243,8 +244,10 @@ def _accept_root(lsock):
         conn.close()
 
 
-def work(conn):
-    """One call in a forked worker: become the caller, run the CLI, say EXIT."""
+def work(conn, resets=None):
+    """One call in a forked worker: become the caller, run the CLI, say EXIT.
+    RESETS: the (signal, disposition) pairs that make its signals a fresh
+    process's (`_signal_resets()`, found before the call)."""
     peer_pid = struct.unpack("3i", conn.getsockopt(
         socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
     data, fds, _, _ = socket.recv_fds(conn, MAX_MSG, MAX_FDS)
@@ -262,7 +265,12 @@ def work(conn):
     if len(nums) != len(fds) or len(argv) != argc or len(env) != envc:
         conn.send(fields("NO", "malformed HELLO"))
         return 0
-    _default_signals()
+    import signal
+    for sig, how in (_signal_resets() if resets is None else resets):
+        try:
+            signal.signal(sig, how)
+        except (OSError, ValueError):
+            pass
     # Become the caller: its descriptors at their own numbers, nothing else of ours.
     top = max(nums + [conn.fileno(), *fds, 2]) + 1
     moved = []
@@ -333,23 +341,24 @@ def work(conn):
     return 0
 
 
-def _default_signals():
-    """Every signal at its default, as in a fresh process, but SIGPIPE ignored
-    (as Python does): only those Python knows as changed are set (~3 us each)."""
+def _signal_resets():
+    """What sets every signal as in the cold path's fresh Python process -- its
+    default, but SIGPIPE and SIGXFSZ ignored: (signal, disposition) for those
+    Python knows as changed (not glibc's own, between 31 and SIGRTMIN).  A
+    spare finds them after its warm-up, so a call only sets a few."""
     import signal
+    out = []
     for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+        if sig in (signal.SIGKILL, signal.SIGSTOP) or 31 < sig < signal.SIGRTMIN:
             continue
         try:
             now = signal.getsignal(sig)
         except ValueError:
             continue
-        want = signal.SIG_IGN if sig == signal.SIGPIPE else signal.SIG_DFL
+        want = signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL
         if now is not want:
-            try:
-                signal.signal(sig, want)
-            except (OSError, ValueError):
-                pass
+            out.append((sig, want))
+    return out
 
 
 # The namespaces a worker takes from its caller, the mount namespace last (it

@@ -231,3 +231,23 @@ def test_a_caller_in_its_own_mount_namespace_is_served_there(rt, node, calls, fr
     assert (p.returncode, p.stdout, p.stderr) == (0, "only-here\n", "")
     assert calls.cold_count() == 0
     assert not os.path.exists(priv / "b")  # and the host never saw it
+
+
+def test_signal_resets_make_a_fresh_processs_dispositions():
+    """A worker sets back what the planner (or its warm-up) changed: Python's
+    SIGINT handler and an ignored SIGUSR1 go to their defaults; SIGPIPE and
+    SIGXFSZ stay ignored, as in any Python process (the cold path); glibc's
+    own signals and the rest are left alone."""
+    import subprocess
+    import sys
+    code = (
+        "import signal\n"
+        "from emergence.node.planner import _signal_resets\n"
+        "signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGTERM, lambda *a: None)\n"
+        "print(sorted((int(s), int(h)) for s, h in _signal_resets()))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == str(sorted([(int(signal.SIGINT), int(signal.SIG_DFL)),
+                                      (int(signal.SIGUSR1), int(signal.SIG_DFL)),
+                                      (int(signal.SIGTERM), int(signal.SIG_DFL))]))
