@@ -86,21 +86,31 @@ class Remote:
         raise OSError(err, os.strerror(err))
 
 
+def _module(name):
+    return name if name == "pyroute2" else f"emergence.{name}"
+
+
+def _call_each(hook):
+    """HOOK() of every loaded hot module that has one; a failure is skipped
+    (a warm-up never stops the planner nor costs a call)."""
+    for name in HOT_MODULES:
+        fn = getattr(sys.modules.get(_module(name)), hook, None)
+        if fn is not None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                pass
+
+
 def preload():
     """Import what every hot verb needs, so a worker starts with it in memory;
     a module's `warm_up()`, if it has one, runs too (once, in the planner)."""
     for name in HOT_MODULES:
         try:
-            __import__(name if name == "pyroute2" else f"emergence.{name}")
+            __import__(_module(name))
         except ImportError:  # e.g. _native in a source checkout: loaded per call then
             continue
-        warm = getattr(sys.modules[name if name == "pyroute2" else f"emergence.{name}"],
-                       "warm_up", None)
-        if warm is not None:
-            try:
-                warm()
-            except Exception:  # noqa: BLE001 - a warm-up never stops the planner
-                pass
+    _call_each("warm_up")
 
 
 def serve(path, spares_wanted=SPARES):
@@ -148,8 +158,7 @@ def serve(path, spares_wanted=SPARES):
         for pidfd in [f for f, t in busy.items() if now - t >= GRACE]:
             del busy[pidfd]
             os.close(pidfd)
-        while len(spares) < spares_wanted and (not spares or
-                                               len(spares) + len(busy) < spares_wanted):
+        while not spares or len(spares) + len(busy) < spares_wanted:
             pid = _fork_spare(lsock, taken_w, taken_r, path, prctl)
             spares[os.pidfd_open(pid)] = pid
         # a spare took a call (it says so on the pipe), died without one, or
@@ -219,14 +228,7 @@ def _warm_up(root):
     os.environ.clear()
     os.environ.update(saved)
     # and a hot module may have a call's path to touch (Relay's CNI plugin)
-    for name in HOT_MODULES:
-        fn = getattr(sys.modules.get(name if name == "pyroute2" else f"emergence.{name}"),
-                     "prefault", None)
-        if fn is not None:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - never let a warm-up cost a call
-                pass
+    _call_each("prefault")
 
 
 def _accept_root(lsock):
@@ -244,7 +246,7 @@ def _accept_root(lsock):
         conn.close()
 
 
-def work(conn, resets=None):
+def work(conn, resets):
     """One call in a forked worker: become the caller, run the CLI, say EXIT.
     RESETS: the (signal, disposition) pairs that make its signals a fresh
     process's (`_signal_resets()`, found before the call)."""
@@ -266,7 +268,7 @@ def work(conn, resets=None):
         conn.send(fields("NO", "malformed HELLO"))
         return 0
     import signal
-    for sig, how in (_signal_resets() if resets is None else resets):
+    for sig, how in resets:
         try:
             signal.signal(sig, how)
         except (OSError, ValueError):

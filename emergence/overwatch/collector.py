@@ -340,14 +340,11 @@ class Collector:
                         "annotations": t.annotations, "pid": t.pid}
         # an init gone (before or during its sample): drop it rather than report half
         gone = set(self.targets) - seen
-        if self.targets:
-            poller = select.poll()
-            by_fd = {}
-            for cid, t in self.targets.items():
-                if cid in seen:
-                    poller.register(t.pidfd, select.POLLIN)
-                    by_fd[t.pidfd] = cid
-            gone.update(by_fd[fd] for fd, _ in poller.poll(0))
+        poller, by_fd = select.poll(), {}
+        for cid in seen:
+            by_fd[self.targets[cid].pidfd] = cid
+            poller.register(self.targets[cid].pidfd, select.POLLIN)
+        gone.update(by_fd[fd] for fd, _ in poller.poll(0))
         for cid in gone:
             out.pop(cid, None)
             self.targets.pop(cid).close()

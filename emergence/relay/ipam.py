@@ -3,9 +3,9 @@
 One journal per network under STATE/ipam/ (journal.py: a snapshot plus an
 append-only log), read and changed under an exclusive flock of a sibling
 lock file: concurrent processes serialise on the lock, and a process killed
-at any point leaves every committed allocation for the next to read.  (Lines
-are not fdatasync'd: a power cut that could lose one ends its container too.)  An allocation
-appends one line, whatever the number of addresses held.  Each address is
+at any point leaves every committed allocation for the next to read (lines
+are not fdatasync'd: a power cut that could lose one ends its container
+too).  An allocation appends one line, whatever the number of addresses held.  Each address is
 recorded with the attachment key that holds it and the identity (device,
 inode) of the netns it went to, so GC can tell a live holder from a dead one.
 """
