@@ -4,7 +4,9 @@ netns), no subprocess; whether each init still runs is one poll(2) over their
 pidfds per pass.  A value whose file is missing is left out (absent, not
 zero) and the log says so once per container and file.
 
-A sample is {container id: {"labels": {...}, "values": {metric: [(extra, value)]}}}.
+A pass only reads; the bytes are parsed when a render or a view asks (Sample).
+`latest` is {container id: Sample}; a Sample's `values` are
+{metric: [(extra labels, value)]}.
 """
 
 import os
@@ -98,7 +100,7 @@ class Files:
 
 
 class Target:
-    """A container being watched: its labels, cgroup files and netns counters."""
+    """A container being watched: its labels, and the files a pass reads for it."""
 
     def __init__(self, root, cid, ctl, v2, log):
         with state.Container.open(root, cid, lock=False) as c:
@@ -108,6 +110,7 @@ class Target:
         self.pidfd = os.pidfd_open(self.pid)
         self.start = state.proc_start_time(self.pid)
         self.id = cid
+        self.log = log
         rel = (data.get("cgroup") or {}).get("rel") or f"emergence/{cid}"
         ann = data.get("annotations") or {}
         self.labels = {"id": "/" + rel.strip("/"), "name": cid,
@@ -115,19 +118,24 @@ class Target:
         self.annotations = ann
         self.created = data.get("created", "")
         self.files = Files(log, cid)
-        self.joined = {}
-        self.paths = {}
-        self.spec = {}
         self.passes = -1
+        self.raw = {}
+        paths = {}
         for controller in ("cpu", "cpuacct", "memory", "pids", "blkio", "io"):
             h = ctl.get(controller)
             if h is None and v2 is not None and controller in ("cpu", "memory", "pids", "io") \
                     and not (controller == "io" and "blkio" in ctl):
                 h = v2
             if h is not None:
-                self.paths[controller] = (os.path.join(h.mountpoint, rel), h.version)
+                paths[controller] = (os.path.join(h.mountpoint, rel), h.version)
         if v2 is not None:
-            self.paths["unified"] = (os.path.join(v2.mountpoint, rel), 2)
+            paths["unified"] = (os.path.join(v2.mountpoint, rel), 2)
+        self.layout = Layout(*(paths.get(c, (0, 1))[1] == 2 for c in ("cpu", "memory", "io")))
+        # (file, path, is a limit or share): read in this order every pass
+        self.plan = [(name, os.path.join(paths[controller][0], name), spec)
+                     for controller, name, spec in self.layout.files() if controller in paths]
+        self.plan.append(("net/dev", f"/proc/{self.pid}/net/dev", False))
+        self.started = None if self.start is None else _boot_time() + self.start[1] / USER_HZ
 
     def alive(self):
         """The init still runs (its pidfd is not readable)."""
@@ -137,33 +145,66 @@ class Target:
         p.register(self.pidfd, select.POLLIN)
         return not p.poll(0)
 
-    def _file(self, controller, name):
-        path = self.joined.get((controller, name), 0)
-        if path == 0:  # joined once: a pass re-reads the same files
-            where = self.paths.get(controller)
-            path = self.joined[controller, name] = (None if where is None
-                                                     else os.path.join(where[0], name))
-        return None if path is None else self.files.read(path)
-
-    def _spec(self, controller, name):
-        """A limit or share: they change only by `emergence update`, so they are
-        re-read every SPEC_EVERY passes, not every pass."""
-        key = (controller, name)
-        if self.passes % SPEC_EVERY == 0 or key not in self.spec:
-            self.spec[key] = self._file(controller, name)
-        return self.spec[key]
-
-    def sample(self, now):
+    def read(self, now):
+        """This pass's reading: the bytes of every file, no parsing.  Limits and
+        shares change only by `emergence update`, so they are re-read every
+        SPEC_EVERY passes and kept in between."""
         self.passes += 1
+        fresh = self.passes % SPEC_EVERY == 0
+        read, last = self.files.read, self.raw
+        raw = {name: read(path) if fresh or not spec else last.get(name)
+               for name, path, spec in self.plan}
+        self.raw = raw
+        return Sample(self, raw, now)
+
+    def close(self):
+        self.files.close()
+        os.close(self.pidfd)
+
+
+class Layout:
+    """Which files hold a container's figures and how to read them: v1 or v2 per
+    controller (a hybrid host mixes them), PSI where cgroup2 is mounted."""
+
+    def __init__(self, cpu_v2, mem_v2, io_v2):
+        self.cpu_v2, self.mem_v2, self.io_v2 = cpu_v2, mem_v2, io_v2
+
+    def files(self):
+        """(controller, file, is a limit or share) of every file a pass reads."""
+        if self.cpu_v2:
+            yield from (("cpu", "cpu.stat", False), ("cpu", "cpu.max", True),
+                        ("cpu", "cpu.weight", True))
+        else:
+            yield from (("cpuacct", "cpuacct.usage", False), ("cpuacct", "cpuacct.stat", False),
+                        ("cpu", "cpu.stat", False), ("cpu", "cpu.cfs_quota_us", True),
+                        ("cpu", "cpu.cfs_period_us", True), ("cpu", "cpu.shares", True))
+        if self.mem_v2:
+            yield from (("memory", "memory.current", False), ("memory", "memory.stat", False),
+                        ("memory", "memory.events", False), ("memory", "memory.max", True))
+        else:
+            yield from (("memory", "memory.usage_in_bytes", False),
+                        ("memory", "memory.stat", False), ("memory", "memory.failcnt", False),
+                        ("memory", "memory.oom_control", False),
+                        ("memory", "memory.limit_in_bytes", True))
+        yield from (("pids", "cgroup.procs", False), ("pids", "pids.current", False))
+        if self.io_v2:
+            yield "io", "io.stat", False
+        else:
+            yield "blkio", "blkio.throttle.io_service_bytes_recursive", False
+        for res in PRESSURE:
+            yield "unified", f"{res}.pressure", False
+
+    def values(self, raw, started, now):
+        """{metric: [(extra labels, value)]} of one reading (RAW: {file: bytes or None})."""
         v = {}
 
         def put(name, value):   # a value without extra labels (most of them)
             if value is not None:
                 v[name] = [(NO, value)]
 
-        cpu_dir = self.paths.get("cpu")
-        if cpu_dir and cpu_dir[1] == 2:
-            st = self._file("cpu", "cpu.stat")
+        get = raw.get
+        if self.cpu_v2:
+            st = get("cpu.stat")
             if st is not None:
                 st = _keyed(st)
                 v["container_cpu_usage_seconds_total"] = [
@@ -175,48 +216,47 @@ class Target:
                     put("container_cpu_cfs_throttled_periods_total", st["nr_throttled"])
                     put("container_cpu_cfs_throttled_seconds_total",
                         st["throttled_usec"] / 1e6)
-            cmax = self._spec("cpu", "cpu.max")
+            cmax = get("cpu.max")
             if cmax is not None:
                 quota, period = cmax.split()
                 if quota != b"max":
                     put("container_spec_cpu_quota", int(quota))
                 put("container_spec_cpu_period", int(period))
-            weight = self._spec("cpu", "cpu.weight")
+            weight = get("cpu.weight")
             if weight is not None:  # cAdvisor's inverse of the runtimes' shares->weight
                 put("container_spec_cpu_shares", 2 + ((int(weight) - 1) * 262142) // 9999)
         else:
-            usage = self._file("cpuacct", "cpuacct.usage")
+            usage = get("cpuacct.usage")
             if usage is not None:
                 v["container_cpu_usage_seconds_total"] = [({"cpu": "total"}, int(usage) / 1e9)]
-            st = self._file("cpuacct", "cpuacct.stat")
+            st = get("cpuacct.stat")
             if st is not None:
                 st = _keyed(st)
                 put("container_cpu_user_seconds_total", st.get("user", 0) / USER_HZ)
                 put("container_cpu_system_seconds_total", st.get("system", 0) / USER_HZ)
-            st = self._file("cpu", "cpu.stat")
+            st = get("cpu.stat")
             if st is not None:
                 st = _keyed(st)
                 put("container_cpu_cfs_periods_total", st.get("nr_periods"))
                 put("container_cpu_cfs_throttled_periods_total", st.get("nr_throttled"))
                 if "throttled_time" in st:
                     put("container_cpu_cfs_throttled_seconds_total", st["throttled_time"] / 1e9)
-            quota = self._spec("cpu", "cpu.cfs_quota_us")
+            quota = get("cpu.cfs_quota_us")
             if quota is not None and int(quota) > 0:
                 put("container_spec_cpu_quota", int(quota))
-            period = self._spec("cpu", "cpu.cfs_period_us")
+            period = get("cpu.cfs_period_us")
             if period is not None:
                 put("container_spec_cpu_period", int(period))
-            shares = self._spec("cpu", "cpu.shares")
+            shares = get("cpu.shares")
             if shares is not None:
                 put("container_spec_cpu_shares", int(shares))
 
-        mem = self.paths.get("memory")
-        v2mem = mem is not None and mem[1] == 2
-        usage = self._file("memory", "memory.current" if v2mem else "memory.usage_in_bytes")
-        stat = self._file("memory", "memory.stat")
+        usage = get("memory.current" if self.mem_v2 else "memory.usage_in_bytes")
+        stat = get("memory.stat")
         if stat is not None:
-            inactive, rss, cache = _pick(stat, b"inactive_file", b"anon", b"file") if v2mem \
-                else _pick(stat, b"total_inactive_file", b"total_rss", b"total_cache")
+            inactive, rss, cache = _pick(stat, b"inactive_file", b"anon", b"file") \
+                if self.mem_v2 else _pick(stat, b"total_inactive_file", b"total_rss",
+                                          b"total_cache")
             put("container_memory_rss", rss)
             put("container_memory_cache", cache)
         if usage is not None:
@@ -224,35 +264,33 @@ class Target:
             put("container_memory_usage_bytes", usage)
             if stat is not None:
                 put("container_memory_working_set_bytes", max(0, usage - (inactive or 0)))
-        if v2mem:
-            ev = self._file("memory", "memory.events")
+        if self.mem_v2:
+            ev = get("memory.events")
             if ev is not None:
                 ev = _keyed(ev)
                 put("container_oom_events_total", ev.get("oom_kill"))
                 put("container_memory_failcnt", ev.get("max"))  # times usage hit the limit
-            lim = self._spec("memory", "memory.max")
+            lim = get("memory.max")
         else:
-            fail = self._file("memory", "memory.failcnt")
+            fail = get("memory.failcnt")
             if fail is not None:
                 put("container_memory_failcnt", int(fail))
-            oc = self._file("memory", "memory.oom_control")
+            oc = get("memory.oom_control")
             if oc is not None:
                 put("container_oom_events_total", _pick(oc, b"oom_kill")[0])
-            lim = self._spec("memory", "memory.limit_in_bytes")
+            lim = get("memory.limit_in_bytes")
         if lim is not None:
             put("container_spec_memory_limit_bytes", _number(lim) or 0)
 
-        procs = self._file("pids", "cgroup.procs")
+        procs = get("cgroup.procs")
         if procs is not None:
             put("container_processes", procs.count(b"\n"))
-        threads = self._file("pids", "pids.current")
+        threads = get("pids.current")
         if threads is not None:
             put("container_threads", int(threads))
 
-        io = self.paths.get("io") if self.paths.get("io", (0, 1))[1] == 2 else None
-        if io is not None:
-            data = self._file("io", "io.stat")
-            for line in (data or b"").splitlines():
+        if self.io_v2:
+            for line in (get("io.stat") or b"").splitlines():
                 dev, *fields = line.decode().split()
                 kv = dict(f.split("=", 1) for f in fields)
                 v.setdefault("container_fs_reads_bytes_total", []).append(
@@ -260,7 +298,7 @@ class Target:
                 v.setdefault("container_fs_writes_bytes_total", []).append(
                     ({"device": dev}, int(kv.get("wbytes", 0))))
         else:
-            data = self._file("blkio", "blkio.throttle.io_service_bytes_recursive")
+            data = get("blkio.throttle.io_service_bytes_recursive")
             for line in (data or b"").splitlines():
                 parts = line.decode().split()
                 if len(parts) == 3 and parts[1] in ("Read", "Write"):
@@ -268,33 +306,52 @@ class Target:
                                  else "container_fs_writes_bytes_total", []).append(
                         ({"device": parts[0]}, int(parts[2])))
 
-        if "unified" in self.paths:
-            for res, names in PRESSURE.items():
-                data = self._file("unified", f"{res}.pressure")
-                # "some avg10=0.00 avg60=0.00 avg300=0.00 total=123" (and "full ...")
-                for line in (data or b"").splitlines():
-                    name = names.get(line[:4])
-                    at = line.rfind(b" total=")
-                    if name and at > 0:
-                        v[name] = [(NO, int(line[at + 7:]) / 1e6)]
+        for res, names in PRESSURE.items():
+            # "some avg10=0.00 avg60=0.00 avg300=0.00 total=123" (and "full ...")
+            for line in (get(f"{res}.pressure") or b"").splitlines():
+                name = names.get(line[:4])
+                at = line.rfind(b" total=")
+                if name and at > 0:
+                    v[name] = [(NO, int(line[at + 7:]) / 1e6)]
 
-        net = self.files.read(f"/proc/{self.pid}/net/dev")
-        for line in (net or b"").splitlines()[2:]:
+        for line in (get("net/dev") or b"").splitlines()[2:]:
             name, _, rest = line.partition(b":")
             f = rest.split()
             extra = {"interface": name.strip().decode()}
             for metric, i in NET_NAMES:
                 v.setdefault(metric, []).append((extra, int(f[i])))
 
-        if self.start is not None:
-            boot = _boot_time()
-            put("container_start_time_seconds", boot + self.start[1] / USER_HZ)
+        put("container_start_time_seconds", started)
         put("container_last_seen", now)
         return v
 
-    def close(self):
-        self.files.close()
-        os.close(self.pidfd)
+
+class Sample:
+    """One container's reading in one pass.  It is parsed into values only when
+    something asks (a render, `top`, `stats`): with Prometheus scraping every
+    15 s, 14 of 15 passes are never looked at, and a pass that only reads stays
+    far under its 1% of a core."""
+
+    __slots__ = ("labels", "annotations", "pid", "raw", "seen", "_target", "_values")
+
+    def __init__(self, target, raw, seen):
+        self.labels, self.annotations, self.pid = target.labels, target.annotations, target.pid
+        self.raw, self.seen, self._target, self._values = raw, seen, target, None
+
+    @property
+    def values(self):
+        """{metric: [(extra labels, value)]}, parsed once."""
+        if self._values is None:
+            t = self._target
+            try:
+                self._values = t.layout.values(self.raw, t.started, self.seen)
+            except (ValueError, IndexError) as e:  # a file this parser does not know
+                if not getattr(t, "warned", False):
+                    t.warned = True
+                    t.log(f"overwatch: {t.id}: unreadable cgroup figures ({e}); "
+                          "its metrics are left out")
+                self._values = {}
+        return self._values
 
 
 _BOOT = []
@@ -336,8 +393,7 @@ class Collector:
                     continue
                 self.targets[cid] = t
             seen.add(cid)
-            out[cid] = {"labels": t.labels, "values": t.sample(now),
-                        "annotations": t.annotations, "pid": t.pid}
+            out[cid] = t.read(now)
         # an init gone (before or during its sample): drop it rather than report half
         gone = set(self.targets) - seen
         poller, by_fd = select.poll(), {}

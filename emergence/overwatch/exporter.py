@@ -36,11 +36,11 @@ class SampleCollector:
             else:
                 families[name] = Metric(name[:-6] if kind == "counter" else name, doc, kind)
         for entry in sample.values():
-            base = {k: entry["labels"][k] for k in BASE_LABELS}
-            ann = entry.get("annotations") or {}
+            base = {k: entry.labels[k] for k in BASE_LABELS}
+            ann = entry.annotations
             for key, label in self.annotation_labels.items():
                 base[label] = str(ann.get(key, ""))
-            for name, points in entry["values"].items():
+            for name, points in entry.values.items():
                 fam = families[name]
                 for extra, value in points:
                     fam.add_sample(name, {**base, **extra}, float(value))

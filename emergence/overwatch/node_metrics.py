@@ -4,6 +4,7 @@ and the events counted by other processes (pulls, Relay applies: see
 emergence.counters)."""
 
 import os
+import select
 import time
 
 from ..runtime import state
@@ -11,15 +12,94 @@ from ..runtime import state
 STATES = ("creating", "created", "running", "paused", "stopped")
 
 
-def containers_by_state(root):
-    counts = dict.fromkeys(STATES, 0)
-    for cid in state.list_ids(root):
-        try:
-            with state.Container.open(root, cid, lock=False, tolerate_corrupt=True) as c:
-                counts[c.status()] = counts.get(c.status(), 0) + 1
-        except Exception:  # deleted while we looked
-            continue
-    return counts
+class _Known:
+    """What a container's state file said, and a pidfd on its init."""
+
+    def __init__(self, root, cid, key):
+        self.key, self.pidfd, self.dead, self.frozen_fd = key, None, False, None
+        with state.Container.open(root, cid, lock=False, tolerate_corrupt=True) as c:
+            self.creating = c.data.get("status") == "creating"
+            self.fifo = os.path.join(c.dir, state.FIFO)
+            freezer = c.data.get("freezer")
+            if not self.creating and c.pid:
+                try:  # the pidfd first: the start time checked after it proves it is this init
+                    self.pidfd = os.pidfd_open(c.pid)
+                except OSError:
+                    pass
+            if self.pidfd is None or not c.init_alive():
+                self.close()
+                self.dead = True
+            elif freezer:  # freezer.state (v1) or cgroup.freeze (v2), as state.is_frozen
+                try:
+                    self.frozen_fd = os.open(freezer, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    pass
+
+    def status(self):
+        """state.Container.status() without re-reading the state file."""
+        if self.creating:
+            return "creating"
+        if not self.dead:
+            p = select.poll()
+            p.register(self.pidfd, select.POLLIN)
+            if p.poll(0):  # the init exited: it stays stopped until the file changes
+                self.close()
+                self.dead = True
+        if self.dead:
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        if self.frozen_fd is not None:
+            try:
+                if os.pread(self.frozen_fd, 64, 0).strip() in (b"FROZEN", b"1"):
+                    return "paused"
+            except OSError:
+                pass
+        return "running"
+
+    def close(self):
+        for fd in (self.pidfd, self.frozen_fd):
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = self.frozen_fd = None
+
+
+class States:
+    """Containers by state, for every scrape.  A state file is parsed again only
+    when it was replaced (the runtime writes it by rename); what changes without
+    a write (the init's exit, `start`, `pause`) is checked each time with a poll,
+    a stat and a read: 100 containers cost ~1 ms, not the ~15 ms of opening each."""
+
+    def __init__(self, root):
+        self.root = root
+        self.known = {}
+
+    def counts(self):
+        counts = dict.fromkeys(STATES, 0)
+        seen = {}
+        for cid in state.list_ids(self.root):
+            try:
+                st = os.stat(os.path.join(self.root, cid, state.STATE))
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                k = self.known.pop(cid, None)
+                if k is None or k.key != key:
+                    if k is not None:
+                        k.close()
+                    k = _Known(self.root, cid, key)
+            except Exception:  # deleted (or not written yet) while we looked
+                continue
+            seen[cid] = k
+            status = k.status()
+            counts[status] = counts.get(status, 0) + 1
+        for k in self.known.values():  # deleted since the last scrape
+            k.close()
+        self.known = seen
+        return counts
+
+    def close(self):
+        for k in self.known.values():
+            k.close()
+        self.known = {}
 
 
 class StoreSize:
@@ -83,6 +163,7 @@ class NodeCollector:
     def __init__(self, root, store_root=None, counters=None, log=lambda m: None):
         from ..counters import Totals
         self.root = root
+        self.states = States(root)
         self.store = StoreSize(store_root)
         self.totals = Totals(counters)
         self.warned = False
@@ -92,7 +173,7 @@ class NodeCollector:
         from prometheus_client.core import GaugeMetricFamily
         g = GaugeMetricFamily("emergence_containers", "Containers on this node by state",
                               labels=["state"])
-        for st, n in containers_by_state(self.root).items():
+        for st, n in self.states.counts().items():
             g.add_metric([st], n)
         yield g
         size = self.store.get()

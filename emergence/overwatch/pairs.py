@@ -57,9 +57,9 @@ class Pairs:
         """[(src name, src pid, dst name, dst address)] for SAMPLE's groups."""
         groups = {}
         for cid, entry in sorted(sample.items()):
-            group = (entry.get("annotations") or {}).get(self.annotation)
-            if group and entry.get("pid"):
-                groups.setdefault(group, []).append((cid, entry["pid"]))
+            group = entry.annotations.get(self.annotation)
+            if group and entry.pid:
+                groups.setdefault(group, []).append((cid, entry.pid))
         out = []
         for members in groups.values():
             addrs = {cid: self.address(cid, pid) for cid, pid in members}

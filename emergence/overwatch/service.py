@@ -31,8 +31,9 @@ class Service:
         from .exporter import Rendered
         self.rendered = Rendered(self._body)
         from .node_metrics import NodeCollector
-        self.registry.register(NodeCollector(self.config["root"], self.config["store"],
-                                             self.config["counters"], log))
+        self.node_metrics = NodeCollector(self.config["root"], self.config["store"],
+                                          self.config["counters"], log)
+        self.registry.register(self.node_metrics)
         self.prober = None
         if self.config["probe_pairs"]:
             from .qos import Prober
@@ -187,6 +188,7 @@ class Service:
                     pass
         self.task = self.probe_task = None
         self.collector.close()
+        self.node_metrics.states.close()
 
     def status(self):
         return {"containers": len(self.collector.latest), "passes": self.passes,

@@ -24,7 +24,7 @@ def rows(before, after, seconds):
         prev = before.get(cid)
         if prev is None:
             continue
-        a, b = prev["values"], entry["values"]
+        a, b = prev.values, entry.values
         cpu0, cpu1 = (_first(a, "container_cpu_usage_seconds_total"),
                       _first(b, "container_cpu_usage_seconds_total"))
         usage = _first(b, "container_memory_usage_bytes")

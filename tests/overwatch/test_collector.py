@@ -158,13 +158,13 @@ def test_oom_kill_increments_oom_events(rt, running):
     c = Collector(rt.root)
     try:
         c.collect()
-        before = c.latest[cid]["values"]["container_oom_events_total"][0][1]
+        before = c.latest[cid].values["container_oom_events_total"][0][1]
         deadline = time.monotonic() + 20
         after = before
         while after <= before and time.monotonic() < deadline:
             time.sleep(0.5)
             c.collect()
-            after = c.latest[cid]["values"]["container_oom_events_total"][0][1]
+            after = c.latest[cid].values["container_oom_events_total"][0][1]
         assert after > before
     finally:
         c.close()
@@ -179,12 +179,12 @@ def test_missing_file_is_absent_and_logged_once(rt, running):
         c.collect()
         t = c.targets[cid]
         # a controller file this kernel lacks: point memory at a directory without it
-        t.paths["memory"] = ("/nonexistent/ow", 1)
-        t.joined.clear()
+        t.plan = [(name, "/nonexistent/ow/" + name if name.startswith("memory.") else path,
+                   spec) for name, path, spec in t.plan]
         for _ in range(3):
             c.collect()
-        assert "container_memory_usage_bytes" not in c.latest[cid]["values"]
-        assert "container_cpu_usage_seconds_total" in c.latest[cid]["values"]
+        assert "container_memory_usage_bytes" not in c.latest[cid].values
+        assert "container_cpu_usage_seconds_total" in c.latest[cid].values
         missing = [m for m in lines if "memory.usage_in_bytes" in m]
         assert len(missing) == 1, lines
     finally:
@@ -220,8 +220,8 @@ PROBE = r"""
 import json, os, time
 from emergence.overwatch.collector import Collector
 c = Collector(os.environ["ROOT"])
-time.sleep(0.5); c.collect(); a = c.latest[os.environ["CID"]]["values"]
-time.sleep(2); c.collect(); b = c.latest[os.environ["CID"]]["values"]
+time.sleep(0.5); c.collect(); a = c.latest[os.environ["CID"]].values
+time.sleep(2); c.collect(); b = c.latest[os.environ["CID"]].values
 print(json.dumps([a, b]))
 """
 
@@ -303,6 +303,40 @@ def test_node_metrics_count_states_and_store(rt, running, tmp_path):
     reg2 = CollectorRegistry()
     reg2.register(NodeCollector(rt.root, str(tmp_path / "nostore")))
     assert "emergence_store_bytes" not in generate_latest(reg2).decode()
+
+
+def test_state_counts_follow_a_container_through_its_life(rt):
+    """The counts are cached per state file; a start, pause, resume and the
+    init's death (none of which need a new state file) still show at once,
+    each as the runtime's own `state` verb says."""
+    from emergence.overwatch.node_metrics import States
+    states = States(rt.root)
+    cid = rt.new_id("ow")
+    rt("create", "--bundle", rt.bundle(["sleep", "300"]), cid, check=True)
+
+    def counted():
+        return {k: v for k, v in states.counts().items() if v}
+
+    def said():
+        return json.loads(rt("state", cid, check=True).stdout)["status"]
+
+    try:
+        assert counted() == {"created": 1} and said() == "created"
+        rt("start", cid, check=True)
+        assert counted() == {"running": 1} and said() == "running"
+        rt("pause", cid, check=True)
+        assert counted() == {"paused": 1} and said() == "paused"
+        rt("resume", cid, check=True)
+        assert counted() == {"running": 1}
+        rt("kill", cid, "KILL", check=True)
+        deadline = time.monotonic() + 10
+        while said() != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counted() == {"stopped": 1}
+    finally:
+        rt("delete", "--force", cid)
+    assert counted() == {} and states.known == {}
+    states.close()
 
 
 def test_annotations_asked_for_become_container_labels(rt, running):
@@ -388,14 +422,14 @@ def test_block_writes_show_in_fs_writes(rt, running, tmp_path):
     try:
         c.collect()
         before = dict((e["device"], v) for e, v in
-                      c.latest[cid]["values"].get("container_fs_writes_bytes_total", []))
+                      c.latest[cid].values.get("container_fs_writes_bytes_total", []))
         deadline = time.monotonic() + 30
         after = before
         while after.get(dev, 0) - before.get(dev, 0) < 16 << 20 and time.monotonic() < deadline:
             time.sleep(0.5)
             c.collect()
             after = dict((e["device"], v) for e, v in
-                         c.latest[cid]["values"].get("container_fs_writes_bytes_total", []))
+                         c.latest[cid].values.get("container_fs_writes_bytes_total", []))
     finally:
         c.close()
     assert after.get(dev, 0) - before.get(dev, 0) >= 16 << 20, (dev, before, after)
@@ -406,7 +440,7 @@ import json, os, time
 from emergence.overwatch.collector import Collector
 c = Collector(os.environ["ROOT"])
 time.sleep(4); c.collect()
-print(json.dumps(c.latest[os.environ["CID"]]["values"].get("container_fs_writes_bytes_total")))
+print(json.dumps(c.latest[os.environ["CID"]].values.get("container_fs_writes_bytes_total")))
 """
 
 
