@@ -2,8 +2,10 @@
 interval, measured on the real service (`overwatch.service.Service`, served by
 aiohttp on loopback as the node serves it):
 
-- the node's CPU time (this process: passes, renders, HTTP) as % of one core,
-  while a scraper (another process) GETs /metrics every SCRAPE seconds;
+- the node's CPU time (this process) as % of one core: first for SECONDS with
+  nobody scraping (the collection's overhead: passes only), then for SECONDS
+  while a scraper (another process) GETs /metrics every SCRAPE seconds (passes,
+  renders, HTTP);
 - each scrape's latency as the scraper sees it: the first (nobody expected it:
   rendered while it waits) and the rest (rendered by the pass before them);
 - what one render costs (generate_latest over everything: a scrape without the cache);
@@ -84,6 +86,11 @@ async def measure(root, work, n, seconds, every):
         svc._body()
         render = time.process_time() - t0
         assert svc.status()["containers"] == n, svc.status()
+        # first nobody scrapes: the node's CPU is the collection's overhead alone
+        cpu0, wall0, passes0 = time.process_time(), time.monotonic(), svc.passes
+        await asyncio.sleep(seconds)
+        quiet = {"quiet_cpu": time.process_time() - cpu0, "quiet_wall": time.monotonic() - wall0,
+                 "quiet_passes": svc.passes - passes0}
         cpu0, wall0, passes0 = time.process_time(), time.monotonic(), svc.passes
         pass_cpu0 = svc.pass_seconds_total
         collect_cpu0 = svc.collect_seconds_total
@@ -97,7 +104,7 @@ async def measure(root, work, n, seconds, every):
                 "rss": rss_kb() - base_rss, "renders": svc.rendered.renders,
                 "ahead": svc.rendered.ahead, "pass_cpu": svc.pass_seconds_total - pass_cpu0,
                 "collect_cpu": svc.collect_seconds_total - collect_cpu0,
-                **scraped}
+                **quiet, **scraped}
     finally:
         await svc.stop()
         await empty.stop()
@@ -125,6 +132,10 @@ def main():
         lat = [1000 * x for x in r["latencies"]]
         rest = sorted(lat[1:])
         per_pass = r["cpu"] / r["passes"]
+        print(f"nobody scraping, {r['quiet_passes']} passes in {r['quiet_wall']:.1f}s: node CPU "
+              f"{100 * r['quiet_cpu'] / r['quiet_wall']:.2f}% of one core "
+              f"({1000 * r['quiet_cpu'] / r['quiet_passes']:.1f} ms per pass): the "
+              "collection's overhead")
         print(f"{r['passes']} passes over {n} containers in {r['wall']:.1f}s, "
               f"{len(lat)} scrapes every {every}s ({r['bytes']} bytes each)")
         print(f"node CPU: {100 * r['cpu'] / r['wall']:.2f}% of one core "

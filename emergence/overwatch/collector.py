@@ -18,11 +18,30 @@ from ..runtime.cgroups.hierarchy import controller_map, discover
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 SPEC_EVERY = 10  # passes between two reads of a container's limits and shares
+# when a pass reads a file: every pass; a limit or share (every SPEC_EVERY passes);
+# GATED: every pass only while its counters can move (GATES), else as a limit
+EVERY, SPEC, GATED = 0, 1, 2
+BLKIO = "blkio.throttle.io_service_bytes_recursive"
+# v1 counters that stand still until a limit is set, and limits change only by
+# `emergence update`: reading them as seldom as the limits loses no count.
+# (RAW: this pass's reading so far, the limits before; LAST: the pass before)
+GATES = {
+    # CFS throttling counts periods only while a quota is set
+    "cpu.stat": lambda raw, last: (raw.get("cpu.cfs_quota_us") or b"-1").strip() != b"-1",
+    # failcnt counts hits of this cgroup's own limit (a parent's counts on the parent)
+    "memory.failcnt": lambda raw, last: int(raw.get("memory.limit_in_bytes") or 1 << 63)
+    < 1 << 62,
+    # the throttle stats list devices once a blkio throttle rule is set
+    BLKIO: lambda raw, last: bool(last.get(BLKIO)),
+}
 NO = {}          # the extra labels of a value that has none (shared, never changed)
 NET_FIELDS = (("receive_bytes", 0), ("receive_packets", 1), ("receive_errors", 2),
               ("receive_packets_dropped", 3), ("transmit_bytes", 8), ("transmit_packets", 9),
               ("transmit_errors", 10), ("transmit_packets_dropped", 11))
 NET_NAMES = tuple((f"container_network_{m}_total", i) for m, i in NET_FIELDS)
+# cAdvisor leaves these interfaces out of a container's network figures (its
+# isIgnoredDevice); so do we, so the series are the ones its dashboards expect
+IGNORED_INTERFACES = (b"lo", b"veth", b"docker", b"nerdctl")
 PRESSURE = {res: {b"some": f"container_pressure_{res}_waiting_seconds_total",
                   b"full": f"container_pressure_{res}_stalled_seconds_total"}
             for res in ("cpu", "memory", "io")}
@@ -66,37 +85,17 @@ def _number(data):
     return None if text == b"max" else int(text)
 
 
-class Files:
-    """Open-once readers: a file is opened on first use and re-read with pread."""
-
-    def __init__(self, log, who):
-        self.fds = {}
-        self.missing = set()
-        self.log = log
-        self.who = who
-
-    def read(self, path):
-        fd = self.fds.get(path)
-        if fd is None:
-            if path in self.missing:
-                return None
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                self.missing.add(path)
-                self.log(f"overwatch: {self.who}: {path} unreadable ({e.strerror}); "
-                         "its metrics are left out")
-                return None
-            self.fds[path] = fd
-        try:
-            return os.pread(fd, 1 << 16, 0)
-        except OSError:
-            return None
-
-    def close(self):
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
+def _pread(fd):
+    """The whole of a small file from its start (4 kB will do for nearly all)."""
+    size = 4096
+    try:
+        while True:
+            data = os.pread(fd, size, 0)
+            if len(data) < size:
+                return data
+            size *= 16
+    except OSError:
+        return None
 
 
 class Target:
@@ -117,7 +116,6 @@ class Target:
                        "image": ann.get("org.opencontainers.image.ref.name", "")}
         self.annotations = ann
         self.created = data.get("created", "")
-        self.files = Files(log, cid)
         self.passes = -1
         self.raw = {}
         paths = {}
@@ -131,10 +129,11 @@ class Target:
         if v2 is not None:
             paths["unified"] = (os.path.join(v2.mountpoint, rel), 2)
         self.layout = Layout(*(paths.get(c, (0, 1))[1] == 2 for c in ("cpu", "memory", "io")))
-        # (file, path, is a limit or share): read in this order every pass
-        self.plan = [(name, os.path.join(paths[controller][0], name), spec)
-                     for controller, name, spec in self.layout.files() if controller in paths]
-        self.plan.append(("net/dev", f"/proc/{self.pid}/net/dev", False))
+        # (file, path, when): read in this order
+        self.plan = [(name, os.path.join(paths[controller][0], name), when)
+                     for controller, name, when in self.layout.files() if controller in paths]
+        self.plan.append(("net/dev", f"/proc/{self.pid}/net/dev", EVERY))
+        self.bound = None  # the plan with each path opened: (file, fd or None, when)
         self.started = None if self.start is None else _boot_time() + self.start[1] / USER_HZ
 
     def alive(self):
@@ -145,20 +144,47 @@ class Target:
         p.register(self.pidfd, select.POLLIN)
         return not p.poll(0)
 
+    def _bind(self):
+        """Open every file of the plan once; one that cannot be is left out of every
+        pass, and said once."""
+        self.bound = []
+        for name, path, when in self.plan:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                fd = None
+                self.log(f"overwatch: {self.id}: {path} unreadable ({e.strerror}); "
+                         "its metrics are left out")
+            self.bound.append((name, fd, when))
+
+    def _unbind(self):
+        for _, fd, _ in self.bound or ():
+            if fd is not None:
+                os.close(fd)
+        self.bound = None
+
     def read(self, now):
-        """This pass's reading: the bytes of every file, no parsing.  Limits and
+        """This pass's reading: the bytes of the files, no parsing.  Limits and
         shares change only by `emergence update`, so they are re-read every
-        SPEC_EVERY passes and kept in between."""
+        SPEC_EVERY passes and kept in between; so are the GATES' counters while
+        they cannot move."""
+        if self.bound is None:
+            self._bind()
         self.passes += 1
         fresh = self.passes % SPEC_EVERY == 0
-        read, last = self.files.read, self.raw
-        raw = {name: read(path) if fresh or not spec else last.get(name)
-               for name, path, spec in self.plan}
+        last, raw = self.raw, {}
+        for name, fd, when in self.bound:
+            if fd is None:
+                raw[name] = None
+            elif when == EVERY or fresh or (when == GATED and GATES[name](raw, last)):
+                raw[name] = _pread(fd)
+            else:
+                raw[name] = last.get(name)
         self.raw = raw
         return Sample(self, raw, now)
 
     def close(self):
-        self.files.close()
+        self._unbind()
         os.close(self.pidfd)
 
 
@@ -170,29 +196,29 @@ class Layout:
         self.cpu_v2, self.mem_v2, self.io_v2 = cpu_v2, mem_v2, io_v2
 
     def files(self):
-        """(controller, file, is a limit or share) of every file a pass reads."""
+        """(controller, file, when it is read) of every file a pass reads."""
         if self.cpu_v2:
-            yield from (("cpu", "cpu.stat", False), ("cpu", "cpu.max", True),
-                        ("cpu", "cpu.weight", True))
+            yield from (("cpu", "cpu.stat", EVERY), ("cpu", "cpu.max", SPEC),
+                        ("cpu", "cpu.weight", SPEC))
         else:
-            yield from (("cpuacct", "cpuacct.usage", False), ("cpuacct", "cpuacct.stat", False),
-                        ("cpu", "cpu.stat", False), ("cpu", "cpu.cfs_quota_us", True),
-                        ("cpu", "cpu.cfs_period_us", True), ("cpu", "cpu.shares", True))
+            yield from (("cpuacct", "cpuacct.usage", EVERY), ("cpuacct", "cpuacct.stat", EVERY),
+                        ("cpu", "cpu.cfs_quota_us", SPEC), ("cpu", "cpu.stat", GATED),
+                        ("cpu", "cpu.cfs_period_us", SPEC), ("cpu", "cpu.shares", SPEC))
         if self.mem_v2:
-            yield from (("memory", "memory.current", False), ("memory", "memory.stat", False),
-                        ("memory", "memory.events", False), ("memory", "memory.max", True))
+            yield from (("memory", "memory.current", EVERY), ("memory", "memory.stat", EVERY),
+                        ("memory", "memory.events", EVERY), ("memory", "memory.max", SPEC))
         else:
-            yield from (("memory", "memory.usage_in_bytes", False),
-                        ("memory", "memory.stat", False), ("memory", "memory.failcnt", False),
-                        ("memory", "memory.oom_control", False),
-                        ("memory", "memory.limit_in_bytes", True))
-        yield from (("pids", "cgroup.procs", False), ("pids", "pids.current", False))
+            yield from (("memory", "memory.usage_in_bytes", EVERY),
+                        ("memory", "memory.stat", EVERY), ("memory", "memory.oom_control", EVERY),
+                        ("memory", "memory.limit_in_bytes", SPEC),
+                        ("memory", "memory.failcnt", GATED))
+        yield from (("pids", "cgroup.procs", EVERY), ("pids", "pids.current", EVERY))
         if self.io_v2:
-            yield "io", "io.stat", False
+            yield "io", "io.stat", EVERY
         else:
-            yield "blkio", "blkio.throttle.io_service_bytes_recursive", False
+            yield "blkio", BLKIO, GATED
         for res in PRESSURE:
-            yield "unified", f"{res}.pressure", False
+            yield "unified", f"{res}.pressure", EVERY
 
     def values(self, raw, started, now):
         """{metric: [(extra labels, value)]} of one reading (RAW: {file: bytes or None})."""
@@ -298,7 +324,7 @@ class Layout:
                 v.setdefault("container_fs_writes_bytes_total", []).append(
                     ({"device": dev}, int(kv.get("wbytes", 0))))
         else:
-            data = get("blkio.throttle.io_service_bytes_recursive")
+            data = get(BLKIO)
             for line in (data or b"").splitlines():
                 parts = line.decode().split()
                 if len(parts) == 3 and parts[1] in ("Read", "Write"):
@@ -316,8 +342,11 @@ class Layout:
 
         for line in (get("net/dev") or b"").splitlines()[2:]:
             name, _, rest = line.partition(b":")
+            name = name.strip()
+            if name.lower().startswith(IGNORED_INTERFACES):
+                continue
             f = rest.split()
-            extra = {"interface": name.strip().decode()}
+            extra = {"interface": name.decode()}
             for metric, i in NET_NAMES:
                 v.setdefault(metric, []).append((extra, int(f[i])))
 

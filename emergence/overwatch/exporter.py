@@ -7,6 +7,7 @@ import time
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
+from prometheus_client.samples import Sample
 
 from .catalog import BASE_LABELS, METRICS
 
@@ -22,6 +23,7 @@ class SampleCollector:
         self.collector = collector
         # the OCI annotations asked for, each as a label on every series of its container
         self.annotation_labels = {a: label_name(a) for a in annotation_labels}
+        self.bases = {}  # container id -> (its Target's labels, the series' labels)
 
     def collect(self):
         sample = self.collector.latest
@@ -35,15 +37,21 @@ class SampleCollector:
                 families[name] = Metric(name, doc, "unknown")
             else:
                 families[name] = Metric(name[:-6] if kind == "counter" else name, doc, kind)
-        for entry in sample.values():
-            base = {k: entry.labels[k] for k in BASE_LABELS}
-            ann = entry.annotations
-            for key, label in self.annotation_labels.items():
-                base[label] = str(ann.get(key, ""))
+        bases, self.bases = self.bases, {}
+        for cid, entry in sample.items():
+            # a container's labels are the same every scrape: made once, shared by
+            # its series (the writer only reads them)
+            labels, base = bases.get(cid) or (None, None)
+            if labels is not entry.labels:
+                labels = entry.labels
+                base = {k: labels[k] for k in BASE_LABELS}
+                for key, label in self.annotation_labels.items():
+                    base[label] = str(entry.annotations.get(key, ""))
+            self.bases[cid] = (labels, base)
             for name, points in entry.values.items():
-                fam = families[name]
+                out = families[name].samples
                 for extra, value in points:
-                    fam.add_sample(name, {**base, **extra}, float(value))
+                    out.append(Sample(name, {**base, **extra} if extra else base, float(value)))
         return [f for f in families.values() if f.samples]
 
 

@@ -28,6 +28,7 @@ def rows(before, after, seconds):
         cpu0, cpu1 = (_first(a, "container_cpu_usage_seconds_total"),
                       _first(b, "container_cpu_usage_seconds_total"))
         usage = _first(b, "container_memory_usage_bytes")
+        net = 0 if entry.raw.get("net/dev") is not None else None
         limit = _first(b, "container_spec_memory_limit_bytes")
         if limit is not None and limit >= 1 << 62:
             limit = None
@@ -38,8 +39,10 @@ def rows(before, after, seconds):
             "mem_usage": usage, "mem_limit": limit,
             "mem_percent": round(100 * usage / limit, 2) if usage is not None and limit
             else None,
-            "net_rx": _sum(b, "container_network_receive_bytes_total"),
-            "net_tx": _sum(b, "container_network_transmit_bytes_total"),
+            # as podman: lo (and veth*, left out as cAdvisor does) count for
+            # nothing, so a netns with only those shows 0, not "unknown"
+            "net_rx": _sum(b, "container_network_receive_bytes_total") or net,
+            "net_tx": _sum(b, "container_network_transmit_bytes_total") or net,
             "block_read": _sum(b, "container_fs_reads_bytes_total"),
             "block_write": _sum(b, "container_fs_writes_bytes_total"),
             "pids": _first(b, "container_threads"),

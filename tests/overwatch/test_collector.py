@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import serving
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -60,17 +61,45 @@ BASE = {"id", "image", "name"}
 # cAdvisor's suffix-less counter goes out untyped (same name, same value)
 UNTYPED = {"container_memory_failcnt"}
 
-BUSY = ("ping -q -i 0.02 -s 1400 127.0.0.1 >/dev/null & "
+PEER = "10.218.7.2"  # the far end of the container's eth0 (the `wired` fixture)
+BUSY = (f"ping -q -i 0.02 -s 1400 {PEER} >/dev/null & "
         "a=$(head -c 24m /dev/zero | tr '\\0' x); while true; do :; done")
 
 
+@pytest.fixture
+def wired():
+    """A netns for the container whose eth0 is wired to PEER in another netns:
+    traffic that cAdvisor counts (it leaves lo, veth* and docker* out).  The
+    test's own namespaces, removed after it."""
+    tag = os.getpid() % 100000
+    inner, outer = f"owi{tag}", f"owo{tag}"
+
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+    try:
+        for ns in (inner, outer):
+            ip("netns", "add", ns)
+        ip("-n", inner, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+           "netns", outer)
+        ip("-n", inner, "addr", "add", "10.218.7.1/24", "dev", "eth0")
+        ip("-n", outer, "addr", "add", f"{PEER}/24", "dev", "eth0")
+        for ns in (inner, outer):
+            ip("-n", ns, "link", "set", "eth0", "up")
+        yield f"/run/netns/{inner}"
+    finally:
+        for ns in (inner, outer):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-
-def with_raw(c):
-    """ping needs CAP_NET_RAW, which the default config leaves out."""
-    for kind in ("bounding", "effective", "permitted"):
-        c["process"]["capabilities"][kind].append("CAP_NET_RAW")
+def wire(netns):
+    """A bundle edit: join NETNS, and CAP_NET_RAW for ping (the default leaves it out)."""
+    def edit(c):
+        for kind in ("bounding", "effective", "permitted"):
+            c["process"]["capabilities"][kind].append("CAP_NET_RAW")
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                    if n["type"] != "network"]
+        c["linux"]["namespaces"].append({"type": "network", "path": netns})
+    return edit
 
 
 def series(text):
@@ -100,9 +129,12 @@ def scrape(rt):
         c.close()
 
 
-def test_names_types_and_labels_are_cadvisors(rt, running):
-    cid = running(["sh", "-c", BUSY], edit=lambda c: (with_raw(c), c["linux"]["resources"].update(
-        memory={"limit": 128 << 20}, cpu={"quota": 50000, "period": 100000})))
+def test_names_types_and_labels_are_cadvisors(rt, running, wired):
+    def edit(c):
+        wire(wired)(c)
+        c["linux"]["resources"].update(memory={"limit": 128 << 20},
+                                       cpu={"quota": 50000, "period": 100000})
+    cid = running(["sh", "-c", BUSY], edit=edit)
     time.sleep(1)
     values, types = series(scrape(rt))
     names = {n for n, _ in values}
@@ -111,6 +143,7 @@ def test_names_types_and_labels_are_cadvisors(rt, running):
         kind, extra = CADVISOR[name]
         assert types[name] == ("unknown" if name in UNTYPED else kind), name
         assert {k for k, _ in labels} == BASE | extra, name
+        assert dict(labels).get("interface") != "lo", "cAdvisor leaves lo out"
     # what this hybrid host can fill: all but nothing of the v1 set; pressure is v2's
     missing = set(CADVISOR) - names
     assert missing <= {n for n in CADVISOR if "pressure" in n} | {
@@ -120,8 +153,8 @@ def test_names_types_and_labels_are_cadvisors(rt, running):
     assert one(values, "container_cpu_usage_seconds_total", cid, cpu="total") > 0
 
 
-def test_counters_rise_with_cpu_memory_and_traffic(rt, running):
-    cid = running(["sh", "-c", BUSY], edit=with_raw)
+def test_counters_rise_with_cpu_memory_and_traffic(rt, running, wired):
+    cid = running(["sh", "-c", BUSY], edit=wire(wired))
     c = Collector(rt.root)
     try:
         time.sleep(0.5)
@@ -138,13 +171,49 @@ def test_counters_rise_with_cpu_memory_and_traffic(rt, running):
     assert one(second, "container_memory_usage_bytes", cid) > 24 << 20
     assert one(second, "container_memory_working_set_bytes", cid) > 24 << 20
     assert one(second, "container_memory_rss", cid) > 24 << 20
-    rx0 = one(first, "container_network_receive_bytes_total", cid, interface="lo")
-    rx1 = one(second, "container_network_receive_bytes_total", cid, interface="lo")
-    tx1 = one(second, "container_network_transmit_packets_total", cid, interface="lo")
+    rx0 = one(first, "container_network_receive_bytes_total", cid, interface="eth0")
+    rx1 = one(second, "container_network_receive_bytes_total", cid, interface="eth0")
+    tx1 = one(second, "container_network_transmit_packets_total", cid, interface="eth0")
     assert rx1 - rx0 > 50_000 and tx1 > 0
     assert one(second, "container_processes", cid) >= 2  # sh and ping
     assert one(second, "container_last_seen", cid) > one(first, "container_last_seen", cid)
     assert abs(one(second, "container_start_time_seconds", cid) - time.time()) < 30
+
+
+def test_gated_counters_move_between_limit_reads(rt, running, tmp_path):
+    """Throttling counters and failcnt are read every pass once a quota or a
+    limit is set (not only when the limits are re-read), and stay readable
+    without one."""
+    from emergence.overwatch.collector import SPEC_EVERY
+    (tmp_path / "data").mkdir()
+
+    def edit(c):  # page cache over a 16 MB limit: reclaimed, and each reclaim counted
+        c["linux"]["resources"].update(memory={"limit": 16 << 20},
+                                       cpu={"quota": 10000, "period": 100000})
+        c["mounts"].append({"destination": "/data", "type": "bind",
+                            "source": str(tmp_path / "data"), "options": ["rbind", "rw"]})
+    limited = running(["sh", "-c", "while true; do dd if=/dev/zero of=/data/fill bs=1M "
+                       "count=48 2>/dev/null; done & while true; do :; done"], edit=edit)
+    free = running()
+    c = Collector(rt.root)
+    try:
+        c.collect()   # the pass that reads the limits
+        seen = []
+        for _ in range(3):
+            time.sleep(0.4)
+            c.collect()  # passes that do not re-read the limits
+            v = c.latest[limited].values
+            seen.append((v["container_cpu_cfs_throttled_periods_total"][0][1],
+                         v["container_memory_failcnt"][0][1]))
+        assert c.targets[limited].passes % SPEC_EVERY != 0
+        throttled, fails = zip(*seen)
+        assert throttled[0] < throttled[1] < throttled[2], seen
+        assert fails[0] < fails[2], seen
+        idle = c.latest[free].values
+        assert idle["container_cpu_cfs_throttled_periods_total"][0][1] == 0
+        assert idle["container_memory_failcnt"][0][1] == 0
+    finally:
+        c.close()
 
 
 def test_oom_kill_increments_oom_events(rt, running):
@@ -180,7 +249,8 @@ def test_missing_file_is_absent_and_logged_once(rt, running):
         t = c.targets[cid]
         # a controller file this kernel lacks: point memory at a directory without it
         t.plan = [(name, "/nonexistent/ow/" + name if name.startswith("memory.") else path,
-                   spec) for name, path, spec in t.plan]
+                   when) for name, path, when in t.plan]
+        t._unbind()  # opened again, from the new plan, by the next pass
         for _ in range(3):
             c.collect()
         assert "container_memory_usage_bytes" not in c.latest[cid].values
@@ -226,11 +296,11 @@ print(json.dumps([a, b]))
 """
 
 
-def test_pure_cgroup2_counters_rise(rt, restore_v2_root):
+def test_pure_cgroup2_counters_rise(rt, restore_v2_root, wired):
     """/sys/fs/cgroup is the real cgroup2 hierarchy alone (a unified host)."""
     def edit(c):
         c["linux"]["namespaces"].remove({"type": "cgroup"})
-        with_raw(c)
+        wire(wired)(c)
     cid = rt.new_id("ow")
     b = rt.bundle(["sh", "-c", BUSY], edit=edit)
     env = dict(os.environ, BUNDLE=b, CID=cid, ROOT=rt.root, PY=sys.executable, PROBE=PROBE)
@@ -254,7 +324,7 @@ def test_pure_cgroup2_counters_rise(rt, restore_v2_root):
     else:  # memory is bound to v1 on this host: absent on the cgroup2 mount, not zero
         assert not any(n.startswith("container_memory") for n in b)
     rx = {tuple(e.items()): v for e, v in b["container_network_receive_bytes_total"]}
-    assert rx[(("interface", "lo"),)] > 50_000
+    assert rx[(("interface", "eth0"),)] > 50_000
     assert not os.path.exists(f"/sys/fs/cgroup/unified/emergence/{cid}")
 
 
