@@ -27,12 +27,13 @@ BLKIO = "blkio.throttle.io_service_bytes_recursive"
 # (RAW: this pass's reading so far, the limits before; LAST: the pass before)
 GATES = {
     # CFS throttling counts periods only while a quota is set
-    "cpu.stat": lambda raw, last: (raw.get("cpu.cfs_quota_us") or b"-1").strip() != b"-1",
+    "cpu/cpu.stat": lambda raw, last: (raw.get("cpu/cpu.cfs_quota_us") or b"-1").strip()
+    != b"-1",
     # failcnt counts hits of this cgroup's own limit (a parent's counts on the parent)
-    "memory.failcnt": lambda raw, last: int(raw.get("memory.limit_in_bytes") or 1 << 63)
-    < 1 << 62,
+    "memory/memory.failcnt": lambda raw, last: int(
+        raw.get("memory/memory.limit_in_bytes") or 1 << 63) < 1 << 62,
     # the throttle stats list devices once a blkio throttle rule is set
-    BLKIO: lambda raw, last: bool(last.get(BLKIO)),
+    "blkio/" + BLKIO: lambda raw, last: bool(last.get("blkio/" + BLKIO)),
 }
 NO = {}          # the extra labels of a value that has none (shared, never changed)
 NET_FIELDS = (("receive_bytes", 0), ("receive_packets", 1), ("receive_errors", 2),
@@ -128,9 +129,14 @@ class Target:
                 paths[controller] = (os.path.join(h.mountpoint, rel), h.version)
         if v2 is not None:
             paths["unified"] = (os.path.join(v2.mountpoint, rel), 2)
-        self.layout = Layout(*(paths.get(c, (0, 1))[1] == 2 for c in ("cpu", "memory", "io")))
-        # (file, path, when): read in this order
-        self.plan = [(name, os.path.join(paths[controller][0], name), when)
+        # on a hybrid host the cgroup2 cpu.stat is there without the cpu controller
+        # (the container joins every hierarchy): CPU time in µs in one read, where
+        # v1 needs two and counts user/system in ticks
+        self.layout = Layout(*(paths.get(c, (0, 1))[1] == 2 for c in ("cpu", "memory", "io")),
+                             "unified" in paths and os.path.exists(
+                                 os.path.join(paths["unified"][0], "cpu.stat")))
+        # (controller/file, path, when): read in this order
+        self.plan = [(f"{controller}/{name}", os.path.join(paths[controller][0], name), when)
                      for controller, name, when in self.layout.files() if controller in paths]
         self.plan.append(("net/dev", f"/proc/{self.pid}/net/dev", EVERY))
         self.bound = None  # the plan with each path opened: (file, fd or None, when)
@@ -192,8 +198,9 @@ class Layout:
     """Which files hold a container's figures and how to read them: v1 or v2 per
     controller (a hybrid host mixes them), PSI where cgroup2 is mounted."""
 
-    def __init__(self, cpu_v2, mem_v2, io_v2):
+    def __init__(self, cpu_v2, mem_v2, io_v2, unified_cpu=False):
         self.cpu_v2, self.mem_v2, self.io_v2 = cpu_v2, mem_v2, io_v2
+        self.unified_cpu = unified_cpu and not cpu_v2
 
     def files(self):
         """(controller, file, when it is read) of every file a pass reads."""
@@ -201,8 +208,12 @@ class Layout:
             yield from (("cpu", "cpu.stat", EVERY), ("cpu", "cpu.max", SPEC),
                         ("cpu", "cpu.weight", SPEC))
         else:
-            yield from (("cpuacct", "cpuacct.usage", EVERY), ("cpuacct", "cpuacct.stat", EVERY),
-                        ("cpu", "cpu.cfs_quota_us", SPEC), ("cpu", "cpu.stat", GATED),
+            if self.unified_cpu:
+                yield "unified", "cpu.stat", EVERY
+            else:
+                yield from (("cpuacct", "cpuacct.usage", EVERY),
+                            ("cpuacct", "cpuacct.stat", EVERY))
+            yield from (("cpu", "cpu.cfs_quota_us", SPEC), ("cpu", "cpu.stat", GATED),
                         ("cpu", "cpu.cfs_period_us", SPEC), ("cpu", "cpu.shares", SPEC))
         if self.mem_v2:
             yield from (("memory", "memory.current", EVERY), ("memory", "memory.stat", EVERY),
@@ -229,56 +240,58 @@ class Layout:
                 v[name] = [(NO, value)]
 
         get = raw.get
-        if self.cpu_v2:
-            st = get("cpu.stat")
+        if self.cpu_v2 or self.unified_cpu:
+            st = get("cpu/cpu.stat" if self.cpu_v2 else "unified/cpu.stat")
             if st is not None:
                 st = _keyed(st)
                 v["container_cpu_usage_seconds_total"] = [
                     ({"cpu": "total"}, st.get("usage_usec", 0) / 1e6)]
                 put("container_cpu_user_seconds_total", st.get("user_usec", 0) / 1e6)
                 put("container_cpu_system_seconds_total", st.get("system_usec", 0) / 1e6)
-                if "nr_periods" in st:
+                if "nr_periods" in st:  # v2 with the cpu controller
                     put("container_cpu_cfs_periods_total", st["nr_periods"])
                     put("container_cpu_cfs_throttled_periods_total", st["nr_throttled"])
                     put("container_cpu_cfs_throttled_seconds_total",
                         st["throttled_usec"] / 1e6)
-            cmax = get("cpu.max")
+        else:
+            usage = get("cpuacct/cpuacct.usage")
+            if usage is not None:
+                v["container_cpu_usage_seconds_total"] = [({"cpu": "total"}, int(usage) / 1e9)]
+            st = get("cpuacct/cpuacct.stat")
+            if st is not None:
+                st = _keyed(st)
+                put("container_cpu_user_seconds_total", st.get("user", 0) / USER_HZ)
+                put("container_cpu_system_seconds_total", st.get("system", 0) / USER_HZ)
+        if self.cpu_v2:
+            cmax = get("cpu/cpu.max")
             if cmax is not None:
                 quota, period = cmax.split()
                 if quota != b"max":
                     put("container_spec_cpu_quota", int(quota))
                 put("container_spec_cpu_period", int(period))
-            weight = get("cpu.weight")
+            weight = get("cpu/cpu.weight")
             if weight is not None:  # cAdvisor's inverse of the runtimes' shares->weight
                 put("container_spec_cpu_shares", 2 + ((int(weight) - 1) * 262142) // 9999)
         else:
-            usage = get("cpuacct.usage")
-            if usage is not None:
-                v["container_cpu_usage_seconds_total"] = [({"cpu": "total"}, int(usage) / 1e9)]
-            st = get("cpuacct.stat")
-            if st is not None:
-                st = _keyed(st)
-                put("container_cpu_user_seconds_total", st.get("user", 0) / USER_HZ)
-                put("container_cpu_system_seconds_total", st.get("system", 0) / USER_HZ)
-            st = get("cpu.stat")
+            st = get("cpu/cpu.stat")
             if st is not None:
                 st = _keyed(st)
                 put("container_cpu_cfs_periods_total", st.get("nr_periods"))
                 put("container_cpu_cfs_throttled_periods_total", st.get("nr_throttled"))
                 if "throttled_time" in st:
                     put("container_cpu_cfs_throttled_seconds_total", st["throttled_time"] / 1e9)
-            quota = get("cpu.cfs_quota_us")
+            quota = get("cpu/cpu.cfs_quota_us")
             if quota is not None and int(quota) > 0:
                 put("container_spec_cpu_quota", int(quota))
-            period = get("cpu.cfs_period_us")
+            period = get("cpu/cpu.cfs_period_us")
             if period is not None:
                 put("container_spec_cpu_period", int(period))
-            shares = get("cpu.shares")
+            shares = get("cpu/cpu.shares")
             if shares is not None:
                 put("container_spec_cpu_shares", int(shares))
 
-        usage = get("memory.current" if self.mem_v2 else "memory.usage_in_bytes")
-        stat = get("memory.stat")
+        usage = get("memory/memory.current" if self.mem_v2 else "memory/memory.usage_in_bytes")
+        stat = get("memory/memory.stat")
         if stat is not None:
             inactive, rss, cache = _pick(stat, b"inactive_file", b"anon", b"file") \
                 if self.mem_v2 else _pick(stat, b"total_inactive_file", b"total_rss",
@@ -291,32 +304,32 @@ class Layout:
             if stat is not None:
                 put("container_memory_working_set_bytes", max(0, usage - (inactive or 0)))
         if self.mem_v2:
-            ev = get("memory.events")
+            ev = get("memory/memory.events")
             if ev is not None:
                 ev = _keyed(ev)
                 put("container_oom_events_total", ev.get("oom_kill"))
                 put("container_memory_failcnt", ev.get("max"))  # times usage hit the limit
-            lim = get("memory.max")
+            lim = get("memory/memory.max")
         else:
-            fail = get("memory.failcnt")
+            fail = get("memory/memory.failcnt")
             if fail is not None:
                 put("container_memory_failcnt", int(fail))
-            oc = get("memory.oom_control")
+            oc = get("memory/memory.oom_control")
             if oc is not None:
                 put("container_oom_events_total", _pick(oc, b"oom_kill")[0])
-            lim = get("memory.limit_in_bytes")
+            lim = get("memory/memory.limit_in_bytes")
         if lim is not None:
             put("container_spec_memory_limit_bytes", _number(lim) or 0)
 
-        procs = get("cgroup.procs")
+        procs = get("pids/cgroup.procs")
         if procs is not None:
             put("container_processes", procs.count(b"\n"))
-        threads = get("pids.current")
+        threads = get("pids/pids.current")
         if threads is not None:
             put("container_threads", int(threads))
 
         if self.io_v2:
-            for line in (get("io.stat") or b"").splitlines():
+            for line in (get("io/io.stat") or b"").splitlines():
                 dev, *fields = line.decode().split()
                 kv = dict(f.split("=", 1) for f in fields)
                 v.setdefault("container_fs_reads_bytes_total", []).append(
@@ -324,7 +337,7 @@ class Layout:
                 v.setdefault("container_fs_writes_bytes_total", []).append(
                     ({"device": dev}, int(kv.get("wbytes", 0))))
         else:
-            data = get(BLKIO)
+            data = get("blkio/" + BLKIO)
             for line in (data or b"").splitlines():
                 parts = line.decode().split()
                 if len(parts) == 3 and parts[1] in ("Read", "Write"):
@@ -334,7 +347,7 @@ class Layout:
 
         for res, names in PRESSURE.items():
             # "some avg10=0.00 avg60=0.00 avg300=0.00 total=123" (and "full ...")
-            for line in (get(f"{res}.pressure") or b"").splitlines():
+            for line in (get(f"unified/{res}.pressure") or b"").splitlines():
                 name = names.get(line[:4])
                 at = line.rfind(b" total=")
                 if name and at > 0:

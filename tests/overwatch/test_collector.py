@@ -168,6 +168,10 @@ def test_counters_rise_with_cpu_memory_and_traffic(rt, running, wired):
     cpu0 = one(first, "container_cpu_usage_seconds_total", cid, cpu="total")
     cpu1 = one(second, "container_cpu_usage_seconds_total", cid, cpu="total")
     assert cpu1 - cpu0 > 0.5, (cpu0, cpu1)  # a busy loop for 2 s: more than a quarter core
+    # user and system split the same time (on this hybrid host: cgroup2's cpu.stat)
+    user = one(second, "container_cpu_user_seconds_total", cid)
+    system = one(second, "container_cpu_system_seconds_total", cid)
+    assert user > 0.5 and abs(user + system - cpu1) <= 0.05 * cpu1 + 0.05, (user, system, cpu1)
     assert one(second, "container_memory_usage_bytes", cid) > 24 << 20
     assert one(second, "container_memory_working_set_bytes", cid) > 24 << 20
     assert one(second, "container_memory_rss", cid) > 24 << 20
@@ -248,7 +252,7 @@ def test_missing_file_is_absent_and_logged_once(rt, running):
         c.collect()
         t = c.targets[cid]
         # a controller file this kernel lacks: point memory at a directory without it
-        t.plan = [(name, "/nonexistent/ow/" + name if name.startswith("memory.") else path,
+        t.plan = [(name, "/nonexistent/ow/" + name if name.startswith("memory/") else path,
                    when) for name, path, when in t.plan]
         t._unbind()  # opened again, from the new plan, by the next pass
         for _ in range(3):
@@ -551,3 +555,53 @@ def test_pick_reads_whole_keys_only():
     assert _pick(stat, b"total_rss", b"rss", b"cache", b"total_cache", b"swap") == \
         [9, 7, 5, 11, None]
     assert _pick(b"oom_kill_disable 0\nunder_oom 0\noom_kill 3", b"oom_kill") == [3]
+
+
+def test_layout_reads_each_hierarchy_its_own_way():
+    """The parse of one reading, per layout (a pure function: bytes in, values out)."""
+    from emergence.overwatch.collector import GATES, Layout
+    hybrid = Layout(False, False, False, unified_cpu=True)
+    raw = {"unified/cpu.stat": b"usage_usec 3000000\nuser_usec 2000000\nsystem_usec 1000000\n",
+           "cpu/cpu.cfs_quota_us": b"-1\n", "cpu/cpu.stat": b"nr_periods 0\nnr_throttled 0\n"
+           b"throttled_time 0\n", "memory/memory.usage_in_bytes": b"1000\n",
+           "memory/memory.stat": b"total_inactive_file 300\ntotal_rss 600\ntotal_cache 400\n",
+           "memory/memory.limit_in_bytes": b"9223372036854771712\n",
+           "memory/memory.oom_control": b"oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+           "pids/cgroup.procs": b"1\n7\n", "pids/pids.current": b"3\n",
+           "unified/cpu.pressure": b"some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\n",
+           "net/dev": b"h1\nh2\n    lo: 9 9 0 0 0 0 0 0 9 9 0 0 0 0 0 0\n"
+           b"  eth0: 10 2 0 0 0 0 0 0 20 4 0 0 0 0 0 0\n"}
+    v = hybrid.values(raw, 100.0, 200.0)
+    first = {name: points[0][1] for name, points in v.items()}
+    assert first["container_cpu_usage_seconds_total"] == 3.0
+    assert (first["container_cpu_user_seconds_total"],
+            first["container_cpu_system_seconds_total"]) == (2.0, 1.0)
+    assert first["container_cpu_cfs_throttled_periods_total"] == 0
+    assert "container_spec_cpu_quota" not in first  # -1: no quota
+    assert (first["container_memory_working_set_bytes"], first["container_memory_rss"],
+            first["container_memory_cache"]) == (700, 600, 400)
+    assert first["container_oom_events_total"] == 2
+    assert (first["container_processes"], first["container_threads"]) == (2, 3)
+    assert first["container_pressure_cpu_waiting_seconds_total"] == 1.5
+    assert v["container_network_receive_bytes_total"] == [({"interface": "eth0"}, 10)]
+    assert (first["container_start_time_seconds"], first["container_last_seen"]) == (100.0, 200.0)
+    # the gates: v1 counters read every pass only once a limit lets them move
+    assert not GATES["cpu/cpu.stat"](raw, {})
+    assert GATES["cpu/cpu.stat"]({"cpu/cpu.cfs_quota_us": b"50000\n"}, {})
+    assert not GATES["memory/memory.failcnt"](raw, {})
+    assert GATES["memory/memory.failcnt"]({"memory/memory.limit_in_bytes": b"134217728\n"}, {})
+
+    v2 = Layout(True, True, True).values(
+        {"cpu/cpu.stat": b"usage_usec 5\nuser_usec 3\nsystem_usec 2\nnr_periods 4\n"
+         b"nr_throttled 1\nthrottled_usec 7\n", "cpu/cpu.max": b"max 100000\n",
+         "cpu/cpu.weight": b"100\n", "memory/memory.events": b"low 0\nhigh 0\nmax 5\noom 1\n"
+         b"oom_kill 1\n", "memory/memory.max": b"max\n",
+         "io/io.stat": b"8:0 rbytes=4096 wbytes=8192 rios=1 wios=2\n"}, None, 1.0)
+    assert v2["container_cpu_cfs_throttled_periods_total"] == [({}, 1)]
+    assert v2["container_spec_cpu_shares"] == [({}, 2597)]  # cAdvisor: 2 + (w - 1) * 262142 // 9999
+    assert "container_spec_cpu_quota" not in v2 and v2["container_spec_memory_limit_bytes"] == \
+        [({}, 0)]
+    assert v2["container_memory_failcnt"] == [({}, 5)] and v2["container_oom_events_total"] == \
+        [({}, 1)]
+    assert v2["container_fs_writes_bytes_total"] == [({"device": "8:0"}, 8192)]
+    assert "container_start_time_seconds" not in v2
