@@ -260,32 +260,44 @@ class Puller:
         return False
 
     async def _commit(self, part, digest):
-        """Copy PART into the store through a BlobWriter, which hashes it; commit
-        only if the hash is DIGEST.  The partial file goes either way."""
-        def copy():
-            w = self.store.writer()
+        """Hash PART and, if it is DIGEST, move it into the store: a rename
+        (store.adopt), or a copy through a BlobWriter, which hashes again, when
+        the state dir is on another filesystem.  The partial file goes either way."""
+        def commit():
             try:
-                with open(part, "rb") as f:
-                    while True:
-                        b = f.read(1 << 20)
-                        if not b:
-                            break
-                        w.write(b)
-                if "sha256:" + w.hash.hexdigest() != digest:
-                    w.abort()
-                    return False
-                w.commit()
-                self.store.sync_dir()
-                return True
-            except BaseException:
-                w.abort()
-                raise
+                ok = _file_digest(part) == digest
+            except FileNotFoundError:  # another pull of this blob moved it in first
+                return self.store.has(digest)
+            try:
+                if ok and not self.store.adopt(part, digest):
+                    ok = self._copy_in(part, digest)
+                if ok:
+                    self.store.sync_dir()
+                return ok
             finally:
                 try:
                     os.unlink(part)
                 except FileNotFoundError:
                     pass
-        return await asyncio.get_running_loop().run_in_executor(None, copy)
+        return await asyncio.get_running_loop().run_in_executor(None, commit)
+
+    def _copy_in(self, part, digest):
+        w = self.store.writer()
+        try:
+            with open(part, "rb") as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        break
+                    w.write(b)
+            if "sha256:" + w.hash.hexdigest() != digest:
+                w.abort()
+                return False
+            w.commit()
+            return True
+        except BaseException:
+            w.abort()
+            raise
 
 
 class _Swarm:
@@ -319,6 +331,9 @@ class _Swarm:
         self.waiting = []   # futures of the workers waiting for something to change
         self.rng = random.Random()
         self.conns = []
+        import threading
+        self.open = True  # the partial file may be written (until run() ends)
+        self.writing = threading.Lock()
 
     def finished(self):
         return len(self.done) == self.n
@@ -351,6 +366,8 @@ class _Swarm:
                         time.monotonic() - last > 4 * self.p.stall:
                     break  # no whole holder left, and the others make no progress
         finally:
+            with self.writing:  # a piece thread still running writes nothing from now on
+                self.open = False
             for w in tasks:
                 w.cancel()
             for c in self.conns:  # wake the threads still reading
@@ -358,6 +375,14 @@ class _Swarm:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.pool.shutdown(wait=False)
         return self.finished()
+
+    def _write(self, data, lo):
+        """Write verified DATA at LO of the partial file (from a piece thread), never
+        once run() has ended: the caller closes the file then, and its number may
+        be reused."""
+        with self.writing:
+            if self.open:
+                os.pwrite(self.fd, data, lo)
 
     def _changed(self):
         """Wake every waiting worker (each waits on its own future: none can
@@ -473,13 +498,11 @@ class _Swarm:
                 continue
             lo = i * self.psize
             n = min(self.psize, self.size - lo)
-            data = None
+            target = self.path if spare else f"/share/v1/partial/{self.digest}/{i}"
+            good = None  # written and verified; False: bad bytes; None: none came
             try:
-                if spare:
-                    data, got = await loop.run_in_executor(self.pool, conn.get, self.path, n, lo)
-                else:
-                    data, got = await loop.run_in_executor(
-                        self.pool, conn.get, f"/share/v1/partial/{self.digest}/{i}", n, lo)
+                good = await loop.run_in_executor(self.pool, conn.get, target, n, lo,
+                                                  self.hashes[i], self._write)
             except Exception as e:
                 if not _err(e):
                     raise
@@ -491,11 +514,11 @@ class _Swarm:
             by.pop(peer, None)
             if i in self.done:
                 continue
-            if data is not None and got != self.hashes[i]:
+            if good is False:
                 self._ban(peer, f"sent a bad piece {i}")
                 self.p.log(f"share: banned {peer}: piece {i} did not match")
-                data = None
-            if data is None:
+                good = None
+            if good is None:
                 if spare:
                     os.write(self.have_fd, b"u%d\n" % i)
                 if not by:
@@ -503,7 +526,6 @@ class _Swarm:
                     self.need.add(i)
                 self._changed()
                 continue
-            os.pwrite(self.fd, data, lo)
             os.write(self.have_fd, b"%d\n" % i)
             self.done.add(i)
             self.inflight.pop(i, None)
@@ -527,10 +549,14 @@ class _PieceConn:
         self.prefix = u.path.rstrip("/")
         self.stall = stall
         self.c = None
+        self.buf = bytearray()
 
-    def get(self, target, n, lo):
-        """(N bytes at LO, their SHA-256 hex) of TARGET, by Range;
-        EOFError if the peer does not have them, OSError if it failed."""
+    def get(self, target, n, lo, want, write):
+        """Fetch the N bytes at LO of TARGET by Range and, if their SHA-256 hex is
+        WANT, hand them to WRITE(bytes, LO): True; False if they are not.  Received into
+        one buffer per connection (a fresh 1 MB buffer a piece costs page faults
+        and zeroing), checked and written here, off the event loop.  EOFError if
+        the peer does not have them, OSError if it failed."""
         import http.client
         if self.c is None:
             cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
@@ -546,10 +572,15 @@ class _PieceConn:
             if r.length != n:
                 self.close()
                 raise EOFError(f"sends {r.length} bytes for a {n}-byte piece")
-            buf = bytearray(n)
+            if len(self.buf) < n:
+                self.buf = bytearray(n)
+            buf = memoryview(self.buf)[:n]
             if r.readinto(buf) != n:
                 raise ConnectionError(f"sent less than the {n}-byte piece")
-            return buf, hashlib.sha256(buf).hexdigest()
+            if hashlib.sha256(buf).hexdigest() != want:
+                return False
+            write(buf, lo)
+            return True
         except http.client.HTTPException as e:
             self.close()
             raise ConnectionError(f"{type(e).__name__} {e}") from None
@@ -579,6 +610,18 @@ def _write_atomic(path, obj):
     with open(tmp, "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
+
+
+def _file_digest(path):
+    """sha256:HEX of the file at PATH, hashed from its pages (mapped, not copied)."""
+    import mmap
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
+                h.update(m)
+    return "sha256:" + h.hexdigest()
 
 
 def _verified_pieces(fd, psize, size, hashes):
