@@ -201,8 +201,14 @@ class Puller:
                 resumed = sum(min(psize, size - i * psize) for i in done)
                 self.t.resumed += resumed
                 self.progress(resumed)
-                swarm = _Swarm(self, path, plist, fd, have_fd, done)
-                complete = await swarm.run(holders, others)
+                whole = _Prefix(fd, psize, size)
+                try:
+                    whole.advance(done)
+                    swarm = _Swarm(self, path, plist, fd, have_fd, done, whole)
+                    complete = await swarm.run(holders, others)
+                    hashed = await whole.digest() if complete else None
+                finally:
+                    whole.close()
             finally:
                 os.close(have_fd)
             # no fsync: a resume re-hashes every piece, and the store copy is synced
@@ -215,7 +221,7 @@ class Puller:
                 os.unlink(extra)
             except FileNotFoundError:
                 pass
-        return await self._commit(part, plist["digest"])
+        return await self._commit(part, plist["digest"], hashed)
 
     async def _whole(self, path_or_url, upstream, digest, size, part, source):
         """Fetch DIGEST whole from one source, resuming from PART; True if committed."""
@@ -259,18 +265,19 @@ class Puller:
         self.t.banned[source] = "sent a blob that does not match its digest"
         return False
 
-    async def _commit(self, part, digest):
-        """Hash PART and, if it is DIGEST, move it into the store: a rename
-        (store.adopt), or a copy through a BlobWriter, which hashes again, when
-        the state dir is on another filesystem.  The partial file goes either way."""
+    async def _commit(self, part, digest, hashed=None):
+        """If PART hashes to DIGEST (HASHED: its hash, taken while it was fetched),
+        move it into the store: a rename (store.adopt), or a copy through a
+        BlobWriter, which hashes again, when the state dir is on another
+        filesystem.  The partial file goes either way."""
         def commit():
             try:
-                ok = _file_digest(part) == digest
+                ok = (hashed or _file_digest(part)) == digest
+                if ok and not self.store.adopt(part, digest):
+                    ok = self._copy_in(part, digest)
             except FileNotFoundError:  # another pull of this blob moved it in first
                 return self.store.has(digest)
             try:
-                if ok and not self.store.adopt(part, digest):
-                    ok = self._copy_in(part, digest)
                 if ok:
                     self.store.sync_dir()
                 return ok
@@ -316,8 +323,9 @@ class _Swarm:
     CLAIM_FOR = 3.0    # seconds another puller's claim on a piece keeps us off the seeds
     POLL = 0.5         # at least this long between two have-list polls of one peer
 
-    def __init__(self, puller, path, plist, fd, have_fd, done):
+    def __init__(self, puller, path, plist, fd, have_fd, done, whole):
         import random
+        self.whole = whole
         self.p, self.t, self.path, self.fd, self.have_fd = puller, puller.t, path, fd, have_fd
         self.psize, self.size, self.hashes = plist["pieceSize"], plist["size"], plist["pieces"]
         self.digest = plist["digest"]
@@ -528,12 +536,61 @@ class _Swarm:
                 continue
             os.write(self.have_fd, b"%d\n" % i)
             self.done.add(i)
+            self.whole.advance(self.done)
             self.inflight.pop(i, None)
             self.t.bytes_from[peer] = self.t.bytes_from.get(peer, 0) + n
             self.t.fetched += n
             self.p.progress(n)
             self._changed()
         self._changed()
+
+
+class _Prefix:
+    """The whole blob's SHA-256, taken while it is fetched: pieces arrive in any
+    order, so the hash follows the verified prefix, each piece read back from
+    the partial file (the page cache) in a thread of its own.  The blob is
+    hashed by the time its last piece lands, not in one pass after it (which
+    eight pulls ending together would queue for)."""
+
+    def __init__(self, fd, psize, size):
+        from concurrent.futures import ThreadPoolExecutor
+        self.fd, self.psize, self.size = fd, psize, size
+        self.pieces = -(-size // psize)
+        self.hash = hashlib.sha256()
+        self.next = 0        # the first piece not handed to the thread yet
+        self.last = None     # the future of the last piece handed over
+        self.failed = False
+        self.buf = bytearray(psize)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="blobhash")
+
+    def advance(self, done):
+        """Hand over the pieces in DONE that now extend the prefix."""
+        while self.next < self.pieces and self.next in done:
+            self.last = self.thread.submit(self._feed, self.next)
+            self.next += 1
+
+    def _feed(self, i):
+        lo = i * self.psize
+        view = memoryview(self.buf)[:min(self.psize, self.size - lo)]
+        try:
+            if os.preadv(self.fd, [view], lo) != len(view):
+                self.failed = True
+        except OSError:
+            self.failed = True
+        if not self.failed:
+            self.hash.update(view)
+
+    async def digest(self):
+        """sha256:HEX of the blob (every piece handed over), None if a read failed."""
+        if self.next < self.pieces:
+            return None
+        if self.last is not None:
+            await asyncio.wrap_future(self.last)
+        return None if self.failed else "sha256:" + self.hash.hexdigest()
+
+    def close(self):
+        """Before the partial file is closed: no read may follow."""
+        self.thread.shutdown(wait=True, cancel_futures=True)
 
 
 class _PieceConn:

@@ -246,3 +246,39 @@ def test_the_node_config_is_checked_as_the_node_checks_it(tmp_path):
     p = subprocess.run(emergence_command() + ["peers", "--config", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "no such file" in p.stderr, p.stderr
+
+
+def test_the_blob_hash_follows_the_verified_prefix(tmp_path):
+    """Pieces land in any order; the whole-blob hash taken as they land is the
+    file's own, and is there as soon as the last piece lands."""
+    import asyncio
+    import random
+
+    from emergence.share.fetch import _Prefix
+    psize, size = 1000, 5500
+    data = random.Random(7).randbytes(size)
+    path = tmp_path / "part"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        order = list(range(6))
+        random.Random(3).shuffle(order)
+        whole, done = _Prefix(fd, psize, size), set()
+        try:
+            for i in order[:-1]:
+                done.add(i)
+                whole.advance(done)
+            assert asyncio.run(whole.digest()) is None  # a piece still missing
+            done.add(order[-1])
+            whole.advance(done)
+            assert asyncio.run(whole.digest()) == "sha256:" + hashlib.sha256(data).hexdigest()
+        finally:
+            whole.close()
+        short = _Prefix(fd, psize, size + 10)  # the file ends before the blob would
+        try:
+            short.advance(set(range(6)))
+            assert asyncio.run(short.digest()) is None
+        finally:
+            short.close()
+    finally:
+        os.close(fd)
