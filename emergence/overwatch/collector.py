@@ -116,7 +116,7 @@ class Target:
         self.labels = {"id": "/" + rel.strip("/"), "name": cid,
                        "image": ann.get("org.opencontainers.image.ref.name", "")}
         self.annotations = ann
-        self.created = data.get("created", "")
+        self.warned = False  # an unparsable reading was said once
         self.passes = -1
         self.raw = {}
         paths = {}
@@ -388,7 +388,7 @@ class Sample:
             try:
                 self._values = t.layout.values(self.raw, t.started, self.seen)
             except (ValueError, IndexError) as e:  # a file this parser does not know
-                if not getattr(t, "warned", False):
+                if not t.warned:
                     t.warned = True
                     t.log(f"overwatch: {t.id}: unreadable cgroup figures ({e}); "
                           "its metrics are left out")
