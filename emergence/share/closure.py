@@ -15,6 +15,14 @@ def caches(peers):
     return [p.rstrip("/") + "/nix-cache" for p in peers]
 
 
+# Nix keeps narinfos it read for a month (~/.cache/nix); a peer's may be stale
+# there: the node at that address was rebuilt or replaced, with another key (its
+# cached signature then fails as "lacks a valid signature").  Peers are near:
+# read each narinfo afresh.
+FRESH_NARINFO = ["--option", "narinfo-cache-negative-ttl", "0",
+                 "--option", "narinfo-cache-positive-ttl", "0"]
+
+
 def _keys(trusted_keys, what):
     if not trusted_keys:
         raise EmergenceError(f"{what} needs the peers' keys: set [share] trusted_keys in "
@@ -30,7 +38,7 @@ def copy_closure(paths, peers, trusted_keys, to=None):
     for peer, cache in zip(peers, caches(peers)):
         cmd = NIX + ["copy", "--from", cache, "--option", "trusted-public-keys", keys,
                      "--option", "require-sigs", "true", "--option", "substituters", "",
-                     "--option", "narinfo-cache-negative-ttl", "0"]
+                     *FRESH_NARINFO]
         cmd += ["--to", to] if to else []
         try:
             p = subprocess.run(cmd + list(paths), capture_output=True, text=True,
@@ -55,6 +63,4 @@ def substituter_options(peers, trusted_keys, offline):
     keys = " ".join(trusted_keys)
     urls = " ".join(caches(peers))
     return ["--option", "substituters" if offline else "extra-substituters", urls,
-            "--option", "extra-trusted-public-keys", keys,
-            # a path a peer lacked a minute ago may be there now
-            "--option", "narinfo-cache-negative-ttl", "0"]
+            "--option", "extra-trusted-public-keys", keys, *FRESH_NARINFO]

@@ -146,6 +146,25 @@ def test_closure_copied_from_a_peers_signed_cache(built, nodes, tmp_path):  # no
     assert p.returncode == 0 and "error" not in p.stderr.lower(), p.stderr
 
 
+def test_a_peer_replaced_at_the_same_address_is_read_afresh(built, nodes, tmp_path):  # noqa: F811
+    """Nix keeps narinfos for a month; the node now at a peer's address may be
+    another, with another key: its narinfos must be read again, not the cached
+    ones signed by the node that was there before."""
+    store, digest = built
+    top, paths = closure_of(store, digest)
+    first = nodes(store)
+    key = first.public_key
+    assert copy_closure(paths, [first.url], [key],
+                        to=f"local?root={tmp_path / 'shm-nix1'}") == first.url
+    port = int(first.url.rsplit(":", 1)[1])
+    first.stop()
+    second = nodes(store, port=port)  # same address, a new state: a new key
+    assert second.url == first.url and second.public_key != key
+    assert copy_closure(paths, [second.url], [second.public_key],
+                        to=f"local?root={tmp_path / 'shm-nix2'}") == second.url
+    assert os.path.exists(f"{tmp_path / 'shm-nix2'}{top}")
+
+
 def test_peers_caches_as_build_substituters(built, nodes, tmp_path):  # noqa: F811
     """What `build` adds to nix-build: the path is copied from the peer, not built."""
     store, digest = built
