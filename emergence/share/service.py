@@ -6,6 +6,8 @@ import os
 
 from aiohttp import web
 
+from .registry import DIGEST_RE, error
+
 
 class Service:
     """Long-running work of share inside `emergence node`."""
@@ -44,6 +46,7 @@ class Service:
         self.registry = Registry(self.store, self.auth, state_dir, log)
         self.cache = NixCache(self.key, self.config["nix_store"], log=log)
         self.piece_lists = {}
+        self.partial_shapes = {}  # PART.pieces -> (its stat key, (size, pieceSize, pieces))
         self.holders = {}  # ref or digest -> URLs of nodes that announced it
         self.tasks = set()
         self.registry.on_put = self._announce
@@ -107,7 +110,6 @@ class Service:
     async def tag(self, request):
         """This node's signed statement of what NAME:TAG is here."""
         from . import tags
-        from .registry import DIGEST_RE, error
         name, tag = request.query.get("name", ""), request.query.get("tag", "")
         if DIGEST_RE.match(tag):
             raise error(400, "TAG_INVALID", "a digest needs no statement")
@@ -177,11 +179,33 @@ class Service:
 
     # -- pieces of a pull in progress (its partial file in our state dir) --
     def _partial(self, request):
-        from .registry import DIGEST_RE, error
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
             raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
         return digest, os.path.join(self.state_dir, "partial", digest[7:])
+
+    def _partial_shape(self, part):
+        """(size, pieceSize, pieces) of the piece list at PART.pieces, parsed once
+        while the file is the same (a 1 GB blob's list is ~70 kB of JSON: parsing it
+        for every piece served cost more than sending the piece)."""
+        path = part + ".pieces"
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        known = self.partial_shapes.get(path)
+        if known is not None and known[0] == key:
+            return known[1]
+        plist = _read_json(path)
+        try:
+            shape = (int(plist["size"]), int(plist["pieceSize"]), len(plist["pieces"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+        if len(self.partial_shapes) >= 64:  # pulls in flight: a few; forget the oldest
+            self.partial_shapes.pop(next(iter(self.partial_shapes)))
+        self.partial_shapes[path] = (key, shape)
+        return shape
 
     def _partial_list(self, digest):
         return _read_json(os.path.join(self.state_dir, "partial", digest[7:] + ".pieces"))
@@ -239,11 +263,11 @@ class Service:
         whole = self.store.blob_path(digest)
         if os.path.isfile(whole):
             return web.FileResponse(whole)
-        plist = self._partial_list(digest)
-        if plist is None or i >= len(plist["pieces"]) or rng.start is None:
+        shape = self._partial_shape(part)
+        if shape is None or i >= shape[2] or rng.start is None:
             raise web.HTTPNotFound()
-        psize = plist["pieceSize"]
-        if (rng.start, rng.stop) != (i * psize, min(plist["size"], (i + 1) * psize)):
+        size, psize, _ = shape
+        if (rng.start, rng.stop) != (i * psize, min(size, (i + 1) * psize)):
             raise web.HTTPRequestRangeNotSatisfiable()
         try:
             with open(part + ".have", "rb") as f:
@@ -257,8 +281,6 @@ class Service:
     async def pieces(self, request):
         """The signed piece list of a blob (made once, in a worker thread)."""
         import asyncio
-
-        from .registry import DIGEST_RE, error
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
             raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
