@@ -21,18 +21,22 @@ class Service:
                 "counters": None, "probe_annotation": "org.emergence.overwatch.probe-group"}
 
     def __init__(self, config, state_dir, log):
+        from prometheus_client.registry import CollectorRegistry
+
         from .collector import Collector
-        from .exporter import registry_for
+        from .exporter import Rendered, SampleCollector
+        from .node_metrics import NodeCollector
         self.config = {**self.DEFAULTS, **(config or {})}
         self.state_dir = state_dir
         self.log = log
         self.collector = Collector(self.config["root"], log)
-        self.registry = registry_for(self.collector, self.config["annotations"])
-        from .exporter import Rendered
+        # the containers' series are written by SampleCollector.text (the same
+        # bytes as generate_latest, ~10x cheaper); the node's own few by the library
+        self.containers = SampleCollector(self.collector, self.config["annotations"])
         self.rendered = Rendered(self._body)
-        from .node_metrics import NodeCollector
         self.node_metrics = NodeCollector(self.config["root"], self.config["store"],
                                           self.config["counters"], log)
+        self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.node_metrics)
         self.prober = None
         if self.config["probe_pairs"]:
@@ -87,7 +91,7 @@ class Service:
 
     def _body(self):
         from prometheus_client import generate_latest
-        body = generate_latest(self.registry)
+        body = self.containers.text() + generate_latest(self.registry)
         if self.prober is not None:
             body += generate_latest(self.prober.registry)
         return body

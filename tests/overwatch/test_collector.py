@@ -14,7 +14,7 @@ from conftest import serving
 from prometheus_client.parser import text_string_to_metric_families
 
 from emergence.overwatch.collector import Collector
-from emergence.overwatch.exporter import registry_for, render
+from emergence.overwatch.exporter import SampleCollector, registry_for, render
 
 # cAdvisor's metrics (name, type, labels beyond id/image/name), from
 # cadvisor/metrics/prometheus.go; kept here as data to compare against.
@@ -120,11 +120,21 @@ def one(values, name, cid, **extra):
     return hits[0]
 
 
+def text_of(c, annotations=()):
+    """The /metrics text of C's latest sample as the node writes it, held equal
+    to prometheus_client's own generate_latest of the same families."""
+    writer = SampleCollector(c, annotations)
+    text = writer.text()
+    assert text == render(registry_for(c, annotations))
+    assert writer.text() == text  # the label texts it keeps give the same bytes
+    return text.decode()
+
+
 def scrape(rt):
     c = Collector(rt.root)
     try:
         c.collect()
-        return render(registry_for(c)).decode()
+        return text_of(c)
     finally:
         c.close()
 
@@ -159,10 +169,10 @@ def test_counters_rise_with_cpu_memory_and_traffic(rt, running, wired):
     try:
         time.sleep(0.5)
         c.collect()
-        first, _ = series(render(registry_for(c)).decode())
+        first, _ = series(text_of(c))
         time.sleep(2)
         c.collect()
-        second, _ = series(render(registry_for(c)).decode())
+        second, _ = series(text_of(c))
     finally:
         c.close()
     cpu0 = one(first, "container_cpu_usage_seconds_total", cid, cpu="total")
@@ -416,18 +426,19 @@ def test_state_counts_follow_a_container_through_its_life(rt):
 def test_annotations_asked_for_become_container_labels(rt, running):
     """As cAdvisor's container_label_*: only the annotations asked for, on every
     series of the container, empty where the container has none."""
+    team = 'blue "sky"\\ and\nsea'  # quotes, a backslash and a newline: escaped
     cid = running(edit=lambda c: c.setdefault("annotations", {}).update(
-        {"org.example.team": "blue", "org.example.other": "x"}))
+        {"org.example.team": team, "org.example.other": "x"}))
     plain = running()
     c = Collector(rt.root)
     try:
         c.collect()
-        values, _ = series(render(registry_for(c, ["org.example.team"])).decode())
+        values, _ = series(text_of(c, ["org.example.team"]))
     finally:
         c.close()
     mine = [dict(labels) for name, labels in values if dict(labels).get("name") == cid]
     theirs = [dict(labels) for name, labels in values if dict(labels).get("name") == plain]
-    assert mine and all(lab["container_label_org_example_team"] == "blue" for lab in mine)
+    assert mine and all(lab["container_label_org_example_team"] == team for lab in mine)
     assert theirs and all(lab["container_label_org_example_team"] == "" for lab in theirs)
     assert not any("container_label_org_example_other" in lab for lab in mine)
 
