@@ -105,8 +105,12 @@ class Relay:
             self._a = {"nft": d.get("nft", ""), "pending": list(d.get("pending", []))}
             for table, _ in APPLIED_TABLES:
                 self._a[table] = Tracked()
+            # the attachments' records, the many, in one update
+            dict.update(self._a["attachments"], {k: rec for k, rec in d.items()
+                                                 if k.startswith("att:") and rec is not None})
             for key, rec in d.items():
-                self._set_applied(key, rec)
+                if not key.startswith("att:"):
+                    self._set_applied(key, rec)
         else:
             for key in changed:
                 self._set_applied(key, self._aj.data.get(key))
@@ -268,7 +272,7 @@ class Relay:
                                                         for a in keep.values()}}
             g.networks = dict(new.networks)
             g.routes = dict(new.routes)
-            old = dict(g.attachments)
+            old = dict(g.attachments.items())
             g.attachments = dict(keep)
             for k, a in new.attachments.items():
                 if not a.addresses and k in old:   # keep the address IPAM gave it

@@ -183,12 +183,54 @@ class Route:
         return isinstance(other, Route) and self.to_dict() == other.to_dict()
 
 
+class StateNodes(dict):
+    """{key: node} that also holds nodes still as the dicts Relay's journal
+    keeps, decoded on first access.  A CNI call loads the whole graph but looks
+    at one attachment or two: decoding every one (their addresses) cost ~10 ms
+    a call at 1,000 attachments.  Keys, `in` and `len` never decode;
+    `values`/`items` decode all.  (`dict(t)` would copy the raw dicts: copy
+    with `dict(t.items())`.)"""
+
+    def __init__(self, decode):
+        super().__init__()
+        self.decode = decode
+
+    def put_state(self, k, d):
+        dict.__setitem__(self, k, d)
+
+    def __getitem__(self, k):
+        v = dict.__getitem__(self, k)
+        if type(v) is dict:
+            v = self.decode(v)
+            dict.__setitem__(self, k, v)
+        return v
+
+    def get(self, k, default=None):
+        return self[k] if k in self else default
+
+    def pop(self, k, *default):
+        v = dict.pop(self, k, *default)
+        return self.decode(v) if type(v) is dict else v
+
+    def _decode_all(self):
+        for k in [k for k, v in dict.items(self) if type(v) is dict]:
+            self[k]
+
+    def values(self):
+        self._decode_all()
+        return dict.values(self)
+
+    def items(self):
+        self._decode_all()
+        return dict.items(self)
+
+
 class Graph:
     """Networks, attachments, port forwards and routes, each a dict by key."""
 
     def __init__(self):
         self.networks = {}
-        self.attachments = {}
+        self.attachments = StateNodes(Attachment.from_state)
         self.forwards = {}
         self.routes = {}
 
@@ -257,7 +299,10 @@ class Graph:
         elif table is self.networks:
             table[k] = network_from_dict(k, d, key)
         elif table is self.attachments:
-            table[k] = Attachment.from_state(d)
+            if isinstance(table, StateNodes):
+                table.put_state(k, d)  # decoded when looked at
+            else:
+                table[k] = Attachment.from_state(d)
         elif table is self.forwards:
             table[k] = forward_from_dict(d, key)
         else:
@@ -267,7 +312,11 @@ class Graph:
     def from_items(cls, items):
         """A graph from {key: node dict} (Relay's own journal), networks first."""
         g = cls()
-        for key in sorted(items, key=lambda k: not k.startswith("net:")):
+        # attachments, the many, go in as they are (decoded when looked at)
+        dict.update(g.attachments, {k: d for k, d in items.items()
+                                    if k.startswith("att:") and d is not None})
+        for key in sorted((k for k in items if not k.startswith("att:")),
+                          key=lambda k: not k.startswith("net:")):
             g.set_item(key, items[key])
         return g
 
