@@ -91,6 +91,10 @@ class Node:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+            import shutil
+
+            from .planner import scratch_dir
+            shutil.rmtree(scratch_dir(self.planner_socket), ignore_errors=True)
 
     # -- the parts' services -------------------------------------------------
     async def _start_services(self):

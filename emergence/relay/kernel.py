@@ -143,7 +143,7 @@ NO_SUCH_INDEX = 0x7FFFFFF0
 TOO_LONG = "emergence-warm-up"   # > IFNAMSIZ - 1
 
 
-def warm_up():
+def warm_up(scratch=None):
     """Send each kind of request Relay makes once, built so the kernel refuses
     it (no such interface; a name too long, refused before anything is
     made) and nothing changes: pyroute2 compiles its message
@@ -169,7 +169,7 @@ def warm_up():
     prefault()
 
 
-def prefault():
+def prefault(scratch=None):
     """The requests of an attach and a detach over the plain socket, each
     refused by the kernel (a name too long, no such interface): run once per
     forked worker of the planner, so the call's copy-on-write faults and

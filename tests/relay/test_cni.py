@@ -117,3 +117,22 @@ def test_warm_del_answers_early_and_still_finishes(tmp_path, netns, host, node):
         assert veths() == ""
         assert IPAM(str(tmp_path / "state")).holders("rlcni") == {}
     assert marks.read_text() == "", "a call took the cold path"
+
+
+def test_the_planners_rehearsal_leaves_no_trace(tmp_path):
+    """warm_up/prefault (run by the node's planner and each worker before a
+    call) go through a call's Python side on a scratch state: no attachment,
+    address or kernel object is left, and a second worker's rehearsal works."""
+    from emergence.relay import cni
+    from emergence.relay.engine import Relay
+    cni.warm_up(str(tmp_path))
+    cni.prefault(str(tmp_path))
+    cni.prefault(str(tmp_path))
+    r = Relay(str(tmp_path / "relay"))
+    try:
+        g = r.desired()
+        assert list(g.networks) == [cni.WARM] and len(g.attachments) == 0
+        assert r.ipam.holders(cni.WARM) == {}
+        assert r.kernel.index("rl-warm-up") is None  # the network was never applied
+    finally:
+        r.close()
