@@ -4,7 +4,10 @@
   bridge + host-local  Debian's containernetworking-plugins, one exec per ADD/DEL
 then the cost of one attachment change at 10, 100 and 1,000 attachments
 (time, split into the kernel's answers to netlink requests and Relay's own
-work; netlink operations, lookups, and bytes appended to Relay's state).
+work; netlink operations, lookups, and bytes appended to Relay's state), with
+the bridge plugin's ADD and DEL of one container on the same bridge at each
+size beside it (the kernel's part of a change grows with a bridge's ports,
+for any plugin).
 
 emergence-cni's DEL answers once the detach is committed (graph written,
 address freed) and deletes the veth after (the kernel takes ~20 ms for that,
@@ -175,9 +178,12 @@ def main():
               "for the new interfaces (IPv6 DAD, MLD) before timing")
         print("(attach = the kernel answering netlink requests + Relay's own work; the kernel's "
               "share grows with the bridge's ports)")
+        print("(bridge plugin = the CNI bridge plugin's ADD and DEL of one container on the "
+              "same bridge, at the same size)")
         print(f"  {'attachments':>11} {'attach ms':>10} {'kernel ms':>10} {'own ms':>7} "
               f"{'detach ms':>10} "
-              f"{'netlink ops':>12} {'lookups':>8} {'state bytes':>12}")
+              f"{'netlink ops':>12} {'lookups':>8} {'state bytes':>12} "
+              f"{'bridge plugin ADD/DEL ms':>25}")
         # the time the kernel takes to answer each plain netlink request, to tell
         # Relay's own cost from the kernel's (which grows with a bridge's ports)
         from emergence.relay import kernel as kmod
@@ -195,8 +201,16 @@ def main():
         r.create_network(Network("rlbs", "rlbs0", ["10.80.0.0/16"], veth_prefix="rl"))
         have = []
         extra = [f"rl-bench-x{i}" for i in range(9)]
-        make_netns(extra)
-        made += extra
+        # the peer on the same bridge at each size: the bridge plugin's own
+        # one-container change shows what the kernel's growth costs anyone
+        peer = [f"rl-bench-y{i}" for i in range(9)]
+        make_netns(extra + peer)
+        made += extra + peer
+        on_rlbs = {"cniVersion": "1.0.0", "name": "rlbp", "type": "bridge", "bridge": "rlbs0",
+                   "isGateway": False, "ipMasq": False,
+                   "ipam": {"type": "host-local", "subnet": "10.80.0.0/16",
+                            "rangeStart": "10.80.250.1", "rangeEnd": "10.80.250.250",
+                            "dataDir": os.path.join(tmp, "host-local-scale")}}
         for size in [int(s) for s in args.sizes.split(",")]:
             more = [f"rl-bench-s{i}" for i in range(len(have), size)]
             make_netns(more)
@@ -221,10 +235,14 @@ def main():
                 ops.append(len(r.kernel.ops))
                 looks.append(r.kernel.lookups)
                 wrote.append(written(r) - w0)
+            pa = timed(lambda c: cni_call(bridge, "ADD", on_rlbs, c, f"/var/run/netns/{c}",
+                                          CNI_DIR), peer)
+            pd = timed(lambda c: cni_call(bridge, "DEL", on_rlbs, c, f"/var/run/netns/{c}",
+                                          CNI_DIR), peer)
             own = [x - y for x, y in zip(a, ak)]
             print(f"  {size:11d} {ms(a):10.2f} {ms(ak):10.2f} {ms(own):7.2f} {ms(d):10.2f} "
                   f"{max(ops):12d} "
-                  f"{max(looks):8d} {max(wrote):12}")
+                  f"{max(looks):8d} {max(wrote):12} {ms(pa):12.2f} / {ms(pd):.2f}")
         r.remove_network("rlbs")
         r.close()
         kmod.Rtnl.exchange = plain
