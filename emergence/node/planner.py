@@ -115,6 +115,7 @@ def preload(scratch):
 
 
 def scratch_dir(path):
+    """The planner's scratch directory beside its socket PATH (the node removes it)."""
     return os.path.join(os.path.dirname(path), "warm-up")
 
 

@@ -21,11 +21,10 @@ def label_name(annotation):
 
 def _family(name, kind, doc):
     """NAME's empty family, as the 0.0.4 writer must see it to write NAME."""
-    # Metric keeps the name as given: cAdvisor's container_memory_failcnt is a
-    # counter without _total, which CounterMetricFamily would rename
     if kind == "counter" and not name.endswith("_total"):
-        # the 0.0.4 writer names every counter NAME_total; cAdvisor's
-        # container_memory_failcnt has no suffix, so it goes out untyped
+        # the 0.0.4 writer names every counter NAME_total (so would
+        # CounterMetricFamily); cAdvisor's container_memory_failcnt has no
+        # suffix, so it goes out untyped
         return Metric(name, doc, "unknown")
     return Metric(name[:-6] if kind == "counter" else name, doc, kind)
 
@@ -85,10 +84,10 @@ class SampleCollector:
 
     def text(self):
         """generate_latest(registry of this collector), byte for byte (a test holds
-        it to that), at about a tenth of its cost: the library formats and escapes
-        every label of every series on every render (~8 us a series, 20-30 ms for
-        100 containers, the whole of a scrape nobody expected); here a container's
-        label text is made once and reused while its labels stay the same."""
+        it to that), at about a seventh of its cost: the library formats and
+        escapes every label of every series on every render (~8 us a series,
+        20-30 ms for 100 containers, most of a scrape nobody expected); here a
+        container's label text is made once and reused while its labels stay."""
         lines = {name: [] for name in METRICS}
         for entry, base, texts in self._bases():
             for name, points in entry.values.items():
