@@ -123,9 +123,10 @@ class Store:
         return BlobWriter(self)
 
     def adopt(self, path, digest):
-        """Make the file PATH, whose bytes the caller hashed to DIGEST, that blob:
-        synced, read-only and renamed in, no copy (a pull's verified partial file).
-        False, PATH left in place, when PATH is on another filesystem."""
+        """Make the file PATH, whose bytes the caller hashed to DIGEST, that blob
+        (a pull's verified partial file): synced, read-only and renamed in, no
+        copy.  From another filesystem it is copied through a BlobWriter, which
+        hashes again: False (and no blob) if that copy is not DIGEST."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
@@ -134,13 +135,27 @@ class Store:
             os.close(fd)
         try:
             os.replace(path, self.blob_path(digest))
+            return True
         except OSError as e:
             import errno
             if e.errno != errno.EXDEV:
                 raise
-            os.chmod(path, 0o600)
-            return False
-        return True
+        w = self.writer()
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        break
+                    w.write(b)
+            if "sha256:" + w.hash.hexdigest() != digest:
+                w.abort()
+                return False
+            w.commit()
+            return True
+        except BaseException:
+            w.abort()
+            raise
 
     def put(self, data):
         w = self.writer()

@@ -31,7 +31,7 @@ class Service:
         self.log = log
         self.collector = Collector(self.config["root"], log)
         # the containers' series are written by SampleCollector.text (the same
-        # bytes as generate_latest, ~10x cheaper); the node's own few by the library
+        # bytes as generate_latest, ~7x cheaper); the node's own few by the library
         self.containers = SampleCollector(self.collector, self.config["annotations"])
         self.rendered = Rendered(self._body)
         self.node_metrics = NodeCollector(self.config["root"], self.config["store"],

@@ -210,13 +210,9 @@ def prefault(scratch):
         relay.ipam.release(WARM, key)
         att = Attachment(WARM, str(os.getpid()), "/nonexistent", "eth0", addresses, None, "cni")
         att.host_ifname(net.veth_prefix)
-        with relay:
-            relay._load()
-            relay._g.add_attachment(att)
-            del relay._g.attachments[att.key]
+        relay.desired().add_attachment(att)  # a copy: the checks, nothing kept
         json.dumps({"interfaces": [att.to_dict()], "ips": [str(a) for a in att.addresses]})
     finally:
-        relay._g = relay._a = None  # nothing of the rehearsal is kept
         relay.close()
 
 

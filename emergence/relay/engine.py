@@ -273,7 +273,8 @@ class Relay:
             g.networks = dict(new.networks)
             g.routes = dict(new.routes)
             old = dict(g.attachments.items())
-            g.attachments = dict(keep)
+            g.attachments.clear()  # the same table: a later refresh puts state in it
+            g.attachments.update(keep)
             for k, a in new.attachments.items():
                 if not a.addresses and k in old:   # keep the address IPAM gave it
                     a.addresses = old[k].addresses

@@ -299,10 +299,7 @@ class Graph:
         elif table is self.networks:
             table[k] = network_from_dict(k, d, key)
         elif table is self.attachments:
-            if isinstance(table, StateNodes):
-                table.put_state(k, d)  # decoded when looked at
-            else:
-                table[k] = Attachment.from_state(d)
+            table.put_state(k, d)  # decoded when looked at
         elif table is self.forwards:
             table[k] = forward_from_dict(d, key)
         else:
@@ -313,8 +310,9 @@ class Graph:
         """A graph from {key: node dict} (Relay's own journal), networks first."""
         g = cls()
         # attachments, the many, go in as they are (decoded when looked at)
-        dict.update(g.attachments, {k: d for k, d in items.items()
-                                    if k.startswith("att:") and d is not None})
+        for k, d in items.items():
+            if d is not None and k.startswith("att:"):
+                g.attachments.put_state(k, d)
         for key in sorted((k for k in items if not k.startswith("att:")),
                           key=lambda k: not k.startswith("net:")):
             g.set_item(key, items[key])

@@ -267,14 +267,11 @@ class Puller:
 
     async def _commit(self, part, digest, hashed=None):
         """If PART hashes to DIGEST (HASHED: its hash, taken while it was fetched),
-        move it into the store: a rename (store.adopt), or a copy through a
-        BlobWriter, which hashes again, when the state dir is on another
-        filesystem.  The partial file goes either way."""
+        move it into the store (`Store.adopt`: a rename, or a copy that hashes
+        again across filesystems).  The partial file goes either way."""
         def commit():
             try:
-                ok = (hashed or _file_digest(part)) == digest
-                if ok and not self.store.adopt(part, digest):
-                    ok = self._copy_in(part, digest)
+                ok = (hashed or _file_digest(part)) == digest and self.store.adopt(part, digest)
             except FileNotFoundError:  # another pull of this blob moved it in first
                 return self.store.has(digest)
             try:
@@ -287,24 +284,6 @@ class Puller:
                 except FileNotFoundError:
                     pass
         return await asyncio.get_running_loop().run_in_executor(None, commit)
-
-    def _copy_in(self, part, digest):
-        w = self.store.writer()
-        try:
-            with open(part, "rb") as f:
-                while True:
-                    b = f.read(1 << 20)
-                    if not b:
-                        break
-                    w.write(b)
-            if "sha256:" + w.hash.hexdigest() != digest:
-                w.abort()
-                return False
-            w.commit()
-            return True
-        except BaseException:
-            w.abort()
-            raise
 
 
 class _Swarm:
