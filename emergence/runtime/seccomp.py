@@ -93,7 +93,9 @@ def compile_bpf(seccomp):
                         cmps[j].datum_a = a["value"]
                         cmps[j].datum_b = a.get("valueTwo", 0)
                     rc = lib.seccomp_rule_add_array(ctx, act, nr, len(group), cmps)
-                    if rc < 0:
+                    # EEXIST: libseccomp holds this rule already (podman's stock
+                    # profile repeats `socket`); the first one stands, as in runc/crun
+                    if rc < 0 and rc != -errno.EEXIST:
                         raise ConfigError(f"config.json: {where}: libseccomp rejected the rule for "
                                           f"{name}: {os.strerror(-rc)}")
         fd = os.memfd_create("emergence-seccomp")

@@ -33,6 +33,28 @@ def test_seccomp_argument_conditions(rt):
     assert p.stdout.split() == ["blocked", "cont-ok"], p.stderr
 
 
+def test_seccomp_rule_repeated_is_not_an_error(rt):
+    # podman's stock profile on Debian (/usr/share/containers/seccomp.json) gives
+    # `socket` these rules for three architectures; libseccomp answers EEXIST for
+    # the third (on x32), which runc and crun take as "already there"
+    def rule(action, *args, **extra):
+        return {"names": ["socket"], "action": action, **extra,
+                "args": [{"index": i, "value": v, "op": op} for i, v, op in args]}
+
+    def edit(c):
+        c["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_LOG",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+            rule("SCMP_ACT_ERRNO", (0, 16, "SCMP_CMP_EQ"), (2, 9, "SCMP_CMP_EQ"), errnoRet=22),
+            rule("SCMP_ACT_ALLOW", (2, 9, "SCMP_CMP_NE")),
+            rule("SCMP_ACT_ALLOW", (0, 16, "SCMP_CMP_NE")),
+            rule("SCMP_ACT_ALLOW", (2, 9, "SCMP_CMP_NE"))]}
+    p = rt.run(["sh", "-c", "echo ran"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ran"
+
+
 def test_seccomp_default_errno_with_allow_list(rt):
     # A default-deny profile that allows what busybox `true` and exec need.
     allowed = ["execve", "brk", "arch_prctl", "set_tid_address", "exit_group", "exit",
