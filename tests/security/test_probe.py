@@ -167,8 +167,9 @@ def test_netns_paths_and_pids_are_refused(two_netns, rt, running, probe_node):
                str(pid), "1", pid, f"../{a}", f"{a}/../{b}", NS[0] + "/", "",
                "att:net/../../x/eth0", f"att:net/{pid}/eth0/x"]
     for bad in attacks:
+        # with the address the old route wanted, so the attack is a whole request
         for body in ({"src": bad, "dst": b}, {"src": a, "dst": bad}):
-            status, got = node.post({**body, "count": 1})
+            status, got = node.post({**body, "addr": f"{NET}.2", "count": 1})
             message = one_line_error(status, got, 400)
             assert "container id" in message, (bad, message)
     status, got = node.post({"src": "nosuchcontainer", "dst": b, "count": 1})
@@ -181,6 +182,19 @@ def test_netns_paths_and_pids_are_refused(two_netns, rt, running, probe_node):
     assert node.rtt_pairs() == {}  # none of them was probed
     status, got = node.post({"src": a, "dst": b, "count": 2})
     assert status == 200 and got["received"] == 2, got
+
+
+def barrier_held(rt, cid):
+    """The init still waits at the start barrier: it has not exec'd the
+    container's process (`state` alone says `created` while exec.fifo exists,
+    even if an opener of the FIFO let the init through and it runs `sleep`)."""
+    pid = rt.state(cid)["pid"]
+    with open(f"/proc/{pid}/comm") as f:
+        comm = f.read().strip()
+    if comm == "sleep":
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_exec_fifo_and_writerless_fifo_are_never_opened(two_netns, rt, running, probe_node,
@@ -196,18 +210,23 @@ def test_exec_fifo_and_writerless_fifo_are_never_opened(two_netns, rt, running, 
     lonely = str(tmp_path / "lonely.fifo")
     os.mkfifo(lonely)
     node = probe_node()
-    for bad in (fifo, lonely):
-        for body in ({"src": bad, "dst": b}, {"src": b, "dst": bad}):
-            status, got = node.post({**body, "count": 1}, timeout=30)
-            assert "container id" in one_line_error(status, got, 400)
+    answers = [node.post({**body, "addr": f"{NET}.2", "count": 1}, timeout=30)
+               for body in ({"src": fifo, "dst": b}, {"src": b, "dst": fifo})]
     time.sleep(0.5)  # an init released by the FIFO would be past the barrier by now
     assert rt.state(cid)["status"] == "created"
+    assert barrier_held(rt, cid)
+    for status, got in answers:
+        assert "container id" in one_line_error(status, got, 400)
+    for body in ({"src": lonely, "dst": b}, {"src": b, "dst": lonely}):
+        status, got = node.post({**body, "addr": f"{NET}.2", "count": 1}, timeout=30)
+        assert "container id" in one_line_error(status, got, 400)
     # the created container itself may be probed by id: its netns, never its FIFO
     status, got = node.post({"src": cid, "dst": b, "count": 2})
     assert status == 200 and got["received"] == 2, got
-    assert rt.state(cid)["status"] == "created"
+    assert rt.state(cid)["status"] == "created" and barrier_held(rt, cid)
     rt("start", cid, check=True)
     assert rt.state(cid)["status"] == "running"  # the barrier was left for `start`
+    assert not barrier_held(rt, cid)
 
 
 def test_probes_run_one_at_a_time(two_netns, rt, running, probe_node):
