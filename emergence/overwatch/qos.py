@@ -215,12 +215,16 @@ class Prober:
             self.failing.add((src, dst))
             self.log(f"overwatch: {kind} probe {src} -> {dst} failed: {e}")
 
-    def probe_rtt(self, src, dst, dst_addr, count=20, gap=0.02, src_ns=None):
-        """SRC_NS: where to probe from when SRC is only a name (a container's)."""
+    def probe_rtt(self, src, dst, dst_addr, count=20, gap=0.02, src_ns=None, quiet=True):
+        """SRC_NS: where to probe from when SRC is only a name (a container's).
+        None if nothing came back; a failure to probe is logged once per pair
+        (QUIET, the standing probe) or raised (a probe on request says why)."""
         src, dst = str(src), str(dst)
         try:
             samples = rtt(src if src_ns is None else src_ns, dst_addr, count, gap)
         except (ConnectionError, OSError, EmergenceError) as e:
+            if not quiet:
+                raise
             self._failed(src, dst, e)
             return None
         self.failing.discard((src, dst))

@@ -2,6 +2,7 @@
 serves the latest sample at GET /metrics (Prometheus text format)."""
 
 import asyncio
+import threading
 import time
 
 from .. import DEFAULT_ROOT
@@ -44,7 +45,7 @@ class Service:
         self.prober = None
         if self.config["probe_pairs"]:
             self._prober()
-        self.probe_lock = asyncio.Lock()  # probes on request: one at a time
+        self.probe_slot = threading.Lock()  # probes on request: one at a time
         self.task = None
         self.probe_task = None
         self.passes = 0
@@ -96,30 +97,17 @@ class Service:
             return error(400, str(e))
         except NotFound as e:
             return error(404, str(e))
-        if self.probe_lock.locked():
+        # one slot, taken here and given back by the probe's own thread when it
+        # ends: a client that hangs up cannot free it early and pile up threads
+        if not self.probe_slot.acquire(blocking=False):
             return error(429, "a probe is already running on this node; try again when "
                          "it ends")
-        async with self.probe_lock:
-            try:
-                addr = await asyncio.to_thread(_destination, dst, addr)
-            except ValueError as e:
-                return error(400, str(e))
-            except (ConnectionError, OSError, NotFound) as e:
-                return error(409, f"cannot probe {dst}: {e}")
-            prober = self._prober()
-            why = "no answer"
-            if kind == "rtt":
-                result = await asyncio.to_thread(prober.probe_rtt, src, dst, addr, count,
-                                                 0.02, src)
-            else:
-                try:
-                    result = await asyncio.to_thread(prober.probe_throughput, src, dst, addr,
-                                                     seconds, 5201, src, dst)
-                except (ConnectionError, OSError, NotFound) as e:
-                    result, why = None, str(e)
-        if result is None:
-            return error(502, f"{kind} probe {src} -> {dst} ({addr}): {why}")
-        return web.json_response(result)
+        prober = self._prober()
+        status, payload = await asyncio.get_running_loop().run_in_executor(
+            None, _probe_once, self.probe_slot, prober, kind, src, dst, addr, count, seconds)
+        if status != 200:
+            return error(status, payload)
+        return web.json_response(payload)
 
     def _prober(self):
         if self.prober is None:
@@ -233,6 +221,32 @@ class Service:
         return {"containers": len(self.collector.latest), "passes": self.passes,
                 "renders": self.rendered.renders,
                 "last_pass_cpu_seconds": round(self.pass_seconds, 6)}
+
+
+def _probe_once(slot, prober, kind, src, dst, addr, count, seconds):
+    """One probe on request, in a thread that holds SLOT and releases it at the
+    end: (200, result) or (status, error line)."""
+    from ..errors import EmergenceError
+    try:
+        try:
+            addr = _destination(dst, addr)
+        except ValueError as e:
+            return 400, str(e)
+        except (ConnectionError, OSError, EmergenceError) as e:
+            return 409, f"cannot probe {dst}: {e}"
+        why = "no answer"
+        try:
+            if kind == "rtt":
+                result = prober.probe_rtt(src, dst, addr, count, 0.02, src, quiet=False)
+            else:
+                result = prober.probe_throughput(src, dst, addr, seconds, 5201, src, dst)
+        except (ConnectionError, OSError, EmergenceError) as e:
+            result, why = None, str(e)
+        if result is None:
+            return 502, f"{kind} probe {src} -> {dst} ({addr}): {why}"
+        return 200, result
+    finally:
+        slot.release()
 
 
 def _destination(dst, addr):

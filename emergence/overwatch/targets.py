@@ -16,7 +16,6 @@ setns, non-blocking.
 """
 
 import os
-import platform
 import stat
 
 from ..errors import EmergenceError, NotFound
@@ -33,7 +32,7 @@ class RefusedName(EmergenceError):
 def _kernel_has_pidfd_setns():
     """setns(2) on a pidfd: Linux 5.8 and later."""
     try:
-        major, minor = (int(x) for x in platform.release().split(".")[:2])
+        major, minor = (int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
     except ValueError:
         return False
     return (major, minor) >= (5, 8)

@@ -290,3 +290,47 @@ def test_no_token_is_refused(two_netns, rt, running, probe_node):
     assert status in (401, 403), (status, got)
     status, got = node.post({"src": a, "dst": b, "count": 1})
     assert status == 200, got
+
+
+def test_a_reused_pid_is_never_joined(two_netns, rt, running, probe_node):
+    """The state names the init by pid and start time: a state whose pid is now
+    another process (here a `sleep` in the host's netns, standing for a pid the
+    kernel gave again) is refused, its netns never entered; the container's own
+    init is, through the pidfd or (before Linux 5.8) /proc checked by it."""
+    from emergence.overwatch import targets
+    from emergence.overwatch.qos import in_netns
+    a = running(edit=in_ns(NS[0]))
+    b = running(edit=in_ns(NS[1]))
+    path = os.path.join(rt.root, a, "state.json")
+    with open(path) as f:
+        saved = f.read()
+    impostor = subprocess.Popen(["sleep", "60"])
+    node = probe_node()
+    try:
+        data = json.loads(saved)
+        data["pid"] = impostor.pid  # its start time is not the one recorded
+        with open(path, "w") as f:
+            f.write(json.dumps(data))
+        with pytest.raises(ConnectionError, match="not running"):
+            in_netns(targets.Container(rt.root, a), lambda: None)
+        status, got = node.post({"src": a, "dst": b, "count": 1})
+        assert status == 502 and "not running" in got["error"], got
+        status, got = node.post({"src": b, "dst": a, "count": 1})
+        assert status == 409 and "not running" in got["error"], got
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+        impostor.kill()
+        impostor.wait()
+    mine = os.stat(f"/proc/{rt.state(a)['pid']}/ns/net").st_ino
+
+    def inode():
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    assert in_netns(targets.Container(rt.root, a), inode) == mine
+    saved_flag, targets.PIDFD_SETNS = targets.PIDFD_SETNS, False
+    try:
+        assert in_netns(targets.Container(rt.root, a), inode) == mine
+    finally:
+        targets.PIDFD_SETNS = saved_flag
+    status, got = node.post({"src": a, "dst": b, "count": 1})
+    assert status == 200, got
