@@ -142,7 +142,8 @@ VERBS = [
          {"json": JSON, "interval": INTERVAL,
           "sort": Option(VALUE, "column to sort by (default cpu)", "KEY"),
           "once": Option(FLAG, "print one view and exit")}, _top),
-    Verb("probe", "round-trip time (or throughput) between two containers or netns, once",
+    Verb("probe", "round-trip time (or throughput) between two containers (by id) or netns "
+         "(root's names, paths or pids), once, in this process",
          "SRC DST ADDR [--count N] [--throughput [--seconds S]] [--json]",
          {"json": JSON, "count": Option(VALUE, "echo requests to send (default 20)", "N"),
           "throughput": Option(FLAG, "measure one TCP stream instead of the RTT"),

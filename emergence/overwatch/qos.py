@@ -4,7 +4,11 @@ disk so a restart keeps recent figures.
 
 A socket belongs to the netns it was created in, so the prober enters the
 source netns (setns on this thread) only to create its socket, then returns.
-The kernel answers echo requests, so the destination needs no server.
+The kernel answers echo requests, so the destination needs no server.  Which
+netns, and how it is opened safely, is targets.py's business: a container's
+through a checked pidfd of its init, root's configured names and paths through
+O_PATH and an nsfs check.  The metrics keep a bounded number of (src, dst)
+pairs (Prober.max_pairs, the least recently probed evicted).
 """
 
 import ctypes

@@ -1,5 +1,7 @@
 """Overwatch inside `emergence node`: samples every `interval` seconds and
-serves the latest sample at GET /metrics (Prometheus text format)."""
+serves the latest sample at GET /metrics (Prometheus text format); runs the
+standing QoS probe and, at POST /overwatch/v1/probe (a control route), one
+probe at a time between two containers this node runs, named by id."""
 
 import asyncio
 import threading
