@@ -164,7 +164,10 @@ class History:
     def add(self, entry):
         self.entries = (self.entries + [entry])[-self.limit:]
         tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
+        # root's alone, like the rest of the node's state (O_NOFOLLOW: no planted link)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
             f.write("".join(json.dumps(e) + "\n" for e in self.entries))
             f.flush()
             os.fsync(f.fileno())

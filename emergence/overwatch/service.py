@@ -89,8 +89,9 @@ class Service:
             seconds = float(body.get("seconds", 1.0))
             if not (1 <= count <= 1000 and 0.1 <= seconds <= 60):
                 raise ValueError("count must be 1..1000 and seconds 0.1..60")
-        except (ValueError, KeyError, TypeError, OverflowError) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)[:200]
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else \
+                "JSON nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
             return error(400, f"bad probe request: {what}")
         root = self.config["root"]
         try:

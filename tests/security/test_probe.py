@@ -176,6 +176,10 @@ def test_netns_paths_and_pids_are_refused(two_netns, rt, running, probe_node):
     assert "does not exist" in one_line_error(status, got, 404)
     status, got = node.post({"src": a, "dst": f"att:net/nosuch{TAG}/eth0", "count": 1})
     assert "does not exist" in one_line_error(status, got, 404)
+    for body in (b"[" * 100000 + b"]" * 100000, b"\xff", json.dumps({"src": "x" * 100000,
+                                                                   "dst": b}).encode()):
+        status, got = node.post(body)
+        assert len(one_line_error(status, got, 400)) < 400, got  # no echo of it whole
     # a netns name the host has (made by this test) is not a container either
     status, got = node.post({"src": NS[0], "dst": b, "count": 1})
     one_line_error(status, got, 404)
