@@ -24,7 +24,10 @@ def _control(run_dir, request, timeout=5.0):
                                                struct.calcsize("3i")))[1]
         if uid not in (0, os.geteuid()):
             raise EmergenceError(f"{path} is served by uid {uid}, not root; not asking it")
-        s.sendall(request.encode() + b"\n")
+        try:
+            s.sendall(request.encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a node that refuses us answers at once and closes: read why
         data = b""
         while not data.endswith(b"\n"):
             chunk = s.recv(65536)
@@ -48,13 +51,22 @@ def _control(run_dir, request, timeout=5.0):
 
 
 def _pid(run_dir):
+    path = os.path.join(run_dir, "node.pid")
     try:
-        with open(os.path.join(run_dir, "node.pid")) as f:
+        with open(path) as f:
             pid = int(f.read().strip())
-        os.kill(pid, 0)
-        return pid
+    except PermissionError:
+        raise EmergenceError(f"cannot read {path}: permission denied; the node is root's "
+                             "(run this as root)") from None
     except (OSError, ValueError):
         return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, and not ours to signal
+    return pid
 
 
 def _start(cfg, foreground):
