@@ -526,6 +526,8 @@ int main(int argc, char **argv)
 			kill_children();
 			return 1;
 		}
+		if (strcmp(f[0], "NO") == 0)
+			cold(); /* a caller it cannot serve: nothing was run */
 		if (strcmp(f[0], "EXIT") == 0)
 			return nf > 1 ? atoi(f[1]) : 1;
 		if (strcmp(f[0], "SPAWN") == 0)

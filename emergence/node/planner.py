@@ -16,6 +16,7 @@ SCM_RIGHTS; the other side is csrc/front.c):
   front -> planner  HELLO build cwd fdnums argc argv... envc env...
   planner -> front  OK worker-pid          (or NO reason: front goes cold)
   front -> planner  GO  [fds]              (or it closes: it gave up, the call is dropped)
+  planner -> front  NO reason              (instead of the call: front goes cold)
   worker -> front   SPAWN targets argc argv...  [exe, fd per target]
   front -> worker   PID pid                (or ERR errno)
   worker -> front   WAIT pid options
@@ -25,7 +26,11 @@ SCM_RIGHTS; the other side is csrc/front.c):
 The front-end waits for OK only so long (its deadline); a worker runs nothing
 before GO, so a call the front-end gave up on and ran cold is never run
 twice, and the caller's descriptors travel only with GO: a stopped planner
-holds none of the engine's pipes open.
+holds none of the engine's pipes open.  A worker sends OK once the build is
+checked and gets ready (the caller's namespaces, cwd, environment) while the
+GO comes, so the handshake adds little to the call's path; a NO after OK (a
+caller it cannot serve) comes before anything is run, and the front-end then
+runs the call cold.
 """
 
 import errno
@@ -278,9 +283,12 @@ def work(conn, resets):
         f = parse(data)
         if len(f) < 5 or f[0] != "HELLO":
             return 1
-        if f[1] != BUILD_ID:
+        if f[1] != BUILD_ID:  # before OK: a front-end of any build then goes cold
             conn.send(fields("NO", f"planner build {BUILD_ID}, front-end build {f[1]}"))
             return 0
+        # Taken: the front-end's GO (with the caller's descriptors) is on its
+        # way while we get ready; a NO from here on still sends it cold.
+        conn.send(fields("OK", os.getpid()))
         cwd, nums = f[2], [int(n) for n in f[3].split(",") if n]
         argc = int(f[4])
         argv = f[5:5 + argc]
@@ -298,11 +306,10 @@ def work(conn, resets):
         except OSError:
             conn.send(fields("NO", f"cannot enter {cwd}"))
             return 0
-        conn.send(fields("OK", os.getpid()))
     except (OSError, ValueError, IndexError):
         return 0  # the front-end went (cold), or sent nonsense: nothing was done
     import signal
-    for sig, how in resets:  # while the GO is on its way
+    for sig, how in resets:
         try:
             signal.signal(sig, how)
         except (OSError, ValueError):
