@@ -359,22 +359,20 @@ static int refuse(const char *fmt, ...)
 	return -1;
 }
 
-/* A file the planner's trust rests on: owned by root or the caller, writable
- * by nobody else, of the given type (lstat: a symlink is not followed). */
-static int trusted_file(const char *what, const char *path, mode_t type, uid_t me)
+/* A file the planner's trust rests on (ST, from lstat: a symlink is not
+ * followed): owned by root or the caller, writable by nobody else, of TYPE. */
+static int trusted_file(const char *what, const char *path, const struct stat *st, mode_t type,
+			uid_t me)
 {
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return -1; /* no node here (or not ours to see): silently cold */
-	if ((st.st_mode & S_IFMT) != type)
-		return refuse("%s %s is %s", what, path, S_ISLNK(st.st_mode) ? "a symlink" :
+	if ((st->st_mode & S_IFMT) != type)
+		return refuse("%s %s is %s", what, path, S_ISLNK(st->st_mode) ? "a symlink" :
 			      type == S_IFDIR ? "not a directory" : "not a socket");
-	if (st.st_uid != 0 && st.st_uid != me)
+	if (st->st_uid != 0 && st->st_uid != me)
 		return refuse("%s %s is owned by uid %u, not root", what, path,
-			      (unsigned)st.st_uid);
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
+			      (unsigned)st->st_uid);
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
 		return refuse("%s %s is writable by group or others (mode %04o)", what, path,
-			      (unsigned)(st.st_mode & 07777));
+			      (unsigned)(st->st_mode & 07777));
 	return 0;
 }
 
@@ -431,8 +429,13 @@ int main(int argc, char **argv)
 		strcpy(dir, "/");
 	else
 		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-	if (trusted_file("the planner socket's directory", dir, S_IFDIR, me) < 0 ||
-	    trusted_file("the planner socket", path, S_IFSOCK, me) < 0)
+	/* No socket we may see (no node, or not ours to use, as from a user
+	 * namespace): silently cold.  Then the directory, then the socket. */
+	struct stat dst, sst;
+	if (lstat(path, &sst) < 0 || lstat(dir, &dst) < 0)
+		cold();
+	if (trusted_file("the planner socket's directory", dir, &dst, S_IFDIR, me) < 0 ||
+	    trusted_file("the planner socket", path, &sst, S_IFSOCK, me) < 0)
 		cold();
 	double timeout = timeout_seconds(), start = now();
 	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

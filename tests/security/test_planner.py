@@ -393,3 +393,27 @@ def test_the_node_takes_a_run_dir_of_its_own(tmp_path):
         assert _node(str(run_dir), tmp_path, "status").returncode == 0
     finally:
         assert _node(str(run_dir), tmp_path, "stop").returncode == 0
+
+
+def test_a_caller_in_a_user_namespace_goes_cold_without_a_word(reachable_node, shared,
+                                                               other_user):
+    """A rootless engine's runtime runs in its own user namespace, where root's
+    files show as unmapped: the socket is not its to see, so the front-end
+    goes cold silently rather than warn on every call."""
+    real = emergence_command()[0]
+    if open(real, "rb").read(4) != b"\x7fELF":
+        pytest.skip("the installed emergence is not the C front-end")
+    bin_dir = os.path.join(shared, "bin")
+    os.mkdir(bin_dir)
+    shutil.copy(real, os.path.join(bin_dir, "emergence"))
+    with open(os.path.join(bin_dir, "emergence-py"), "w") as f:
+        f.write("#!/bin/sh\necho cold\n")  # the cold path, reachable by that user
+    os.chmod(os.path.join(bin_dir, "emergence-py"), 0o755)
+    p = subprocess.run(
+        other_user.argv(["env", f"EMERGENCE_PLANNER_SOCKET={reachable_node.socket}",
+                         "unshare", "--user", "--map-root-user",
+                         os.path.join(bin_dir, "emergence"), "state", "x"]),
+        capture_output=True, text=True, timeout=60, cwd="/")
+    if "unshare" in p.stderr:
+        pytest.skip(f"no unprivileged user namespaces here: {p.stderr.strip()}")
+    assert (p.stdout, p.stderr) == ("cold\n", "")
