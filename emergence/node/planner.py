@@ -142,8 +142,8 @@ def serve(path, spares_wanted=SPARES):
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # go with the node
     if os.getppid() == 1:
         return
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    os.chmod(os.path.dirname(path), 0o700)
+    from .rundir import check
+    check(os.path.dirname(path), create=True)  # ours alone, or we do not serve there
     preload(scratch_dir(path))
     try:
         os.unlink(path)
@@ -454,8 +454,12 @@ def _fresh_stdio():
 
 
 def main():
+    from ..errors import EmergenceError
     path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SOCKET
-    serve(path, max(1, int(sys.argv[2])) if len(sys.argv) > 2 else SPARES)
+    try:
+        serve(path, max(1, int(sys.argv[2])) if len(sys.argv) > 2 else SPARES)
+    except EmergenceError as e:
+        sys.exit(f"emergence: {e}")
 
 
 if __name__ == "__main__":
