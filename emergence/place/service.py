@@ -30,9 +30,11 @@ class Service:
     """Long-running work of place inside `emergence node`."""
 
     name = "place"
-    DEFAULTS = {"etcd": "http://127.0.0.1:2379", "prefix": "/emergence/", "role": "none",
+    DEFAULTS = {"etcd": "https://127.0.0.1:2379", "prefix": "/emergence/", "role": "none",
                 "node_name": "", "lease_ttl": 5.0, "ack_timeout": 3.0, "cpu": 0.0,
-                "memory": 0.0, "token": "", "cluster_init": False}
+                "memory": 0.0, "token": "", "cluster_init": False,
+                "cluster_dir": "",   # default: <state_dir>/cluster (the cluster service's)
+                "insecure": False}   # plain http etcd, no certificates: say so explicitly
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -48,8 +50,21 @@ class Service:
     def cluster(self):
         if self._cluster is None:
             from .state import Cluster
-            self._cluster = Cluster(self.config["etcd"], prefix=self.config["prefix"])
+            if self.config["insecure"]:
+                self.log("place: --insecure: etcd over plain http, no certificates")
+                self._cluster = Cluster(self.config["etcd"], prefix=self.config["prefix"],
+                                        insecure=True)
+            else:
+                self._cluster = Cluster(self.config["etcd"], prefix=self.config["prefix"],
+                                        material=self._material())
         return self._cluster
+
+    def _material(self):
+        import os
+
+        from ..cluster.files import Material
+        return Material(self.config["cluster_dir"] or
+                        os.path.join(os.path.dirname(self.state_dir.rstrip("/")), "cluster"))
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self):
@@ -96,16 +111,22 @@ class Service:
         import os
         from urllib.parse import urlparse
 
-        from . import etcd
+        from ..cluster import bootstrap, etcd
+        m = None if self.config["insecure"] else self._material()
         try:
-            etcd.wait_ready(self.config["etcd"], timeout=0.3)
+            etcd.wait_ready(self.config["etcd"], timeout=0.3, material=m)
             self.log(f"place: etcd already answers at {self.config['etcd']}; using it")
             return
         except EmergenceError:
             pass
         port = urlparse(self.config["etcd"]).port or 2379
-        self.etcd, url = etcd.start(os.path.join(self.state_dir, "etcd"), client_port=port,
-                                    log=os.path.join(self.state_dir, "etcd.log"))
+        data, log = os.path.join(self.state_dir, "etcd"), os.path.join(self.state_dir, "etcd.log")
+        if m is None:
+            self.etcd, url = etcd.start(data, client_port=port, log=log)
+        else:
+            self.etcd, url, _ = bootstrap.init(m.dir, data, name=self.config["node_name"] or None,
+                                               prefix=self.config["prefix"], client_port=port,
+                                               log=log)
         self.log(f"place: embedded etcd at {url}")
 
     def status(self):

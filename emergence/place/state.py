@@ -27,11 +27,10 @@ leader that has not noticed yet cannot change anything.
 
 import json
 import time
-from urllib.parse import urlparse
 
 from ..errors import EmergenceError
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+DEFAULT_ENDPOINT = "https://127.0.0.1:2379"
 DEFAULT_PREFIX = "/emergence/"
 
 
@@ -60,17 +59,24 @@ def _reachable(method):
 
 
 class Cluster:
-    """A connection to the cluster's etcd, with the operations the nodes need."""
+    """A connection to the cluster's etcd, with the operations the nodes need.
+    MATERIAL (emergence.cluster.files.Material) is this node's certificate,
+    key and etcd user; without it only INSECURE plain http is possible."""
 
-    def __init__(self, endpoint=DEFAULT_ENDPOINT, prefix=DEFAULT_PREFIX, timeout=3.0):
-        from etcd3gw.client import Etcd3Client
-        u = urlparse(endpoint if "://" in endpoint else "http://" + endpoint)
-        if not u.hostname:
-            raise EmergenceError(f"--etcd {endpoint!r} is not a URL like {DEFAULT_ENDPOINT}")
+    def __init__(self, endpoint=DEFAULT_ENDPOINT, prefix=DEFAULT_PREFIX, timeout=3.0,
+                 material=None, insecure=False):
+        from ..cluster.client import connect
         self.endpoint = endpoint
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
-        self.client = Etcd3Client(host=u.hostname, port=u.port or 2379, protocol=u.scheme,
-                                  timeout=timeout, api_path="/v3/")
+        self.material, self.insecure = material, insecure
+        self.client = connect(endpoint, material, insecure, timeout)
+        self._ca = None
+
+    def ca_cert(self):
+        """The cluster CA a worker checks task signatures against (None: insecure)."""
+        if self._ca is None and self.material is not None:
+            self._ca = self.material.ca_cert()
+        return self._ca
 
     def key(self, *parts):
         return self.prefix + "/".join(parts)
