@@ -113,6 +113,10 @@ class Service:
 
         from ..cluster import bootstrap, etcd
         m = None if self.config["insecure"] else self._material()
+        if m is not None and urlparse(self.config["etcd"]).scheme != "https":
+            raise EmergenceError(f"place etcd {self.config['etcd']} is plain http: use "
+                                 "https:// (a TLS etcd with certificates), or set place "
+                                 "insecure = true")
         try:
             etcd.wait_ready(self.config["etcd"], timeout=0.3, material=m)
             self.log(f"place: etcd already answers at {self.config['etcd']}; using it")
