@@ -34,7 +34,9 @@ class Service:
                 "node_name": "", "lease_ttl": 5.0, "ack_timeout": 3.0, "cpu": 0.0,
                 "memory": 0.0, "token": "", "cluster_init": False,
                 "cluster_dir": "",   # default: <state_dir>/cluster (the cluster service's)
-                "insecure": False}   # plain http etcd, no certificates: say so explicitly
+                "insecure": False,   # plain http etcd, no certificates: say so explicitly
+                "allow_bundles": [],  # the worker's policy (emergence/cluster/policy.py):
+                "allow_binds": []}    # where bundle tasks and their bind mounts may come from
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -82,7 +84,9 @@ class Service:
             from .worker import Worker
             self.nodes.append(Worker(self.cluster, name, {
                 "lease_ttl": c["lease_ttl"], "cpu": c["cpu"] or None,
-                "memory": c["memory"] or None}, self.log))
+                "memory": c["memory"] or None,
+                "policy": {"bundles": c["allow_bundles"], "binds": c["allow_binds"]}},
+                self.log))
         for n in self.nodes:
             t = threading.Thread(target=n.run, name=f"place-{type(n).__name__}",
                                  daemon=True)

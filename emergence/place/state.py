@@ -44,18 +44,34 @@ def _dumps(obj):
 
 
 def _reachable(method):
-    """etcd away is one line for people (the nodes catch it and retry)."""
+    """etcd away, or refusing, is one line for people (the nodes catch it and
+    retry)."""
     import functools
 
     @functools.wraps(method)
     def call(self, *args, **kw):
-        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
+        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
         try:
             return method(self, *args, **kw)
-        except (ConnectionFailedError, ConnectionTimeoutError):
+        except (ConnectionFailedError, ConnectionTimeoutError) as e:
+            if "SSL" in str(e) or "certificate" in str(e):
+                raise EmergenceError(f"etcd at {self.endpoint} and this node do not trust "
+                                     "each other's certificates (another cluster's CA, or "
+                                     "none); join this cluster first")
             raise EmergenceError(f"cannot reach etcd at {self.endpoint}; start one with "
                                  "`emergence cluster init` or pass --etcd URL")
+        except Etcd3Exception as e:
+            if "permission denied" not in f"{e} {getattr(e, 'detail_text', '')}":
+                raise
+            parts = args[1:] if method.__name__ in ("put", "create") else args
+            where = self.key(*[p for p in parts if isinstance(p, str)])
+            raise Refused(f"etcd refused: this node's roles do not allow {method.__name__} "
+                          f"of {where}")
     return call
+
+
+class Refused(EmergenceError):
+    """etcd's RBAC said no (this node's role may not touch that key)."""
 
 
 class Cluster:

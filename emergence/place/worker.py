@@ -173,7 +173,11 @@ class Worker:
                 continue
             config, why = self._check(tid, a["spec"])
             if why:
-                self._refuse(tid, a["attempt"], why)
+                try:
+                    self._refuse(tid, a["attempt"], why)
+                except Exception:
+                    self.started.discard(key)  # etcd away: refuse again next poll
+                    raise
                 continue
             if config is not None:
                 self.checked[key] = config
@@ -200,13 +204,15 @@ class Worker:
         return policy.check_task(spec, self.config.get("policy"))
 
     def _refuse(self, tid, attempt, why):
-        self.counts["refused"] += 1
-        self.log(f"worker {self.name}: refused task {tid}: {why}")
+        """Record WHY as the task's result (first wins, as any result): the
+        task is over, `emergence tasks` shows the reason; nothing ran."""
         result = {"host": self.name, "attempt": attempt, "exit": -1, "refused": why,
                   "output": f"refused by {self.name}: {why}\n", "finished": now(),
                   "seconds": 0.0}
         self.cluster.first_result(tid, result)
         self.cluster.delete("assign", self.name, tid)
+        self.counts["refused"] += 1
+        self.log(f"worker {self.name}: refused task {tid}: {why}")
 
     def _container_id(self, tid, attempt):
         return f"{self.config.get('container_prefix', 'pl-')}{tid}-{attempt}"[:64]
