@@ -77,6 +77,7 @@ def _wait(cond, timeout=30):
 
 # -- etcd: certificates and roles ------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_etcd_refuses_clients_without_a_certificate(sec, other_user):
     put = {"key": base64.b64encode(f"{sec.prefix}tasks/evil".encode()).decode(),
            "value": base64.b64encode(b"{}").decode()}
