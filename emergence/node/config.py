@@ -16,9 +16,9 @@ NODE_DEFAULTS = {
     "state_dir": "/var/lib/emergence",     # each service gets state_dir/<part>
     "planner": True,                       # serve the C front-end's warm path
     "planner_spares": 3,                   # workers forked and warmed ahead of calls
-    "services": ["relay", "share", "overwatch", "place"],  # those installed are started
+    "services": ["relay", "share", "overwatch", "place", "cluster"],  # those installed start
 }
-SERVICE_PARTS = ("relay", "share", "overwatch", "place")
+SERVICE_PARTS = ("relay", "share", "overwatch", "place", "cluster")
 
 
 def service_classes(names=SERVICE_PARTS):

@@ -10,16 +10,38 @@ from ..errors import EmergenceError
 
 TITLE = "Cluster (tasks placed across nodes; state in etcd, --etcd URL)"
 
-ETCD = Option(VALUE, "the cluster's etcd (default $EMERGENCE_ETCD or "
-                     "http://127.0.0.1:2379)", "URL")
-PREFIX = Option(VALUE, "key prefix in etcd (default /emergence/)", "PREFIX")
+ETCD = Option(VALUE, "the cluster's etcd (default $EMERGENCE_ETCD, else the one this "
+                     "node joined)", "URL")
+PREFIX = Option(VALUE, "key prefix in etcd (default the cluster's, /emergence/)", "PREFIX")
+CLUSTER_DIR = Option(VALUE, "this node's certificates and etcd user (default "
+                            "$EMERGENCE_CLUSTER_DIR or /var/lib/emergence/cluster)", "DIR")
+INSECURE = Option(FLAG, "plain http etcd without certificates or users (anyone who "
+                        "reaches it controls the cluster)")
+COMMON = {"etcd": ETCD, "prefix": PREFIX, "cluster-dir": CLUSTER_DIR, "insecure": INSECURE}
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
+def _material(opts):
+    from ..cluster.files import Material, default_dir
+    return Material(opts.get("cluster-dir") or default_dir())
+
+
 def _cluster(opts):
+    """The cluster this command talks to: with this node's certificate, or
+    plain http with --insecure (and a warning)."""
     from .state import DEFAULT_ENDPOINT, DEFAULT_PREFIX, Cluster
-    return Cluster(opts.get("etcd") or os.environ.get("EMERGENCE_ETCD") or DEFAULT_ENDPOINT,
-                   prefix=opts.get("prefix") or DEFAULT_PREFIX)
+    url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD")
+    if opts.get("insecure"):
+        from ..cluster.bootstrap import warn_insecure
+        warn_insecure()
+        return Cluster(url or DEFAULT_ENDPOINT.replace("https:", "http:"),
+                       prefix=opts.get("prefix") or DEFAULT_PREFIX, insecure=True)
+    m = _material(opts)
+    if not url and m.exists():
+        url = m.info["endpoints"][0]
+    prefix = opts.get("prefix") or (m.info.get("prefix") if m.exists() else None)
+    return Cluster(url or DEFAULT_ENDPOINT, prefix=prefix or DEFAULT_PREFIX,
+                   material=m)
 
 
 def _float(opts, name, unit=False):
@@ -61,39 +83,113 @@ def _logger(name):
 
 
 def _cluster_verb(ctx, opts, args):
-    if not args or args[0] not in ("init", "join", "members"):
-        raise UsageError("usage: emergence cluster init|join|members [options]")
+    subs = ("init", "join", "members", "token", "issue")
+    if not args or args[0] not in subs:
+        raise UsageError("usage: emergence cluster init|join|members|token create|issue "
+                         "[options]")
     sub, rest = args[0], args[1:]
+    if sub == "token":
+        if rest != ["create"]:
+            raise UsageError("usage: emergence cluster token create [--role R] [--ttl S]")
+        return _token(opts)
     if rest:
         raise UsageError(f"`cluster {sub}` takes no arguments, only options")
-    if sub == "init":
-        return _init(opts)
-    if sub == "join":
-        return _join(opts)
-    return _members(opts)
+    return {"init": _init, "join": _join, "members": _members, "issue": _issue}[sub](opts)
+
+
+def _roles(opts, default):
+    from ..cluster.pki import check_roles
+    raw = opts.get("role") or default
+    roles = ["command", "worker"] if raw == "both" else raw.split(",")
+    try:
+        return check_roles(roles)
+    except EmergenceError:
+        raise UsageError("--role is worker, command, reader or both")
 
 
 def _init(opts):
-    from . import etcd
-    from .state import DEFAULT_PREFIX
-    url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD") or "http://127.0.0.1:2379"
+    from urllib.parse import urlparse
+
+    from ..cluster import etcd
+    state = "/var/lib/emergence"
+    if opts.get("insecure"):
+        from ..cluster.bootstrap import warn_insecure
+        warn_insecure()
+        url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD") or "http://127.0.0.1:2379"
+    else:
+        url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD") or "https://127.0.0.1:2379"
+    m = _material(opts)
     try:
-        etcd.wait_ready(url, timeout=0.5)
-        sys.stdout.write(f"etcd already answers at {url}; join with "
-                         f"`emergence cluster join --etcd {url}`\n")
+        etcd.wait_ready(url, timeout=0.5, material=m)
+        sys.stdout.write(f"etcd already answers at {url}; add nodes with "
+                         "`emergence cluster token create` and `emergence cluster join`\n")
         return 0
     except EmergenceError:
         pass
-    from urllib.parse import urlparse
-    port = urlparse(url).port or 2379
-    data = opts.get("data-dir") or "/var/lib/emergence/place/etcd"
-    proc, url = etcd.start(data, name="emergence", client_port=port,
-                           log=os.path.join(os.path.dirname(data.rstrip("/")), "etcd.log"),
-                           detach=True)
-    sys.stdout.write(f"etcd at {url} (pid {proc.pid}, data {data}, prefix {DEFAULT_PREFIX})\n"
-                     f"start nodes with `emergence cluster join --role command` and "
-                     f"`emergence cluster join --role worker`\n")
+    u = urlparse(url)
+    if u.scheme == "http" and not opts.get("insecure"):
+        raise UsageError(f"--etcd {url} is plain http: use https:// or pass --insecure")
+    data = opts.get("data-dir") or f"{state}/place/etcd"
+    log = os.path.join(os.path.dirname(data.rstrip("/")), "etcd.log")
+    prefix = opts.get("prefix") or "/emergence/"
+    if opts.get("insecure"):
+        proc, url = etcd.start(data, name="emergence", client_port=u.port or 2379, log=log,
+                               detach=True)
+        sys.stdout.write(f"etcd at {url} (pid {proc.pid}, data {data}, prefix {prefix}, "
+                         "INSECURE)\n")
+        return 0
+    from ..cluster.bootstrap import init
+    proc, url, m = init(m.dir, data, name=opts.get("name"), prefix=prefix,
+                        client_port=u.port or 2379, log=log, detach=True,
+                        also_listen=opts.get("address", []))
+    sys.stdout.write(f"etcd at {url} (pid {proc.pid}, data {data}, prefix "
+                     f"{m.info['prefix']}), TLS and RBAC; this node is "
+                     f"{m.info['name']} (command, worker), certificates in {m.dir}\n"
+                     "add a node: `emergence cluster token create --role worker > FILE` here, "
+                     "then `emergence cluster join --from http://THIS-NODE:7480 "
+                     "--token-file FILE` there\n")
     return 0
+
+
+def _token(opts):
+    from ..cluster.join import DEFAULT_TTL, create_token
+    ttl = _float(opts, "ttl") or DEFAULT_TTL
+    sys.stdout.write(create_token(_material(opts), _roles(opts, "worker"), ttl) + "\n")
+    return 0
+
+
+def _issue(opts):
+    import json
+
+    from ..cluster import files
+    from ..cluster.bootstrap import issue
+    if not opts.get("name") or not opts.get("out"):
+        raise UsageError("usage: emergence cluster issue --name NODE --role ROLE --out FILE")
+    bundle = issue(_material(opts).dir, opts["name"], _roles(opts, "worker"),
+                   opts.get("address", []))
+    files.write(opts["out"], json.dumps(bundle, indent=1) + "\n")
+    sys.stdout.write(f"{opts['out']}: certificate and etcd user for {bundle['name']} "
+                     f"({', '.join(bundle['roles'])}); carry it to the node (it holds a "
+                     "private key), then `emergence cluster join --bundle FILE`\n")
+    return 0
+
+
+def _credentials(opts, name):
+    """Get this node's certificate if asked to (--bundle, or --from with a token)."""
+    m = _material(opts)
+    if opts.get("bundle"):
+        from ..cluster.bootstrap import install, read_bundle
+        b = read_bundle(opts["bundle"])
+        install(m.dir, b)
+        sys.stderr.write(f"joined as {b['name']} ({', '.join(b['roles'])}); "
+                         f"certificates in {m.dir}\n")
+    elif opts.get("from"):
+        from ..cluster.join import read_token, request
+        m = request(opts["from"], read_token(opts.get("token-file")), name, m.dir)
+        sys.stderr.write(f"joined as {m.info['name']} ({', '.join(m.info['roles'])}); "
+                         f"certificates in {m.dir}\n")
+    elif opts.get("token-file") or opts.get("certs-only"):
+        raise UsageError("--token-file needs --from URL (the node that holds the CA)")
 
 
 def _join(opts):
@@ -103,6 +199,10 @@ def _join(opts):
     if role not in ("worker", "command"):
         raise UsageError("--role is worker or command")
     name = opts.get("name") or socket.gethostname()
+    if not opts.get("insecure"):
+        _credentials(opts, name)
+        if opts.get("certs-only"):
+            return 0
     cluster = _cluster(opts)
     cluster.get("leader")  # one clear line now if etcd is away
     ttl = _float(opts, "lease-ttl") or 5.0
@@ -118,7 +218,9 @@ def _join(opts):
         conf = {"lease_ttl": ttl, "cpu": _float(opts, "cpu"),
                 "memory": _float(opts, "memory", unit=True), "arch": opts.get("arch"),
                 "labels": _labels(opts), "green": _float(opts, "green") or 0.0,
-                "speed": _float(opts, "speed") or 1.0}
+                "speed": _float(opts, "speed") or 1.0,
+                "policy": {"bundles": opts.get("allow-bundle", []),
+                           "binds": opts.get("allow-bind", [])}}
         conf["root"] = opts.get("root") or "/run/emergence"
         node = Worker(cluster, name, conf, log)
 
@@ -236,8 +338,9 @@ def _tasks(ctx, opts, args):
     sys.stdout.write(f"{'ID':<14} {'STATE':<9} {'HOST':<12} {'ATTEMPTS':>8} {'EXIT':>4}  WHAT\n")
     for r in rows:
         ex = "-" if r["exit"] is None else str(r["exit"])
+        what = r["what"] + (f" (refused: {r['why']})" if r.get("why") else "")
         sys.stdout.write(f"{r['id']:<14} {r['state']:<9} {r['host'] or '-':<12} "
-                         f"{r['attempts']:>8} {ex:>4}  {r['what']}\n")
+                         f"{r['attempts']:>8} {ex:>4}  {what}\n")
     return 0
 
 
@@ -276,13 +379,31 @@ def _place(ctx, opts, args):
 
 
 VERBS = [
-    Verb("cluster", "start a local etcd, join a node (worker or command), list members",
-         "init|join|members [--etcd URL] [--role worker|command] [--name N] [--cpu N] "
-         "[--memory B] [--label K=V]...",
-         {"etcd": ETCD, "prefix": PREFIX,
+    Verb("cluster", "start a TLS etcd with a CA, mint join tokens, join a node, list members",
+         "init|join|members|token create|issue [--etcd URL] [--role worker|command] "
+         "[--name N] [--from URL --token-file F | --bundle F] [--cpu N] [--label K=V]...",
+         {**COMMON,
+          "address": Option(MULTI, "init/issue: another address (IP or DNS name) the "
+                                   "node's certificate is for", "ADDR"),
+          "ttl": Option(VALUE, "token create: seconds the token stays valid (default 3600)",
+                        "S"),
+          "out": Option(VALUE, "issue: the bundle file to write (0600)", "FILE"),
+          "from": Option(VALUE, "join: the HTTP address of the node holding the CA "
+                                "(http://HOST:7480)", "URL"),
+          "token-file": Option(VALUE, "join: the one-time join token (or "
+                                      "$EMERGENCE_JOIN_TOKEN)", "FILE"),
+          "bundle": Option(VALUE, "join: a bundle from `cluster issue` instead of a token",
+                           "FILE"),
+          "certs-only": Option(FLAG, "join: get the certificate and stop"),
+          "allow-bundle": Option(MULTI, "join --role worker: a directory bundle tasks may "
+                                        "come from", "DIR"),
+          "allow-bind": Option(MULTI, "join --role worker: a host path tasks may bind "
+                                      "mount", "PATH"),
           "data-dir": Option(VALUE, "init: etcd's data (default "
                                     "/var/lib/emergence/place/etcd)", "DIR"),
-          "role": Option(VALUE, "join: worker (runs tasks) or command (places them)", "ROLE"),
+          "role": Option(VALUE, "join: worker (runs tasks) or command (places them); "
+                                "token create/issue: worker, command, reader or both",
+                         "ROLE"),
           "name": Option(VALUE, "join: this node's name (default the hostname)", "NAME"),
           "cpu": Option(VALUE, "join: CPUs offered (default all)", "N"),
           "memory": Option(VALUE, "join: memory offered, bytes or k/m/g", "BYTES"),
@@ -300,7 +421,7 @@ VERBS = [
     Verb("submit", "submit a task: placed on the best host, re-dispatched on timeout",
          "IMAGE [-- CMD...] | --bundle DIR | --sleep S  [--cpu N] [--memory B] "
          "[--timeout S] [--expect S] [--wait]",
-         {"etcd": ETCD, "prefix": PREFIX,
+         {**COMMON,
           "cpu": Option(VALUE, "CPUs the task needs", "N"),
           "memory": Option(VALUE, "memory it needs, bytes or k/m/g", "BYTES"),
           "gpus": Option(VALUE, "GPUs it needs", "N"),
@@ -316,10 +437,10 @@ VERBS = [
                                 "output_bytes, input_node, service, ...)", "FILE"),
           "wait": Option(FLAG, "wait for the result and print its output")}, _submit),
     Verb("tasks", "list the cluster's tasks: state, host, attempts", "[--json]",
-         {"etcd": ETCD, "prefix": PREFIX, "json": JSON}, _tasks),
+         {**COMMON, "json": JSON}, _tasks),
     Verb("place", "where a task goes; --explain: every host's D, D_green and why it lost",
          "[--explain] TASK",
-         {"etcd": ETCD, "prefix": PREFIX,
+         {**COMMON,
           "explain": Option(FLAG, "every candidate's figures, the excluded and why"),
           "json": JSON}, _place),
 ]

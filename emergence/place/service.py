@@ -30,9 +30,13 @@ class Service:
     """Long-running work of place inside `emergence node`."""
 
     name = "place"
-    DEFAULTS = {"etcd": "http://127.0.0.1:2379", "prefix": "/emergence/", "role": "none",
+    DEFAULTS = {"etcd": "https://127.0.0.1:2379", "prefix": "/emergence/", "role": "none",
                 "node_name": "", "lease_ttl": 5.0, "ack_timeout": 3.0, "cpu": 0.0,
-                "memory": 0.0, "token": "", "cluster_init": False}
+                "memory": 0.0, "token": "", "cluster_init": False,
+                "cluster_dir": "",   # default: <state_dir>/cluster (the cluster service's)
+                "insecure": False,   # plain http etcd, no certificates: say so explicitly
+                "allow_bundles": [],  # the worker's policy (emergence/cluster/policy.py):
+                "allow_binds": []}    # where bundle tasks and their bind mounts may come from
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -48,8 +52,21 @@ class Service:
     def cluster(self):
         if self._cluster is None:
             from .state import Cluster
-            self._cluster = Cluster(self.config["etcd"], prefix=self.config["prefix"])
+            if self.config["insecure"]:
+                self.log("place: --insecure: etcd over plain http, no certificates")
+                self._cluster = Cluster(self.config["etcd"], prefix=self.config["prefix"],
+                                        insecure=True)
+            else:
+                self._cluster = Cluster(self.config["etcd"], prefix=self.config["prefix"],
+                                        material=self._material())
         return self._cluster
+
+    def _material(self):
+        import os
+
+        from ..cluster.files import Material
+        return Material(self.config["cluster_dir"] or
+                        os.path.join(os.path.dirname(self.state_dir.rstrip("/")), "cluster"))
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self):
@@ -67,7 +84,9 @@ class Service:
             from .worker import Worker
             self.nodes.append(Worker(self.cluster, name, {
                 "lease_ttl": c["lease_ttl"], "cpu": c["cpu"] or None,
-                "memory": c["memory"] or None}, self.log))
+                "memory": c["memory"] or None,
+                "policy": {"bundles": c["allow_bundles"], "binds": c["allow_binds"]}},
+                self.log))
         for n in self.nodes:
             t = threading.Thread(target=n.run, name=f"place-{type(n).__name__}",
                                  daemon=True)
@@ -96,16 +115,26 @@ class Service:
         import os
         from urllib.parse import urlparse
 
-        from . import etcd
+        from ..cluster import bootstrap, etcd
+        m = None if self.config["insecure"] else self._material()
+        if m is not None and urlparse(self.config["etcd"]).scheme != "https":
+            raise EmergenceError(f"place etcd {self.config['etcd']} is plain http: use "
+                                 "https:// (a TLS etcd with certificates), or set place "
+                                 "insecure = true")
         try:
-            etcd.wait_ready(self.config["etcd"], timeout=0.3)
+            etcd.wait_ready(self.config["etcd"], timeout=0.3, material=m)
             self.log(f"place: etcd already answers at {self.config['etcd']}; using it")
             return
         except EmergenceError:
             pass
         port = urlparse(self.config["etcd"]).port or 2379
-        self.etcd, url = etcd.start(os.path.join(self.state_dir, "etcd"), client_port=port,
-                                    log=os.path.join(self.state_dir, "etcd.log"))
+        data, log = os.path.join(self.state_dir, "etcd"), os.path.join(self.state_dir, "etcd.log")
+        if m is None:
+            self.etcd, url = etcd.start(data, client_port=port, log=log)
+        else:
+            self.etcd, url, _ = bootstrap.init(m.dir, data, name=self.config["node_name"] or None,
+                                               prefix=self.config["prefix"], client_port=port,
+                                               log=log)
         self.log(f"place: embedded etcd at {url}")
 
     def status(self):

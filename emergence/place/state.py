@@ -27,11 +27,10 @@ leader that has not noticed yet cannot change anything.
 
 import json
 import time
-from urllib.parse import urlparse
 
 from ..errors import EmergenceError
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+DEFAULT_ENDPOINT = "https://127.0.0.1:2379"
 DEFAULT_PREFIX = "/emergence/"
 
 
@@ -45,32 +44,55 @@ def _dumps(obj):
 
 
 def _reachable(method):
-    """etcd away is one line for people (the nodes catch it and retry)."""
+    """etcd away, or refusing, is one line for people (the nodes catch it and
+    retry)."""
     import functools
 
     @functools.wraps(method)
     def call(self, *args, **kw):
-        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError
+        from etcd3gw.exceptions import ConnectionFailedError, ConnectionTimeoutError, Etcd3Exception
         try:
             return method(self, *args, **kw)
-        except (ConnectionFailedError, ConnectionTimeoutError):
+        except (ConnectionFailedError, ConnectionTimeoutError) as e:
+            if "SSL" in str(e) or "certificate" in str(e):
+                raise EmergenceError(f"etcd at {self.endpoint} and this node do not trust "
+                                     "each other's certificates (another cluster's CA, or "
+                                     "none); join this cluster first")
             raise EmergenceError(f"cannot reach etcd at {self.endpoint}; start one with "
                                  "`emergence cluster init` or pass --etcd URL")
+        except Etcd3Exception as e:
+            if "permission denied" not in f"{e} {getattr(e, 'detail_text', '')}":
+                raise
+            parts = args[1:] if method.__name__ in ("put", "create") else args
+            where = self.key(*[p for p in parts if isinstance(p, str)])
+            raise Refused(f"etcd refused: this node's roles do not allow {method.__name__} "
+                          f"of {where}")
     return call
 
 
-class Cluster:
-    """A connection to the cluster's etcd, with the operations the nodes need."""
+class Refused(EmergenceError):
+    """etcd's RBAC said no (this node's role may not touch that key)."""
 
-    def __init__(self, endpoint=DEFAULT_ENDPOINT, prefix=DEFAULT_PREFIX, timeout=3.0):
-        from etcd3gw.client import Etcd3Client
-        u = urlparse(endpoint if "://" in endpoint else "http://" + endpoint)
-        if not u.hostname:
-            raise EmergenceError(f"--etcd {endpoint!r} is not a URL like {DEFAULT_ENDPOINT}")
+
+class Cluster:
+    """A connection to the cluster's etcd, with the operations the nodes need.
+    MATERIAL (emergence.cluster.files.Material) is this node's certificate,
+    key and etcd user; without it only INSECURE plain http is possible."""
+
+    def __init__(self, endpoint=DEFAULT_ENDPOINT, prefix=DEFAULT_PREFIX, timeout=3.0,
+                 material=None, insecure=False):
+        from ..cluster.client import connect
         self.endpoint = endpoint
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
-        self.client = Etcd3Client(host=u.hostname, port=u.port or 2379, protocol=u.scheme,
-                                  timeout=timeout, api_path="/v3/")
+        self.material, self.insecure = material, insecure
+        self.client = connect(endpoint, material, insecure, timeout)
+        self._ca = None
+
+    def ca_cert(self):
+        """The cluster CA a worker checks task signatures against (None: insecure)."""
+        if self._ca is None and self.material is not None:
+            self._ca = self.material.ca_cert()
+        return self._ca
 
     def key(self, *parts):
         return self.prefix + "/".join(parts)

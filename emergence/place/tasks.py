@@ -69,9 +69,21 @@ def validate(spec):
 
 
 def submit(cluster, spec):
-    """Validate SPEC and write it; any node may do this, leader or not."""
+    """Validate SPEC, sign it with this command node's key and write it; any
+    command node may do this, leader or not.  Workers run only signed tasks
+    (unless the cluster is --insecure, where nothing is signed)."""
     spec = validate(spec)
+    spec.pop("signature", None)
     spec["submitted"] = now()
+    m = cluster.material
+    if m is not None:
+        from ..cluster.signing import sign
+        roles = m.info.get("roles", [])
+        if "command" not in roles:
+            raise EmergenceError(f"this node ({m.info.get('name')}, roles "
+                                 f"{', '.join(roles) or 'none'}) is not a command node: "
+                                 "only command nodes submit tasks")
+        spec = sign(spec, m.node_key(), m.node_cert_pem())
     if not cluster.create(spec, "tasks", spec["id"]):
         raise EmergenceError(f"a task with id {spec['id']!r} was already submitted")
     return spec["id"]
@@ -85,7 +97,8 @@ def listing(snap):
                             key=lambda kv: kv[1].get("submitted", 0)):
         st = status.get(tid, {"state": "pending", "attempt": 0})
         r = results.get(tid)
-        rows.append({"id": tid, "state": "done" if r else st.get("state", "pending"),
+        state = ("refused" if r.get("refused") else "done") if r else st.get("state", "pending")
+        rows.append({"id": tid, "state": state, "why": (r or {}).get("refused"),
                      "host": (r or st).get("host"), "attempts": st.get("attempt", 0),
                      "exit": r.get("exit") if r else None,
                      "what": spec.get("image") or spec.get("bundle") or

@@ -6,6 +6,14 @@ transaction keyed by task id, so the first result wins; a worker whose
 result comes second discards it and removes its container.  An assignment
 whose task already has a result is dropped without running.
 
+Before anything runs, a task must be signed by a command node (the
+cluster CA's certificate with role `command`, emergence/cluster/signing.py)
+and ask nothing of this host that its policy does not allow
+(emergence/cluster/policy.py: bind mounts, host namespaces, capabilities,
+devices); otherwise its result is a refusal with the reason
+(`refused`), recorded first-wins like any result, and nothing runs.  A
+bundle task runs the copy of config.json that was checked.
+
 Task kinds:
   image    `emergence run --image IMAGE ID -- CMD…` (a Nix-built image)
   bundle   `emergence run --bundle DIR ID`
@@ -23,7 +31,7 @@ from .state import now
 
 DEFAULTS = {"lease_ttl": 5.0, "interval": 0.1, "cpu": None, "memory": None,
             "arch": None, "labels": {}, "green": 0.0, "speed": 1.0,
-            "root": "/run/emergence", "store": None}
+            "root": "/run/emergence", "store": None, "policy": None}
 
 
 def _machine_arch():
@@ -81,7 +89,8 @@ class Worker:
         self.runs = []  # durations of finished tasks, for the mean run time
         self.usage = {}  # (task, attempt) -> measured cpu cores and peak memory
         self.cpu_seconds = {}
-        self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0}
+        self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0, "refused": 0}
+        self.checked = {}  # (task id, attempt) -> the bundle config that passed the policy
         self._net = (time.monotonic(), _net_bytes())
         self.threads = []
 
@@ -162,6 +171,16 @@ class Worker:
                 self.counts["skipped"] += 1
                 self.cluster.delete("assign", self.name, tid)
                 continue
+            config, why = self._check(tid, a["spec"])
+            if why:
+                try:
+                    self._refuse(tid, a["attempt"], why)
+                except Exception:
+                    self.started.discard(key)  # etcd away: refuse again next poll
+                    raise
+                continue
+            if config is not None:
+                self.checked[key] = config
             self.cluster.put(self.name, "ack", tid, str(a["attempt"]))
             with self.lock:
                 self.running[tid] = a["spec"]
@@ -170,16 +189,41 @@ class Worker:
             self.threads = [x for x in self.threads if x.is_alive()] + [t]
             t.start()
 
+    def _check(self, tid, spec):
+        """(checked bundle config or None, None) for a task this worker may
+        run, or (None, the reason it may not)."""
+        from ..cluster import policy, signing
+        if not isinstance(spec, dict) or spec.get("id") != tid:
+            return None, "the assignment's task id does not match the task"
+        ca = self.cluster.ca_cert()
+        if ca is not None:
+            try:
+                signing.verify(spec, ca)
+            except signing.Refused as e:
+                return None, str(e)
+        return policy.check_task(spec, self.config.get("policy"))
+
+    def _refuse(self, tid, attempt, why):
+        """Record WHY as the task's result (first wins, as any result): the
+        task is over, `emergence tasks` shows the reason; nothing ran."""
+        result = {"host": self.name, "attempt": attempt, "exit": -1, "refused": why,
+                  "output": f"refused by {self.name}: {why}\n", "finished": now(),
+                  "seconds": 0.0}
+        self.cluster.first_result(tid, result)
+        self.cluster.delete("assign", self.name, tid)
+        self.counts["refused"] += 1
+        self.log(f"worker {self.name}: refused task {tid}: {why}")
+
     def _container_id(self, tid, attempt):
         return f"{self.config.get('container_prefix', 'pl-')}{tid}-{attempt}"[:64]
 
-    def _argv(self, tid, attempt, spec):
+    def _argv(self, tid, attempt, spec, bundle=None):
         em = emergence_argv() + ["--root", self.config["root"]]
         if self.config.get("store"):
             em += ["--store", self.config["store"]]
         cid = self._container_id(tid, attempt)
         if spec.get("kind") == "bundle":
-            return em + ["run", "--bundle", spec["bundle"], cid]
+            return em + ["run", "--bundle", bundle or spec["bundle"], cid]
         return em + ["run", "--image", spec["image"], cid, "--"] + list(spec.get("cmd", []))
 
     def _remove(self, cid):
@@ -194,8 +238,15 @@ class Worker:
         import tempfile
         cid = self._container_id(tid, attempt)
         timeout = float(spec.get("timeout") or 3600)
-        with tempfile.TemporaryFile("w+") as out:
-            p = subprocess.Popen(self._argv(tid, attempt, spec), stdout=out, stderr=out,
+        config = self.checked.pop((tid, attempt), None)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryDirectory(
+                prefix="pl-bundle-") as bundle:
+            if config is not None:  # the config that was checked, not the file now
+                import json
+                with open(os.path.join(bundle, "config.json"), "w") as f:
+                    json.dump(config, f)
+            p = subprocess.Popen(self._argv(tid, attempt, spec, bundle if config else None),
+                                 stdout=out, stderr=out,
                                  stdin=subprocess.DEVNULL, text=True)
             t0 = last_check = time.monotonic()
             while True:

@@ -94,7 +94,7 @@ def test_cluster_init_is_a_one_machine_cluster(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    etcd = f"http://127.0.0.1:{port}"
+    etcd = f"https://127.0.0.1:{port}"  # TLS: certificates in <state_dir>/cluster
     p = node(tmp_path, "start", "--cluster-init", "--place-etcd", etcd,
              "--node-services", "place")
     assert p.returncode == 0, p.stderr
@@ -103,8 +103,9 @@ def test_cluster_init_is_a_one_machine_cluster(tmp_path):
         for _ in range(150):  # the command node leads and the worker has registered
             st = json.loads(node(tmp_path, "status", "--json").stdout)
             place = st["services"]["place"]
-            members = subprocess.run(emergence_command() + ["cluster", "members", "--etcd",
-                                                            etcd],
+            members = subprocess.run(emergence_command() + [
+                "cluster", "members", "--etcd", etcd, "--cluster-dir", str(tmp_path / "st" /
+                                                                           "cluster")],
                                      capture_output=True, text=True, timeout=30)
             if place.get("commander", {}).get("leading") and \
                     os.uname().nodename in members.stdout:

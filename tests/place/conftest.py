@@ -1,5 +1,8 @@
 """A real etcd on loopback (free ports, data in a pl- temp dir) per test that
-asks for one, killed and removed at teardown; a fresh key prefix each time."""
+asks for one, killed and removed at teardown; a fresh key prefix each time.
+It is a secure cluster as `cluster init` makes one (a CA, TLS both ways,
+etcd users and roles); the test's own client is a command node whose
+credentials are also in $EMERGENCE_CLUSTER_DIR for the nodes it spawns."""
 
 import os
 import shutil
@@ -10,7 +13,7 @@ import uuid
 
 import pytest
 
-from emergence.place import etcd
+from emergence.cluster import bootstrap
 
 
 def emergence_command():
@@ -25,22 +28,45 @@ def nodes_up(cluster):
     return len(cluster.items("members")) + len(cluster.items("commanders"))
 
 
+class SecureEtcd:
+    """A TLS etcd with RBAC made by `cluster init`'s code, in DIR."""
+
+    def __init__(self, d, prefix, also_listen=()):
+        self.dir, self.prefix = d, prefix
+        self.proc, self.url, self.material = bootstrap.init(
+            os.path.join(d, "cluster"), os.path.join(d, "data"), name="pl-admin",
+            prefix=prefix, log=os.path.join(d, "log"), also_listen=also_listen)
+
+    def issue(self, name, roles):
+        """Credentials of another node (as `cluster issue` + `join --bundle`)."""
+        b = bootstrap.issue(self.material.dir, name, roles)
+        return bootstrap.install(os.path.join(self.dir, f"node-{name}"), b)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @pytest.fixture
-def etcd_url():
-    d = tempfile.mkdtemp(prefix="pl-etcd-")
-    proc, url = etcd.start(os.path.join(d, "data"), name="pl", log=os.path.join(d, "log"))
+def secure_etcd(monkeypatch):
+    s = SecureEtcd(tempfile.mkdtemp(prefix="pl-etcd-"), f"/pl-{uuid.uuid4().hex[:8]}/")
+    monkeypatch.setenv("EMERGENCE_CLUSTER_DIR", s.material.dir)
     try:
-        yield url
+        yield s
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        shutil.rmtree(d, ignore_errors=True)
+        s.stop()
 
 
 @pytest.fixture
-def cluster(etcd_url):
+def etcd_url(secure_etcd):
+    return secure_etcd.url
+
+
+@pytest.fixture
+def cluster(secure_etcd):
     from emergence.place.state import Cluster
-    return Cluster(etcd_url, prefix=f"/pl-{uuid.uuid4().hex[:8]}/")
+    return Cluster(secure_etcd.url, prefix=secure_etcd.prefix, material=secure_etcd.material)
 
 
 def stop_all(procs):

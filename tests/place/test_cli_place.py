@@ -89,30 +89,51 @@ def test_errors_are_one_line(cluster, tmp_path):
         p = _em(url, prefix, *argv)
         assert p.returncode == code, (argv, p.stderr)
         assert p.stderr.count("\n") == 1 and frag in p.stderr, (argv, p.stderr)
-    p = subprocess.run(EM + ["tasks", "--etcd", "http://127.0.0.1:9"], capture_output=True,
+    p = subprocess.run(EM + ["tasks", "--etcd", "https://127.0.0.1:9"], capture_output=True,
                        text=True, env=dict(os.environ))
     assert p.returncode == 1 and "cannot reach etcd" in p.stderr and \
         p.stderr.count("\n") == 1
+    p = subprocess.run(EM + ["tasks", "--etcd", "http://127.0.0.1:9"], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "pass --insecure" in p.stderr and \
+        p.stderr.count("\n") == 1, p.stderr
+    p = subprocess.run(EM + ["tasks", "--etcd", "http://127.0.0.1:9", "--insecure"],
+                       capture_output=True, text=True)
+    warn, err = p.stderr.splitlines()
+    assert p.returncode == 1 and warn.startswith("warning: --insecure") and \
+        "cannot reach etcd" in err
 
 
 def test_cluster_init_starts_a_local_etcd(tmp_path):
     import re
 
-    from emergence.place.etcd import free_port
-    url = f"http://127.0.0.1:{free_port()}"
+    from emergence.cluster.etcd import free_port
+    url = f"https://127.0.0.1:{free_port()}"
     data = tmp_path / "pl-init" / "etcd"
-    p = subprocess.run(EM + ["cluster", "init", "--etcd", url, "--data-dir", str(data)],
+    certs = tmp_path / "pl-init" / "cluster"
+    plain = subprocess.run(EM + ["cluster", "init", "--etcd", url.replace("https", "http"),
+                                 "--data-dir", str(data), "--cluster-dir", str(certs)],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 2 and "--insecure" in plain.stderr, plain.stderr
+    assert plain.stderr.count("\n") == 1 and not data.exists()
+    p = subprocess.run(EM + ["cluster", "init", "--etcd", url, "--data-dir", str(data),
+                             "--cluster-dir", str(certs), "--name", "pl-init"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     pid = int(re.search(r"\(pid (\d+),", p.stdout).group(1))
     try:
         assert p.stdout.startswith(f"etcd at {url} ")
-        again = subprocess.run(EM + ["cluster", "init", "--etcd", url], capture_output=True,
+        assert oct(certs.stat().st_mode & 0o777) == "0o700"
+        for secret in ("ca.key", "node.key", "etcd.password", "etcd-root.password"):
+            assert (certs / secret).stat().st_mode & 0o777 == 0o600, secret
+        again = subprocess.run(EM + ["cluster", "init", "--etcd", url,
+                                     "--cluster-dir", str(certs)], capture_output=True,
                                text=True, timeout=60)
-        assert again.returncode == 0 and "already answers" in again.stdout
-        m = subprocess.run(EM + ["cluster", "members", "--etcd", url, "--json"],
+        assert again.returncode == 0 and "already answers" in again.stdout, again.stderr
+        m = subprocess.run(EM + ["cluster", "members", "--etcd", url, "--json",
+                                 "--cluster-dir", str(certs)],
                            capture_output=True, text=True, timeout=60)
-        assert m.returncode == 0 and json.loads(m.stdout) == []
+        assert m.returncode == 0 and json.loads(m.stdout) == [], m.stderr
         assert (data / "member").is_dir()
     finally:
         os.kill(pid, signal.SIGKILL)

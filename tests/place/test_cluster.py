@@ -104,7 +104,7 @@ def test_first_result_wins_and_a_late_duplicate_is_discarded(cluster):
     w = Worker(cluster, "late", {"lease_ttl": 2}, log)
     w.register()
     w._run_one("x", 2, {"kind": "sleep", "seconds": 0})
-    assert w.counts == {"ran": 1, "won": 0, "discarded": 1, "skipped": 0}
+    assert w.counts == {"ran": 1, "won": 0, "discarded": 1, "skipped": 0, "refused": 0}
     assert any("duplicate: x attempt 2 on late" in m for m in log)
     assert cluster.get("results", "x") == {"host": "a"}
     w.lease.revoke()

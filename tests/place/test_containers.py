@@ -14,7 +14,9 @@ from emergence.place.worker import Worker
 def test_bundle_tasks_run_in_containers(cluster, rt):
     logs = []
     cmd = Commander(cluster, "pl-c", {"lease_ttl": 2}, logs.append)
-    w = Worker(cluster, "pl-w", {"lease_ttl": 2, "cpu": 2, "root": rt.root}, logs.append)
+    # the worker's policy lets bundles come from the test's dirs (by default: none)
+    w = Worker(cluster, "pl-w", {"lease_ttl": 2, "cpu": 2, "root": rt.root,
+                                 "policy": {"bundles": [str(rt.tmp), rt.rootfs]}}, logs.append)
     for n in (cmd, w):
         threading.Thread(target=n.run, daemon=True).start()
     try:

@@ -7,17 +7,16 @@ finished meanwhile arrive second and are discarded: each task has one result."""
 import os
 import random
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from emergence.place import etcd, tasks
+from emergence.place import tasks
 from emergence.place.state import Cluster
 
-from .conftest import emergence_command, nodes_up, stop_all
+from .conftest import SecureEtcd, emergence_command, nodes_up, stop_all
 
 EM = emergence_command()
 TTL = 2
@@ -56,25 +55,26 @@ def netns():
 @pytest.mark.slow
 def test_partitioned_worker_loses_its_tasks_and_is_reranked(netns, tmp_path):
     ns, host_if, host_ip = netns
-    d = tempfile.mkdtemp(prefix="pl-etcd-")
-    proc, url = etcd.start(os.path.join(d, "data"), name="pl", log=os.path.join(d, "log"),
-                           also_listen=[host_ip])
+    sec = SecureEtcd(tempfile.mkdtemp(prefix="pl-etcd-"), "/pl-part/", also_listen=[host_ip])
+    url = sec.url
     port = url.rsplit(":", 1)[1]
-    cluster = Cluster(url, prefix="/pl-part/")
+    cluster = Cluster(url, prefix="/pl-part/", material=sec.material)
     procs, logs = {}, {}
 
     def join(name, role, etcd_url, prefix_cmd=(), cpu="2"):
         logs[name] = tmp_path / f"{name}.log"
+        creds = sec.issue(name, [role])  # each node its own certificate and etcd user
         procs[name] = subprocess.Popen(
             list(prefix_cmd) + EM + ["cluster", "join", "--etcd", etcd_url, "--prefix",
                                      "/pl-part/", "--role", role, "--name", name,
+                                     "--cluster-dir", creds.dir,
                                      "--lease-ttl", str(TTL), "--cpu", cpu],
             stderr=open(logs[name], "w"), stdout=subprocess.DEVNULL)
 
     try:
         join("pl-pc", "command", url)
         join("pl-pw-host", "worker", url, cpu="6")
-        join("pl-pw-ns", "worker", f"http://{host_ip}:{port}", ("ip", "netns", "exec", ns))
+        join("pl-pw-ns", "worker", f"https://{host_ip}:{port}", ("ip", "netns", "exec", ns))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and nodes_up(cluster) < 3:
             time.sleep(0.1)
@@ -120,6 +120,4 @@ def test_partitioned_worker_loses_its_tasks_and_is_reranked(netns, tmp_path):
                 assert f"duplicate: {tid} attempt 1 on pl-pw-ns" in log, log
     finally:
         stop_all(procs.values())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        shutil.rmtree(d, ignore_errors=True)
+        sec.stop()

@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 from conftest import serving
 
+from emergence.cluster.etcd import free_port
 from emergence.place import tasks
-from emergence.place.etcd import free_port
 from emergence.place.service import Service
 
 
@@ -20,7 +20,8 @@ def _host(cluster, name, cpu_util, green=0.0):
 
 def _serve(cluster, calls, token=""):
     async def main():
-        svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix, "token": token},
+        svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix, "token": token,
+                       "cluster_dir": cluster.material.dir},
                       "/nonexistent", lambda m: None)
         out = []
         async with serving(svc) as port:
@@ -96,11 +97,13 @@ def test_settings_need_the_token_when_one_is_set(cluster):
 
 def test_one_machine_cluster_with_embedded_etcd(tmp_path):
     """cluster_init + role both: the service starts its own etcd and is a
-    command node and a worker; a submitted task runs and is recorded."""
+    command node and a worker; a submitted task runs and is recorded.  The
+    etcd is TLS with RBAC, its certificates in the node's cluster dir."""
     import time
 
+    from emergence.cluster.files import Material
     from emergence.place.state import Cluster
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"https://127.0.0.1:{free_port()}"
     state = tmp_path / "pl-state"
     state.mkdir()
     logs = []
@@ -111,7 +114,7 @@ def test_one_machine_cluster_with_embedded_etcd(tmp_path):
                       str(state), logs.append)
         await svc.start()
         try:
-            c = Cluster(url)
+            c = Cluster(url, material=Material(str(tmp_path / "cluster")))
             tasks.submit(c, {"kind": "sleep", "seconds": 0.05, "id": "solo"})
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and c.get("results", "solo") is None:
@@ -124,6 +127,7 @@ def test_one_machine_cluster_with_embedded_etcd(tmp_path):
     assert result and result["host"] == "pl-solo" and result["exit"] == 0, logs
     assert status["commander"]["leading"] is True and status["worker"]["won"] == 1
     assert (state / "etcd").is_dir()
+    assert (tmp_path / "cluster" / "ca.key").stat().st_mode & 0o777 == 0o600
     import os
     assert not os.path.exists(f"/proc/{pid}") or \
         open(f"/proc/{pid}/stat").read().split()[2] == "Z"

@@ -1,5 +1,6 @@
-"""A local etcd server: what `cluster init` starts for a one-machine cluster,
-and what the tests run (Debian's etcd-server, on loopback)."""
+"""A local etcd server: what `cluster init` starts (and the tests run:
+Debian's etcd-server).  With TLS (the default) clients and peers need a
+certificate issued by the cluster CA; plain http only when asked for."""
 
 import os
 import shutil
@@ -26,38 +27,59 @@ def etcd_binary():
 
 
 def start(data_dir, name="emergence", client_port=None, peer_port=None, log=None,
-          detach=False, also_listen=()):
+          detach=False, also_listen=(), material=None):
     """Start one etcd member on 127.0.0.1 (and on the addresses ALSO_LISTEN)
-    with its data in DATA_DIR; return (process, client URL) once it answers."""
+    with its data in DATA_DIR; return (process, client URL) once it answers.
+    With MATERIAL (files.Material) it serves TLS with that node's certificate
+    and takes only clients and peers with certificates from its CA."""
     client_port = client_port or free_port()
     peer_port = peer_port or free_port()
-    url = f"http://127.0.0.1:{client_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
-    listen = ",".join([url] + [f"http://{a}:{client_port}" for a in also_listen])
+    scheme = "https" if material is not None else "http"
+    url = f"{scheme}://127.0.0.1:{client_port}"
+    peer = f"{scheme}://127.0.0.1:{peer_port}"
+    listen = ",".join([url] + [f"{scheme}://{a}:{client_port}" for a in also_listen])
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     argv = [etcd_binary(), "--name", name, "--data-dir", data_dir,
             "--listen-client-urls", listen, "--advertise-client-urls", url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new"]
+    if material is not None:
+        m = material
+        argv += ["--client-cert-auth", "--trusted-ca-file", m.ca,
+                 "--cert-file", m.cert, "--key-file", m.key,
+                 "--peer-client-cert-auth", "--peer-trusted-ca-file", m.ca,
+                 "--peer-cert-file", m.cert, "--peer-key-file", m.key]
     out = open(log or os.devnull, "ab")
     try:
         proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                 start_new_session=detach)
     finally:
         out.close()
-    wait_ready(url, proc)
+    try:
+        wait_ready(url, proc, material=material)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc, url
 
 
-def wait_ready(url, proc=None, timeout=20.0):
+def wait_ready(url, proc=None, timeout=20.0, material=None):
+    """Wait until etcd answers at URL (its status needs no etcd user)."""
     import requests
+    kw = {}
+    if url.startswith("https:"):
+        if material is None or not material.exists():
+            kw["verify"] = False
+        else:
+            kw = {"verify": material.ca, "cert": (material.cert, material.key)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise EmergenceError(f"etcd exited with status {proc.returncode} before it "
                                  "answered; see its log")
         try:
-            r = requests.post(url + "/v3/maintenance/status", json={}, timeout=1)
+            r = requests.post(url + "/v3/maintenance/status", json={}, timeout=1, **kw)
             if r.ok:
                 return
         except requests.RequestException:
