@@ -8,7 +8,7 @@ shim executes the list in order and reports the first failure.
 
 import os
 
-from ..errors import ConfigError, warn
+from ..errors import ConfigError, shown, warn
 from . import capabilities
 from . import plan as P
 
@@ -456,10 +456,12 @@ class Planner:
                 add(P.SYMLINK, "link /dev/ptmx", "pts/ptmx", "/dev/ptmx")
 
     def _hook_ops(self, kind):
+        from .hooks import timeout
         for i, hook in enumerate(self.hooks.get(kind, ())):
             args = hook.get("args", [])
-            self.plan.add(P.HOOK, f"{kind} hook {i} ({hook['path']})", hook.get("timeout", 0),
-                          hook["path"], self.hook_state, len(args), *args,
+            # the shim hands env to execve as it is, as runc and crun do
+            self.plan.add(P.HOOK, f"{kind} hook {i} ({shown(hook['path'])})",
+                          timeout(hook) or 0, hook["path"], self.hook_state, len(args), *args,
                           *hook.get("env", ()))
 
     # -- init: the process --
