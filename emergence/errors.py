@@ -52,7 +52,7 @@ def cut(text, limit=SHOWN):
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def one_line(message, limit=1000):
+def one_line(message, limit=600):
     """MESSAGE as the one line it must be on stderr: line breaks that came in
     with a value are escaped, and an overlong line keeps its head and tail
     (the fix is usually at the end)."""

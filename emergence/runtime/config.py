@@ -11,7 +11,7 @@ line naming the field.
 import os
 
 from .. import fastjson
-from ..errors import ConfigError, debug_note, shown, warn
+from ..errors import ConfigError, cut, debug_note, shown, warn
 from .capabilities import KINDS as CAP_KINDS
 
 # ---- a tiny schema language -------------------------------------------------
@@ -362,7 +362,7 @@ def validate_semantics(config, bundle):
         _fail("linux.cgroupsPath", "must not contain '..'")
     rootfs = root_path(config, bundle)
     if not os.path.isdir(rootfs):
-        raise ConfigError(f"root.path: rootfs {shown(rootfs)} does not exist or is not a "
+        raise ConfigError(f"root.path: rootfs {cut(rootfs)} does not exist or is not a "
                           "directory; create it or fix root.path in config.json")
 
 

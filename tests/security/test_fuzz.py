@@ -274,7 +274,7 @@ def clear_line(message):
         return "more than one line"
     if "Traceback" in message or "internal error" in message:
         return "an internal error"
-    if len(message) > 1000:
+    if len(message) > 700:  # the CLI keeps 600 characters at most (errors.one_line)
         return f"a {len(message)}-character line (a value echoed whole?)"
     return None
 
