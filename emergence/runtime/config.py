@@ -462,19 +462,9 @@ def load(bundle):
                           "run `emergence spec` there or pass --bundle") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        config = fastjson.loads(raw)
-    except ValueError as e:
-        if str(e) == fastjson.TOO_DEEP:
-            raise ConfigError(_too_deep(path)) from None
-        raise ConfigError(f"{path} is not valid JSON: {shown(str(e))}") from None
+    config = parse(raw, path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object")
-    deep = fastjson.too_deep(config, MAX_DEPTH)
-    if deep is not None:
-        raise ConfigError(_too_deep(path, ".".join(map(str, deep[:4])) + "..."))
-    if b"\\ud" in raw or b"\\uD" in raw:
-        config = without_lone_surrogates(config)
     validate_schema(config)
     validate_semantics(config, bundle)
     check_supported(config, warn)
@@ -484,6 +474,24 @@ def load(bundle):
 # No field of the spec nests more than 7 containers deep; extensions
 # (annotations' neighbours) get room, a parser-crashing document does not.
 MAX_DEPTH = 64
+
+
+def parse(raw, path):
+    """A JSON document a user hands the runtime (config.json, exec's --process,
+    update's --resources) as runc would read it: nested at most MAX_DEPTH levels,
+    lone surrogates made U+FFFD.  Errors are one line starting with PATH."""
+    try:
+        doc = fastjson.loads(raw)
+    except ValueError as e:
+        if str(e) == fastjson.TOO_DEEP:
+            raise ConfigError(_too_deep(path)) from None
+        raise ConfigError(f"{path} is not valid JSON: {shown(str(e))}") from None
+    deep = fastjson.too_deep(doc, MAX_DEPTH)
+    if deep is not None:
+        raise ConfigError(_too_deep(path, ".".join(map(str, deep[:4])) + "..."))
+    if b"\\ud" in raw or b"\\uD" in raw:
+        doc = without_lone_surrogates(doc)
+    return doc
 
 
 def _too_deep(path, where=None):

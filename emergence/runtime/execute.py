@@ -70,11 +70,10 @@ def process_from_flags(base, args, opts):
 def process_from_file(path):
     try:
         with open(path, "rb") as f:
-            proc = fastjson.loads(f.read())
+            raw = f.read()
     except OSError as e:
         raise ConfigError(f"--process {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise ConfigError(f"--process {path} is not valid JSON: {e}") from None
+    proc = config_mod.parse(raw, f"--process {path}")
     try:
         config_mod.PROCESS(proc, "process")
     except ConfigError as e:

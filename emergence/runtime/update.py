@@ -64,11 +64,10 @@ def resources_from_flags(opts):
 def resources_from_file(path):
     try:
         with (open(path, "rb") if path != "-" else os.fdopen(0, "rb", closefd=False)) as f:
-            return fastjson.loads(f.read())
+            raw = f.read()
     except OSError as e:
         raise ConfigError(f"-r {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise ConfigError(f"-r {path} is not valid JSON: {e}") from None
+    return config_mod.parse(raw, f"-r {path}")
 
 
 def _merge(old, new):

@@ -179,7 +179,8 @@ def test_lsm_labels_without_the_lsm_are_a_warning(rt):
 # ---- issue 25: what used to be "internal error" ------------------------------------------
 
 @pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000,
-                                  '{"a":' * 10_000 + "1" + "}" * 10_000])
+                                  '{"a":' * 10_000 + "1" + "}" * 10_000],
+                         ids=["arrays", "objects"])
 def test_a_deeply_nested_config_is_one_line(rt, text):
     cid, p = create_with(rt, config_text=text)
     assert_clean_failure(rt, cid, p, "config.json", "nested too deeply (limit 64 levels)")

@@ -253,6 +253,19 @@ def config_text(rng, config):
     return text, None
 
 
+def side_files(seed, i):
+    """Mutated documents for exec --process and update --resources, by name."""
+    rng = random.Random(f"files:{seed}:{i}")
+    base = json.loads(json.dumps(base_config(["true"], "ROOTFS")))
+    doc = {"process": base["process"],
+           "linux": {"resources": {"memory": {"limit": 256 << 20}, "pids": {"limit": 100}}}}
+    mutate(rng, doc)
+    proc = config_text(rng, doc.get("process"))[0]
+    linux = doc.get("linux")
+    res = config_text(rng, linux.get("resources") if isinstance(linux, dict) else linux)[0]
+    return {"process.json": proc, "res.json": res}
+
+
 def make_case(seed, i):
     rng = random.Random(f"{seed}:{i}")
     # a deep copy: default_config shares its lists between calls
@@ -497,6 +510,11 @@ def plausible_argv(rng, private, bundle, cid, target):
     part = cli.VERB_PART[verb]
     table = next(v.options for v in cli._commands(part).VERBS if v.name == verb)
     argv = [verb]
+    if verb in ("exec", "update") and rng.random() < 0.6:  # a mutated document
+        argv += {"exec": ["--process", "process.json"],
+                 "update": ["--resources", "res.json"]}[verb]
+        argv.append(target if rng.random() < 0.8 else cid)
+        return ["--root", private["root"], "--store", private["store"]] + argv
     for name in rng.sample(sorted(set(table) - {"net", "publish"}),
                            min(len(table) - 2 if "net" in table else len(table),
                                rng.randint(0, 3))):
@@ -586,6 +604,10 @@ def test_random_command_lines(private):
         seed, i, argv = case
         cwd = private["base"] / f"cwd-{seed}-{i}"
         cwd.mkdir()
+        for name, text in side_files(seed, i).items():
+            if name in argv:
+                data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+                (cwd / name).write_bytes(data)
         return case, call(argv, cwd)
 
     with ThreadPoolExecutor(4) as pool:
