@@ -3,7 +3,7 @@
 import os
 
 from .. import fastjson
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from . import config as config_mod
 from .state import Container, write_atomic
 
@@ -39,7 +39,7 @@ def parse_bytes(text):
     try:
         return int(float(number) * UNITS[unit])
     except ValueError:
-        raise ConfigError(f"{text!r} is not a size (use e.g. 512, 64k, 100m, 1g)") from None
+        raise ConfigError(f"{shown(text)} is not a size (use e.g. 512, 64k, 100m, 1g)") from None
 
 
 def resources_from_flags(opts):
@@ -54,7 +54,7 @@ def resources_from_flags(opts):
             try:
                 value = int(raw)
             except ValueError:
-                raise ConfigError(f"--{flag} {raw!r}: must be a number") from None
+                raise ConfigError(f"--{flag} {shown(raw)}: must be a number") from None
         else:
             value = raw
         res.setdefault(section, {})[key] = value

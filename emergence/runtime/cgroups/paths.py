@@ -1,7 +1,7 @@
 """Where a container's cgroup lives below each hierarchy's root: its
 cgroupsPath, systemd's `slice:prefix:name` form, or emergence/<id>."""
 
-from ...errors import ConfigError
+from ...errors import ConfigError, shown
 
 
 def systemd_path(spec):
@@ -10,7 +10,7 @@ def systemd_path(spec):
     slice_, prefix, name = spec.split(":")
     slice_ = slice_ or "system.slice"
     if not slice_.endswith(".slice") or "/" in slice_:
-        raise ConfigError(f"config.json: linux.cgroupsPath {spec!r}: {slice_!r} is not a "
+        raise ConfigError(f"config.json: linux.cgroupsPath {shown(spec)}: {shown(slice_)} is not a "
                           "systemd slice name")
     parts = []
     stem = slice_[:-len(".slice")]
