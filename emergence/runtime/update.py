@@ -38,7 +38,7 @@ def parse_bytes(text):
     number = t[:-1] if unit else t
     try:
         return int(float(number) * UNITS[unit])
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf
         raise ConfigError(f"{shown(text)} is not a size (use e.g. 512, 64k, 100m, 1g)") from None
 
 
@@ -67,7 +67,10 @@ def resources_from_file(path):
             raw = f.read()
     except OSError as e:
         raise ConfigError(f"-r {path}: {e.strerror}") from None
-    return config_mod.parse(raw, f"-r {path}")
+    res = config_mod.parse(raw, f"-r {path}")
+    if not isinstance(res, dict):
+        raise ConfigError(f"-r {path}: must hold a JSON object (as linux.resources)")
+    return res
 
 
 def _merge(old, new):

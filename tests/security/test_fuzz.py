@@ -489,7 +489,7 @@ PLAUSIBLE = {
     "env": ["A=1", "NOEQ", "=x"], "user": ["0:0", "1000", "x:y", "-1", "0:99999999999"],
     "additional-gids": ["5", "x", "-1"], "cap": ["CAP_KILL", "CAP_BOGUS", "kill"],
     "interval": ["1s", "0", "x", "-5s", "1h"], "resources": ["-", "res.json"],
-    "memory": ["64M", "x", "-1", "1", "99999999999999999999"],
+    "memory": ["64M", "x", "-1", "1", "99999999999999999999", "inf", "1e400", "nan"],
     "cpu-share": ["512", "-1", "x"], "cpu-quota": ["-1", "50000"], "pids-limit": ["10", "0"],
     "cpuset-cpus": ["0", "0-999", "x"], "blkio-weight": ["100", "5", "x"],
     "o": ["out.tar"], "t": ["fuzz:latest", "bad name"], "cgroup": ["x", "a:b"],
