@@ -3,19 +3,27 @@ clear error line, never a traceback, an internal error, a hang or a leftover.
 
 Seeds: every run fuzzes with a fixed seed (the same cases in every run: a
 regression net) and with one derived from the date (CI explores a new corner
-each day); EMERGENCE_FUZZ_SEED=N replaces both.  Case I of seed S is built from
-`random.Random(f"{S}:{I}")` alone, so a failure message that names S and I
-reproduces it: `EMERGENCE_FUZZ_SEED=S`, and the message lists the mutations.
+each day); EMERGENCE_FUZZ_SEED=N replaces both, EMERGENCE_FUZZ_SCALE=K runs K
+times as many cases (a long sweep).  Case I of seed S is built from
+`random.Random(f"{S}:{I}")` alone, and each failure names S, I and the
+mutations, so `EMERGENCE_FUZZ_SEED=S` reproduces it.
 
-What runs where (the counts are per seed):
-- configs: CONFIGS mutated bundles go through `check_config`, which calls,
-  in-process, the functions `create` calls before it claims anything (load and
-  validate, seccomp compile, capability check, HOME, cgroup path and settings,
-  the plan, its encoding, the hooks' environments); CLI_CONFIGS of them also go
-  through the real binary (`create`, sometimes `start`, then `delete -f`) with a
-  private --root, and nothing may be left behind.
-- command lines: ARGVS random argument lists run through the real binary's
-  cold path (the planner is pointed at a socket that does not exist).
+What runs where (per seed; a run has two seeds, so twice these):
+- 500 mutated config.json files go through `check_config`, in-process: the
+  functions `create` calls before it claims anything (load and validate,
+  seccomp compile, capability check, HOME, cgroup path and settings, the plan
+  and its encoding, the hooks' environments).
+- 60 of those go through the real binary's cold path: `create`, every third
+  one `start`, then `delete -f`, with a private --root and rootfs copy; after
+  each, no state dir, cgroup or mount may name the container.
+- 300 command lines through the real binary's cold path (the planner is pointed
+  at a socket that does not exist), four at a time: half random words (verbs,
+  flags, odd values, missing arguments), half plausible commands with one thing
+  off, against fresh ids, a running container (exec, update with mutated
+  --process/--resources documents, pause, kill... in any order) and an empty
+  store.  Verbs that would start daemons, touch the host's network or reach
+  the network (node, net, pull, cluster, build...) only ever get --help or an
+  unknown option.
 """
 
 import datetime
