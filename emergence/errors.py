@@ -48,7 +48,10 @@ def shown(value, limit=SHOWN):
 
 
 def cut(text, limit=SHOWN):
-    """TEXT as it is, or its first LIMIT characters and how long it was."""
+    """TEXT unquoted, on one line (line breaks escaped), cut to LIMIT characters
+    and how long it was."""
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

@@ -19,8 +19,7 @@ from .capabilities import KINDS as CAP_KINDS
 
 
 def _fail(where, msg):
-    if len(where) > 200:  # a key can be as long as a value
-        where = where[:200] + "..."
+    where = cut(where)  # a key can be as long, or as odd, as a value
     raise ConfigError(f"config.json: {where}: {msg}")
 
 

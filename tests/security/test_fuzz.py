@@ -135,6 +135,16 @@ def grafts(rng):
         (("linux", "rootfsPropagation"), "rslave"),
         (("process", "env"), ["PATH=/bin:/usr/bin", "HOME=/root", "A=1"]),
         (("process", "consoleSize"), {"height": 24, "width": 80}),
+        (("mounts",), base_mounts() + [
+            {"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["bind", "idmap"],
+             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 1000}],
+             "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 1000}]}]),
+        (("linux", "namespaces"), [{"type": "mount"}, {"type": "pid"},
+                                   {"type": "network", "path": "/proc/self/ns/net"}]),
+        (("linux", "resources", "unified"), {"pids.max": "10", "memory.max": "max"}),
+        (("linux", "cgroupsPath"), "fuzzcg"),
+        (("linux", "mountLabel"), "system_u:object_r:container_file_t:s0"),
+        (("process", "terminal"), True),
     ]
 
 

@@ -19,7 +19,8 @@ def write(path, value):
     """Write VALUE to a cgroup file in one write(2), as the kernel expects."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, str(value).encode())
+        # surrogateescape: a value from the command line goes as the bytes it came as
+        os.write(fd, str(value).encode("utf-8", "surrogateescape"))
     finally:
         os.close(fd)
 
