@@ -279,3 +279,15 @@ def test_an_error_never_echoes_a_huge_value(rt, edit, words):
     cid, p = create_with(rt, edit=edit)
     assert_clean_failure(rt, cid, p, *words)
     assert len(p.stderr) < 600, len(p.stderr)
+
+
+def test_a_cgroups_path_too_long_is_refused_before_anything_is_made(rt):
+    """A 300-byte name used to fail the mkdir after its parent was made, and the
+    undo stopped at the name it could not rmdir: the parent stayed."""
+    cid = rt.new_id()
+    b = rt.bundle(["true"], edit=lambda c: c["linux"].update(
+        cgroupsPath=f"/{cid}/" + "a" * 300))
+    p = rt("create", "--bundle", b, cid)
+    assert_clean_failure(rt, cid, p, "linux.cgroupsPath", "too long")
+    for h in os.listdir("/sys/fs/cgroup"):
+        assert not os.path.exists(f"/sys/fs/cgroup/{h}/{cid}"), "parent cgroup left"

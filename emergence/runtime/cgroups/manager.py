@@ -242,8 +242,10 @@ class Cgroup:
                 except FileNotFoundError:
                     break
                 except OSError as e:
-                    if path not in leaves:
-                        break  # a shared parent still in use by another container
+                    if path not in leaves or e.errno == errno.ENAMETOOLONG:
+                        # a shared parent still in use by another container, or a
+                        # name too long to have been made
+                        break
                     if e.errno == errno.EBUSY and time.monotonic() < deadline:
                         for pid in self._procs_of(path):
                             try:
