@@ -643,5 +643,5 @@ def test_random_command_lines(private):
     assert len(results) >= ARGVS
     # both outcomes, and handlers that ran: the generator reaches past the parser
     assert len(codes.get(0, ())) > ARGVS // 10 and len(codes.get(1, ())) > ARGVS // 10
-    assert not bad, f"{len(bad)} bad outcomes:\n" + "\n".join(bad)
-    assert not stray, f"left behind: {stray}"
+    assert not bad and not stray, f"{len(bad)} bad outcomes:\n" + "\n".join(bad) + \
+        f"\nleft behind: {stray}"
