@@ -484,7 +484,7 @@ def parse(raw, path):
     except ValueError as e:
         if str(e) == fastjson.TOO_DEEP:
             raise ConfigError(_too_deep(path)) from None
-        raise ConfigError(f"{path} is not valid JSON: {shown(str(e))}") from None
+        raise ConfigError(f"{path} is not valid JSON: {cut(str(e))}") from None
     deep = fastjson.too_deep(doc, MAX_DEPTH)
     if deep is not None:
         raise ConfigError(_too_deep(path, ".".join(map(str, deep[:4])) + "..."))
