@@ -11,7 +11,7 @@ import os
 import sys
 
 from .command import GLOBAL_OPTIONS, Context, UsageError, parse
-from .errors import EmergenceError
+from .errors import EmergenceError, one_line, shown
 
 # The part (package) that serves each verb.  Kept here, not discovered, so a
 # verb imports its own part alone; tests check it against each part's VERBS.
@@ -97,7 +97,7 @@ def log_error(g, message):
 
 def dispatch(g, name, argv):
     if name not in VERB_PART:
-        raise UsageError(f"unknown command {name!r}; see `emergence --help`")
+        raise UsageError(f"unknown command {shown(name)}; see `emergence --help`")
     verb = _verb(_part_for(name, argv), name)
     table = verb.options
     if "help" not in table:
@@ -129,7 +129,9 @@ def main(argv=None):
                 sys.stdout.write(verb_usage(rest[1]))
                 return 0
             sys.stdout.write(usage())
-            return 2 if not rest and not g.get("help") else 0
+            if rest or g.get("help"):
+                return 0
+            raise UsageError("no command given; see the usage above")
         if g.get("log-format") not in (None, "text", "json"):
             raise UsageError("--log-format must be text or json")
         log_dir = os.path.dirname(os.path.abspath(g["log"])) if g.get("log") else None
@@ -144,7 +146,7 @@ def main(argv=None):
                              "systemd would use\n")
         return dispatch(g, rest[0], rest[1:])
     except EmergenceError as e:
-        msg = str(e)
+        msg = one_line(str(e))
         sys.stderr.write(f"emergence: {msg}\n")
         log_error(g, msg)
         return e.exit_code
@@ -152,7 +154,7 @@ def main(argv=None):
         return 130
     except OSError as e:
         # Anything the code above did not foresee still gets one line, not a traceback.
-        msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        msg = one_line(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
         sys.stderr.write(f"emergence: unexpected error: {msg}\n")
         log_error(g, msg)
         return 1
@@ -160,7 +162,8 @@ def main(argv=None):
         if g.get("debug"):
             import traceback
             traceback.print_exc()
-        msg = f"internal error: {type(e).__name__}: {e} (a bug; rerun with --debug for details)"
+        msg = one_line(f"internal error: {type(e).__name__}: {e} (a bug; rerun with --debug "
+                       "for details)")
         sys.stderr.write(f"emergence: {msg}\n")
         log_error(g, msg)
         return 1

@@ -12,7 +12,7 @@ parser accepts: `--flag value`, `--flag=value`, single-dash long forms
 (`-bundle`), `--flag=false` for booleans, and `--` to end the options.
 """
 
-from .errors import EmergenceError
+from .errors import EmergenceError, cut
 
 # option kinds
 FLAG = "flag"    # no value; `--x=false` turns it off
@@ -126,11 +126,11 @@ def parse(argv, table, stop_at_positional):
         name, eq, value = arg.lstrip("-").partition("=")
         name, opt = _lookup(table, name)
         if opt is None:
-            raise UsageError(f"unknown option {arg}; see `emergence --help`")
+            raise UsageError(f"unknown option {cut(arg)}; see `emergence --help`")
         kind = opt.kind
         if kind is PAIR:
             if eq or i + 2 >= len(argv):
-                raise UsageError(f"option {arg} needs a name and a value")
+                raise UsageError(f"option {cut(arg)} needs a name and a value")
             opts.setdefault(name, []).append((argv[i + 1], argv[i + 2]))
             i += 3
             continue
@@ -138,7 +138,7 @@ def parse(argv, table, stop_at_positional):
             if not eq:
                 i += 1
                 if i >= len(argv):
-                    raise UsageError(f"option {arg} needs a value")
+                    raise UsageError(f"option {cut(arg)} needs a value")
                 value = argv[i]
             if kind is MULTI:
                 opts.setdefault(name, []).append(value)

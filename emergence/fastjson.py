@@ -27,21 +27,54 @@ _WS = " \t\n\r"
 
 
 def loads(data):
-    """Parse a JSON document (str or UTF-8 bytes); ValueError on bad input."""
+    """Parse a JSON document (str or UTF-8 bytes); ValueError on bad input,
+    including a document nested deeper than the interpreter's stack allows."""
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")
     start = len(data) - len(data.lstrip(_WS))
     try:
         obj, end = _scan(data, start)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
     except Exception:  # StopIteration, or an error the scanner cannot word without `json`
-        import json  # raises the precise JSONDecodeError
-        return json.loads(data, parse_constant=_Context.parse_constant)
+        return _precise(data)
     finally:
         _Context.memo.clear()
     if data[end:].strip(_WS):
-        import json
-        return json.loads(data, parse_constant=_Context.parse_constant)
+        return _precise(data)
     return obj
+
+
+TOO_DEEP = "nested too deeply"
+
+
+def _precise(data):
+    """Parse again with `json`, which raises the precise JSONDecodeError."""
+    import json
+    try:
+        return json.loads(data, parse_constant=_Context.parse_constant)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
+
+
+def too_deep(obj, limit):
+    """The path (a list of keys and indices) to a value nested more than LIMIT
+    containers deep in OBJ, or None; iterative, so any depth is safe to walk."""
+    stack = [(obj, 0, [])]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, dict):
+            items = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        if depth >= limit:
+            return path
+        for k, v in items:
+            if isinstance(v, (dict, list)):
+                stack.append((v, depth + 1, path + [k]))
+    return None
 
 
 _str = _json.encode_basestring_ascii

@@ -99,7 +99,7 @@ def import_archive(store_root, path, ref=None):
     store = Store(store_root)
     try:
         tar = tarfile.open(path, "r:*")
-    except (OSError, tarfile.TarError) as e:
+    except (OSError, ValueError, tarfile.TarError) as e:  # ValueError: an empty path
         raise EmergenceError(f"{path}: not a readable tar archive ({e})") from None
     with tar:
         names = {m.name.lstrip("./"): m for m in tar.getmembers()}

@@ -1,6 +1,6 @@
 """Linux capability numbers (the kernel ABI, from <linux/capability.h>)."""
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 
 CAPABILITIES = {
     "CAP_CHOWN": 0,
@@ -47,6 +47,9 @@ CAPABILITIES = {
 }
 
 
+KINDS = ("bounding", "permitted", "effective", "inheritable", "ambient")
+
+
 def last_cap():
     """The highest capability this kernel knows."""
     try:
@@ -65,12 +68,16 @@ def usable(caps, where, warn, debug_note):
     out = {}
     top = None
     for kind, names in caps.items():
+        if kind not in KINDS:
+            # not a capability set: runc and crun ignore it, whatever its value
+            debug_note(f"{where}.{kind[:64]}: not a capability set; ignored")
+            continue
         kept = []
         for i, name in enumerate(names):
             bit = CAPABILITIES.get(name)
             if bit is None:  # a typo, not a capability: refused, as crun does
                 raise ConfigError(f"config.json: {where}.{kind}[{i}]: unknown capability "
-                                  f"{name!r}")
+                                  f"{shown(name)}")
             if top is None:
                 top = last_cap()
             if bit > top:

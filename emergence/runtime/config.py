@@ -11,13 +11,15 @@ line naming the field.
 import os
 
 from .. import fastjson
-from ..errors import ConfigError, debug_note, warn
+from ..errors import ConfigError, cut, debug_note, shown, warn
+from .capabilities import KINDS as CAP_KINDS
 
 # ---- a tiny schema language -------------------------------------------------
 # A schema is a callable check(value, where) -> None raising ConfigError.
 
 
 def _fail(where, msg):
+    where = cut(where)  # a key can be as long, or as odd, as a value
     raise ConfigError(f"config.json: {where}: {msg}")
 
 
@@ -67,7 +69,7 @@ def pattern(test, hint):
     def check(v, where):
         STRING(v, where)
         if not test(v):
-            _fail(where, f"{v!r} is not {hint}")
+            _fail(where, f"{shown(v)} is not {hint}")
     return check
 
 
@@ -89,7 +91,7 @@ def enum(*values):
     def check(v, where):
         STRING(v, where)
         if v not in values:
-            _fail(where, f"{v!r} is not one of {', '.join(values)}")
+            _fail(where, f"{shown(v)} is not one of {', '.join(values)}")
     return check
 
 
@@ -223,8 +225,7 @@ PROCESS = obj({
     "terminal": BOOL,
     "user": obj({"uid": UINT32, "gid": UINT32, "umask": UINT32,
                  "additionalGids": array(UINT32), "username": STRING}),
-    "capabilities": obj({k: STRINGS for k in
-                         ("bounding", "permitted", "effective", "inheritable", "ambient")}),
+    "capabilities": obj({k: STRINGS for k in CAP_KINDS}),
     "apparmorProfile": STRING,
     "oomScoreAdj": INTEGER,
     "selinuxLabel": STRING,
@@ -315,15 +316,15 @@ def validate_semantics(config, bundle):
     check_scheduling(config)
     for i, m in enumerate(config.get("mounts", ())):
         if not m["destination"].startswith("/"):
-            _fail(f"mounts[{i}].destination", f"{m['destination']!r} must be an absolute path")
+            _fail(f"mounts[{i}].destination", f"{shown(m['destination'])} must be an absolute path")
     linux = config.get("linux", {})
     seen = set()
     for i, ns in enumerate(linux.get("namespaces", ())):
         if ns["type"] in seen:
-            _fail(f"linux.namespaces[{i}]", f"namespace {ns['type']!r} is listed twice")
+            _fail(f"linux.namespaces[{i}]", f"namespace {shown(ns['type'])} is listed twice")
         seen.add(ns["type"])
         if "path" in ns and not ns["path"].startswith("/"):
-            _fail(f"linux.namespaces[{i}].path", f"{ns['path']!r} must be an absolute path")
+            _fail(f"linux.namespaces[{i}].path", f"{shown(ns['path'])} must be an absolute path")
     if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
         _fail("linux.uidMappings", "id mappings need a user namespace in linux.namespaces")
     if "user" in seen and not any(ns["type"] == "user" and "path" in ns
@@ -345,7 +346,7 @@ def validate_semantics(config, bundle):
         _fail("domainname", "setting a domainname needs a uts namespace in linux.namespaces")
     for i, d in enumerate(linux.get("devices", ())):
         if not d["path"].startswith("/") or d["path"].rstrip("/") == "":
-            _fail(f"linux.devices[{i}].path", f"{d['path']!r} must be an absolute path")
+            _fail(f"linux.devices[{i}].path", f"{shown(d['path'])} must be an absolute path")
         if d["type"] != "p" and ("major" not in d or "minor" not in d):
             _fail(f"linux.devices[{i}]", "a device of type c, b or u needs major and minor")
     for key in linux.get("sysctl", {}):
@@ -355,13 +356,13 @@ def validate_semantics(config, bundle):
     for field in ("maskedPaths", "readonlyPaths"):
         for i, p in enumerate(linux.get(field, ())):
             if not p.startswith("/"):
-                _fail(f"linux.{field}[{i}]", f"{p!r} must be an absolute path")
+                _fail(f"linux.{field}[{i}]", f"{shown(p)} must be an absolute path")
     if "cgroupsPath" in linux and ".." in linux["cgroupsPath"].split("/"):
         _fail("linux.cgroupsPath", "must not contain '..'")
     rootfs = root_path(config, bundle)
     if not os.path.isdir(rootfs):
-        raise ConfigError(f"root.path: rootfs {rootfs} does not exist or is not a directory; "
-                          "create it or fix root.path in config.json")
+        raise ConfigError(f"root.path: rootfs {cut(rootfs)} does not exist or is not a "
+                          "directory; create it or fix root.path in config.json")
 
 
 # Fields emergence cannot honour yet: refusing is better than running a
@@ -420,10 +421,10 @@ def validate_process(config):
     if not args:
         _fail("process.args", "must name the program to run (a non-empty array)")
     if not process["cwd"].startswith("/"):
-        _fail("process.cwd", f"{process['cwd']!r} must be an absolute path")
+        _fail("process.cwd", f"{shown(process['cwd'])} must be an absolute path")
     for i, e in enumerate(process.get("env", ())):
         if "=" not in e:
-            _fail(f"process.env[{i}]", f"{e!r} must have the form NAME=value")
+            _fail(f"process.env[{i}]", f"{shown(e)} must have the form NAME=value")
     user = process.get("user", {})
     for field in ("uid", "gid"):
         if field not in user:
@@ -435,7 +436,7 @@ def validate_process(config):
     seen = set()
     for i, rl in enumerate(process.get("rlimits", ())):
         if rl["type"] not in RLIMITS:
-            _fail(f"process.rlimits[{i}].type", f"unknown rlimit {rl['type']!r}")
+            _fail(f"process.rlimits[{i}].type", f"unknown rlimit {shown(rl['type'])}")
         if rl["type"] in seen:
             _fail(f"process.rlimits[{i}].type", f"{rl['type']} is given twice")
         seen.add(rl["type"])
@@ -460,13 +461,59 @@ def load(bundle):
                           "run `emergence spec` there or pass --bundle") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        config = fastjson.loads(raw)
-    except ValueError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    config = parse(raw, path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object")
     validate_schema(config)
     validate_semantics(config, bundle)
     check_supported(config, warn)
     return config
+
+
+# No field of the spec nests more than 7 containers deep; extensions
+# (annotations' neighbours) get room, a parser-crashing document does not.
+MAX_DEPTH = 64
+
+
+def parse(raw, path):
+    """A JSON document a user hands the runtime (config.json, exec's --process,
+    update's --resources) as runc would read it: nested at most MAX_DEPTH levels,
+    lone surrogates made U+FFFD.  Errors are one line starting with PATH."""
+    try:
+        doc = fastjson.loads(raw)
+    except ValueError as e:
+        if str(e) == fastjson.TOO_DEEP:
+            raise ConfigError(_too_deep(path)) from None
+        raise ConfigError(f"{path} is not valid JSON: {cut(str(e))}") from None
+    deep = fastjson.too_deep(doc, MAX_DEPTH)
+    if deep is not None:
+        raise ConfigError(_too_deep(path, ".".join(map(str, deep[:4])) + "..."))
+    if b"\\ud" in raw or b"\\uD" in raw:
+        doc = without_lone_surrogates(doc)
+    return doc
+
+
+def _too_deep(path, where=None):
+    return (f"{path}: nested too deeply (limit {MAX_DEPTH} levels)"
+            + (f" at {shown(where)}" if where else "") + "; no field of the spec nests that far")
+
+
+def _fffd(s):
+    try:
+        s.encode()
+        return s
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
+
+
+def without_lone_surrogates(value):
+    """VALUE with each lone UTF-16 surrogate (an escape like \\ud800 that pairs
+    with nothing) replaced by U+FFFD, as Go's JSON decoder does: runc and crun
+    run such a config, and every string reaches the kernel as UTF-8."""
+    if isinstance(value, str):
+        return _fffd(value)
+    if isinstance(value, list):
+        return [without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_fffd(k): without_lone_surrogates(v) for k, v in value.items()}
+    return value

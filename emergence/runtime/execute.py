@@ -9,7 +9,7 @@ whose exit status becomes ours.
 import os
 
 from .. import fastjson
-from ..errors import ConfigError, EmergenceError, warn
+from ..errors import ConfigError, EmergenceError, shown, warn
 from . import config as config_mod
 from .state import Container
 
@@ -19,7 +19,7 @@ def _env_merge(env, extra):
     out = list(env)
     for item in extra:
         if "=" not in item:
-            raise ConfigError(f"--env {item!r}: use NAME=value")
+            raise ConfigError(f"--env {shown(item)}: use NAME=value")
         name = item.split("=", 1)[0] + "="
         out = [e for e in out if not e.startswith(name)] + [item]
     return out
@@ -30,7 +30,7 @@ def _parse_user(text):
     try:
         return int(uid), int(gid) if gid else 0
     except ValueError:
-        raise ConfigError(f"--user {text!r}: give numeric uid[:gid]") from None
+        raise ConfigError(f"--user {shown(text)}: give numeric uid[:gid]") from None
 
 
 def process_from_flags(base, args, opts):
@@ -70,11 +70,10 @@ def process_from_flags(base, args, opts):
 def process_from_file(path):
     try:
         with open(path, "rb") as f:
-            proc = fastjson.loads(f.read())
+            raw = f.read()
     except OSError as e:
         raise ConfigError(f"--process {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise ConfigError(f"--process {path} is not valid JSON: {e}") from None
+    proc = config_mod.parse(raw, f"--process {path}")
     try:
         config_mod.PROCESS(proc, "process")
     except ConfigError as e:

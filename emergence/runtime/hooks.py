@@ -6,10 +6,33 @@ container and are executed by the shim (see planner.Planner)."""
 import os
 
 from .. import fastjson
-from ..errors import EmergenceError
+from ..errors import EmergenceError, debug_note, shown
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
          "poststop")
+# A hook's timeout above this (23 days) is no timeout: poll(2) counts in int
+# milliseconds, and the shim's seconds * 1000 must not wrap.
+TIMEOUT_MAX = 2_000_000
+
+
+def timeout(hook):
+    """The hook's timeout in seconds, or None."""
+    t = hook.get("timeout")
+    return t if t is not None and t <= TIMEOUT_MAX else None
+
+
+def environment(hook, where="hook"):
+    """A hook's env entries as a mapping.  runc and crun run a hook whose entry
+    has no NAME= part (no program can look such an entry up); it is passed over,
+    noted with --debug."""
+    env = {}
+    for i, entry in enumerate(hook.get("env", ())):
+        name, eq, value = entry.partition("=")
+        if not eq or not name:
+            debug_note(f"{where}.env[{i}]: {shown(entry)} is not NAME=value; passed over")
+            continue
+        env[name] = value
+    return env
 
 
 def oci_state(data, status, pid):
@@ -34,17 +57,16 @@ def run(kind, hooks, state):
     import subprocess
     payload = fastjson.dumps(state).encode()
     for i, hook in enumerate(hooks):
-        what = f"{kind} hook {i} ({hook['path']})"
+        what = f"{kind} hook {i} ({shown(hook['path'])})"
         try:
             p = subprocess.run(hook.get("args") or [hook["path"]], executable=hook["path"],
-                               input=payload, env=dict(e.split("=", 1) for e in
-                                                       hook.get("env", ())),
-                               stderr=subprocess.PIPE, timeout=hook.get("timeout"))
+                               input=payload, env=environment(hook, f"hooks.{kind}[{i}]"),
+                               stderr=subprocess.PIPE, timeout=timeout(hook))
         except subprocess.TimeoutExpired:
             raise EmergenceError(f"{what}: did not finish within its timeout of "
                                  f"{hook['timeout']}s") from None
-        except OSError as e:
-            raise EmergenceError(f"{what}: cannot run it: {e.strerror}") from None
+        except (OSError, ValueError) as e:  # ValueError: a path or value execve refuses
+            raise EmergenceError(f"{what}: cannot run it: {e.strerror or e}") from None
         if p.stderr:
             os.write(2, p.stderr)  # the caller sees what the hook said, as it said it
         if p.returncode != 0:

@@ -3,7 +3,7 @@
 import _signal  # the C module: `signal` imports enum, which costs milliseconds
 import os
 
-from ..errors import EmergenceError
+from ..errors import EmergenceError, shown
 from .state import Container, proc_start_time
 
 
@@ -19,7 +19,8 @@ def parse_signal(text):
         sig = None if name.startswith("SIG_") else getattr(_signal, name, None)
         if isinstance(sig, int) and 0 < sig <= _signal.SIGRTMAX:
             return sig
-    raise EmergenceError(f"unknown signal {text!r}: give a name like TERM or KILL, or a number")
+    raise EmergenceError(f"unknown signal {shown(text)}: give a name like TERM or KILL, "
+                         "or a number")
 
 
 def send(pid, start_time, sig):

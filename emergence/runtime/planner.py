@@ -8,7 +8,7 @@ shim executes the list in order and reports the first failure.
 
 import os
 
-from ..errors import ConfigError, warn
+from ..errors import ConfigError, cut, shown, warn
 from . import capabilities
 from . import plan as P
 
@@ -131,8 +131,8 @@ def parse_mount_options(options):
         elif o in RECURSIVE_ATTRS or o in IDMAP_OPTIONS:
             pass  # recursive_attrs, and idmapped mounts
         elif o in UNSUPPORTED_MOUNT_OPTIONS:
-            raise ConfigError(f"config.json: mount option {o!r} is not supported by emergence; "
-                              "remove it")
+            raise ConfigError(f"config.json: mount option {shown(o)} is not supported by "
+                              "emergence; remove it")
         else:
             data.append(o)
     return flags, clear, prop, ",".join(data)
@@ -321,7 +321,7 @@ class Planner:
     def _names(self):
         for field, op in (("hostname", P.SETHOSTNAME), ("domainname", P.SETDOMAINNAME)):
             if self.config.get(field):
-                self.plan.add(op, f"set the {field} {self.config[field]!r}",
+                self.plan.add(op, f"set the {field} {shown(self.config[field])}",
                               self.config[field])
 
     def _rootfs_without_mount_namespace(self):
@@ -365,7 +365,7 @@ class Planner:
                     MS_BIND | MS_REMOUNT | extra, "")
         else:
             if not typ:
-                raise ConfigError(f"config.json: mounts: the mount on {dst} needs a type "
+                raise ConfigError(f"config.json: mounts: the mount on {cut(dst)} needs a type "
                                   "(or the bind option)")
             src = m.get("source", typ)
             if self.unmapped and data:
@@ -384,11 +384,11 @@ class Planner:
         bundle), which must exist."""
         dst, src = m["destination"], m.get("source", "")
         if not src:
-            raise ConfigError(f"config.json: mounts: the bind mount on {dst} needs a source")
+            raise ConfigError(f"config.json: mounts: the bind mount on {cut(dst)} needs a source")
         src = os.path.join(self.bundle, src) if not src.startswith("/") else src
         if not os.path.exists(src):
-            raise ConfigError(f"config.json: mounts: the source {src} of the bind mount on "
-                              f"{dst} does not exist")
+            raise ConfigError(f"config.json: mounts: the source {cut(src)} of the bind mount on "
+                              f"{cut(dst)} does not exist")
         return src
 
     def _cgroup_mount(self, dst, flags, prop):
@@ -438,8 +438,9 @@ class Planner:
             if self.userns:
                 # mknod is not allowed in a user namespace: bind the host's node.
                 if not os.path.exists(path):
-                    raise ConfigError(f"config.json: linux.devices: {path} does not exist on the "
-                                      "host, and a user-namespaced container can only bind it")
+                    raise ConfigError(f"config.json: linux.devices: {cut(path)} does not exist "
+                                      "on the host, and a user-namespaced container can only "
+                                      "bind it")
                 add(P.MOUNT, f"bind-mount device {path}", path, path, "", MS_BIND, "",
                     P.IN_ROOT_FILE)
                 continue
@@ -456,10 +457,12 @@ class Planner:
                 add(P.SYMLINK, "link /dev/ptmx", "pts/ptmx", "/dev/ptmx")
 
     def _hook_ops(self, kind):
+        from .hooks import timeout
         for i, hook in enumerate(self.hooks.get(kind, ())):
             args = hook.get("args", [])
-            self.plan.add(P.HOOK, f"{kind} hook {i} ({hook['path']})", hook.get("timeout", 0),
-                          hook["path"], self.hook_state, len(args), *args,
+            # the shim hands env to execve as it is, as runc and crun do
+            self.plan.add(P.HOOK, f"{kind} hook {i} ({shown(hook['path'])})",
+                          timeout(hook) or 0, hook["path"], self.hook_state, len(args), *args,
                           *hook.get("env", ()))
 
     # -- init: the process --
@@ -510,7 +513,7 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
         value = PERSONALITY_DOMAIN[pers.get("domain", "LINUX")]
         for f in pers.get("flags", ()):
             if f not in PERSONALITY_FLAGS:
-                raise ConfigError(f"config.json: linux.personality.flags: unknown flag {f!r}")
+                raise ConfigError(f"config.json: linux.personality.flags: unknown flag {shown(f)}")
             value |= PERSONALITY_FLAGS[f]
         add(P.PERSONALITY, f"set personality {pers.get('domain', 'LINUX')}", value)
     for rl in proc.get("rlimits", ()):
@@ -522,7 +525,7 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
     env = proc.get("env", [])
     path = next((e[5:] for e in env if e.startswith("PATH=")),
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    add(P.RESOLVE_EXEC, f"find the executable {proc['args'][0]!r}", proc["args"][0], path)
+    add(P.RESOLVE_EXEC, f"find the executable {shown(proc['args'][0])}", proc["args"][0], path)
     nnp = proc.get("noNewPrivileges", False)
     if nnp:
         add(P.NO_NEW_PRIVS, "set no_new_privs")

@@ -5,7 +5,7 @@ Each config object becomes the numbers of one shim operation, checked here
 so that a bad value is one clear line before anything is created.
 """
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 
 POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
             "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
@@ -48,7 +48,7 @@ def sched_args(s):
     flags = 0
     for f in s.get("flags", ()):
         if f not in SCHED_FLAGS:
-            _fail(f"{where}.flags", f"unknown flag {f!r} (known: {', '.join(SCHED_FLAGS)})")
+            _fail(f"{where}.flags", f"unknown flag {shown(f)} (known: {', '.join(SCHED_FLAGS)})")
         flags |= SCHED_FLAGS[f]
     runtime, deadline, period = (s.get(k, 0) for k in ("runtime", "deadline", "period"))
     if name == "SCHED_DEADLINE":
@@ -84,9 +84,9 @@ def parse_list(text, where):
         try:
             a, b = int(lo), int(hi or lo)
         except ValueError:
-            _fail(where, f"{text!r} is not a list like 0-3,7")
+            _fail(where, f"{shown(text)} is not a list like 0-3,7")
         if a > b or a < 0:
-            _fail(where, f"{part!r} is not a range")
+            _fail(where, f"{shown(part)} is not a range")
         out.update(range(a, b + 1))
     return out
 
@@ -104,11 +104,11 @@ def mempolicy_args(m):
     where = "linux.memoryPolicy"
     mode_name = m["mode"]
     if mode_name not in MPOL_MODES:
-        _fail(f"{where}.mode", f"{mode_name!r} is not one of {', '.join(MPOL_MODES)}")
+        _fail(f"{where}.mode", f"{shown(mode_name)} is not one of {', '.join(MPOL_MODES)}")
     mode = MPOL_MODES[mode_name]
     for f in m.get("flags", ()):
         if f not in MPOL_FLAGS:
-            _fail(f"{where}.flags", f"unknown flag {f!r} (known: {', '.join(MPOL_FLAGS)})")
+            _fail(f"{where}.flags", f"unknown flag {shown(f)} (known: {', '.join(MPOL_FLAGS)})")
         mode |= MPOL_FLAGS[f]
     nodes = parse_list(m.get("nodes", ""), f"{where}.nodes")
     if mode_name in MPOL_NO_NODES and nodes:

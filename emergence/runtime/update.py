@@ -3,7 +3,7 @@
 import os
 
 from .. import fastjson
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from . import config as config_mod
 from .state import Container, write_atomic
 
@@ -38,8 +38,8 @@ def parse_bytes(text):
     number = t[:-1] if unit else t
     try:
         return int(float(number) * UNITS[unit])
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a size (use e.g. 512, 64k, 100m, 1g)") from None
+    except (ValueError, OverflowError):  # OverflowError: inf
+        raise ConfigError(f"{shown(text)} is not a size (use e.g. 512, 64k, 100m, 1g)") from None
 
 
 def resources_from_flags(opts):
@@ -54,7 +54,7 @@ def resources_from_flags(opts):
             try:
                 value = int(raw)
             except ValueError:
-                raise ConfigError(f"--{flag} {raw!r}: must be a number") from None
+                raise ConfigError(f"--{flag} {shown(raw)}: must be a number") from None
         else:
             value = raw
         res.setdefault(section, {})[key] = value
@@ -64,11 +64,13 @@ def resources_from_flags(opts):
 def resources_from_file(path):
     try:
         with (open(path, "rb") if path != "-" else os.fdopen(0, "rb", closefd=False)) as f:
-            return fastjson.loads(f.read())
+            raw = f.read()
     except OSError as e:
         raise ConfigError(f"-r {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise ConfigError(f"-r {path} is not valid JSON: {e}") from None
+    res = config_mod.parse(raw, f"-r {path}")
+    if not isinstance(res, dict):
+        raise ConfigError(f"-r {path}: must hold a JSON object (as linux.resources)")
+    return res
 
 
 def _merge(old, new):

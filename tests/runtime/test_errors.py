@@ -174,3 +174,120 @@ def test_lsm_labels_without_the_lsm_are_a_warning(rt):
     p = rt.run(["true"], edit=lambda c: c["process"].update(selinuxLabel="system_u:x"))
     assert p.returncode == 0
     assert "warning: process.selinuxLabel ignored" in p.stderr
+
+
+# ---- issue 25: what used to be "internal error" ------------------------------------------
+
+@pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000,
+                                  '{"a":' * 10_000 + "1" + "}" * 10_000],
+                         ids=["arrays", "objects"])
+def test_a_deeply_nested_config_is_one_line(rt, text):
+    cid, p = create_with(rt, config_text=text)
+    assert_clean_failure(rt, cid, p, "config.json", "nested too deeply (limit 64 levels)")
+
+
+def test_nesting_below_the_parser_limit_is_refused_too(rt):
+    """900 levels parse, but would overflow the stack later (writing the state)."""
+    def edit(c):
+        c["annotations"] = {}
+        c["x-extension"] = "DEEP"
+    b = rt.bundle(["true"], edit=edit)
+    path = os.path.join(b, "config.json")
+    with open(path) as f:
+        text = f.read().replace('"DEEP"', "[" * 900 + "]" * 900)
+    cid, p = create_with(rt, config_text=text)
+    assert_clean_failure(rt, cid, p, "nested too deeply", "x-extension")
+
+
+def _run_text(rt, edit, args=("true",)):
+    """Run a bundle whose JSON text EDIT(text) changed; the CompletedProcess."""
+    b = rt.bundle(list(args))
+    path = os.path.join(b, "config.json")
+    with open(path) as f:
+        text = edit(f.read())
+    with open(path, "w") as f:
+        f.write(text)
+    return rt("run", "--bundle", b, rt.new_id())
+
+
+@pytest.mark.parametrize("edit", [
+    # a mount's destination, a hook's argument, the hostname, a seccomp syscall name
+    lambda t: t.replace('"/dev/mqueue"', '"/dev/mq\\ud800"'),
+    lambda t: t.replace('"hostname": "emergence"', '"hostname": "h\\ud800"'),
+    lambda t: t.replace('"ociVersion"', '"hooks": {"prestart": [{"path": "/bin/true", '
+                                       '"args": ["true", "\\udc80"], "env": ["A=\\ud800"]}]}, '
+                                       '"ociVersion"'),
+    lambda t: t.replace('"namespaces"', '"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", '
+                                       '"syscalls": [{"names": ["mkdir\\ud800", "mkdirat"], '
+                                       '"action": "SCMP_ACT_ERRNO"}]}, "namespaces"'),
+], ids=["mount", "hostname", "hook", "seccomp"])
+def test_a_lone_surrogate_runs_as_in_runc(rt, edit):
+    """Go's decoder makes an unpaired \\ud800 U+FFFD; runc and crun run these."""
+    p = _run_text(rt, edit)
+    assert p.returncode == 0, p.stderr
+    assert "internal error" not in p.stderr
+
+
+def test_a_lone_surrogate_reaches_the_kernel_as_fffd(rt):
+    p = _run_text(rt, lambda t: t.replace('"hostname": "emergence"', '"hostname": "h\\ud800"'),
+                  args=("hostname",))
+    assert p.returncode == 0 and p.stdout.strip() == "h\ufffd", (p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize("value", [5, "x", {"a": 1}, None, ["CAP_BOGUS"]])
+def test_unknown_key_in_capabilities_is_ignored(rt, value):
+    """runc and crun ignore a key that is no capability set, whatever it holds."""
+    def edit(c):
+        c["process"]["capabilities"]["extra"] = value
+    p = rt.run(["sh", "-c", "grep CapEff /proc/self/status"], edit=edit)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert p.stdout.split()[1] != "0000000000000000"
+
+
+def test_hook_env_entry_without_equals_is_passed_over(rt, tmp_path):
+    """runc and crun run such a hook; the entry is meaningless, the rest reaches it."""
+    out = tmp_path / "hook-env"
+    def edit(c):
+        c["hooks"] = {"prestart": [{"path": "/bin/sh",
+                                    "args": ["sh", "-c", f"env > {out}"],
+                                    "env": ["NOEQ", "=x", "GOOD=1"]}]}
+    p = rt.run(["true"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    env = out.read_text().split()
+    assert "GOOD=1" in env and not [e for e in env if "NOEQ" in e or e.startswith("=")]
+    p = rt("--debug", "run", "--bundle", rt.bundle(["true"], edit=edit), rt.new_id())
+    assert p.returncode == 0 and "hooks.prestart[0].env[0]" in p.stderr
+
+
+def test_hook_timeout_beyond_any_wait_is_no_timeout(rt):
+    def edit(c):
+        c["hooks"] = {"prestart": [{"path": "/bin/true", "timeout": 2**63 - 1}],
+                      "createContainer": [{"path": "/bin/true", "timeout": 2**63 - 1}]}
+    p = rt.run(["true"], edit=edit)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda c: c["process"].update(cwd="rel" + "x" * 100_000), ["process.cwd", "characters"]),
+    (lambda c: c["linux"]["namespaces"].append({"type": "y" * 100_000}),
+     ["linux.namespaces[", "is not one of"]),
+    (lambda c: c["linux"].update(sysctl={"z" * 100_000: "1"}), ["linux.sysctl.zzz"]),
+    (lambda c: c["process"]["capabilities"].update(bounding=["C" * 100_000]),
+     ["unknown capability"]),
+])
+def test_an_error_never_echoes_a_huge_value(rt, edit, words):
+    cid, p = create_with(rt, edit=edit)
+    assert_clean_failure(rt, cid, p, *words)
+    assert len(p.stderr) < 600, len(p.stderr)
+
+
+def test_a_cgroups_path_too_long_is_refused_before_anything_is_made(rt):
+    """A 300-byte name used to fail the mkdir after its parent was made, and the
+    undo stopped at the name it could not rmdir: the parent stayed."""
+    cid = rt.new_id()
+    b = rt.bundle(["true"], edit=lambda c: c["linux"].update(
+        cgroupsPath=f"/{cid}/" + "a" * 300))
+    p = rt("create", "--bundle", b, cid)
+    assert_clean_failure(rt, cid, p, "linux.cgroupsPath", "too long")
+    for h in os.listdir("/sys/fs/cgroup"):
+        assert not os.path.exists(f"/sys/fs/cgroup/{h}/{cid}"), "parent cgroup left"

@@ -19,7 +19,8 @@ def write(path, value):
     """Write VALUE to a cgroup file in one write(2), as the kernel expects."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, str(value).encode())
+        # surrogateescape: a value from the command line goes as the bytes it came as
+        os.write(fd, str(value).encode("utf-8", "surrogateescape"))
     finally:
         os.close(fd)
 
@@ -241,8 +242,10 @@ class Cgroup:
                 except FileNotFoundError:
                     break
                 except OSError as e:
-                    if path not in leaves:
-                        break  # a shared parent still in use by another container
+                    if path not in leaves or e.errno == errno.ENAMETOOLONG:
+                        # a shared parent still in use by another container, or a
+                        # name too long to have been made
+                        break
                     if e.errno == errno.EBUSY and time.monotonic() < deadline:
                         for pid in self._procs_of(path):
                             try:

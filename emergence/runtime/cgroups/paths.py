@@ -1,7 +1,7 @@
 """Where a container's cgroup lives below each hierarchy's root: its
 cgroupsPath, systemd's `slice:prefix:name` form, or emergence/<id>."""
 
-from ...errors import ConfigError
+from ...errors import ConfigError, shown
 
 
 def systemd_path(spec):
@@ -10,8 +10,8 @@ def systemd_path(spec):
     slice_, prefix, name = spec.split(":")
     slice_ = slice_ or "system.slice"
     if not slice_.endswith(".slice") or "/" in slice_:
-        raise ConfigError(f"config.json: linux.cgroupsPath {spec!r}: {slice_!r} is not a "
-                          "systemd slice name")
+        raise ConfigError(f"config.json: linux.cgroupsPath {shown(spec)}: {shown(slice_)} is "
+                          "not a systemd slice name")
     parts = []
     stem = slice_[:-len(".slice")]
     if stem != "-":
@@ -31,4 +31,13 @@ def relative_path(cgroups_path, container_id):
     path = cgroups_path.strip("/")
     if not path:
         raise ConfigError("config.json: linux.cgroupsPath must not be the root cgroup")
+    # checked before anything is made: a mkdir that fails half-way leaves parents
+    if len(path.encode("utf-8", "surrogateescape")) > PATH_MAX or \
+            any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in path.split("/")):
+        raise ConfigError(f"config.json: linux.cgroupsPath {shown(path)}: too long (a name "
+                          f"holds at most {NAME_MAX} bytes, the path {PATH_MAX})")
     return path
+
+
+NAME_MAX = 255
+PATH_MAX = 3072  # below Linux's 4096, which counts the mount point too
