@@ -1,4 +1,10 @@
-"""`delete`: remove a stopped (or, with --force, any) container and all it made."""
+"""`delete`: remove a stopped (or, with --force, any) container and all it made.
+
+The order makes a `delete` killed midway safe to run again: processes, then the
+cgroup, the bundle `run --image` made, the poststop hooks (Relay's detach is
+one: idempotent), and the state dir last of all, so the record of what remains
+outlives every step but the final one.
+"""
 
 import os
 import select
@@ -6,7 +12,7 @@ import time
 
 from ..errors import NotFound, StateError
 from .kill import send
-from .state import Container
+from .state import Container, crashpoint
 
 
 def _wait_gone(pid, timeout=5.0):
@@ -44,6 +50,7 @@ def delete(root, container_id, force=False):
         if c.init_alive():
             send(c.pid, c.data.get("startTime"), 9)
             _wait_gone(c.pid)
+        crashpoint("delete:killed")
         poststop = c.saved_hooks().get("poststop") if not c.corrupt else None
         cg_data = c.data.get("cgroup")
         if c.corrupt:
@@ -61,7 +68,7 @@ def delete(root, container_id, force=False):
                 time.sleep(0.01)
                 pids = cg.pids()
             cg.remove()
-        c.remove_dir()
+        crashpoint("delete:cgroup")
         image_bundle = os.path.join(root, ".bundles", container_id)  # from run --image
         if os.path.isdir(image_bundle):
             import shutil
@@ -69,3 +76,5 @@ def delete(root, container_id, force=False):
         if poststop:
             from . import hooks as hk
             hk.run_warning_only("poststop", poststop, hk.oci_state(c.data, "stopped", 0))
+        crashpoint("delete:hooks")
+        c.remove_dir()

@@ -2,10 +2,15 @@
 
 The directory is the container's existence (mkdir is the atomic claim of an
 id); an flock on it serialises commands on the same container.  The status
-is derived, never stored stale: `creating` while create holds the claim,
-`created` while the init waits on exec.fifo, `running` after, `stopped` once
-the init (checked by pid and start time, so a reused pid is not mistaken for
-it) is gone.
+is derived, never stored stale: `creating` while create holds the claim (its
+flock), `created` while the init waits on exec.fifo (still the shim, by
+/proc/PID/exe), `running` after, `stopped` once the init (checked by pid and
+start time, so a reused pid is not mistaken for it) is gone, or when a create
+died before it finished (a claim nobody holds): `delete` removes such a one.
+
+Everything here is root's alone: the root and each container's directory are
+0700, its files 0600 (the init reaches exec.fifo through a descriptor, never by
+path); a root that is a symlink or someone else's is refused.
 """
 
 import os
@@ -17,6 +22,57 @@ FIFO = "exec.fifo"
 STATE = "state.json"
 MAX_ID = 255  # one file name: the state directory, the cgroup
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+
+
+# A test seam (tests/security/test_crash.py): EMERGENCE_CRASHPOINT=VERB:STEP makes
+# the process kill itself with SIGKILL right after that step, as a power cut or an
+# OOM kill would.  Read once, when this module is imported: the cold path imports
+# it per command; the node's planner imported it at warm-up from the node's own
+# environment, so a caller's variable never reaches a warm worker.
+CRASHPOINT = os.environ.get("EMERGENCE_CRASHPOINT")
+
+
+def crashpoint(step):
+    """Die here (SIGKILL) if the test seam names STEP; nothing otherwise."""
+    if CRASHPOINT == step:
+        os.kill(os.getpid(), 9)
+
+
+def secure_root(root, create=False):
+    """Make sure the state root is a directory of ours, 0700 (tightened if looser);
+    refuse a symlink or a directory of another user (one could plant state there).
+    CREATE: make it (and missing parents, 0755) if it is not there."""
+    import stat
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        if not create:
+            return
+        parent = os.path.dirname(os.path.abspath(root))
+        os.makedirs(parent, 0o755, exist_ok=True)
+        try:
+            os.mkdir(root, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise EmergenceError(f"state root {root} is a symlink or not a directory; refusing "
+                             "it: give --root a real directory of root's")
+    if st.st_uid != os.geteuid():
+        raise EmergenceError(f"state root {root} belongs to uid {st.st_uid}, not to us "
+                             f"(uid {os.geteuid()}); refusing it: remove it or give another "
+                             "--root")
+    if st.st_mode & 0o077:
+        os.chmod(root, 0o700)  # made looser by someone (an old version made it 0711)
+
+
+def at_barrier(pid):
+    """True while PID still runs the shim (from its sealed memfd): the init has not
+    exec'd the container's process.  Unknown (no /proc access) counts as true."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").startswith("/memfd:emergence-shim")
+    except OSError:
+        return True
 
 
 def valid_id(container_id):
@@ -77,15 +133,16 @@ class Container:
         self.fd = None
         self.data = {}
         self.corrupt = False
+        self.locked = False
 
     # -- claiming and locking --
     @classmethod
     def claim(cls, root, container_id):
         """Create the state dir for a new container; fail if the id is taken."""
         c = cls(root, container_id)
-        os.makedirs(root, mode=0o711, exist_ok=True)
+        secure_root(root, create=True)
         try:
-            os.mkdir(c.dir, 0o711)
+            os.mkdir(c.dir, 0o700)
         except FileExistsError:
             raise EmergenceError(f"container {container_id!r} already exists; "
                                  "pick another id or delete it first") from None
@@ -96,7 +153,7 @@ class Container:
     @classmethod
     def open(cls, root, container_id, lock=True, tolerate_corrupt=False):
         c = cls(root, container_id)
-        c.corrupt = False
+        secure_root(root)
         try:
             c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -118,6 +175,20 @@ class Container:
     def lock(self):
         import fcntl  # here, not at the top: `state` and `list` never lock
         fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.locked = True
+
+    def claimed(self):
+        """True while another process holds this container's lock (a create at
+        work, or another command); we never wait for it here."""
+        if self.locked:
+            return False
+        import fcntl
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return False
 
     def load(self):
         try:
@@ -125,7 +196,12 @@ class Container:
                 self.data = fastjson.loads(f.read())
             return True
         except FileNotFoundError:
-            return False  # deleted while we waited for the lock
+            if os.fstat(self.fd).st_nlink == 0:
+                return False  # deleted while we waited for the lock
+            # A claim without its state yet: a create at work, or one that died
+            # between mkdir and its first write; status() tells which.
+            self.data = {"id": self.id, "status": "creating"}
+            return True
         except ValueError:
             raise EmergenceError(f"state of container {self.id!r} is corrupt "
                                  f"({os.path.join(self.dir, STATE)}); "
@@ -159,10 +235,17 @@ class Container:
 
     def status(self):
         if self.data.get("status") == "creating":
-            return "creating"
+            if self.claimed():
+                return "creating"
+            # Nobody holds the claim: the create finished just now (its last write
+            # comes before it lets go), or it died; read again to tell which.
+            if self.locked or not self.load() or self.data.get("status") == "creating":
+                return "stopped"  # a create that died: `delete` removes what it made
         if not self.init_alive():
             return "stopped"
-        if os.path.exists(os.path.join(self.dir, FIFO)):
+        # A `start` killed after it released the init leaves the fifo: the init's
+        # executable says whether it is still waiting.
+        if os.path.exists(os.path.join(self.dir, FIFO)) and at_barrier(self.pid):
             return "created"
         if self.data.get("freezer") and is_frozen(self.data["freezer"]):
             return "paused"  # not in the spec's list, but what runc says and engines read
@@ -214,8 +297,15 @@ class Container:
         return s
 
     def remove_dir(self):
-        for name in os.listdir(self.dir):
-            os.unlink(os.path.join(self.dir, name))
+        """The state goes last of all (and state.json last in it): until then a
+        `delete` that died can be run again."""
+        for name in sorted(os.listdir(self.dir), key=lambda n: n == STATE):
+            if name == STATE:
+                crashpoint("delete:files")
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
         os.rmdir(self.dir)
 
 
