@@ -239,6 +239,14 @@ def test_kill_9_with_a_network_leaves_no_veth_or_lease(rt, net_host):
             s = json.loads(em("state", cid).stdout)
             assert s["status"] == ("created" if step == "create:created" else "stopped"), s
             clean(step, cid)
+        # kill -9 of delete after the cgroup went, before the poststop hook detached it
+        cid = rt.new_id("cn")
+        p = em("run", "--detach", "--bundle", str(b), "--net", "rlcrash", cid)
+        assert p.returncode == 0, p.stderr
+        p = em("delete", "--force", cid, step="delete:cgroup")
+        assert p.returncode == -signal.SIGKILL, p.stderr
+        assert json.loads(em("state", cid).stdout)["status"] == "stopped"
+        clean("delete:cgroup", cid)
         # kill -9 of `run --net` while the container runs
         cid = rt.new_id("cn")
         run = subprocess.Popen(ns + emergence_command() + ["--root", rt.root, "run", "--bundle",

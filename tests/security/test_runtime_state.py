@@ -76,12 +76,12 @@ def test_another_user_cannot_touch_a_created_container(public_rt, other_user):
     b = rt.bundle(["sleep", "300"])
     cid = rt.new_id()
     rt("create", "--bundle", b, cid, check=True)
+    got = attack(other_user, rt.root, cid)
+    assert got == dict.fromkeys(got, "EACCES"), got
     d = os.path.join(rt.root, cid)
     assert (mode(rt.root), mode(d), mode(os.path.join(d, "exec.fifo"))) == (0o700, 0o700, 0o600)
     for name in os.listdir(d):
         assert mode(os.path.join(d, name)) & 0o077 == 0, name
-    got = attack(other_user, rt.root, cid)
-    assert got == dict.fromkeys(got, "EACCES"), got
     # nothing the attempts did moved it; root starts it and deletes it as ever
     assert rt.state(cid)["status"] == "created"
     rt("start", cid, check=True)
@@ -100,10 +100,10 @@ def test_the_fifo_of_a_container_running_as_that_user_is_still_out_of_reach(
     b = rt.bundle(["sleep", "300"], edit=as_user)
     cid = rt.new_id()
     rt("create", "--bundle", b, cid, check=True)
-    fifo = os.stat(os.path.join(rt.root, cid, "exec.fifo"))
-    assert (fifo.st_uid, stat.S_IMODE(fifo.st_mode)) == (other_user.uid, 0o600)
     got = attack(other_user, rt.root, cid)
     assert got["fifo_write"] == "EACCES" and got["enter_dir"] == "EACCES", got
+    fifo = os.stat(os.path.join(rt.root, cid, "exec.fifo"))
+    assert (fifo.st_uid, stat.S_IMODE(fifo.st_mode)) == (other_user.uid, 0o600)
     rt("start", cid, check=True)  # and the init, as that user, got through the barrier
     s = rt.state(cid)
     assert s["status"] == "running"
