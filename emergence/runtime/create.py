@@ -114,7 +114,11 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     hierarchies = discover()
     rel = relative_path(linux.get("cgroupsPath"), container_id)
 
-    c = Container.claim(root, container_id)
+    # state.json names the cgroup before it exists, for delete --force after a crash
+    c = Container.claim(root, container_id, {
+        "ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
+        "status": "creating", "bundle": bundle, "rootfs": rootfs, "created": _rfc3339_now(),
+        "annotations": config.get("annotations", {}), "cgroup": {"rel": rel, "created": []}})
     crashpoint("create:claimed")
     cg = Cgroup(hierarchies, rel)
     launch = None
@@ -122,12 +126,6 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     resume = None
     fifo_fd = None
     try:
-        c.data = {"ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
-                  "status": "creating", "bundle": bundle, "rootfs": rootfs,
-                  "created": _rfc3339_now(), "annotations": config.get("annotations", {}),
-                  "cgroup": {"rel": rel, "created": []}}
-        c.save()  # names the cgroup before it exists, for delete --force after a crash
-        crashpoint("create:state")
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         crashpoint("create:config")
         resources = _device_allow(config)

@@ -28,6 +28,17 @@ def _wait_gone(pid, timeout=5.0):
         os.close(pidfd)
 
 
+def _remove_leftovers(root, container_id):
+    """What a create or delete killed midway leaves without a state: the hidden
+    claim (nothing was made yet), an empty directory (everything was removed)."""
+    from .state import claim_path, remove_stale_claim
+    remove_stale_claim(claim_path(root, container_id))
+    try:
+        os.rmdir(os.path.join(root, container_id))
+    except OSError:
+        pass  # not there, or not empty: then it is not ours to remove
+
+
 def delete(root, container_id, force=False):
     from .cgroups.hierarchy import discover
     from .cgroups.manager import Cgroup
@@ -35,6 +46,7 @@ def delete(root, container_id, force=False):
         c = Container.open(root, container_id, tolerate_corrupt=force)
     except NotFound:
         if force:
+            _remove_leftovers(root, container_id)
             return
         raise
     with c:

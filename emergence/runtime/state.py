@@ -13,6 +13,7 @@ Everything here is root's alone: the root and each container's directory are
 path); a root that is a symlink or someone else's is refused.
 """
 
+import errno
 import os
 
 from .. import fastjson
@@ -137,17 +138,36 @@ class Container:
 
     # -- claiming and locking --
     @classmethod
-    def claim(cls, root, container_id):
-        """Create the state dir for a new container; fail if the id is taken."""
+    def claim(cls, root, container_id, data):
+        """Create the state dir for a new container, with DATA as its state.json from
+        the first moment it exists: it is made under a hidden name and renamed into
+        place (a rename never replaces a directory with anything in it), so an id
+        never names a directory without its state.  Fail if the id is taken."""
         c = cls(root, container_id)
         secure_root(root, create=True)
+        tmp = claim_path(root, container_id)
         try:
-            os.mkdir(c.dir, 0o700)
+            os.mkdir(tmp, 0o700)
         except FileExistsError:
-            raise EmergenceError(f"container {container_id!r} already exists; "
-                                 "pick another id or delete it first") from None
-        c.fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        c.lock()
+            if not remove_stale_claim(tmp):
+                raise EmergenceError(f"container {container_id!r} is being created; "
+                                     "pick another id") from None
+            os.mkdir(tmp, 0o700)
+        try:
+            c.fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            c.lock()
+            c.data = data
+            write_atomic(os.path.join(tmp, STATE), fastjson.dumps(data).encode())
+            crashpoint("create:hidden")
+            os.rename(tmp, c.dir)
+        except BaseException as e:
+            c.close()
+            _remove_tree(tmp)
+            if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST,
+                                                      errno.ENOTDIR):
+                raise EmergenceError(f"container {container_id!r} already exists; "
+                                     "pick another id or delete it first") from None
+            raise
         return c
 
     @classmethod
@@ -198,10 +218,15 @@ class Container:
         except FileNotFoundError:
             if os.fstat(self.fd).st_nlink == 0:
                 return False  # deleted while we waited for the lock
-            # A claim without its state yet: a create at work, or one that died
-            # between mkdir and its first write; status() tells which.
-            self.data = {"id": self.id, "status": "creating"}
-            return True
+            # No state.json: not a container (the node's run dir sits in the default
+            # root), unless it holds only a container's files, as a create of an
+            # older version killed before its first state write left it.
+            names = os.listdir(self.dir)
+            if "config.json" in names and all(
+                    n in ("config.json", FIFO) or n.startswith(STATE + ".tmp") for n in names):
+                self.data = {"id": self.id, "status": "creating"}  # status(): stopped
+                return True
+            return False
         except ValueError:
             raise EmergenceError(f"state of container {self.id!r} is corrupt "
                                  f"({os.path.join(self.dir, STATE)}); "
@@ -307,6 +332,39 @@ class Container:
             except FileNotFoundError:
                 pass
         os.rmdir(self.dir)
+
+
+def claim_path(root, container_id):
+    """Where a create makes a container's directory before it has a name."""
+    return os.path.join(root, f".claim.{container_id}")
+
+
+def _remove_tree(path):
+    try:
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_stale_claim(path):
+    """Remove the hidden claim a killed create left (nobody holds its lock); False
+    while a create is at work on it."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        _remove_tree(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def list_ids(root):

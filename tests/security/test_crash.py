@@ -20,12 +20,13 @@ from conftest import Runtime, base_config, emergence_command, leftovers
 pytestmark = pytest.mark.slow
 
 CREATE_STEPS = {  # step -> what `state` must say after the kill
+    "create:hidden": None,  # not yet under its name: "does not exist", and it does not
     "create:claimed": {"stopped"},
-    "create:state": {"stopped"},
     "create:config": {"stopped"},
     "create:cgroup": {"stopped"},
     "create:fifo": {"stopped"},
     "create:spawned": {"stopped"},
+    "launch:pid": {"stopped"},  # the launcher said the init's pid, before it is ready
     "create:ready": {"stopped"},
     "create:created": {"created"},
 }
@@ -96,6 +97,7 @@ class Matrix:
         p = self.em("delete", "--force", cid)
         assert p.returncode == 0, (step, p.stderr)
         assert not os.path.exists(os.path.join(self.rt.root, cid)), step
+        assert not os.path.exists(os.path.join(self.rt.root, f".claim.{cid}")), step
         assert not leftovers(cid), (step, leftovers(cid))
         for pid in pids:
             assert not alive(pid), (step, pid)
@@ -120,6 +122,15 @@ def test_kill_9_at_every_step_of_create(matrix):
     for step, allowed in CREATE_STEPS.items():
         cid = matrix.rt.new_id("cc")
         matrix.crash(step, "create", "--bundle", matrix.bundle, cid)
+        if allowed is None:
+            p = matrix.em("state", cid)
+            assert p.returncode == 1 and p.stderr.strip().endswith("does not exist"), p.stderr
+            assert matrix.em("list", "-q").stdout == ""
+            matrix.clear(step, cid)
+            assert os.listdir(matrix.rt.root) == [], step  # its hidden claim went too
+            matrix.crash(step, "create", "--bundle", matrix.bundle, cid)
+            matrix.reuse(step, cid)  # a create takes the id over from a dead claim
+            continue
         s = matrix.check_truth(step, cid, allowed)
         # the id is taken until deleted, with one line that says so
         again = matrix.em("create", "--bundle", matrix.bundle, cid)
@@ -270,3 +281,27 @@ def test_kill_9_with_a_network_leaves_no_veth_or_lease(rt, net_host):
         clean("reuse", cid)
     finally:
         em("net", "rm", "rlcrash")
+
+
+def test_a_directory_with_only_config_json_is_cleared_and_others_are_left(matrix):
+    """What a killed create of an older version left (the id's directory holding
+    only config.json) is a stopped container that delete removes; a directory
+    that is not a container's (the node's run dir sits in the default root) is
+    not listed and not removed."""
+    rt = matrix.rt
+    cid = rt.new_id("co")
+    rt("create", "--bundle", matrix.bundle, rt.new_id("co"), check=True)  # makes the root
+    os.mkdir(os.path.join(rt.root, cid), 0o700)
+    with open(os.path.join(rt.bundle(["true"]), "config.json")) as src, \
+            open(os.path.join(rt.root, cid, "config.json"), "w") as dst:
+        dst.write(src.read())
+    assert matrix.state(cid)["status"] == "stopped"
+    matrix.clear("config.json only", cid)
+    matrix.reuse("config.json only", cid)
+    node = os.path.join(rt.root, "node")
+    os.mkdir(node)
+    open(os.path.join(node, "planner.sock"), "w").close()
+    assert "node" not in matrix.em("list", "-q").stdout.split()
+    assert matrix.em("state", "node").returncode == 1
+    assert matrix.em("delete", "--force", "node").returncode == 0
+    assert os.listdir(node) == ["planner.sock"]
