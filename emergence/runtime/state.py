@@ -323,15 +323,20 @@ class Container:
 
     def remove_dir(self):
         """The state goes last of all (and state.json last in it): until then a
-        `delete` that died can be run again."""
-        for name in sorted(os.listdir(self.dir), key=lambda n: n == STATE):
+        `delete` that died can be run again.  Files go by our descriptor of the
+        directory: a create may take the name over as soon as it is empty."""
+        for name in sorted(os.listdir(self.fd), key=lambda n: n == STATE):
             if name == STATE:
                 crashpoint("delete:files")
             try:
-                os.unlink(os.path.join(self.dir, name))
+                os.unlink(name, dir_fd=self.fd)
             except FileNotFoundError:
                 pass
-        os.rmdir(self.dir)
+        try:
+            os.rmdir(self.dir)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise  # (not empty: a new container of this id has the name now)
 
 
 def claim_path(root, container_id):
