@@ -305,3 +305,34 @@ def test_a_directory_with_only_config_json_is_cleared_and_others_are_left(matrix
     assert matrix.em("state", "node").returncode == 1
     assert matrix.em("delete", "--force", "node").returncode == 0
     assert os.listdir(node) == ["planner.sock"]
+
+
+def test_a_create_at_work_is_creating_not_stopped(matrix, tmp_path):
+    """`stopped` is for a create that died: one still at work (here, held in a
+    createRuntime hook) holds its claim and is `creating` (other commands wait
+    for it)."""
+    rt = matrix.rt
+    go = tmp_path / "go"
+
+    def hold(c):
+        c["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+            "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.02; done"]}]}
+    b = rt.bundle(["sleep", "300"], edit=hold)
+    cid = rt.new_id("cw")
+    p = subprocess.Popen(emergence_command() + ["--root", rt.root, "create", "--bundle", b, cid],
+                         env=cold_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _status(matrix, cid) is not None, "the claim exists")
+        assert _status(matrix, cid) == "creating"
+        listed = json.loads(matrix.em("list", "--format", "json").stdout)
+        assert [(c["id"], c["status"]) for c in listed] == [(cid, "creating")]
+        go.touch()
+        assert p.wait(30) == 0
+    finally:
+        go.touch()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert _status(matrix, cid) == "created"
+    matrix.clear("create at work", cid)
