@@ -1,7 +1,8 @@
 """Container state on disk: <root>/<id>/{state.json, exec.fifo}.
 
-The directory is the container's existence (mkdir is the atomic claim of an
-id); an flock on it serialises commands on the same container.  The status
+The directory is the container's existence (made under a hidden name with its
+state.json in it, then renamed into place: the atomic claim of an id); an flock
+on it serialises commands on the same container.  The status
 is derived, never stored stale: `creating` while create holds the claim (its
 flock), `created` while the init waits on exec.fifo (still the shim, by
 /proc/PID/exe), `running` after, `stopped` once the init (checked by pid and
