@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1221,7 +1222,15 @@ int main(int argc, char **argv)
     }
     /* Until exec, nothing else may ptrace or open our /proc entries. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    /* The launcher dies with the runtime that spawned it (a kill -9 of
+     * `create`): nothing it would make could be recorded.  If that already
+     * happened, nobody reads the status pipe: stop before making anything. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    {
+        struct pollfd p = {.fd = status_fd, .events = 0};
+        if (poll(&p, 1, 0) > 0 && (p.revents & POLLERR))
+            _exit(127);
+    }
     fcntl(status_fd, F_SETFD, FD_CLOEXEC);
     load_plan(plan_fd);
 

@@ -83,8 +83,8 @@ class Context:
 
     @property
     def root(self):
-        from . import DEFAULT_ROOT
-        return self.globals.get("root") or DEFAULT_ROOT
+        from . import default_root
+        return self.globals.get("root") or default_root()
 
     @property
     def store(self):

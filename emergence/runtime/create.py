@@ -2,7 +2,11 @@
 
 Everything that can be checked is checked before anything is made; after
 that, any failure undoes what was made (init, cgroup, state dir), so a
-failed create leaves nothing behind.
+failed create leaves nothing behind.  A create that is killed (kill -9) cannot
+undo anything, so each step is recorded before it is taken: state.json names
+the cgroup before it is made, and config.json (the hooks `delete` runs) is saved
+before the shim starts; what is not recorded, the kernel knows (the cgroup's
+processes).  `state` then says `stopped` and `delete` removes the rest.
 """
 
 import os
@@ -15,7 +19,7 @@ from .cgroups.hierarchy import discover
 from .cgroups.manager import Cgroup
 from .cgroups.paths import relative_path
 from .nethooks import add_network_hooks
-from .state import FIFO, Container, check_id, proc_start_time, write_atomic
+from .state import FIFO, Container, check_id, crashpoint, proc_start_time, write_atomic
 
 
 def _rfc3339_now():
@@ -38,16 +42,27 @@ def _device_allow(config):
     return {**res, "devices": list(res["devices"]) + extra}
 
 
-def _root_ids(config):
-    """Host uid and gid that the container's root maps to."""
-    linux = config.get("linux", {})
+def _host_id(mappings, cid):
+    for m in mappings:
+        if m["containerID"] <= cid < m["containerID"] + m["size"]:
+            return m["hostID"] + cid - m["containerID"]
+    return None
 
-    def host(mappings):
-        for m in mappings:
-            if m["containerID"] <= 0 < m["containerID"] + m["size"]:
-                return m["hostID"] - m["containerID"]
-        return 0
-    return host(linux.get("uidMappings", ())), host(linux.get("gidMappings", ()))
+
+def _barrier_ids(config):
+    """Host uid and gid the init has when it opens exec.fifo (the process's user,
+    seen from the host), so the fifo can be its alone (0600); None when that is
+    not known here (a user namespace joined by path, without mappings)."""
+    linux = config.get("linux", {})
+    user = (config.get("process") or {}).get("user") or {"uid": 0, "gid": 0}
+    userns = next((n for n in linux.get("namespaces", ()) if n.get("type") == "user"), None)
+    if userns is None:
+        return user.get("uid", 0), user.get("gid", 0)
+    uids, gids = linux.get("uidMappings"), linux.get("gidMappings")
+    if userns.get("path") or not uids or not gids:
+        return None if userns.get("path") else (0, 0)  # unmapped: still the host's root
+    uid, gid = _host_id(uids, user.get("uid", 0)), _host_id(gids, user.get("gid", 0))
+    return None if uid is None or gid is None else (uid, gid)
 
 
 def check_capabilities_held(process):
@@ -99,47 +114,64 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     hierarchies = discover()
     rel = relative_path(linux.get("cgroupsPath"), container_id)
 
-    c = Container.claim(root, container_id)
+    # state.json names the cgroup before it exists, for delete --force after a crash
+    c = Container.claim(root, container_id, {
+        "ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
+        "status": "creating", "bundle": bundle, "rootfs": rootfs, "created": _rfc3339_now(),
+        "annotations": config.get("annotations", {}), "cgroup": {"rel": rel, "created": []}})
+    crashpoint("create:claimed")
     cg = Cgroup(hierarchies, rel)
     launch = None
     console = None
     resume = None
+    fifo_fd = None
     try:
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
-        c.data = {"ociVersion": config.get("ociVersion", OCI_VERSION), "id": container_id,
-                  "status": "creating", "bundle": bundle, "rootfs": rootfs,
-                  "created": _rfc3339_now(), "annotations": config.get("annotations", {}),
-                  "cgroup": {"rel": rel, "created": cg.created}}
-        c.save()  # names the cgroup, for delete --force after a crash
+        crashpoint("create:config")
         resources = _device_allow(config)
-        cg.create(resources)
+        try:
+            cg.create(resources)
+        finally:
+            c.data["cgroup"]["created"] = cg.created
+            if any(os.path.basename(p) != "emergence" for p in cg.created
+                   if p not in cg.paths):
+                c.save()  # parents made for a cgroupsPath: delete removes them too
         cg.apply(resources)
-        # Writable by the init whatever user it becomes (runc uses the same
-        # mode); only `start`, as root, can read it and so release the init.
+        crashpoint("create:cgroup")
+        # The init opens the fifo for writing (and blocks there) as the process's
+        # user, through /proc/self/fd and a descriptor of it that we open here:
+        # the state dir is 0700, so no path leads there but root's.
         fifo = os.path.join(c.dir, FIFO)
-        os.mkfifo(fifo, 0o622)
-        os.chmod(fifo, 0o622)  # not subject to the umask
-        uid, gid = _root_ids(config)
-        if (uid, gid) != (0, 0):
-            os.chown(fifo, uid, gid)
+        os.mkfifo(fifo, 0o600)
+        ids = _barrier_ids(config)
+        if ids is not None and ids != (0, 0):
+            os.chown(fifo, *ids)
+        # not subject to the umask; an init of unknown uid gets 0622, still behind
+        # two 0700 directories
+        os.chmod(fifo, 0o600 if ids is not None else 0o622)
+        import fcntl
+        fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+        fifo_fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + preserve_fds)
+        os.close(fd)
+        crashpoint("create:fifo")
         console_plan = None
         if terminal:
             from .terminal import Console
             console = Console(console_socket, min_fd=3 + preserve_fds)
             console_plan = (console.fd, *console.size(config["process"]))
         hooks = config.get("hooks", {})
-        pass_fds = [console.fd] if console else []
+        pass_fds = [fifo_fd] + ([console.fd] if console else [])
         hook_state = None
         if any(hooks.get(k) for k in ("createContainer", "startContainer")):
             from .hooks import state_template
             hook_state = state_template(c.data, "created")
         if hooks.get("prestart") or hooks.get("createRuntime"):
-            import fcntl
             r, w = os.pipe2(os.O_CLOEXEC)
             resume = (fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 3 + preserve_fds), w)
             os.close(r)
             pass_fds.append(resume[0])
-        planner = Planner(config, bundle, rootfs, c.dir, cg, hierarchies, no_pivot=no_pivot,
+        planner = Planner(config, bundle, rootfs, "/proc/self/fd", cg, hierarchies,
+                          no_pivot=no_pivot, barrier=str(fifo_fd),
                           preserve_fds=preserve_fds, console=console_plan,
                           hook_state=hook_state, resume_fd=resume[0] if resume else None)
         plan = planner.build(bpf)
@@ -147,6 +179,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             os.write(2, "".join(f"emergence: plan: {line}\n"
                                 for line in plan.describe()).encode())
         launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds)
+        os.close(fifo_fd)
+        fifo_fd = None
+        crashpoint("create:spawned")
 
         def runtime_hooks(_label):
             from . import hooks as hk
@@ -154,12 +189,14 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             state = hk.oci_state(c.data, "created", launch.init_pid)
             hk.run("prestart", hooks.get("prestart", ()), state)
             hk.run("createRuntime", hooks.get("createRuntime", ()), state)
+            crashpoint("create:hooks")
             os.write(resume[1], b"g")
 
         if resume:
             os.close(resume[0])
             resume = (None, resume[1])
         pid = launch.wait_ready(on_sync=runtime_hooks)
+        crashpoint("create:ready")
         master = console.handed_over() if console else None
         console = None
         st = proc_start_time(pid)
@@ -168,6 +205,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         c.data.update(status="created", pid=pid, startTime=st[1],
                       freezer=cg.freezer_file())
         c.save()
+        crashpoint("create:created")
         if pid_file:
             write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
         if resume is not None:
@@ -177,6 +215,8 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     except BaseException:
         if console is not None:
             console.close()
+        if fifo_fd is not None:
+            os.close(fifo_fd)
         for fd in resume or ():
             if fd is not None:
                 os.close(fd)  # an init waiting on the pipe gives up

@@ -1,4 +1,10 @@
-"""`delete`: remove a stopped (or, with --force, any) container and all it made."""
+"""`delete`: remove a stopped (or, with --force, any) container and all it made.
+
+The order makes a `delete` killed midway safe to run again: processes, then the
+cgroup, the bundle `run --image` made, the poststop hooks (Relay's detach is
+one: idempotent), and the state dir last of all, so the record of what remains
+outlives every step but the final one.
+"""
 
 import os
 import select
@@ -6,7 +12,7 @@ import time
 
 from ..errors import NotFound, StateError
 from .kill import send
-from .state import Container
+from .state import Container, crashpoint
 
 
 def _wait_gone(pid, timeout=5.0):
@@ -22,6 +28,17 @@ def _wait_gone(pid, timeout=5.0):
         os.close(pidfd)
 
 
+def _remove_leftovers(root, container_id):
+    """What a create or delete killed midway leaves without a state: the hidden
+    claim (nothing was made yet), an empty directory (everything was removed)."""
+    from .state import claim_path, remove_stale_claim
+    remove_stale_claim(claim_path(root, container_id))
+    try:
+        os.rmdir(os.path.join(root, container_id))
+    except OSError:
+        pass  # not there, or not empty: then it is not ours to remove
+
+
 def delete(root, container_id, force=False):
     from .cgroups.hierarchy import discover
     from .cgroups.manager import Cgroup
@@ -29,6 +46,7 @@ def delete(root, container_id, force=False):
         c = Container.open(root, container_id, tolerate_corrupt=force)
     except NotFound:
         if force:
+            _remove_leftovers(root, container_id)
             return
         raise
     with c:
@@ -44,6 +62,7 @@ def delete(root, container_id, force=False):
         if c.init_alive():
             send(c.pid, c.data.get("startTime"), 9)
             _wait_gone(c.pid)
+        crashpoint("delete:killed")
         poststop = c.saved_hooks().get("poststop") if not c.corrupt else None
         cg_data = c.data.get("cgroup")
         if c.corrupt:
@@ -61,7 +80,7 @@ def delete(root, container_id, force=False):
                 time.sleep(0.01)
                 pids = cg.pids()
             cg.remove()
-        c.remove_dir()
+        crashpoint("delete:cgroup")
         image_bundle = os.path.join(root, ".bundles", container_id)  # from run --image
         if os.path.isdir(image_bundle):
             import shutil
@@ -69,3 +88,5 @@ def delete(root, container_id, force=False):
         if poststop:
             from . import hooks as hk
             hk.run_warning_only("poststop", poststop, hk.oci_state(c.data, "stopped", 0))
+        crashpoint("delete:hooks")
+        c.remove_dir()

@@ -11,6 +11,7 @@ import os
 
 from ..errors import EmergenceError
 from . import parent
+from .state import crashpoint
 
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emergence-shim")
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -81,6 +82,7 @@ class Launch:
                     word, _, rest = line.decode("utf-8", "replace").partition(" ")
                     if word == "pid":
                         self.init_pid = int(rest)
+                        crashpoint("launch:pid")
                     elif word == "ready":
                         ready = True
                     elif word == "sync" and on_sync is not None:

@@ -151,11 +151,13 @@ class Planner:
     """Builds the plan for one container's init."""
 
     def __init__(self, config, bundle, rootfs, state_dir, cgroup, hierarchies, no_pivot=False,
-                 preserve_fds=0, console=None, hook_state=None, resume_fd=None):
+                 preserve_fds=0, console=None, hook_state=None, resume_fd=None,
+                 barrier="exec.fifo"):
         self.config = config
         self.bundle = bundle
         self.rootfs = rootfs
         self.state_dir = state_dir
+        self.barrier = barrier  # the fifo's name in state_dir (an fd number in /proc/self/fd)
         self.cgroup = cgroup
         self.hierarchies = hierarchies
         self.no_pivot = no_pivot
@@ -470,11 +472,11 @@ class Planner:
         if self.process is None:
             # Allowed until `start` (process is REQUIRED only if start is called).
             self.plan.add(P.READY, "report ready")
-            self.plan.add(P.BARRIER, "wait for start", "exec.fifo")
+            self.plan.add(P.BARRIER, "wait for start", self.barrier)
             self.plan.add(P.FAIL, "cannot start: the config has no process to run")
             return
         process_ops(self.plan, self.process, self.linux, seccomp_bpf, self.preserve_fds,
-                    barrier=True, console=self.console,
+                    barrier=self.barrier, console=self.console,
                     after_barrier=lambda: self._hook_ops("startContainer"))
 
 
@@ -552,7 +554,7 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
             capabilities.mask(caps.get("ambient", ())))
     add(P.READY, "report ready")
     if barrier:
-        add(P.BARRIER, "wait for start", "exec.fifo")
+        add(P.BARRIER, "wait for start", barrier)
         if after_barrier:
             after_barrier()
         add(P.STARTED, "report started")

@@ -3,18 +3,24 @@
 The init, blocked opening exec.fifo for writing, gets through once we open it
 for reading; it then runs the startContainer hooks and writes "0", or an
 error line, before it closes the fifo and execs.  poststart hooks follow.
+
+A `start` killed midway needs no record: once the init is released the fifo
+may stay, but `state` asks the kernel whether the init still runs the shim
+(created) or has exec'd the process (running); an init released with nobody
+left to read its "0" gets EPIPE and exits (stopped).
 """
 
 import os
 import select
 
 from ..errors import EmergenceError
-from .state import FIFO, Container
+from .state import FIFO, Container, crashpoint
 
 
 def _released(c, fifo):
     """Open the barrier; return what the init said through it."""
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    crashpoint("start:released")
     said = b""
     try:
         poller = select.poll()
@@ -58,8 +64,11 @@ def _start(root, container_id):
     from .kill import send
     with Container.open(root, container_id) as c:
         c.require(("created",), "only a created container can be started")
+        crashpoint("start:locked")
         said = _released(c, os.path.join(c.dir, FIFO))
+        crashpoint("start:said")
         os.unlink(os.path.join(c.dir, FIFO))
+        crashpoint("start:unlinked")
         if not said.startswith(b"0"):
             send(c.pid, c.data.get("startTime"), 9)  # stop the container, as the spec says
             text = said.decode(errors="replace").strip()
