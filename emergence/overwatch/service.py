@@ -50,8 +50,10 @@ class Service:
 
     def routes(self):
         from aiohttp import web
-        return [web.get("/metrics", self._metrics),
-                web.post("/overwatch/v1/probe", self._probe)]
+
+        from ..node import access
+        return [access.read(web.get("/metrics", self._metrics)),
+                access.control(web.post("/overwatch/v1/probe", self._probe))]
 
     async def _probe(self, request):
         """A probe on request: {"src", "dst", "addr", "kind": "rtt"|"throughput",

@@ -226,9 +226,12 @@ def test_probe_on_request_through_the_node(three_netns, tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
 
+    token = (tmp_path / "st" / "node.token").read_text().strip()  # probe is a control route
+
     def post(body):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/overwatch/v1/probe",
-                                     data=json.dumps(body).encode(), method="POST")
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.loads(r.read())
