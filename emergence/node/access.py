@@ -123,7 +123,8 @@ def classed(cls, route, networks=(), max_body=None):
         refused = await _gate(request, cls, nets, max_body)
         if refused is not None:
             return refused
-        if request.version != web.HttpVersion11:
+        from aiohttp import HttpVersion11
+        if request.version != HttpVersion11:
             return None
         if request.headers.get("Expect", "").lower() != "100-continue":
             return refusal(417, "UNSUPPORTED", "the only Expect taken is 100-continue")
@@ -276,7 +277,8 @@ async def _refuse(request, resp):
     await resp.prepare(request)
     await resp.write_eof()
     loop = asyncio.get_running_loop()
-    end, dropped = loop.time() + DRAIN_SECONDS, 0
+    waiting = request.headers.get("Expect", "").lower() == "100-continue"  # sent nothing
+    end, dropped = loop.time() + (0 if waiting else DRAIN_SECONDS), 0
     try:
         while dropped < DRAIN and not request.content.at_eof():
             async with asyncio.timeout(max(end - loop.time(), 0)):

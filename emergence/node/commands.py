@@ -25,7 +25,7 @@ def _control(run_dir, request, timeout=5.0):
                 break
             data += chunk
         return json.loads(data) if data else None
-    except (FileNotFoundError, ConnectionRefusedError, socket.timeout):
+    except (FileNotFoundError, ConnectionError, socket.timeout):  # none, or it died
         return None
     finally:
         s.close()

@@ -211,9 +211,10 @@ def test_pull_image_for_other_parts(seed, nodes, tmp_path):  # noqa: F811
 def test_announce_on_put_ask_on_miss(seed, nodes, tmp_path):  # noqa: F811
     """A node tells its peers what was pushed to it; a puller that asks only
     one of those peers learns from it where the image is."""
-    from sharelib import free_port
     import subprocess
     import sys
+
+    from sharelib import free_port
     store, digest, _ = seed
     port, b_port = free_port(), free_port()
     a_state = tmp_path / "sh-a-state"
