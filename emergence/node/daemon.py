@@ -119,14 +119,16 @@ class Node:
         from aiohttp import web
 
         from . import access
+        # made on the first start whether or not anything is served: clients and
+        # tools find it in one place
+        token = access.load_or_make_token(
+            self.state_dir, os.path.join(self.state_dir, access.LEGACY_TOKEN))
         routes = []
         for svc in self.services.values():
             routes.extend(svc.routes())
         if not routes:
             return
         node = self.cfg["node"]
-        token = access.load_or_make_token(
-            self.state_dir, os.path.join(self.state_dir, access.LEGACY_TOKEN))
         ctx = None
         if node["tls_cert"] or node["tls_key"] or node["client_ca"]:
             ctx = access.ssl_context(node["tls_cert"], node["tls_key"], node["client_ca"])

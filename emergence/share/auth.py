@@ -25,16 +25,18 @@ def sign_announce(key, node, keys, when=None):
 
 
 def announce_refused(body, trusted_keys, now=None):
-    """None if BODY's signature is by a trusted key and fresh; else why not."""
+    """None if BODY's signature is by a trusted key and fresh; else (HTTP
+    status, why not): 401 without a signature, 403 with one not good here."""
     from .signing import verify
     sig, when = body.get("sig"), body.get("time")
     if not isinstance(sig, str) or isinstance(when, bool) or not isinstance(when, int):
-        return "an announcement needs its sender's signature (sig, time) or the node token"
+        return 401, "an announcement needs its sender's signature (sig, time) or the node token"
     if not trusted_keys:
-        return "no [share] trusted_keys: signed announcements are not taken"
+        return 403, "no [share] trusted_keys: signed announcements are not taken"
     now = time.time() if now is None else now
     if abs(now - when) > MAX_SKEW:
-        return f"the announcement is {int(abs(now - when))} s old or ahead (at most {MAX_SKEW})"
+        return 403, (f"the announcement is {int(abs(now - when))} s old or ahead "
+                     f"(at most {MAX_SKEW})")
     if not verify(trusted_keys, announce_message(body["node"], body["keys"], when), sig):
-        return "the announcement is not signed by a key in [share] trusted_keys"
+        return 403, "the announcement is not signed by a key in [share] trusted_keys"
     return None

@@ -72,7 +72,7 @@ class Service:
                   web.post("/share/v1/announce", self.announced)]  # signed, or the token
         return ([access.classed(cls, r, nets) for cls, r in self.registry.routes()]
                 + [access.read(r, nets) for r in self.cache.routes() + reads]
-                + [access.signed(r, nets, 64 << 10) for r in signed])
+                + [access.signed(r, nets) for r in signed])
 
     async def start(self):
         import asyncio
@@ -127,10 +127,10 @@ class Service:
         from ..node import access
         from .members import MAX_MEMBERS
         try:
-            got = json.loads(await access.read_body(request, 64 << 10))["members"]
+            got = json.loads(await access.read_body(request, access.SIGNED_MAX))["members"]
             if not isinstance(got, list) or len(got) > MAX_MEMBERS:
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return _bad("want {members: [{url, key, heartbeat, sig}...]}")
         self.members.merge(got)
         return web.json_response({"members": self.members.records()})
@@ -167,18 +167,18 @@ class Service:
         from ..node import access
         from .auth import announce_refused
         try:
-            body = json.loads(await access.read_body(request, 64 << 10))
+            body = json.loads(await access.read_body(request, access.SIGNED_MAX))
             node, keys = body["node"], body["keys"]
             if not (isinstance(node, str) and node.startswith(("http://", "https://"))
                     and isinstance(keys, list) and len(keys) <= 1000
                     and all(isinstance(k, str) and len(k) < 300 for k in keys)):
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return _bad("want {node: URL, keys: [ref or digest...], time, sig}")
         if not access.authenticated(request):
-            why = announce_refused(body, self.config["trusted_keys"])
-            if why is not None:
-                status = 401 if "needs" in why else 403
+            refused = announce_refused(body, self.config["trusted_keys"])
+            if refused is not None:
+                status, why = refused
                 return access.refusal(status, "UNAUTHORIZED" if status == 401 else "DENIED",
                                       why)
         if len(self.holders) < self.MAX_ANNOUNCED:
