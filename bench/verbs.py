@@ -3,9 +3,11 @@
 front-end with the node's planner up) and Emergence cold (no node: the
 front-end runs the Python CLI).  Interleaved rounds, medians, ratios.
 Then the smallest memory limit under which `run /bin/true` succeeds, and
-100 `run`s started at once.
+100 `run`s started at once.  Then what the warm path's trust costs: the
+front-end's peer check (owner, mode, SO_PEERCRED) and its deadline with the
+GO handshake, as warm `create` and `state` before/after (see trust_cost).
 
-    sudo python3 bench/verbs.py [--rounds 40] [--parallel 100]
+    sudo python3 bench/verbs.py [--rounds 40] [--parallel 100] [--trust-only]
 """
 
 import argparse
@@ -22,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import HugetlbOnV1, find_emergence, make_bundle  # noqa: E402
 
 VERBS = ("run", "exec", "create", "start", "state", "kill", "delete")
+SETTLE = 0.3  # s: longer than the planner's GRACE, so a new spare is ready
 
 
 def contenders(emergence, workdir, planner_socket):
@@ -139,13 +142,131 @@ def parallel(cs, bundle_true, n):
     return out
 
 
+def _before_rev(repo):
+    """The newest commit whose front-end had no peer check: the "before"."""
+    revs = subprocess.run(["git", "-C", repo, "log", "-n", "500", "--format=%H"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    for rev in revs:
+        src = subprocess.run(["git", "-C", repo, "show", f"{rev}:csrc/front.c"],
+                             capture_output=True, text=True, check=True).stdout
+        if "SO_PEERCRED" not in src:
+            return rev
+    raise SystemExit("no front-end without the peer check in this repository's history")
+
+
+def _warm_pair(emergence, workdir, name, front_src, planner_src):
+    """A front-end built from FRONT_SRC and a planner running PLANNER_SRC, over a
+    copy of the installed package (the same runtime on both sides), of a build
+    of their own.  (front-end path, socket, planner process)"""
+    python = os.path.join(os.path.dirname(emergence), "python3")
+    pkg = subprocess.run([python, "-c", "import emergence, os; "
+                          "print(os.path.dirname(emergence.__file__))"], cwd="/",
+                         capture_output=True, text=True, check=True).stdout.strip()
+    top = os.path.join(workdir, name)
+    shutil.copytree(pkg, os.path.join(top, "lib", "emergence"))
+    with open(os.path.join(top, "lib", "emergence", "node", "planner.py"), "w") as f:
+        f.write(planner_src)
+    with open(os.path.join(top, "lib", "emergence", "_build_id.py"), "w") as f:
+        f.write(f'BUILD_ID = "{name}"\n')
+    bin_dir = os.path.join(top, "bin")
+    os.makedirs(bin_dir)
+    with open(os.path.join(top, "front.c"), "w") as f:
+        f.write(front_src)
+    exe = os.path.join(bin_dir, "emergence")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-static", "-s", f'-DBUILD_ID="{name}"',
+                    os.path.join(top, "front.c"), "-o", exe], check=True)
+    os.symlink(os.path.join(os.path.dirname(emergence), "emergence-py"),
+               os.path.join(bin_dir, "emergence-py"))  # the cold path, if ever taken
+    run = os.path.join(top, "run")
+    os.mkdir(run, 0o700)
+    sock = os.path.join(run, "planner.sock")
+    planner = subprocess.Popen([python, "-m", "emergence.node.planner", sock], cwd="/",
+                               env=dict(os.environ, PYTHONPATH=os.path.join(top, "lib")),
+                               stdin=subprocess.DEVNULL)
+    for _ in range(600):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.05)
+    return exe, sock, planner
+
+
+def trust_cost(emergence, workdir, bundle_sleep, rounds, warmup):
+    """Warm `create` (and `state`) with the front-end and planner of the last
+    commit before the peer check ("before") and of this tree ("after"), each
+    pair over its own copy of the installed package and its own planner, in
+    interleaved rounds.  Returns {side: {verb: [seconds]}}."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rev = _before_rev(repo)
+    sides = {}
+    procs = []
+    try:
+        for name, where in (("before", rev), ("after", None)):
+            def src(path, where=where):
+                if where is None:
+                    with open(os.path.join(repo, path)) as f:
+                        return f.read()
+                return subprocess.run(["git", "-C", repo, "show", f"{where}:{path}"],
+                                      capture_output=True, text=True, check=True).stdout
+            exe, sock, planner = _warm_pair(emergence, workdir, name, src("csrc/front.c"),
+                                            src("emergence/node/planner.py"))
+            procs.append(planner)
+            env = dict(os.environ, EMERGENCE_PLANNER_SOCKET=sock)
+            sides[name] = ([exe, "--root", f"{workdir}/state-trust-{name}"], env)
+        times = {name: {"create": [], "state": [], "state?": []} for name in sides}
+        for rnd in range(warmup + rounds):
+            order = list(sides)
+            random.shuffle(order)
+            for name in order:
+                cmd, env = sides[name]
+                cid = f"t{rnd}-{name}"
+                # each call finds its planner settled: spares forked and warm, and
+                # the other side's successor spares not warming up beside it
+                time.sleep(SETTLE)
+                t = {"create": timed(cmd + ["create", "--bundle", bundle_sleep, cid], env)[0]}
+                time.sleep(SETTLE)
+                t["state"] = timed(cmd + ["state", cid], env)[0]
+                timed(cmd + ["delete", "--force", cid], env)
+                # the lightest call, where the handshake weighs most: more of them
+                t["state?"] = []
+                for _ in range(4):
+                    time.sleep(SETTLE / 3)
+                    t["state?"].append(timed(cmd + ["state", "no-such-id"], env, check=False)[0])
+                if rnd >= warmup:
+                    for v, dt in t.items():
+                        times[name][v] += dt if isinstance(dt, list) else [dt]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+    print(f"\nwarm path trust (peer check + deadline + GO) vs the front-end and planner "
+          f"of {rev[:10]}, {rounds} interleaved rounds, median ms")
+    for v in ("create", "state", "state?"):
+        b, a = (statistics.median(times[n][v]) * 1000 for n in ("before", "after"))
+        print(f"  {v:8s} before {b:8.3f}  after {a:8.3f}  after/before {a / b:5.3f}  "
+              f"added {a - b:+.3f} ms  (n={len(times['after'][v])})")
+    print("  (state?: `state` of a missing id; the handshake is the same for every verb)")
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=100)
     ap.add_argument("--emergence", default=find_emergence())
+    ap.add_argument("--trust-only", action="store_true",
+                    help="only the cost of the warm path's peer check and deadline")
     args = ap.parse_args()
+    if args.trust_only:
+        workdir = tempfile.mkdtemp(prefix="emergence-bench-")
+        try:
+            sleep_dir = os.path.join(workdir, "s")
+            os.mkdir(sleep_dir)
+            bundle_sleep = make_bundle(sleep_dir, ["sleep", "3600"])
+            trust_cost(args.emergence, workdir, bundle_sleep, args.rounds, args.warmup)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     workdir = tempfile.mkdtemp(prefix="emergence-bench-")
     node_flags = ["--node-run-dir", f"{workdir}/node", "--node-state-dir", f"{workdir}/nodest",
                   "--node-services", ""]
@@ -192,6 +313,14 @@ def main():
         print(f"  {n:10s} {dt:6.2f} s  failed {failed}  state left {left}")
     if "crun" in par:
         print(f"  ratio em-warm/crun {par['em-warm'][0] / par['crun'][0]:.2f}")
+    workdir = tempfile.mkdtemp(prefix="emergence-bench-")
+    try:
+        sleep_dir = os.path.join(workdir, "s")
+        os.mkdir(sleep_dir)
+        trust_cost(args.emergence, workdir, make_bundle(sleep_dir, ["sleep", "3600"]),
+                   args.rounds, args.warmup)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

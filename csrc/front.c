@@ -11,6 +11,15 @@
  * command (emergence-py beside it): the cold path, the same code.  Installed
  * as emergence-cni it does the same for Relay's CNI plugin (emergence-cni-py).
  *
+ * It is the trust anchor of the warm path, so it checks before it sends
+ * anything: the socket and its directory belong to root (or to the caller)
+ * and are writable by nobody else, and the process serving it is root (or
+ * the caller), by SO_PEERCRED.  And it waits for an answer only so long
+ * (EMERGENCE_PLANNER_TIMEOUT seconds, default 2): a call the planner has not
+ * acknowledged by then runs cold.  The worker runs nothing before our GO,
+ * which also carries the caller's descriptors: a call we gave up on is never
+ * run twice, and a stopped planner holds none of our pipes open.
+ *
  * Messages are SOCK_SEQPACKET records of NUL-terminated fields, with
  * descriptors in SCM_RIGHTS; emergence/node/planner.py is the other side and
  * documents the protocol.
@@ -22,13 +31,17 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef BUILD_ID
@@ -37,6 +50,7 @@
 #define DEFAULT_SOCKET "/run/emergence/node/planner.sock"
 #define MAX_MSG (256 * 1024)
 #define MAX_FDS 250
+#define DEFAULT_TIMEOUT 2.0
 
 extern char **environ;
 static char **g_argv;
@@ -332,6 +346,67 @@ static void kill_children(void)
 		;
 }
 
+/* Say why the planner at hand is not used (one line), and return -1. */
+static int refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int refuse(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("emergence: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("; running without the node\n", stderr);
+	va_end(ap);
+	return -1;
+}
+
+/* A file the planner's trust rests on (ST, from lstat: a symlink is not
+ * followed): owned by root or the caller, writable by nobody else, of TYPE. */
+static int trusted_file(const char *what, const char *path, const struct stat *st, mode_t type,
+			uid_t me)
+{
+	if ((st->st_mode & S_IFMT) != type)
+		return refuse("%s %s is %s", what, path, S_ISLNK(st->st_mode) ? "a symlink" :
+			      type == S_IFDIR ? "not a directory" : "not a socket");
+	if (st->st_uid != 0 && st->st_uid != me)
+		return refuse("%s %s is owned by uid %u, not root", what, path,
+			      (unsigned)st->st_uid);
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return refuse("%s %s is writable by group or others (mode %04o)", what, path,
+			      (unsigned)(st->st_mode & 07777));
+	return 0;
+}
+
+/* EMERGENCE_PLANNER_TIMEOUT: seconds to wait for the planner to take a call. */
+static double timeout_seconds(void)
+{
+	const char *s = getenv("EMERGENCE_PLANNER_TIMEOUT");
+	char *end;
+	double v = s && *s ? strtod(s, &end) : 0;
+	return v > 0 && v <= 3600 && *end == 0 ? v : DEFAULT_TIMEOUT;
+}
+
+static void too_slow(const char *path, double timeout) __attribute__((noreturn));
+static void too_slow(const char *path, double timeout)
+{
+	fprintf(stderr, "emergence: the node's planner at %s did not answer within %g s; "
+		"running without the node\n", path, timeout);
+	cold();
+}
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void set_send_timeout(int sock, double seconds)
+{
+	struct timeval tv = { .tv_sec = (time_t)seconds,
+			      .tv_usec = (suseconds_t)((seconds - (time_t)seconds) * 1e6) };
+	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -341,13 +416,47 @@ int main(int argc, char **argv)
 		path = DEFAULT_SOCKET;
 	if (strcmp(path, "off") == 0)
 		cold();
+	/* Who serves the socket, before anything is sent: its directory and the
+	 * socket itself are root's (or ours) and nobody else's to write. */
+	uid_t me = geteuid();
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	if (strlen(path) >= sizeof dir)
+		cold();
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == path)
+		strcpy(dir, "/");
+	else
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	/* No socket we may see (no node, or not ours to use, as from a user
+	 * namespace): silently cold.  Then the directory, then the socket. */
+	struct stat dst, sst;
+	if (lstat(path, &sst) < 0 || lstat(dir, &dst) < 0)
+		cold();
+	if (trusted_file("the planner socket's directory", dir, &dst, S_IFDIR, me) < 0 ||
+	    trusted_file("the planner socket", path, &sst, S_IFSOCK, me) < 0)
+		cold();
+	double timeout = timeout_seconds(), start = now();
 	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	if (sock < 0 || strlen(path) >= sizeof addr.sun_path)
 		cold();
 	strcpy(addr.sun_path, path);
-	if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0)
+	set_send_timeout(sock, timeout); /* a full backlog blocks connect: bounded too */
+	if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
+		if (errno == EAGAIN || errno == EINPROGRESS)
+			too_slow(path, timeout);
 		cold();
+	}
+	struct ucred peer;
+	socklen_t peer_len = sizeof peer;
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) < 0)
+		cold();
+	if (peer.uid != 0 && peer.uid != me) {
+		refuse("the planner at %s is served by uid %u, not root", path, (unsigned)peer.uid);
+		cold();
+	}
 
 	static struct msg m;
 	static char nums[4096], cwd[PATH_MAX];
@@ -357,6 +466,8 @@ int main(int argc, char **argv)
 	m.nfds = 0;
 	if (inherited_fds(&m, nums, sizeof nums) < 0)
 		cold();
+	int fds = m.nfds;
+	m.nfds = 0; /* the descriptors go with GO, once the call is taken */
 	int bad = put(&m, "HELLO") | put(&m, BUILD_ID) | put(&m, cwd) | put(&m, nums);
 	int n = 0;
 	while (argv[n])
@@ -369,14 +480,37 @@ int main(int argc, char **argv)
 	bad |= putnum(&m, n);
 	for (int i = 0; i < n; i++)
 		bad |= put(&m, environ[i]);
-	if (bad || send_msg(sock, &m) < 0)
+	if (bad)
 		cold();
+	if (send_msg(sock, &m) < 0) {
+		if (errno == EAGAIN)
+			too_slow(path, timeout);
+		cold();
+	}
 
 	char *f[4096];
 	int nf = 0;
 	static struct msg in;
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	for (;;) {
+		int left = (int)((start + timeout - now()) * 1000) + 1;
+		int r = left > 0 ? poll(&p, 1, left) : 0;
+		if (r > 0)
+			break;
+		if (r == 0)
+			too_slow(path, timeout); /* unacknowledged: it never runs (no GO) */
+		if (errno != EINTR)
+			cold();
+	}
 	if (recv_msg(sock, &in, f, 4096, &nf) <= 0 || nf < 2 || strcmp(f[0], "OK") != 0)
 		cold(); /* another build, or a planner that could not take the call */
+	/* The worker runs the call only once it has our GO; from here on it is its. */
+	m.len = 0;
+	m.nfds = fds;
+	put(&m, "GO");
+	if (send_msg(sock, &m) < 0)
+		cold();
+	set_send_timeout(sock, 0);
 	worker = atoi(f[1]);
 	static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
 					 SIGWINCH, SIGCONT };
@@ -395,6 +529,8 @@ int main(int argc, char **argv)
 			kill_children();
 			return 1;
 		}
+		if (strcmp(f[0], "NO") == 0)
+			cold(); /* a caller it cannot serve: nothing was run */
 		if (strcmp(f[0], "EXIT") == 0)
 			return nf > 1 ? atoi(f[1]) : 1;
 		if (strcmp(f[0], "SPAWN") == 0)

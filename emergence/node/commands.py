@@ -11,34 +11,62 @@ TITLE = "Node (the long-running process: warm planner, serving, reconciling, met
 
 
 def _control(run_dir, request, timeout=5.0):
-    """Ask the running node; None when none answers."""
+    """Ask the running node; None when none answers.  The node must be root
+    (or us), by SO_PEERCRED; a node that refuses us is an error."""
     import socket
+    import struct
+    path = os.path.join(run_dir, "control.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(os.path.join(run_dir, "control.sock"))
-        s.sendall(request.encode() + b"\n")
+        s.connect(path)
+        uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               struct.calcsize("3i")))[1]
+        if uid not in (0, os.geteuid()):
+            raise EmergenceError(f"{path} is served by uid {uid}, not root; not asking it")
+        try:
+            s.sendall(request.encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a node that refuses us answers at once and closes: read why
         data = b""
         while not data.endswith(b"\n"):
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
-        return json.loads(data) if data else None
-    except (FileNotFoundError, ConnectionError, socket.timeout):  # none, or it died
+        reply = json.loads(data) if data else None
+    except (FileNotFoundError, ConnectionRefusedError, socket.timeout):
         return None
+    except PermissionError:
+        raise EmergenceError(f"cannot reach the node's control socket {path}: permission "
+                             "denied; the node answers root only (run this as root)") from None
+    except (ConnectionResetError, BrokenPipeError, ValueError):
+        raise EmergenceError(f"the node's control socket {path} gave no answer; "
+                             "see the node's log") from None
     finally:
         s.close()
+    if isinstance(reply, dict) and "error" in reply:
+        raise EmergenceError(f"the node refused: {reply['error']}")
+    return reply
 
 
 def _pid(run_dir):
+    path = os.path.join(run_dir, "node.pid")
     try:
-        with open(os.path.join(run_dir, "node.pid")) as f:
+        with open(path) as f:
             pid = int(f.read().strip())
-        os.kill(pid, 0)
-        return pid
+    except PermissionError:
+        raise EmergenceError(f"cannot read {path}: permission denied; the node is root's "
+                             "(run this as root)") from None
     except (OSError, ValueError):
         return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, and not ours to signal
+    return pid
 
 
 def _start(cfg, foreground):
@@ -75,13 +103,26 @@ def _start(cfg, foreground):
                 tail = f.read().decode(errors="replace").strip().splitlines()
             why = tail[-1] if tail else f"exit status {p.returncode}"
             raise EmergenceError(f"the node did not start: {why} (log: {log_path})")
-        status = _control(run_dir, "status", timeout=1)
+        try:
+            status = _control(run_dir, "status", timeout=1)
+        except EmergenceError:  # it is going down as we ask: the next round says why
+            status = None
         if status and status.get("ready"):
             sys.stdout.write(f"node started, pid {status['pid']}; log {log_path}\n")
             return 0
         time.sleep(0.05)
     p.terminate()
     raise EmergenceError(f"the node did not answer within 30 s (log: {log_path})")
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except PermissionError:
+        raise EmergenceError(f"cannot signal the node (pid {pid}): permission denied; "
+                             "run this as root") from None
+    except ProcessLookupError:
+        pass
 
 
 def _stop(run_dir):
@@ -95,7 +136,7 @@ def _stop(run_dir):
         if how == "asked":
             _control(run_dir, "stop")
         else:
-            os.kill(pid, 15)
+            _signal(pid, 15)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if _pid(run_dir) is None:
@@ -103,7 +144,7 @@ def _stop(run_dir):
                                  (", after SIGTERM)\n" if how != "asked" else ")\n"))
                 return 0
             time.sleep(0.05)
-    os.kill(pid, 9)
+    _signal(pid, 9)
     sys.stdout.write(f"node killed (pid {pid}): it did not stop within 15 s\n")
     return 1
 
@@ -154,8 +195,11 @@ def _node(ctx, opts, args):
         flags.setdefault("place-role", "both")
     cfg = config.load(opts.get("config"), flags)
     run_dir = cfg["node"]["run_dir"]
-    if args[0] in ("start", "run"):
+    from .rundir import check
+    if args[0] in ("start", "run"):  # the run dir is ours, or we do not start
+        check(run_dir, create=True)
         return _start(cfg, foreground=args[0] == "run" or opts.get("foreground"))
+    check(run_dir, owners=(0, os.geteuid()))  # its pid file and sockets are to be trusted
     if args[0] == "stop":
         return _stop(run_dir)
     return _status(run_dir, opts.get("json"))

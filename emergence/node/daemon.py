@@ -3,8 +3,10 @@
 It supervises the warm planner (a separate, single-threaded process, since a
 process with threads must not fork workers), serves the parts' HTTP routes
 on one listener (loopback unless told otherwise), and answers `status` and
-`stop` on a root-only control socket.  A service that fails to start is
-reported in status and the others run on; nothing here is needed by a verb.
+`stop` on a root-only control socket (0600 in its 0700 run dir, and each
+caller checked by SO_PEERCRED: root or the node's own uid).  The run dir must
+be the node's own (`rundir.py`).  A service that fails to start is reported
+in status and the others run on; nothing here is needed by a verb.
 """
 
 import asyncio
@@ -46,8 +48,8 @@ class Node:
         return os.path.join(self.run_dir, "control.sock")
 
     async def run(self):
-        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-        os.chmod(self.run_dir, 0o700)
+        from .rundir import check
+        check(self.run_dir, create=True)  # main() did; cheap, and it must hold here
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -187,8 +189,18 @@ class Node:
         return out
 
     async def _control(self, reader, writer):
+        import socket
+        import struct
         try:
-            line = (await reader.readline()).decode().strip()
+            pid, uid, _ = struct.unpack("3i", writer.get_extra_info("socket").getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if uid not in (0, os.geteuid()):  # before reading a byte of theirs
+                self.log(f"control: refused uid {uid} (pid {pid})")
+                writer.write(json.dumps({"error": f"the node answers root only, not uid {uid}"})
+                             .encode() + b"\n")
+                await writer.drain()
+                return
+            line = (await reader.readline()).decode(errors="replace").strip()
             if line == "status":
                 writer.write(json.dumps(self.status()).encode() + b"\n")
             elif line == "stop":
@@ -217,11 +229,15 @@ def main(cfg=None):
     # from it (a source tree there is another build than the one installed).
     os.chdir("/")
     pid_file = os.path.join(cfg["node"]["run_dir"], "node.pid")
-    os.makedirs(cfg["node"]["run_dir"], mode=0o700, exist_ok=True)
+    from ..errors import EmergenceError
+    from .rundir import check
+    try:  # before the pid file is written there
+        check(cfg["node"]["run_dir"], create=True)
+    except EmergenceError as e:
+        sys.exit(f"emergence: {e}")
     with open(pid_file + ".tmp", "w") as f:
         f.write(f"{os.getpid()}\n")
     os.replace(pid_file + ".tmp", pid_file)
-    from ..errors import EmergenceError
     try:
         asyncio.run(Node(cfg).run())
     except EmergenceError as e:  # e.g. a TLS file missing: one line, the log's last

@@ -2,10 +2,10 @@
 interpreter start per call.
 
 A single-threaded process (the node starts and supervises it) with the
-runtime already imported.  Per connection it checks the caller is root
-(SO_PEERCRED) and forks a worker; the worker takes the caller's descriptors
-at their own numbers, its cwd, environment and argv, and runs `cli.main`
-exactly as the cold path would.  Only spawning the shim and reaping children
+runtime already imported.  Per connection it checks the caller is root, or
+the node's own uid (SO_PEERCRED), and forks a worker; the worker takes the
+caller's descriptors at their own numbers, its cwd, environment and argv, and
+runs `cli.main` exactly as the cold path would.  Only spawning the shim and reaping children
 go back to the front-end (`runtime/parent.py`), which must stay the parent
 of the container.  A killed planner loses no call in flight: each worker is
 its own process.
@@ -13,13 +13,24 @@ its own process.
 Protocol (SOCK_SEQPACKET, each record NUL-terminated fields, descriptors in
 SCM_RIGHTS; the other side is csrc/front.c):
 
-  front -> planner  HELLO build cwd fdnums argc argv... envc env...  [fds]
+  front -> planner  HELLO build cwd fdnums argc argv... envc env...
   planner -> front  OK worker-pid          (or NO reason: front goes cold)
+  front -> planner  GO  [fds]              (or it closes: it gave up, the call is dropped)
+  planner -> front  NO reason              (instead of the call: front goes cold)
   worker -> front   SPAWN targets argc argv...  [exe, fd per target]
   front -> worker   PID pid                (or ERR errno)
   worker -> front   WAIT pid options
   front -> worker   STATUS pid status      (or ERR errno)
   worker -> front   EXIT code
+
+The front-end waits for OK only so long (its deadline); a worker runs nothing
+before GO, so a call the front-end gave up on and ran cold is never run
+twice, and the caller's descriptors travel only with GO: a stopped planner
+holds none of the engine's pipes open.  A worker sends OK once the build is
+checked and gets ready (the caller's namespaces, cwd, environment) while the
+GO comes, so the handshake adds little to the call's path; a NO after OK (a
+caller it cannot serve) comes before anything is run, and the front-end then
+runs the call cold.
 """
 
 import errno
@@ -131,8 +142,8 @@ def serve(path, spares_wanted=SPARES):
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # go with the node
     if os.getppid() == 1:
         return
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    os.chmod(os.path.dirname(path), 0o700)
+    from .rundir import check
+    check(os.path.dirname(path), create=True)  # ours alone, or we do not serve there
     preload(scratch_dir(path))
     try:
         os.unlink(path)
@@ -245,8 +256,9 @@ def _set_environ(env):
 
 
 def _accept_root(lsock):
-    """The next connection from root; others are closed (their front-end goes
-    cold, and fails there as non-root)."""
+    """The next connection from root (or the node's own uid); others are closed
+    (their front-end goes cold, and fails there as non-root)."""
+    mine = (0, os.geteuid())
     while True:
         try:
             conn, _ = lsock.accept()
@@ -254,7 +266,7 @@ def _accept_root(lsock):
             continue
         _, uid, _ = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        if uid == 0:
+        if uid in mine:
             return conn
         conn.close()
 
@@ -262,30 +274,55 @@ def _accept_root(lsock):
 def work(conn, resets):
     """One call in a forked worker: become the caller, run the CLI, say EXIT.
     RESETS: the (signal, disposition) pairs that make its signals a fresh
-    process's (`_signal_resets()`, found before the call)."""
+    process's (`_signal_resets()`, found before the call).  A front-end gone
+    before GO (its deadline passed) ends the worker with nothing run."""
     peer_pid = struct.unpack("3i", conn.getsockopt(
         socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
-    data, fds, _, _ = socket.recv_fds(conn, MAX_MSG, MAX_FDS)
-    f = parse(data)
-    if len(f) < 5 or f[0] != "HELLO":
-        return 1
-    if f[1] != BUILD_ID:
-        conn.send(fields("NO", f"planner build {BUILD_ID}, front-end build {f[1]}"))
-        return 0
-    cwd, nums = f[2], [int(n) for n in f[3].split(",") if n]
-    argc = int(f[4])
-    argv = f[5:5 + argc]
-    envc = int(f[5 + argc])
-    env = f[6 + argc:6 + argc + envc]
-    if len(nums) != len(fds) or len(argv) != argc or len(env) != envc:
-        conn.send(fields("NO", "malformed HELLO"))
-        return 0
+    try:
+        data = conn.recv(MAX_MSG)  # HELLO carries no descriptors (those come with GO)
+        f = parse(data)
+        if len(f) < 5 or f[0] != "HELLO":
+            return 1
+        if f[1] != BUILD_ID:  # before OK: a front-end of any build then goes cold
+            conn.send(fields("NO", f"planner build {BUILD_ID}, front-end build {f[1]}"))
+            return 0
+        # Taken: the front-end's GO (with the caller's descriptors) is on its
+        # way while we get ready; a NO from here on still sends it cold.
+        conn.send(fields("OK", os.getpid()))
+        cwd, nums = f[2], [int(n) for n in f[3].split(",") if n]
+        argc = int(f[4])
+        argv = f[5:5 + argc]
+        envc = int(f[5 + argc])
+        env = f[6 + argc:6 + argc + envc]
+        if len(argv) != argc or len(env) != envc:
+            conn.send(fields("NO", "malformed HELLO"))
+            return 0
+        why = _join_caller(peer_pid)
+        if why:
+            conn.send(fields("NO", why))
+            return 0
+        try:
+            os.chdir(cwd)
+        except OSError:
+            conn.send(fields("NO", f"cannot enter {cwd}"))
+            return 0
+    except (OSError, ValueError, IndexError):
+        return 0  # the front-end went (cold), or sent nonsense: nothing was done
     import signal
     for sig, how in resets:
         try:
             signal.signal(sig, how)
         except (OSError, ValueError):
             pass
+    _set_environ(dict(e.split("=", 1) for e in env if "=" in e))
+    try:
+        data, fds, _, _ = socket.recv_fds(conn, 64, MAX_FDS)
+    except OSError:
+        return 0
+    if parse(data) != ["GO"] or len(fds) != len(nums):
+        for fd in fds:
+            os.close(fd)
+        return 0  # no GO: the front-end gave up on this call; it runs nothing here
     # Become the caller: its descriptors at their own numbers, nothing else of ours.
     top = max(nums + [conn.fileno(), *fds, 2]) + 1
     moved = []
@@ -299,18 +336,7 @@ def work(conn, resets):
         os.dup2(fd, num, inheritable=True)
     for fd in moved:
         os.close(fd)
-    why = _join_caller(peer_pid)
-    if why:
-        csock.send(fields("NO", why))
-        return 0
-    try:
-        os.chdir(cwd)
-    except OSError:
-        csock.send(fields("NO", f"cannot enter {cwd}"))
-        return 0
-    _set_environ(dict(e.split("=", 1) for e in env if "=" in e))
     _fresh_stdio()
-    csock.send(fields("OK", os.getpid()))
     from ..runtime import parent
     parent.use(Remote(csock))
     sys.argv = argv  # the front-end's: argv[0] is the `emergence` the caller ran
@@ -428,8 +454,12 @@ def _fresh_stdio():
 
 
 def main():
+    from ..errors import EmergenceError
     path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SOCKET
-    serve(path, max(1, int(sys.argv[2])) if len(sys.argv) > 2 else SPARES)
+    try:
+        serve(path, max(1, int(sys.argv[2])) if len(sys.argv) > 2 else SPARES)
+    except EmergenceError as e:
+        sys.exit(f"emergence: {e}")
 
 
 if __name__ == "__main__":

@@ -77,17 +77,19 @@ def _top(ctx, opts, args):
 
 
 def _netns_of(root, where):
-    """A container id (its init's netns), or a netns name, path or pid as it is."""
+    """A container id (its init's netns, entered through a checked pidfd), or a
+    netns name, path or pid, which root may name here: opened O_PATH and checked
+    to be a network namespace first, so a FIFO or a device is never opened."""
     from ..runtime import state
+    from .targets import Container, Path
     if state.valid_id(where) and os.path.isdir(os.path.join(root, where)):
-        with state.Container.open(root, where, lock=False) as c:
-            if c.pid:
-                return str(c.pid)
-    return where
+        return Container(root, where)
+    return Path(where)
 
 
 def _probe(ctx, opts, args):
-    """RTT (or, with --throughput, one TCP stream) from SRC to ADDR, once."""
+    """RTT (or, with --throughput, one TCP stream) from SRC to ADDR, once, in this
+    process (root's own; the node's route takes container ids only)."""
     from .. import fastjson
     from ..errors import EmergenceError
     from .qos import percentile, rtt, throughput
@@ -117,6 +119,8 @@ def _probe(ctx, opts, args):
                       "p99": percentile(got, 0.99)}
     except (ConnectionError, OSError) as e:
         raise EmergenceError(f"probe from {args[0]} to {addr}: {e}") from None
+    except EmergenceError as e:
+        raise EmergenceError(f"probe from {args[0]} to {addr}: {e}") from None
     if opts.get("json"):
         sys.stdout.write(fastjson.dumps(result) + "\n")
     elif result["kind"] == "rtt":
@@ -138,7 +142,8 @@ VERBS = [
          {"json": JSON, "interval": INTERVAL,
           "sort": Option(VALUE, "column to sort by (default cpu)", "KEY"),
           "once": Option(FLAG, "print one view and exit")}, _top),
-    Verb("probe", "round-trip time (or throughput) between two containers or netns, once",
+    Verb("probe", "round-trip time (or throughput) between two containers (by id) or netns "
+         "(root's names, paths or pids), once, in this process",
          "SRC DST ADDR [--count N] [--throughput [--seconds S]] [--json]",
          {"json": JSON, "count": Option(VALUE, "echo requests to send (default 20)", "N"),
           "throughput": Option(FLAG, "measure one TCP stream instead of the RTT"),

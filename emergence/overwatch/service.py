@@ -1,7 +1,10 @@
 """Overwatch inside `emergence node`: samples every `interval` seconds and
-serves the latest sample at GET /metrics (Prometheus text format)."""
+serves the latest sample at GET /metrics (Prometheus text format); runs the
+standing QoS probe and, at POST /overwatch/v1/probe (a control route), one
+probe at a time between two containers this node runs, named by id."""
 
 import asyncio
+import threading
 import time
 
 from .. import DEFAULT_ROOT
@@ -11,13 +14,16 @@ class Service:
     """Long-running work of overwatch inside `emergence node`."""
 
     name = "overwatch"
-    # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address)
+    # probe_pairs: "SRC DST ADDR" strings (netns name, path or init pid; DST's address),
+    # root's own configuration: opened O_PATH and checked to be a netns (targets.Path)
+    # probe_series: (src, dst) pairs kept in the metrics at most (the oldest evicted)
     # annotations: OCI annotation keys exported as container_label_* (as cAdvisor does)
     # counters: the event counters' file (default: emergence.counters.path())
     # probe_annotation: containers with the same value of it are probed pairwise
     # ("" turns the automatic pairs off)
     DEFAULTS = {"interval": 1.0, "root": DEFAULT_ROOT, "probe_pairs": [],
-                "probe_interval": 10.0, "history": 1000, "store": None, "annotations": [],
+                "probe_interval": 10.0, "history": 1000, "probe_series": 256, "store": None,
+                "annotations": [],
                 "counters": None, "probe_annotation": "org.emergence.overwatch.probe-group"}
 
     def __init__(self, config, state_dir, log):
@@ -40,8 +46,8 @@ class Service:
         self.registry.register(self.node_metrics)
         self.prober = None
         if self.config["probe_pairs"]:
-            from .qos import Prober
-            self.prober = Prober(state_dir, log, int(self.config["history"]))
+            self._prober()
+        self.probe_slot = threading.Lock()  # probes on request: one at a time
         self.task = None
         self.probe_task = None
         self.passes = 0
@@ -56,40 +62,63 @@ class Service:
                 access.control(web.post("/overwatch/v1/probe", self._probe))]
 
     async def _probe(self, request):
-        """A probe on request: {"src", "dst", "addr", "kind": "rtt"|"throughput",
-        "count", "seconds"}; the figures join the metrics and the history."""
+        """A probe on request between two containers this node runs: {"src", "dst"
+        (container ids or att:NETWORK/ID/IFNAME keys), "addr" (optional: one of
+        DST's IPv4 addresses; default its attachment's, else its first outside lo),
+        "kind": "rtt"|"throughput", "count", "seconds"}; the figures join the
+        metrics and the history.  Never a path or a pid (400), an unknown id is a
+        404, and one probe runs at a time (429 while one does)."""
         from aiohttp import web
+
+        from ..errors import NotFound
+        from .targets import Container, RefusedName
+
+        def error(status, message):
+            return web.json_response({"error": message}, status=status)
         try:
             body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            src, dst, addr = (str(body[k]) for k in ("src", "dst", "addr"))
+            src, dst = body["src"], body["dst"]
+            addr = body.get("addr")
+            if addr is not None and not isinstance(addr, str):
+                raise ValueError("addr must be an IPv4 address as a string")
             kind = body.get("kind", "rtt")
             if kind not in ("rtt", "throughput"):
-                raise ValueError(f"kind must be rtt or throughput, not {kind!r}")
+                raise ValueError(f"kind must be rtt or throughput, not {str(kind)[:40]!r}")
             count = int(body.get("count", 20))
             seconds = float(body.get("seconds", 1.0))
             if not (1 <= count <= 1000 and 0.1 <= seconds <= 60):
                 raise ValueError("count must be 1..1000 and seconds 0.1..60")
-        except (ValueError, KeyError, TypeError) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-            return web.json_response({"error": f"bad probe request: {what}"}, status=400)
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else \
+                "JSON nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
+            return error(400, f"bad probe request: {what}")
+        root = self.config["root"]
+        try:
+            src, dst = Container.known(root, src), Container.known(root, dst)
+        except RefusedName as e:
+            return error(400, str(e))
+        except NotFound as e:
+            return error(404, str(e))
+        # one slot, taken here and given back by the probe's own thread when it
+        # ends: a client that hangs up cannot free it early and pile up threads
+        if not self.probe_slot.acquire(blocking=False):
+            return error(429, "a probe is already running on this node; try again when "
+                         "it ends")
+        prober = self._prober()
+        status, payload = await asyncio.get_running_loop().run_in_executor(
+            None, _probe_once, self.probe_slot, prober, kind, src, dst, addr, count, seconds)
+        if status != 200:
+            return error(status, payload)
+        return web.json_response(payload)
+
+    def _prober(self):
         if self.prober is None:
             from .qos import Prober
-            self.prober = Prober(self.state_dir, self.log, int(self.config["history"]))
-        why = "no answer"
-        if kind == "rtt":
-            result = await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, count, 0.02)
-        else:
-            try:
-                result = await asyncio.to_thread(self.prober.probe_throughput, src, dst, addr,
-                                                 seconds)
-            except (ConnectionError, OSError) as e:
-                result, why = None, str(e)
-        if result is None:
-            return web.json_response({"error": f"{kind} probe {src} -> {dst} ({addr}): {why}"},
-                                     status=502)
-        return web.json_response(result)
+            self.prober = Prober(self.state_dir, self.log, int(self.config["history"]),
+                                 int(self.config["probe_series"]))
+        return self.prober
 
     def _body(self):
         from prometheus_client import generate_latest
@@ -154,18 +183,14 @@ class Service:
         from .pairs import Pairs
         static = [(src, None, dst, addr) for src, dst, addr in
                   (p.split() for p in self.config["probe_pairs"])]
-        grouped = Pairs(self.config["probe_annotation"], self.log)
+        grouped = Pairs(self.config["probe_annotation"], self.config["root"], self.log)
         failed = set()
         while True:
             try:
                 pairs = static + await asyncio.to_thread(grouped, self.collector.latest)
-                if pairs and self.prober is None:
-                    from .qos import Prober
-                    self.prober = Prober(self.state_dir, self.log,
-                                         int(self.config["history"]))
                 for src, ns, dst, addr in pairs:
-                    await asyncio.to_thread(self.prober.probe_rtt, src, dst, addr, 5, 0.05,
-                                            ns)
+                    await asyncio.to_thread(self._prober().probe_rtt, src, dst, addr, 5,
+                                            0.05, ns)
             except Exception as e:  # one bad round must not end the standing probe
                 if str(e) not in failed:  # said once, not every round
                     failed.add(str(e))
@@ -200,3 +225,58 @@ class Service:
         return {"containers": len(self.collector.latest), "passes": self.passes,
                 "renders": self.rendered.renders,
                 "last_pass_cpu_seconds": round(self.pass_seconds, 6)}
+
+
+def _probe_once(slot, prober, kind, src, dst, addr, count, seconds):
+    """One probe on request, in a thread that holds SLOT and releases it at the
+    end: (200, result) or (status, error line)."""
+    from ..errors import EmergenceError
+    try:
+        try:
+            addr = _destination(dst, addr)
+        except ValueError as e:
+            return 400, str(e)
+        except (ConnectionError, OSError, EmergenceError) as e:
+            return 409, f"cannot probe {dst}: {e}"
+        why = "no answer"
+        try:
+            if kind == "rtt":
+                result = prober.probe_rtt(src, dst, addr, count, 0.02, src, quiet=False)
+            else:
+                result = prober.probe_throughput(src, dst, addr, seconds, 5201, src, dst)
+        except (ConnectionError, OSError, EmergenceError) as e:
+            result, why = None, str(e)
+        if result is None:
+            return 502, f"{kind} probe {src} -> {dst} ({addr}): {why}"
+        return 200, result
+    finally:
+        slot.release()
+
+
+def _destination(dst, addr):
+    """The address a probe to DST (a targets.Container) goes to: ADDR if it is one
+    of DST's IPv4 addresses outside lo (ValueError if not), else its attachment's
+    interface's address, else its first outside lo."""
+    import ipaddress
+
+    from .pairs import ipv4_addresses
+    # a loopback address would be answered by the source's own lo: never DST's
+    found = [(ifname, a) for ifname, a in ipv4_addresses(dst)
+             if ifname != "lo" and not a.startswith("127.")]
+    if addr is not None:
+        try:
+            addr = str(ipaddress.IPv4Address(addr))
+        except ValueError:
+            raise ValueError(f"addr {addr[:60]!r} is not an IPv4 address") from None
+        if addr not in {a for _, a in found}:
+            raise ValueError(f"addr {addr} is not an address of {dst}; leave addr out to "
+                             "probe its first one")
+        return addr
+    if dst.ifname is not None:
+        mine = [a for ifname, a in found if ifname == dst.ifname]
+        if not mine:
+            raise ValueError(f"{dst}: the container has no IPv4 address on {dst.ifname}")
+        return mine[0]
+    if not found:
+        raise ValueError(f"container {dst} has no IPv4 address outside lo to probe")
+    return found[0][1]

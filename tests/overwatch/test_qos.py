@@ -206,54 +206,112 @@ def test_service_runs_the_standing_probe(three_netns, tmp_path):
     assert (tmp_path / "qos-history.jsonl").exists()
 
 
-def test_probe_on_request_through_the_node(three_netns, tmp_path):
-    """POST /overwatch/v1/probe on the node's listener: figures back as JSON and
-    in /metrics; a malformed request is a 400 naming the problem, an
-    unreachable peer a 502."""
+def _in_netns(ns):
+    def edit(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"]
+                                    if n["type"] != "network"]
+        c["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ns}"})
+    return edit
+
+
+def test_probe_on_request_through_the_node(three_netns, rt, running, tmp_path):
+    """POST /overwatch/v1/probe on the node's listener, between two containers by
+    id: figures back as JSON and in /metrics; a malformed request is a 400 naming
+    the problem, an unreachable peer a 502.  (The attacks: tests/security/test_probe.py.)"""
     import json
     import socket
     import urllib.error
     import urllib.request
 
     from conftest import emergence_command
+    a, c = running(edit=_in_netns("owqa")), running(edit=_in_netns("owqc"))
+    gone = running(edit=_in_netns("owqb"))  # owqb: reached from owqa, not from owqc
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     flags = ["--node-run-dir", str(tmp_path / "run"), "--node-state-dir", str(tmp_path / "st"),
              "--node-services", "overwatch", "--node-listen", f"127.0.0.1:{port}",
-             "--overwatch-root", str(tmp_path / "no-containers")]
+             "--overwatch-root", rt.root]
     started = subprocess.run(emergence_command() + ["node", "start", *flags],
                              capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
 
-    token = (tmp_path / "st" / "node.token").read_text().strip()  # probe is a control route
-
     def post(body):
+        token = tmp_path / "st" / "node.token"  # the node's credential, once it has one
+        headers = {"Authorization": f"Bearer {token.read_text().strip()}"} \
+            if token.exists() else {}
         req = urllib.request.Request(f"http://127.0.0.1:{port}/overwatch/v1/probe",
                                      data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {token}"})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
     try:
-        status, result = post({"src": "owqa", "dst": "owqc", "addr": "10.213.2.2",
-                               "count": 10})
+        status, result = post({"src": a, "dst": c, "addr": "10.213.2.2", "count": 10})
         assert status == 200 and result["received"] == 10 and result["p50"] < UNDELAYED, result
+        status, result = post({"src": a, "dst": c, "kind": "throughput", "seconds": 0.3})
+        assert status == 200 and result["bytes_per_second"] > 1_000_000, result
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             text = r.read().decode()
         count = [s for f in text_string_to_metric_families(text) for s in f.samples
                  if s.name == "emergence_network_rtt_seconds_count"]
-        assert [(s.labels, s.value) for s in count] == [({"src": "owqa", "dst": "owqc"}, 10)]
-        status, err = post({"src": "owqa", "addr": "10.213.2.2"})
+        assert [(s.labels, s.value) for s in count] == [({"src": a, "dst": c}, 10)]
+        status, err = post({"src": a, "addr": "10.213.2.2"})
         assert status == 400 and "dst" in err["error"]
-        status, err = post({"src": "owqa", "dst": "x", "addr": "10.213.2.2", "kind": "ping"})
+        status, err = post({"src": a, "dst": c, "addr": "10.213.2.2", "kind": "ping"})
         assert status == 400 and "kind" in err["error"]
-        status, err = post({"src": "owqa", "dst": "nobody", "addr": "10.213.9.9", "count": 2})
-        assert status == 502
+        status, err = post({"src": c, "dst": gone, "count": 2})
+        assert status == 502, err
     finally:
-        subprocess.run(emergence_command() + ["node", "stop", *flags[:2]], capture_output=True)
+        subprocess.run(emergence_command() + ["node", "stop", *flags[:4]], capture_output=True)
+
+
+def test_series_are_bounded(three_netns, tmp_path):
+    """1,000 distinct (src, dst) label pairs leave MAX_PAIRS in the metrics: the
+    least recently probed are evicted from the histogram and the gauge alike."""
+    p = Prober(str(tmp_path), history_limit=10, max_pairs=16)
+    p.probe_throughput("owqa", "owqb", "10.213.1.2", seconds=0.1)
+    for i in range(1000):
+        assert p.probe_rtt(f"s{i}", f"d{i % 7}", "10.213.1.2", count=1, gap=0,
+                           src_ns="owqa") is not None
+        if i == 500:
+            p.probe_rtt("s0", "d0", "10.213.1.2", count=1, gap=0, src_ns="owqa")  # renewed
+    fams = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(p.registry).decode())}
+    pairs = {(s.labels["src"], s.labels["dst"])
+             for s in fams["emergence_network_rtt_seconds"].samples}
+    assert len(pairs) == 16 and ("s999", "d5") in pairs and ("s0", "d0") not in pairs, pairs
+    assert fams["emergence_network_throughput_bytes"].samples == []  # evicted too
+    assert len(p.history.entries) == 10
+
+
+def test_standing_paths_never_open_a_fifo(tmp_path):
+    """A netns path from root's configuration that is a FIFO nobody writes (or a
+    regular file) is refused at once, not waited on; a real netns still works."""
+    import threading
+
+    from emergence.overwatch.targets import Path
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    got = {}
+
+    def try_open():
+        for where in (fifo, str(plain), "/dev/null"):
+            try:
+                Path(where).open()
+            except ConnectionError as e:
+                got[where] = str(e)
+    t = threading.Thread(target=try_open, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "opening a FIFO as a netns blocked"
+    assert all("not a network namespace" in got.get(w, "") for w in (fifo, str(plain),
+                                                                     "/dev/null")), got
+    os.close(Path("/proc/self/ns/net").open())
 
 
 def test_probe_verb(three_netns):
