@@ -281,9 +281,9 @@ async def _refuse(request, resp):
     end, dropped = loop.time() + (0 if waiting else DRAIN_SECONDS), 0
     try:
         while dropped < DRAIN and not request.content.at_eof():
-            async with asyncio.timeout(max(end - loop.time(), 0)):
-                dropped += len(await request.content.readany())
-    except (TimeoutError, ConnectionError):
+            dropped += len(await asyncio.wait_for(request.content.readany(),
+                                                  max(end - loop.time(), 0)))
+    except (asyncio.TimeoutError, ConnectionError):
         pass
     except Exception:  # the payload's own errors: the connection goes all the same
         pass
