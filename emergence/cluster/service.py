@@ -29,10 +29,12 @@ class Service:
 
     def routes(self):
         from aiohttp import web
+
+        from .. import access
         if not (self.config["join"] and self.material.is_ca()):
             return []
-        # access: signed (HMAC with a join token, join.py)
-        return [web.post("/cluster/v1/join", self._join)]
+        # signed: the body proves itself by the join token's HMAC (join.py)
+        return [access.signed(web.post("/cluster/v1/join", self._join))]
 
     async def _join(self, request):
         import asyncio

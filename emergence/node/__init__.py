@@ -4,6 +4,7 @@
   config.py     /etc/emergence/node.toml, defaults, and a flag for every key
   daemon.py     the process: the warm planner, the HTTP listener, the parts' services
   planner.py    the warm planner that the C front-end (csrc/front.c) asks to run a call
+  rundir.py     the run dir is the node's own (owner, mode, no symlink, safe parents) or refused
 
 May import every part (it hosts their services); no part imports it.  Every
 verb works without it: the front-end falls back to the cold path.

@@ -78,18 +78,23 @@ def _start(cfg, foreground):
         raise EmergenceError(f"the node is already running (pid {pid}); "
                              "`emergence node stop` first")
     if foreground:
-        sys.argv[1:] = [json.dumps(cfg)]
         from .daemon import main
-        main()
+        main(cfg)
         return 0
     log_dir = os.path.join(cfg["node"]["state_dir"], "node")
     os.makedirs(log_dir, mode=0o700, exist_ok=True)
     log_path = os.path.join(log_dir, "node.log")
     with open(log_path, "ab") as log:
         start_at = log.tell()
-        p = subprocess.Popen([sys.executable, "-m", "emergence.node.daemon", json.dumps(cfg)],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+        # the configuration on stdin, not in argv: every user can read a cmdline
+        p = subprocess.Popen([sys.executable, "-m", "emergence.node.daemon", "-"],
+                             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd="/",
                              start_new_session=True, close_fds=True)
+        try:
+            p.stdin.write(json.dumps(cfg).encode())
+            p.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once: the log says why, below
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if p.poll() is not None:
@@ -98,7 +103,10 @@ def _start(cfg, foreground):
                 tail = f.read().decode(errors="replace").strip().splitlines()
             why = tail[-1] if tail else f"exit status {p.returncode}"
             raise EmergenceError(f"the node did not start: {why} (log: {log_path})")
-        status = _control(run_dir, "status", timeout=1)
+        try:
+            status = _control(run_dir, "status", timeout=1)
+        except EmergenceError:  # it is going down as we ask: the next round says why
+            status = None
         if status and status.get("ready"):
             sys.stdout.write(f"node started, pid {status['pid']}; log {log_path}\n")
             return 0
@@ -205,6 +213,9 @@ def _options():
         "cluster-init": Option(FLAG, "start: a one-machine cluster (a local etcd; this node "
                                      "both commands and works)"),
         "json": JSON,
+        # retired, so that using it says what replaced it (config.RETIRED)
+        "place-token": Option(VALUE, "no more: the node token guards placement settings",
+                              "V"),
     }
     try:
         from .config import defaults, flag_names

@@ -17,7 +17,14 @@ NODE_DEFAULTS = {
     "planner": True,                       # serve the C front-end's warm path
     "planner_spares": 3,                   # workers forked and warmed ahead of calls
     "services": ["relay", "share", "overwatch", "place", "cluster"],  # those installed start
+    "readers": [],                         # networks that may read ([] = whoever connects)
+    "tls_cert": "",                        # serve HTTPS with this certificate (PEM)...
+    "tls_key": "",                         # ...and its key (0600)
+    "client_ca": "",                       # accept client certificates of this CA for writes
 }
+# keys that were, and what replaced them: one line, not "unknown key"
+RETIRED = {("place", "token"): "the placement settings now need the node token "
+           "(<[node] state_dir>/node.token, or a client certificate); remove [place] token"}
 SERVICE_PARTS = ("relay", "share", "overwatch", "place", "cluster")
 
 
@@ -54,6 +61,12 @@ def load(path=None, flags=None):
     ({flag-name: value}).  A missing default file is fine; a missing given one is not."""
     table = defaults()
     file, data = nodefile.read(path)
+    for (sec, key), why in RETIRED.items():
+        if isinstance(data.get(sec), dict) and key in data[sec]:
+            raise EmergenceError(f"{file}: [{sec}] {key} is no more: {why}")
+        if f"{sec}-{key}" in (flags or {}):
+            raise EmergenceError(f"--{sec}-{key} is no more (a secret in argv is seen by "
+                                 f"every user in ps): {why}")
     for sec, keys in data.items():
         if sec not in table:
             raise EmergenceError(f"{file}: unknown section [{sec}]; known: "

@@ -116,22 +116,32 @@ class Node:
             self.services[part] = svc
 
     async def _start_http(self):
+        """The parts' routes on one listener, each checked by its access class
+        (access.py); HTTPS with client certificates when [node] tls_* is set."""
+        from aiohttp import web
+
+        from .. import access
+        # made on the first start whether or not anything is served: clients and
+        # tools find it in one place
+        token = access.load_or_make_token(
+            self.state_dir, os.path.join(self.state_dir, access.LEGACY_TOKEN))
         routes = []
         for svc in self.services.values():
             routes.extend(svc.routes())
         if not routes:
             return
-        from aiohttp import web
-        middlewares = []
-        for svc in self.services.values():  # e.g. share's filter of who may read
-            middlewares.extend(getattr(svc, "middlewares", list)())
-        app = web.Application(client_max_size=1 << 30, middlewares=middlewares)
-        app.add_routes(routes)
-        host, _, port = self.cfg["node"]["listen"].rpartition(":")
+        node = self.cfg["node"]
+        ctx = None
+        if node["tls_cert"] or node["tls_key"] or node["client_ca"]:
+            ctx = access.ssl_context(node["tls_cert"], node["tls_key"], node["client_ca"])
+        policy = access.Policy(token, node["readers"], client_certs=bool(node["client_ca"]))
+        app = access.application(routes, policy, client_max_size=1 << 30)
+        host, _, port = node["listen"].rpartition(":")
         self.http = web.AppRunner(app, access_log=None)
         await self.http.setup()
-        await web.TCPSite(self.http, host.strip("[]") or "127.0.0.1", int(port)).start()
-        self.log(f"serving HTTP on {self.cfg['node']['listen']}")
+        await web.TCPSite(self.http, host.strip("[]") or "127.0.0.1", int(port),
+                          ssl_context=ctx).start()
+        self.log(f"serving HTTP{'S' if ctx else ''} on {node['listen']}")
 
     # -- the warm planner ----------------------------------------------------
     async def _supervise_planner(self):
@@ -203,9 +213,18 @@ class Node:
             writer.close()
 
 
-def main():
-    """`python -m emergence.node.daemon CONFIG-JSON`: what `node start` runs."""
-    cfg = json.loads(sys.argv[1])
+def main(cfg=None):
+    """`python -m emergence.node.daemon -`: what `node start` runs; the
+    configuration comes as JSON on stdin (never in argv, which every user
+    sees in ps), and stdin is /dev/null after it."""
+    if cfg is None:
+        if sys.argv[1:] != ["-"]:
+            sys.exit("usage: python -m emergence.node.daemon - < CONFIG-JSON "
+                     "(`emergence node start` runs this)")
+        cfg = json.loads(sys.stdin.buffer.read())
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)
+        os.close(fd)
     # Not the caller's directory: it holds nothing of ours, and `-m` would import
     # from it (a source tree there is another build than the one installed).
     os.chdir("/")
@@ -221,6 +240,9 @@ def main():
     os.replace(pid_file + ".tmp", pid_file)
     try:
         asyncio.run(Node(cfg).run())
+    except EmergenceError as e:  # e.g. a TLS file missing: one line, the log's last
+        sys.stderr.write(f"emergence node: {e}\n")
+        sys.exit(1)
     finally:
         try:
             os.unlink(pid_file)

@@ -56,10 +56,11 @@ class Service:
 
     def routes(self):
         from aiohttp import web
-        return [web.get("/metrics", self._metrics),
-                web.post("/overwatch/v1/probe", self._probe)]
 
-    # access: control (the node token); the `http` slice wires the class
+        from .. import access
+        return [access.read(web.get("/metrics", self._metrics)),
+                access.control(web.post("/overwatch/v1/probe", self._probe))]
+
     async def _probe(self, request):
         """A probe on request between two containers this node runs: {"src", "dst"
         (container ids or att:NETWORK/ID/IFNAME keys), "addr" (optional: one of

@@ -13,8 +13,8 @@ Settings go to etcd (config/…), so every command node uses them.  With
 dir), so one machine is a whole cluster: `emergence node start` with
 role both.  The
 nodes' loops are blocking (requests), so they run in threads; handlers call
-etcd in the loop's executor.  If `token` is set, the POSTs that change
-settings need `Authorization: Bearer TOKEN`.
+etcd in the loop's executor.  The POSTs that change settings are `control`
+routes (access.py): they need the node token or a client certificate.
 """
 
 import threading
@@ -32,7 +32,7 @@ class Service:
     name = "place"
     DEFAULTS = {"etcd": "https://127.0.0.1:2379", "prefix": "/emergence/", "role": "none",
                 "node_name": "", "lease_ttl": 5.0, "ack_timeout": 3.0, "cpu": 0.0,
-                "memory": 0.0, "token": "", "cluster_init": False,
+                "memory": 0.0, "cluster_init": False,
                 "cluster_dir": "",   # default: <state_dir>/cluster (the cluster service's)
                 "insecure": False,   # plain http etcd, no certificates: say so explicitly
                 "allow_bundles": [],  # the worker's policy (emergence/cluster/policy.py):
@@ -149,14 +149,17 @@ class Service:
     # -- HTTP ------------------------------------------------------------------------
     def routes(self):
         from aiohttp import web
-        return [web.post("/place/api/schedule", self._schedule),
-                web.post("/place/api/scheduler", self._scheduler),
-                web.post("/place/api/iaEnergyScalar", self._energy),
-                web.get("/place/api/status", self._status)]
+
+        from .. import access
+        return [access.control(web.post("/place/api/schedule", self._schedule)),
+                access.control(web.post("/place/api/scheduler", self._scheduler)),
+                access.control(web.post("/place/api/iaEnergyScalar", self._energy)),
+                access.read(web.get("/place/api/status", self._status))]
 
     @staticmethod
     def _bad(msg):
         from aiohttp import web
+        msg = msg if len(msg) <= 300 else msg[:300] + "…"  # never a client's value whole
         return web.json_response({"error": msg}, status=400)
 
     async def _body(self, request):
@@ -167,10 +170,6 @@ class Service:
         if not isinstance(body, dict):
             return None, self._bad("the body must be a JSON object")
         return body, None
-
-    def _authorised(self, request):
-        token = self.config["token"]
-        return not token or request.headers.get("Authorization") == f"Bearer {token}"
 
     async def _offload(self, fn, *args):
         import asyncio
@@ -219,11 +218,8 @@ class Service:
         return ranked[0]["name"]
 
     async def _setting(self, request):
-        """(body, None) of an authorised settings call, or (None, the error response)."""
-        from aiohttp import web
-        if not self._authorised(request):
-            return None, web.json_response({"error": "needs Authorization: Bearer TOKEN"},
-                                           status=401)
+        """(body, None) of a settings call (authorised by its route's class), or
+        (None, the error response)."""
         return await self._body(request)
 
     async def _scheduler(self, request):

@@ -61,7 +61,9 @@ class Service:
             loop = asyncio.get_running_loop()
             doc = await loop.run_in_executor(None, self.relay.show)
             return web.json_response(doc)
-        return [web.get("/relay/v1/status", status), web.get("/relay/v1/graph", graph)]
+        from .. import access
+        return [access.read(web.get("/relay/v1/status", status)),
+                access.read(web.get("/relay/v1/graph", graph))]
 
     async def start(self):
         from .engine import Relay

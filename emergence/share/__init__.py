@@ -3,7 +3,7 @@ of them at once, trusting none of them.
 
   service.py    the part inside `emergence node` (routes, start/stop, status)
   registry.py   the OCI distribution API over the store: pull, and push with a token
-  auth.py       the push token (root-only file) and the readers' network filter
+  auth.py       signed announcements (the token and readers are access.py's)
   nixcache.py   a signed Nix binary cache over /nix/store
   nar.py        NAR serialisation and Nix's base-32
   signing.py    Ed25519 keys and signatures in Nix's NAME:BASE64 format

@@ -1,75 +1,42 @@
-"""Who may write: one secret token in a root-only file of the node's state
-dir (`push.token`, made on first start).  A client presents it as HTTP
-Bearer, or as the password of HTTP Basic (any user name) so skopeo's and
-podman's `--creds user:TOKEN` work.  Reads may be limited to networks.
+"""What share's peers prove: an announcement ("the node at URL now holds
+these refs and digests") is signed by the sending node's key and taken only
+if that key is in `[share] trusted_keys` (or the sender holds the node
+token).  The token itself, and who may read or write at all, are the node's
+(`emergence/access.py`); share's old `push.token` became the node token.
 """
 
-import base64
-import hmac
-import ipaddress
-import os
-import secrets
+import json
+import time
 
-TOKEN_FILE = "push.token"
+MAX_SKEW = 300  # seconds an announcement stays good: a replay later is refused
+LEGACY_TOKEN_FILE = "push.token"  # share's token before the node had one
 
 
-def load_or_make_token(state_dir):
-    """The node's push token, made (0600, atomically) if there is none."""
-    path = os.path.join(state_dir, TOKEN_FILE)
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(32)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return token
+def announce_message(node, keys, when):
+    return "emergence-announce-1;" + json.dumps({"node": node, "keys": keys, "time": when},
+                                                 sort_keys=True, separators=(",", ":"))
 
 
-class TokenAuth:
-    def __init__(self, token, readers=()):
-        self.token = token.encode()
-        self.readers = [ipaddress.ip_network(r, strict=False) for r in readers]
+def sign_announce(key, node, keys, when=None):
+    """The body of an announcement from NODE (its URL) of KEYS, signed by KEY."""
+    when = int(time.time()) if when is None else when
+    return {"node": node, "keys": keys, "time": when,
+            "sig": key.sign(announce_message(node, keys, when))}
 
-    def _presented(self, header):
-        kind, _, value = header.partition(" ")
-        if kind.lower() == "bearer":
-            return value.strip().encode()
-        if kind.lower() == "basic":
-            try:
-                return base64.b64decode(value.strip()).partition(b":")[2]
-            except ValueError:
-                return b""
-        return b""
 
-    def check(self, request):
-        """Raise 401 unless REQUEST carries the token."""
-        from .registry import error
-        got = self._presented(request.headers.get("Authorization", ""))
-        if not got or not hmac.compare_digest(got, self.token):
-            raise error(401, "UNAUTHORIZED", "pushing needs the node's token "
-                        "(--creds any:TOKEN or Authorization: Bearer TOKEN)",
-                        headers={"WWW-Authenticate": 'Basic realm="emergence"'})
-
-    def reader_guard(self, handler):
-        """HANDLER, refusing readers outside the allowed networks (if any are set)."""
-        if not self.readers:
-            return handler
-
-        async def guarded(request):
-            peer = request.remote or ""
-            try:
-                addr = ipaddress.ip_address(peer)
-            except ValueError:
-                addr = None
-            if addr is None or not any(addr in net for net in self.readers):
-                from .registry import error
-                raise error(403, "DENIED", f"{peer} may not read from this node")
-            return await handler(request)
-        return guarded
+def announce_refused(body, trusted_keys, now=None):
+    """None if BODY's signature is by a trusted key and fresh; else (HTTP
+    status, why not): 401 without a signature, 403 with one not good here."""
+    from .signing import verify
+    sig, when = body.get("sig"), body.get("time")
+    if not isinstance(sig, str) or isinstance(when, bool) or not isinstance(when, int):
+        return 401, "an announcement needs its sender's signature (sig, time) or the node token"
+    if not trusted_keys:
+        return 403, "no [share] trusted_keys: signed announcements are not taken"
+    now = time.time() if now is None else now
+    if abs(now - when) > MAX_SKEW:
+        return 403, (f"the announcement is {int(abs(now - when))} s old or ahead "
+                     f"(at most {MAX_SKEW})")
+    if not verify(trusted_keys, announce_message(body["node"], body["keys"], when), sig):
+        return 403, "the announcement is not signed by a key in [share] trusted_keys"
+    return None

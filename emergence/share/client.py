@@ -103,7 +103,7 @@ async def push(session, store, image, dest, auth_header, progress=None):
                                                          f.fileno()).st_size)}) as r:
                 if r.status == 401:
                     raise EmergenceError(f"{base} refused the push: give its token with "
-                                         "--token-file (the node's push.token)")
+                                         "--token-file (the node's node.token, in its state dir)")
                 if r.status not in (201, 202):
                     raise EmergenceError(f"{base} refused blob {blob['digest']}: {r.status} "
                                          f"{(await r.text())[:200]}")

@@ -184,7 +184,7 @@ VERBS = [
           "json": JSON}, _pull),
     Verb("push", "send an image to a node or registry",
          "IMAGE http(s)://HOST[:PORT]/NAME:TAG [--token-file FILE] [--json]",
-         {"token-file": Option(VALUE, "the node's push token (its state dir's push.token)",
+         {"token-file": Option(VALUE, "the node's token (its state dir's root-only node.token)",
                                "FILE"),
           "json": JSON}, _push),
     Verb("peers", "the peers (static and learned), their latency and what they hold",

@@ -131,8 +131,8 @@ class NixCache:
         start, end = 0, info.nar_size  # [start, end)
         status = 200
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/x-nix-nar"}
-        rng = request.http_range
-        if request.headers.get("Range"):
+        rng = _range(request, info.nar_size)
+        if rng is not None:
             s, e = rng.start, rng.stop
             if s is not None and s < 0:
                 s, e = max(info.nar_size + s, 0), info.nar_size
@@ -162,3 +162,17 @@ class NixCache:
                 await resp.write(chunk[lo:hi])
         await resp.write_eof()
         return resp
+
+
+def _range(request, size):
+    """The request's byte range (a slice), or None for the whole NAR.  As RFC
+    9110 14.2 says: a Range in another unit is ignored; one this server cannot
+    take (malformed, or several ranges) is refused with 416, not a 500."""
+    header = request.headers.get("Range")
+    if not header or not header.strip().lower().startswith("bytes="):
+        return None
+    try:
+        return request.http_range
+    except ValueError:
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{size}"}) from None

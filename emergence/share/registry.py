@@ -1,6 +1,7 @@
 """The OCI distribution API over the store: pull (manifests, blobs with
 Range, tags, catalog) for anyone allowed to read, push (monolithic and
-chunked uploads) only with the node's token.
+chunked uploads) only with the node's token (routes classed read and write:
+access.py checks them before a handler runs).
 
 A repository is the name part of a store ref ('hello-c:latest' is repository
 'hello-c', tag 'latest').  Blobs are content-addressed and shared by every
@@ -15,6 +16,7 @@ import re
 from aiohttp import web
 
 from ..image.store import REF, canonical  # noqa: F401  (canonical re-exported for tests)
+from ..access import echo
 
 NAME_RE = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*\Z")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
@@ -52,30 +54,31 @@ def split_ref(ref):
 
 
 class Registry:
-    """The /v2/ routes over one Store.  AUTH decides who may push (auth.TokenAuth)."""
+    """The /v2/ routes over one Store."""
 
-    def __init__(self, store, auth, state_dir, log=print):
+    def __init__(self, store, state_dir, log=print):
         self.store = store
-        self.auth = auth
         self.uploads = {}  # upload id -> (name, BlobWriter)
         self.log = log
         self.state_dir = state_dir
         self.on_put = None  # called with the refs and digests of each pushed image
 
     def routes(self):
+        """(access class, route) pairs: reads for anyone allowed to read, the
+        rest of a push (uploads, their status, manifests) for the token's holder."""
         n = r"{name:[a-z0-9][a-z0-9._/-]*}"
         return [
-            web.get("/v2/", self.base),
-            web.get("/v2/_catalog", self.catalog),
-            web.get(f"/v2/{n}/tags/list", self.tags),
-            web.get(f"/v2/{n}/manifests/{{ref}}", self.get_manifest),
-            web.put(f"/v2/{n}/manifests/{{ref}}", self.put_manifest),
-            web.get(f"/v2/{n}/blobs/{{digest:sha256:[^/]*}}", self.get_blob),
-            web.post(f"/v2/{n}/blobs/uploads/", self.start_upload),
-            web.patch(f"/v2/{n}/blobs/uploads/{{uid}}", self.patch_upload),
-            web.put(f"/v2/{n}/blobs/uploads/{{uid}}", self.finish_upload),
-            web.get(f"/v2/{n}/blobs/uploads/{{uid}}", self.upload_status),
-            web.delete(f"/v2/{n}/blobs/uploads/{{uid}}", self.cancel_upload),
+            ("read", web.get("/v2/", self.base)),
+            ("read", web.get("/v2/_catalog", self.catalog)),
+            ("read", web.get(f"/v2/{n}/tags/list", self.tags)),
+            ("read", web.get(f"/v2/{n}/manifests/{{ref}}", self.get_manifest)),
+            ("write", web.put(f"/v2/{n}/manifests/{{ref}}", self.put_manifest)),
+            ("read", web.get(f"/v2/{n}/blobs/{{digest:sha256:[^/]*}}", self.get_blob)),
+            ("write", web.post(f"/v2/{n}/blobs/uploads/", self.start_upload)),
+            ("write", web.patch(f"/v2/{n}/blobs/uploads/{{uid}}", self.patch_upload)),
+            ("write", web.put(f"/v2/{n}/blobs/uploads/{{uid}}", self.finish_upload)),
+            ("write", web.get(f"/v2/{n}/blobs/uploads/{{uid}}", self.upload_status)),
+            ("write", web.delete(f"/v2/{n}/blobs/uploads/{{uid}}", self.cancel_upload)),
         ]
 
     # -- reading --
@@ -92,14 +95,17 @@ class Registry:
     def _name(self, request):
         name = request.match_info["name"]
         if not NAME_RE.match(name):
-            raise error(400, "NAME_INVALID", f"invalid repository name {name!r}")
+            raise error(400, "NAME_INVALID", f"invalid repository name {echo(name)}")
         return name
 
     async def base(self, request):
         """200 for a client that holds the token; 401 with a Basic challenge for
         the rest: clients learn here how to authenticate (skopeo and podman send
         --creds only after a challenge), and read anonymously all the same."""
-        self.auth.check(request)
+        from .. import access
+        if not access.authenticated(request):
+            raise error(401, "UNAUTHORIZED", "pushing " + access.NEEDS,
+                        headers={"WWW-Authenticate": 'Basic realm="emergence"'})
         return web.json_response({}, headers=API_HEADER)
 
     async def catalog(self, request):
@@ -129,7 +135,7 @@ class Registry:
         name = self._name(request)
         repo = self.repositories().get(name)
         if repo is None:
-            raise error(404, "NAME_UNKNOWN", f"repository {name!r} not known to this node")
+            raise error(404, "NAME_UNKNOWN", f"repository {echo(name)} not known to this node")
         body = {"name": name, **self._page(request, sorted(repo), "tags",
                                            f"/v2/{name}/tags/list")}
         return web.json_response(body, headers={**API_HEADER, **self._link})
@@ -145,9 +151,9 @@ class Registry:
                     return desc.get("mediaType"), ref
             return None, ref  # any stored manifest by digest (a pushed one not yet tagged)
         if not TAG_RE.match(ref):
-            raise error(400, "MANIFEST_INVALID", f"{ref!r} is neither a tag nor a digest")
+            raise error(400, "MANIFEST_INVALID", f"{echo(ref)} is neither a tag nor a digest")
         if repo is None:
-            raise error(404, "NAME_UNKNOWN", f"repository {name!r} not known to this node")
+            raise error(404, "NAME_UNKNOWN", f"repository {echo(name)} not known to this node")
         if ref not in repo:
             raise error(404, "MANIFEST_UNKNOWN", f"manifest {name}:{ref} unknown")
         return repo[ref].get("mediaType"), repo[ref]["digest"]
@@ -160,7 +166,7 @@ class Registry:
             import json
             try:
                 media = json.loads(data).get("mediaType")
-            except ValueError:
+            except (ValueError, AttributeError, RecursionError):  # a blob, not a manifest
                 media = None
             if media not in MANIFEST_TYPES:
                 raise error(404, "MANIFEST_UNKNOWN", f"{digest} is not a manifest")
@@ -175,7 +181,7 @@ class Registry:
         self._name(request)
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
-            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+            raise error(400, "DIGEST_INVALID", f"{echo(digest)} is not a sha256 digest")
         path = self.store.blob_path(digest)
         if not os.path.isfile(path):
             raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown", {"digest": digest})
@@ -210,7 +216,6 @@ class Registry:
         self.store.sync_dir()
 
     async def start_upload(self, request):
-        self.auth.check(request)
         name = self._name(request)
         digest = request.query.get("digest")
         mount = request.query.get("mount")
@@ -223,7 +228,7 @@ class Registry:
         if digest is not None:  # single POST: the body is the whole blob
             if not DIGEST_RE.match(digest):
                 writer.abort()
-                raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+                raise error(400, "DIGEST_INVALID", f"{echo(digest)} is not a sha256 digest")
             return await self._last_chunk(request, writer, name, digest)
         uid = uuid.uuid4().hex
         self.uploads[uid] = (name, writer)
@@ -241,7 +246,6 @@ class Registry:
                             headers={"Range": f"0-{max(writer.size - 1, 0)}"})
 
     async def patch_upload(self, request):
-        self.auth.check(request)
         uid, writer = self._upload(request)
         self._check_range(request, writer)
         try:
@@ -255,11 +259,10 @@ class Registry:
             "Range": f"0-{max(writer.size - 1, 0)}", "Docker-Upload-UUID": uid})
 
     async def finish_upload(self, request):
-        self.auth.check(request)
         uid, writer = self._upload(request)
         digest = request.query.get("digest", "")
         if not DIGEST_RE.match(digest):
-            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+            raise error(400, "DIGEST_INVALID", f"{echo(digest)} is not a sha256 digest")
         self._check_range(request, writer)
         del self.uploads[uid]
         return await self._last_chunk(request, writer, request.match_info["name"], digest)
@@ -277,14 +280,12 @@ class Registry:
             "Docker-Content-Digest": digest})
 
     async def upload_status(self, request):
-        self.auth.check(request)
         uid, writer = self._upload(request)
         return web.Response(status=204, headers={
             **API_HEADER, "Location": self._location(request.match_info["name"], uid),
             "Range": f"0-{max(writer.size - 1, 0)}", "Docker-Upload-UUID": uid})
 
     async def cancel_upload(self, request):
-        self.auth.check(request)
         uid, writer = self._upload(request)
         del self.uploads[uid]
         writer.abort()
@@ -292,8 +293,6 @@ class Registry:
 
     async def put_manifest(self, request):
         import hashlib
-        import json
-        self.auth.check(request)
         name = self._name(request)
         ref = request.match_info["ref"]
         if request.content_length and request.content_length > MAX_MANIFEST:
@@ -305,23 +304,18 @@ class Registry:
         if DIGEST_RE.match(ref) and ref != digest:
             raise error(400, "DIGEST_INVALID", f"manifest hashes to {digest}, not {ref}")
         if not DIGEST_RE.match(ref) and not TAG_RE.match(ref):
-            raise error(400, "MANIFEST_INVALID", f"{ref!r} is neither a tag nor a digest")
-        try:
-            manifest = json.loads(data)
-        except ValueError:
-            raise error(400, "MANIFEST_INVALID", "manifest is not JSON")
+            raise error(400, "MANIFEST_INVALID", f"{echo(ref)} is neither a tag nor a digest")
+        manifest = _parse_manifest(data)
         media = request.content_type or manifest.get("mediaType")
-        if media not in MANIFEST_TYPES or not isinstance(manifest, dict):
-            raise error(400, "MANIFEST_INVALID", f"unsupported manifest type {media!r}")
+        if media not in MANIFEST_TYPES:
+            raise error(400, "MANIFEST_INVALID", f"unsupported manifest type {echo(media)}")
         if manifest.get("mediaType") and manifest["mediaType"] != media:
             raise error(400, "MANIFEST_INVALID", "mediaType differs from Content-Type")
-        wanted = [d.get("digest", "") for d in
-                  [manifest.get("config") or {}] * ("config" in manifest)
-                  + manifest.get("layers", []) + manifest.get("manifests", [])]
+        wanted = _referenced(manifest)
         missing = [d for d in wanted if not DIGEST_RE.match(d) or not self.store.has(d)]
         if missing:
-            raise error(400, "MANIFEST_BLOB_UNKNOWN", f"blob {missing[0]} unknown",
-                         {"digest": missing[0]})
+            raise error(400, "MANIFEST_BLOB_UNKNOWN", f"blob {echo(missing[0])} unknown",
+                        {"digest": missing[0][:200]})
         self.store.put(data)
         desc = {"mediaType": media, "digest": digest, "size": len(data)}
         tags = [ref] if not DIGEST_RE.match(ref) else request.query.getall("tag", [])
@@ -336,3 +330,36 @@ class Registry:
         if tags and DIGEST_RE.match(ref):
             headers["OCI-Tag"] = ", ".join(tags)
         return web.Response(status=201, headers=headers)
+
+
+def _parse_manifest(data):
+    """DATA as a manifest object, or the spec's 400 MANIFEST_INVALID naming why."""
+    import json
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError):
+        raise error(400, "MANIFEST_INVALID", "manifest is not JSON") from None
+    if not isinstance(manifest, dict):
+        raise error(400, "MANIFEST_INVALID", "manifest is not a JSON object")
+    if not isinstance(manifest.get("mediaType", ""), str):
+        raise error(400, "MANIFEST_INVALID", "mediaType is not a string")
+    return manifest
+
+
+def _referenced(manifest):
+    """The digests MANIFEST names (config, layers, manifests), each checked to
+    be a descriptor: a malformed one is 400 MANIFEST_INVALID, never a 500."""
+    descs = []
+    if "config" in manifest:
+        descs.append(("config", manifest["config"]))
+    for key in ("layers", "manifests"):
+        items = manifest.get(key, [])
+        if not isinstance(items, list):
+            raise error(400, "MANIFEST_INVALID", f"{key} is not a list")
+        descs.extend((f"{key}[{i}]", d) for i, d in enumerate(items))
+    out = []
+    for where, d in descs:
+        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+            raise error(400, "MANIFEST_INVALID", f"{where} is not a descriptor with a digest")
+        out.append(d["digest"])
+    return out

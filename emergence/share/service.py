@@ -6,6 +6,7 @@ import os
 
 from aiohttp import web
 
+from ..access import echo
 from .registry import DIGEST_RE, error
 
 
@@ -31,7 +32,6 @@ class Service:
 
     def __init__(self, config, state_dir, log):
         from ..image.store import Store
-        from .auth import TokenAuth, load_or_make_token
         from .nixcache import NixCache
         from .registry import Registry
         from .signing import load_or_make_key
@@ -42,8 +42,7 @@ class Service:
         self.store = Store(self.config["store"] or None)
         self.key = load_or_make_key(
             state_dir, self.config["key_name"] or f"emergence-{os.uname().nodename}-1")
-        self.auth = TokenAuth(load_or_make_token(state_dir), self.config["readers"])
-        self.registry = Registry(self.store, self.auth, state_dir, log)
+        self.registry = Registry(self.store, state_dir, log)
         self.cache = NixCache(self.key, self.config["nix_store"], log=log)
         self.piece_lists = {}
         self.partial_shapes = {}  # PART.pieces -> (its stat key, (size, pieceSize, pieces))
@@ -57,24 +56,23 @@ class Service:
                                log)
 
     def routes(self):
-        """Every route, behind the readers' filter (only ours: the node's other
-        parts keep their own rules)."""
-        guard = self.auth.reader_guard
-        return [web.RouteDef(r.method, r.path, guard(r.handler), r.kwargs)
-                for r in self._routes()]
-
-    def _routes(self):
-        return (self.registry.routes() + self.cache.routes() + [
-            web.get("/share/v1/info", self.info),
-            web.get("/share/v1/peers", self.peers),
-            web.get("/share/v1/members", self.members_get),
-            web.get("/share/v1/tag", self.tag),
-            web.post("/share/v1/members", self.members_post),
-            web.get("/share/v1/pieces/{digest}", self.pieces),
-            web.post("/share/v1/announce", self.announced),
-            web.get("/share/v1/who-has", self.who_has),
-            web.get("/share/v1/partial/{digest}", self.partial_have),
-            web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)])
+        """Every route with its access class (access.py); `[share] readers`
+        limits who may read these (the node's `[node] readers` limits all)."""
+        from .. import access
+        nets = self.config["readers"]
+        reads = [web.get("/share/v1/info", self.info),
+                 web.get("/share/v1/peers", self.peers),
+                 web.get("/share/v1/members", self.members_get),
+                 web.get("/share/v1/tag", self.tag),
+                 web.get("/share/v1/pieces/{digest}", self.pieces),
+                 web.get("/share/v1/who-has", self.who_has),
+                 web.get("/share/v1/partial/{digest}", self.partial_have),
+                 web.get("/share/v1/partial/{digest}/{piece:[0-9]+}", self.partial_piece)]
+        signed = [web.post("/share/v1/members", self.members_post),  # records signed
+                  web.post("/share/v1/announce", self.announced)]  # signed, or the token
+        return ([access.classed(cls, r, nets) for cls, r in self.registry.routes()]
+                + [access.read(r, nets) for r in self.cache.routes() + reads]
+                + [access.signed(r, nets) for r in signed])
 
     async def start(self):
         import asyncio
@@ -124,14 +122,16 @@ class Service:
     async def members_post(self, request):
         """Push-pull: take the caller's signed member records, answer with ours.
         No token: a record counts only if a trusted key signed it."""
+        import json
+
+        from .. import access
         from .members import MAX_MEMBERS
         try:
-            got = (await request.json())["members"]
+            got = json.loads(await access.read_body(request, access.SIGNED_MAX))["members"]
             if not isinstance(got, list) or len(got) > MAX_MEMBERS:
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPBadRequest(text="want {members: [{url, key, heartbeat, sig}...]}\n") \
-                from None
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return _bad("want {members: [{url, key, heartbeat, sig}...]}")
         self.members.merge(got)
         return web.json_response({"members": self.members.records()})
 
@@ -148,7 +148,9 @@ class Service:
 
     async def _send_announce(self, keys):
         import aiohttp
-        body = {"node": self.config["advertise"], "keys": keys}
+
+        from .auth import sign_announce
+        body = sign_announce(self.key, self.config["advertise"], keys)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
             for peer in self.config["peers"]:
                 try:
@@ -158,16 +160,27 @@ class Service:
                     self.log(f"share: announce to {peer} failed: {e}")
 
     async def announced(self, request):
+        """A peer says it holds KEYS: taken if its node key signed it (a key in
+        [share] trusted_keys) or the caller holds the node token."""
+        import json
+
+        from .. import access
+        from .auth import announce_refused
         try:
-            body = await request.json()
+            body = json.loads(await access.read_body(request, access.SIGNED_MAX))
             node, keys = body["node"], body["keys"]
             if not (isinstance(node, str) and node.startswith(("http://", "https://"))
                     and isinstance(keys, list) and len(keys) <= 1000
                     and all(isinstance(k, str) and len(k) < 300 for k in keys)):
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPBadRequest(text="want {node: URL, keys: [ref or digest...]}\n") \
-                from None
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return _bad("want {node: URL, keys: [ref or digest...], time, sig}")
+        if not access.authenticated(request):
+            refused = announce_refused(body, self.config["trusted_keys"])
+            if refused is not None:
+                status, why = refused
+                return access.refusal(status, "UNAUTHORIZED" if status == 401 else "DENIED",
+                                      why)
         if len(self.holders) < self.MAX_ANNOUNCED:
             for k in keys:
                 self.holders.setdefault(k, set()).add(node.rstrip("/"))
@@ -181,7 +194,7 @@ class Service:
     def _partial(self, request):
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
-            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+            raise error(400, "DIGEST_INVALID", f"{echo(digest)} is not a sha256 digest")
         return digest, os.path.join(self.state_dir, "partial", digest[7:])
 
     def _partial_shape(self, part):
@@ -259,11 +272,14 @@ class Service:
         one it now holds whole; by Range (the piece's bytes), sent with sendfile."""
         digest, part = self._partial(request)
         i = int(request.match_info["piece"])
-        rng = request.http_range
         whole = self.store.blob_path(digest)
         if os.path.isfile(whole):
             return web.FileResponse(whole)
         shape = self._partial_shape(part)
+        try:
+            rng = request.http_range
+        except ValueError:
+            raise web.HTTPRequestRangeNotSatisfiable() from None
         if shape is None or i >= shape[2] or rng.start is None:
             raise web.HTTPNotFound()
         size, psize, _ = shape
@@ -283,7 +299,7 @@ class Service:
         import asyncio
         digest = request.match_info["digest"]
         if not DIGEST_RE.match(digest):
-            raise error(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
+            raise error(400, "DIGEST_INVALID", f"{echo(digest)} is not a sha256 digest")
         made = self.piece_lists.get(digest)
         if made is None:
             path = self.store.blob_path(digest)
@@ -318,28 +334,38 @@ def _read_json(path):
         return None
 
 
-def make_app(service):
-    """An aiohttp application with SERVICE's routes, as the node mounts them."""
-    app = web.Application(client_max_size=1 << 30)
-    app.add_routes(service.routes())
+def _bad(msg):
+    return web.json_response({"error": msg}, status=400)
+
+
+def make_app(service, policy):
+    """An aiohttp application with SERVICE's routes under POLICY (access.py)."""
+    from .. import access
+    app = access.application(service.routes(), policy, client_max_size=1 << 30)
     app.on_startup.append(lambda app: service.start())
     app.on_cleanup.append(lambda app: service.stop())
     return app
 
 
 def main(argv=None):
-    """Serve this part alone (until `emergence node` hosts it):
-    python -m emergence.share.service --listen HOST:PORT --state DIR [--config JSON]"""
+    """Serve this part alone (as the tests do; the node hosts it otherwise):
+    python -m emergence.share.service --listen HOST:PORT --state DIR [--config JSON]
+    The token is DIR/node.token (made on first start)."""
     import argparse
     import json
+
+    from .. import access
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", default="127.0.0.1:7480")
     ap.add_argument("--state", default="/var/lib/emergence/share")
     ap.add_argument("--config", default="{}")
     a = ap.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
+    from .auth import LEGACY_TOKEN_FILE
+    token = access.load_or_make_token(a.state, os.path.join(a.state, LEGACY_TOKEN_FILE))
     svc = Service(json.loads(a.config), a.state, lambda m: print(m, flush=True))
-    web.run_app(make_app(svc), host=host, port=int(port), print=None, access_log=None)
+    web.run_app(make_app(svc, access.Policy(token)), host=host, port=int(port), print=None,
+                access_log=None)
 
 
 if __name__ == "__main__":

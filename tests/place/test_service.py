@@ -3,13 +3,33 @@ a free port), against a real etcd: 200 with the chosen host, 400 on
 malformed bodies, settings stored in etcd for every command node."""
 
 import asyncio
+import contextlib
 
 import aiohttp
-from conftest import serving
 
 from emergence.cluster.etcd import free_port
+from emergence import access
 from emergence.place import tasks
 from emergence.place.service import Service
+
+TOKEN = "pl-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def serving(svc):
+    """SVC's routes as the node serves them: under access.py, node token TOKEN."""
+    from aiohttp import web
+    await svc.start()
+    runner = web.AppRunner(access.application(svc.routes(), access.Policy(TOKEN)))
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield site._server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+        await svc.stop()
 
 
 def _host(cluster, name, cpu_util, green=0.0):
@@ -18,9 +38,9 @@ def _host(cluster, name, cpu_util, green=0.0):
     cluster.put({"ts": 1, "util": {"cpu": cpu_util, "memory": 0.2}}, "telemetry", name)
 
 
-def _serve(cluster, calls, token=""):
+def _serve(cluster, calls):
     async def main():
-        svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix, "token": token,
+        svc = Service({"etcd": cluster.endpoint, "prefix": cluster.prefix,
                        "cluster_dir": cluster.material.dir},
                       "/nonexistent", lambda m: None)
         out = []
@@ -29,7 +49,8 @@ def _serve(cluster, calls, token=""):
                 for path, body, headers in calls:
                     kw = {"data": body} if isinstance(body, str) else {"json": body}
                     async with s.post(f"http://127.0.0.1:{port}/place/api/{path}",
-                                      headers=headers or {}, **kw) as r:
+                                      headers=AUTH if headers is None else headers,
+                                      **kw) as r:
                         out.append((r.status, await r.json()))
                 async with s.get(f"http://127.0.0.1:{port}/place/api/status") as r:
                     out.append((r.status, await r.json()))
@@ -87,12 +108,15 @@ def test_malformed_bodies_are_400_with_one_line(cluster):
     assert cluster.get("config", "s_green") is None
 
 
-def test_settings_need_the_token_when_one_is_set(cluster):
+def test_settings_need_the_node_token(cluster):
     out = _serve(cluster, [
-        ("iaEnergyScalar", {"energy_cost_scalar": 1}, None),
+        ("iaEnergyScalar", {"energy_cost_scalar": 1}, {}),
         ("iaEnergyScalar", {"energy_cost_scalar": 1}, {"Authorization": "Bearer s3"}),
-    ], token="s3")
-    assert out[0][0] == 401 and out[1][0] == 200
+        ("scheduler", {"model_name": "RandomScheduler"}, {}),
+        ("iaEnergyScalar", {"energy_cost_scalar": 1}, AUTH),
+    ])
+    assert [o[0] for o in out[:4]] == [401, 401, 401, 200]
+    assert cluster.get("config", "scheduler") is None
 
 
 def test_one_machine_cluster_with_embedded_etcd(tmp_path):

@@ -58,7 +58,7 @@ class Node:
 
     @property
     def token(self):
-        with open(os.path.join(self.state, "push.token")) as f:
+        with open(os.path.join(self.state, "node.token")) as f:
             return f.read().strip()
 
     @property
@@ -89,10 +89,10 @@ def nodes(tmp_path):
     """nodes(store=None, config=None) -> a running Node; all stopped at the end."""
     made = []
 
-    def start(store=None, config=None, port=None):
+    def start(store=None, config=None, port=None, state=None):
         i = len(made)
         store = store or str(tmp_path / f"sh-store{i}")
-        made.append(Node(store, tmp_path / f"sh-state{i}", config, port))
+        made.append(Node(store, state or tmp_path / f"sh-state{i}", config, port))
         return made[-1]
     yield start
     for n in made:

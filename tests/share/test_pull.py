@@ -211,12 +211,23 @@ def test_pull_image_for_other_parts(seed, nodes, tmp_path):  # noqa: F811
 def test_announce_on_put_ask_on_miss(seed, nodes, tmp_path):  # noqa: F811
     """A node tells its peers what was pushed to it; a puller that asks only
     one of those peers learns from it where the image is."""
+    import subprocess
+    import sys
+
     from sharelib import free_port
     store, digest, _ = seed
-    b = nodes()
-    port = free_port()
+    port, b_port = free_port(), free_port()
+    a_state = tmp_path / "sh-a-state"
+    a_state.mkdir()
+    key = subprocess.run([sys.executable, "-c", "import sys; from emergence.share.signing "
+                          "import load_or_make_key as k; print(k(sys.argv[1], 'a-1').public())",
+                          str(a_state)], capture_output=True, text=True, check=True).stdout
+    # b takes announcements signed by a's node key (its made-ahead cache-key.sec),
+    # and no members from loopback: what it learns of a comes from the announcement
+    b = nodes(None, {"trusted_keys": [key.strip()], "member_networks": ["192.0.2.0/24"]},
+              port=b_port)
     a = nodes(None, {"peers": [b.url], "advertise": f"http://127.0.0.1:{port}",
-                     "piece_size": PIECE}, port=port)
+                     "piece_size": PIECE}, port=port, state=a_state)
     tok = tmp_path / "sh-token"
     tok.write_text(a.token)
     emergence(store, "push", "big:1", f"{a.url}/big:1", "--token-file", str(tok))
