@@ -15,8 +15,8 @@ import re
 
 from aiohttp import web
 
-from ..image.store import REF, canonical  # noqa: F401  (canonical re-exported for tests)
 from ..access import echo
+from ..image.store import REF, canonical  # noqa: F401  (canonical re-exported for tests)
 
 NAME_RE = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*\Z")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")

@@ -7,8 +7,8 @@ import contextlib
 
 import aiohttp
 
-from emergence.cluster.etcd import free_port
 from emergence import access
+from emergence.cluster.etcd import free_port
 from emergence.place import tasks
 from emergence.place.service import Service
 
