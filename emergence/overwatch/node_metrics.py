@@ -13,15 +13,23 @@ STATES = ("creating", "created", "running", "paused", "stopped")
 
 
 class _Known:
-    """What a container's state file said, and a pidfd on its init."""
+    """What a container's state file said, and a pidfd on its init.  The status
+    is the runtime's (state.Container.status), reached without re-reading the
+    file: a `creating` record asks the runtime whether its claim is held, and an
+    init with exec.fifo still there asks state.at_barrier; each answer that
+    cannot change back (the create died, the init left the barrier) is kept."""
 
     def __init__(self, root, cid, key):
         self.key, self.pidfd, self.dead, self.frozen_fd = key, None, False, None
-        with state.Container.open(root, cid, lock=False, tolerate_corrupt=True) as c:
-            self.creating = c.data.get("status") == "creating"
-            self.fifo = os.path.join(c.dir, state.FIFO)
+        self.claim = self.fifo = None
+        self.pid = 0
+        c = state.Container.open(root, cid, lock=False, tolerate_corrupt=True)
+        try:
+            if c.data.get("status") == "creating":
+                self.claim, c = c, None  # its directory stays open: the claim is its lock
+                return
             freezer = c.data.get("freezer")
-            if not self.creating and c.pid:
+            if c.pid:
                 try:  # the pidfd first: the start time checked after it proves it is this init
                     self.pidfd = os.pidfd_open(c.pid)
                 except OSError:
@@ -29,16 +37,27 @@ class _Known:
             if self.pidfd is None or not c.init_alive():
                 self.close()
                 self.dead = True
-            elif freezer:  # freezer.state (v1) or cgroup.freeze (v2), as state.is_frozen
+                return
+            self.pid = c.pid
+            if os.path.exists(os.path.join(c.dir, state.FIFO)):
+                self.fifo = os.path.join(c.dir, state.FIFO)
+            if freezer:  # freezer.state (v1) or cgroup.freeze (v2), as state.is_frozen
                 try:
                     self.frozen_fd = os.open(freezer, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     pass
+        finally:
+            if c is not None:
+                c.close()
 
     def status(self):
         """state.Container.status() without re-reading the state file."""
-        if self.creating:
-            return "creating"
+        if self.claim is not None:
+            status = self.claim.status()
+            if status == "creating" or self.claim.data.get("status") != "creating":
+                return status  # at work, or done just now: its new file is read next time
+            self.close()  # a create that died; it stays stopped until the file changes
+            self.dead = True
         if not self.dead:
             p = select.poll()
             p.register(self.pidfd, select.POLLIN)
@@ -47,8 +66,11 @@ class _Known:
                 self.dead = True
         if self.dead:
             return "stopped"
-        if os.path.exists(self.fifo):
-            return "created"
+        if self.fifo is not None:
+            # the pidfd says the init is ours, so its executable is what it runs
+            if os.path.exists(self.fifo) and state.at_barrier(self.pid):
+                return "created"
+            self.fifo = None  # released (a start that died may leave the fifo): for good
         if self.frozen_fd is not None:
             try:
                 if os.pread(self.frozen_fd, 64, 0).strip() in (b"FROZEN", b"1"):
@@ -62,13 +84,18 @@ class _Known:
             if fd is not None:
                 os.close(fd)
         self.pidfd = self.frozen_fd = None
+        if self.claim is not None:
+            self.claim.close()
+            self.claim = None
 
 
 class States:
     """Containers by state, for every scrape.  A state file is parsed again only
     when it was replaced (the runtime writes it by rename); what changes without
-    a write (the init's exit, `start`, `pause`) is checked each time with a poll,
-    a stat and a read: 100 containers cost ~1 ms, not the ~15 ms of opening each."""
+    a write (the init's exit, `start`, `pause`, a create that died) is checked
+    each time: a poll, and a stat and a readlink while the init may be at the
+    start barrier, a read while it may be paused, a try of the lock while the
+    record says creating: 100 containers cost ~1 ms, not the ~15 ms of opening each."""
 
     def __init__(self, root):
         self.root = root
@@ -78,18 +105,21 @@ class States:
         counts = dict.fromkeys(STATES, 0)
         seen = {}
         for cid in state.list_ids(self.root):
+            k = self.known.pop(cid, None)
             try:
                 st = os.stat(os.path.join(self.root, cid, state.STATE))
                 key = (st.st_ino, st.st_mtime_ns, st.st_size)
-                k = self.known.pop(cid, None)
                 if k is None or k.key != key:
                     if k is not None:
                         k.close()
+                    k = None
                     k = _Known(self.root, cid, key)
+                status = k.status()
             except Exception:  # deleted (or not written yet) while we looked
+                if k is not None:
+                    k.close()
                 continue
             seen[cid] = k
-            status = k.status()
             counts[status] = counts.get(status, 0) + 1
         for k in self.known.values():  # deleted since the last scrape
             k.close()

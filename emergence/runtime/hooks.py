@@ -50,18 +50,41 @@ def state_template(data, status):
     return text.replace('"pid": 0', '"pid": %PID%', 1)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def dies_with_us():
+    """A preexec_fn that gives the child SIGKILL when we die, so a hook does not
+    outlive a runtime killed with kill -9 (a create killed mid-hook).  The signal
+    is tied to the forking thread: hooks are forked from the main thread, which
+    lives as long as the process.  A hook's own children are not affected (the
+    setting is not inherited), so a daemon a hook starts stays.  The cost, only
+    when there are hooks: ctypes (~1.5 ms, once) and a fork instead of a vfork."""
+    import ctypes
+    prctl = ctypes.CDLL(None).prctl
+    parent = os.getpid()
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, 9)
+        if os.getppid() != parent:  # we died before it was set
+            os.kill(os.getpid(), 9)
+    return preexec
+
+
 def run(kind, hooks, state):
     """Run KIND hooks in order with STATE on stdin; raise on the first failure.
     A hook gets exactly the env of its entry, and our stdout and stderr (its
-    stderr is also kept for the error line)."""
+    stderr is also kept for the error line); it dies with us (dies_with_us)."""
     import subprocess
     payload = fastjson.dumps(state).encode()
+    preexec = dies_with_us() if hooks else None
     for i, hook in enumerate(hooks):
         what = f"{kind} hook {i} ({shown(hook['path'])})"
         try:
             p = subprocess.run(hook.get("args") or [hook["path"]], executable=hook["path"],
                                input=payload, env=environment(hook, f"hooks.{kind}[{i}]"),
-                               stderr=subprocess.PIPE, timeout=timeout(hook))
+                               stderr=subprocess.PIPE, timeout=timeout(hook),
+                               preexec_fn=preexec)
         except subprocess.TimeoutExpired:
             raise EmergenceError(f"{what}: did not finish within its timeout of "
                                  f"{hook['timeout']}s") from None

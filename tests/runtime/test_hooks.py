@@ -140,3 +140,55 @@ def test_hook_env_and_args(rt, tmp_path):
                                      "env": ["FOO=bar"]}]}
     assert rt.run(["true"], edit=edit).returncode == 0
     assert out.read_text().strip() == "zero bar"
+
+
+def test_a_hook_dies_with_a_create_killed_with_kill_9(rt, tmp_path):
+    """A createRuntime hook still running when create gets SIGKILL is killed too
+    (its parent-death signal) rather than left running; delete --force then
+    clears what the create made."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import emergence_command
+    marker = tmp_path / "hook.pid"
+    b = rt.bundle(["sleep", "300"], edit=lambda c: c.update(hooks={"createRuntime": [{
+        "path": "/bin/sh",
+        "args": ["sh", "-c", f"echo $$ > {marker}.tmp && mv {marker}.tmp {marker} && "
+                             "exec sleep 300"]}]}))
+    cid = rt.new_id()
+    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off")  # the cold path: p runs the hook
+    env.pop("EMERGENCE_CRASHPOINT", None)
+    p = subprocess.Popen(emergence_command() + ["--root", rt.root, "create", "--bundle", b, cid],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    hook = None
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert p.poll() is None and time.monotonic() < deadline, "the hook never ran"
+            time.sleep(0.02)
+        hook = int(marker.read_text())
+        with open(f"/proc/{hook}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == p.pid  # create's own child
+        p.kill()
+        assert p.wait(10) == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while alive(hook) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(hook), "the hook outlived the create that ran it"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if hook and alive(hook):
+            os.kill(hook, signal.SIGKILL)
+    assert rt.state(cid)["status"] == "stopped"
+    rt("delete", "--force", cid, check=True)
