@@ -62,14 +62,14 @@ class RunningNode:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    """A node with share, overwatch and place (its own etcd), plain HTTP."""
+    """A node with share, overwatch and place (its own TLS etcd), plain HTTP."""
     base = tmp_path_factory.mktemp("sec-http")
     (base / "no-containers").mkdir()
     n = RunningNode(base, [
         "--node-services", "share,overwatch,place",
         "--share-store", str(base / "store"),
         "--overwatch-root", str(base / "no-containers"),
-        "--place-cluster-init", "true", "--place-etcd", f"http://127.0.0.1:{free_port()}"])
+        "--place-cluster-init", "true", "--place-etcd", f"https://127.0.0.1:{free_port()}"])
     yield n
     n.stop()
 
