@@ -22,8 +22,11 @@ deps:
 	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Offline first: with everything already installed (the build's setuptools, wheel and
+# cffi too) no registry is asked, so a slow one costs nothing; else the usual install.
 install: deps
-	$(PYTHON) -m pip install -q '.[test]'
+	$(PYTHON) -m pip install -q --no-index --no-build-isolation '.[test]' 2>/dev/null \
+	    || $(PYTHON) -m pip install -q '.[test]'
 
 bundles/busybox/rootfs/bin/busybox: bundles/busybox/make-rootfs.sh
 	bundles/busybox/make-rootfs.sh >/dev/null
