@@ -44,7 +44,9 @@ INT64 = _int_range(-2**63, 2**63 - 1, "a 64-bit integer")
 UINT16 = _int_range(0, 2**16 - 1, "an integer in 0..65535")
 UINT32 = _int_range(0, 2**32 - 1, "an unsigned 32-bit integer")
 UINT64 = _int_range(0, 2**64 - 1, "an unsigned 64-bit integer")
-FILEMODE = _int_range(0, 511, "a file mode in 0..511 (decimal)")
+# A device's fileMode may carry the file-type bits (podman writes 8630 = 0o20666
+# for a character device): runc and crun accept them; the permission bits are used.
+FILEMODE = _int_range(0, 0o177777, "a file mode in 0..65535 (decimal)")
 
 
 def INTEGER(v, where):
