@@ -42,3 +42,34 @@ def test_device_node_is_really_a_character_device(rt, tmp_path):
     st = os.stat(f"/proc/{pid}/root/dev/round3")
     assert stat.S_ISCHR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
 
+
+def _hook_env(tmp_path, **hook):
+    out = tmp_path / "hook.env"
+
+    def edit(c):
+        c["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", f"env > {out}"],
+                                    **hook}]}
+    return out, edit
+
+
+def test_a_hook_without_env_inherits_the_runtimes_environment(rt, tmp_path):
+    out, edit = _hook_env(tmp_path)
+    p = rt("run", "--bundle", rt.bundle(["true"], edit=edit), rt.new_id(),
+           env=dict(os.environ, ROUND3_VAR="from the caller"))
+    assert p.returncode == 0, p.stderr
+    env = out.read_text().splitlines()
+    assert "ROUND3_VAR=from the caller" in env
+    assert any(e.startswith("PATH=") for e in env)
+
+
+@pytest.mark.parametrize("given, want", [([], set()), (["A=1"], {"A=1"})])
+def test_a_hook_with_env_gets_exactly_it(rt, tmp_path, given, want):
+    out, edit = _hook_env(tmp_path, env=given)
+    p = rt("run", "--bundle", rt.bundle(["true"], edit=edit), rt.new_id(),
+           env=dict(os.environ, ROUND3_VAR="from the caller"))
+    assert p.returncode == 0, p.stderr
+    # sh adds PWD (and may add SHLVL, _) itself
+    env = {e for e in out.read_text().splitlines()
+           if e.split("=")[0] not in ("PWD", "SHLVL", "_", "OLDPWD")}
+    assert env == want
+
