@@ -308,6 +308,20 @@ def _check_sysctl_namespace(key, namespaces):
               f"host's); add {{\"type\": \"{kind}\"}} to linux.namespaces or remove it")
 
 
+def _check_uts_sysctls(config, sysctls):
+    """kernel.hostname/domainname set what the hostname/domainname fields set:
+    a config that asks for two different names is refused, as runc and crun do
+    (they refuse kernel.hostname even when it agrees; an agreeing or lone one
+    is unambiguous, so it runs here)."""
+    for key, value in sysctls.items():
+        name = key.replace("/", ".")
+        if name in UTS_SYSCTLS:
+            field = name.split(".", 1)[1]
+            if config.get(field) and value != config[field]:
+                _fail(f"linux.sysctl.{key}", f"{shown(value)} contradicts {field} "
+                      f"{shown(config[field])}; remove the sysctl or make them agree")
+
+
 def validate_semantics(config, bundle):
     """What the schema cannot say but a Linux runtime needs."""
     root = config.get("root")
@@ -351,6 +365,7 @@ def validate_semantics(config, bundle):
             _fail(f"linux.devices[{i}].path", f"{shown(d['path'])} must be an absolute path")
         if d["type"] != "p" and ("major" not in d or "minor" not in d):
             _fail(f"linux.devices[{i}]", "a device of type c, b or u needs major and minor")
+    _check_uts_sysctls(config, linux.get("sysctl", {}))
     for key in linux.get("sysctl", {}):
         if ".." in key or key.startswith(("/", ".")) or "\0" in key:
             _fail(f"linux.sysctl.{key}", "is not a sysctl name")

@@ -73,3 +73,23 @@ def test_a_hook_with_env_gets_exactly_it(rt, tmp_path, given, want):
            if e.split("=")[0] not in ("PWD", "SHLVL", "_", "OLDPWD")}
     assert env == want
 
+
+@pytest.mark.parametrize("field", ["hostname", "domainname"])
+def test_a_uts_sysctl_that_contradicts_its_field_is_refused(rt, field):
+    def edit(c):
+        c[field] = "aaa"
+        c["linux"]["sysctl"] = {f"kernel.{field}": "bbb"}
+    cid, p = create_with(rt, edit=edit)
+    assert_clean_failure(rt, cid, p, f"linux.sysctl.kernel.{field}", "'bbb'",
+                         f"contradicts {field} 'aaa'")
+
+
+@pytest.mark.parametrize("field", ["hostname", "domainname"])
+def test_a_uts_sysctl_that_agrees_with_its_field_runs(rt, field):
+    def edit(c):
+        c[field] = "aaa"
+        c["linux"]["sysctl"] = {f"kernel/{field}": "aaa"}
+    p = rt.run(["cat", f"/proc/sys/kernel/{field}"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "aaa"
+
