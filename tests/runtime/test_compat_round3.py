@@ -93,3 +93,22 @@ def test_a_uts_sysctl_that_agrees_with_its_field_runs(rt, field):
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "aaa"
 
+
+def test_unknown_capability_names_are_a_warning_and_the_container_runs(rt):
+    def edit(c):
+        for kind in ("bounding", "permitted", "effective"):
+            c["process"]["capabilities"][kind] += ["", "../../..", "CAP_NOPE"]
+    p = rt.run(["grep", "CapBnd", "/proc/self/status"], edit=edit)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[0] == "CapBnd:"
+    lines = p.stderr.splitlines()
+    assert lines == ["emergence: warning: process.capabilities: unknown capabilities "
+                     "ignored: '', '../../..', 'CAP_NOPE'"], p.stderr
+
+
+def test_a_huge_unknown_capability_name_is_not_echoed_whole(rt):
+    p = rt.run(["true"], edit=lambda c: c["process"]["capabilities"].update(
+        bounding=["C" * 100_000]))
+    assert p.returncode == 0, p.stderr
+    assert "unknown capabilities ignored" in p.stderr and len(p.stderr) < 600
+
