@@ -425,6 +425,11 @@ def check_supported(config, warn):
             if _lsm_enabled(lsm):
                 raise ConfigError(f"config.json: {where}: {lsm} labels are not supported yet; "
                                   "remove it")
+            if lsm == "apparmor":
+                # runc and crun refuse a profile they cannot apply: a container
+                # that should be confined must not run unconfined
+                raise ConfigError(f"config.json: {where}: AppArmor is not enabled on this "
+                                  "host (/sys/module/apparmor/parameters/enabled); remove it")
             warn(f"{where} ignored: {lsm} is not enabled on this host")
 
 

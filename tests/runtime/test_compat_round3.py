@@ -112,3 +112,31 @@ def test_a_huge_unknown_capability_name_is_not_echoed_whole(rt):
     assert p.returncode == 0, p.stderr
     assert "unknown capabilities ignored" in p.stderr and len(p.stderr) < 600
 
+
+def _apparmor_enabled():
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def test_apparmor_profile_is_refused(rt):
+    """Without AppArmor, as runc and crun do; with it, because applying a profile
+    is not implemented: either way a container asked to be confined never runs
+    unconfined."""
+    cid, p = create_with(rt, edit=lambda c: c["process"].update(apparmorProfile="unconfined"))
+    why = "labels are not supported" if _apparmor_enabled() else "AppArmor is not enabled"
+    assert_clean_failure(rt, cid, p, "process.apparmorProfile", why)
+
+
+def test_exec_with_an_apparmor_profile_is_refused(rt):
+    if _apparmor_enabled():
+        pytest.skip("AppArmor is enabled here")
+    b = rt.bundle(["sleep", "100"])
+    cid = rt.new_id()
+    rt("run", "--detach", "--bundle", b, cid, check=True)
+    p = rt("exec", "--apparmor", "x", cid, "true")
+    assert p.returncode == 1 and "AppArmor is not enabled" in p.stderr, p.stderr
+    assert rt("exec", cid, "true").returncode == 0
+
