@@ -1,6 +1,6 @@
 """Linux capability numbers (the kernel ABI, from <linux/capability.h>)."""
 
-from ..errors import ConfigError, shown
+from ..errors import shown
 
 CAPABILITIES = {
     "CAP_CHOWN": 0,
@@ -61,23 +61,26 @@ def last_cap():
 
 def usable(caps, where, warn, debug_note):
     """process.capabilities as this kernel can apply it: a capability Linux has
-    but this kernel lacks is skipped with a warning (as runc does; a name that
-    is no capability at all is an error), and an ambient capability that is
-    not both permitted and inheritable (the kernel refuses to raise it) is
-    dropped, noted with --debug."""
+    but this kernel lacks is skipped with a warning, and so is a name that is no
+    capability at all (the runtime spec says to warn and go on; runc warns, crun
+    is silent, both run the container: one warning line names them all).  An
+    ambient capability that is not both permitted and inheritable (the kernel
+    refuses to raise it) is dropped, noted with --debug."""
     out = {}
     top = None
+    unknown = []
     for kind, names in caps.items():
         if kind not in KINDS:
             # not a capability set: runc and crun ignore it, whatever its value
             debug_note(f"{where}.{kind[:64]}: not a capability set; ignored")
             continue
         kept = []
-        for i, name in enumerate(names):
+        for name in names:
             bit = CAPABILITIES.get(name)
-            if bit is None:  # a typo, not a capability: refused, as crun does
-                raise ConfigError(f"config.json: {where}.{kind}[{i}]: unknown capability "
-                                  f"{shown(name)}")
+            if bit is None:
+                if name not in unknown:
+                    unknown.append(name)
+                continue
             if top is None:
                 top = last_cap()
             if bit > top:
@@ -85,6 +88,9 @@ def usable(caps, where, warn, debug_note):
                 continue
             kept.append(name)
         out[kind] = kept
+    if unknown:
+        warn(f"{where}: unknown capabilities ignored: {', '.join(map(shown, unknown[:8]))}"
+             + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""))
     if out.get("ambient"):
         allowed = set(out.get("permitted", ())) & set(out.get("inheritable", ()))
         dropped = [n for n in out["ambient"] if n not in allowed]

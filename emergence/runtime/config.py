@@ -44,7 +44,9 @@ INT64 = _int_range(-2**63, 2**63 - 1, "a 64-bit integer")
 UINT16 = _int_range(0, 2**16 - 1, "an integer in 0..65535")
 UINT32 = _int_range(0, 2**32 - 1, "an unsigned 32-bit integer")
 UINT64 = _int_range(0, 2**64 - 1, "an unsigned 64-bit integer")
-FILEMODE = _int_range(0, 511, "a file mode in 0..511 (decimal)")
+# A device's fileMode may carry the file-type bits (podman writes 8630 = 0o20666
+# for a character device): runc and crun accept them; the permission bits are used.
+FILEMODE = _int_range(0, 0o177777, "a file mode in 0..65535 (decimal)")
 
 
 def INTEGER(v, where):
@@ -306,6 +308,20 @@ def _check_sysctl_namespace(key, namespaces):
               f"host's); add {{\"type\": \"{kind}\"}} to linux.namespaces or remove it")
 
 
+def _check_uts_sysctls(config, sysctls):
+    """kernel.hostname/domainname set what the hostname/domainname fields set:
+    a config that asks for two different names is refused, as runc and crun do
+    (they refuse kernel.hostname even when it agrees; an agreeing or lone one
+    is unambiguous, so it runs here)."""
+    for key, value in sysctls.items():
+        name = key.replace("/", ".")
+        if name in UTS_SYSCTLS:
+            field = name.split(".", 1)[1]
+            if config.get(field) and value != config[field]:
+                _fail(f"linux.sysctl.{key}", f"{shown(value)} contradicts {field} "
+                      f"{shown(config[field])}; remove the sysctl or make them agree")
+
+
 def validate_semantics(config, bundle):
     """What the schema cannot say but a Linux runtime needs."""
     root = config.get("root")
@@ -349,6 +365,7 @@ def validate_semantics(config, bundle):
             _fail(f"linux.devices[{i}].path", f"{shown(d['path'])} must be an absolute path")
         if d["type"] != "p" and ("major" not in d or "minor" not in d):
             _fail(f"linux.devices[{i}]", "a device of type c, b or u needs major and minor")
+    _check_uts_sysctls(config, linux.get("sysctl", {}))
     for key in linux.get("sysctl", {}):
         if ".." in key or key.startswith(("/", ".")) or "\0" in key:
             _fail(f"linux.sysctl.{key}", "is not a sysctl name")
@@ -408,6 +425,11 @@ def check_supported(config, warn):
             if _lsm_enabled(lsm):
                 raise ConfigError(f"config.json: {where}: {lsm} labels are not supported yet; "
                                   "remove it")
+            if lsm == "apparmor":
+                # runc and crun refuse a profile they cannot apply: a container
+                # that should be confined must not run unconfined
+                raise ConfigError(f"config.json: {where}: AppArmor is not enabled on this "
+                                  "host (/sys/module/apparmor/parameters/enabled); remove it")
             warn(f"{where} ignored: {lsm} is not enabled on this host")
 
 

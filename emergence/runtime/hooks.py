@@ -22,9 +22,14 @@ def timeout(hook):
 
 
 def environment(hook, where="hook"):
-    """A hook's env entries as a mapping.  runc and crun run a hook whose entry
+    """A hook's env entries as a mapping, or None (inherit ours) when the hook
+    has no `env`: runc and crun let such a hook inherit the runtime's
+    environment (on the warm path, the caller's: the worker takes it), while an
+    empty `env` is an empty environment.  runc and crun run a hook whose entry
     has no NAME= part (no program can look such an entry up); it is passed over,
     noted with --debug."""
+    if "env" not in hook:
+        return None
     env = {}
     for i, entry in enumerate(hook.get("env", ())):
         name, eq, value = entry.partition("=")
@@ -73,7 +78,7 @@ def dies_with_us():
 
 def run(kind, hooks, state):
     """Run KIND hooks in order with STATE on stdin; raise on the first failure.
-    A hook gets exactly the env of its entry, and our stdout and stderr (its
+    A hook gets exactly the env of its entry (ours if it has none), and our stdout and stderr (its
     stderr is also kept for the error line); it dies with us (dies_with_us)."""
     import subprocess
     payload = fastjson.dumps(state).encode()

@@ -446,7 +446,9 @@ class Planner:
                 add(P.MOUNT, f"bind-mount device {path}", path, path, "", MS_BIND, "",
                     P.IN_ROOT_FILE)
                 continue
-            mode = DEVICE_MODE[d["type"]] | d.get("fileMode", 0o666)
+            # `type` decides the kind of node; type bits in fileMode (podman writes
+            # them) are dropped, as runc does (crun would mknod what they say)
+            mode = DEVICE_MODE[d["type"]] | (d.get("fileMode", 0o666) & 0o7777)
             add(P.MKNOD, f"create device {path}", path, mode, d.get("major", 0),
                 d.get("minor", 0), d.get("uid", 0), d.get("gid", 0))
         if has_dev:

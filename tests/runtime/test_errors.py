@@ -60,8 +60,6 @@ def test_missing_config(rt, tmp_path):
     (lambda c: c["linux"]["namespaces"].append({"type": "bogus"}),
      ["linux.namespaces[6].type", "'bogus'"]),
     (lambda c: c["linux"]["namespaces"].append({"type": "pid"}), ["listed twice"]),
-    (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_FLY"),
-     ["process.capabilities.bounding[3]", "CAP_FLY"]),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
      ["RLIMIT_BOGUS"]),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 9, "hard": 1}]),
@@ -272,8 +270,6 @@ def test_hook_timeout_beyond_any_wait_is_no_timeout(rt):
     (lambda c: c["linux"]["namespaces"].append({"type": "y" * 100_000}),
      ["linux.namespaces[", "is not one of"]),
     (lambda c: c["linux"].update(sysctl={"z" * 100_000: "1"}), ["linux.sysctl.zzz"]),
-    (lambda c: c["process"]["capabilities"].update(bounding=["C" * 100_000]),
-     ["unknown capability"]),
 ])
 def test_an_error_never_echoes_a_huge_value(rt, edit, words):
     cid, p = create_with(rt, edit=edit)

@@ -82,7 +82,7 @@ MUTATIONS = [
     ("uidMappings partial", lambda c: c["linux"].update(uidMappings=[{"hostID": 1}])),
     ("devices bad type", lambda c: c["linux"].update(devices=[{"type": "x", "path": "/dev/a"}])),
     ("devices fileMode big", lambda c: c["linux"].update(
-        devices=[{"type": "c", "path": "/dev/a", "major": 1, "minor": 1, "fileMode": 512}])),
+        devices=[{"type": "c", "path": "/dev/a", "major": 1, "minor": 1, "fileMode": 0o200000}])),
     ("pids missing limit", lambda c: c["linux"]["resources"].update(pids={})),
     ("memory limit str", lambda c: c["linux"]["resources"].update(memory={"limit": "1G"})),
     ("cpu shares negative", lambda c: c["linux"]["resources"].update(cpu={"shares": -1})),
