@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class BuildWithShim(build_ext):
-    """build_ext that also links csrc/shim.c into a static executable.
+    """build_ext that also links csrc/shim.c (and copyup.c) into a static executable.
 
     The shim must be a standalone program (not a Python extension): it is
     what runs between clone and exec, so no interpreter is mapped into the
@@ -28,7 +28,8 @@ class BuildWithShim(build_ext):
             out_dir = os.path.join(self.build_lib, "emergence", "runtime")
         os.makedirs(out_dir, exist_ok=True)
         objects = self.compiler.compile(
-            [os.path.join("csrc", "shim.c")], output_dir=self.build_temp,
+            [os.path.join("csrc", "shim.c"), os.path.join("csrc", "copyup.c")],
+            output_dir=self.build_temp,
             extra_postargs=["-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"])
         self.compiler.link_executable(
             objects, "emergence-shim", output_dir=out_dir, extra_postargs=["-static", "-s"])

@@ -54,6 +54,7 @@
 #include <termios.h>
 #include <time.h>
 
+#include "copyup.h"
 #include "plan.h"
 
 
@@ -323,22 +324,31 @@ static const char *fd_path(char *buf, size_t len, int fd, const char *path)
 
 static void do_mount(char **a)
 {
-    /* a: what, source, target, fstype, flags, data, resolve(0 plain, 1 dir, 2 file) */
+    /* a: what, source, target, fstype, flags, data,
+     *    resolve (0 plain, 1 dir, 2 file, 3 dir with its files copied up) */
     const char *src = *a[1] ? a[1] : NULL;
     const char *fstype = *a[3] ? a[3] : NULL;
     unsigned long flags = num(a[4]);
     const char *data = *a[5] ? a[5] : NULL;
     int resolve = (int)num(a[6]);
     char target[64];
-    int fd = -1;
+    int fd = -1, under = -1, top;
 
     if (resolve) {
         fd = mkpath_in_root(a[2], resolve == 2);
         if (fd < 0)
             die();
+        /* opened before the mount, this still reaches the directory beneath */
+        if (resolve == 3 && (under = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            die();
         if (mount(src, fd_path(target, sizeof(target), fd, NULL), fstype, flags, data) < 0)
             die();
         close(fd);
+        if (under >= 0) {
+            top = open_in_root(a[2], O_RDONLY | O_DIRECTORY);
+            if (top < 0 || copy_up(under, top) < 0)
+                die();
+        }
     } else if (mount(src, a[2], fstype, flags, data) < 0) {
         die();
     }

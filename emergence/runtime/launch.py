@@ -167,6 +167,13 @@ def hint_for(err, what):
     if what.startswith("clone ") and "idmapped" in what and err in (errno.EINVAL,
                                                                     errno.EOPNOTSUPP):
         return " (the source's file system may not support idmapped mounts)"
+    if "copied up" in what:  # tmpcopyup (csrc/copyup.c)
+        hint = {errno.ELOOP: "the tree under the mount point is more than 64 directories deep",
+                errno.EPERM: "a device node under the mount point cannot be made here",
+                errno.EINVAL: "a file under the mount point belongs to an id the user "
+                              "namespace does not map"}.get(err)
+        if hint:
+            return f" ({hint}; drop tmpcopyup or change the image)"
     if err == errno.EOVERFLOW:
         return (" (the file would belong to an id the user namespace does not map: without "
                 "linux.uidMappings only bind mounts, proc and sysfs can be mounted; add "

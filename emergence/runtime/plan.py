@@ -62,8 +62,9 @@ NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper(
 # Kept fds (namespaces, idmapped trees) the shim holds at once (NS_SLOTS).
 SLOTS = 8
 
-# Where a mount target is resolved.
-PLAIN, IN_ROOT_DIR, IN_ROOT_FILE = 0, 1, 2
+# Where a mount target is resolved (IN_ROOT_COPY_UP: a directory whose files
+# the shim copies into what is mounted on it).
+PLAIN, IN_ROOT_DIR, IN_ROOT_FILE, IN_ROOT_COPY_UP = 0, 1, 2, 3
 
 
 class Plan:

@@ -57,7 +57,7 @@ PROPAGATION = {
     "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
-UNSUPPORTED_MOUNT_OPTIONS = {"tmpcopyup"}
+COPY_UP = "tmpcopyup"  # a tmpfs gets the files under its mount point, as in runc and crun
 IDMAP_OPTIONS = {"idmap": False, "ridmap": True}  # option: the whole tree idmapped
 
 # mount_setattr(2) attributes of the recursive options (runc's and crun's names):
@@ -130,9 +130,8 @@ def parse_mount_options(options):
             prop |= PROPAGATION[o]
         elif o in RECURSIVE_ATTRS or o in IDMAP_OPTIONS:
             pass  # recursive_attrs, and idmapped mounts
-        elif o in UNSUPPORTED_MOUNT_OPTIONS:
-            raise ConfigError(f"config.json: mount option {shown(o)} is not supported by "
-                              "emergence; remove it")
+        elif o == COPY_UP:
+            pass  # Planner._mount
         else:
             data.append(o)
     return flags, clear, prop, ",".join(data)
@@ -351,6 +350,10 @@ class Planner:
         is_bind = typ == "bind" or flags & MS_BIND
         if typ in ("cgroup", "cgroup2"):
             return self._cgroup_mount(dst, flags, prop)
+        if COPY_UP in options and (is_bind or typ != "tmpfs"):
+            raise ConfigError(f"config.json: mounts: the mount option tmpcopyup is for tmpfs "
+                              f"mounts, not the {'bind' if is_bind else shown(typ)} mount on "
+                              f"{cut(dst)}; remove it")
         if is_bind:
             src = self._bind_source(m)
             resolve = P.IN_ROOT_DIR if os.path.isdir(src) else P.IN_ROOT_FILE
@@ -373,13 +376,26 @@ class Planner:
             if self.unmapped and data:
                 # devpts's gid=5 and the like name ids this namespace cannot hold
                 data = ",".join(o for o in data.split(",") if not o.startswith(("uid=", "gid=")))
-            add(P.MOUNT, f"mount {typ} on {dst}", src, dst, typ, flags & ~MS_REMOUNT, data,
-                P.IN_ROOT_DIR)
+            if COPY_UP in options:
+                self._copy_up_mount(src, dst, typ, flags & ~MS_REMOUNT, data)
+            else:
+                add(P.MOUNT, f"mount {typ} on {dst}", src, dst, typ, flags & ~MS_REMOUNT, data,
+                    P.IN_ROOT_DIR)
         attr_set, attr_clr = recursive_attrs(options)
         if attr_set or attr_clr:
             add(P.SETATTR, f"apply recursive options to {dst}", dst, attr_set, attr_clr)
         if prop:
             add(P.MOUNT_EXISTING, f"set propagation of {dst}", dst, prop, "")
+
+    def _copy_up_mount(self, src, dst, typ, flags, data):
+        """tmpcopyup: the shim copies the files under DST into the new tmpfs; a
+        read-only one is written first and made read-only after."""
+        add = self.plan.add
+        add(P.MOUNT, f"mount tmpfs on {dst} with the files under it copied up", src, dst, typ,
+            flags & ~MS_RDONLY, data, P.IN_ROOT_COPY_UP)
+        if flags & MS_RDONLY:
+            add(P.MOUNT_EXISTING, f"make the tmpfs on {dst} read-only", dst,
+                MS_REMOUNT | flags, data)
 
     def _bind_source(self, m):
         """A bind mount's source as an absolute host path (relative to the

@@ -77,8 +77,8 @@ def test_missing_config(rt, tmp_path):
     (lambda c: c["mounts"].append({"destination": "/x", "type": "bind",
                                    "source": "/definitely/not/here"}),
      ["/definitely/not/here", "does not exist"]),
-    (lambda c: c["mounts"].append({"destination": "/x", "type": "tmpfs",
-                                   "options": ["tmpcopyup"]}), ["tmpcopyup", "not supported"]),
+    (lambda c: c["mounts"].append({"destination": "/x", "type": "proc", "source": "proc",
+                                   "options": ["tmpcopyup"]}), ["tmpcopyup", "for tmpfs"]),
     (lambda c: c["mounts"].append({"destination": "/x", "type": "tmpfs",
                                    "options": ["idmap"]}), ["only bind mounts", "idmapped"]),
 ])
