@@ -3,6 +3,9 @@
 
 import os
 import shutil
+import subprocess
+
+from conftest import leftovers
 
 
 def _passwd_link(rt, target):
@@ -54,3 +57,68 @@ def test_passwd_in_a_symlinked_etc(rt):
     os.symlink("/real-etc", os.path.join(root, "etc"))
     p = rt("run", "--bundle", b, rt.new_id())
     assert p.stdout.strip() == "/from-real-etc", p.stderr
+
+
+NEST = "init.scope/inner"
+
+
+def _nest(base, pids):
+    """What systemd in a container does: cgroups of its own, processes in them."""
+    made = 0
+    for h in os.listdir(base):
+        leaf = os.path.join(base, h, "emergence", pids[0])
+        if not os.path.isdir(leaf):
+            continue
+        os.makedirs(os.path.join(leaf, NEST))
+        os.makedirs(os.path.join(leaf, "other.slice"))
+        for f in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset starts empty
+            if os.path.exists(os.path.join(leaf, f)):
+                with open(os.path.join(leaf, f)) as src:
+                    value = src.read().strip()
+                for d in ("init.scope", NEST):
+                    with open(os.path.join(leaf, d, f), "w") as dst:
+                        dst.write(value)
+        with open(os.path.join(leaf, NEST, "cgroup.procs"), "w") as f:
+            f.write(pids[1])
+        made += 1
+    return made
+
+
+def test_delete_force_removes_the_containers_own_cgroups_depth_first(rt, running):
+    cid = running(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+    pid = rt.state(cid)["pid"]
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        child = f.read().split()[0]
+    assert _nest("/sys/fs/cgroup", [cid, child]) >= 2  # v1 controllers and cgroup2
+    p = rt("delete", "--force", cid)
+    assert p.returncode == 0, p.stderr
+    assert not os.path.exists(os.path.join(rt.root, cid))
+    assert leftovers(cid) == []
+    assert not os.path.exists(f"/proc/{child}")
+
+
+V2_NESTED = r"""
+set -e
+"$@" run --detach --bundle "$BUNDLE" "$CID" </dev/null >/dev/null 2>&1
+leaf=/sys/fs/cgroup/emergence/$CID
+mkdir -p $leaf/init.scope/inner $leaf/other.slice
+pid=$(cat $leaf/cgroup.procs | head -n 1)
+child=$(cat /proc/$pid/task/$pid/children | cut -d' ' -f1)
+echo $child > $leaf/init.scope/inner/cgroup.procs
+"$@" delete --force "$CID"
+test ! -e $leaf && echo gone
+"""
+
+
+def test_delete_force_with_nested_cgroups_on_pure_cgroup2(rt, restore_v2_root):
+    from test_cgroups import V2_SCRIPT
+    cid = rt.new_id()
+    b = rt.bundle(["sh", "-c", "sleep 300 & sleep 300 & wait"],
+                  edit=lambda c: c["linux"]["namespaces"].remove({"type": "cgroup"}))
+    p = subprocess.run(["unshare", "-m", "sh", "-c", V2_SCRIPT, "sh", "sh", "-c", V2_NESTED,
+                        "sh"] + rt.cmd + ["--root", rt.root],
+                       env={**os.environ, "BUNDLE": b, "CID": cid},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "gone", p.stderr
+    assert not os.path.exists(os.path.join(rt.root, cid))
+    assert not os.path.exists(f"/sys/fs/cgroup/unified/emergence/{cid}")
