@@ -62,8 +62,9 @@ NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper(
 # Kept fds (namespaces, idmapped trees) the shim holds at once (NS_SLOTS).
 SLOTS = 8
 
-# Where a mount target is resolved.
-PLAIN, IN_ROOT_DIR, IN_ROOT_FILE = 0, 1, 2
+# Where a mount target is resolved (KEEP_MODE: a directory, whose mode, when it
+# exists, goes first in the mount data: a tmpfs without mode=, as runc).
+PLAIN, IN_ROOT_DIR, IN_ROOT_FILE, IN_ROOT_DIR_KEEP_MODE = 0, 1, 2, 3
 
 
 class Plan:

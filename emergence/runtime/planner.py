@@ -373,8 +373,9 @@ class Planner:
             if self.unmapped and data:
                 # devpts's gid=5 and the like name ids this namespace cannot hold
                 data = ",".join(o for o in data.split(",") if not o.startswith(("uid=", "gid=")))
+            keep = typ == "tmpfs" and not any(o.startswith("mode=") for o in data.split(","))
             add(P.MOUNT, f"mount {typ} on {dst}", src, dst, typ, flags & ~MS_REMOUNT, data,
-                P.IN_ROOT_DIR)
+                P.IN_ROOT_DIR_KEEP_MODE if keep else P.IN_ROOT_DIR)
         attr_set, attr_clr = recursive_attrs(options)
         if attr_set or attr_clr:
             add(P.SETATTR, f"apply recursive options to {dst}", dst, attr_set, attr_clr)

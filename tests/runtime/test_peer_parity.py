@@ -122,3 +122,27 @@ def test_delete_force_with_nested_cgroups_on_pure_cgroup2(rt, restore_v2_root):
     assert p.returncode == 0 and p.stdout.strip() == "gone", p.stderr
     assert not os.path.exists(os.path.join(rt.root, cid))
     assert not os.path.exists(f"/sys/fs/cgroup/unified/emergence/{cid}")
+
+
+TMPFS = {"/m700": [], "/m2750": ["nosuid"], "/ro700": ["ro"], "/newdir": [],
+         "/explicit": ["mode=711"], "/etc": ["size=1m"]}
+
+
+def test_tmpfs_without_mode_keeps_the_mount_points_mode(rt):
+    """As runc: a tmpfs with no mode= gets the mode of the directory it covers
+    (read-only too); a missing mount point is made and the tmpfs gets the kernel's
+    1777; an explicit mode= wins.  (crun gives every tmpfs without mode= 1777.)"""
+    def edit(c):
+        c["mounts"] += [{"destination": d, "type": "tmpfs", "source": "tmpfs", "options": o}
+                        for d, o in TMPFS.items()]
+    b = rt.bundle(["stat", "-c", "%n %a"] + list(TMPFS), edit=edit, copy_rootfs=True)
+    root = os.path.join(b, "rootfs")
+    for d, mode in (("m700", 0o700), ("m2750", 0o2750), ("ro700", 0o700)):
+        os.mkdir(os.path.join(root, d))
+        os.chmod(os.path.join(root, d), mode)
+    os.chmod(os.path.join(root, "etc"), 0o755)
+    p = rt("run", "--bundle", b, rt.new_id())
+    assert p.returncode == 0, p.stderr
+    assert dict(line.split() for line in p.stdout.splitlines()) == {
+        "/m700": "700", "/m2750": "2750", "/ro700": "700", "/newdir": "1777",
+        "/explicit": "711", "/etc": "755"}
