@@ -400,7 +400,10 @@ class Planner:
         if self.cgroup is None:
             return
         base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME)
-        tree = [(h, os.path.join(h.mountpoint, self.cgroup.rel)) for h in self.hierarchies]
+        hs = self.hierarchies
+        if any(h.version == 1 for h in hs):  # hybrid: runc and crun show the v1 hierarchies only
+            hs = [h for h in hs if h.version == 1]
+        tree = [(h, os.path.join(h.mountpoint, self.cgroup.rel)) for h in hs]
         if len(tree) == 1 and tree[0][0].version == 2 and not tree[0][0].name:
             h, src = tree[0]
             add(P.MOUNT, f"bind-mount the container's cgroup on {dst}", src, dst, "",

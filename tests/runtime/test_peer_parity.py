@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 
+import pytest
 from conftest import leftovers
 
 
@@ -146,3 +147,25 @@ def test_tmpfs_without_mode_keeps_the_mount_points_mode(rt):
     assert dict(line.split() for line in p.stdout.splitlines()) == {
         "/m700": "700", "/m2750": "2750", "/ro700": "700", "/newdir": "1777",
         "/explicit": "711", "/etc": "755"}
+
+
+def _v1_names():
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split(" - ")[1].split()[0] for line in f]
+    if "cgroup" not in mounts or "cgroup2" not in mounts:
+        return None
+    return sorted(n for n in os.listdir("/sys/fs/cgroup")
+                  if os.path.ismount(f"/sys/fs/cgroup/{n}") and n != "unified")
+
+
+def test_hybrid_host_shows_the_v1_hierarchies_only(rt):
+    """As runc and crun on a hybrid host: the cgroup mount holds the v1 hierarchies
+    (and their symlinks), no cgroup2 mount at /sys/fs/cgroup/unified."""
+    names = _v1_names()
+    if names is None:
+        pytest.skip("not a hybrid host")
+    p = rt.run(["sh", "-c", "grep -c ' - cgroup2 ' /proc/self/mountinfo; "
+                            "for d in /sys/fs/cgroup/*; do test -L $d || echo ${d##*/}; done"])
+    lines = p.stdout.split()
+    assert lines[0] == "0", p.stdout + p.stderr
+    assert sorted(lines[1:]) == names
