@@ -169,3 +169,22 @@ def test_hybrid_host_shows_the_v1_hierarchies_only(rt):
     lines = p.stdout.split()
     assert lines[0] == "0", p.stdout + p.stderr
     assert sorted(lines[1:]) == names
+
+
+def test_passwd_walk_without_openat2(tmp_path, monkeypatch):
+    """The component walk for kernels without openat2 resolves the same way."""
+    from emergence.runtime import userdb
+    monkeypatch.setattr(userdb, "_openat2_in_root", lambda *a: None)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "nix/store").mkdir(parents=True)
+    (tmp_path / "nix/store/0abc-passwd").write_text("root:x:0:0::/nixhome:/bin/sh\n")
+    link = tmp_path / "etc/passwd"
+    for target, home in (("/nix/store/0abc-passwd", "/nixhome"),
+                         ("../nix/./store/0abc-passwd", "/nixhome"),
+                         ("/etc/../../../nix/store/0abc-passwd", "/nixhome"),
+                         ("../../../../../../../../etc/passwd", "/"),
+                         ("passwd", "/"),
+                         ("/nix/store/0abc-passwd/x", "/")):
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        assert userdb.home_of(str(tmp_path), 0) == home, target
