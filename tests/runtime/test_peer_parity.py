@@ -4,6 +4,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import leftovers
@@ -60,42 +61,36 @@ def test_passwd_in_a_symlinked_etc(rt):
     assert p.stdout.strip() == "/from-real-etc", p.stderr
 
 
-NEST = "init.scope/inner"
-
-
-def _nest(base, pids):
-    """What systemd in a container does: cgroups of its own, processes in them."""
-    made = 0
-    for h in os.listdir(base):
-        leaf = os.path.join(base, h, "emergence", pids[0])
-        if not os.path.isdir(leaf):
-            continue
-        os.makedirs(os.path.join(leaf, NEST))
-        os.makedirs(os.path.join(leaf, "other.slice"))
-        for f in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset starts empty
-            if os.path.exists(os.path.join(leaf, f)):
-                with open(os.path.join(leaf, f)) as src:
-                    value = src.read().strip()
-                for d in ("init.scope", NEST):
-                    with open(os.path.join(leaf, d, f), "w") as dst:
-                        dst.write(value)
-        with open(os.path.join(leaf, NEST, "cgroup.procs"), "w") as f:
-            f.write(pids[1])
-        made += 1
-    return made
+INSIDE = ("mkdir /sys/fs/cgroup/pids/init.scope && echo $$ > /sys/fs/cgroup/pids/init.scope/"
+          "cgroup.procs; mkdir -p /sys/fs/cgroup/systemd/system.slice/a.service; "
+          "(sleep 300 & echo $! > /sys/fs/cgroup/systemd/system.slice/a.service/cgroup.procs; "
+          "wait) & exec sleep 300")
 
 
 def test_delete_force_removes_the_containers_own_cgroups_depth_first(rt, running):
-    cid = running(["sh", "-c", "sleep 300 & sleep 300 & wait"])
-    pid = rt.state(cid)["pid"]
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        child = f.read().split()[0]
-    assert _nest("/sys/fs/cgroup", [cid, child]) >= 2  # v1 controllers and cgroup2
+    """The container, like systemd in it, makes cgroups of its own through a
+    writable cgroup mount and moves processes there; delete -f removes them all."""
+    def rw_cgroup(c):
+        for m in c["mounts"]:
+            if m["type"] == "cgroup":
+                m["options"] = [o for o in m["options"] if o != "ro"]
+    cid = running(["sh", "-c", INSIDE], edit=rw_cgroup)
+    nested = [f"/sys/fs/cgroup/pids/emergence/{cid}/init.scope",
+              f"/sys/fs/cgroup/systemd/emergence/{cid}/system.slice/a.service"]
+    inner = []
+    for _ in range(500):
+        if all(os.path.exists(os.path.join(d, "cgroup.procs")) for d in nested):
+            with open(os.path.join(nested[1], "cgroup.procs")) as f:
+                inner = f.read().split()
+            if inner:
+                break
+        time.sleep(0.01)
+    assert inner, "the container did not make its cgroups"
     p = rt("delete", "--force", cid)
     assert p.returncode == 0, p.stderr
     assert not os.path.exists(os.path.join(rt.root, cid))
     assert leftovers(cid) == []
-    assert not os.path.exists(f"/proc/{child}")
+    assert not os.path.exists(f"/proc/{inner[0]}")
 
 
 V2_NESTED = r"""
