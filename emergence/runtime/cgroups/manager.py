@@ -239,9 +239,7 @@ class Cgroup:
         if self.rel.startswith("emergence/"):  # our default parent goes once empty
             todo |= {os.path.join(h.mountpoint, "emergence") for h in self.hierarchies}
         for path in sorted(todo, key=lambda p: p.count("/"), reverse=True):
-            if path in leaves:  # cgroups the container made inside its own, as runc: deepest first
-                for sub in _below(path):
-                    self._rmdir_busy(sub, deadline)
+            walked = False
             while True:
                 try:
                     os.rmdir(path)
@@ -253,6 +251,13 @@ class Cgroup:
                         # a shared parent still in use by another container, or a
                         # name too long to have been made
                         break
+                    if e.errno == errno.EBUSY and not walked:
+                        # cgroups the container made inside its own (systemd does):
+                        # deepest first, as runc; looked for only when they block
+                        walked = True
+                        for sub in _below(path):
+                            self._rmdir_busy(sub, deadline)
+                        continue
                     if e.errno == errno.EBUSY and time.monotonic() < deadline:
                         for pid in self._procs_of(path):
                             try:
