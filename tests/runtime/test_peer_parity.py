@@ -10,6 +10,13 @@ import pytest
 from conftest import leftovers
 
 
+def _runc(rt, bundle):
+    """`runc run` on BUNDLE, to show the peer does what the test asserts."""
+    return subprocess.run(["runc", "--root", str(rt.tmp / "runc-state"), "run", "--bundle",
+                           bundle, rt.new_id("runc")],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
 def _passwd_link(rt, target):
     """A bundle with a rootfs copy whose /etc/passwd is a symlink to TARGET, and a
     Nix-style store file with root's home /nixhome."""
@@ -29,6 +36,8 @@ def test_home_from_a_passwd_symlinked_into_the_nix_store(rt):
     p = rt("run", "--bundle", b, rt.new_id())
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "/nixhome"
+    if shutil.which("runc"):
+        assert _runc(rt, b).stdout.strip() == "/nixhome"
 
 
 def test_home_from_a_relative_passwd_symlink(rt):
@@ -44,6 +53,8 @@ def test_passwd_symlink_cannot_reach_the_hosts(rt):
     p = rt("run", "--bundle", b, rt.new_id())
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "/"
+    if shutil.which("runc"):
+        assert _runc(rt, b).stdout.strip() == "/"
     os.unlink(os.path.join(b, "rootfs/etc/passwd"))
     os.symlink("/../../../../etc/../etc/passwd", os.path.join(b, "rootfs/etc/passwd"))
     p = rt("run", "--bundle", b, rt.new_id())
@@ -124,10 +135,7 @@ TMPFS = {"/m700": [], "/m2750": ["nosuid"], "/ro700": ["ro"], "/newdir": [],
          "/explicit": ["mode=711"], "/etc": ["size=1m"]}
 
 
-def test_tmpfs_without_mode_keeps_the_mount_points_mode(rt):
-    """As runc: a tmpfs with no mode= gets the mode of the directory it covers
-    (read-only too); a missing mount point is made and the tmpfs gets the kernel's
-    1777; an explicit mode= wins.  (crun gives every tmpfs without mode= 1777.)"""
+def _tmpfs_bundle(rt):
     def edit(c):
         c["mounts"] += [{"destination": d, "type": "tmpfs", "source": "tmpfs", "options": o}
                         for d, o in TMPFS.items()]
@@ -137,11 +145,23 @@ def test_tmpfs_without_mode_keeps_the_mount_points_mode(rt):
         os.mkdir(os.path.join(root, d))
         os.chmod(os.path.join(root, d), mode)
     os.chmod(os.path.join(root, "etc"), 0o755)
-    p = rt("run", "--bundle", b, rt.new_id())
+    return b
+
+
+def _modes(p):
     assert p.returncode == 0, p.stderr
-    assert dict(line.split() for line in p.stdout.splitlines()) == {
-        "/m700": "700", "/m2750": "2750", "/ro700": "700", "/newdir": "1777",
-        "/explicit": "711", "/etc": "755"}
+    return dict(line.split() for line in p.stdout.splitlines())
+
+
+def test_tmpfs_without_mode_keeps_the_mount_points_mode(rt):
+    """As runc: a tmpfs with no mode= gets the mode of the directory it covers
+    (read-only too); a missing mount point is made and the tmpfs gets the kernel's
+    1777; an explicit mode= wins.  (crun gives every tmpfs without mode= 1777.)"""
+    want = {"/m700": "700", "/m2750": "2750", "/ro700": "700", "/newdir": "1777",
+            "/explicit": "711", "/etc": "755"}
+    assert _modes(rt("run", "--bundle", _tmpfs_bundle(rt), rt.new_id())) == want
+    if shutil.which("runc"):  # the same bundle under runc itself
+        assert _modes(_runc(rt, _tmpfs_bundle(rt))) == want
 
 
 def _v1_names():
@@ -159,11 +179,15 @@ def test_hybrid_host_shows_the_v1_hierarchies_only(rt):
     names = _v1_names()
     if names is None:
         pytest.skip("not a hybrid host")
-    p = rt.run(["sh", "-c", "grep -c ' - cgroup2 ' /proc/self/mountinfo; "
-                            "for d in /sys/fs/cgroup/*; do test -L $d || echo ${d##*/}; done"])
-    lines = p.stdout.split()
-    assert lines[0] == "0", p.stdout + p.stderr
-    assert sorted(lines[1:]) == names
+    b = rt.bundle(["sh", "-c", "grep -c ' - cgroup2 ' /proc/self/mountinfo; "
+                               "for d in /sys/fs/cgroup/*; do test -L $d || echo ${d##*/}; done"])
+    peers = [rt("run", "--bundle", b, rt.new_id())]
+    if shutil.which("runc"):
+        peers.append(_runc(rt, b))
+    for p in peers:
+        lines = p.stdout.split()
+        assert lines[0] == "0", p.stdout + p.stderr
+        assert sorted(lines[1:]) == names
 
 
 def test_passwd_walk_without_openat2(tmp_path, monkeypatch):
