@@ -24,11 +24,14 @@ def _openat2_in_root(root_fd, path, flags):
                     ("resolve", ctypes.c_uint64)]
 
     how = OpenHow(flags, 0, 0x10 | 0x02)  # RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
-    fd = libc.syscall(437, root_fd, os.fsencode(path), ctypes.byref(how),
-                      ctypes.sizeof(how))  # SYS_openat2: the same number on every arch
-    if fd >= 0:
-        return fd
-    err = ctypes.get_errno()
+    for _ in range(8):  # EAGAIN: a rename raced a ".." step; the kernel asks to retry
+        fd = libc.syscall(437, root_fd, os.fsencode(path), ctypes.byref(how),
+                          ctypes.sizeof(how))  # SYS_openat2: the same number on every arch
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err != errno.EAGAIN:
+            break
     if err in (errno.ENOSYS, errno.EPERM):  # old kernel, or a seccomp filter refusing it
         return None
     raise OSError(err, os.strerror(err), path)
