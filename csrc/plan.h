@@ -12,7 +12,7 @@ enum {
     OP_CHILD_WRITE = 5,    /* what, "uid_map"-style /proc/<pid>/ file or absolute path, content ("$PID" = init pid) */
     OP_CHILD = 6,          /* what: the init's operations follow */
     /* init */
-    OP_MOUNT = 10,         /* what, source, target, fstype, flags, data, resolve (0 plain, 1 dir, 2 file, 3 dir + copy-up) */
+    OP_MOUNT = 10,         /* what, source, target, fstype, flags, data, resolve (0 plain, 1 dir, 2 file; | 4 copy the dir's files up, | 8 keep the dir's mode) */
     OP_MOUNT_EXISTING = 11,/* what, in-root target, flags, data */
     OP_SET_ROOT = 12,      /* what, rootfs path */
     OP_MKNOD = 13,         /* what, in-root path, mode, major, minor, uid, gid */

@@ -324,22 +324,35 @@ static const char *fd_path(char *buf, size_t len, int fd, const char *path)
 
 static void do_mount(char **a)
 {
-    /* a: what, source, target, fstype, flags, data,
-     *    resolve (0 plain, 1 dir, 2 file, 3 dir with its files copied up) */
+    /* a: what, source, target, fstype, flags, data, resolve (0 plain, 1 dir,
+     *    2 file; | 4 copy the dir's files up, | 8 keep the dir's mode) */
     const char *src = *a[1] ? a[1] : NULL;
     const char *fstype = *a[3] ? a[3] : NULL;
     unsigned long flags = num(a[4]);
     const char *data = *a[5] ? a[5] : NULL;
     int resolve = (int)num(a[6]);
-    char target[64];
+    int kind = resolve & 3, copy = resolve & 4, keep = resolve & 8;
+    char target[64], moded[4096];
+    struct stat st;
     int fd = -1, under = -1, top;
 
-    if (resolve) {
-        fd = mkpath_in_root(a[2], resolve == 2);
+    if (kind) {
+        fd = keep ? open_in_root(a[2], O_PATH) : -1;
+        if (fd >= 0 && fstat(fd, &st) == 0) {
+            /* a mount point that was there keeps its mode (a tmpfs without mode=) */
+            if (snprintf(moded, sizeof(moded), "mode=%o%s%s", (unsigned)(st.st_mode & 07777),
+                         data ? "," : "", data ? data : "") >= (int)sizeof(moded)) {
+                errno = E2BIG;
+                die();
+            }
+            data = moded;
+        }
+        if (fd < 0)
+            fd = mkpath_in_root(a[2], kind == 2);
         if (fd < 0)
             die();
         /* opened before the mount, this still reaches the directory beneath */
-        if (resolve == 3 && (under = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        if (copy && (under = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
             die();
         if (mount(src, fd_path(target, sizeof(target), fd, NULL), fstype, flags, data) < 0)
             die();

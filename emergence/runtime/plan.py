@@ -62,9 +62,11 @@ NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper(
 # Kept fds (namespaces, idmapped trees) the shim holds at once (NS_SLOTS).
 SLOTS = 8
 
-# Where a mount target is resolved (IN_ROOT_COPY_UP: a directory whose files
-# the shim copies into what is mounted on it).
-PLAIN, IN_ROOT_DIR, IN_ROOT_FILE, IN_ROOT_COPY_UP = 0, 1, 2, 3
+# Where a mount target is resolved: plainly, or inside the root as a directory
+# or a file; a directory's mount may also copy up the files under it (COPY_UP,
+# tmpcopyup) and keep its mode (KEEP_MODE: a tmpfs without mode=, as runc).
+PLAIN, IN_ROOT_DIR, IN_ROOT_FILE = 0, 1, 2
+COPY_UP, KEEP_MODE = 4, 8
 
 
 class Plan:

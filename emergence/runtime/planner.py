@@ -376,23 +376,25 @@ class Planner:
             if self.unmapped and data:
                 # devpts's gid=5 and the like name ids this namespace cannot hold
                 data = ",".join(o for o in data.split(",") if not o.startswith(("uid=", "gid=")))
+            keep = typ == "tmpfs" and not any(o.startswith("mode=") for o in data.split(","))
+            resolve = P.IN_ROOT_DIR | (P.KEEP_MODE if keep else 0)
             if COPY_UP in options:
-                self._copy_up_mount(src, dst, typ, flags & ~MS_REMOUNT, data)
+                self._copy_up_mount(src, dst, typ, flags & ~MS_REMOUNT, data, resolve)
             else:
                 add(P.MOUNT, f"mount {typ} on {dst}", src, dst, typ, flags & ~MS_REMOUNT, data,
-                    P.IN_ROOT_DIR)
+                    resolve)
         attr_set, attr_clr = recursive_attrs(options)
         if attr_set or attr_clr:
             add(P.SETATTR, f"apply recursive options to {dst}", dst, attr_set, attr_clr)
         if prop:
             add(P.MOUNT_EXISTING, f"set propagation of {dst}", dst, prop, "")
 
-    def _copy_up_mount(self, src, dst, typ, flags, data):
+    def _copy_up_mount(self, src, dst, typ, flags, data, resolve):
         """tmpcopyup: the shim copies the files under DST into the new tmpfs; a
         read-only one is written first and made read-only after."""
         add = self.plan.add
         add(P.MOUNT, f"mount tmpfs on {dst} with the files under it copied up", src, dst, typ,
-            flags & ~MS_RDONLY, data, P.IN_ROOT_COPY_UP)
+            flags & ~MS_RDONLY, data, resolve | P.COPY_UP)
         if flags & MS_RDONLY:
             add(P.MOUNT_EXISTING, f"make the tmpfs on {dst} read-only", dst,
                 MS_REMOUNT | flags, data)
@@ -415,7 +417,10 @@ class Planner:
         if self.cgroup is None:
             return
         base = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME)
-        tree = [(h, os.path.join(h.mountpoint, self.cgroup.rel)) for h in self.hierarchies]
+        hs = self.hierarchies
+        if any(h.version == 1 for h in hs):  # hybrid: runc and crun show the v1 hierarchies only
+            hs = [h for h in hs if h.version == 1]
+        tree = [(h, os.path.join(h.mountpoint, self.cgroup.rel)) for h in hs]
         if len(tree) == 1 and tree[0][0].version == 2 and not tree[0][0].name:
             h, src = tree[0]
             add(P.MOUNT, f"bind-mount the container's cgroup on {dst}", src, dst, "",

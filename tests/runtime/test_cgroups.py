@@ -89,13 +89,14 @@ def test_unmounted_controller_is_reported_by_name(rt):
 
 
 
-def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt, restore_v2_root):
+def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt, running, restore_v2_root):
+    """Read from the host: the container sees the v1 hierarchies only, as with runc."""
     with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
         if "hugetlb" not in f.read().split():
             pytest.skip("hugetlb is not bound to cgroup2 on this host")
-    p = rt.run(["cat", "/sys/fs/cgroup/unified/hugetlb.2MB.max"],
-               edit=limit(hugepageLimits=[{"pageSize": "2MB", "limit": 4 << 21}]))
-    assert p.stdout.strip() == str(4 << 21), p.stderr
+    cid = running(edit=limit(hugepageLimits=[{"pageSize": "2MB", "limit": 4 << 21}]))
+    with open(f"/sys/fs/cgroup/unified/emergence/{cid}/hugetlb.2MB.max") as f:
+        assert f.read().strip() == str(4 << 21)
 
 
 def test_hybrid_host_leaves_cgroup2_controllers_alone_when_unused(rt):

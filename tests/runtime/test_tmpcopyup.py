@@ -104,11 +104,14 @@ def test_a_tree_too_deep_to_copy_fails_cleanly(rt):
 
 def test_copy_up_is_for_tmpfs_only_and_costs_nothing_elsewhere(tmp_path):
     c = base_config(["true"])
-    c["mounts"] = [tmpfs("/plain"), tmpfs("/up", "tmpcopyup", "ro")]
+    c["mounts"] = [tmpfs("/plain", "mode=755"), tmpfs("/up", "tmpcopyup", "ro"),
+                   tmpfs("/upmode", "tmpcopyup", "mode=700")]
     ops = planner.Planner(c, str(tmp_path), str(tmp_path), str(tmp_path), None, []).build().ops
     mounts = {args[1]: args for op, _, args in ops if op == plan.MOUNT}
     assert mounts["/plain"][-1] == str(plan.IN_ROOT_DIR)
-    assert mounts["/up"][-1] == str(plan.IN_ROOT_COPY_UP)
+    # without mode= the tmpfs also keeps its mount point's mode, as runc
+    assert mounts["/up"][-1] == str(plan.IN_ROOT_DIR | plan.COPY_UP | plan.KEEP_MODE)
+    assert mounts["/upmode"][-1] == str(plan.IN_ROOT_DIR | plan.COPY_UP)
     assert not int(mounts["/up"][3]) & planner.MS_RDONLY  # written first, then remounted
     assert any(op == plan.MOUNT_EXISTING and args[0] == "/up" for op, _, args in ops)
     c["mounts"] = [{"destination": "/b", "type": "bind", "source": "/tmp",

@@ -218,13 +218,17 @@ class Cgroup:
         return None
 
     def pids(self):
-        """All processes in the container's cgroup, from the first readable hierarchy."""
+        """All processes in the container's cgroup and the cgroups it made below
+        (systemd in a container does), from the first readable hierarchy."""
         for p in self.paths:
             try:
                 with open(os.path.join(p, "cgroup.procs")) as f:
-                    return [int(x) for x in f.read().split()]
+                    pids = [int(x) for x in f.read().split()]
             except OSError:
                 continue
+            for sub in _below(p):
+                pids += self._procs_of(sub)
+            return pids
         return []
 
     def remove(self, timeout=2.0):
@@ -235,6 +239,7 @@ class Cgroup:
         if self.rel.startswith("emergence/"):  # our default parent goes once empty
             todo |= {os.path.join(h.mountpoint, "emergence") for h in self.hierarchies}
         for path in sorted(todo, key=lambda p: p.count("/"), reverse=True):
+            walked = False
             while True:
                 try:
                     os.rmdir(path)
@@ -246,6 +251,13 @@ class Cgroup:
                         # a shared parent still in use by another container, or a
                         # name too long to have been made
                         break
+                    if e.errno == errno.EBUSY and not walked:
+                        # cgroups the container made inside its own (systemd does):
+                        # deepest first, as runc; looked for only when they block
+                        walked = True
+                        for sub in _below(path):
+                            self._rmdir_busy(sub, deadline)
+                        continue
                     if e.errno == errno.EBUSY and time.monotonic() < deadline:
                         for pid in self._procs_of(path):
                             try:
@@ -256,6 +268,24 @@ class Cgroup:
                         continue
                     raise EmergenceError(f"cannot remove cgroup {path}: {e.strerror}") from None
 
+    def _rmdir_busy(self, path, deadline):
+        """rmdir a cgroup the container made, killing what still runs in it."""
+        while True:
+            try:
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise EmergenceError(f"cannot remove cgroup {path}: {e.strerror}") from None
+                for pid in self._procs_of(path):
+                    try:
+                        os.kill(pid, 9)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.005)
+
     @staticmethod
     def _procs_of(path):
         try:
@@ -263,3 +293,17 @@ class Cgroup:
                 return [int(x) for x in f.read().split()]
         except OSError:
             return []
+
+
+def _below(path):
+    """The cgroups under PATH, deepest first (never following links: cgroupfs has none)."""
+    found = []
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return found
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            found += _below(e.path)
+            found.append(e.path)
+    return found
