@@ -19,6 +19,8 @@ def populate(rootfs):
     """/data in ROOTFS: files, a subdirectory, a symlink, a fifo, with owners,
     modes and times of their own."""
     d = os.path.join(rootfs, "data")
+    # a copy of the session's rootfs, where earlier tests may have made /data a mount point
+    shutil.rmtree(d, ignore_errors=True)
     os.mkdir(d)
     os.chmod(d, 0o750)
     with open(os.path.join(d, "a"), "w") as f:
