@@ -147,6 +147,25 @@ class Runtime:
         return json.loads(p.stdout)
 
 
+def cold_env(step=None, extra=None):
+    """The environment of a cold-path call (no planner); STEP names a crash point
+    (EMERGENCE_CRASHPOINT=VERB:STEP: the process SIGKILLs itself right after it)."""
+    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off", **(extra or {}))
+    env.pop("EMERGENCE_CRASHPOINT", None)
+    if step:
+        env["EMERGENCE_CRASHPOINT"] = step
+    return env
+
+
+def alive(pid):
+    """PID runs and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def leftovers(cid):
     """Cgroup dirs and mounts that mention a container id."""
     found = []

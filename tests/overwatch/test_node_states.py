@@ -14,25 +14,9 @@ import signal
 import subprocess
 import time
 
-from conftest import emergence_command
+from conftest import alive, cold_env, emergence_command
 
 from emergence.overwatch.node_metrics import States
-
-
-def cold(step=None):
-    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off")
-    env.pop("EMERGENCE_CRASHPOINT", None)
-    if step:
-        env["EMERGENCE_CRASHPOINT"] = step
-    return env
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_killed_creates_and_starts_are_counted_as_state_says(rt, tmp_path):
@@ -41,12 +25,12 @@ def test_killed_creates_and_starts_are_counted_as_state_says(rt, tmp_path):
     ids = []
 
     def crash(step, *args):
-        p = rt(*args, env=cold(step))
+        p = rt(*args, env=cold_env(step))
         assert p.returncode == -signal.SIGKILL, (step, p.returncode, p.stderr)
 
     def said():
         return collections.Counter(
-            json.loads(rt("state", cid, check=True, env=cold()).stdout)["status"]
+            json.loads(rt("state", cid, check=True, env=cold_env()).stdout)["status"]
             for cid in ids)
 
     def counted(s=states):
@@ -57,7 +41,7 @@ def test_killed_creates_and_starts_are_counted_as_state_says(rt, tmp_path):
         crash(step, "create", "--bundle", b, ids[-1])
     for step in ("start:said", "start:locked"):  # running (fifo left), created
         ids.append(rt.new_id("ow"))
-        rt("create", "--bundle", b, ids[-1], check=True, env=cold())
+        rt("create", "--bundle", b, ids[-1], check=True, env=cold_env())
         assert counted()["created"] >= 1  # seen before its start, so cached
         crash(step, "start", ids[-1])
     assert said() == {"stopped": 2, "running": 1, "created": 1}
@@ -72,7 +56,7 @@ def test_killed_creates_and_starts_are_counted_as_state_says(rt, tmp_path):
     ids.append(rt.new_id("ow"))
     p = subprocess.Popen(emergence_command() + ["--root", rt.root, "create", "--bundle", held,
                                                 ids[-1]],
-                         env=cold(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         env=cold_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     hook = None
     try:

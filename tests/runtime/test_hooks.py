@@ -150,26 +150,18 @@ def test_a_hook_dies_with_a_create_killed_with_kill_9(rt, tmp_path):
     import subprocess
     import time
 
-    from conftest import emergence_command
+    from conftest import alive, cold_env, emergence_command
     marker = tmp_path / "hook.pid"
     b = rt.bundle(["sleep", "300"], edit=lambda c: c.update(hooks={"createRuntime": [{
         "path": "/bin/sh",
         "args": ["sh", "-c", f"echo $$ > {marker}.tmp && mv {marker}.tmp {marker} && "
                              "exec sleep 300"]}]}))
     cid = rt.new_id()
-    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off")  # the cold path: p runs the hook
-    env.pop("EMERGENCE_CRASHPOINT", None)
+    # the cold path: p runs the hook
     p = subprocess.Popen(emergence_command() + ["--root", rt.root, "create", "--bundle", b, cid],
-                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         env=cold_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     hook = None
-
-    def alive(pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
     try:
         deadline = time.monotonic() + 30
         while not marker.exists():

@@ -15,7 +15,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Runtime, base_config, emergence_command, leftovers
+from conftest import Runtime, alive, base_config, cold_env, emergence_command, leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -38,22 +38,6 @@ START_STEPS = {
     "start:unlinked": {"running"},
 }
 DELETE_STEPS = ("delete:killed", "delete:cgroup", "delete:hooks", "delete:files")
-
-
-def cold_env(step=None, extra=None):
-    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off", **(extra or {}))
-    env.pop("EMERGENCE_CRASHPOINT", None)
-    if step:
-        env["EMERGENCE_CRASHPOINT"] = step
-    return env
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def running_shim(pid):

@@ -239,37 +239,18 @@ class Cgroup:
         if self.rel.startswith("emergence/"):  # our default parent goes once empty
             todo |= {os.path.join(h.mountpoint, "emergence") for h in self.hierarchies}
         for path in sorted(todo, key=lambda p: p.count("/"), reverse=True):
-            walked = False
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if path not in leaves or e.errno == errno.ENAMETOOLONG:
-                        # a shared parent still in use by another container, or a
-                        # name too long to have been made
-                        break
-                    if e.errno == errno.EBUSY and not walked:
-                        # cgroups the container made inside its own (systemd does):
-                        # deepest first, as runc; looked for only when they block
-                        walked = True
-                        for sub in _below(path):
-                            self._rmdir_busy(sub, deadline)
-                        continue
-                    if e.errno == errno.EBUSY and time.monotonic() < deadline:
-                        for pid in self._procs_of(path):
-                            try:
-                                os.kill(pid, 9)
-                            except ProcessLookupError:
-                                pass
-                        time.sleep(0.005)
-                        continue
-                    raise EmergenceError(f"cannot remove cgroup {path}: {e.strerror}") from None
+            if path in leaves:
+                self._rmdir_busy(path, deadline, children=True)
+                continue
+            try:  # a shared parent goes only once no other container uses it
+                os.rmdir(path)
+            except OSError:
+                pass
 
-    def _rmdir_busy(self, path, deadline):
-        """rmdir a cgroup the container made, killing what still runs in it."""
+    def _rmdir_busy(self, path, deadline, children=False):
+        """rmdir cgroup PATH, killing what still runs in it, until DEADLINE.  With
+        CHILDREN, the cgroups the container made inside its own (systemd does) go
+        first, deepest first, as runc; they are looked for only when they block."""
         while True:
             try:
                 os.rmdir(path)
@@ -277,8 +258,15 @@ class Cgroup:
             except FileNotFoundError:
                 return
             except OSError as e:
+                if e.errno == errno.ENAMETOOLONG:  # too long a name to have been made
+                    return
                 if e.errno != errno.EBUSY or time.monotonic() >= deadline:
                     raise EmergenceError(f"cannot remove cgroup {path}: {e.strerror}") from None
+                if children:
+                    children = False
+                    for sub in _below(path):
+                        self._rmdir_busy(sub, deadline)
+                    continue
                 for pid in self._procs_of(path):
                     try:
                         os.kill(pid, 9)
