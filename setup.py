@@ -10,10 +10,12 @@ from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The shim's parts, in the manner of crun's libcrun: one file per concern.
+SHIM_SOURCES = ["shim.c", "rootfs.c", "process.c", "seccomp.c", "sync.c", "copyup.c"]
 
 
 class BuildWithShim(build_ext):
-    """build_ext that also links csrc/shim.c (and copyup.c) into a static executable.
+    """build_ext that also links the shim (csrc/shim.c and its parts) into a static executable.
 
     The shim must be a standalone program (not a Python extension): it is
     what runs between clone and exec, so no interpreter is mapped into the
@@ -28,7 +30,7 @@ class BuildWithShim(build_ext):
             out_dir = os.path.join(self.build_lib, "emergence", "runtime")
         os.makedirs(out_dir, exist_ok=True)
         objects = self.compiler.compile(
-            [os.path.join("csrc", "shim.c"), os.path.join("csrc", "copyup.c")],
+            [os.path.join("csrc", name) for name in SHIM_SOURCES],
             output_dir=self.build_temp,
             extra_postargs=["-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"])
         self.compiler.link_executable(
