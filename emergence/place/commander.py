@@ -7,8 +7,10 @@ Each pass of the leader (every `interval` seconds) reads the whole state at
 one revision and, per task:
   - new: rank the hosts (score.rank) and dispatch to the best;
   - assigned, result present: done;
-  - assigned, host's lease gone, not acknowledged within `ack_timeout`, or
-    not finished within its timeout: re-dispatch to the next-best host not
+  - assigned, host's lease gone for `fence_margin` seconds (the host stops
+    its containers before the lease expires: worker.py's fence), not
+    acknowledged within `ack_timeout`, or not finished within its timeout:
+    re-dispatch to the next-best host not
     yet tried (all tried: the best again) and mark the silent host
     unresponsive; unresponsive hosts rank last.
 An unresponsive host whose telemetry moves again is asked for fresh load
@@ -25,6 +27,7 @@ from . import score
 from .state import now
 
 DEFAULTS = {"lease_ttl": 5.0, "interval": 0.2, "ack_timeout": 3.0, "timeout": 60.0,
+            "fence_margin": 1.0,
             "s_green": 0.0, "scheduler": "InterferenceAwareScheduler", "cost": "published"}
 SCHEDULERS = ("InterferenceAwareScheduler", "RandomScheduler")
 
@@ -111,6 +114,7 @@ class Commander:
         self.stopping = threading.Event()
         self.counts = {"dispatched": 0, "redispatched": 0, "reranked": 0, "done": 0}
         self.rng = random.Random()
+        self.gone_since = {}  # host -> when this leader first saw its lease gone
 
     # -- the loop -------------------------------------------------------------
     def run(self):
@@ -170,35 +174,36 @@ class Commander:
         tasks, status = snap.get("tasks", {}), snap.get("status", {})
         results, acks = snap.get("results", {}), snap.get("ack", {})
         members = snap.get("members", {})
+        mono = time.monotonic()
+        self.gone_since = {h: self.gone_since.get(h, mono)
+                           for h in _assigned_hosts_all(snap) if h not in members}
         self._probe_unresponsive(snap, settings)
-        for tid, spec in sorted(tasks.items(), key=lambda kv: kv[1].get("submitted", 0)):
+        # 1. results first, so the room they free is there for the queue below
+        open_tasks = []
+        for tid, spec in tasks.items():
             st = status.get(tid)
             if st is None:
                 st = {"state": "pending", "attempt": 0, "history": []}
             if st["state"] == "done":
                 continue
             if tid in results:
-                r = results[tid]
-                st = dict(st, state="done", host=r.get("host"), attempt=r.get("attempt"),
-                          finished=r.get("finished"))
-                puts = [(st, "status", tid)]
-                dels = [("assign", h, tid) for h in _assigned_hosts(snap, tid)]
-                est = _estimate_update(snap, spec, r)
-                if est is not None:
-                    puts.append((est, "estimates", estimate_key(spec)))
-                    snap.setdefault("estimates", {})[estimate_key(spec)] = est
-                if self.cluster.guarded(self.name, puts, dels):
-                    self.counts["done"] += 1
-                    status[tid] = st
+                self._finish(tid, spec, st, results[tid], snap)
                 continue
+            open_tasks.append((tid, spec, st))
+        # 2. the fair queue: what must move (a lost host, no ack, timed out) and
+        # what waits for room again goes before new tasks; then the oldest first
+        queue = []
+        for tid, spec, st in open_tasks:
             if st["state"] == "pending":
-                self._dispatch(tid, spec, st, snap, settings, why=None)
+                queue.append((tid, spec, st, None))
                 continue
             host, attempt = st["host"], st["attempt"]
             acked = f"{tid}/{attempt}" in acks
             timeout = float(spec.get("timeout") or self.config["timeout"])
             why = None
             if host not in members:
+                if mono - self.gone_since.get(host, mono) < float(self.config["fence_margin"]):
+                    continue  # expired just now: give its fence the margin to finish
                 why = "its lease expired (node gone)"
             elif not acked and t - st["dispatched"] > float(self.config["ack_timeout"]):
                 why = f"no acknowledgement in {self.config['ack_timeout']:g}s"
@@ -206,7 +211,23 @@ class Commander:
                 why = f"no result in its timeout of {timeout:g}s"
             if why:
                 self._mark_unresponsive(host, tid, why, snap)
-                self._dispatch(tid, spec, st, snap, settings, why=why)
+                queue.append((tid, spec, st, why))
+        queue.sort(key=queue_order)
+        for tid, spec, st, why in queue:
+            self._dispatch(tid, spec, st, snap, settings, why=why)
+
+    def _finish(self, tid, spec, st, r, snap):
+        st = dict(st, state="done", host=r.get("host"), attempt=r.get("attempt"),
+                  finished=r.get("finished"))
+        puts = [(st, "status", tid)]
+        dels = [("assign", h, tid) for h in _assigned_hosts(snap, tid)]
+        est = _estimate_update(snap, spec, r)
+        if est is not None:
+            puts.append((est, "estimates", estimate_key(spec)))
+            snap.setdefault("estimates", {})[estimate_key(spec)] = est
+        if self.cluster.guarded(self.name, puts, dels):
+            self.counts["done"] += 1
+            snap.setdefault("status", {})[tid] = st
 
     def _dispatch(self, tid, spec, st, snap, settings, why):
         tried = [a["host"] for a in st.get("history", [])]
@@ -295,6 +316,19 @@ class Commander:
                          f"{t.get('running', 0)} running); now {where} of {len(ranked)}, "
                          f"D={row.get('D', float('nan')):.4f}")
                 snap.get("probe", {}).pop(host, None)
+
+
+def queue_order(entry):
+    """Re-queued first (a task that must move, or that waits for room after
+    losing its host), then by age: new submissions never overtake them."""
+    _, spec, st, why = entry
+    requeued = why is not None or st.get("requeued") is not None
+    return (0 if requeued else 1, spec.get("submitted", 0))
+
+
+def _assigned_hosts_all(snap):
+    return {st.get("host") for st in snap.get("status", {}).values()
+            if st.get("state") == "assigned"}
 
 
 def _assigned_hosts(snap, tid):
