@@ -3,8 +3,9 @@ own lease; the one holding it places and dispatches, the others wait and take
 over within the lease's time when the leader stops renewing it.  All state is
 in etcd, so the new leader goes on from exactly where the old one stopped.
 
-Each pass of the leader (every `interval` seconds) reads the whole state at
-one revision and, per task:
+Each pass of the leader (on a change under the prefix, seen by an etcd watch,
+and at least every `interval` seconds for deadlines) reads the whole state
+at one revision and, per task:
   - new: rank the hosts (score.rank) and dispatch to the best;
   - assigned, result present: done;
   - assigned, host's lease gone for `fence_margin` seconds (the host stops
@@ -26,9 +27,11 @@ from . import demand as demand_mod
 from . import score
 from .state import now
 
-DEFAULTS = {"lease_ttl": 5.0, "interval": 0.2, "ack_timeout": 3.0, "timeout": 60.0,
+DEFAULTS = {"lease_ttl": 5.0, "interval": 0.5, "ack_timeout": 3.0, "timeout": 60.0,
             "fence_margin": 1.0,
             "s_green": 0.0, "scheduler": "InterferenceAwareScheduler", "cost": "published"}
+# the keys whose change calls for a pass (telemetry moves every heartbeat: not it)
+WAKING = ("tasks/", "results/", "ack/", "members/", "leader", "config/")
 SCHEDULERS = ("InterferenceAwareScheduler", "RandomScheduler")
 
 
@@ -112,6 +115,8 @@ class Commander:
         self.leading = False
         self.lease = None
         self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.watch = None
         self.counts = {"dispatched": 0, "redispatched": 0, "reranked": 0, "done": 0}
         self.rng = random.Random()
         self.gone_since = {}  # host -> when this leader first saw its lease gone
@@ -124,7 +129,18 @@ class Commander:
                          "commanders", self.name, lease=self.lease)
         self.log(f"command node {self.name} up (lease {ttl:g}s)")
         last_refresh = time.monotonic()
+        # a pass on every change that matters (not telemetry), else each interval
+        from .watch import PrefixWatch
+        self.watch = PrefixWatch(self.cluster, self.cluster.prefix, self.wake,
+                                 sections=WAKING)
+        try:
+            self._loop(ttl, last_refresh)
+        finally:
+            self.watch.stop()
+
+    def _loop(self, ttl, last_refresh):
         while not self.stopping.is_set():
+            self.wake.clear()
             try:
                 if time.monotonic() - last_refresh > ttl / 3:
                     if self.lease.refresh() <= 0:
@@ -142,7 +158,8 @@ class Commander:
                 self.log(f"command node {self.name}: {type(e).__name__}: {e}")
                 self.leading = False
                 time.sleep(0.5)
-            self.stopping.wait(float(self.config["interval"]))
+            # the lease wants renewing every ttl/3 whatever the interval
+            self.wake.wait(min(float(self.config["interval"]), ttl / 3))
 
     def _new_lease(self, ttl):
         self.log(f"command node {self.name}: lease expired, registering again")
@@ -153,6 +170,7 @@ class Commander:
 
     def stop(self):
         self.stopping.set()
+        self.wake.set()
 
     def resign(self):
         if self.lease is not None:

@@ -37,7 +37,7 @@ import time
 
 from .state import now
 
-DEFAULTS = {"lease_ttl": 5.0, "interval": 0.1, "cpu": None, "memory": None,
+DEFAULTS = {"lease_ttl": 5.0, "interval": 2.0, "cpu": None, "memory": None,
             "arch": None, "labels": {}, "green": 0.0, "speed": 1.0,
             "root": "/run/emergence", "store": None, "policy": None, "fence_after": 0.6}
 
@@ -89,6 +89,8 @@ class Worker:
         self.capacity = {"cpu": float(c["cpu"] or os.cpu_count() or 1),
                          "memory": float(c["memory"] or _mem_total())}
         self.stopping = threading.Event()
+        self.wake = threading.Event()  # set by the watch, by stop(), by a resumed fence
+        self.watch = None
         self.running = {}   # task id -> attempt
         self.started = set()  # (task id, attempt) begun here
         self.lock = threading.Lock()
@@ -144,18 +146,27 @@ class Worker:
         hb = threading.Thread(target=self._heartbeat, daemon=True)
         hb.start()
         threading.Thread(target=self._fence_watch, daemon=True).start()
-        while not self.stopping.is_set():
-            try:
-                self._poll()
-            except Exception as e:
-                self.log(f"worker {self.name}: {type(e).__name__}: {e}")
-                time.sleep(0.5)
-            self.stopping.wait(float(self.config["interval"]))
+        # woken by a watch on its assignments; `interval` is only the fallback
+        from .watch import PrefixWatch
+        self.watch = PrefixWatch(self.cluster, self.cluster.key("assign", self.name) + "/",
+                                 self.wake)
+        try:
+            while not self.stopping.is_set():
+                self.wake.clear()
+                try:
+                    self._poll()
+                except Exception as e:
+                    self.log(f"worker {self.name}: {type(e).__name__}: {e}")
+                    time.sleep(0.5)
+                self.wake.wait(float(self.config["interval"]))
+        finally:
+            self.watch.stop()
         for t in self.threads:
             t.join(timeout=30)
 
     def stop(self):
         self.stopping.set()
+        self.wake.set()
 
     def _heartbeat(self):
         ttl = float(self.config["lease_ttl"])
@@ -205,6 +216,7 @@ class Worker:
         for key in [k for k in self.fenced if k not in self._live()]:
             self.fenced.discard(key)
             self.started.discard(key)
+            self.wake.set()
 
     def _withdraw_fenced(self):
         """The lease expired: the leader re-dispatches what this worker held.
