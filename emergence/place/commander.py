@@ -30,20 +30,26 @@ from .state import now
 DEFAULTS = {"lease_ttl": 5.0, "interval": 0.5, "ack_timeout": 3.0, "timeout": 60.0,
             "fence_margin": 1.0,
             "s_green": 0.0, "scheduler": "InterferenceAwareScheduler", "cost": "published"}
+STALE_AFTER = 30.0  # seconds: an older load measurement is not used (allocations are)
 # the keys whose change calls for a pass (telemetry moves every heartbeat: not it)
 WAKING = ("tasks/", "results/", "ack/", "members/", "leader", "config/")
 SCHEDULERS = ("InterferenceAwareScheduler", "RandomScheduler")
 
 
-def hosts_view(snap, include_unresponsive=True):
-    """The hosts the score sees: live members (role worker) with their
-    telemetry, what the leader has already allocated to them, and the
-    unresponsive mark."""
+def hosts_view(snap, include_unresponsive=True, stale_after=STALE_AFTER, at=None):
+    """The hosts the score sees: live members (role worker) with their load,
+    what the leader has already allocated to them, and the unresponsive mark.
+
+    U[h] is the host's measured load (its 1-minute window, load.py) plus the
+    demand of tasks placed there since that measurement; without a fresh
+    measurement it is what is allocated, and `load_source` says which."""
+    from .load import corrected
     members = snap.get("members", {})
     tele = snap.get("telemetry", {})
     unresp = snap.get("unresponsive", {})
     tasks, status = snap.get("tasks", {}), snap.get("status", {})
-    alloc = {}
+    at = now() if at is None else at
+    alloc, placed = {}, {}
     for tid, st in status.items():
         if st.get("state") == "assigned" and st.get("host"):
             d = tasks.get(tid, {}).get("demand", {})
@@ -52,6 +58,7 @@ def hosts_view(snap, include_unresponsive=True):
             for r in ("cpu", "memory", "gpus"):
                 a[r] += d.get(r, 0.0)
             a["tasks"] += 1
+            placed.setdefault(st["host"], []).append((st.get("dispatched", 0.0), d))
     hosts = []
     for name, m in sorted(members.items()):
         if m.get("role") != "worker":
@@ -61,12 +68,16 @@ def hosts_view(snap, include_unresponsive=True):
         t = tele.get(name, {})
         cap = m.get("capacity", {})
         a = alloc.get(name, {})
-        util = dict(t.get("util", {}))
-        for r in ("cpu", "memory"):  # what is promised counts before it shows
-            if cap.get(r):
-                util[r] = max(util.get(r, 0.0), a.get(r, 0.0) / cap[r])
+        util, how = corrected(t.get("load"), t.get("ts"), placed.get(name, ()), cap, at,
+                              stale_after)
+        if util is None:
+            util = dict(t.get("util", {}))
+            for r in ("cpu", "memory"):  # what is promised counts before it shows
+                if cap.get(r):
+                    util[r] = max(util.get(r, 0.0), a.get(r, 0.0) / cap[r])
+            how = f"allocations ({how})"
         slots = max(1.0, cap.get("cpu", 1.0))
-        hosts.append({"name": name, "util": util, "capacity": cap,
+        hosts.append({"name": name, "util": util, "capacity": cap, "load_source": how,
                       "allocated": {r: a.get(r, 0.0) for r in ("cpu", "memory", "gpus")},
                       "arch": m.get("arch"), "labels": m.get("labels", {}),
                       "green": t.get("green", m.get("green", 0.0)),
@@ -93,7 +104,8 @@ def task_demand(spec, snap):
 
 def rank_task(spec, snap, settings, exclude=()):
     """score.rank for SPEC against the snapshot's hosts."""
-    hosts = [h for h in hosts_view(snap) if h["name"] not in exclude]
+    stale = float(settings.get("stale_after", STALE_AFTER))
+    hosts = [h for h in hosts_view(snap, stale_after=stale) if h["name"] not in exclude]
     status = snap.get("status", {})
 
     def locate(target):
@@ -275,7 +287,8 @@ class Commander:
                                              "at": t, "why": why}]
         new = {"state": "assigned", "host": best["name"], "attempt": attempt,
                "dispatched": t, "history": history, "D": best["D"],
-               "D_green": best["D_green"], "D_max": best["D_max"]}
+               "D_green": best["D_green"], "D_max": best["D_max"],
+               "load": best.get("load")}
         puts = [(new, "status", tid),
                 ({"attempt": attempt, "spec": spec, "dispatched": t},
                  "assign", best["name"], tid)]

@@ -195,6 +195,8 @@ def _rows(hosts, task, s_green, cost, locate, origin):
                "D_max": d_green if d_green > other else other}
         if h.get("unresponsive"):
             row["unresponsive"] = True
+        if "load_source" in h:
+            row["load"] = h["load_source"]
         if batch:
             row["finish"] = finish_time(h, task, origin)
         out.append(row)
@@ -245,5 +247,6 @@ def explain(ranked):
             verdict = f"lost: same D_max, D_green higher by {r['D_green'] - best['D_green']:.4f}"
         else:
             verdict = "lost: tie, broken by name"
-        lines.append(f"  {r['name']:<16} {figures}  {verdict}")
+        lines.append(f"  {r['name']:<16} {figures}  {verdict}"
+                     + (f"  [U: {r['load']}]" if r.get("load") else ""))
     return lines

@@ -102,6 +102,8 @@ class Worker:
         self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0, "refused": 0}
         self.checked = {}  # (task id, attempt) -> the bundle config that passed the policy
         self._net = (time.monotonic(), _net_bytes())
+        from .load import HostLoad
+        self.load = HostLoad(c.get("net_bandwidth"))  # measured, for the leader's score
         self.threads = []
         self.lease_ok = time.monotonic()  # when the last successful renewal was sent
         self.fenced = set()  # (task id, attempt) stopped because the lease was at risk
@@ -127,7 +129,9 @@ class Worker:
         util = {r: alloc[r] / self.capacity[r] if self.capacity[r] else 0.0 for r in alloc}
         util["disk_io"] = 0.0
         util["net"] = 0.0
-        return {"ts": now(), "util": util, "running": n, "load1": os.getloadavg()[0],
+        self.load.sample()
+        return {"ts": now(), "util": util, "load": self.load.windows(),
+                "running": n, "load1": os.getloadavg()[0],
                 "net_bytes_per_s": rate, "probe": self.answered_probe,
                 "mean_run": sum(self.runs[-20:]) / len(self.runs[-20:]) if self.runs else 0.0,
                 "green": float(self.config["green"])}
