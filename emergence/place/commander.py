@@ -24,7 +24,7 @@ import threading
 import time
 
 from . import demand as demand_mod
-from . import score
+from . import locality, score
 from .state import now
 
 DEFAULTS = {"lease_ttl": 5.0, "interval": 0.5, "ack_timeout": 3.0, "timeout": 60.0,
@@ -113,9 +113,13 @@ def rank_task(spec, snap, settings, exclude=()):
         return st.get("host") if st.get("state") == "assigned" else None
 
     task = dict(spec, demand=task_demand(spec, snap))
+    est = snap.get("estimates", {}).get(estimate_key(spec)) or {}
+    hosts = locality.annotate(hosts, task, snap.get("holdings", {}),
+                              est.get("usage", {}).get("seconds"))
     cost = score.load_cost(settings.get("cost"))
     return score.rank(hosts, task, s_green=float(settings.get("s_green", 0.0)), cost=cost,
-                      locate=locate, origin=spec.get("origin"))
+                      locate=locate, origin=spec.get("origin"),
+                      s_locality=float(settings.get("s_locality", 1.0)))
 
 
 class Commander:

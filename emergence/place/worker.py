@@ -42,6 +42,11 @@ DEFAULTS = {"lease_ttl": 5.0, "interval": 2.0, "cpu": None, "memory": None,
             "root": "/run/emergence", "store": None, "policy": None, "fence_after": 0.6}
 
 
+def _default_store():
+    from .. import default_store
+    return default_store()
+
+
 def _machine_arch():
     m = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
@@ -104,6 +109,8 @@ class Worker:
         self._net = (time.monotonic(), _net_bytes())
         from .load import HostLoad
         self.load = HostLoad(c.get("net_bandwidth"))  # measured, for the leader's score
+        from .locality import Publisher
+        self.holdings = Publisher(c["store"] or _default_store())
         self.threads = []
         self.lease_ok = time.monotonic()  # when the last successful renewal was sent
         self.fenced = set()  # (task id, attempt) stopped because the lease was at risk
@@ -142,6 +149,19 @@ class Worker:
         self.lease_ok = sent
         self.cluster.put(self.member(), "members", self.name, lease=self.lease)
         self.cluster.put(self.telemetry(), "telemetry", self.name, lease=self.lease)
+        self.holdings.last = self.holdings.stamp = None  # a new lease: publish them again
+        self._publish_holdings()
+
+    def _publish_holdings(self):
+        """What this worker's store holds, when it changed (locality.py)."""
+        from .state import Refused
+        h = self.holdings.changed()
+        if h is None:
+            return
+        try:
+            self.cluster.put(h, "holdings", self.name, lease=self.lease)
+        except Refused:  # a cluster made before holdings/ was granted: price nothing
+            self.holdings.root = None
 
     def run(self):
         ttl = float(self.config["lease_ttl"])
@@ -190,6 +210,7 @@ class Worker:
                         self.log(f"worker {self.name}: answering probe {probe}")
                     self.cluster.put(self.telemetry(), "telemetry", self.name,
                                      lease=self.lease)
+                    self._publish_holdings()
             except Exception as e:
                 self.log(f"worker {self.name}: heartbeat: {type(e).__name__}: {e}")
             self.stopping.wait(ttl / 4)
@@ -335,7 +356,8 @@ class Worker:
                     wall = max(1e-3, time.monotonic() - t0)
                     cpu_s = ru.ru_utime + ru.ru_stime
                     self.usage[(tid, attempt)] = {"cpu": cpu_s / wall,
-                                                  "memory": float(ru.ru_maxrss * 1024)}
+                                                  "memory": float(ru.ru_maxrss * 1024),
+                                                  "seconds": wall}
                     self.cpu_seconds[(tid, attempt)] = cpu_s
                     break
                 time.sleep(0.05)
