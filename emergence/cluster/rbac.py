@@ -4,7 +4,8 @@
   emergence-command         read and write everything under P
   emergence-reader          read everything under P
   emergence-worker-NAME     read everything under P; write only
-                              P/members/NAME, P/telemetry/NAME (its own),
+                              P/members/NAME, P/telemetry/NAME, P/holdings/NAME
+                              (its own),
                               P/assign/NAME/ (deleting what it finished),
                               P/ack/ and P/results/ (keyed by task: etcd's
                               prefix permissions cannot narrow these to a
@@ -75,7 +76,7 @@ def add_node(admin, prefix, name, roles, password):
         role = worker_role(name)
         admin.call("auth/role/add", {"name": role}, ok_if=("already exists",))
         _perm(admin, role, "READ", prefix, _end(prefix))
-        for key in (f"members/{name}", f"telemetry/{name}"):
+        for key in (f"members/{name}", f"telemetry/{name}", f"holdings/{name}"):
             _perm(admin, role, "READWRITE", prefix + key)
         for sub in (f"assign/{name}/", "ack/", "results/"):
             _perm(admin, role, "READWRITE", prefix + sub, _end(prefix + sub))

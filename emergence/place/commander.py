@@ -3,12 +3,15 @@ own lease; the one holding it places and dispatches, the others wait and take
 over within the lease's time when the leader stops renewing it.  All state is
 in etcd, so the new leader goes on from exactly where the old one stopped.
 
-Each pass of the leader (every `interval` seconds) reads the whole state at
-one revision and, per task:
+Each pass of the leader (on a change under the prefix, seen by an etcd watch,
+and at least every `interval` seconds for deadlines) reads the whole state
+at one revision and, per task:
   - new: rank the hosts (score.rank) and dispatch to the best;
   - assigned, result present: done;
-  - assigned, host's lease gone, not acknowledged within `ack_timeout`, or
-    not finished within its timeout: re-dispatch to the next-best host not
+  - assigned, host's lease gone for `fence_margin` seconds (the host stops
+    its containers before the lease expires: worker.py's fence), not
+    acknowledged within `ack_timeout`, or not finished within its timeout:
+    re-dispatch to the next-best host not
     yet tried (all tried: the best again) and mark the silent host
     unresponsive; unresponsive hosts rank last.
 An unresponsive host whose telemetry moves again is asked for fresh load
@@ -21,23 +24,32 @@ import threading
 import time
 
 from . import demand as demand_mod
-from . import score
+from . import locality, score
 from .state import now
 
-DEFAULTS = {"lease_ttl": 5.0, "interval": 0.2, "ack_timeout": 3.0, "timeout": 60.0,
+DEFAULTS = {"lease_ttl": 5.0, "interval": 0.5, "ack_timeout": 3.0, "timeout": 60.0,
+            "fence_margin": 1.0,
             "s_green": 0.0, "scheduler": "InterferenceAwareScheduler", "cost": "published"}
+STALE_AFTER = 30.0  # seconds: an older load measurement is not used (allocations are)
+# the keys whose change calls for a pass (telemetry moves every heartbeat: not it)
+WAKING = ("tasks/", "results/", "ack/", "members/", "leader", "config/")
 SCHEDULERS = ("InterferenceAwareScheduler", "RandomScheduler")
 
 
-def hosts_view(snap, include_unresponsive=True):
-    """The hosts the score sees: live members (role worker) with their
-    telemetry, what the leader has already allocated to them, and the
-    unresponsive mark."""
+def hosts_view(snap, include_unresponsive=True, stale_after=STALE_AFTER, at=None):
+    """The hosts the score sees: live members (role worker) with their load,
+    what the leader has already allocated to them, and the unresponsive mark.
+
+    U[h] is the host's measured load (its 1-minute window, load.py) plus the
+    demand of tasks placed there since that measurement; without a fresh
+    measurement it is what is allocated, and `load_source` says which."""
+    from .load import corrected
     members = snap.get("members", {})
     tele = snap.get("telemetry", {})
     unresp = snap.get("unresponsive", {})
     tasks, status = snap.get("tasks", {}), snap.get("status", {})
-    alloc = {}
+    at = now() if at is None else at
+    alloc, placed = {}, {}
     for tid, st in status.items():
         if st.get("state") == "assigned" and st.get("host"):
             d = tasks.get(tid, {}).get("demand", {})
@@ -46,6 +58,7 @@ def hosts_view(snap, include_unresponsive=True):
             for r in ("cpu", "memory", "gpus"):
                 a[r] += d.get(r, 0.0)
             a["tasks"] += 1
+            placed.setdefault(st["host"], []).append((st.get("dispatched", 0.0), d))
     hosts = []
     for name, m in sorted(members.items()):
         if m.get("role") != "worker":
@@ -55,12 +68,16 @@ def hosts_view(snap, include_unresponsive=True):
         t = tele.get(name, {})
         cap = m.get("capacity", {})
         a = alloc.get(name, {})
-        util = dict(t.get("util", {}))
-        for r in ("cpu", "memory"):  # what is promised counts before it shows
-            if cap.get(r):
-                util[r] = max(util.get(r, 0.0), a.get(r, 0.0) / cap[r])
+        util, how = corrected(t.get("load"), t.get("ts"), placed.get(name, ()), cap, at,
+                              stale_after)
+        if util is None:
+            util = dict(t.get("util", {}))
+            for r in ("cpu", "memory"):  # what is promised counts before it shows
+                if cap.get(r):
+                    util[r] = max(util.get(r, 0.0), a.get(r, 0.0) / cap[r])
+            how = f"allocations ({how})"
         slots = max(1.0, cap.get("cpu", 1.0))
-        hosts.append({"name": name, "util": util, "capacity": cap,
+        hosts.append({"name": name, "util": util, "capacity": cap, "load_source": how,
                       "allocated": {r: a.get(r, 0.0) for r in ("cpu", "memory", "gpus")},
                       "arch": m.get("arch"), "labels": m.get("labels", {}),
                       "green": t.get("green", m.get("green", 0.0)),
@@ -87,7 +104,8 @@ def task_demand(spec, snap):
 
 def rank_task(spec, snap, settings, exclude=()):
     """score.rank for SPEC against the snapshot's hosts."""
-    hosts = [h for h in hosts_view(snap) if h["name"] not in exclude]
+    stale = float(settings.get("stale_after", STALE_AFTER))
+    hosts = [h for h in hosts_view(snap, stale_after=stale) if h["name"] not in exclude]
     status = snap.get("status", {})
 
     def locate(target):
@@ -95,9 +113,13 @@ def rank_task(spec, snap, settings, exclude=()):
         return st.get("host") if st.get("state") == "assigned" else None
 
     task = dict(spec, demand=task_demand(spec, snap))
+    est = snap.get("estimates", {}).get(estimate_key(spec)) or {}
+    hosts = locality.annotate(hosts, task, snap.get("holdings", {}),
+                              est.get("usage", {}).get("seconds"))
     cost = score.load_cost(settings.get("cost"))
     return score.rank(hosts, task, s_green=float(settings.get("s_green", 0.0)), cost=cost,
-                      locate=locate, origin=spec.get("origin"))
+                      locate=locate, origin=spec.get("origin"),
+                      s_locality=float(settings.get("s_locality", 1.0)))
 
 
 class Commander:
@@ -109,8 +131,11 @@ class Commander:
         self.leading = False
         self.lease = None
         self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.watch = None
         self.counts = {"dispatched": 0, "redispatched": 0, "reranked": 0, "done": 0}
         self.rng = random.Random()
+        self.gone_since = {}  # host -> when this leader first saw its lease gone
 
     # -- the loop -------------------------------------------------------------
     def run(self):
@@ -120,7 +145,18 @@ class Commander:
                          "commanders", self.name, lease=self.lease)
         self.log(f"command node {self.name} up (lease {ttl:g}s)")
         last_refresh = time.monotonic()
+        # a pass on every change that matters (not telemetry), else each interval
+        from .watch import PrefixWatch
+        self.watch = PrefixWatch(self.cluster, self.cluster.prefix, self.wake,
+                                 sections=WAKING)
+        try:
+            self._loop(ttl, last_refresh)
+        finally:
+            self.watch.stop()
+
+    def _loop(self, ttl, last_refresh):
         while not self.stopping.is_set():
+            self.wake.clear()
             try:
                 if time.monotonic() - last_refresh > ttl / 3:
                     if self.lease.refresh() <= 0:
@@ -138,7 +174,8 @@ class Commander:
                 self.log(f"command node {self.name}: {type(e).__name__}: {e}")
                 self.leading = False
                 time.sleep(0.5)
-            self.stopping.wait(float(self.config["interval"]))
+            # the lease wants renewing every ttl/3 whatever the interval
+            self.wake.wait(min(float(self.config["interval"]), ttl / 3))
 
     def _new_lease(self, ttl):
         self.log(f"command node {self.name}: lease expired, registering again")
@@ -149,6 +186,7 @@ class Commander:
 
     def stop(self):
         self.stopping.set()
+        self.wake.set()
 
     def resign(self):
         if self.lease is not None:
@@ -170,35 +208,36 @@ class Commander:
         tasks, status = snap.get("tasks", {}), snap.get("status", {})
         results, acks = snap.get("results", {}), snap.get("ack", {})
         members = snap.get("members", {})
+        mono = time.monotonic()
+        self.gone_since = {h: self.gone_since.get(h, mono)
+                           for h in _assigned_hosts_all(snap) if h not in members}
         self._probe_unresponsive(snap, settings)
-        for tid, spec in sorted(tasks.items(), key=lambda kv: kv[1].get("submitted", 0)):
+        # 1. results first, so the room they free is there for the queue below
+        open_tasks = []
+        for tid, spec in tasks.items():
             st = status.get(tid)
             if st is None:
                 st = {"state": "pending", "attempt": 0, "history": []}
             if st["state"] == "done":
                 continue
             if tid in results:
-                r = results[tid]
-                st = dict(st, state="done", host=r.get("host"), attempt=r.get("attempt"),
-                          finished=r.get("finished"))
-                puts = [(st, "status", tid)]
-                dels = [("assign", h, tid) for h in _assigned_hosts(snap, tid)]
-                est = _estimate_update(snap, spec, r)
-                if est is not None:
-                    puts.append((est, "estimates", estimate_key(spec)))
-                    snap.setdefault("estimates", {})[estimate_key(spec)] = est
-                if self.cluster.guarded(self.name, puts, dels):
-                    self.counts["done"] += 1
-                    status[tid] = st
+                self._finish(tid, spec, st, results[tid], snap)
                 continue
+            open_tasks.append((tid, spec, st))
+        # 2. the fair queue: what must move (a lost host, no ack, timed out) and
+        # what waits for room again goes before new tasks; then the oldest first
+        queue = []
+        for tid, spec, st in open_tasks:
             if st["state"] == "pending":
-                self._dispatch(tid, spec, st, snap, settings, why=None)
+                queue.append((tid, spec, st, None))
                 continue
             host, attempt = st["host"], st["attempt"]
             acked = f"{tid}/{attempt}" in acks
             timeout = float(spec.get("timeout") or self.config["timeout"])
             why = None
             if host not in members:
+                if mono - self.gone_since.get(host, mono) < float(self.config["fence_margin"]):
+                    continue  # expired just now: give its fence the margin to finish
                 why = "its lease expired (node gone)"
             elif not acked and t - st["dispatched"] > float(self.config["ack_timeout"]):
                 why = f"no acknowledgement in {self.config['ack_timeout']:g}s"
@@ -206,7 +245,23 @@ class Commander:
                 why = f"no result in its timeout of {timeout:g}s"
             if why:
                 self._mark_unresponsive(host, tid, why, snap)
-                self._dispatch(tid, spec, st, snap, settings, why=why)
+                queue.append((tid, spec, st, why))
+        queue.sort(key=queue_order)
+        for tid, spec, st, why in queue:
+            self._dispatch(tid, spec, st, snap, settings, why=why)
+
+    def _finish(self, tid, spec, st, r, snap):
+        st = dict(st, state="done", host=r.get("host"), attempt=r.get("attempt"),
+                  finished=r.get("finished"))
+        puts = [(st, "status", tid)]
+        dels = [("assign", h, tid) for h in _assigned_hosts(snap, tid)]
+        est = _estimate_update(snap, spec, r)
+        if est is not None:
+            puts.append((est, "estimates", estimate_key(spec)))
+            snap.setdefault("estimates", {})[estimate_key(spec)] = est
+        if self.cluster.guarded(self.name, puts, dels):
+            self.counts["done"] += 1
+            snap.setdefault("status", {})[tid] = st
 
     def _dispatch(self, tid, spec, st, snap, settings, why):
         tried = [a["host"] for a in st.get("history", [])]
@@ -236,7 +291,8 @@ class Commander:
                                              "at": t, "why": why}]
         new = {"state": "assigned", "host": best["name"], "attempt": attempt,
                "dispatched": t, "history": history, "D": best["D"],
-               "D_green": best["D_green"], "D_max": best["D_max"]}
+               "D_green": best["D_green"], "D_max": best["D_max"],
+               "load": best.get("load")}
         puts = [(new, "status", tid),
                 ({"attempt": attempt, "spec": spec, "dispatched": t},
                  "assign", best["name"], tid)]
@@ -295,6 +351,19 @@ class Commander:
                          f"{t.get('running', 0)} running); now {where} of {len(ranked)}, "
                          f"D={row.get('D', float('nan')):.4f}")
                 snap.get("probe", {}).pop(host, None)
+
+
+def queue_order(entry):
+    """Re-queued first (a task that must move, or that waits for room after
+    losing its host), then by age: new submissions never overtake them."""
+    _, spec, st, why = entry
+    requeued = why is not None or st.get("requeued") is not None
+    return (0 if requeued else 1, spec.get("submitted", 0))
+
+
+def _assigned_hosts_all(snap):
+    return {st.get("host") for st in snap.get("status", {}).values()
+            if st.get("state") == "assigned"}
 
 
 def _assigned_hosts(snap, tid):

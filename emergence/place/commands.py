@@ -2,6 +2,7 @@
 explaining a placement.  Each handler loads its modules when called; every
 verb works without `emergence node` (it talks to etcd directly)."""
 
+import math
 import os
 import sys
 
@@ -57,8 +58,17 @@ def _float(opts, name, unit=False):
     except ValueError:
         raise UsageError(f"--{name} {v!r} is not a number"
                          + (" (bytes, or with k/m/g/t)" if unit else ""))
+    if not math.isfinite(f):
+        raise UsageError(f"--{name} {v!r} is not a finite number")
     if f < 0:
         raise UsageError(f"--{name} must not be negative")
+    return f
+
+
+def _fraction(opts, name):
+    f = _float(opts, name) or 0.0
+    if f > 1:
+        raise UsageError(f"--{name} is a share between 0 and 1, not {opts.get(name)}")
     return f
 
 
@@ -94,7 +104,9 @@ def _cluster_verb(ctx, opts, args):
         return _token(opts)
     if rest:
         raise UsageError(f"`cluster {sub}` takes no arguments, only options")
-    return {"init": _init, "join": _join, "members": _members, "issue": _issue}[sub](opts)
+    if sub == "join":
+        return _join(opts, ctx)
+    return {"init": _init, "members": _members, "issue": _issue}[sub](opts)
 
 
 def _roles(opts, default):
@@ -192,36 +204,40 @@ def _credentials(opts, name):
         raise UsageError("--token-file needs --from URL (the node that holds the CA)")
 
 
-def _join(opts):
+def _join(opts, ctx):
     import signal
     import socket
     role = opts.get("role", "worker")
     if role not in ("worker", "command"):
         raise UsageError("--role is worker or command")
     name = opts.get("name") or socket.gethostname()
+    # every number checked before anything happens (credentials, etcd)
+    ttl = _float(opts, "lease-ttl") or 5.0
+    ack = _float(opts, "ack-timeout")
+    worker = {"lease_ttl": ttl, "cpu": _float(opts, "cpu"),
+              "memory": _float(opts, "memory", unit=True), "arch": opts.get("arch"),
+              "labels": _labels(opts), "green": _fraction(opts, "green"),
+              "speed": _float(opts, "speed") or 1.0}
     if not opts.get("insecure"):
         _credentials(opts, name)
         if opts.get("certs-only"):
             return 0
     cluster = _cluster(opts)
     cluster.get("leader")  # one clear line now if etcd is away
-    ttl = _float(opts, "lease-ttl") or 5.0
     log = _logger(name)
     if role == "command":
         from .commander import Commander
         conf = {"lease_ttl": ttl}
-        if opts.get("ack-timeout"):
-            conf["ack_timeout"] = _float(opts, "ack-timeout")
+        if ack:
+            conf["ack_timeout"] = ack
         node = Commander(cluster, name, conf, log)
     else:
         from .worker import Worker
-        conf = {"lease_ttl": ttl, "cpu": _float(opts, "cpu"),
-                "memory": _float(opts, "memory", unit=True), "arch": opts.get("arch"),
-                "labels": _labels(opts), "green": _float(opts, "green") or 0.0,
-                "speed": _float(opts, "speed") or 1.0,
-                "policy": {"bundles": opts.get("allow-bundle", []),
-                           "binds": opts.get("allow-bind", [])}}
-        conf["root"] = opts.get("root") or "/run/emergence"
+        conf = dict(worker, policy={"bundles": opts.get("allow-bundle", []),
+                                    "binds": opts.get("allow-bind", [])})
+        # the tasks' containers live where this command's --root/--store say
+        conf["root"] = opts.get("root") or ctx.root
+        conf["store"] = ctx.globals.get("store")
         node = Worker(cluster, name, conf, log)
 
     def stop(*_):

@@ -19,6 +19,11 @@ published D·(1 − g)·s_green, pluggable through the entry-point group
 candidate's own D enters D_max green-adjusted; ties on D_max go to the lower
 D_green, then the name.
 
+Locality: for an image task, a host that lacks some of the image's layers
+adds s_locality · fetch / (fetch + run) to its D, fetch being the seconds to
+get them from the peers that hold them at the measured bandwidth
+(locality.py), run the task's expected run time.
+
 Batch tasks (those declaring an expected run time) are placed by earliest
 finish instead: queue wait + run time / host speed + input and output
 transfer at the measured bandwidth (background: fault-tolerant command nodes).
@@ -146,7 +151,7 @@ def _key(row, batch):
             row["name"])
 
 
-def _rows(hosts, task, s_green, cost, locate, origin):
+def _rows(hosts, task, s_green, cost, locate, origin, s_locality=1.0):
     """(rows of candidates, rows of excluded hosts, batch?) in host order."""
     res = RESOURCES
     n = len(hosts) or 1
@@ -185,6 +190,9 @@ def _rows(hosts, task, s_green, cost, locate, origin):
             want = demand.get(r, 0.0)
             c = cap.get(r)
             d += abs(u.get(r, 0.0) + (want / c if c else want) - m)
+        share = h.get("fetch_share")
+        if share:  # the share of its time the task would spend fetching layers
+            d += s_locality * share
         g = h.get("green", 0.0)
         if published:
             d_green = d + d * (1.0 - g) * s_green
@@ -195,19 +203,24 @@ def _rows(hosts, task, s_green, cost, locate, origin):
                "D_max": d_green if d_green > other else other}
         if h.get("unresponsive"):
             row["unresponsive"] = True
+        if "load_source" in h:
+            row["load"] = h["load_source"]
+        if "fetch" in h:
+            row["fetch"], row["fetch_bytes"] = h["fetch"], h["fetch_bytes"]
         if batch:
             row["finish"] = finish_time(h, task, origin)
         out.append(row)
     return out, excluded, batch
 
 
-def rank(hosts, task, s_green=0.0, cost=published_cost, locate=lambda t: None, origin=None):
+def rank(hosts, task, s_green=0.0, cost=published_cost, locate=lambda t: None, origin=None,
+         s_locality=1.0):
     """Every host with its figures, best first.
 
     Returns a list of dicts: name, and either `excluded` (why it cannot take the
     task) or D, D_green, D_max (and `finish` for batch tasks), in the order the
     scheduler prefers them.  Hosts marked `unresponsive` come after all others."""
-    out, excluded, batch = _rows(hosts, task, s_green, cost, locate, origin)
+    out, excluded, batch = _rows(hosts, task, s_green, cost, locate, origin, s_locality)
     out.sort(key=lambda r: _key(r, batch))
     return out + sorted(excluded, key=lambda r: r["name"])
 
@@ -233,6 +246,8 @@ def explain(ranked):
         figures = f"D={r['D']:.4f} D_green={r['D_green']:.4f} D_max={r['D_max']:.4f}"
         if "finish" in r:
             figures += f" finish={r['finish']:.3f}s"
+        if "fetch" in r:
+            figures += f" fetch={r['fetch']:.2f}s ({r['fetch_bytes'] / 1e6:.1f} MB missing)"
         if r is best:
             verdict = "chosen"
         elif r.get("unresponsive"):
@@ -245,5 +260,6 @@ def explain(ranked):
             verdict = f"lost: same D_max, D_green higher by {r['D_green'] - best['D_green']:.4f}"
         else:
             verdict = "lost: tie, broken by name"
-        lines.append(f"  {r['name']:<16} {figures}  {verdict}")
+        lines.append(f"  {r['name']:<16} {figures}  {verdict}"
+                     + (f"  [U: {r['load']}]" if r.get("load") else ""))
     return lines

@@ -17,6 +17,7 @@ etcd in the loop's executor.  The POSTs that change settings are `control`
 routes (access.py): they need the node token or a client certificate.
 """
 
+import math
 import threading
 
 from ..errors import EmergenceError
@@ -36,7 +37,9 @@ class Service:
                 "cluster_dir": "",   # default: <state_dir>/cluster (the cluster service's)
                 "insecure": False,   # plain http etcd, no certificates: say so explicitly
                 "allow_bundles": [],  # the worker's policy (emergence/cluster/policy.py):
-                "allow_binds": []}    # where bundle tasks and their bind mounts may come from
+                "allow_binds": [],    # where bundle tasks and their bind mounts may come from
+                "root": "",          # the tasks' container state (default: the runtime's)
+                "store": ""}         # the image store tasks run from (default: the node's)
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -44,6 +47,12 @@ class Service:
         if self.config["role"] not in ("none", "worker", "command", "both"):
             raise EmergenceError(f"place role {self.config['role']!r}: use none, worker, "
                                  "command or both")
+        for key, low in (("lease_ttl", 1.0), ("ack_timeout", 0.1), ("cpu", 0.0),
+                         ("memory", 0.0)):
+            v = self.config[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                    not math.isfinite(v) or v < low:
+                raise EmergenceError(f"[place] {key} = {v!r}: use a finite number >= {low:g}")
         self.nodes, self.threads = [], []
         self._cluster = None
         self.etcd = None  # the embedded etcd, when cluster_init
@@ -85,7 +94,8 @@ class Service:
             self.nodes.append(Worker(self.cluster, name, {
                 "lease_ttl": c["lease_ttl"], "cpu": c["cpu"] or None,
                 "memory": c["memory"] or None,
-                "policy": {"bundles": c["allow_bundles"], "binds": c["allow_binds"]}},
+                "policy": {"bundles": c["allow_bundles"], "binds": c["allow_binds"]},
+                **{k: c[k] for k in ("root", "store") if c[k]}},
                 self.log))
         for n in self.nodes:
             t = threading.Thread(target=n.run, name=f"place-{type(n).__name__}",
@@ -239,8 +249,9 @@ class Service:
         if err:
             return err
         v = body.get("energy_cost_scalar")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            return self._bad("energy_cost_scalar must be a number >= 0")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < 0:
+            return self._bad("energy_cost_scalar must be a finite number >= 0")
         await self._offload(self.cluster.put, float(v), "config", "s_green")
         return web.json_response({"energy_cost_scalar": v})
 

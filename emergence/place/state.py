@@ -11,6 +11,7 @@ Keys under PREFIX (default /emergence/):
   members/NAME        a worker's description, on its lease (gone when it dies)
   commanders/NAME     a command node's, on its lease (a node may be both)
   telemetry/NAME      its latest load, on the same lease
+  holdings/NAME       the layers its image store holds (locality.py), same lease
   leader              the leading command node's name, on its lease
   config/KEY          cluster settings (s_green, scheduler, cost)
   tasks/ID            the submitted spec (never changed)

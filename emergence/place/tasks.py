@@ -1,6 +1,7 @@
 """Task specs: what a user submits, checked before anything is written, and
 the listing of tasks with their state, host and attempts."""
 
+import math
 import re
 import uuid
 
@@ -13,7 +14,8 @@ _NUMBERS = ("cpu", "memory", "gpus", "disk_io", "net")
 
 
 def _number(value, field, minimum=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value < minimum:
         raise EmergenceError(f"task field {field!r} must be a number >= {minimum:g}, "
                              f"not {value!r}")
     return float(value)

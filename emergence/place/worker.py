@@ -14,6 +14,14 @@ devices); otherwise its result is a refusal with the reason
 (`refused`), recorded first-wins like any result, and nothing runs.  A
 bundle task runs the copy of config.json that was checked.
 
+Fencing: a worker that cannot renew its lease for `fence_after` of its TTL
+(default 0.6) stops its task containers itself, before etcd expires the
+lease and the leader (which waits for the expiry plus a margin) sends the
+task elsewhere: two attempts of one task never run at once.  A fenced
+attempt reports nothing; if the lease survived, the worker runs it again,
+and if it expired, the worker withdraws its acknowledgement so the leader
+re-dispatches at once.
+
 Task kinds:
   image    `emergence run --image IMAGE ID -- CMD…` (a Nix-built image)
   bundle   `emergence run --bundle DIR ID`
@@ -29,9 +37,14 @@ import time
 
 from .state import now
 
-DEFAULTS = {"lease_ttl": 5.0, "interval": 0.1, "cpu": None, "memory": None,
+DEFAULTS = {"lease_ttl": 5.0, "interval": 2.0, "cpu": None, "memory": None,
             "arch": None, "labels": {}, "green": 0.0, "speed": 1.0,
-            "root": "/run/emergence", "store": None, "policy": None}
+            "root": "/run/emergence", "store": None, "policy": None, "fence_after": 0.6}
+
+
+def _default_store():
+    from .. import default_store
+    return default_store()
 
 
 def _machine_arch():
@@ -81,6 +94,8 @@ class Worker:
         self.capacity = {"cpu": float(c["cpu"] or os.cpu_count() or 1),
                          "memory": float(c["memory"] or _mem_total())}
         self.stopping = threading.Event()
+        self.wake = threading.Event()  # set by the watch, by stop(), by a resumed fence
+        self.watch = None
         self.running = {}   # task id -> attempt
         self.started = set()  # (task id, attempt) begun here
         self.lock = threading.Lock()
@@ -92,7 +107,14 @@ class Worker:
         self.counts = {"ran": 0, "won": 0, "discarded": 0, "skipped": 0, "refused": 0}
         self.checked = {}  # (task id, attempt) -> the bundle config that passed the policy
         self._net = (time.monotonic(), _net_bytes())
+        from .load import HostLoad
+        self.load = HostLoad(c.get("net_bandwidth"))  # measured, for the leader's score
+        from .locality import Publisher
+        self.holdings = Publisher(c["store"] or _default_store())
         self.threads = []
+        self.lease_ok = time.monotonic()  # when the last successful renewal was sent
+        self.fenced = set()  # (task id, attempt) stopped because the lease was at risk
+        self.lease_lost = False  # set when the lease expired and a new one was taken
 
     def member(self):
         c = self.config
@@ -114,15 +136,32 @@ class Worker:
         util = {r: alloc[r] / self.capacity[r] if self.capacity[r] else 0.0 for r in alloc}
         util["disk_io"] = 0.0
         util["net"] = 0.0
-        return {"ts": now(), "util": util, "running": n, "load1": os.getloadavg()[0],
+        self.load.sample()
+        return {"ts": now(), "util": util, "load": self.load.windows(),
+                "running": n, "load1": os.getloadavg()[0],
                 "net_bytes_per_s": rate, "probe": self.answered_probe,
                 "mean_run": sum(self.runs[-20:]) / len(self.runs[-20:]) if self.runs else 0.0,
                 "green": float(self.config["green"])}
 
     def register(self):
+        sent = time.monotonic()
         self.lease = self.cluster.lease(float(self.config["lease_ttl"]))
+        self.lease_ok = sent
         self.cluster.put(self.member(), "members", self.name, lease=self.lease)
         self.cluster.put(self.telemetry(), "telemetry", self.name, lease=self.lease)
+        self.holdings.last = self.holdings.stamp = None  # a new lease: publish them again
+        self._publish_holdings()
+
+    def _publish_holdings(self):
+        """What this worker's store holds, when it changed (locality.py)."""
+        from .state import Refused
+        h = self.holdings.changed()
+        if h is None:
+            return
+        try:
+            self.cluster.put(h, "holdings", self.name, lease=self.lease)
+        except Refused:  # a cluster made before holdings/ was granted: price nothing
+            self.holdings.root = None
 
     def run(self):
         ttl = float(self.config["lease_ttl"])
@@ -130,36 +169,95 @@ class Worker:
         self.log(f"worker {self.name} up: {self.capacity['cpu']:g} cpu, lease {ttl:g}s")
         hb = threading.Thread(target=self._heartbeat, daemon=True)
         hb.start()
-        while not self.stopping.is_set():
-            try:
-                self._poll()
-            except Exception as e:
-                self.log(f"worker {self.name}: {type(e).__name__}: {e}")
-                time.sleep(0.5)
-            self.stopping.wait(float(self.config["interval"]))
+        threading.Thread(target=self._fence_watch, daemon=True).start()
+        # woken by a watch on its assignments; `interval` is only the fallback
+        from .watch import PrefixWatch
+        self.watch = PrefixWatch(self.cluster, self.cluster.key("assign", self.name) + "/",
+                                 self.wake)
+        try:
+            while not self.stopping.is_set():
+                self.wake.clear()
+                try:
+                    self._poll()
+                except Exception as e:
+                    self.log(f"worker {self.name}: {type(e).__name__}: {e}")
+                    time.sleep(0.5)
+                self.wake.wait(float(self.config["interval"]))
+        finally:
+            self.watch.stop()
         for t in self.threads:
             t.join(timeout=30)
 
     def stop(self):
         self.stopping.set()
+        self.wake.set()
 
     def _heartbeat(self):
         ttl = float(self.config["lease_ttl"])
         while not self.stopping.is_set():
             try:
+                sent = time.monotonic()
                 if self.lease.refresh() <= 0:
                     self.log(f"worker {self.name}: lease expired, registering again")
                     self.register()
+                    self._withdraw_fenced()
                 else:
+                    self.lease_ok = sent
+                    self._resume_fenced()
                     probe = self.cluster.get("probe", self.name)
                     if probe is not None and probe != self.answered_probe:
                         self.answered_probe = probe
                         self.log(f"worker {self.name}: answering probe {probe}")
                     self.cluster.put(self.telemetry(), "telemetry", self.name,
                                      lease=self.lease)
+                    self._publish_holdings()
             except Exception as e:
                 self.log(f"worker {self.name}: heartbeat: {type(e).__name__}: {e}")
             self.stopping.wait(ttl / 4)
+
+    def _fence_watch(self):
+        """Stop this worker's task containers when the lease is at risk: the
+        last renewal that etcd took was sent more than `fence_after` of the TTL
+        ago (a blocked renewal does not block this thread)."""
+        ttl = float(self.config["lease_ttl"])
+        limit = ttl * float(self.config["fence_after"])
+        while not self.stopping.wait(min(0.1, ttl / 20)):
+            if time.monotonic() - self.lease_ok <= limit:
+                continue
+            with self.lock:
+                doomed = [(tid, spec) for tid, spec in self.running.items()
+                          if spec.get("kind", "image") != "sleep"
+                          and (tid, spec.get("_attempt")) not in self.fenced]
+            for tid, spec in doomed:
+                attempt = spec["_attempt"]
+                self.fenced.add((tid, attempt))
+                self._remove(self._container_id(tid, attempt))
+                self.log(f"fence: {tid} attempt {attempt} on {self.name} stopped: no lease "
+                         f"renewal for {time.monotonic() - self.lease_ok:.1f}s of {ttl:g}s")
+
+    def _resume_fenced(self):
+        """The lease held after all: fenced attempts whose assignment is still
+        here run again (the next poll picks them up)."""
+        for key in [k for k in self.fenced if k not in self._live()]:
+            self.fenced.discard(key)
+            self.started.discard(key)
+            self.wake.set()
+
+    def _withdraw_fenced(self):
+        """The lease expired: the leader re-dispatches what this worker held.
+        Withdrawing the acknowledgement of each fenced attempt lets it do so
+        now rather than at the task's timeout."""
+        for tid, attempt in [k for k in self.fenced if k not in self._live()]:
+            self.fenced.discard((tid, attempt))
+            try:
+                if self.cluster.get("ack", tid, str(attempt)) == self.name:
+                    self.cluster.delete("ack", tid, str(attempt))
+            except Exception as e:
+                self.log(f"worker {self.name}: withdrawing {tid}: {type(e).__name__}: {e}")
+
+    def _live(self):
+        with self.lock:
+            return {(tid, spec.get("_attempt")) for tid, spec in self.running.items()}
 
     def _poll(self):
         for tid, a in sorted(self.cluster.items("assign", self.name).items()):
@@ -183,7 +281,7 @@ class Worker:
                 self.checked[key] = config
             self.cluster.put(self.name, "ack", tid, str(a["attempt"]))
             with self.lock:
-                self.running[tid] = a["spec"]
+                self.running[tid] = dict(a["spec"], _attempt=a["attempt"])
             t = threading.Thread(target=self._run_one, args=(tid, a["attempt"], a["spec"]),
                                  daemon=True)
             self.threads = [x for x in self.threads if x.is_alive()] + [t]
@@ -258,7 +356,8 @@ class Worker:
                     wall = max(1e-3, time.monotonic() - t0)
                     cpu_s = ru.ru_utime + ru.ru_stime
                     self.usage[(tid, attempt)] = {"cpu": cpu_s / wall,
-                                                  "memory": float(ru.ru_maxrss * 1024)}
+                                                  "memory": float(ru.ru_maxrss * 1024),
+                                                  "seconds": wall}
                     self.cpu_seconds[(tid, attempt)] = cpu_s
                     break
                 time.sleep(0.05)
@@ -315,6 +414,10 @@ class Worker:
             return
         except Exception as e:
             status, output = -1, f"{type(e).__name__}: {e}"
+        if (tid, attempt) in self.fenced:  # stopped by the fence: nothing to report
+            with self.lock:
+                self.running.pop(tid, None)
+            return
         took = time.monotonic() - t0
         self.runs.append(took)
         self.counts["ran"] += 1

@@ -5,8 +5,10 @@ etcd users and roles); the test's own client is a command node whose
 credentials are also in $EMERGENCE_CLUSTER_DIR for the nodes it spawns."""
 
 import os
+import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -21,6 +23,20 @@ def emergence_command():
     this directory's conftest shadows that one's name for `from conftest`)."""
     here = os.path.join(os.path.dirname(sys.executable), "emergence")
     return [here] if os.path.exists(here) else [sys.executable, "-m", "emergence"]
+
+
+def join_node(sec, logdir, name, role, etcd_url, ttl, extra=(), before=(), globals_=()):
+    """`emergence cluster join` as a process, with its own certificate and
+    etcd user from SEC; BEFORE wraps it (e.g. `ip netns exec NS`), GLOBALS_
+    go before the verb (--root, --store).  Returns (process, its log path)."""
+    log = os.path.join(str(logdir), f"{name}.log")
+    creds = sec.issue(name, [role])
+    p = subprocess.Popen(
+        list(before) + emergence_command() + list(globals_) + [
+            "cluster", "join", "--etcd", etcd_url, "--prefix", sec.prefix, "--role", role,
+            "--name", name, "--cluster-dir", creds.dir, "--lease-ttl", str(ttl), *extra],
+        stderr=open(log, "w"), stdout=subprocess.DEVNULL)
+    return p, log
 
 
 def nodes_up(cluster):
@@ -83,3 +99,36 @@ def stop_all(procs):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture
+def netns():
+    """A network namespace joined to the host by a veth pair (HOST_IF on the
+    host side, a /30 of 10.214/16 no host interface uses): the test cuts a
+    node off by setting HOST_IF down.  Yields (netns, HOST_IF, host address)."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2")
+    tag = f"{os.getpid() % 100000}"
+    ns, host_if, ns_if = f"pl-ns-{tag}", f"pl-h{tag}", f"pl-n{tag}"
+    used = ip("-4", "addr").stdout
+    for _ in range(50):
+        net = f"10.214.{random.randrange(1, 255)}"
+        if f"{net}." not in used:
+            break
+    ip("netns", "add", ns)
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        ip("link", "set", ns_if, "netns", ns)
+        ip("addr", "add", f"{net}.1/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("-n", ns, "addr", "add", f"{net}.2/30", "dev", ns_if)
+        ip("-n", ns, "link", "set", ns_if, "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        yield ns, host_if, f"{net}.1"
+    finally:
+        ip("link", "del", host_if, check=False)
+        ip("netns", "del", ns, check=False)

@@ -85,6 +85,11 @@ def test_errors_are_one_line(cluster, tmp_path):
         (("cluster", "join", "--role", "king"), 2, "--role is worker or command"),
         (("submit", "--sleep", "1", "--id", "bad/id"), 1, "task id 'bad/id'"),
         (("submit", "--spec", "/nonexistent.json"), 1, "--spec /nonexistent.json: No such"),
+        (("submit", "--sleep", "nan"), 2, "--sleep 'nan' is not a finite number"),
+        (("submit", "--sleep", "1", "--cpu", "1e400"), 2, "--cpu '1e400' is not a finite"),
+        (("cluster", "join", "--green", "nan"), 2, "--green 'nan' is not a finite number"),
+        (("cluster", "join", "--green", "1.5"), 2, "--green is a share between 0 and 1"),
+        (("cluster", "join", "--speed", "inf"), 2, "--speed 'inf' is not a finite number"),
     ]:
         p = _em(url, prefix, *argv)
         assert p.returncode == code, (argv, p.stderr)

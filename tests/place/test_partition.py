@@ -4,10 +4,6 @@ worker holds tasks.  Its lease runs out, its tasks go elsewhere, and when the
 link comes back it re-registers, is probed and re-ranked, and the results it
 finished meanwhile arrive second and are discarded: each task has one result."""
 
-import os
-import random
-import shutil
-import subprocess
 import tempfile
 import time
 
@@ -16,40 +12,9 @@ import pytest
 from emergence.place import tasks
 from emergence.place.state import Cluster
 
-from .conftest import SecureEtcd, emergence_command, nodes_up, stop_all
+from .conftest import SecureEtcd, ip, join_node, nodes_up, stop_all
 
-EM = emergence_command()
 TTL = 2
-
-
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-@pytest.fixture
-def netns():
-    if os.geteuid() != 0 or not shutil.which("ip"):
-        pytest.skip("needs root and iproute2")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_if, ns_if = f"pl-ns-{tag}", f"pl-h{tag}", f"pl-n{tag}"
-    used = _ip("-4", "addr").stdout
-    for _ in range(50):
-        net = f"10.214.{random.randrange(1, 255)}"
-        if f"{net}." not in used:
-            break
-    _ip("netns", "add", ns)
-    try:
-        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        _ip("link", "set", ns_if, "netns", ns)
-        _ip("addr", "add", f"{net}.1/30", "dev", host_if)
-        _ip("link", "set", host_if, "up")
-        _ip("-n", ns, "addr", "add", f"{net}.2/30", "dev", ns_if)
-        _ip("-n", ns, "link", "set", ns_if, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
-        yield ns, host_if, f"{net}.1"
-    finally:
-        _ip("link", "del", host_if, check=False)
-        _ip("netns", "del", ns, check=False)
 
 
 @pytest.mark.slow
@@ -61,15 +26,9 @@ def test_partitioned_worker_loses_its_tasks_and_is_reranked(netns, tmp_path):
     cluster = Cluster(url, prefix="/pl-part/", material=sec.material)
     procs, logs = {}, {}
 
-    def join(name, role, etcd_url, prefix_cmd=(), cpu="2"):
-        logs[name] = tmp_path / f"{name}.log"
-        creds = sec.issue(name, [role])  # each node its own certificate and etcd user
-        procs[name] = subprocess.Popen(
-            list(prefix_cmd) + EM + ["cluster", "join", "--etcd", etcd_url, "--prefix",
-                                     "/pl-part/", "--role", role, "--name", name,
-                                     "--cluster-dir", creds.dir,
-                                     "--lease-ttl", str(TTL), "--cpu", cpu],
-            stderr=open(logs[name], "w"), stdout=subprocess.DEVNULL)
+    def join(name, role, etcd_url, before=(), cpu="2"):
+        procs[name], logs[name] = join_node(sec, tmp_path, name, role, etcd_url, TTL,
+                                            ["--cpu", cpu], before)
 
     try:
         join("pl-pc", "command", url)
@@ -92,13 +51,13 @@ def test_partitioned_worker_loses_its_tasks_and_is_reranked(netns, tmp_path):
             time.sleep(0.05)
         held = held_by_ns()
         assert held
-        _ip("link", "set", host_if, "down")
+        ip("link", "set", host_if, "down")
         time.sleep(TTL + 4)  # its lease runs out; the moved tasks finish meanwhile
-        _ip("link", "set", host_if, "up")
+        ip("link", "set", host_if, "up")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(cluster.items("results")) < 6:
             time.sleep(0.2)
-        text = lambda: "".join(p.read_text() for p in logs.values())  # noqa: E731
+        text = lambda: "".join(open(p).read() for p in logs.values())  # noqa: E731
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "re-rank: pl-pw-ns answered" not in text():
             time.sleep(0.2)

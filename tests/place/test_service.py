@@ -99,12 +99,17 @@ def test_malformed_bodies_are_400_with_one_line(cluster):
         ("schedule", {"ID": "x", "DEMAND": {"cpu": -1}}, None),
         ("scheduler", {"model_name": "Magic"}, None),
         ("iaEnergyScalar", {"energy_cost_scalar": "high"}, None),
+        ("iaEnergyScalar", {"energy_cost_scalar": float("nan")}, None),
+        ("iaEnergyScalar", '{"energy_cost_scalar": 1e400}', None),
+        ("schedule", {"ID": "x", "DEMAND": {"cpu": float("nan")}}, None),
         ("iaEnergyScalar", {}, None),
     ])
     for status, body in out[:-1]:
         assert status == 400 and "\n" not in body["error"], (status, body)
     assert "no task 'nosuch'" in out[4][1]["error"]
     assert "demand.cpu" in out[5][1]["error"]
+    assert "finite" in out[8][1]["error"] and "finite" in out[9][1]["error"]
+    assert "demand.cpu" in out[10][1]["error"]
     assert cluster.get("config", "s_green") is None
 
 
