@@ -27,6 +27,8 @@ from .. import counters
 from ..errors import EmergenceError
 from .execute import Executor
 from .graph import Attachment, Graph, Network
+from .instance import resolve as resolve_instance
+from .instance import table as nft_table
 from .ipam import IPAM
 from .journal import Journal
 from .kernel import Kernel, in_netns
@@ -59,9 +61,12 @@ APPLIED_TABLES = (("networks", "net:"), ("attachments", ""), ("routes", ""))
 
 
 class Relay(Planner, Executor):
-    def __init__(self, state_dir=None, host_netns=None):
+    def __init__(self, state_dir=None, host_netns=None, instance=None):
         self.state_dir = state_dir or default_state()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.instance = resolve_instance(self.state_dir, instance, DEFAULT_STATE)
+        self.table = nft_table(self.instance)
+        self.allow_overlap = False   # routes over the host's (apply_file's --allow-overlap)
         self.kernel = Kernel(host_netns)
         self.ipam = IPAM(self.state_dir)
         self._lock_fd = None
@@ -233,48 +238,35 @@ class Relay(Planner, Executor):
     def create_network(self, net):
         return self.edit(lambda g: g.add_network(net))[1]
 
-    def remove_network(self, name):
-        def rm(g):
-            if name not in g.networks:
-                raise EmergenceError(f"no network {name!r}; see `emergence net ls`")
-            g.networks.pop(name)
-            for k in [k for k, a in g.attachments.items() if a.network == name]:
-                del g.attachments[k]
-            for k in [k for k, p in g.forwards.items() if p.network == name]:
-                del g.forwards[k]
-            for k in [k for k, r in g.routes.items() if r.network == name]:
-                del g.routes[k]
-        return self.edit(rm)[1]
+    def remove_network(self, name, force=False):
+        """`net rm`: refused while containers are attached, unless FORCE."""
+        from .owners import remove_network
+        return self.edit(lambda g: remove_network(g, name, force))[1]
+
+    def apply_file(self, new, owner, prune_all=False, force=False, allow_overlap=False):
+        """`net apply FILE`: NEW's nodes (all owned by OWNER, the file's path)
+        replace what OWNER owns; everything else stays (owners.py).
+        ALLOW_OVERLAP: routes may cover the host's (networks say it themselves)."""
+        from .owners import declare
+        self.allow_overlap = allow_overlap
+        try:
+            return self.edit(lambda g: declare(g, new, owner, prune_all, force))[1]
+        finally:
+            self.allow_overlap = False
 
     def replace_declared(self, new):
-        """`net apply FILE`: the file's networks, routes, attachments and
-        forwards replace the declared ones; attachments made by `attach`
-        (CNI, run) stay while their network does."""
-        def rep(g):
-            keep = {k: a for k, a in g.attachments.items()
-                    if a.origin != "file" and a.network in new.networks}
-            keep_pf = {k: p for k, p in g.forwards.items()
-                       if (p.network, p.container) in {(a.network, a.container)
-                                                        for a in keep.values()}}
-            g.networks = dict(new.networks)
-            g.routes = dict(new.routes)
-            old = dict(g.attachments.items())
-            g.attachments.clear()  # the same table: a later refresh puts state in it
-            g.attachments.update(keep)
-            for k, a in new.attachments.items():
-                if not a.addresses and k in old:   # keep the address IPAM gave it
-                    a.addresses = old[k].addresses
-                g.attachments[k] = a
-            g.forwards = dict(keep_pf)
-            g.forwards.update(new.forwards)
-            from .graph import validate
-            validate(g)
-        return self.edit(rep)[1]
+        """`net apply --prune-all` (as before owners existed)."""
+        owner = next((n.owner for _, n in new.items()), "cli")
+        return self.apply_file(new, owner, prune_all=True, force=True)
 
     def attach(self, network, container, netns, ifname="eth0", addresses=(), mac=None,
-               forwards=(), origin="attach"):
-        """Attach a container's netns to NETWORK (idempotent); return the Attachment."""
-        att = Attachment(network, container, netns, ifname, addresses, mac, origin)
+               forwards=(), origin="attach", owner=None):
+        """Attach a container's netns to NETWORK (idempotent); return the
+        Attachment.  OWNER (default: by ORIGIN, cni:ID, run:ID or cli) owns
+        it and FORWARDS."""
+        att = Attachment(network, container, netns, ifname, addresses, mac, origin, owner)
+        for pf in forwards:
+            pf.owner = att.owner
 
         def add(g):
             if network not in g.networks:
@@ -365,6 +357,11 @@ class Relay(Planner, Executor):
                     self.ipam.release(g.attachments[key].network, key)
             raise
         save = None if touched is None else set(touched) | set(keys)
+        # an attachment removed before it was ever applied (its ADD failed in
+        # the kernel) holds a lease nothing else frees
+        unapplied = [(before[k]["network"], k) for k in (before if touched is None else touched)
+                     if k.startswith("att:") and k in before and before[k] is not None
+                     and k not in g.attachments and k not in applied["attachments"]]
         # release dead attachments first: they are not in the kernel any more
         for key in dead:
             a = g.attachments.pop(key)
@@ -375,6 +372,8 @@ class Relay(Planner, Executor):
                 if save is not None:
                     save.add(pk)
         self._save_graph(g, save)
+        for network, key in unapplied:
+            self.ipam.release(network, key)
         if gc:
             self._gc_ipam(g)
         # a removed attachment's addresses are free once the graph says so:
@@ -404,9 +403,9 @@ class Relay(Planner, Executor):
         return doc
 
 
-def network_from_options(name, opts):
+def network_from_options(name, opts, instance=""):
     from .graph import network_from_dict
-    d = {}
+    d = {"owner": "cli"}
     for k in ("bridge", "gateway", "veth_prefix"):
         if opts.get(k):
             d[k] = opts[k]
@@ -421,7 +420,9 @@ def network_from_options(name, opts):
         d["nat"] = False
     if opts.get("no-isolate"):
         d["isolated"] = False
-    return network_from_dict(name, d, f"network {name}")
+    if opts.get("allow-overlap"):
+        d["allow_overlap"] = True
+    return network_from_dict(name, d, f"network {name}", instance)
 
 
 __all__ = ["Relay", "Network", "Change", "in_netns"]

@@ -5,6 +5,8 @@ import os
 
 from ..errors import EmergenceError
 from . import nft
+from .hairpin import set_hairpin
+from .instance import mark
 from .kernel import ALIAS_PREFIX, EEXIST
 
 
@@ -14,7 +16,8 @@ class Executor:
             c = by.get(net.key)
             if c and c.action in ("add", "replace", "repair"):
                 link = self.kernel.get_link(net.bridge)
-                if link is not None and link["alias"] != ALIAS_PREFIX + net.key \
+                ours = ALIAS_PREFIX + mark(self.instance, net.key)
+                if link is not None and link["alias"] != ours \
                         and net.bridge not in applied.get("pending", []):
                     raise EmergenceError(f"networks.{name}.bridge: {net.bridge} exists and is "
                                          "not Emergence's; choose another bridge name or "
@@ -24,6 +27,26 @@ class Executor:
             if att and c.action in ("add", "replace", "repair") and not os.path.exists(att.netns):
                 raise EmergenceError(f"{key}.netns: {att.netns} does not exist; "
                                      "is the container running?")
+        self._check_overlap(g, by)
+
+    def _check_overlap(self, g, by):
+        """Subnets and routes added or remade must not cover the host's
+        addresses and routes (hostnet.py); read only when there are some."""
+        new = [(f"networks.{n.name}.subnets", s) for n in g.networks.values()
+               if by.get(n.key) and by[n.key].action in ("add", "replace")
+               and not n.allow_overlap for s in n.subnets]
+        if not self.allow_overlap:
+            new += [(f"{k}.destination", r.destination) for k, r in g.routes.items()
+                    if by.get(k) and by[k].action in ("add", "replace")]
+        if not new:
+            return
+        from .hostnet import collision, host_networks
+        host = host_networks(self.kernel, {n.bridge for n in g.networks.values()})
+        for where, s in new:
+            what = collision(s, host)
+            if what:
+                raise EmergenceError(f"{where}: {s} overlaps the {what}; choose another "
+                                     "subnet, or pass --allow-overlap if that is intended")
 
     def _execute(self, g, applied, by, body):
         k = self.kernel
@@ -63,20 +86,38 @@ class Executor:
                 if c.action == "update":
                     self._set_mtu(g, net, aatts)
                 anets[name] = net.to_dict()
+        published = None
         for key in sorted(g.attachments.keys() - aatts.keys()):
             att, c = g.attachments[key], by.get(key)
             if c is None or c.action != "release":
                 net = g.networks[att.network]
                 host = self._make_attachment(net, att)
-                aatts[key] = {"att": att.to_dict(), "host": host}
+                rec = {"att": att.to_dict(), "host": host}
+                if published is None:
+                    published = {(p.network, p.container) for p in g.forwards.values()}
+                if (att.network, att.container) in published and set_hairpin(k, host):
+                    rec["hairpin"] = True
+                aatts[key] = rec
         for key, r in g.routes.items():
             if key not in aroutes:
                 k.route_add(k.host, r.via, r.destination, label="host")
                 aroutes[key] = r.to_dict()
         want = nft.digest(body) if body else ""
         if "nft:emergence" in by:
-            k.nft(nft.script(body))
+            self._hairpin_published(g, aatts)
+            k.nft(nft.script(body, self.table))
             applied["nft"] = want
+
+    def _hairpin_published(self, g, aatts):
+        """Forwards changed: the ports of containers that publish now and were
+        applied before get hairpin mode (hairpin.py)."""
+        published = {(p.network, p.container) for p in g.forwards.values()}
+        if not published:
+            return
+        for key, rec in list(aatts.items()):
+            if not rec.get("hairpin") and tuple(key[4:].split("/")[:2]) in published:
+                if set_hairpin(self.kernel, rec["host"]):
+                    aatts[key] = dict(rec, hairpin=True)
 
     def _make_network(self, net, action):
         k = self.kernel
@@ -85,7 +126,7 @@ class Executor:
             # write ahead: a kill between create and alias must not orphan the bridge
             self._a["pending"].append(net.bridge)
             self._save_applied()
-            index = k.bridge_add(net.bridge, net.mtu, net.key)
+            index = k.bridge_add(net.bridge, net.mtu, mark(self.instance, net.key))
             self._a["pending"].remove(net.bridge)
             have = set()
         else:
@@ -126,7 +167,7 @@ class Executor:
         pair is deleted again, so no half-made attachment stays.  Lookups are
         ioctls; a name taken (EEXIST) is sorted out only when it happens."""
         k = self.kernel
-        host = att.host_ifname(net.veth_prefix)
+        host = att.host_ifname(net.veth_prefix, self.instance)
         br = k.index(net.bridge)
         if br is None:
             raise EmergenceError(f"{att.key}: bridge {net.bridge} is missing; "

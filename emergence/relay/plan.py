@@ -28,6 +28,13 @@ def _identity(d):
 
 
 
+def same(a, b):
+    """Two records of a node alike in what the kernel holds: who owns or made
+    it (owner, origin) is no reason to rebuild it."""
+    return {k: v for k, v in a.items() if k not in ("owner", "origin")} == \
+        {k: v for k, v in b.items() if k not in ("owner", "origin")}
+
+
 class Planner:
     # ---- the diff ----------------------------------------------------------------
 
@@ -36,7 +43,7 @@ class Planner:
         for key in keys:
             a = g.attachments[key]
             rec = done.get(key)
-            if rec is not None and a.addresses and rec["att"] == a.to_dict():
+            if rec is not None and a.addresses and same(rec["att"], a.to_dict()):
                 continue    # applied with these addresses: IPAM holds them already
             net = g.networks[a.network]
             fams = {x.version for x in a.addresses}
@@ -96,7 +103,7 @@ class Planner:
             rec = aatts.get(key)
             if rec is None:
                 changes.append(Change("add", key))
-            elif rec["att"] != att.to_dict() or att.network in replaced_nets:
+            elif not same(rec["att"], att.to_dict()) or att.network in replaced_nets:
                 changes.append(Change("replace", key, "changed"))
             elif observe(key):
                 why = self._observe_attachment(g.networks[att.network], att, rec)
@@ -106,7 +113,7 @@ class Planner:
             changes.append(Change("remove", key))
         for key, r in g.routes.items():
             rec = aroutes.get(key)
-            if rec != r.to_dict():
+            if rec is None or not same(rec, r.to_dict()):
                 changes.append(Change("add" if rec is None else "replace", key))
             elif observe(key):
                 gw = self.kernel.host_route(r.destination)
@@ -120,7 +127,7 @@ class Planner:
         if applied.get("nft", "") != want:
             changes.append(Change("update", "nft:emergence", "ruleset changed"))
         elif observe("nft:emergence"):
-            have = nft.installed_digest(self.kernel)
+            have = nft.installed_digest(self.kernel, self.table)
             if have != want:
                 changes.append(Change("repair", "nft:emergence", "table differs"))
         return changes, dead, body

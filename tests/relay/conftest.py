@@ -67,6 +67,12 @@ def ping(ns, addr):
     return in_ns(ns, "ping", "-c1", "-W1", str(addr)).returncode == 0
 
 
+def nft_table(state):
+    """The nft table of the Relay instance whose state directory is STATE."""
+    from emergence.relay.instance import resolve, table
+    return table(resolve(state))
+
+
 def net_doc(name="red", bridge=None, subnet="10.88.0.0/24", **kw):
     d = {"bridge": bridge or f"rl{name}", "subnets": [subnet], "veth_prefix": "rl"}
     d.update(kw)
