@@ -120,7 +120,8 @@ class Relay(Planner, Executor):
             with open(old) as f:
                 doc = json.load(f)
             if name == "graph":
-                items = {k: n.to_dict() for k, n in Graph.from_dict(doc, old).items()}
+                items = {k: n.to_dict() for k, n in
+                         Graph.from_dict(doc, old, trusted=True).items()}
             else:
                 items = {k: doc[k] for k in ("nft", "pending") if doc.get(k)}
                 for table, prefix in APPLIED_TABLES:

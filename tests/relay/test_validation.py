@@ -195,3 +195,29 @@ def test_graph_files_are_refused_in_one_line(tmp_path, netns, host, doc, word):
     assert p.returncode == 1 and word in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert kernel(host) == before
+
+
+def test_state_from_before_these_checks_still_loads(tmp_path, host):
+    """Values Relay itself accepted before (a non-ASCII name, a /7, a long
+    container id with a colon) are refused in new input, not in its state."""
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "graph.json").write_text(json.dumps({
+        "networks": {"rëd": {"bridge": "rlred", "subnets": ["10.0.0.0/7"]}},
+        "attachments": [{"network": "rëd", "container": "pod:c1", "netns": "/x",
+                         "origin": "attach"}],
+        "port_forwards": [{"network": "rëd", "container": "pod:c1", "host_port": 8080,
+                           "container_port": 80}],
+        "routes": []}))
+    p = net(host, str(state), "ls", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)[0]["subnets"] == ["10.0.0.0/7"]
+    r = Relay(str(state))
+    try:
+        assert sorted(k for k, _ in r.desired().items()) == \
+            ["att:rëd/pod:c1/eth0", "net:rëd", "pf:tcp/*/8080"]
+    finally:
+        r.close()
+    # new input with the same values is refused
+    p = net(host, str(state), "create", "blü", "--subnet", "12.0.0.0/7")
+    assert p.returncode == 1 and "name" in p.stderr
