@@ -388,7 +388,7 @@ class Relay(Planner, Executor):
             return changes
         ops = len(self.kernel.ops)
         try:
-            self._execute(g, applied, by, body)
+            self._execute(g, applied, by, body, touched)
         finally:
             self._save_applied()
             counters.relay_applied(self.kernel.ops[ops:])
