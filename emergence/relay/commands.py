@@ -17,7 +17,7 @@ SUBCOMMANDS = """\
   inspect NAME                  a network, its attachments and addresses
   apply FILE [--full] [--prune-all] [--force] [--allow-overlap]
                                 make FILE's networks what FILE (TOML or JSON) declares
-  diff FILE [--full] [--json]   what apply would change
+  diff FILE [--full] [--json] [--prune-all]   what apply would change
   show                          the whole graph and what is applied
   gc                            release attachments whose netns is gone
   attach NET CONTAINER NETNS [--ip IP] [--ifname IF] [-p HOST:CONT[/PROTO]]
@@ -36,7 +36,8 @@ OPTIONS = {
     "allow-overlap": Option(FLAG, "create, apply: allow subnets and routes that overlap the "
                                   "host's addresses or routes"),
     "subnet": Option(MULTI, "a subnet of the network (create)", "CIDR"),
-    "bridge": Option(VALUE, "the bridge's name (create; default rel-NAME)", "BR"),
+    "bridge": Option(VALUE, "the bridge's name (create; default rel-NAME, for another "
+                               "instance than the default rXXXX-NAME)", "BR"),
     "gateway": Option(MULTI, "the gateway (create; default the subnet's first address)", "IP"),
     "mtu": Option(VALUE, "MTU (create)", "N"),
     "no-nat": Option(FLAG, "no egress masquerade (create)"),
@@ -110,6 +111,7 @@ def _net(ctx, opts, args):
     elif sub == "ls":
         g = _relay(opts).desired()
         rows = [{"name": n, "bridge": net.bridge, "subnets": [str(s) for s in net.subnets],
+                 "owner": net.owner,
                  "attachments": sum(1 for a in g.attachments.values() if a.network == n)}
                 for n, net in sorted(g.networks.items())]
         if opts.get("json"):
