@@ -28,17 +28,19 @@ def attached(g, networks):
     return {n: sorted(c) for n, c in out.items()}
 
 
+def _named(containers):
+    cs = sorted(containers)
+    return ", ".join(cs[:LISTED]) + (f" and {len(cs) - LISTED} more" if len(cs) > LISTED
+                                     else "")
+
+
 def refuse_attached(g, networks, what, fix="--force"):
     """ConfigError if containers are attached to any of NETWORKS."""
     busy = attached(g, set(networks))
-    if not busy:
-        return
-    name = sorted(busy)[0]
-    cs = busy[name]
-    shown = ", ".join(cs[:LISTED]) + (f" and {len(cs) - LISTED} more" if len(cs) > LISTED
-                                      else "")
-    raise ConfigError(f"{what} network {name!r}: containers are attached to it ({shown}); "
-                      f"stop or detach them first, or pass {fix}")
+    if busy:
+        name = sorted(busy)[0]
+        raise ConfigError(f"{what} network {name!r}: containers are attached to it "
+                          f"({_named(busy[name])}); stop or detach them first, or pass {fix}")
 
 
 def _drop_network(g, name):
@@ -91,12 +93,9 @@ def declare(g, new, owner, prune_all=False, force=False):
                 others.setdefault(a.network, set()).add(a.container)
         if others:
             name = sorted(others)[0]
-            cs = sorted(others[name])
-            shown = ", ".join(cs[:LISTED]) + (f" and {len(cs) - LISTED} more"
-                                              if len(cs) > LISTED else "")
             raise ConfigError(f"{owner} no longer declares network {name!r}, but containers "
-                              f"are attached to it ({shown}); stop or detach them first, "
-                              "or apply with --force")
+                              f"are attached to it ({_named(others[name])}); stop or detach "
+                              "them first, or apply with --force")
     for n in gone:
         _drop_network(g, n)
     old_atts = {}
