@@ -30,7 +30,7 @@ def test_create_ls_inspect_apply_diff_show_rm(tmp_path, netns, host):
                "--veth-prefix", "rl").stdout == "red\n"
     ls = json.loads(net(host, state, "ls", "--json").stdout)
     assert ls == [{"name": "red", "bridge": "rlred", "subnets": ["10.88.0.0/24"],
-                   "attachments": 0}]
+                   "owner": "cli", "attachments": 0}]
     out = net(host, state, "attach", "red", "c1", netns.path(a), "-p", "8080:80").stdout
     assert out.strip() == "10.88.0.2"
     doc = json.loads(net(host, state, "inspect", "red").stdout)
