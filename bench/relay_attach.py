@@ -243,7 +243,7 @@ def main():
             print(f"  {size:11d} {ms(a):10.2f} {ms(ak):10.2f} {ms(own):7.2f} {ms(d):10.2f} "
                   f"{max(ops):12d} "
                   f"{max(looks):8d} {max(wrote):12} {ms(pa):12.2f} / {ms(pd):.2f}")
-        r.remove_network("rlbs")
+        r.remove_network("rlbs", force=True)   # its containers are still attached
         r.close()
         kmod.Rtnl.exchange = plain
     finally:

@@ -1,11 +1,18 @@
 """Relay: container networking as a live declarative graph.
 
   graph.py     networks, attachments, port forwards, routes; TOML/JSON; validation
+  fields.py    one value's checks at the edges: names, ifnames, CIDRs, ports, MTU
+  owners.py    who declared what: what `net apply FILE` may change, `net rm` refusals
+  instance.py  the instance a state dir is: nft table, bridge and veth names
+  hostnet.py   subnet safety: the host's addresses and routes, read only
   journal.py   a dict on disk: snapshot + append-only log, O(change) per edit
   ipam.py      addresses: one flock-locked journal per network
   kernel.py    pyroute2 in-process: targeted netlink requests, each recorded
   nft.py       NAT, port forwards, isolation: one nftables table, one transaction
-  engine.py    Relay: diff desired vs applied (or observed), apply in order, GC
+  hairpin.py   a bridge port's hairpin mode (containers with published ports)
+  engine.py    Relay: state, edits (attach, detach, apply, gc), the lock
+  plan.py      the diff: desired vs applied (or observed)
+  execute.py   the checks before any change, then removals, additions, nft
   commands.py  the `net` verb
   cni.py       `emergence-cni`: the CNI 1.1 plugin over the same engine
   hooks.py     `net attach|detach` as OCI hooks, so the runtime never imports relay

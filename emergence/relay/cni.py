@@ -19,7 +19,11 @@ import os
 import sys
 
 SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
-NET_KEYS = ("bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix")
+NET_KEYS = ("bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix",
+            "allow_overlap")
+# CNI 1.1's error codes (SPEC.md, "Error")
+INCOMPATIBLE, UNKNOWN_CONTAINER, BAD_ENV, IO, UNDECODABLE, BAD_CONFIG = 1, 3, 4, 5, 6, 7
+TRY_AGAIN, INTERNAL = 11, 999
 
 
 class CNIError(Exception):
@@ -31,49 +35,124 @@ class CNIError(Exception):
 def _env(name, required=True):
     v = os.environ.get(name, "")
     if required and not v:
-        raise CNIError(4, f"missing environment variable {name}", f"{name} must be set")
+        raise CNIError(BAD_ENV, f"missing environment variable {name}", f"{name} must be set")
+    if v:
+        _check_env(name, v)
     return v
+
+
+def _check_env(name, v):
+    """CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS as the spec and the kernel
+    take them; a bad one is error 4 naming the variable, before any change."""
+    from ..errors import ConfigError
+    from . import fields
+    try:
+        if name == "CNI_CONTAINERID":
+            fields.container(name, v)
+        elif name == "CNI_IFNAME":
+            fields.ifname(name, v)
+        elif name == "CNI_NETNS" and not v.startswith("/"):
+            fields.bad(name, f"{v!r} must be an absolute path")
+    except ConfigError as e:
+        raise CNIError(BAD_ENV, f"invalid environment variable {name}", str(e)) from None
+
+
+def check_conf(command, conf):
+    """The configuration's fields Relay reads, typed and in range, before any
+    change: error 7 naming the field (never a traceback later)."""
+    from ..errors import ConfigError
+    from . import fields
+    from .graph import forward_from_dict, network_from_dict
+    from .instance import check_name
+    try:
+        name = conf.get("network") or conf.get("name")
+        if not isinstance(name, str) or not name:
+            fields.bad("network", "`network` (or `name`) must be a string")
+        fields.name("network", name)
+        state = conf.get("stateDir")
+        if state is not None and (not isinstance(state, str) or not state.startswith("/")):
+            fields.bad("stateDir", f"{state!r} must be an absolute path")
+        if conf.get("instance") is not None:
+            check_name("instance", conf["instance"])
+        if "subnets" in conf:
+            network_from_dict(name, {k: conf[k] for k in NET_KEYS if k in conf},
+                              f"CNI config {name}")
+        for k in ("runtimeConfig", "prevResult"):
+            if conf.get(k) is not None and not isinstance(conf[k], dict):
+                fields.bad(k, "must be an object")
+        rc = conf.get("runtimeConfig") or {}
+        pms = rc.get("portMappings") or []
+        if not isinstance(pms, list):
+            fields.bad("runtimeConfig.portMappings", "must be a list")
+        cid = os.environ.get("CNI_CONTAINERID") or "c"
+        for i, pm in enumerate(pms):
+            _forward(pm, name, cid, f"runtimeConfig.portMappings[{i}]", forward_from_dict)
+        ips = rc.get("ips") or []
+        if not isinstance(ips, list):
+            fields.bad("runtimeConfig.ips", "must be a list of addresses")
+        for i, ip in enumerate(ips):
+            addr, slash, plen = (ip if isinstance(ip, str) else "").partition("/")
+            fields.address(f"runtimeConfig.ips[{i}]", addr if isinstance(ip, str) else ip)
+            if slash:
+                fields.integer(f"runtimeConfig.ips[{i}]", int(plen) if plen.isdigit() else plen,
+                               0, 128)
+        valid = conf.get("cni.dev/valid-attachments", [])
+        if not isinstance(valid, list) or not all(isinstance(a, dict) for a in valid):
+            fields.bad("cni.dev/valid-attachments", "must be a list of objects")
+    except ConfigError as e:
+        raise CNIError(BAD_CONFIG, "invalid network config", str(e)) from None
+
+
+def _forward(pm, net, cid, where, forward_from_dict):
+    from . import fields
+    if not isinstance(pm, dict):
+        fields.bad(where, "must be an object")
+    d = {"network": net, "container": cid, "host_port": pm.get("hostPort"),
+         "container_port": pm.get("containerPort"), "proto": pm.get("protocol") or "tcp"}
+    if pm.get("hostIP"):
+        d["host_address"] = pm["hostIP"]
+    for k, v in (("hostPort", d["host_port"]), ("containerPort", d["container_port"])):
+        if v is None:
+            fields.bad(f"{where}.{k}", "is required")
+    return forward_from_dict(d, where)
 
 
 def _relay(conf):
     from .engine import Relay
-    return Relay(conf.get("stateDir") or None)
+    return Relay(conf.get("stateDir") or None, instance=conf.get("instance"))
 
 
-def _network(relay, conf):
-    """The Relay network this configuration names, created if it declares one."""
+def _network(relay, conf, made=None):
+    """The Relay network this configuration names, created if it declares one
+    (then MADE, a list, gets its name: a failed ADD removes it again)."""
     from ..errors import EmergenceError
     from .graph import network_from_dict
     name = conf.get("network") or conf.get("name")
-    if not isinstance(name, str) or not name:
-        raise CNIError(7, "invalid network config", "`network` (or `name`) must be a string")
     net = relay.network(name)
     if net is not None:
         return net
     decl = {k: conf[k] for k in NET_KEYS if k in conf}
     if "subnets" not in decl:
-        raise CNIError(7, "invalid network config",
+        raise CNIError(BAD_CONFIG, "invalid network config",
                        f"no Relay network {name!r}; create it with `emergence net create` "
                        "or give `subnets` in the configuration")
     try:
-        net = network_from_dict(name, decl, f"CNI config {name}")
+        decl["owner"] = "cni"
+        net = network_from_dict(name, decl, f"CNI config {name}", relay.instance)
         relay.create_network(net)
+        if made is not None:
+            made.append(name)
     except EmergenceError as e:
         if relay.network(name) is None:  # not a race with another ADD
-            raise CNIError(7, "invalid network config", str(e))
+            raise CNIError(BAD_CONFIG, "invalid network config", str(e))
     return relay.network(name)
 
 
 def _forwards(conf, net, cid):
     from .graph import forward_from_dict
-    out = []
-    for i, pm in enumerate(conf.get("runtimeConfig", {}).get("portMappings", []) or []):
-        d = {"network": net, "container": cid, "host_port": pm.get("hostPort"),
-             "container_port": pm.get("containerPort"), "proto": pm.get("protocol", "tcp")}
-        if pm.get("hostIP"):
-            d["host_address"] = pm["hostIP"]
-        out.append(forward_from_dict(d, f"runtimeConfig.portMappings[{i}]"))
-    return out
+    return [_forward(pm, net, cid, f"runtimeConfig.portMappings[{i}]", forward_from_dict)
+            for i, pm in enumerate((conf.get("runtimeConfig") or {}).get("portMappings")
+                                   or [])]
 
 
 def add(conf):
@@ -81,15 +160,21 @@ def add(conf):
     if not os.path.exists(netns):
         raise CNIError(3, "container unknown", f"CNI_NETNS {netns} does not exist")
     relay = _relay(conf)
+    made, existed = [], True
     try:
-        net = _network(relay, conf)
-        ips = [a for a in conf.get("runtimeConfig", {}).get("ips", [])]
+        net = _network(relay, conf, made)
+        ips = [a for a in (conf.get("runtimeConfig") or {}).get("ips") or []]
+        existed = relay.attachment(f"att:{net.name}/{cid}/{ifname}") is not None
         att = relay.attach(net.name, cid, netns, ifname, [i.split("/")[0] for i in ips],
-                           forwards=_forwards(conf, net.name, cid), origin="cni")
-        host = att.host_ifname(net.veth_prefix)
+                           forwards=_forwards(conf, net.name, cid), origin="cni",
+                           owner=f"cni:{cid}")
+        host = att.host_ifname(net.veth_prefix, relay.instance)
         k = relay.kernel
         host_mac, inner_mac = k.mac(host), k.mac(ifname, netns)
         k.forget_ns(netns)
+    except BaseException:
+        _undo_add(relay, conf, cid, ifname, made, existed)
+        raise
     finally:
         relay.close()
     prev = conf.get("prevResult") or {}
@@ -108,6 +193,19 @@ def add(conf):
         result["routes"].append({"dst": "0.0.0.0/0" if a.version == 4 else "::/0",
                                  "gw": str(gw)})
     return result
+
+
+def _undo_add(relay, conf, cid, ifname, made, existed):
+    """A failed ADD leaves nothing: its record, lease and veth, and the
+    network it created (bridge, nft rules) while nothing else is attached."""
+    name = conf.get("network") or conf.get("name")
+    try:
+        if not existed:
+            relay.detach(name, cid, ifname)
+        if made:
+            relay.remove_network(name)
+    except Exception:  # noqa: BLE001 - the ADD's own error is the one to report
+        pass
 
 
 def delete(conf, answer=None):
@@ -240,9 +338,15 @@ def main(argv=None, stdin=None, stdout=None, answer=None):
             raise CNIError(6, "failed to decode network configuration", "not an object")
         version = conf.get("cniVersion", version)
         if version not in SUPPORTED:
-            raise CNIError(1, "incompatible CNI version",
-                           f"cniVersion {version} is not one of {', '.join(SUPPORTED)}")
-        from ..errors import EmergenceError
+            bad, version = version, "1.1.0"
+            raise CNIError(INCOMPATIBLE, "incompatible CNI version",
+                           f"cniVersion {bad!r} is not one of {', '.join(SUPPORTED)}")
+        if command in ("ADD", "DEL", "CHECK"):
+            for name in ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"):
+                _env(name, required=name != "CNI_NETNS" or command != "DEL")
+        if command != "VERSION":
+            check_conf(command, conf)
+        from ..errors import ConfigError, EmergenceError
         try:
             if command == "ADD":
                 stdout.write(json.dumps(add(conf)) + "\n")
@@ -257,14 +361,37 @@ def main(argv=None, stdin=None, stdout=None, answer=None):
             else:
                 raise CNIError(4, "invalid CNI_COMMAND", f"CNI_COMMAND={command!r} is not "
                                "ADD, DEL, CHECK, GC, STATUS or VERSION")
+        except ConfigError as e:
+            raise CNIError(BAD_CONFIG, "invalid network config", str(e))
         except EmergenceError as e:
-            raise CNIError(7 if "config" in type(e).__name__.lower() else 100,
-                           "relay refused the request", str(e))
+            raise CNIError(100, "relay refused the request", str(e))
         return 0
     except CNIError as e:
-        stdout.write(json.dumps({"cniVersion": version, "code": e.code, "msg": e.msg,
-                                 "details": e.details}) + "\n")
-        return 1
+        return _error(stdout, version, e.code, e.msg, e.details)
+    except OSError as e:
+        return _error(stdout, version, *_os_error(e))
+    except Exception as e:  # noqa: BLE001 - a runtime reads JSON, never a traceback
+        code = getattr(e, "code", None)    # pyroute2's NetlinkError: an errno
+        if isinstance(code, int) and code in TRANSIENT:
+            return _error(stdout, version, TRY_AGAIN, "try again later",
+                          f"{os.strerror(code)}: the kernel is busy; retry")
+        return _error(stdout, version, INTERNAL, "internal error",
+                      f"{type(e).__name__}: {e}"[:500])
+
+
+TRANSIENT = {11, 16, 4, 105}    # EAGAIN, EBUSY, EINTR, ENOBUFS
+
+
+def _os_error(e):
+    if e.errno in TRANSIENT:
+        return TRY_AGAIN, "try again later", f"{e.strerror}: retry"
+    return IO, "I/O failure", f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+
+
+def _error(stdout, version, code, msg, details):
+    stdout.write(json.dumps({"cniVersion": version, "code": code, "msg": msg,
+                             "details": details}) + "\n")
+    return 1
 
 
 if __name__ == "__main__":

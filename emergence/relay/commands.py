@@ -1,6 +1,7 @@
 """The `net` verb: Relay's networks, graph files, attach/detach and GC.
 Handlers import the engine (and pyroute2) only when called."""
 
+import os
 import sys
 
 from ..command import FLAG, JSON, MULTI, VALUE, Option, UsageError, Verb
@@ -10,12 +11,13 @@ TITLE = "Networks (Relay: bridges, veths, IPAM, NAT, port forwards)"
 
 SUBCOMMANDS = """\
   create NAME --subnet CIDR [--subnet CIDR] [--bridge BR] [--gateway IP] [--mtu N]
-                [--no-nat] [--no-isolate] [--veth-prefix P]
-  rm NAME                       remove a network, its attachments and forwards
+                [--no-nat] [--no-isolate] [--veth-prefix P] [--allow-overlap]
+  rm NAME [--force]             remove a network (--force: also with containers attached)
   ls                            list networks
   inspect NAME                  a network, its attachments and addresses
-  apply FILE [--full]           make the network what FILE (TOML or JSON) declares
-  diff FILE [--full] [--json]   what apply would change
+  apply FILE [--full] [--prune-all] [--force] [--allow-overlap]
+                                make FILE's networks what FILE (TOML or JSON) declares
+  diff FILE [--full] [--json] [--prune-all]   what apply would change
   show                          the whole graph and what is applied
   gc                            release attachments whose netns is gone
   attach NET CONTAINER NETNS [--ip IP] [--ifname IF] [-p HOST:CONT[/PROTO]]
@@ -25,8 +27,17 @@ SUBCOMMANDS = """\
 OPTIONS = {
     "state": Option(VALUE, "Relay's state directory (default /var/lib/emergence/relay, "
                            "or $EMERGENCE_RELAY_STATE)", "DIR"),
+    "instance": Option(VALUE, "this Relay's instance name, recorded in its state directory "
+                              "(nft table emergence-NAME; default: derived from the state "
+                              "directory; the default one's is `emergence`)", "NAME"),
+    "force": Option(FLAG, "rm, apply: remove networks even with containers attached"),
+    "prune-all": Option(FLAG, "apply: FILE replaces every declared network, route and "
+                              "attachment, not only those FILE declared before"),
+    "allow-overlap": Option(FLAG, "create, apply: allow subnets and routes that overlap the "
+                                  "host's addresses or routes"),
     "subnet": Option(MULTI, "a subnet of the network (create)", "CIDR"),
-    "bridge": Option(VALUE, "the bridge's name (create; default rel-NAME)", "BR"),
+    "bridge": Option(VALUE, "the bridge's name (create; default rel-NAME, for another "
+                               "instance than the default rXXXX-NAME)", "BR"),
     "gateway": Option(MULTI, "the gateway (create; default the subnet's first address)", "IP"),
     "mtu": Option(VALUE, "MTU (create)", "N"),
     "no-nat": Option(FLAG, "no egress masquerade (create)"),
@@ -43,7 +54,7 @@ OPTIONS = {
 
 def _relay(opts):
     from .engine import Relay
-    return Relay(opts.get("state"))
+    return Relay(opts.get("state"), instance=opts.get("instance"))
 
 
 def _need(args, n, usage):
@@ -90,15 +101,17 @@ def _net(ctx, opts, args):
         (name,) = _need(rest, 1, "create NAME --subnet CIDR ...")
         if not opts.get("subnet"):
             raise UsageError("net create: --subnet CIDR is required")
-        net = network_from_options(name, opts)
-        _relay(opts).create_network(net)
+        r = _relay(opts)
+        net = network_from_options(name, opts, r.instance)
+        r.create_network(net)
         sys.stdout.write(f"{name}\n")
     elif sub == "rm":
         (name,) = _need(rest, 1, "rm NAME")
-        _relay(opts).remove_network(name)
+        _relay(opts).remove_network(name, force=opts.get("force", False))
     elif sub == "ls":
         g = _relay(opts).desired()
         rows = [{"name": n, "bridge": net.bridge, "subnets": [str(s) for s in net.subnets],
+                 "owner": net.owner,
                  "attachments": sum(1 for a in g.attachments.values() if a.network == n)}
                 for n, net in sorted(g.networks.items())]
         if opts.get("json"):
@@ -121,16 +134,23 @@ def _net(ctx, opts, args):
         sys.stdout.write(fastjson.dumps(doc, indent=2) + "\n")
     elif sub in ("apply", "diff"):
         from .graph import load
+        from .owners import declare
         (path,) = _need(rest, 1, f"{sub} FILE")
-        new = load(path)
         r = _relay(opts)
+        new = load(path, r.instance)
+        owner = os.path.abspath(path)
+        if opts.get("allow-overlap"):
+            for net in new.networks.values():
+                net.allow_overlap = True
+        how = {"prune_all": opts.get("prune-all", False), "force": opts.get("force", False)}
         if sub == "apply":
-            changes = r.replace_declared(new)
+            changes = r.apply_file(new, owner, allow_overlap=opts.get("allow-overlap", False),
+                                   **how)
             if opts.get("full"):
                 changes += r.apply(full=True)
         else:
-            g = r.desired()
-            changes = r.diff(_merged(g, new), full=opts.get("full", False))
+            changes = r.diff(declare(r.desired(), new, owner, **how),
+                             full=opts.get("full", False))
         _print_changes(changes, opts.get("json"))
     elif sub == "show":
         sys.stdout.write(fastjson.dumps(_relay(opts).show(), indent=2) + "\n")
@@ -140,36 +160,29 @@ def _net(ctx, opts, args):
     elif sub == "attach":
         net, container, netns = _need(rest, 3, "attach NET CONTAINER NETNS [--ip IP]")
         fwd = [parse_publish(p, net, container) for p in opts.get("publish", [])]
+        from .graph import attachment_from_dict
+        attachment_from_dict({"network": net, "container": container, "netns": netns,
+                              "ifname": opts.get("ifname") or "eth0",
+                              "address": opts.get("ip", [])}, "net attach")
         att = _relay(opts).attach(net, container, netns, opts.get("ifname") or "eth0",
-                                  opts.get("ip", []), forwards=fwd)
+                                  opts.get("ip", []), forwards=fwd, owner="cli")
         sys.stdout.write(fastjson.dumps(att.to_dict()) + "\n" if opts.get("json")
                          else " ".join(map(str, att.addresses)) + "\n")
     elif sub == "detach":
         net, container = _need(rest, 2, "detach NET CONTAINER")
+        from . import fields
+        fields.name("net detach", net)
+        fields.container("net detach", container)
+        if opts.get("ifname"):
+            fields.ifname("--ifname", opts["ifname"])
         _relay(opts).detach(net, container, opts.get("ifname"))
     elif sub == "hook":
         from .hooks import run_hook
         (what,) = _need(rest, 1, "hook attach|detach")
-        return run_hook(what, opts.get("state"))
+        return run_hook(what, opts.get("state"), opts.get("instance"))
     else:
         raise UsageError(f"unknown net subcommand {sub!r}; see `emergence net --help`")
     return 0
-
-
-def _merged(g, new):
-    """The graph `apply FILE` would make, for diff: declared parts from NEW."""
-    m = g.copy()
-    m.networks = dict(new.networks)
-    m.routes = dict(new.routes)
-    m.attachments = {k: a for k, a in m.attachments.items()
-                     if a.origin != "file" and a.network in new.networks}
-    for k, a in new.attachments.items():
-        if not a.addresses and k in g.attachments:
-            a.addresses = g.attachments[k].addresses
-        m.attachments[k] = a
-    m.forwards = {k: p for k, p in m.forwards.items() if p.network in new.networks}
-    m.forwards.update(new.forwards)
-    return m
 
 
 VERBS = [

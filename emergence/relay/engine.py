@@ -25,32 +25,20 @@ import os
 
 from .. import counters
 from ..errors import EmergenceError
-from . import nft
+from .execute import Executor
 from .graph import Attachment, Graph, Network
+from .instance import resolve as resolve_instance
+from .instance import table as nft_table
 from .ipam import IPAM
 from .journal import Journal
-from .kernel import ALIAS_PREFIX, EEXIST, Kernel, in_netns, netns_identity
+from .kernel import Kernel, in_netns
+from .plan import Change, Planner
 
 DEFAULT_STATE = "/var/lib/emergence/relay"
 
 
 def default_state():
     return os.environ.get("EMERGENCE_RELAY_STATE") or DEFAULT_STATE
-
-
-class Change:
-    __slots__ = ("action", "key", "why")
-
-    def __init__(self, action, key, why=""):
-        self.action, self.key, self.why = action, key, why
-
-    def to_dict(self):
-        return {"action": self.action, "key": self.key, "why": self.why}
-
-    def __str__(self):
-        sign = {"add": "+", "remove": "-", "replace": "~", "update": "~", "repair": "!",
-                "release": "-"}[self.action]
-        return f"{sign} {self.key}" + (f"  ({self.why})" if self.why else "")
 
 
 class Tracked(dict):
@@ -72,10 +60,13 @@ class Tracked(dict):
 APPLIED_TABLES = (("networks", "net:"), ("attachments", ""), ("routes", ""))
 
 
-class Relay:
-    def __init__(self, state_dir=None, host_netns=None):
+class Relay(Planner, Executor):
+    def __init__(self, state_dir=None, host_netns=None, instance=None):
         self.state_dir = state_dir or default_state()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.instance = resolve_instance(self.state_dir, instance, DEFAULT_STATE)
+        self.table = nft_table(self.instance)
+        self.allow_overlap = False   # routes over the host's (apply_file's --allow-overlap)
         self.kernel = Kernel(host_netns)
         self.ipam = IPAM(self.state_dir)
         self._lock_fd = None
@@ -129,7 +120,8 @@ class Relay:
             with open(old) as f:
                 doc = json.load(f)
             if name == "graph":
-                items = {k: n.to_dict() for k, n in Graph.from_dict(doc, old).items()}
+                items = {k: n.to_dict() for k, n in
+                         Graph.from_dict(doc, old, trusted=True).items()}
             else:
                 items = {k: doc[k] for k in ("nft", "pending") if doc.get(k)}
                 for table, prefix in APPLIED_TABLES:
@@ -247,48 +239,35 @@ class Relay:
     def create_network(self, net):
         return self.edit(lambda g: g.add_network(net))[1]
 
-    def remove_network(self, name):
-        def rm(g):
-            if name not in g.networks:
-                raise EmergenceError(f"no network {name!r}; see `emergence net ls`")
-            g.networks.pop(name)
-            for k in [k for k, a in g.attachments.items() if a.network == name]:
-                del g.attachments[k]
-            for k in [k for k, p in g.forwards.items() if p.network == name]:
-                del g.forwards[k]
-            for k in [k for k, r in g.routes.items() if r.network == name]:
-                del g.routes[k]
-        return self.edit(rm)[1]
+    def remove_network(self, name, force=False):
+        """`net rm`: refused while containers are attached, unless FORCE."""
+        from .owners import remove_network
+        return self.edit(lambda g: remove_network(g, name, force))[1]
+
+    def apply_file(self, new, owner, prune_all=False, force=False, allow_overlap=False):
+        """`net apply FILE`: NEW's nodes (all owned by OWNER, the file's path)
+        replace what OWNER owns; everything else stays (owners.py).
+        ALLOW_OVERLAP: routes may cover the host's (networks say it themselves)."""
+        from .owners import declare
+        self.allow_overlap = allow_overlap
+        try:
+            return self.edit(lambda g: declare(g, new, owner, prune_all, force))[1]
+        finally:
+            self.allow_overlap = False
 
     def replace_declared(self, new):
-        """`net apply FILE`: the file's networks, routes, attachments and
-        forwards replace the declared ones; attachments made by `attach`
-        (CNI, run) stay while their network does."""
-        def rep(g):
-            keep = {k: a for k, a in g.attachments.items()
-                    if a.origin != "file" and a.network in new.networks}
-            keep_pf = {k: p for k, p in g.forwards.items()
-                       if (p.network, p.container) in {(a.network, a.container)
-                                                        for a in keep.values()}}
-            g.networks = dict(new.networks)
-            g.routes = dict(new.routes)
-            old = dict(g.attachments.items())
-            g.attachments.clear()  # the same table: a later refresh puts state in it
-            g.attachments.update(keep)
-            for k, a in new.attachments.items():
-                if not a.addresses and k in old:   # keep the address IPAM gave it
-                    a.addresses = old[k].addresses
-                g.attachments[k] = a
-            g.forwards = dict(keep_pf)
-            g.forwards.update(new.forwards)
-            from .graph import validate
-            validate(g)
-        return self.edit(rep)[1]
+        """`net apply --prune-all` (as before owners existed)."""
+        owner = next((n.owner for _, n in new.items()), "cli")
+        return self.apply_file(new, owner, prune_all=True, force=True)
 
     def attach(self, network, container, netns, ifname="eth0", addresses=(), mac=None,
-               forwards=(), origin="attach"):
-        """Attach a container's netns to NETWORK (idempotent); return the Attachment."""
-        att = Attachment(network, container, netns, ifname, addresses, mac, origin)
+               forwards=(), origin="attach", owner=None):
+        """Attach a container's netns to NETWORK (idempotent); return the
+        Attachment.  OWNER (default: by ORIGIN, cni:ID, run:ID or cli) owns
+        it and FORWARDS."""
+        att = Attachment(network, container, netns, ifname, addresses, mac, origin, owner)
+        for pf in forwards:
+            pf.owner = att.owner
 
         def add(g):
             if network not in g.networks:
@@ -356,146 +335,6 @@ class Relay:
             self._load()
             return self._apply(self._g, full=False, check=set(), gc=True)
 
-    # ---- the diff ----------------------------------------------------------------
-
-    def _allocate(self, g, applied, keys):
-        done = applied["attachments"]
-        for key in keys:
-            a = g.attachments[key]
-            rec = done.get(key)
-            if rec is not None and a.addresses and rec["att"] == a.to_dict():
-                continue    # applied with these addresses: IPAM holds them already
-            net = g.networks[a.network]
-            fams = {x.version for x in a.addresses}
-            if a.addresses and all(s.version in fams for s in net.subnets):
-                # fixed or already allocated: make sure IPAM records it
-                self.ipam.allocate(net.name, net.subnets, net.gateways, a.key,
-                                   netns_identity(a.netns), a.addresses)
-                continue
-            a.addresses = self.ipam.allocate(net.name, net.subnets, net.gateways, a.key,
-                                             netns_identity(a.netns), a.addresses)
-
-    @staticmethod
-    def _att_keys(g, applied, touched):
-        """The attachments a plan looks at: TOUCHED, and those not yet applied
-        (an interrupted apply) -- set differences of the key views, cheap at
-        any size.  All of them when TOUCHED is None."""
-        if touched is None:
-            return list(g.attachments)
-        keys = {k for k in touched if k in g.attachments}
-        keys.update(g.attachments.keys() - applied["attachments"].keys())
-        return sorted(keys)
-
-    def _plan(self, g, applied, full, check, gc=False, touched=None):
-        changes = []
-        dead = []
-        anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
-        observe = (lambda k: True) if full else (lambda k: check is not None and k in check)
-        replaced_nets = set()
-        recorded = {}
-        for name, net in g.networks.items():
-            rec = anets.get(name)
-            if rec is None:
-                changes.append(Change("add", net.key))
-            elif _identity(rec) != _identity(net.to_dict()):
-                changes.append(Change("replace", net.key, "bridge or subnets changed"))
-                replaced_nets.add(name)
-            elif rec["mtu"] != net.mtu:
-                changes.append(Change("update", net.key, f"mtu {rec['mtu']} -> {net.mtu}"))
-            elif observe(net.key):
-                why = self._observe_network(net)
-                if why:
-                    changes.append(Change("repair", net.key, why))
-        for name in anets:
-            if name not in g.networks:
-                changes.append(Change("remove", f"net:{name}"))
-        if gc or full:
-            touched = None
-        for key in self._att_keys(g, applied, touched):
-            att = g.attachments[key]
-            if gc or full or observe(key):
-                now = netns_identity(att.netns)
-                if now is None or now != self._netns_record(att, recorded):
-                    # gone, or its path now names another netns (a reused pid)
-                    dead.append(key)
-                    changes.append(Change("release", key, "its netns is gone"))
-                    continue
-            rec = aatts.get(key)
-            if rec is None:
-                changes.append(Change("add", key))
-            elif rec["att"] != att.to_dict() or att.network in replaced_nets:
-                changes.append(Change("replace", key, "changed"))
-            elif observe(key):
-                why = self._observe_attachment(g.networks[att.network], att, rec)
-                if why:
-                    changes.append(Change("repair", key, why))
-        for key in sorted(aatts.keys() - g.attachments.keys()):
-            changes.append(Change("remove", key))
-        for key, r in g.routes.items():
-            rec = aroutes.get(key)
-            if rec != r.to_dict():
-                changes.append(Change("add" if rec is None else "replace", key))
-            elif observe(key):
-                gw = self.kernel.host_route(r.destination)
-                if gw != str(r.via):
-                    changes.append(Change("repair", key, "route missing"))
-        for key in aroutes:
-            if key not in g.routes:
-                changes.append(Change("remove", key))
-        body = nft.ruleset(g, dead)
-        want = nft.digest(body) if body else ""
-        if applied.get("nft", "") != want:
-            changes.append(Change("update", "nft:emergence", "ruleset changed"))
-        elif observe("nft:emergence"):
-            have = nft.installed_digest(self.kernel)
-            if have != want:
-                changes.append(Change("repair", "nft:emergence", "table differs"))
-        return changes, dead, body
-
-    def _netns_record(self, att, cache):
-        """The netns identity IPAM recorded for ATT (its current one if none)."""
-        if att.network not in cache:
-            cache[att.network] = {h["key"]: h.get("netns")
-                                  for h in self.ipam.holders(att.network).values()}
-        return cache[att.network].get(att.key) or netns_identity(att.netns)
-
-    def _observe_network(self, net):
-        link = self.kernel.get_link(net.bridge)
-        if link is None:
-            return "bridge missing"
-        if not link["up"] or link["mtu"] != net.mtu:
-            return "bridge down or mtu differs"
-        have = self.kernel.addresses(link["index"])
-        for s, gw in zip(net.subnets, net.gateways):
-            if (str(gw), s.prefixlen) not in have:
-                return f"address {gw}/{s.prefixlen} missing"
-        return ""
-
-    def _observe_attachment(self, net, att, rec):
-        k = self.kernel
-        host = k.get_link(rec["host"])
-        if host is None:
-            return "veth missing"
-        br = k.get_link(net.bridge)
-        if br is None or host["master"] != br["index"] or not host["up"]:
-            return "veth not on its bridge or down"
-        try:
-            sock = k.ns(att.netns)
-            inner = k.get_link(att.ifname, sock)
-            if inner is None:
-                return "container end missing"
-            have = k.addresses(inner["index"], sock)
-            for a in att.addresses:
-                s, _ = net.subnet_for(a)
-                if (str(a), s.prefixlen) not in have:
-                    return f"address {a} missing"
-            gws = k.default_routes(sock)
-            if not inner["up"] or any(str(gw) not in gws for gw in net.gateways):
-                return "container end down or default route missing"
-        finally:
-            k.forget_ns(att.netns)
-        return ""
-
     # ---- doing it ----------------------------------------------------------------------
 
     def _apply(self, g, full=False, check=None, gc=False, touched=None, committed=None):
@@ -519,6 +358,11 @@ class Relay:
                     self.ipam.release(g.attachments[key].network, key)
             raise
         save = None if touched is None else set(touched) | set(keys)
+        # an attachment removed before it was ever applied (its ADD failed in
+        # the kernel) holds a lease nothing else frees
+        unapplied = [(before[k]["network"], k) for k in (before if touched is None else touched)
+                     if k.startswith("att:") and k in before and before[k] is not None
+                     and k not in g.attachments and k not in applied["attachments"]]
         # release dead attachments first: they are not in the kernel any more
         for key in dead:
             a = g.attachments.pop(key)
@@ -529,6 +373,8 @@ class Relay:
                 if save is not None:
                     save.add(pk)
         self._save_graph(g, save)
+        for network, key in unapplied:
+            self.ipam.release(network, key)
         if gc:
             self._gc_ipam(g)
         # a removed attachment's addresses are free once the graph says so:
@@ -542,182 +388,11 @@ class Relay:
             return changes
         ops = len(self.kernel.ops)
         try:
-            self._execute(g, applied, by, body)
+            self._execute(g, applied, by, body, touched)
         finally:
             self._save_applied()
             counters.relay_applied(self.kernel.ops[ops:])
         return changes
-
-    def _preflight(self, g, applied, by):
-        for name, net in g.networks.items():
-            c = by.get(net.key)
-            if c and c.action in ("add", "replace", "repair"):
-                link = self.kernel.get_link(net.bridge)
-                if link is not None and link["alias"] != ALIAS_PREFIX + net.key \
-                        and net.bridge not in applied.get("pending", []):
-                    raise EmergenceError(f"networks.{name}.bridge: {net.bridge} exists and is "
-                                         "not Emergence's; choose another bridge name or "
-                                         "remove that interface")
-        for key, c in by.items():
-            att = g.attachments.get(key)
-            if att and c.action in ("add", "replace", "repair") and not os.path.exists(att.netns):
-                raise EmergenceError(f"{key}.netns: {att.netns} does not exist; "
-                                     "is the container running?")
-
-    def _execute(self, g, applied, by, body):
-        k = self.kernel
-        anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
-        # removals: routes, attachments, networks
-        for key, rec in list(aroutes.items()):
-            c = by.get(key)
-            if c and c.action in ("remove", "replace", "repair"):
-                from .graph import Route
-                r = Route(**rec)
-                k.route_del(r.destination, r.via)
-                del aroutes[key]
-        gone_nets = any(c.key.startswith("net:") and c.action in ("remove", "replace")
-                        for c in by.values())
-        for key, rec in list(aatts.items()) if gone_nets else \
-                [(key, aatts[key]) for key in by if key in aatts]:
-            c = by.get(key)
-            if (c and c.action in ("remove", "replace", "release", "repair")) or (
-                    by.get("net:" + rec["att"]["network"]) and by["net:" + rec["att"]["network"]]
-                    .action in ("remove", "replace")):
-                k.link_del(rec["host"])
-                if c is None:   # its network went: nothing else frees it
-                    self.ipam.release(rec["att"]["network"], key)
-                del aatts[key]
-        for name, rec in list(anets.items()):
-            c = by.get("net:" + name)
-            if c and c.action in ("remove", "replace"):
-                k.link_del(rec["bridge"])
-                if c.action == "remove":
-                    self.ipam.drop_network(name)
-                del anets[name]
-        # additions: networks, attachments, routes
-        for name, net in g.networks.items():
-            c = by.get(net.key)
-            if c and c.action in ("add", "replace", "repair", "update"):
-                self._make_network(net, c.action)
-                if c.action == "update":
-                    self._set_mtu(g, net, aatts)
-                anets[name] = net.to_dict()
-        for key in sorted(g.attachments.keys() - aatts.keys()):
-            att, c = g.attachments[key], by.get(key)
-            if c is None or c.action != "release":
-                net = g.networks[att.network]
-                host = self._make_attachment(net, att)
-                aatts[key] = {"att": att.to_dict(), "host": host}
-        for key, r in g.routes.items():
-            if key not in aroutes:
-                k.route_add(k.host, r.via, r.destination, label="host")
-                aroutes[key] = r.to_dict()
-        want = nft.digest(body) if body else ""
-        if "nft:emergence" in by:
-            k.nft(nft.script(body))
-            applied["nft"] = want
-
-    def _make_network(self, net, action):
-        k = self.kernel
-        link = k.get_link(net.bridge)
-        if link is None:
-            # write ahead: a kill between create and alias must not orphan the bridge
-            self._a["pending"].append(net.bridge)
-            self._save_applied()
-            index = k.bridge_add(net.bridge, net.mtu, net.key)
-            self._a["pending"].remove(net.bridge)
-            have = set()
-        else:
-            index = link["index"]
-            if not link["up"] or link["mtu"] != net.mtu:
-                k.link_set(index, label=net.bridge, state="up", mtu=net.mtu)
-            have = k.addresses(index)
-        for s, gw in zip(net.subnets, net.gateways):
-            if (str(gw), s.prefixlen) not in have:
-                k.addr_add(index, gw, s.prefixlen, label=net.bridge)
-        if any(s.version == 4 for s in net.subnets):
-            k.sysctl("net/ipv4/ip_forward", "1")
-            k.sysctl(f"net/ipv4/conf/{net.bridge}/route_localnet", "1")
-        if any(s.version == 6 for s in net.subnets):
-            k.sysctl("net/ipv6/conf/all/forwarding", "1")
-
-    def _set_mtu(self, g, net, aatts):
-        """A network's new MTU on both ends of each of its attachments."""
-        k = self.kernel
-        for key, rec in aatts.items():
-            att = g.attachments.get(key)
-            if att is None or att.network != net.name:
-                continue
-            host = k.get_link(rec["host"])
-            if host is not None:
-                k.link_set(host["index"], label=rec["host"], mtu=net.mtu)
-            if os.path.exists(att.netns):
-                try:
-                    sock = k.ns(att.netns)
-                    inner = k.get_link(att.ifname, sock)
-                    if inner is not None:
-                        k.link_set(inner["index"], sock, label=att.ifname, mtu=net.mtu)
-                finally:
-                    k.forget_ns(att.netns)
-
-    def _make_attachment(self, net, att):
-        """The veth pair, addresses, link up and default routes; on failure the
-        pair is deleted again, so no half-made attachment stays.  Lookups are
-        ioctls; a name taken (EEXIST) is sorted out only when it happens."""
-        k = self.kernel
-        host = att.host_ifname(net.veth_prefix)
-        br = k.index(net.bridge)
-        if br is None:
-            raise EmergenceError(f"{att.key}: bridge {net.bridge} is missing; "
-                                 "run `emergence net apply` to repair the network")
-        from pyroute2.netlink.exceptions import NetlinkError
-        try:
-            k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
-        except NetlinkError as e:
-            if e.code != EEXIST:
-                raise
-            self._taken(att, host)
-            k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
-        try:
-            inner_sock = k.raw(att.netns)
-            inner = k.index(att.ifname, att.netns)
-            for a in att.addresses:
-                s, _ = net.subnet_for(a)
-                k.addr_add(inner, a, s.prefixlen, inner_sock, label=att.ifname)
-            k.link_set(inner, inner_sock, label=att.ifname, state="up")
-            if k.is_up("lo", att.netns) is False:
-                k.link_set(1, inner_sock, label="lo", state="up")   # lo is always index 1
-            for gw in net.gateways:
-                k.route_add(inner_sock, gw, label=att.ifname)
-        except BaseException:
-            try:
-                k.link_del(host)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
-            raise
-        finally:
-            k.forget_ns(att.netns)
-        return host
-
-    def _taken(self, att, host):
-        """veth_add said a name is taken: a veth of ours left by an interrupted
-        apply (its name is the key's hash) goes; anything else is an error."""
-        k = self.kernel
-        old = k.get_link(host)
-        if old is None:
-            raise EmergenceError(f"{att.key}.ifname: {att.ifname} already exists in "
-                                 f"{att.netns}; choose another interface name")
-        if old["kind"] != "veth":
-            raise EmergenceError(f"{att.key}: interface {host} exists and is not "
-                                 "Emergence's; remove it")
-        k.link_del(host)
-
-    def _gc_ipam(self, g):
-        """Addresses recorded in IPAM whose attachment is not in the graph."""
-        for name in g.networks:
-            for holder in self.ipam.holders(name).values():
-                if holder["key"] not in g.attachments:
-                    self.ipam.release(name, holder["key"])
 
     # ---- views -------------------------------------------------------------------------
 
@@ -729,13 +404,9 @@ class Relay:
         return doc
 
 
-def _identity(d):
-    return (d["bridge"], tuple(d["subnets"]), tuple(d["gateway"]))
-
-
-def network_from_options(name, opts):
+def network_from_options(name, opts, instance=""):
     from .graph import network_from_dict
-    d = {}
+    d = {"owner": "cli"}
     for k in ("bridge", "gateway", "veth_prefix"):
         if opts.get(k):
             d[k] = opts[k]
@@ -750,7 +421,9 @@ def network_from_options(name, opts):
         d["nat"] = False
     if opts.get("no-isolate"):
         d["isolated"] = False
-    return network_from_dict(name, d, f"network {name}")
+    if opts.get("allow-overlap"):
+        d["allow_overlap"] = True
+    return network_from_dict(name, d, f"network {name}", instance)
 
 
 __all__ = ["Relay", "Network", "Change", "in_netns"]

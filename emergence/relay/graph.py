@@ -7,6 +7,12 @@ Keys (stable across edits, used to diff and to name kernel objects):
   att:NETWORK/CONTAINER/IFNAME   a container's interface on a network
   pf:PROTO/HOSTADDR/HOSTPORT     a port forward
   route:DESTINATION              a static route in the host's netns
+
+Every node records its owner: the absolute path of the graph file that
+declared it, `cli` (`net create`, `net attach`), `cni` (a network a CNI
+configuration declared), `cni:ID` or `run:ID` (a container's attachment and
+forwards).  `net apply FILE` changes only FILE's nodes (owners.py).  State
+written before owners existed loads as `cli` (attachments by their origin).
 """
 
 import hashlib
@@ -14,16 +20,31 @@ import ipaddress
 import os
 
 from ..errors import ConfigError
+from . import fields
+from .fields import MAX_IFNAME
+from .fields import bad as _bad
 
-NET_FIELDS = {"bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix"}
-ATT_FIELDS = {"network", "container", "netns", "ifname", "address", "mac", "origin"}
-PF_FIELDS = {"network", "container", "host_address", "host_port", "container_port", "proto"}
-ROUTE_FIELDS = {"destination", "via", "network"}
-MAX_IFNAME = 15
+NET_FIELDS = {"bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix",
+              "allow_overlap", "owner"}
+ATT_FIELDS = {"network", "container", "netns", "ifname", "address", "mac", "origin", "owner"}
+PF_FIELDS = {"network", "container", "host_address", "host_port", "container_port", "proto",
+             "owner"}
+ROUTE_FIELDS = {"destination", "via", "network", "owner"}
+CLI = "cli"
 
 
-def _bad(where, msg):
-    raise ConfigError(f"{where}: {msg}")
+def default_bridge(name, instance=""):
+    """rel-NAME for the default instance (as before instances existed); for
+    another, r + 4 hex digits of its name, so two instances' bridges differ."""
+    if not instance:
+        return ("rel-" + name)[:MAX_IFNAME]
+    tag = hashlib.sha256(instance.encode()).hexdigest()[:4]
+    return f"r{tag}-{name}"[:MAX_IFNAME]
+
+
+def legacy_owner(origin, container):
+    """The owner of an attachment recorded before owners existed."""
+    return {"cni": f"cni:{container}", "hook": f"run:{container}"}.get(origin, CLI)
 
 
 def _fields(where, d, allowed):
@@ -34,24 +55,16 @@ def _fields(where, d, allowed):
         _bad(f"{where}.{extra[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
 
 
-def _ifname(where, v):
-    if not isinstance(v, str) or not v or len(v) > MAX_IFNAME or "/" in v or " " in v:
-        _bad(where, f"{v!r} is not an interface name (1-{MAX_IFNAME} characters, no / or space)")
-    return v
-
-
-def _int(where, v, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        _bad(where, f"{v!r} must be an integer from {lo} to {hi}")
-    return v
+_ifname = fields.ifname
+_int = fields.integer
 
 
 class Network:
     __slots__ = ("name", "bridge", "subnets", "gateways", "mtu", "nat", "isolated",
-                 "veth_prefix")
+                 "veth_prefix", "owner", "allow_overlap")
 
     def __init__(self, name, bridge, subnets, gateways=None, mtu=1500, nat=True,
-                 isolated=True, veth_prefix="ev"):
+                 isolated=True, veth_prefix="ev", owner=CLI, allow_overlap=False):
         self.name = name
         self.bridge = bridge
         self.subnets = [ipaddress.ip_network(s) for s in subnets]
@@ -65,6 +78,8 @@ class Network:
         self.nat = nat
         self.isolated = isolated
         self.veth_prefix = veth_prefix
+        self.owner = owner
+        self.allow_overlap = allow_overlap
 
     @property
     def key(self):
@@ -79,7 +94,8 @@ class Network:
     def to_dict(self):
         return {"bridge": self.bridge, "subnets": [str(s) for s in self.subnets],
                 "gateway": [str(g) for g in self.gateways], "mtu": self.mtu, "nat": self.nat,
-                "isolated": self.isolated, "veth_prefix": self.veth_prefix}
+                "isolated": self.isolated, "veth_prefix": self.veth_prefix,
+                "owner": self.owner, **({"allow_overlap": True} if self.allow_overlap else {})}
 
     def __eq__(self, other):
         return isinstance(other, Network) and self.to_dict() == other.to_dict() \
@@ -87,10 +103,11 @@ class Network:
 
 
 class Attachment:
-    __slots__ = ("network", "container", "netns", "ifname", "addresses", "mac", "origin")
+    __slots__ = ("network", "container", "netns", "ifname", "addresses", "mac", "origin",
+                 "owner")
 
     def __init__(self, network, container, netns, ifname="eth0", addresses=(), mac=None,
-                 origin="file"):
+                 origin="file", owner=None):
         self.network = network
         self.container = container
         self.netns = netns
@@ -98,6 +115,7 @@ class Attachment:
         self.addresses = [ipaddress.ip_address(a) for a in addresses]
         self.mac = mac
         self.origin = origin
+        self.owner = owner or legacy_owner(origin, container)
 
     @classmethod
     def from_state(cls, d):
@@ -106,6 +124,7 @@ class Attachment:
         a = cls.__new__(cls)
         a.network, a.container, a.netns = d["network"], d["container"], d["netns"]
         a.ifname, a.mac, a.origin = d.get("ifname", "eth0"), d.get("mac"), d.get("origin", "file")
+        a.owner = d.get("owner") or legacy_owner(a.origin, a.container)
         a.addresses = [(ipaddress.IPv6Address if ":" in x else ipaddress.IPv4Address)(x)
                        for x in d.get("address", ())]
         return a
@@ -114,14 +133,16 @@ class Attachment:
     def key(self):
         return f"att:{self.network}/{self.container}/{self.ifname}"
 
-    def host_ifname(self, prefix):
-        """The host end's name: the prefix and a hash of the key (fits IFNAMSIZ)."""
-        digest = hashlib.sha256(self.key.encode()).hexdigest()
+    def host_ifname(self, prefix, instance=""):
+        """The host end's name: the prefix and a hash of the key (fits
+        IFNAMSIZ); another instance's keys are hashed with its name."""
+        digest = hashlib.sha256(((instance + "/") if instance else "").encode()
+                                + self.key.encode()).hexdigest()
         return (prefix + digest)[:MAX_IFNAME]
 
     def to_dict(self):
         d = {"network": self.network, "container": self.container, "netns": self.netns,
-             "ifname": self.ifname, "origin": self.origin}
+             "ifname": self.ifname, "origin": self.origin, "owner": self.owner}
         if self.addresses:
             d["address"] = [str(a) for a in self.addresses]
         if self.mac:
@@ -134,16 +155,17 @@ class Attachment:
 
 class PortForward:
     __slots__ = ("network", "container", "host_address", "host_port", "container_port",
-                 "proto")
+                 "proto", "owner")
 
     def __init__(self, network, container, host_port, container_port, proto="tcp",
-                 host_address=None):
+                 host_address=None, owner=CLI):
         self.network = network
         self.container = container
         self.host_address = ipaddress.ip_address(host_address) if host_address else None
         self.host_port = host_port
         self.container_port = container_port
         self.proto = proto
+        self.owner = owner
 
     @property
     def key(self):
@@ -152,7 +174,7 @@ class PortForward:
     def to_dict(self):
         d = {"network": self.network, "container": self.container,
              "host_port": self.host_port, "container_port": self.container_port,
-             "proto": self.proto}
+             "proto": self.proto, "owner": self.owner}
         if self.host_address:
             d["host_address"] = str(self.host_address)
         return d
@@ -162,19 +184,20 @@ class PortForward:
 
 
 class Route:
-    __slots__ = ("destination", "via", "network")
+    __slots__ = ("destination", "via", "network", "owner")
 
-    def __init__(self, destination, via, network=None):
+    def __init__(self, destination, via, network=None, owner=CLI):
         self.destination = ipaddress.ip_network(destination)
         self.via = ipaddress.ip_address(via)
         self.network = network
+        self.owner = owner
 
     @property
     def key(self):
         return f"route:{self.destination}"
 
     def to_dict(self):
-        d = {"destination": str(self.destination), "via": str(self.via)}
+        d = {"destination": str(self.destination), "via": str(self.via), "owner": self.owner}
         if self.network:
             d["network"] = self.network
         return d
@@ -235,7 +258,7 @@ class Graph:
         self.routes = {}
 
     def copy(self):
-        return Graph.from_dict(self.to_dict())
+        return Graph.from_dict(self.to_dict(), trusted=True)
 
     # ---- edits (each checks the whole graph still holds) -------------------------
 
@@ -297,13 +320,13 @@ class Graph:
         if d is None:
             table.pop(k, None)
         elif table is self.networks:
-            table[k] = network_from_dict(k, d, key)
+            table[k] = network_from_dict(k, d, key, trusted=True)
         elif table is self.attachments:
             table.put_state(k, d)  # decoded when looked at
         elif table is self.forwards:
-            table[k] = forward_from_dict(d, key)
+            table[k] = forward_from_dict(d, key, trusted=True)
         else:
-            table[k] = route_from_dict(d, key)
+            table[k] = route_from_dict(d, key, trusted=True)
 
     @classmethod
     def from_items(cls, items):
@@ -327,30 +350,39 @@ class Graph:
                 "routes": [r.to_dict() for _, r in sorted(self.routes.items())]}
 
     @classmethod
-    def from_dict(cls, doc, where="graph"):
+    def from_dict(cls, doc, where="graph", instance="", owner=None, trusted=False):
+        """A graph from a document; OWNER (a file's path) owns every node.
+        TRUSTED: Relay's own state, whose values may predate today's checks
+        (a name, a prefix length): loaded, not refused."""
         _fields(where, doc, {"networks", "attachments", "port_forwards", "routes"})
         g = cls()
         nets = doc.get("networks", {})
         if not isinstance(nets, dict):
             _bad(f"{where}.networks", "must be a table of networks by name")
         for name, d in nets.items():
-            g_net = network_from_dict(name, d, f"networks.{name}")
+            g_net = network_from_dict(name, d, f"networks.{name}", instance, trusted)
             g.networks[name] = g_net
         for i, d in enumerate(_list(doc, "attachments")):
-            a = attachment_from_dict(d, f"attachments[{i}]")
+            a = attachment_from_dict(d, f"attachments[{i}]", trusted)
             if a.key in g.attachments:
                 _bad(f"attachments[{i}]", f"{a.key} is declared twice")
             g.attachments[a.key] = a
         for i, d in enumerate(_list(doc, "port_forwards")):
-            p = forward_from_dict(d, f"port_forwards[{i}]")
+            p = forward_from_dict(d, f"port_forwards[{i}]", trusted)
             if p.key in g.forwards:
                 _bad(f"port_forwards[{i}].host_port",
                      f"{p.proto} port {p.host_port} is already forwarded")
             g.forwards[p.key] = p
         for i, d in enumerate(_list(doc, "routes")):
-            r = route_from_dict(d, f"routes[{i}]")
+            r = route_from_dict(d, f"routes[{i}]", trusted)
             g.routes[r.key] = r
-        validate(g)
+        if owner is not None:
+            for _, node in g.items():
+                node.owner = owner
+            for a in g.attachments.values():
+                a.origin = "file"
+        if not trusted:
+            validate(g)
         return g
 
 
@@ -361,97 +393,117 @@ def _list(doc, name):
     return v
 
 
-def network_from_dict(name, d, where):
+def network_from_dict(name, d, where, instance="", trusted=False):
     _fields(where, d, NET_FIELDS)
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        _bad(where, "a network's name is letters, digits, - and _")
-    bridge = _ifname(f"{where}.bridge", d.get("bridge", ("rel-" + name)[:MAX_IFNAME]))
+    if not isinstance(name, str) or not name:
+        _bad(where, "a network's name is a string")
+    if not trusted:
+        fields.name(where, name)
+    bridge = _ifname(f"{where}.bridge", d.get("bridge", default_bridge(name, instance)))
     subnets = d.get("subnets")
     if isinstance(subnets, str):
         subnets = [subnets]
     if not subnets or not isinstance(subnets, list):
         _bad(f"{where}.subnets", "is required: a list of CIDRs, e.g. [\"10.88.0.0/24\"]")
-    nets = []
-    for s in subnets:
-        try:
-            n = ipaddress.ip_network(s)
-        except ValueError:
-            _bad(f"{where}.subnets", f"{s!r} is not a CIDR with its host bits zero "
-                 "(e.g. 10.88.0.0/24)")
-        if n.num_addresses < 4:
-            _bad(f"{where}.subnets", f"{s} is too small for a gateway and a container")
-        nets.append(n)
+    nets = [(fields.cidr if trusted else fields.subnet)(f"{where}.subnets", s) for s in subnets]
     gw = d.get("gateway", [])
     if isinstance(gw, str):
         gw = [gw]
+    if not isinstance(gw, list):
+        _bad(f"{where}.gateway", "must be an address or a list of addresses")
     for g in gw:
-        try:
-            a = ipaddress.ip_address(g)
-        except ValueError:
-            _bad(f"{where}.gateway", f"{g!r} is not an address")
+        a = fields.address(f"{where}.gateway", g)
         if not any(a.version == n.version and a in n for n in nets):
             _bad(f"{where}.gateway", f"{g} is outside the subnets {', '.join(map(str, nets))}")
-    for k, t in (("nat", bool), ("isolated", bool)):
-        if k in d and not isinstance(d[k], t):
-            _bad(f"{where}.{k}", "must be true or false")
+    for k in ("nat", "isolated", "allow_overlap"):
+        if k in d:
+            fields.boolean(f"{where}.{k}", d[k])
     prefix = d.get("veth_prefix", "ev")
-    if not isinstance(prefix, str) or not 1 <= len(prefix) <= 6 or not prefix.isalnum():
+    if not isinstance(prefix, str) or not 1 <= len(prefix) <= 6 or not prefix.isascii() \
+            or not prefix.isalnum():
         _bad(f"{where}.veth_prefix", "must be 1-6 letters or digits")
-    return Network(name, bridge, nets, gw, _int(f"{where}.mtu", d.get("mtu", 1500), 576, 65535),
-                   d.get("nat", True), d.get("isolated", True), prefix)
+    owner = d.get("owner", CLI)
+    if not isinstance(owner, str) or not owner:
+        _bad(f"{where}.owner", "must be a string")
+    mtu = fields.mtu(f"{where}.mtu", d.get("mtu", 1500), () if trusted else
+                     {n.version for n in nets})
+    return Network(name, bridge, nets, gw, mtu, d.get("nat", True), d.get("isolated", True),
+                   prefix, owner, d.get("allow_overlap", False))
 
 
-def attachment_from_dict(d, where):
+def attachment_from_dict(d, where, trusted=False):
     _fields(where, d, ATT_FIELDS)
     for k in ("network", "container", "netns"):
         if not isinstance(d.get(k), str) or not d[k]:
             _bad(f"{where}.{k}", "is required (a string)")
+    if not trusted:
+        fields.name(f"{where}.network", d["network"])
+        fields.container(f"{where}.container", d["container"])
+    if not d["netns"].startswith("/") and not trusted:
+        _bad(f"{where}.netns", f"{d['netns']!r} must be an absolute path")
     addrs = d.get("address", [])
     if isinstance(addrs, str):
         addrs = [addrs]
+    if not isinstance(addrs, list):
+        _bad(f"{where}.address", "must be an address or a list of addresses")
     for a in addrs:
-        try:
-            ipaddress.ip_address(a)
-        except ValueError:
-            _bad(f"{where}.address", f"{a!r} is not an address")
+        fields.address(f"{where}.address", a)
     mac = d.get("mac")
-    if mac is not None and (not isinstance(mac, str) or len(mac.split(":")) != 6):
+    if mac is not None and (not isinstance(mac, str) or len(mac.split(":")) != 6
+                            or not all(len(x) == 2 and _hex(x) for x in mac.split(":"))):
         _bad(f"{where}.mac", f"{mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    for k in ("origin", "owner"):
+        if k in d and not isinstance(d[k], str):
+            _bad(f"{where}.{k}", "must be a string")
     return Attachment(d["network"], d["container"], d["netns"],
+                      d.get("ifname", "eth0") if trusted else
                       _ifname(f"{where}.ifname", d.get("ifname", "eth0")), addrs, mac,
-                      d.get("origin", "file"))
+                      d.get("origin", "file"), d.get("owner"))
 
 
-def route_from_dict(d, where):
-    _fields(where, d, ROUTE_FIELDS)
+def _hex(x):
     try:
-        return Route(d["destination"], d["via"], d.get("network"))
-    except KeyError as e:
-        _bad(f"{where}.{e.args[0]}", "is required")
-    except ValueError as e:
-        _bad(where, str(e))
+        int(x, 16)
+        return True
+    except ValueError:
+        return False
 
 
-def forward_from_dict(d, where):
+def route_from_dict(d, where, trusted=False):
+    _fields(where, d, ROUTE_FIELDS)
+    for k in ("destination", "via"):
+        if k not in d:
+            _bad(f"{where}.{k}", "is required")
+    dst = (fields.cidr if trusted else fields.route_destination)(f"{where}.destination",
+                                                                 d["destination"])
+    via = fields.address(f"{where}.via", d["via"])
+    if via.version != dst.version and not trusted:
+        _bad(f"{where}.via", f"{via} is not of the destination's family (IPv{dst.version})")
+    net = d.get("network")
+    if net is not None and not trusted:
+        fields.name(f"{where}.network", net)
+    return Route(dst, via, net, d.get("owner", CLI))
+
+
+def forward_from_dict(d, where, trusted=False):
     _fields(where, d, PF_FIELDS)
     for k in ("network", "container"):
         if not isinstance(d.get(k), str):
             _bad(f"{where}.{k}", "is required (a string)")
+    if not trusted:
+        fields.container(f"{where}.container", d["container"])
     proto = d.get("proto", "tcp")
     if proto not in ("tcp", "udp"):
         _bad(f"{where}.proto", f"{proto!r} must be tcp or udp")
     for k in ("host_port", "container_port"):
         if k not in d:
             _bad(f"{where}.{k}", "is required")
-        _int(f"{where}.{k}", d[k], 1, 65535)
+        fields.port(f"{where}.{k}", d[k])
     ha = d.get("host_address")
     if ha is not None:
-        try:
-            ipaddress.ip_address(ha)
-        except ValueError:
-            _bad(f"{where}.host_address", f"{ha!r} is not an address")
+        fields.address(f"{where}.host_address", ha)
     return PortForward(d["network"], d["container"], d["host_port"], d["container_port"],
-                       proto, ha)
+                       proto, ha, d.get("owner", CLI))
 
 
 def validate(g, keys=None):
@@ -490,6 +542,23 @@ def validate(g, keys=None):
     for key, r in sorted(g.routes.items()):
         if r.network and r.network not in g.networks:
             raise ConfigError(f"{key}.network: no network {r.network!r}")
+        _check_route(g, key, r)
+
+
+def _check_route(g, key, r):
+    """A static route goes via an address of one of Relay's subnets (else it
+    would go wherever the host routes, which Relay does not own), and never
+    covers a Relay subnet itself."""
+    nets = [g.networks[r.network]] if r.network else list(g.networks.values())
+    if not any(n.subnet_for(r.via)[0] is not None for n in nets):
+        raise ConfigError(f"{key}.via: {r.via} is in no subnet of "
+                          + (f"network {r.network!r}" if r.network else "a Relay network")
+                          + "; a route goes via a container")
+    for n in g.networks.values():
+        for s in n.subnets:
+            if s.version == r.destination.version and s.overlaps(r.destination):
+                raise ConfigError(f"{key}.destination: {r.destination} overlaps {s} of network "
+                                  f"{n.name!r}")
 
 
 def _check_attachment(g, key, a):
@@ -522,11 +591,12 @@ def _validate_nodes(g, keys):
             raise ValueError(f"validate: {key} is not an attachment or forward")
 
 
-def load(path):
-    """A graph from a .toml or .json file."""
+def load(path, instance=""):
+    """A graph from a .toml or .json file, every node owned by the file's
+    absolute path."""
     from ..docfile import load as load_doc
     doc = load_doc(path, "toml" if path.endswith(".toml") else "json", ConfigError)
     try:
-        return Graph.from_dict(doc, os.path.basename(path))
+        return Graph.from_dict(doc, os.path.basename(path), instance, os.path.abspath(path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}")

@@ -42,7 +42,7 @@ def _annotations(state):
         return {}
 
 
-def run_hook(what, state_dir=None):
+def run_hook(what, state_dir=None, instance=None):
     from .commands import parse_publish
     from .engine import Relay
     try:
@@ -54,7 +54,11 @@ def run_hook(what, state_dir=None):
     cid = state.get("id")
     if not nets or not cid:
         return 0
-    relay = Relay(state_dir)
+    from . import fields
+    fields.container("net hook: the container's id", cid)
+    for net, _ in nets:
+        fields.name(f"{ANN_NET}", net)
+    relay = Relay(state_dir, instance=instance)
     try:
         if what == "attach":
             pid = state.get("pid")
@@ -65,7 +69,8 @@ def run_hook(what, state_dir=None):
             for i, (net, ips) in enumerate(nets):
                 fwd = [parse_publish(p, net, cid) for p in
                        filter(None, ann.get(ANN_PUBLISH, "").split(","))] if i == 0 else []
-                relay.attach(net, cid, netns, f"eth{i}", ips, forwards=fwd, origin="hook")
+                relay.attach(net, cid, netns, f"eth{i}", ips, forwards=fwd, origin="hook",
+                             owner=f"run:{cid}")
         elif what == "detach":
             for net, _ in nets:
                 relay.detach(net, cid)

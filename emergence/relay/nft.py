@@ -1,4 +1,5 @@
-"""NAT, port forwards and isolation as one nftables table, `inet emergence`.
+"""NAT, port forwards and isolation as one nftables table per instance,
+`inet emergence` for the default one, `inet emergence-NAME` for another.
 
 Why nftables: one table that Emergence owns outright and replaces atomically
 (add, delete, define again, all in one `nft -f` transaction), so it never
@@ -14,7 +15,7 @@ one line to know whether the kernel still holds what was applied.
 
 import hashlib
 
-TABLE = "emergence"
+TABLE = "emergence"   # the default instance's (instance.table)
 
 
 def ruleset(graph, dead=()):
@@ -22,6 +23,7 @@ def ruleset(graph, dead=()):
     the attachments DEAD.  Attachments are looked at only when some port is
     forwarded, and then only to find the forwarded containers'."""
     post, fwd, pre = [], [], []
+    published = {pf.network for pf in graph.forwards.values()}
     nets = sorted(graph.networks.values(), key=lambda n: n.name)
     for net in nets:
         br = net.bridge
@@ -31,6 +33,12 @@ def ruleset(graph, dead=()):
                 post.append(f'{fam} saddr {s} oifname != "{br}" masquerade')
         # port forwards from loopback reach the bridge with a 127/8 source
         post.append(f'ip saddr 127.0.0.0/8 oifname "{br}" masquerade')
+        if net.name in published:
+            # hairpin: a container of the bridge to a published port that leads
+            # back into it; the reply must return through the host, to be un-NAT'd
+            for s in net.subnets:
+                fam = "ip" if s.version == 4 else "ip6"
+                post.append(f'{fam} saddr {s} oifname "{br}" ct status dnat masquerade')
     for a in nets:
         for b in nets:
             if a is not b and (a.isolated or b.isolated):
@@ -74,18 +82,19 @@ def digest(body):
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def script(body):
+def script(body, table=TABLE):
     """One transaction: make sure the table exists, drop it, define it anew
-    (or leave it dropped when there is nothing to put in it)."""
-    out = f"table inet {TABLE}\ndelete table inet {TABLE}\n"
+    (or leave it dropped when there is nothing to put in it).  Only TABLE:
+    another instance's table is never named."""
+    out = f"table inet {table}\ndelete table inet {table}\n"
     if body:
-        out += f'table inet {TABLE} {{\ncomment "relay:{digest(body)}"\n{body}\n}}\n'
+        out += f'table inet {table} {{\ncomment "relay:{digest(body)}"\n{body}\n}}\n'
     return out
 
 
-def installed_digest(kernel):
+def installed_digest(kernel, table=TABLE):
     """The digest the kernel's table carries ('' when there is no table)."""
-    out = kernel.nft_read(["list", "table", "inet", TABLE])
+    out = kernel.nft_read(["list", "table", "inet", table])
     if not out:
         return ""
     for line in out.splitlines():

@@ -29,7 +29,7 @@ class Service:
 
     name = "relay"
     DEFAULTS = {"state_dir": "", "host_netns": "", "resync_interval": 30.0,
-                "rcvbuf": 1048576}
+                "rcvbuf": 1048576, "instance": ""}
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -67,7 +67,8 @@ class Service:
 
     async def start(self):
         from .engine import Relay
-        self.relay = Relay(self.state_dir, host_netns=self.host_netns)
+        self.relay = Relay(self.state_dir, host_netns=self.host_netns,
+                           instance=self.config["instance"] or None)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._refresh_names()

@@ -10,7 +10,7 @@ from conftest import emergence_command
 
 from emergence.relay.ipam import IPAM
 
-from .conftest import sh
+from .conftest import nft_table, sh
 
 EM = emergence_command()
 
@@ -30,7 +30,7 @@ def test_create_ls_inspect_apply_diff_show_rm(tmp_path, netns, host):
                "--veth-prefix", "rl").stdout == "red\n"
     ls = json.loads(net(host, state, "ls", "--json").stdout)
     assert ls == [{"name": "red", "bridge": "rlred", "subnets": ["10.88.0.0/24"],
-                   "attachments": 0}]
+                   "owner": "cli", "attachments": 0}]
     out = net(host, state, "attach", "red", "c1", netns.path(a), "-p", "8080:80").stdout
     assert out.strip() == "10.88.0.2"
     doc = json.loads(net(host, state, "inspect", "red").stdout)
@@ -50,7 +50,9 @@ def test_create_ls_inspect_apply_diff_show_rm(tmp_path, netns, host):
     # the attachment made by `attach` survived the file's apply
     show = json.loads(net(host, state, "show").stdout)
     assert [x["container"] for x in show["attachments"]] == ["c1"]
-    net(host, state, "rm", "red")
+    p = net(host, state, "rm", "red", check=False)     # c1 is attached: refused, named
+    assert p.returncode == 1 and "(c1)" in p.stderr and "--force" in p.stderr
+    net(host, state, "rm", "red", "--force")
     assert sh("ip", "-n", host, "-o", "link", "show", "type", "veth").stdout == ""
     assert [n["name"] for n in json.loads(net(host, state, "ls", "--json").stdout)] == ["blue"]
     net(host, state, "rm", "blue")
@@ -111,7 +113,7 @@ def test_gc_frees_addresses_of_sigkilled_containers(tmp_path, netns, host):
         holders = IPAM(state).holders("red")
         assert [v["key"] for v in holders.values()] == ["att:red/c2/eth0"]
         rules = sh("ip", "netns", "exec", host, "nft", "list", "table", "inet",
-                   "emergence").stdout
+                   nft_table(state)).stdout
         assert "dport 9002" in rules and "dport 9000" not in rules
         assert len(sh("ip", "-n", host, "-o", "link", "show", "type", "veth")
                    .stdout.splitlines()) == 1
@@ -120,4 +122,4 @@ def test_gc_frees_addresses_of_sigkilled_containers(tmp_path, netns, host):
         for p in procs:
             p.kill()
             p.wait()
-        net(host, state, "rm", "red")
+        net(host, state, "rm", "red", "--force")

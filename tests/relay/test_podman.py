@@ -15,6 +15,8 @@ from conftest import podman_env, unmount_below
 
 from emergence.relay.ipam import IPAM
 
+from .conftest import nft_table
+
 pytestmark = pytest.mark.slow
 
 
@@ -73,7 +75,7 @@ def test_podman_runs_a_container_on_a_relay_network(podman, rootfs, host):
     allocs = IPAM(state).holders("rlpod")
     assert list(allocs) == ["10.92.0.2"]
     rules = subprocess.run(["ip", "netns", "exec", host, "nft", "list", "table", "inet",
-                            "emergence"], capture_output=True, text=True).stdout
+                            nft_table(state)], capture_output=True, text=True).stdout
     assert "dport 8089 dnat ip to 10.92.0.2:80" in rules
     podman("rm", "-f", "-t", "0", "rlc1")
     allocs = IPAM(state).holders("rlpod")
