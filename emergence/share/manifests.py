@@ -186,6 +186,8 @@ class Infos:
             if len(self.known) >= self.MAX:
                 self.known.clear()
             info = self.known[digest] = Info(data, media)
+        elif info.media is None and media is not None:
+            info.media = media  # first read without it (no mediaType field)
         return info
 
     def members(self, records):

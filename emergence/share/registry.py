@@ -222,8 +222,21 @@ class Registry:
     async def get_blob(self, request):
         digest = self._digest(request)
         path = self.store.blob_path(digest)
-        if not os.path.isfile(path):
-            raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown", {"digest": digest})
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown", {"digest": digest}) \
+                from None
+        if "Range" in request.headers:  # FileResponse's 416s have no body: say why here
+            whole = {"Content-Range": f"bytes */{size}"}
+            try:
+                rng = request.http_range
+            except ValueError:
+                raise error(416, "UNSUPPORTED", "one range at a time, as bytes=START-END, "
+                            "bytes=START- or bytes=-LENGTH", headers=whole) from None
+            if rng.start is not None and rng.start >= size and (rng.start > 0 or size == 0):
+                raise error(416, "SIZE_INVALID", f"the range starts at {rng.start}; the blob "
+                            f"has {size} bytes", {"size": size}, headers=whole)
         # FileResponse: sendfile(2), Range/If-Range, 206/416, HEAD without a body
         return web.FileResponse(path, headers={
             **API_HEADER, "Docker-Content-Digest": digest, "Accept-Ranges": "bytes",

@@ -93,12 +93,12 @@ class Uploads:
         return {**API_HEADER, "Location": f"/v2/{s.name}/blobs/uploads/{uid}",
                 "Range": f"0-{max(s.writer.size - 1, 0)}", "Docker-Upload-UUID": uid}
 
-    def _session(self, request):
+    def _session(self, request, busy_ok=False):
         uid = request.match_info["uid"]
         s = self.sessions.get(uid)
         if s is None or s.name != request.match_info["name"]:
             raise error(404, "BLOB_UPLOAD_UNKNOWN", f"upload {echo(uid)} unknown (or expired)")
-        if s.busy:
+        if s.busy and not busy_ok:
             raise error(416, "BLOB_UPLOAD_INVALID", "a chunk of this upload is still arriving",
                         headers=self._headers(uid, s))
         s.touched = time.monotonic()
@@ -161,7 +161,7 @@ class Uploads:
         return await self._commit(s.writer, s.name, digest)
 
     async def status(self, request):
-        uid, s = self._session(request)
+        uid, s = self._session(request, busy_ok=True)
         return web.Response(status=204, headers=self._headers(uid, s))
 
     async def cancel(self, request):

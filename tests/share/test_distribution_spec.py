@@ -80,6 +80,23 @@ def blob_files(store, algo="sha256"):
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
+# -- pull: the mistakes a Range can hold -----------------------------------------------
+def test_blob_range_mistakes_are_416_with_a_reason(reg):
+    data = os.urandom(1000)
+    d = reg.blob("app", data)["digest"]
+    url = f"{reg.url}/v2/app/blobs/{d}"
+    for rng, code in (("bytes=abc", "UNSUPPORTED"), ("bytes=0-1,5-6", "UNSUPPORTED"),
+                      ("bytes=9-2", "UNSUPPORTED"), ("bytes=1000-", "SIZE_INVALID"),
+                      ("bytes=5000-6000", "SIZE_INVALID")):
+        r = requests.get(url, headers={"Range": rng})
+        assert r.status_code == 416 and codes(r) == [code], rng
+        assert r.headers["Content-Range"] == "bytes */1000"
+    r = requests.get(url, headers={"Range": "bytes=-10"})
+    assert r.status_code == 206 and r.content == data[-10:]
+    r = requests.get(url, headers={"Range": "bytes=990-5000"})
+    assert r.status_code == 206 and r.content == data[990:]
+
+
 # -- push: monolithic --------------------------------------------------------------
 def test_single_post(reg):
     data = os.urandom(5000)
