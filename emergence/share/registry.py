@@ -335,8 +335,9 @@ class Registry:
                 if digest in self.infos.members(records):
                     holder = next(r for r, d in records if digest in self.infos.members(
                         [(r, d)]))
-                    raise error(409, "DENIED", f"manifest {digest} is listed by {holder}; "
-                                f"delete that first", {"digest": digest})
+                    raise error(405, "UNSUPPORTED", f"manifest {digest} is listed by "
+                                f"{holder}; delete that first", {"digest": digest},
+                                headers={"Allow": "GET, HEAD, PUT"})
                 raise error(404, "MANIFEST_UNKNOWN", f"manifest {digest} unknown in "
                             f"{echo(name)}", {"digest": digest})
             self.store.remove_refs(refs)
@@ -360,15 +361,17 @@ class Registry:
 
     async def delete_blob(self, request):
         """202 and the blob gone, unless a manifest of any repository still
-        names it (409: delete that manifest first)."""
+        names it (405: delete that manifest first; gc keeps it as well)."""
         digest = self._digest(request)
         if not self.store.has(digest):
             raise error(404, "BLOB_UNKNOWN", f"blob {digest} unknown", {"digest": digest})
         with self.store.locked():
             users = self._users(digest)
-            if users:
-                raise error(409, "DENIED", f"blob {digest} is in use by {users[0]}; delete "
-                            "that manifest first", {"digest": digest, "used_by": users[:10]})
+            if users:  # 405: the spec's answer when a delete is not allowed
+                raise error(405, "UNSUPPORTED", f"blob {digest} is in use by {users[0]}; "
+                            "delete that manifest first", {"digest": digest,
+                                                           "used_by": users[:10]},
+                            headers={"Allow": "GET, HEAD"})
             try:
                 os.unlink(self.store.blob_path(digest))
             except FileNotFoundError:
