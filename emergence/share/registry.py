@@ -176,7 +176,10 @@ class Registry:
     def _find_manifest(self, name, ref):
         """(media type, digest) of NAME's manifest REF, or an error response."""
         if ANY_DIGEST_RE.match(ref):
-            members = self.infos.members(self._known(name))
+            records = self._known(name)
+            direct = [d for _, d in records if d["digest"] == ref]
+            members = {ref: direct[0].get("mediaType")} if direct else \
+                self.infos.members(records)  # a platform an index lists, say
             if ref not in members or not self.store.has(ref):
                 raise error(404, "MANIFEST_UNKNOWN", f"manifest {ref} unknown in "
                             f"{echo(name)}", {"name": name, "digest": ref})
