@@ -633,6 +633,24 @@ def test_oras_attaches_an_sbom_that_the_referrers_list_shows(reg, tmp_path, monk
     assert open(files[0]).read() == '{"packages": []}'
 
 
+def test_oras_pushes_in_chunks_and_pulls_back(reg, tmp_path, monkeypatch):
+    oras = pytest.importorskip("oras.client")
+    host = f"127.0.0.1:{reg.node.port}"
+    client = oras.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+    client.auth.set_basic_auth("any", reg.node.token)
+    monkeypatch.chdir(tmp_path)
+    data = os.urandom(300_000)
+    (tmp_path / "data.bin").write_bytes(data)
+    r = client.push(f"{host}/files:v1", files=["data.bin"], do_chunked=True,
+                    chunk_size=64 * 1024)  # POST, 5 PATCHes with Content-Range, PUT
+    assert r.status_code == 201
+    assert requests.get(f"{reg.url}/v2/files/blobs/{digest_of(data)}").content == data
+    out = tmp_path / "out"
+    out.mkdir()
+    files = client.pull(f"{host}/files:v1", outdir=str(out))
+    assert open(files[0], "rb").read() == data
+
+
 # -- content management ------------------------------------------------------------
 def test_delete_tags_and_manifests(reg):
     a = reg.image("app", "a", b"a")
@@ -757,3 +775,45 @@ def test_skopeo_delete_deletes(built, nodes):  # noqa: F811
     assert r.status_code == 404
     emergence(n.store, "gc")
     assert blob_files(n.store) == []
+
+
+def test_node_toml_sets_the_limits(tmp_path):
+    """[share] max_manifest and upload_expiry from node.toml, through a real
+    `emergence node start`; a bad value is one line naming the key (in
+    `node status`: the node runs, its share part failed)."""
+    from conftest import emergence_command
+    from sharelib import free_port
+    port = free_port()
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'[node]\nplanner = false\nlisten = "127.0.0.1:{port}"\n'
+                   f'state_dir = "{tmp_path / "st"}"\nrun_dir = "{tmp_path / "run"}"\n'
+                   f'services = ["share"]\n[share]\nstore = "{tmp_path / "store"}"\n'
+                   'max_manifest = 2048\nupload_expiry = 3600\n')
+
+    def node(verb, config=cfg):
+        return subprocess.run(emergence_command() + ["node", verb, "--config", str(config)],
+                              capture_output=True, text=True, timeout=90)
+    p = node("start")
+    assert p.returncode == 0, p.stderr
+    try:
+        with open(tmp_path / "st" / "node.token") as f:
+            n = type("N", (), {"url": f"http://127.0.0.1:{port}", "port": port,
+                               "token": f.read().strip(), "store": str(tmp_path / "store")})
+        reg = Client(n)
+        reg.image("app", "v1")
+        man = json.loads(requests.get(f"{n.url}/v2/app/manifests/v1").content)
+        man["annotations"] = {"pad": "x" * 3000}
+        r = reg.req("PUT", "/v2/app/manifests/v2", data=json.dumps(man),
+                    headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 413 and "2048" in r.text
+    finally:
+        node("stop")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace("max_manifest = 2048", "max_manifest = 12"))
+    assert node("start", bad).returncode == 0  # the node runs; its share part says why not
+    try:
+        status = node("status", bad).stdout
+        assert "share: failed" in status and "max_manifest must be" in status, status
+        assert "Traceback" not in status
+    finally:
+        node("stop", bad)
