@@ -190,6 +190,31 @@ def test_chunked_upload(reg):
     assert reg.req("PUT", f"{loc}?digest={digest_of(b'abcd')}").status_code == 201
 
 
+def test_an_out_of_order_closing_put_keeps_the_session(reg):
+    """The conformance suite's "chunked out-of-order and put chunk": a closing
+    PUT whose chunk is out of order is 416, and the session goes on."""
+    data = os.urandom(3000)
+    d = digest_of(data)
+    loc = reg.req("POST", "/v2/app/blobs/uploads/").headers["Location"]
+    assert reg.req("PATCH", loc, data=data[:1000], headers={"Content-Range": "0-999"}).ok
+    r = reg.req("PUT", f"{loc}?digest={d}", data=data[2000:], headers={
+        "Content-Range": "2000-2999"})
+    assert r.status_code == 416 and r.headers["Location"] == loc
+    r = reg.req("GET", f"{loc}?digest={d}")
+    assert r.status_code == 204 and r.headers["Range"] == "0-999"
+    assert reg.req("PATCH", loc, data=data[1000:2000],
+                   headers={"Content-Range": "1000-1999"}).status_code == 202
+    r = reg.req("PUT", f"{loc}?digest={d}", data=data[2000:],
+                headers={"Content-Range": "2000-2999"})
+    assert r.status_code == 201
+    # the empty blob, by a single POST; a mount without from
+    empty = digest_of(b"")
+    assert reg.req("POST", f"/v2/app/blobs/uploads/?digest={empty}").status_code == 201
+    assert requests.head(f"{reg.url}/v2/app/blobs/{empty}").headers["Content-Length"] == "0"
+    r = reg.req("POST", f"/v2/other/blobs/uploads/?mount={d}")
+    assert r.status_code == 201 and r.headers["Location"] == f"/v2/other/blobs/{d}"
+
+
 def test_a_chunk_cut_off_midway_leaves_the_upload_resumable(reg):
     data = os.urandom(200_000)
     loc = reg.req("POST", "/v2/app/blobs/uploads/").headers["Location"]
