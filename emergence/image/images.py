@@ -15,7 +15,7 @@ def images(store_root, fmt="table"):
             manifest = store.read_json(desc["digest"])
             size = sum(layer["size"] for layer in manifest["layers"])
             layers = len(manifest["layers"])
-        except EmergenceError:
+        except (EmergenceError, KeyError, TypeError):  # an index has no layers
             size, layers = -1, -1
         rows.append({"ref": ref, "digest": desc["digest"], "layers": layers, "size": size})
     if fmt == "json":
@@ -60,19 +60,33 @@ def rmi(store_root, ref):
     store.remove_ref(ref)
 
 
+TEMP_GRACE = 3600  # a temp file untouched this long (seconds) belongs to a dead writer
+
+
 def gc(store_root):
-    """Remove blobs no image references; return (count, bytes)."""
+    """Remove blobs no image references (what tagged and pushed manifests, the
+    indexes and the referrers they list, point at: Store.referenced), and temp
+    files no writer has touched for TEMP_GRACE; return (count, bytes)."""
+    import time
+
+    from .store import TEMP_PREFIXES
     store = Store(store_root, create=False)
     with store.locked():
         keep = store.referenced()
         removed = freed = 0
-        for name in os.listdir(store.blob_dir):
-            digest = "sha256:" + name
-            if name.startswith(".tmp-") or digest not in keep:
-                path = os.path.join(store.blob_dir, name)
-                freed += os.lstat(path).st_size
+        old = time.time() - TEMP_GRACE
+        temps = [os.path.join(store.blob_dir, n) for n in os.listdir(store.blob_dir)
+                 if n.startswith(TEMP_PREFIXES)]
+        for path in [p for d, p in store.blobs() if d not in keep] + temps:
+            try:
+                st = os.lstat(path)
+                if path in temps and st.st_mtime > old:
+                    continue  # a build or a push is writing it now
                 os.unlink(path)
-                removed += 1
+            except FileNotFoundError:
+                continue
+            freed += st.st_size
+            removed += 1
         cache = os.path.join(store.root, "cache")
         for name in os.listdir(cache):
             try:
@@ -90,16 +104,16 @@ def verify(store_root):
     import hashlib
     store = Store(store_root, create=False)
     problems = []
-    for name in sorted(os.listdir(store.blob_dir)):
-        if name.startswith(".tmp-"):
-            continue
-        h = hashlib.sha256()
-        with open(os.path.join(store.blob_dir, name), "rb") as f:
+    blobs = sorted(store.blobs())
+    for digest, path in blobs:
+        algo, _, name = digest.partition(":")
+        h = hashlib.new(algo)
+        with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         if h.hexdigest() != name:
-            problems.append(("sha256:" + name, "content does not match its digest"))
-    present = {"sha256:" + n for n in os.listdir(store.blob_dir)}
+            problems.append((digest, "content does not match its digest"))
+    present = {d for d, _ in blobs}
     for digest in sorted(store.referenced() - present):
         problems.append((digest, "referenced but missing"))
     return problems

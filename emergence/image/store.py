@@ -24,21 +24,29 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _mkstemp(directory):
+ALGORITHMS = {"sha256": 64, "sha512": 128}  # digest algorithm -> hex length
+TEMP_PREFIXES = (".tmp-", ".upload-")  # a blob being written (a build's; a push's)
+
+
+def _mkstemp(directory, prefix=".tmp-"):
     """A new temp file in DIRECTORY (same file system: rename is atomic)."""
     import tempfile  # costs milliseconds; only the artifact verbs get here
-    return tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    return tempfile.mkstemp(prefix=prefix, dir=directory)
 
 
 class BlobWriter:
-    """A file-like sink that hashes what it is given; commit() makes it a blob."""
+    """A file-like sink that hashes what it is given (with ALGORITHM: sha256,
+    or sha512); commit() makes it a blob."""
 
-    def __init__(self, store):
+    def __init__(self, store, algorithm="sha256", prefix=".tmp-"):
         import hashlib
+        if algorithm not in ALGORITHMS:
+            raise EmergenceError(f"unsupported digest algorithm {algorithm!r}")
         self.store = store
-        self.hash = hashlib.sha256()
+        self.algorithm = algorithm
+        self.hash = hashlib.new(algorithm)
         self.size = 0
-        fd, self.tmp = _mkstemp(store.blob_dir)
+        fd, self.tmp = _mkstemp(store.blob_dir, prefix)
         self.f = os.fdopen(fd, "wb", buffering=1 << 20)
 
     def write(self, data):
@@ -49,15 +57,44 @@ class BlobWriter:
     def tell(self):
         return self.size
 
+    def mark(self):
+        """Where the writer is now, to rewind() to (a chunk that fails midway)."""
+        return self.size, self.hash.copy()
+
+    def rewind(self, mark):
+        self.f.flush()
+        self.size, self.hash = mark[0], mark[1].copy()
+        self.f.truncate(self.size)
+        self.f.seek(self.size)
+
+    def rehash(self, algorithm):
+        """Hash what was written again with ALGORITHM (an upload that named
+        another algorithm at its end than at its start)."""
+        import hashlib
+        if algorithm not in ALGORITHMS:
+            raise EmergenceError(f"unsupported digest algorithm {algorithm!r}")
+        self.f.flush()
+        h = hashlib.new(algorithm)
+        with open(self.tmp, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        self.algorithm, self.hash = algorithm, h
+
+    def digest(self):
+        return f"{self.algorithm}:{self.hash.hexdigest()}"
+
     def commit(self):
         """Make the blob durable under its digest; return (digest, size).  The
         directory entry is synced once, by set_ref, before anything names it."""
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
-        digest = "sha256:" + self.hash.hexdigest()
+        digest = self.digest()
         os.chmod(self.tmp, 0o444)
-        os.replace(self.tmp, self.store.blob_path(digest))
+        path = self.store.blob_path(digest)
+        if self.algorithm != "sha256":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.replace(self.tmp, path)
         return digest, self.size
 
     def abort(self):
@@ -71,7 +108,7 @@ class BlobWriter:
 class Store:
     def __init__(self, root=None, create=True):
         self.root = root = root or default_store()
-        self.blob_dir = os.path.join(root, "blobs", "sha256")
+        self.blob_dir = os.path.join(root, "blobs", "sha256")  # temp files go here too
         if create:
             self._ensure()
         elif not os.path.exists(os.path.join(root, "oci-layout")):
@@ -102,25 +139,45 @@ class Store:
         self.sync_dir(self.root)
 
     def sync_dir(self, path=None):
-        fd = os.open(path or self.blob_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        paths = [path] if path else [self.blob_dir] + [
+            p for p in (self.algorithm_dir(a) for a in ALGORITHMS if a != "sha256")
+            if os.path.isdir(p)]
+        for p in paths:
+            fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # -- blobs --
+    def algorithm_dir(self, algorithm):
+        return os.path.join(self.root, "blobs", algorithm)
+
     def blob_path(self, digest):
         algo, _, hexpart = digest.partition(":")
-        if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef"
-                                                             for c in hexpart):
-            raise EmergenceError(f"{digest!r} is not a sha256 digest")
-        return os.path.join(self.blob_dir, hexpart)
+        if len(hexpart) != ALGORITHMS.get(algo) or not all(c in "0123456789abcdef"
+                                                           for c in hexpart):
+            raise EmergenceError(f"{digest!r} is not a sha256 or sha512 digest")
+        return os.path.join(self.root, "blobs", algo, hexpart)
+
+    def blobs(self):
+        """[(digest, path)] of every blob file (temp files left out)."""
+        out = []
+        for algo in ALGORITHMS:
+            d = self.algorithm_dir(algo)
+            try:
+                names = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            out += [(f"{algo}:{n}", os.path.join(d, n)) for n in names
+                    if not n.startswith(TEMP_PREFIXES)]
+        return out
 
     def has(self, digest):
         return os.path.exists(self.blob_path(digest))
 
-    def writer(self):
-        return BlobWriter(self)
+    def writer(self, algorithm="sha256", prefix=".tmp-"):
+        return BlobWriter(self, algorithm, prefix)
 
     def adopt(self, path, digest):
         """Make the file PATH, whose bytes the caller hashed to DIGEST, that blob
@@ -157,8 +214,8 @@ class Store:
             w.abort()
             raise
 
-    def put(self, data):
-        w = self.writer()
+    def put(self, data, algorithm="sha256"):
+        w = self.writer(algorithm)
         try:
             w.write(data)
             return w.commit()
@@ -174,7 +231,8 @@ class Store:
             raise EmergenceError(f"blob {digest} is missing from the store {self.root}; "
                                  "run `emergence verify`") from None
         import hashlib
-        if verify and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        algo = digest.partition(":")[0]
+        if verify and f"{algo}:" + hashlib.new(algo, data).hexdigest() != digest:
             raise EmergenceError(f"blob {digest} is corrupt (its content does not match its "
                                  "digest); run `emergence verify` and rebuild the image")
         return data
@@ -192,24 +250,36 @@ class Store:
 
     def set_ref(self, ref, descriptor):
         """Point REF at a manifest descriptor (replacing what REF named before)."""
+        self.set_refs([(ref, descriptor)])
+
+    def set_refs(self, pairs):
+        """Point each (REF, descriptor) of PAIRS, in one write of index.json."""
         self.sync_dir()  # the blobs' renames are durable before the index names them
+        refs = {ref for ref, _ in pairs}
         with self.locked():
             idx = self.index()
             manifests = [m for m in idx.get("manifests", [])
-                         if m.get("annotations", {}).get(REF) != ref]
-            manifests.append({**descriptor, "annotations": {REF: ref}})
+                         if m.get("annotations", {}).get(REF) not in refs]
+            manifests += [{**desc, "annotations": {REF: ref}} for ref, desc in pairs]
             idx["manifests"] = manifests
             self._write_file("index.json", canonical(idx))
 
     def remove_ref(self, ref):
+        if not self.remove_refs([ref]):
+            raise NotFound(f"no image {ref!r} in the store")
+
+    def remove_refs(self, refs):
+        """Drop REFS from index.json in one write; return how many were there."""
+        refs = set(refs)
         with self.locked():
             idx = self.index()
             before = len(idx.get("manifests", []))
             idx["manifests"] = [m for m in idx.get("manifests", [])
-                                if m.get("annotations", {}).get(REF) != ref]
-            if len(idx["manifests"]) == before:
-                raise NotFound(f"no image {ref!r} in the store")
-            self._write_file("index.json", canonical(idx))
+                                if m.get("annotations", {}).get(REF) not in refs]
+            gone = before - len(idx["manifests"])
+            if gone:
+                self._write_file("index.json", canonical(idx))
+            return gone
 
     def images(self):
         """[(ref, manifest descriptor)] in index order."""
@@ -235,16 +305,32 @@ class Store:
 
     # -- reachability --
     def referenced(self):
-        """Every blob digest reachable from index.json."""
+        """Every blob digest reachable from index.json: each manifest's config and
+        layers, an index's manifests and theirs (a pushed multi-platform image;
+        the referrers an index tagged sha256-HEX lists).  Untagged manifests a
+        registry client pushed (signatures, SBOMs: refs NAME@DIGEST) are in
+        index.json too, so their blobs stay as well."""
         keep = set()
-        for _, desc in self.images():
-            keep.add(desc["digest"])
-            try:
-                manifest = self.read_json(desc["digest"])
-            except EmergenceError:
+        todo = [desc.get("digest") for _, desc in self.images()]
+        while todo:
+            digest = todo.pop()
+            if not isinstance(digest, str) or digest in keep:
                 continue
-            keep.add(manifest["config"]["digest"])
-            keep.update(layer["digest"] for layer in manifest.get("layers", []))
+            keep.add(digest)
+            try:
+                manifest = self.read_json(digest)
+            except (EmergenceError, ValueError):
+                continue
+            if not isinstance(manifest, dict):
+                continue
+            config = manifest.get("config")
+            if isinstance(config, dict) and isinstance(config.get("digest"), str):
+                keep.add(config["digest"])
+            for key, walk in (("layers", False), ("blobs", False), ("manifests", True)):
+                items = manifest.get(key)
+                for d in items if isinstance(items, list) else ():
+                    if isinstance(d, dict) and isinstance(d.get("digest"), str):
+                        (todo.append if walk else keep.add)(d["digest"])
         return keep
 
 

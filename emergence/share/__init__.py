@@ -2,7 +2,10 @@
 of them at once, trusting none of them.
 
   service.py    the part inside `emergence node` (routes, start/stop, status)
-  registry.py   the OCI distribution API over the store: pull, and push with a token
+  registry.py   the OCI distribution API over the store: pull, tags, manifests, deletes
+  uploads.py    its blob uploads: monolithic, chunked, mount, expiry of idle sessions
+  manifests.py  what a pushed manifest must be; what is read out of a stored one
+  referrers.py  its referrers API and the referrers tag (sha256-HEX) kept with it
   auth.py       signed announcements (the token and readers are access.py's)
   nixcache.py   a signed Nix binary cache over /nix/store
   nar.py        NAR serialisation and Nix's base-32

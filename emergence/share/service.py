@@ -27,6 +27,8 @@ class Service:
         "member_networks": [],     # learned members must be inside these ([] = anywhere)
         "gossip_interval": 2.0,    # seconds between membership exchanges
         "member_timeout": 10.0,    # a member silent this long is dead
+        "max_manifest": 4 << 20,   # bytes: a larger manifest push is 413
+        "upload_expiry": 3600.0,   # seconds an idle upload session (and its file) lives
     }
     MAX_ANNOUNCED = 100_000
 
@@ -42,7 +44,8 @@ class Service:
         self.store = Store(self.config["store"] or None)
         self.key = load_or_make_key(
             state_dir, self.config["key_name"] or f"emergence-{os.uname().nodename}-1")
-        self.registry = Registry(self.store, state_dir, log)
+        self.registry = Registry(self.store, state_dir, log, self.config["max_manifest"],
+                                 self.config["upload_expiry"])
         self.cache = NixCache(self.key, self.config["nix_store"], log=log)
         self.piece_lists = {}
         self.partial_shapes = {}  # PART.pieces -> (its stat key, (size, pieceSize, pieces))
@@ -77,6 +80,7 @@ class Service:
     async def start(self):
         import asyncio
         self.log(f"share: serving {self.store.root}; cache key {self.key.public()}")
+        self.registry.start()
         if self.config["peers"] or self.config["advertise"]:
             if not self.config["trusted_keys"]:
                 self.log("share: no [share] trusted_keys: no members are learned, "
@@ -88,9 +92,7 @@ class Service:
     async def stop(self):
         for t in list(self.tasks):
             t.cancel()
-        for _, writer in self.registry.uploads.values():
-            writer.abort()
-        self.registry.uploads.clear()
+        self.registry.close()
 
     def status(self):
         return {"store": self.store.root, "public_key": self.key.public(),
