@@ -8,6 +8,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from emergence.image.store import MANIFEST, Store
 from emergence.place import locality, score, tasks
 from emergence.place.commander import Commander, rank_task
@@ -67,15 +69,21 @@ def test_the_task_goes_where_its_layers_are(cluster, tmp_path):
             time.sleep(0.1)
         assert set(cluster.items("holdings")) == {"lc-a", "lc-b"}
         spec = {"kind": "image", "image": "app:1", "id": "lc-t", "demand": {"cpu": 0.1}}
-        ranked = rank_task(spec, cluster.snapshot(), {})
+        # 16 ms of fetching against a 60 s run is a small term: weigh it so the
+        # two workers' (noisy) measurements of this one machine cannot outweigh it
+        cluster.put(1000.0, "config", "s_locality")
+        snap = cluster.snapshot()
+        ranked = rank_task(spec, snap, {"s_locality": 1000.0})
         assert [r["name"] for r in ranked] == ["lc-b", "lc-a"], ranked
         a = ranked[1]
         assert a["fetch_bytes"] == 2_000_000 and a["fetch"] > 0
         text = "\n".join(score.explain(ranked))
         assert "fetch=0.02s (2.0 MB missing)" in text and "lc-b" in text.splitlines()[0]
-        # without the locality term the name decides, and lc-a would have won
-        flat = rank_task(spec, cluster.snapshot(), {"s_locality": 0.0})
-        assert flat[0]["name"] == "lc-a"
+        # the term is what moves lc-a's D: the share of the run spent fetching
+        flat = {r["name"]: r for r in rank_task(spec, snap, {"s_locality": 0.0})}
+        share = a["fetch"] / (a["fetch"] + 60.0)
+        assert a["D"] - flat["lc-a"]["D"] == pytest.approx(1000.0 * share)
+        assert ranked[0]["D"] == pytest.approx(flat["lc-b"]["D"])
         tasks.submit(cluster, dict(spec, kind="sleep", seconds=0, image="app:1"))
         while time.monotonic() < deadline and cluster.get("results", "lc-t") is None:
             time.sleep(0.05)
