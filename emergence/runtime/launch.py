@@ -175,9 +175,8 @@ def hint_for(err, what):
         if hint:
             return f" ({hint}; drop tmpcopyup or change the image)"
     if err == errno.EOVERFLOW:
-        return (" (the file would belong to an id the user namespace does not map: without "
-                "linux.uidMappings only bind mounts, proc and sysfs can be mounted; add "
-                "uidMappings and gidMappings)")
+        return (" (the file would belong to an id the user namespace does not map; add "
+                "linux.uidMappings and gidMappings that cover it)")
     if err == errno.ELOOP and what.startswith(("mount", "bind-mount")):
         return " (the destination is a symlink that leads nowhere inside the rootfs)"
     return ""
