@@ -159,3 +159,17 @@ def test_sysfs_without_a_network_namespace_keeps_a_cgroup_mount(rt):
     p = rt.run(["sh", "-c", "ls /sys/fs/cgroup"], edit=edit)
     assert p.returncode == 0, p.stderr
     assert "memory" in p.stdout.split() or "cgroup.procs" in p.stdout.split()
+
+
+def test_exec_in_an_unmapped_user_namespace(rt):
+    """exec joins as root (mapped to ours); another id is one clear line."""
+    b = rt.bundle(["sleep", "300"], edit=lambda c: c["linux"]["namespaces"].append(
+        {"type": "user"}))
+    cid = rt.new_id()
+    rt("run", "--detach", "--bundle", b, cid, check=True)
+    p = rt("exec", cid, "sh", "-c", "id -u; cat /proc/self/uid_map")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "0", str(os.geteuid()), "1"]
+    p = rt("exec", "--user", "1", cid, "true")
+    assert p.returncode != 0 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert "does not map this id" in p.stderr
