@@ -169,6 +169,7 @@ class Planner:
         self.process = config.get("process")
         self.ns = namespaces(config)
         self.userns = "user" in self.ns
+        self.own_netns = "network" in self.ns and not self.ns["network"]
         self.unmapped = unmapped_userns(self.linux)
         self.idmapped = self._idmapped_mounts()
         # Under a user namespace the container's root may not reach a bind source
@@ -399,7 +400,7 @@ class Planner:
                 raise ConfigError(f"config.json: mounts: the mount on {cut(dst)} needs a type "
                                   "(or the bind option)")
             src = m.get("source", typ)
-            if typ == "sysfs" and self.userns and self.ns.get("network", "") is not None:
+            if typ == "sysfs" and self.userns and not self.own_netns:
                 return self._sysfs_bind(dst)
             if self.unmapped and data:
                 # devpts's gid=5 and the like name ids this namespace does not map (only 0)
