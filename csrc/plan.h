@@ -54,6 +54,10 @@ enum {
     OP_SETATTR = 49,       /* what, in-root path, attr_set, attr_clr: mount_setattr, recursively */
     OP_IDMAP_TREE = 50,    /* what, slot, source, uid_map, gid_map, rclone, ridmap (launcher) */
     OP_MOVE_TREE = 51,     /* what, slot, in-root target, resolve: move a kept tree into place */
+    OP_FD_CHANNEL = 52,    /* what: a channel for descriptors the launcher opens after clone (launcher) */
+    OP_SEND_SOURCE = 53,   /* what, host path: open it in the init's mount namespace, send it (launcher, after clone) */
+    OP_MOUNT_SOURCE = 54,  /* what, in-root target, flags, resolve: bind the next descriptor sent */
+    OP_CHOWN_STDIO = 55,   /* what, uid, gid: give stdio to the user (not /dev/null; a tty keeps its group) */
 };
 
 #endif

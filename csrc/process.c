@@ -241,3 +241,24 @@ void do_exec(char **a, uint32_t nargs)
     execve(exec_path, argv, envp);
     _exit(127);
 }
+
+/* As runc and crun, a process that will not be root gets its stdio (a pipe,
+ * a socket or a file the engine opened as root) before the switch, so it can
+ * reopen /proc/self/fd/N.  A device is left alone (the host's /dev/null, a
+ * terminal), and so is what the user namespace cannot give away. */
+void do_chown_stdio(char **a)
+{
+    /* a: what, uid, gid */
+    uid_t uid = (uid_t)num(a[1]);
+    gid_t gid = (gid_t)num(a[2]);
+    struct stat st;
+
+    for (int fd = 0; fd < 3; fd++) {
+        if (fstat(fd, &st) < 0 || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+            continue;
+        if (st.st_uid == uid && st.st_gid == gid)
+            continue;
+        if (fchown(fd, uid, gid) < 0 && errno != EINVAL && errno != EPERM && errno != EROFS)
+            die();
+    }
+}

@@ -299,9 +299,12 @@ void do_mknod(char **a)
     parent = mkpath_in_root(*buf ? buf : "/", 0);
     if (parent < 0)
         die();
-    unlinkat(parent, name, 0);
-    if (mknodat(parent, name, mode, makedev(num(a[3]), num(a[4]))) < 0)
-        die();
+    if (mknodat(parent, name, mode, makedev(num(a[3]), num(a[4]))) < 0) {
+        if (errno != EEXIST)
+            die();
+        close(parent); /* already in the rootfs: left as it is, as runc and crun do */
+        return;
+    }
     if (fchmodat(parent, name, mode & 07777, 0) < 0)
         die();
     if (fchownat(parent, name, (uid_t)num(a[5]), (gid_t)num(a[6]), AT_SYMLINK_NOFOLLOW) < 0)
@@ -448,5 +451,88 @@ void do_mkdir(char **a)
     int fd = mkpath_in_root(a[1], 0);
     if (fd < 0)
         die();
+    close(fd);
+}
+
+/* Bind sources and device nodes of a user-namespaced container: opened by
+ * the launcher, still root in the host's user namespace, so a source behind
+ * a directory only root may enter can be bound.  Opened through the init's
+ * /proc/PID/root, they are the init's copies of the mounts (locked as the
+ * kernel locks them for a less privileged namespace, so an ro or nosuid
+ * host mount stays so); a socket pair made before the clone carries them
+ * to the init in order. */
+static int source_chan[2] = {-1, -1};
+
+void do_fd_channel(char **a)
+{
+    (void)a;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, source_chan) < 0)
+        die();
+}
+
+int send_source(pid_t pid, char **a)
+{
+    /* a: what, host path */
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    char root[64], data = 's', cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &data, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf)};
+    struct cmsghdr *cm;
+    int dir, fd, rc;
+
+    if (source_chan[0] < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    snprintf(root, sizeof(root), "/proc/%d/root", pid);
+    dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    fd = (int)syscall(SYS_openat2, dir, a[1], &how, sizeof(how));
+    close(dir);
+    if (fd < 0)
+        return -1;
+    memset(cbuf, 0, sizeof(cbuf));
+    cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    rc = sendmsg(source_chan[0], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+void do_mount_source(char **a)
+{
+    /* a: what, in-root target, flags, resolve: bind the next source sent */
+    char data, cbuf[CMSG_SPACE(sizeof(int))], src[64];
+    char *args[8];
+    struct iovec iov = {.iov_base = &data, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf)};
+    struct cmsghdr *cm;
+    int fd = -1;
+
+    if (source_chan[1] < 0)
+        die_errno(EBADF);
+    if (recvmsg(source_chan[1], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+        die();
+    cm = CMSG_FIRSTHDR(&msg);
+    if (!cm || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
+        die_errno(EBADMSG);
+    memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+    snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+    args[0] = a[0];
+    args[1] = src;
+    args[2] = a[1];
+    args[3] = "";
+    args[4] = a[2];
+    args[5] = "";
+    args[6] = a[3];
+    args[7] = NULL;
+    do_mount(args);
     close(fd);
 }

@@ -328,6 +328,15 @@ static void run_op(struct op *o)
     case OP_MEMPOLICY:
         do_mempolicy(a, o->nargs);
         break;
+    case OP_FD_CHANNEL:
+        do_fd_channel(a);
+        break;
+    case OP_MOUNT_SOURCE:
+        do_mount_source(a);
+        break;
+    case OP_CHOWN_STDIO:
+        do_chown_stdio(a);
+        break;
     case OP_CHDIR:
         if (chdir(a[1]) < 0)
             die();
@@ -388,6 +397,7 @@ int main(int argc, char **argv)
         case OP_NS_OPEN:
         case OP_NS_ENTER:
         case OP_IDMAP_TREE:
+        case OP_FD_CHANNEL:
             run_op(&ops[i]); /* the same primitive, in the launcher */
             break;
         default:
@@ -442,6 +452,13 @@ int main(int argc, char **argv)
                     die_errno(err);
                 }
                 close(fd);
+            }
+            break;
+        case OP_SEND_SOURCE:
+            if (send_source(pid, a) < 0) {
+                int err = errno;
+                kill(pid, SIGKILL);
+                die_errno(err);
             }
             break;
         default:

@@ -85,6 +85,9 @@ void do_mask(char **a);
 void do_readonly(char **a);
 void do_resolve_cwd(char **a);
 void do_mkdir(char **a);
+void do_fd_channel(char **a);
+int send_source(pid_t pid, char **a);
+void do_mount_source(char **a);
 
 /* process.c */
 void do_rlimit(char **a);
@@ -98,6 +101,7 @@ void do_mempolicy(char **a, uint32_t nargs);
 void do_resolve_exec(char **a);
 void do_console(char **a);
 void do_exec(char **a, uint32_t nargs);
+void do_chown_stdio(char **a);
 
 /* seccomp.c */
 void do_seccomp(char **a, uint32_t nargs);

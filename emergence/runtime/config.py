@@ -351,9 +351,10 @@ def validate_semantics(config, bundle):
         user = (config.get("process") or {}).get("user", {})
         if not linux.get("uidMappings") and (user.get("uid") or user.get("gid")
                                              or user.get("additionalGids")):
-            # as crun: without mappings nothing can switch ids; root stays the overflow id
-            _fail("process.user", "a user namespace without linux.uidMappings maps no ids, so "
-                  "the process cannot become this user; add uidMappings and gidMappings")
+            # as crun: without mappings only root is mapped (to the runtime's own uid)
+            _fail("process.user", "a user namespace without linux.uidMappings maps only root "
+                  "(to the runtime's own uid), so the process cannot become this user; add "
+                  "uidMappings and gidMappings")
     if "timeOffsets" in linux and "time" not in seen:
         _fail("linux.timeOffsets", "needs a time namespace in linux.namespaces")
     if config.get("hostname") and "uts" not in seen:

@@ -60,7 +60,8 @@ def _barrier_ids(config):
         return user.get("uid", 0), user.get("gid", 0)
     uids, gids = linux.get("uidMappings"), linux.get("gidMappings")
     if userns.get("path") or not uids or not gids:
-        return None if userns.get("path") else (0, 0)  # unmapped: still the host's root
+        # unmapped: its root is our own uid and gid (planner.unmapped_userns)
+        return None if userns.get("path") else (os.geteuid(), os.getegid())
     uid, gid = _host_id(uids, user.get("uid", 0)), _host_id(gids, user.get("gid", 0))
     return None if uid is None or gid is None else (uid, gid)
 

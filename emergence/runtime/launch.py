@@ -148,6 +148,10 @@ def hint_for(err, what):
     if "RLIMIT_" in what and err == errno.EPERM:
         return (" (raising a hard limit needs CAP_SYS_RESOURCE, which this host does not "
                 "grant; lower the hard limit in process.rlimits to the current one)")
+    if what.startswith("switch to uid") and err == errno.EINVAL:
+        return " (the container's user namespace does not map this id)"
+    if what.startswith("open ") and "user namespace" in what and err == errno.EACCES:
+        return " (even root on the host may not open it)"
     if what.startswith("find the executable"):
         if err == errno.ENOENT:
             return " (not found in the container's rootfs or its $PATH)"
@@ -175,9 +179,8 @@ def hint_for(err, what):
         if hint:
             return f" ({hint}; drop tmpcopyup or change the image)"
     if err == errno.EOVERFLOW:
-        return (" (the file would belong to an id the user namespace does not map: without "
-                "linux.uidMappings only bind mounts, proc and sysfs can be mounted; add "
-                "uidMappings and gidMappings)")
+        return (" (the file would belong to an id the user namespace does not map; add "
+                "linux.uidMappings and gidMappings that cover it)")
     if err == errno.ELOOP and what.startswith(("mount", "bind-mount")):
         return " (the destination is a symlink that leads nowhere inside the rootfs)"
     return ""

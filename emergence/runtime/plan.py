@@ -56,6 +56,10 @@ MEMPOLICY = 48
 SETATTR = 49
 IDMAP_TREE = 50
 MOVE_TREE = 51
+FD_CHANNEL = 52
+SEND_SOURCE = 53
+MOUNT_SOURCE = 54
+CHOWN_STDIO = 55
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

@@ -169,17 +169,35 @@ class Planner:
         self.process = config.get("process")
         self.ns = namespaces(config)
         self.userns = "user" in self.ns
+        self.own_netns = "network" in self.ns and not self.ns["network"]
         self.unmapped = unmapped_userns(self.linux)
         self.idmapped = self._idmapped_mounts()
+        # Under a user namespace the container's root may not reach a bind source
+        # (or a device node) on the host: the launcher opens them, as root, in the
+        # init's mount namespace and sends them over (SEND_SOURCE, MOUNT_SOURCE).
+        self.by_fd = self.userns and "mount" in self.ns and not self.ns["mount"]
+        self.sources = []  # host paths the launcher opens, in the order the init binds them
         self.plan = P.Plan()
 
     def build(self, seccomp_bpf=None):
-        self._launcher()
-        self.plan.add(P.CHILD, "start the container init")
+        # the init's part first: it names the sources the launcher must open
+        launcher, self.plan = self.plan, P.Plan()
         self._init_namespaces()
         self._rootfs()
         self._process(seccomp_bpf)
+        init, self.plan = self.plan, launcher
+        self._launcher()
+        self.plan.add(P.CHILD, "start the container init")
+        self.plan.ops.extend(init.ops)
         return self.plan
+
+    def _bind(self, src, dst, flags, resolve, what):
+        """A bind of a host path: by the launcher's descriptor under a user namespace."""
+        if self.by_fd:
+            self.sources.append(src)
+            self.plan.add(P.MOUNT_SOURCE, what, dst, flags, resolve)
+        else:
+            self.plan.add(P.MOUNT, what, src, dst, "", flags, "", resolve)
 
     # -- launcher: joins that affect children, then clone --
     def _launcher(self):
@@ -202,12 +220,22 @@ class Planner:
         for i, (slot, src, uid_map, gid_map, rclone, ridmap) in self.idmapped.items():
             add(P.IDMAP_TREE, f"clone {src} idmapped for mounts[{i}]", slot, src, uid_map,
                 gid_map, int(rclone), int(ridmap))
+        if self.sources:
+            add(P.FD_CHANNEL, "make the channel for bind sources")
         add(P.CLONE, "clone the container init", flags)
-        if self.userns and not self.ns["user"] and not self.unmapped:
+        if self.userns and not self.ns["user"] and self.unmapped:
+            # as crun: the container's root is the caller (size 1)
+            add(P.CHILD_WRITE, "write the uid map (no linux.uidMappings: root to our uid)",
+                "uid_map", f"0 {os.geteuid()} 1\n")
+            add(P.CHILD_WRITE, "write the gid map (no linux.gidMappings: root to our gid)",
+                "gid_map", f"0 {os.getegid()} 1\n")
+        elif self.userns and not self.ns["user"]:
             add(P.CHILD_WRITE, "write the uid map (linux.uidMappings)", "uid_map",
                 _id_map(self.linux["uidMappings"]))
             add(P.CHILD_WRITE, "write the gid map (linux.gidMappings)", "gid_map",
                 _id_map(self.linux["gidMappings"]))
+        for src in self.sources:
+            add(P.SEND_SOURCE, f"open {src} as root for the container (user namespace)", src)
         if self.process and "oomScoreAdj" in self.process:
             add(P.CHILD_WRITE, f"set process.oomScoreAdj to {self.process['oomScoreAdj']}",
                 "oom_score_adj", self.process["oomScoreAdj"])
@@ -251,7 +279,7 @@ class Planner:
         for t in order:
             if self.ns.get(t):
                 add(P.SETNS, f"join the {t} namespace {self.ns[t]}", self.ns[t], CLONE_FLAGS[t])
-        if self.userns and not self.unmapped:
+        if self.userns:
             add(P.BECOME_ROOT, "become root in the user namespace")
         add(P.SETSID, "start a new session")
         if "network" in self.ns and not self.ns["network"]:
@@ -362,8 +390,7 @@ class Planner:
                 add(P.MOVE_TREE, f"bind-mount {src} idmapped on {dst}",
                     self.idmapped[index][0], dst, resolve)
             else:
-                add(P.MOUNT, f"bind-mount {src} on {dst}", src, dst, "", MS_BIND | rec, "",
-                    resolve)
+                self._bind(src, dst, MS_BIND | rec, resolve, f"bind-mount {src} on {dst}")
             extra = flags & ~(MS_BIND | MS_REC | MS_REMOUNT)
             if extra:
                 add(P.MOUNT_EXISTING, f"apply options {','.join(options)} to {dst}", dst,
@@ -373,9 +400,12 @@ class Planner:
                 raise ConfigError(f"config.json: mounts: the mount on {cut(dst)} needs a type "
                                   "(or the bind option)")
             src = m.get("source", typ)
+            if typ == "sysfs" and self.userns and not self.own_netns:
+                return self._sysfs_bind(dst)
             if self.unmapped and data:
-                # devpts's gid=5 and the like name ids this namespace cannot hold
-                data = ",".join(o for o in data.split(",") if not o.startswith(("uid=", "gid=")))
+                # devpts's gid=5 and the like name ids this namespace does not map (only 0)
+                data = ",".join(o for o in data.split(",")
+                                if not o.startswith(("uid=", "gid=")) or o[4:] == "0")
             keep = typ == "tmpfs" and not any(o.startswith("mode=") for o in data.split(","))
             resolve = P.IN_ROOT_DIR | (P.KEEP_MODE if keep else 0)
             if COPY_UP in options:
@@ -388,6 +418,22 @@ class Planner:
             add(P.SETATTR, f"apply recursive options to {dst}", dst, attr_set, attr_clr)
         if prop:
             add(P.MOUNT_EXISTING, f"set propagation of {dst}", dst, prop, "")
+
+    def _sysfs_bind(self, dst):
+        """sysfs can be mounted under a user namespace only with a network namespace of
+        its own; without one, the host's /sys is bound instead, as crun does.  The bind
+        carries the host's mounts below /sys, so the tree is made read-only (nosuid,
+        nodev, noexec) throughout, and the host's cgroups are masked unless the config
+        mounts its own there (crun masks them too)."""
+        add = self.plan.add
+        add(P.MOUNT, f"bind-mount /sys on {dst} (sysfs needs a network namespace of "
+            "its own under a user namespace)", "/sys", dst, "", MS_BIND | MS_REC, "",
+            P.IN_ROOT_DIR)
+        add(P.SETATTR, f"make the /sys bound on {dst} read-only throughout", dst,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0)
+        cgroup = dst.rstrip("/") + "/fs/cgroup"
+        if not any(m["destination"].rstrip("/") == cgroup for m in self.config.get("mounts", ())):
+            add(P.MASK, f"mask the host's cgroups on {cgroup}", cgroup)
 
     def _copy_up_mount(self, src, dst, typ, flags, data, resolve):
         """tmpcopyup: the shim copies the files under DST into the new tmpfs; a
@@ -450,25 +496,23 @@ class Planner:
         if has_dev:
             devices = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": 0o666}
                        for p, t, ma, mi in DEFAULT_DEVICES]
-        configured = {d["path"] for d in self.linux.get("devices", ())}
-        devices = [d for d in devices if d["path"] not in configured]
-        devices += self.linux.get("devices", ())
+        # "/dev/x/" is "/dev/x", as runc has it (crun fails on the trailing slash)
+        configured = [{**d, "path": device_path(d["path"])} for d in self.linux.get("devices", ())]
+        paths = {d["path"] for d in configured}
+        devices = [d for d in devices if d["path"] not in paths] + configured
         # a device the config bind-mounts (a host /dev/null, say) is already there
-        mounted = {m["destination"].rstrip("/") for m in self.config.get("mounts", ())}
-        devices = [d for d in devices if d["path"].rstrip("/") not in mounted]
+        mounted = {device_path(m["destination"]) for m in self.config.get("mounts", ())}
+        devices = [d for d in devices if d["path"] not in mounted]
         for d in devices:
             path = d["path"]
-            if self.userns:
+            if self.userns and d["type"] != "p":
                 # mknod is not allowed in a user namespace: bind the host's node.
-                if not os.path.exists(path):
-                    raise ConfigError(f"config.json: linux.devices: {cut(path)} does not exist "
-                                      "on the host, and a user-namespaced container can only "
-                                      "bind it")
-                add(P.MOUNT, f"bind-mount device {path}", path, path, "", MS_BIND, "",
-                    P.IN_ROOT_FILE)
+                host_node(d)
+                self._bind(path, path, MS_BIND, P.IN_ROOT_FILE, f"bind-mount device {path}")
                 continue
             # `type` decides the kind of node; type bits in fileMode (podman writes
-            # them) are dropped, as runc does (crun would mknod what they say)
+            # them) are dropped, as runc does (crun would mknod what they say); a
+            # node already in the rootfs stays as it is, as in both
             mode = DEVICE_MODE[d["type"]] | (d.get("fileMode", 0o666) & 0o7777)
             add(P.MKNOD, f"create device {path}", path, mode, d.get("major", 0),
                 d.get("minor", 0), d.get("uid", 0), d.get("gid", 0))
@@ -517,9 +561,34 @@ def _scheduling_ops(add, proc, linux_cfg):
             *scheduling.ioprio_args(proc["ioPriority"]))
 
 
+def device_path(path):
+    """A device's in-root path without trailing or doubled slashes."""
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def host_node(d):
+    """Under a user namespace a device is the host's node at its path: it must be
+    there and be the device the config names (never another one bound silently)."""
+    import stat
+    path, kind = d["path"], d["type"]
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"config.json: linux.devices: {cut(path)} cannot be bound from the "
+                          f"host ({e.strerror}): a user-namespaced container gets the host's "
+                          "node, as mknod is not allowed there") from None
+    want = stat.S_ISBLK if kind == "b" else stat.S_ISCHR
+    if not want(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (
+            d.get("major"), d.get("minor")):
+        raise ConfigError(f"config.json: linux.devices: the host's {cut(path)} is not the "
+                          f"device {kind} {d.get('major')}:{d.get('minor')} the config names; "
+                          "a user-namespaced container can only bind the host's node: "
+                          "fix major/minor or the path")
+
+
 def unmapped_userns(linux_cfg):
-    """A new user namespace the config maps no ids into, which crun accepts:
-    no id can be switched to in it, and the process runs as the overflow id."""
+    """A new user namespace the config maps no ids into: as crun, its root is the
+    runtime's own uid and gid (size 1), and no other id can be switched to."""
     return (not linux_cfg.get("uidMappings") and
             any(ns["type"] == "user" and not ns.get("path")
                 for ns in linux_cfg.get("namespaces", ())))
@@ -563,12 +632,11 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
         add(P.CAPS_BOUNDING, "drop capabilities from the bounding set",
             capabilities.mask(caps.get("bounding", ())))
     user = proc["user"]
-    if unmapped_userns(linux_cfg):  # no id to switch to: keep ours (the overflow id)
-        add(P.USER, "keep the overflow id (the user namespace maps none)", -1, -1,
-            user.get("umask", -1))
-    else:
-        add(P.USER, f"switch to uid {user['uid']}, gid {user['gid']}", user["uid"], user["gid"],
-            user.get("umask", -1), *user.get("additionalGids", ()))
+    if user["uid"] or user["gid"]:
+        add(P.CHOWN_STDIO, f"give stdio to uid {user['uid']}, gid {user['gid']}", user["uid"],
+            user["gid"])
+    add(P.USER, f"switch to uid {user['uid']}, gid {user['gid']}", user["uid"], user["gid"],
+        user.get("umask", -1), *user.get("additionalGids", ()))
     if caps is not None:
         add(P.CAPS, "set capabilities",
             capabilities.mask(caps.get("effective", ())),
@@ -618,6 +686,7 @@ def exec_plan(config, init_pid, cgroup, proc, seccomp_bpf, preserve_fds=0, conso
         if t in slots:
             add(P.NS_ENTER, f"join the container's {t} namespace", slots[t], CLONE_FLAGS[t])
     add(P.SET_ROOT, "open the container's root", "/")
+    # its own session and process group, as runc does (crun leaves it in ours)
     process_ops(plan, proc, config.get("linux", {}), seccomp_bpf, preserve_fds, barrier=False,
-                console=console, new_session=console is not None)
+                console=console, new_session=True)
     return plan
