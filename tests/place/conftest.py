@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -37,6 +38,16 @@ def join_node(sec, logdir, name, role, etcd_url, ttl, extra=(), before=(), globa
             "--name", name, "--cluster-dir", creds.dir, "--lease-ttl", str(ttl), *extra],
         stderr=open(log, "w"), stdout=subprocess.DEVNULL)
     return p, log
+
+
+def wait_for(pred, timeout=20.0, step=0.05):
+    """True once PRED() is true, False if TIMEOUT seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
 
 
 def nodes_up(cluster):

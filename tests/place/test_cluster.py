@@ -12,21 +12,13 @@ from emergence.place import tasks
 from emergence.place.commander import Commander
 from emergence.place.worker import Worker
 
-from .conftest import nodes_up
+from .conftest import nodes_up, wait_for
 
 
 class Logs(list):
     def __call__(self, msg):
         self.append(msg)
 
-
-def _wait(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _start(node):
@@ -59,12 +51,12 @@ def test_tasks_are_placed_run_once_and_recorded(cluster, nodes):
         _start(n)
     ids = [tasks.submit(cluster, {"kind": "sleep", "seconds": 0.05, "id": f"t{i}",
                                   "demand": {"cpu": 0.5}}) for i in range(10)]
-    assert _wait(lambda: _done(cluster, 10)), log
+    assert wait_for(lambda: _done(cluster, 10)), log
     results = cluster.items("results")
     assert sorted(results) == sorted(ids)
     assert {r["host"] for r in results.values()} == {"w0", "w1"}  # spread, not piled
     assert all(r["exit"] == 0 for r in results.values())
-    assert _wait(lambda: all(s["state"] == "done" for s in cluster.items("status").values())
+    assert wait_for(lambda: all(s["state"] == "done" for s in cluster.items("status").values())
                  and len(cluster.items("status")) == 10)
     rows = tasks.listing(cluster.snapshot())
     assert [r["state"] for r in rows] == ["done"] * 10
@@ -82,17 +74,17 @@ def test_silent_host_is_skipped_and_reranked_when_it_answers(cluster, nodes):
     nodes += [cmd, good, stuck]
     for n in nodes:
         _start(n)
-    assert _wait(lambda: nodes_up(cluster) == 3)
+    assert wait_for(lambda: nodes_up(cluster) == 3)
     for i in range(4):
         tasks.submit(cluster, {"kind": "sleep", "seconds": 0.01, "id": f"s{i}",
                                "demand": {"cpu": 1}})
-    assert _wait(lambda: _done(cluster, 4)), log
+    assert wait_for(lambda: _done(cluster, 4)), log
     assert all(r["host"] == "good" for r in cluster.items("results").values())
     assert any(m.startswith("re-dispatch") and "stuck -> good" in m
                and "no acknowledgement" in m for m in log), log
     assert any(m.startswith("unresponsive: stuck") for m in log)
     # it heartbeats, so it is probed, answers, and is ranked again
-    assert _wait(lambda: any(m.startswith("re-rank: stuck answered") for m in log)), log
+    assert wait_for(lambda: any(m.startswith("re-rank: stuck answered") for m in log)), log
     assert cluster.items("unresponsive") == {}
 
 
@@ -115,7 +107,7 @@ def test_a_follower_takes_over_within_the_lease(cluster, nodes):
     a = Commander(cluster, "ca", {"lease_ttl": 2}, log)
     nodes.append(a)
     _start(a)
-    assert _wait(lambda: cluster.get("leader") == "ca")
+    assert wait_for(lambda: cluster.get("leader") == "ca")
     b = Commander(cluster, "cb", {"lease_ttl": 2}, log)
     nodes.append(b)
     _start(b)
@@ -123,7 +115,7 @@ def test_a_follower_takes_over_within_the_lease(cluster, nodes):
     assert cluster.get("leader") == "ca" and not b.leading
     a.stop()  # it stops renewing, as a dead one would; its lease runs out
     t0 = time.monotonic()
-    assert _wait(lambda: cluster.get("leader") == "cb", timeout=6)
+    assert wait_for(lambda: cluster.get("leader") == "cb", timeout=6)
     assert time.monotonic() - t0 <= 2 + 1.0  # lease ttl + one pass and some slack
     # a deposed leader's guarded write changes nothing
     assert not cluster.guarded("ca", [({"x": 1}, "status", "zz")])

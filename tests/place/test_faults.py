@@ -19,19 +19,11 @@ import pytest
 
 from emergence.place import tasks
 
-from .conftest import emergence_command, nodes_up, stop_all
+from .conftest import emergence_command, nodes_up, stop_all, wait_for
 
 EM = emergence_command()
 TTL = 2
 
-
-def _wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.slow
@@ -52,11 +44,11 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             join("command", f"pl-c{i}", "--ack-timeout", "2")
         for i in range(6):
             join("worker", f"pl-w{i}", "--cpu", "2")
-        assert _wait(lambda: nodes_up(cluster) == 9, 30)
+        assert wait_for(lambda: nodes_up(cluster) == 9, 30)
         for i in range(200):
             tasks.submit(cluster, {"kind": "sleep", "seconds": 0.5, "id": f"pl-t{i:03d}",
                                    "demand": {"cpu": 1}, "timeout": 8})
-        assert _wait(lambda: len(cluster.items("results")) >= 40, 60)
+        assert wait_for(lambda: len(cluster.items("results")) >= 40, 60)
 
         # the faults, all at once, mid-run
         leader = cluster.get("leader")
@@ -71,7 +63,7 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
         # (else nothing marks it unresponsive, and there is no re-rank to see):
         # freeze first, then check, and thaw and choose again if its task just ended.
         for _ in range(50):
-            assert _wait(lambda: len(seen.append(busy_workers()) or seen[-1]) >= 3, 20)
+            assert wait_for(lambda: len(seen.append(busy_workers()) or seen[-1]) >= 3, 20)
             busy = seen[-1]
             victims = busy[:3]
             procs[victims[2]].send_signal(signal.SIGSTOP)
@@ -102,19 +94,19 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             procs[w].send_signal(signal.SIGKILL)
         orphaned = [w for w in busy_workers() if w in victims[:2]]
         assert orphaned, "both victims' tasks ended before the kill"
-        assert _wait(lambda: cluster.get("leader") not in (None, leader), TTL + 3)
+        assert wait_for(lambda: cluster.get("leader") not in (None, leader), TTL + 3)
         took = time.monotonic() - t_kill
         new_leader = cluster.get("leader")
         time.sleep(TTL + 2)  # longer than its lease: it is gone for the cluster
         procs[stopped].send_signal(signal.SIGCONT)
         stopped = None
 
-        assert _wait(lambda: len(cluster.items("results")) == 200, 90), \
+        assert wait_for(lambda: len(cluster.items("results")) == 200, 90), \
             f"{len(cluster.items('results'))} of 200 finished"
-        assert _wait(lambda: sum(s["state"] == "done"
+        assert wait_for(lambda: sum(s["state"] == "done"
                                  for s in cluster.items("status").values()) == 200, 20)
         # re-rank of the host that came back (it heartbeats again, is probed, answers)
-        assert _wait(lambda: f"re-rank: {victims[2]} answered" in text(), 20), text()
+        assert wait_for(lambda: f"re-rank: {victims[2]} answered" in text(), 20), text()
     finally:
         if stopped:
             procs[stopped].send_signal(signal.SIGCONT)

@@ -12,25 +12,16 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from emergence.place import tasks
 from emergence.place.state import Cluster
 
-from .conftest import SecureEtcd, ip, join_node, nodes_up, stop_all
+from .conftest import SecureEtcd, ip, join_node, nodes_up, stop_all, wait_for
 
 TTL = 2
 
-
-def _wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.slow
@@ -63,17 +54,17 @@ def test_a_cut_off_worker_stops_its_container_before_the_task_moves(netns, rt, t
     try:
         join("pl-fc", "command", sec.url)
         join("pl-fn", "worker", f"https://{host_ip}:{port}", policy, ("ip", "netns", "exec", ns))
-        assert _wait(lambda: nodes_up(cluster) == 2, 30), text()
+        assert wait_for(lambda: nodes_up(cluster) == 2, 30), text()
         tasks.submit(cluster, {"kind": "bundle", "bundle": bundle, "id": "pl-f1",
                                "timeout": 120})
         # attempt 1 runs behind the namespace's link, under the worker's --root
-        assert _wait(lambda: log_file.exists() and log_file.read_text().count("\n") >= 3,
+        assert wait_for(lambda: log_file.exists() and log_file.read_text().count("\n") >= 3,
                      60), text()
         assert os.path.isdir(roots["pl-fn"] / "pl-pl-f1-1"), os.listdir(roots["pl-fn"])
         join("pl-fh", "worker", sec.url, policy)
-        assert _wait(lambda: nodes_up(cluster) == 3, 30), text()
+        assert wait_for(lambda: nodes_up(cluster) == 3, 30), text()
         ip("link", "set", host_if, "down")
-        assert _wait(lambda: cluster.get("results", "pl-f1") is not None, 60), text()
+        assert wait_for(lambda: cluster.get("results", "pl-f1") is not None, 60), text()
         ip("link", "set", host_if, "up")
         log = text()
         result = cluster.get("results", "pl-f1")
@@ -90,7 +81,7 @@ def test_a_cut_off_worker_stops_its_container_before_the_task_moves(netns, rt, t
         # attempt 1 was stopped (it would have written 60 lines), attempt 2 ran whole
         assert cut < 60 and len(tokens) - cut == 60, (cut, len(tokens))
         # the cut-off worker's container is gone, and the host worker used its --root
-        assert _wait(lambda: not os.path.exists(roots["pl-fn"] / "pl-pl-f1-1"), 20)
+        assert wait_for(lambda: not os.path.exists(roots["pl-fn"] / "pl-pl-f1-1"), 20)
         assert os.path.isdir(roots["pl-fh"])
         assert json.loads(json.dumps(cluster.items("results"))).keys() == {"pl-f1"}
     finally:

@@ -5,20 +5,12 @@ finished task freed went to the next newer task in submit order, and a
 re-queued task (older than the one that finished) waited for ever."""
 
 import threading
-import time
 
 from emergence.place import tasks
 from emergence.place.commander import Commander, queue_order
 from emergence.place.worker import Worker
 
-
-def _wait(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+from .conftest import wait_for
 
 
 def test_queue_order_puts_requeued_first_then_age():
@@ -40,19 +32,19 @@ def test_a_requeued_task_is_not_starved_by_new_submissions(cluster):
         threading.Thread(target=n.run, daemon=True).start()
     stop_stream = threading.Event()
     try:
-        assert _wait(lambda: len(cluster.items("members")) == 2)
+        assert wait_for(lambda: len(cluster.items("members")) == 2)
         tasks.submit(cluster, {"kind": "sleep", "seconds": 60, "id": "q-a",
                                "demand": {"cpu": 1}, "timeout": 120})
-        assert _wait(lambda: (cluster.get("status", "q-a") or {}).get("state") == "assigned")
+        assert wait_for(lambda: (cluster.get("status", "q-a") or {}).get("state") == "assigned")
         first = cluster.get("status", "q-a")["host"]
         dead, alive = (w1, w2) if first == "q-w1" else (w2, w1)
         tasks.submit(cluster, {"kind": "sleep", "seconds": 0.6, "id": "q-b",
                                "demand": {"cpu": 1}, "timeout": 120})
-        assert _wait(lambda: (cluster.get("status", "q-b") or {}).get("host") == alive.name)
+        assert wait_for(lambda: (cluster.get("status", "q-b") or {}).get("host") == alive.name)
         # the host of q-a dies: q-a must move, but the only other host is busy
         dead.stop()
         dead.lease.revoke()
-        assert _wait(lambda: (cluster.get("status", "q-a") or {}).get("requeued")
+        assert wait_for(lambda: (cluster.get("status", "q-a") or {}).get("requeued")
                      or (cluster.get("status", "q-a") or {}).get("attempt", 1) > 1), log
 
         submitted = []
@@ -67,7 +59,7 @@ def test_a_requeued_task_is_not_starved_by_new_submissions(cluster):
                 i += 1
                 stop_stream.wait(0.2)
         threading.Thread(target=stream, daemon=True).start()
-        moved = _wait(lambda: (cluster.get("status", "q-a") or {}).get("host") == alive.name,
+        moved = wait_for(lambda: (cluster.get("status", "q-a") or {}).get("host") == alive.name,
                       timeout=8)
         stop_stream.set()
         status = cluster.items("status")
