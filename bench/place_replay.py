@@ -1,0 +1,211 @@
+"""Replay of recorded workload traces with interference: what `bench/place_sim.py
+--traces` runs.
+
+Tasks are drawn from the four classes recorded by bench/place_traces.py
+(CPU-, memory-, I/O- and network-bound busybox containers measured by
+Overwatch): each class's profile is its measured use of CPU cores, memory,
+disk bytes/s and network bytes/s, normalised so the class that uses a
+resource most uses one unit of it; a unit is 2 cores, 8 GB, half a host's
+disk and half its network (the trace's figures are of one small VM; the
+shape — which resource a class leans on and how much the others — is what
+carries over).  Tasks of a class vary ±30 % around its profile.
+
+Interference is processor sharing per resource: on a host whose tasks use
+more of a resource than it has, every task using that resource progresses
+at capacity / use of it (the worst over the resources it uses counts), so
+two disk-bound tasks on one disk take twice as long.  CPU and memory are
+requested (what Kubernetes' scores see) and fit-checked; disk and network
+are not, as in Kubernetes.
+
+The D_max policy sees what Overwatch would measure: each host's current use
+of all four resources as a fraction of its capacity, and the task's profile
+as its class's learned mean (the per-image estimate), not its jittered
+truth.  Kubernetes' scores see requests.
+"""
+
+import heapq
+import json
+import os
+import random
+import time
+
+RESOURCES = ("cpu", "memory", "disk_io", "net")
+UNIT = {"cpu": 2.0, "memory": 8.0, "disk_io": 0.5, "net": 0.5}
+TRACE_KEYS = {"cpu": "cpu", "memory": "memory", "disk_io": "io", "net": "net"}
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRACES = os.path.join(HERE, "data", "place_traces.json")
+
+
+def profiles(path=None):
+    """{class: {resource: amount}} in the simulator's units, from the traces."""
+    with open(path or TRACES) as f:
+        alone = json.load(f)["alone"]
+    top = {r: max(c[TRACE_KEYS[r]] for c in alone.values()) or 1.0 for r in RESOURCES}
+    out = {}
+    for name, c in alone.items():
+        p = {r: UNIT[r] * c[TRACE_KEYS[r]] / top[r] for r in RESOURCES}
+        p["cpu"] = max(p["cpu"], 0.25)       # every container needs some CPU
+        p["memory"] = max(p["memory"], 0.5)  # and some memory
+        out[name] = p
+    return out
+
+
+def make_hosts(n, rng):
+    hosts = []
+    for i in range(n):
+        cpu, mem = rng.choice([(4, 16), (8, 32), (16, 64)])
+        hosts.append({"name": f"h{i:04d}", "capacity": {"cpu": cpu, "memory": mem,
+                                                        "disk_io": 1.0, "net": 1.0},
+                      "allocated": {"cpu": 0.0, "memory": 0.0},
+                      "use": {r: 0.0 for r in RESOURCES}, "running": set(),
+                      "util": {r: 0.0 for r in RESOURCES}})
+    return hosts
+
+
+def make_tasks(n, hosts, profs, load, rng):
+    """Poisson arrivals at a rate that keeps about LOAD of the cluster's CPU
+    requested; run times (alone) uniform in 20..100 s."""
+    names = sorted(profs)
+    total_cpu = sum(h["capacity"]["cpu"] for h in hosts)
+    mean_cpu = sum(profs[c]["cpu"] for c in names) / len(names)
+    rate = load * total_cpu / (mean_cpu * 60.0)
+    t, tasks = 0.0, []
+    for i in range(n):
+        t += rng.expovariate(rate)
+        cls = rng.choice(names)
+        use = {r: profs[cls][r] * rng.uniform(0.7, 1.3) for r in RESOURCES}
+        tasks.append({"id": i, "at": t, "run": rng.uniform(20.0, 100.0), "class": cls,
+                      "use": use, "request": {"cpu": use["cpu"], "memory": use["memory"]}})
+    return tasks
+
+
+def _fits(h, d):
+    cap, al = h["capacity"], h["allocated"]
+    return (al["cpu"] + d["cpu"] <= cap["cpu"] + 1e-9
+            and al["memory"] + d["memory"] <= cap["memory"] + 1e-9)
+
+
+def _fracs(h, d):
+    cap, al = h["capacity"], h["allocated"]
+    return ((al["cpu"] + d["cpu"]) / cap["cpu"], (al["memory"] + d["memory"]) / cap["memory"])
+
+
+def least_allocated(cands, d, rng):
+    return max(cands, key=lambda h: sum(1 - f for f in _fracs(h, d)) / 2)
+
+
+def balanced_allocation(cands, d, rng):
+    return max(cands, key=lambda h: 1 - abs(_fracs(h, d)[0] - _fracs(h, d)[1]) / 2)
+
+
+def random_choice(cands, d, rng):
+    return rng.choice(cands)
+
+
+K8S = {"LeastAllocated": least_allocated, "BalancedAllocation": balanced_allocation,
+       "Random": random_choice}
+POLICIES = ["D_max"] + list(K8S)
+
+
+class Replay:
+    """One policy over one workload: an event simulation with processor sharing."""
+
+    def __init__(self, policy, hosts, tasks, profs, seed):
+        from emergence.place import score
+        self.score, self.policy = score, policy
+        self.hosts, self.tasks, self.profs = hosts, tasks, profs
+        self.rng = random.Random(seed)
+        self.by_name = {h["name"]: h for h in hosts}
+        self.events = []   # (time, seq, kind, payload)
+        self.seq = 0
+        self.now = 0.0
+        self.state = {}    # task id -> {"rem", "rate", "last", "ver", "host", "start"}
+        self.costs, self.slowdowns, self.completions = [], [], []
+        self.waits, self.makespan = [], 0.0
+
+    def _push(self, t, kind, payload):
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, kind, payload))
+
+    def _rates(self, h):
+        """Advance the host's tasks to now, then give each its new rate."""
+        cap = h["capacity"]
+        for tid in h["running"]:
+            s = self.state[tid]
+            s["rem"] -= (self.now - s["last"]) * s["rate"]
+            s["last"] = self.now
+        load = {r: h["use"][r] / cap[r] for r in RESOURCES}
+        for tid in h["running"]:
+            s, use = self.state[tid], self.tasks[tid]["use"]
+            worst = max((load[r] for r in RESOURCES if use[r] > 0.02 * UNIT[r]), default=1.0)
+            s["rate"] = 1.0 / max(1.0, worst)
+            s["ver"] += 1
+            self._push(self.now + max(0.0, s["rem"]) / s["rate"], "end", (tid, s["ver"]))
+        for r in RESOURCES:
+            h["util"][r] = min(2.0, load[r])  # what Overwatch would measure
+
+    def _place(self, t):
+        t0 = time.perf_counter()
+        if self.policy == "D_max":
+            # declared requests win; the image's estimate fills disk and network
+            demand = dict(self.profs[t["class"]], **t["request"])
+            name = self.score.choose(self.hosts, {"demand": demand})
+            h = self.by_name[name] if name else None
+        else:
+            cands = [h for h in self.hosts if _fits(h, t["request"])]
+            h = K8S[self.policy](cands, t["request"], self.rng) if cands else None
+        self.costs.append(time.perf_counter() - t0)
+        if h is None:
+            return False
+        for r in ("cpu", "memory"):
+            h["allocated"][r] += t["request"][r]
+        for r in RESOURCES:
+            h["use"][r] += t["use"][r]
+        h["running"].add(t["id"])
+        self.state[t["id"]] = {"rem": t["run"], "rate": 1.0, "last": self.now, "ver": 0,
+                               "host": h["name"], "start": self.now}
+        self.waits.append(self.now - t["at"])
+        self._rates(h)
+        return True
+
+    def _end(self, tid):
+        t, s = self.tasks[tid], self.state.pop(tid)
+        h = self.by_name[s["host"]]
+        for r in ("cpu", "memory"):
+            h["allocated"][r] -= t["request"][r]
+        for r in RESOURCES:
+            h["use"][r] = max(0.0, h["use"][r] - t["use"][r])
+        h["running"].discard(tid)
+        self.slowdowns.append((self.now - s["start"]) / t["run"])
+        self.completions.append(self.now - t["at"])
+        self.makespan = max(self.makespan, self.now)
+        self._rates(h)
+
+    def run(self):
+        for t in self.tasks:
+            self._push(t["at"], "arrive", t["id"])
+        waiting = []
+        while self.events:
+            self.now, _, kind, payload = heapq.heappop(self.events)
+            if kind == "arrive":
+                if waiting or not self._place(self.tasks[payload]):
+                    waiting.append(self.tasks[payload])
+                continue
+            tid, ver = payload
+            s = self.state.get(tid)
+            if s is None or s["ver"] != ver:
+                continue  # superseded by a rate change
+            self._end(tid)
+            while waiting and self._place(waiting[0]):
+                waiting.pop(0)
+        c = sorted(self.completions)
+        return {"slowdown": sum(self.slowdowns) / len(self.slowdowns),
+                "p99": c[int(len(c) * 0.99)], "makespan": self.makespan,
+                "wait": sum(self.waits) / len(self.waits), "costs": self.costs}
+
+
+def replay(policy, n_hosts, n_tasks, load, seed, trace_path=None):
+    profs = profiles(trace_path)
+    hosts = make_hosts(n_hosts, random.Random(seed))
+    tasks = make_tasks(n_tasks, hosts, profs, load, random.Random(seed + 1))
+    return Replay(policy, hosts, tasks, profs, seed).run()
