@@ -60,11 +60,35 @@ def rmi(store_root, ref):
     store.remove_ref(ref)
 
 
-def gc(store_root):
-    """Remove blobs no image references; return (count, bytes)."""
+def _pipeline_results(store, drop):
+    """The blobs the CI stage's cache entries (STORE/pipeline/cache/KEY.json)
+    name: kept as roots, or, when DROP, the entries removed (their blobs go)."""
+    top = os.path.join(store.root, "pipeline", "cache")
+    keep = set()
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return keep
+    for name in names:
+        path = os.path.join(top, name)
+        if drop:
+            os.unlink(path)
+            continue
+        try:
+            with open(path, "rb") as f:
+                entry = fastjson.loads(f.read())
+            keep.update(entry[k] for k in ("outputs", "log"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return keep
+
+
+def gc(store_root, pipeline=False):
+    """Remove blobs no image references (nor, unless PIPELINE, a pipeline's
+    cached result); return (count, bytes)."""
     store = Store(store_root, create=False)
     with store.locked():
-        keep = store.referenced()
+        keep = store.referenced() | _pipeline_results(store, pipeline)
         removed = freed = 0
         for name in os.listdir(store.blob_dir):
             digest = "sha256:" + name
