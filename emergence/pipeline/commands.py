@@ -15,8 +15,16 @@ def _pipeline(ctx, opts, args):
     if len(args) != 2 or args[0] not in ("run", "graph", "validate"):
         raise UsageError(f"usage: emergence {USAGE}")
     sub, path = args
-    from .spec import load
-    pipeline = load(path)
+    from .spec import PipelineError, load
+    try:
+        pipeline = load(path)
+    except PipelineError as e:
+        if len(e.problems) > 1:  # every one, a line each; the summary is the error
+            from ..errors import one_line
+            sys.stderr.write("".join(f"emergence: {one_line(p)}\n" for p in e.problems))
+            raise PipelineError(f"pipeline: {path}: {len(e.problems)} problems (above); "
+                                "nothing ran") from None
+        raise
     if sub == "validate":
         sys.stdout.write(f"{path}: {len(pipeline.stages)} stages, valid\n")
         return 0
@@ -32,7 +40,7 @@ def _run(ctx, opts, pipeline):
     import time
 
     from . import report
-    from .schedule import run_pipeline
+    from .schedule import finish, run_pipeline
     from .spec import secret_values
     try:
         jobs = int(opts.get("jobs", os.cpu_count() or 1))
@@ -45,11 +53,12 @@ def _run(ctx, opts, pipeline):
 
     def terminated(signum, frame):
         raise KeyboardInterrupt  # unwinds through the scheduler, which kills the stages
-    signal.signal(signal.SIGTERM, terminated)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGKILL: the run's watcher (watch.py)
+        signal.signal(sig, terminated)
     view = report.LineView()
     t0 = time.monotonic()
     try:
-        results, run_dir = run_pipeline(
+        results, run = run_pipeline(
             pipeline, ctx.store, ctx.root, jobs=jobs, keep_going=opts.get("keep-going", False),
             use_cache=not opts.get("no-cache", False), secrets=secrets,
             logs_dir=opts.get("logs"), id_prefix=opts.get("id-prefix", "pl-"), on_event=view)
@@ -73,7 +82,7 @@ def _run(ctx, opts, pipeline):
         sys.stdout.write(f"pipeline: {report.summary_line(results)} in {total:.2f} s{tail}\n")
         return code
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        finish(run)
 
 
 VERBS = [
