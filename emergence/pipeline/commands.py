@@ -43,7 +43,7 @@ def _run(ctx, opts, pipeline):
     from .schedule import finish, run_pipeline
     from .spec import secret_values
     try:
-        jobs = int(opts.get("jobs", os.cpu_count() or 1))
+        jobs = int(opts.get("jobs", len(os.sched_getaffinity(0)) or 1))  # the cores we have
         if jobs < 1:
             raise ValueError
     except ValueError:
@@ -87,7 +87,8 @@ def _run(ctx, opts, pipeline):
 
 VERBS = [
     Verb("pipeline", "run, graph or validate a CI pipeline file (TOML/JSON)", USAGE, {
-        "jobs": Option(VALUE, "stages run at once (default: CPUs)", "N", aliases=("j",)),
+        "jobs": Option(VALUE, "stages run at once (default: the CPUs this process may use)",
+                       "N", aliases=("j",)),
         "keep-going": Option(FLAG, "after a failure, run every stage that does not need it",
                              aliases=("k",)),
         "no-cache": Option(FLAG, "run every stage, ignoring and not filling the cache"),

