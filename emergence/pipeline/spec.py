@@ -100,8 +100,10 @@ def _eval_nix(path):
     """A pipeline written with nix/lib.nix's `pipeline`, evaluated (offline) to JSON."""
     import json
     import subprocess
+
+    from ..image.nix import search_path
     cmd = ["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode",
-           "--option", "substituters", "", path]
+           "--option", "substituters", "", *search_path(), path]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True)
     except FileNotFoundError:
