@@ -88,6 +88,12 @@ def gc(store_root, pipeline=False):
     cached result); return (count, bytes)."""
     store = Store(store_root, create=False)
     with store.locked():
+        if pipeline:  # the results the pipeline tagged for its peers (emergence-ci-result:KEY)
+            from .store import REF, canonical
+            idx = store.index()
+            idx["manifests"] = [m for m in idx.get("manifests", []) if not m.get(
+                "annotations", {}).get(REF, "").startswith("emergence-ci-result:")]
+            store._write_file("index.json", canonical(idx))
         keep = store.referenced() | _pipeline_results(store, pipeline)
         removed = freed = 0
         for name in os.listdir(store.blob_dir):

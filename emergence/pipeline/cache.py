@@ -169,7 +169,10 @@ class Cache:
             raise
         log_digest, _ = self.store.put(log)
         self.store.sync_dir()
-        entry = {**meta, "key": key, "outputs": outputs, "log": log_digest}
+        return self.write_index(key, {**meta, "key": key, "outputs": outputs,
+                                      "log": log_digest})
+
+    def write_index(self, key, entry):
         tmp = self._index(key) + f".{os.getpid()}.{id(entry)}.tmp"
         with open(tmp, "wb") as f:
             f.write(fastjson.dumps(entry).encode())

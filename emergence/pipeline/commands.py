@@ -3,12 +3,13 @@
 import os
 import sys
 
-from ..command import FLAG, VALUE, Option, UsageError, Verb
+from ..command import FLAG, MULTI, VALUE, Option, UsageError, Verb
 
 TITLE = "Pipeline (CI stages in containers, cached by content address)"
 
 USAGE = ("pipeline run FILE [--jobs N] [--keep-going] [--no-cache] [--junit F] [--json F] "
-         "[--out DIR] [--logs DIR] | pipeline graph FILE [--dot] | pipeline validate FILE")
+         "[--out DIR] [--logs DIR] [--share [--peer URL]... [--trusted-key KEY]...] | "
+         "pipeline graph FILE [--dot] | pipeline validate FILE")
 
 
 def _pipeline(ctx, opts, args):
@@ -61,7 +62,8 @@ def _run(ctx, opts, pipeline):
         results, run = run_pipeline(
             pipeline, ctx.store, ctx.root, jobs=jobs, keep_going=opts.get("keep-going", False),
             use_cache=not opts.get("no-cache", False), secrets=secrets,
-            logs_dir=opts.get("logs"), id_prefix=opts.get("id-prefix", "pl-"), on_event=view)
+            logs_dir=opts.get("logs"), id_prefix=opts.get("id-prefix", "pl-"), on_event=view,
+            share=opts)
     finally:
         view.close()
     try:
@@ -98,5 +100,12 @@ VERBS = [
         "logs": Option(VALUE, "per-stage logs (default STORE/pipeline/logs)", "DIR"),
         "id-prefix": Option(VALUE, "prefix of the container ids (default pl-)", "P"),
         "dot": Option(FLAG, "graph: print Graphviz DOT"),
+        "share": Option(FLAG, "publish results for peers and fetch misses from them "
+                              "([share] peers and trusted_keys)"),
+        "peer": Option(MULTI, "a peer node's URL (added to [share] peers)", "URL"),
+        "trusted-key": Option(MULTI, "a node key (NAME:BASE64) whose signed results to trust",
+                              "KEY"),
+        "config": Option(VALUE, "the node's config file (default /etc/emergence/node.toml)",
+                         "FILE"),
     }, _pipeline),
 ]

@@ -90,13 +90,15 @@ def compute_keys(pipeline, images, stat_cache):
 
 
 def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache=True,
-                 secrets=None, logs_dir=None, id_prefix="pl-", on_event=None):
+                 secrets=None, logs_dir=None, id_prefix="pl-", on_event=None, share=None):
     """Returns ({name: Result} in the pipeline's order, run dir).  Fail-fast
     kills the stages still running when one fails; they are reported skipped."""
     secrets = secrets or {}
     on_event = on_event or (lambda kind, result: None)
     try:
         cache = cache_mod.Cache(store_root)
+        from .shared import from_options
+        shared = from_options(cache, share or {}, store_root) if use_cache else None
         images = resolve_images(pipeline, store_root)
         stat_cache = StatCache(os.path.join(store_root, "pipeline", "statcache.json"))
         keys, files = compute_keys(pipeline, images, stat_cache)
@@ -130,6 +132,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         r = results[name]
         t0 = time.monotonic()
         entry = cache.get(r.key) if use_cache and st.cache else None
+        if entry is None and shared and st.cache:
+            entry = shared.fetch(r.key) and cache.get(r.key)  # signed, verified, or a miss
         if entry is not None:
             os.makedirs(r.outputs_dir, exist_ok=True)
             r.log = cache.restore(entry, r.outputs_dir)
@@ -138,7 +142,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         if entry is not None:
             r.cache_hit, r.state, r.exit_code = True, "passed", 0
             r.output_digests = entry.get("output_digests", {})
-            r.message = f"cache hit (ran in {entry.get('duration', 0):.2f} s before)"
+            r.message = f"cache hit (ran in {entry.get('duration', 0):.2f} s before" + (
+                f" on {', '.join(entry['from_peer'])})" if entry.get("from_peer") else ")")
         else:
             src = os.path.join(run_dir, "src", name)
             from .execute import stage_inputs
@@ -170,9 +175,11 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 if len(r.attempts) > 1:
                     r.message = f"passed on attempt {len(r.attempts)}"
                 if use_cache and st.cache and not _holds_secret(r.outputs_dir, secrets):
-                    cache.put(r.key, r.outputs_dir, r.log,
-                              {"duration": time.monotonic() - t0, "exit_code": 0,
-                               "output_digests": r.output_digests, "stage": name})
+                    entry = cache.put(r.key, r.outputs_dir, r.log,
+                                      {"duration": time.monotonic() - t0, "exit_code": 0,
+                                       "output_digests": r.output_digests, "stage": name})
+                    if shared:
+                        shared.publish(entry)
         r.log = mask(r.log, secrets.values())
         with open(r.log_path, "wb") as f:
             f.write(r.log)
