@@ -225,6 +225,10 @@ def finish(ctx):
     shutil.rmtree(os.path.join(ctx.run_dir, "secrets"), ignore_errors=True)
     shutil.rmtree(ctx.run_dir, ignore_errors=True)
     ctx.watcher.close()
+    try:
+        os.unlink(ctx.run_dir + ".lock")
+    except OSError:
+        pass
     os.close(ctx.lock_fd)
 
 

@@ -12,8 +12,8 @@ Two parts, so that no single kill can leave anything behind:
     those pids to be gone, deletes each container (`delete --force`: its
     processes and its cgroup) and removes the run dir.
 
-Should the watcher die too, the next run removes any run dir whose lock no
-process holds (`sweep`).  Stdlib only: the watcher starts with `python -S`.
+Should the watcher die too, the next run removes any run dir whose lock
+(RUN.lock beside it) no process holds (`sweep`).  Stdlib only: the watcher starts with `python -S`.
 """
 
 import os
@@ -40,42 +40,45 @@ def pdeathsig_preexec():
 
 
 def make_run_dir(store_root, run_id):
-    """STORE/pipeline/runs/RUN_ID (0700), locked by us while the run lives."""
+    """STORE/pipeline/runs/RUN_ID (0700), with RUN_ID.lock beside it, locked by
+    us (before the dir exists) while the run lives."""
     import fcntl
     top = os.path.join(store_root, RUNS)
     os.makedirs(top, mode=0o700, exist_ok=True)
     os.chmod(top, 0o700)
     sweep(top)
     path = os.path.join(top, run_id)
-    os.mkdir(path, 0o700)
-    fd = os.open(os.path.join(path, ".lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    os.mkdir(path, 0o700)
     return path, fd
 
 
 def sweep(top):
-    """Remove run dirs left by runs that died with their watcher (nobody holds their lock)."""
+    """Remove the run dirs of runs that died with their watcher: nobody holds
+    their lock.  A lock is taken before its dir is made, so a run starting now
+    is never swept."""
     import fcntl
     try:
         names = os.listdir(top)
     except OSError:
         return
     for name in names:
-        path = os.path.join(top, name)
-        try:
-            fd = os.open(os.path.join(path, ".lock"), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            shutil.rmtree(path, ignore_errors=True)  # made, then killed before its lock
+        if not name.endswith(".lock"):
             continue
+        lock = os.path.join(top, name)
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            continue  # a live run
-        finally:
             os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
+            continue  # a live run
+        shutil.rmtree(lock[:-5], ignore_errors=True)
+        os.unlink(lock)  # while still holding it: a sweeper beside us finds it gone
+        os.close(fd)
 
 
 class Watcher:
@@ -167,3 +170,7 @@ def main():
                        stderr=subprocess.DEVNULL)
     if run_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
+        try:
+            os.unlink(run_dir + ".lock")  # the runner's lock died with it
+        except OSError:
+            pass

@@ -213,3 +213,23 @@ secrets = ["S"]
         assert sum(where in ln for ln in lines) == 1, (where, lines)
     assert lines[-1].endswith("7 problems (above); nothing ran")
     assert all(ln.startswith("emergence: pipeline: ") for ln in lines)
+
+
+def test_next_run_sweeps_run_dirs_nobody_holds(ci):
+    """A run dir whose runner and watcher both died (its lock free) goes with
+    the next run; one whose lock is held (a live run) stays."""
+    import fcntl
+    runs = os.path.join(ci.store, "pipeline", "runs")
+    os.makedirs(os.path.join(runs, "deadbeef", "s.1", "secrets"))
+    (ci.tmp / "store" / "pipeline" / "runs" / "deadbeef" / "s.1" / "secrets" / "T").write_text(
+        "plci-stale-secret")
+    open(os.path.join(runs, "deadbeef.lock"), "w").close()
+    os.makedirs(os.path.join(runs, "0badcafe"))
+    live = os.open(os.path.join(runs, "0badcafe.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        ci.write("one.toml", '[stages.a]\nimage = "image.nix"\ncommand = "true"\n')
+        ci.run(file="one.toml")
+        assert sorted(os.listdir(runs)) == ["0badcafe", "0badcafe.lock"]
+    finally:
+        os.close(live)
