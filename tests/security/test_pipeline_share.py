@@ -1,7 +1,9 @@
-"""The stage cache shared through the peer-to-peer store: three simulated
-nodes (the share service over three stores, on loopback).  A result is used
-only with a statement signed by a trusted node and blobs that hash to their
-digests; anything else is rebuilt."""
+"""Attacks on the stage cache shared through the peer-to-peer store, and its
+legitimate use: three simulated nodes (the share service over three stores, on
+loopback).  A result is used only with a statement signed by a trusted node,
+blobs that hash to their digests and a config naming the key asked for; a
+tampered result, one signed by an unknown key, or a trusted node's tag that
+points at another stage's result is refused and the stage rebuilt."""
 
 import json
 import os
@@ -12,8 +14,10 @@ import sys
 import time
 
 import pytest
-from cihelp import ci_fixture
-from conftest import emergence_command
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pipeline"))
+from cihelp import ci_fixture  # noqa: E402
+from conftest import emergence_command  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("nix-build") is None or os.geteuid() != 0,
@@ -171,3 +175,27 @@ def test_a_tampered_result_is_refused_and_rebuilt(ci, three):
                    capture_output=True)
     assert refs(a.store) == []
     assert os.listdir(os.path.join(a.store, "pipeline", "cache")) == []
+
+
+def test_a_trusted_tag_for_another_key_is_refused(ci, three):
+    """A trusted node's signed tag says KEY(package) is the result of another
+    stage (docs): signed, every digest right, but its config names another key:
+    refused, package is rebuilt with its own outputs."""
+    a, b, _ = three
+    ci.write("six.toml", SIX)
+    first = run(ci, a, "a")
+    store = os.path.join(a.store)
+    idx_path = os.path.join(store, "index.json")
+    idx = json.loads(open(idx_path).read())
+    ref = "org.opencontainers.image.ref.name"
+    by_ref = {m["annotations"][ref]: m for m in idx["manifests"]}
+    docs = by_ref["emergence-ci-result:" + first["docs"]["key"][7:]]
+    pkg = "emergence-ci-result:" + first["package"]["key"][7:]
+    by_ref[pkg] = {**docs, "annotations": {ref: pkg}}
+    idx["manifests"] = list(by_ref.values())
+    with open(idx_path, "w") as f:
+        json.dump(idx, f)
+    got = run(ci, b, "b", "--peer", a.url, "--trusted-key", a.key)
+    assert not got["package"]["cache_hit"] and got["package"]["state"] == "passed"
+    assert got["package"]["output_digests"] == first["package"]["output_digests"]
+    assert got["docs"]["cache_hit"]
