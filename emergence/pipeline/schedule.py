@@ -91,8 +91,10 @@ def compute_keys(pipeline, images, stat_cache):
 
 def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache=True,
                  secrets=None, logs_dir=None, id_prefix="pl-", on_event=None, share=None):
-    """Returns ({name: Result} in the pipeline's order, run dir).  Fail-fast
-    kills the stages still running when one fails; they are reported skipped."""
+    """Returns ({name: Result} in the pipeline's order, the run's context:
+    `finish(ctx)` removes its run dir).  Fail-fast kills the stages still
+    running when one fails; they are reported skipped.  SHARE: the run's
+    options (`--share`, `--peer`, ...), for the cache shared with peers."""
     secrets = secrets or {}
     on_event = on_event or (lambda kind, result: None)
     try:

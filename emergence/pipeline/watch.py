@@ -103,8 +103,11 @@ class Watcher:
                 import json
                 self.proc.stdin.write(f"argv {json.dumps(self.argv)}\nroot {self.root}\n"
                                       f"dir {self.run_dir}\n".encode())
-            self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.flush()
+            try:
+                self.proc.stdin.write(line.encode() + b"\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass  # the watcher is gone: the run goes on; the next run sweeps
 
     def container(self, cid):
         self._send(f"cid {cid}")
