@@ -138,6 +138,9 @@ setup(
     version="0.1.0",
     description="A low-level OCI container runtime with a small C shim",
     packages=find_packages(include=["emergence", "emergence.*"]),
+    # nix/lib.nix (a link to it): `emergence build` passes -I emergence=<this dir>,
+    # so an expression says `import <emergence/lib.nix> { }` wherever it lives
+    package_data={"emergence": ["nix/*.nix"]},
     python_requires=">=3.9",
     install_requires=list(REQUIRES),
     extras_require={"test": [

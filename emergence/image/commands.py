@@ -62,7 +62,7 @@ def _rmi(ctx, opts, args):
 def _gc(ctx, opts, args):
     from .. import fastjson
     from .images import gc
-    removed, freed = gc(ctx.store)
+    removed, freed = gc(ctx.store, pipeline=opts.get("pipeline", False))
     sys.stdout.write(fastjson.dumps({"removed": removed, "bytes": freed}) + "\n"
                      if opts.get("json") else f"removed {removed} blobs, {freed} bytes\n")
     return 0
@@ -139,7 +139,10 @@ VERBS = [
     Verb("inspect", "an image's digest, manifest and config, as JSON", "IMAGE", {}, _inspect),
     Verb("tag", "give an image another name", "IMAGE NAME:TAG", {}, _tag),
     Verb("rmi", "remove a name (the blobs go with `gc`)", "NAME:TAG", {}, _rmi),
-    Verb("gc", "remove the blobs no image references", "[--json]", {"json": JSON}, _gc),
+    Verb("gc", "remove the blobs no image (nor a pipeline's cached result) references",
+         "[--pipeline] [--json]",
+         {"json": JSON,
+          "pipeline": Option(FLAG, "also remove the pipeline's cached stage results")}, _gc),
     Verb("verify", "re-hash the store and report corruption", "[--json]", {"json": JSON},
          _verify),
     Verb("export", "write an image as an archive",

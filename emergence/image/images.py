@@ -60,19 +60,49 @@ def rmi(store_root, ref):
     store.remove_ref(ref)
 
 
+def _pipeline_results(store, drop):
+    """The blobs the CI stage's cache entries (STORE/pipeline/cache/KEY.json)
+    name: kept as roots, or, when DROP, the entries removed (their blobs go)."""
+    top = os.path.join(store.root, "pipeline", "cache")
+    keep = set()
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return keep
+    for name in names:
+        path = os.path.join(top, name)
+        if drop:
+            os.unlink(path)
+            continue
+        try:
+            with open(path, "rb") as f:
+                entry = fastjson.loads(f.read())
+            keep.update(entry[k] for k in ("outputs", "log"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return keep
+
+
 TEMP_GRACE = 3600  # a temp file untouched this long (seconds) belongs to a dead writer
 
 
-def gc(store_root):
+def gc(store_root, pipeline=False):
     """Remove blobs no image references (what tagged and pushed manifests, the
-    indexes and the referrers they list, point at: Store.referenced), and temp
-    files no writer has touched for TEMP_GRACE; return (count, bytes)."""
+    indexes and the referrers they list, point at: Store.referenced) nor,
+    unless PIPELINE, a pipeline's cached result, and temp files no writer has
+    touched for TEMP_GRACE; return (count, bytes)."""
     import time
 
     from .store import TEMP_PREFIXES
     store = Store(store_root, create=False)
     with store.locked():
-        keep = store.referenced()
+        if pipeline:  # the results the pipeline tagged for its peers (emergence-ci-result:KEY)
+            from .store import REF, canonical
+            idx = store.index()
+            idx["manifests"] = [m for m in idx.get("manifests", []) if not m.get(
+                "annotations", {}).get(REF, "").startswith("emergence-ci-result:")]
+            store._write_file("index.json", canonical(idx))
+        keep = store.referenced() | _pipeline_results(store, pipeline)
         removed = freed = 0
         old = time.time() - TEMP_GRACE
         temps = [os.path.join(store.blob_dir, n) for n in os.listdir(store.blob_dir)

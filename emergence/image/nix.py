@@ -15,11 +15,21 @@ def offline():
     return True
 
 
+def lib_dir():
+    """Where the installed package keeps nix/lib.nix: on NIX_PATH as
+    `emergence`, so `import <emergence/lib.nix> { }` needs no path."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nix")
+
+
+def search_path():
+    return ["-I", f"emergence={lib_dir()}"]
+
+
 def realise(expr_file, attr=None, args=(), argstrs=(), progress=False, options=()):
     """nix-build the expression (with OPTIONS, e.g. the peers' caches as
     substituters); return the description directory."""
     import subprocess  # lazily: only a build needs it
-    cmd = ["nix-build", expr_file, "--no-out-link"]
+    cmd = ["nix-build", expr_file, "--no-out-link"] + search_path()
     if attr:
         cmd += ["-A", attr]
     for name, value in args:

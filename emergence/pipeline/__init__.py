@@ -7,9 +7,12 @@ stages run in containers from store images, cached by content address.
   cache.py      key -> outputs tar + log, blobs in image.store.Store, a small index
   execute.py    one stage in one container: bundle, read-only inputs, scratch dir, timeout
   schedule.py   the DAG: parallel up to --jobs, fail-fast or --keep-going, retries
+  watch.py      what outlives the runner: run dirs, PDEATHSIG children, the watcher
+  shared.py     the cache shared with peers: signed tags (action cache), store blobs (CAS)
   report.py     line output, JUnit, JSON, GitHub Actions / GitLab extras, secrets masked
   graph.py      the DAG as text or DOT
 
 May import: the top-level helpers, runtime/ (through the `emergence` command
-it runs per stage) and image/ (Store, build, image_bundle).
+it runs per stage), image/ (Store, build, image_bundle, nix.search_path) and
+the functions share/__init__.py exports (config, pull_image), only with --share.
 """

@@ -3,20 +3,29 @@
 import os
 import sys
 
-from ..command import FLAG, VALUE, Option, UsageError, Verb
+from ..command import FLAG, MULTI, VALUE, Option, UsageError, Verb
 
 TITLE = "Pipeline (CI stages in containers, cached by content address)"
 
 USAGE = ("pipeline run FILE [--jobs N] [--keep-going] [--no-cache] [--junit F] [--json F] "
-         "[--out DIR] [--logs DIR] | pipeline graph FILE [--dot] | pipeline validate FILE")
+         "[--out DIR] [--logs DIR] [--share [--peer URL]... [--trusted-key KEY]...] | "
+         "pipeline graph FILE [--dot] | pipeline validate FILE")
 
 
 def _pipeline(ctx, opts, args):
     if len(args) != 2 or args[0] not in ("run", "graph", "validate"):
         raise UsageError(f"usage: emergence {USAGE}")
     sub, path = args
-    from .spec import load
-    pipeline = load(path)
+    from .spec import PipelineError, load
+    try:
+        pipeline = load(path)
+    except PipelineError as e:
+        if len(e.problems) > 1:  # every one, a line each; the summary is the error
+            from ..errors import one_line
+            sys.stderr.write("".join(f"emergence: {one_line(p)}\n" for p in e.problems))
+            raise PipelineError(f"pipeline: {path}: {len(e.problems)} problems (above); "
+                                "nothing ran") from None
+        raise
     if sub == "validate":
         sys.stdout.write(f"{path}: {len(pipeline.stages)} stages, valid\n")
         return 0
@@ -32,10 +41,10 @@ def _run(ctx, opts, pipeline):
     import time
 
     from . import report
-    from .schedule import run_pipeline
+    from .schedule import finish, run_pipeline
     from .spec import secret_values
     try:
-        jobs = int(opts.get("jobs", os.cpu_count() or 1))
+        jobs = int(opts.get("jobs", len(os.sched_getaffinity(0)) or 1))  # the cores we have
         if jobs < 1:
             raise ValueError
     except ValueError:
@@ -45,14 +54,16 @@ def _run(ctx, opts, pipeline):
 
     def terminated(signum, frame):
         raise KeyboardInterrupt  # unwinds through the scheduler, which kills the stages
-    signal.signal(signal.SIGTERM, terminated)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGKILL: the run's watcher (watch.py)
+        signal.signal(sig, terminated)
     view = report.LineView()
     t0 = time.monotonic()
     try:
-        results, run_dir = run_pipeline(
+        results, run = run_pipeline(
             pipeline, ctx.store, ctx.root, jobs=jobs, keep_going=opts.get("keep-going", False),
             use_cache=not opts.get("no-cache", False), secrets=secrets,
-            logs_dir=opts.get("logs"), id_prefix=opts.get("id-prefix", "pl-"), on_event=view)
+            logs_dir=opts.get("logs"), id_prefix=opts.get("id-prefix", "pl-"), on_event=view,
+            share=opts)
     finally:
         view.close()
     try:
@@ -73,12 +84,13 @@ def _run(ctx, opts, pipeline):
         sys.stdout.write(f"pipeline: {report.summary_line(results)} in {total:.2f} s{tail}\n")
         return code
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        finish(run)
 
 
 VERBS = [
     Verb("pipeline", "run, graph or validate a CI pipeline file (TOML/JSON)", USAGE, {
-        "jobs": Option(VALUE, "stages run at once (default: CPUs)", "N", aliases=("j",)),
+        "jobs": Option(VALUE, "stages run at once (default: the CPUs this process may use)",
+                       "N", aliases=("j",)),
         "keep-going": Option(FLAG, "after a failure, run every stage that does not need it",
                              aliases=("k",)),
         "no-cache": Option(FLAG, "run every stage, ignoring and not filling the cache"),
@@ -88,5 +100,12 @@ VERBS = [
         "logs": Option(VALUE, "per-stage logs (default STORE/pipeline/logs)", "DIR"),
         "id-prefix": Option(VALUE, "prefix of the container ids (default pl-)", "P"),
         "dot": Option(FLAG, "graph: print Graphviz DOT"),
+        "share": Option(FLAG, "publish results for peers and fetch misses from them "
+                              "([share] peers and trusted_keys)"),
+        "peer": Option(MULTI, "a peer node's URL (added to [share] peers)", "URL"),
+        "trusted-key": Option(MULTI, "a node key (NAME:BASE64) whose signed results to trust",
+                              "KEY"),
+        "config": Option(VALUE, "the node's config file (default /etc/emergence/node.toml)",
+                         "FILE"),
     }, _pipeline),
 ]

@@ -11,10 +11,14 @@ then the config is narrowed to what the stage declared:
 
 The environment is the image's plus the stage's (plus its secrets): nothing
 of the caller's.  The network namespace is the container's own (loopback
-only) unless the stage declares `network = "host"`.
+only) unless the stage declares `network = "host"`, or a Relay network
+(`network = "NAME[:ip=IP]"`: the runtime's `org.emergence.relay.net`
+annotation, whose hooks attach the container on create and detach it after).
 
 The container is started by the `emergence run` command in a child process,
 so a timeout can kill it (`emergence kill ID KILL`) and `run` deletes it.
+That child dies with the runner, and the run's watcher deletes what it made
+(watch.py).
 """
 
 import os
@@ -49,7 +53,7 @@ def _bind(src, dst, ro=True):
 
 
 def make_bundle(store_root, image_digest, bundle, argv, env, src_dir, in_dirs, work, out,
-                secret_files, network, limits):
+                secret_files, network, limits, relay=""):
     from ..image.run_image import image_bundle
     os.makedirs(bundle)
     image_bundle(store_root, image_digest, bundle, argv)
@@ -78,9 +82,11 @@ def make_bundle(store_root, image_digest, bundle, argv, env, src_dir, in_dirs, w
         res["cpu"] = {"period": 100000, "quota": int(limits["cpus"] * 100000)}
     if "pids" in limits:
         res["pids"] = {"limit": limits["pids"]}
-    if network:
+    if network == "host":
         cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
                                       if n["type"] != "network"]
+    elif network == "relay":  # Relay's public seam: the runtime adds its attach/detach hooks
+        cfg.setdefault("annotations", {})["org.emergence.relay.net"] = relay
     with open(path, "w") as f:
         f.write(fastjson.dumps(cfg))
 
@@ -93,15 +99,21 @@ def mask(data, secrets):
     return data
 
 
-def run_container(root, cid, bundle, timeout, cancel=None, error_log=None):
+def run_container(root, cid, bundle, timeout, cancel=None, error_log=None, watcher=None):
     """(exit code, output bytes, why stopped: None | "timeout" | "cancelled").
     On a timeout, or CANCEL (a threading.Event) being set, the container is
     killed and `run` (our child) deletes it; we delete again to be sure.
-    The runtime's own errors (not the command's) also go to ERROR_LOG."""
+    The runtime's own errors (not the command's) also go to ERROR_LOG.
+    WATCHER (watch.Watcher) hears of the container before it exists."""
     argv = emergence_argv() + ["--root", root]
     log = ["--log", error_log] if error_log else []
+    if watcher is not None:
+        watcher.container(cid)
     p = subprocess.Popen(argv + log + ["run", "--bundle", bundle, cid], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         preexec_fn=_pdeathsig())
+    if watcher is not None:
+        watcher.runner(p.pid)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -125,7 +137,20 @@ def run_container(root, cid, bundle, timeout, cancel=None, error_log=None):
         if p.poll() is None:
             p.kill()
             p.wait()
-        subprocess.run(argv + ["delete", "--force", cid], capture_output=True)
+        if p.returncode != 0:  # `run` deletes what it ran; a cold process less per stage
+            subprocess.run(argv + ["delete", "--force", cid], capture_output=True)
+        if watcher is not None:
+            watcher.finished(cid)
+
+
+_preexec = []
+
+
+def _pdeathsig():
+    if not _preexec:
+        from .watch import pdeathsig_preexec
+        _preexec.append(pdeathsig_preexec())
+    return _preexec[0]
 
 
 def collect(out, outputs, dest):
@@ -168,14 +193,14 @@ def attempt(ctx, stage, key, attempt_no, in_dirs, src_dir, collected):
             env[name] = ctx.secrets[name]
     argv = ["/bin/sh", "-c", stage.command] if isinstance(stage.command, str) \
         else list(stage.command)
-    cid = f"{ctx.id_prefix}{stage.name}-{key[7:15]}-{attempt_no}"
+    cid = f"{ctx.id_prefix}{ctx.run_id}-{stage.name}-{attempt_no}"  # unique per run
     try:
         make_bundle(ctx.store, ctx.images[stage.name], bundle, argv, env, src_dir, in_dirs,
-                    work, out, secret_files, stage.network, stage.limits)
+                    work, out, secret_files, stage.network, stage.limits, stage.relay)
         t0 = time.monotonic()
         error_log = os.path.join(scratch, "runtime-errors")
         code, log, why = run_container(ctx.root, cid, bundle, stage.timeout, ctx.cancel,
-                                       error_log)
+                                       error_log, ctx.watcher)
         elapsed = time.monotonic() - t0
         log = mask(log, ctx.secrets.values())
         msg = ""

@@ -1,12 +1,16 @@
-"""Run a pipeline: images first, then every stage's key (all are known before
-anything runs, since a key depends on the keys it needs, not on their
-outputs), then the DAG in parallel up to JOBS, a cache hit restoring instead
-of running.  Fail-fast stops launching stages after the first failure;
---keep-going runs everything that does not depend on a failure."""
+"""Run a pipeline: images first, then every stage's base key (what it runs,
+in what, on what), then the DAG in parallel up to JOBS.  When a stage's needs
+have passed, its key takes the digests of their actual outputs (a hit
+restores them, so a run with no change is only lookups); a hit restores
+instead of running.  Fail-fast stops launching stages after the first
+failure; --keep-going runs everything that does not depend on a failure.
+
+Each run has its own id (in its container ids) and run dir
+(STORE/pipeline/runs/ID: bundles, staged inputs, secrets files), removed by
+the run, or by its watcher when the runner dies (watch.py)."""
 
 import os
 import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -86,13 +90,17 @@ def compute_keys(pipeline, images, stat_cache):
 
 
 def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache=True,
-                 secrets=None, logs_dir=None, id_prefix="pl-", on_event=None):
-    """Returns ({name: Result} in the pipeline's order, run dir).  Fail-fast
-    kills the stages still running when one fails; they are reported skipped."""
+                 secrets=None, logs_dir=None, id_prefix="pl-", on_event=None, share=None):
+    """Returns ({name: Result} in the pipeline's order, the run's context:
+    `finish(ctx)` removes its run dir).  Fail-fast kills the stages still
+    running when one fails; they are reported skipped.  SHARE: the run's
+    options (`--share`, `--peer`, ...), for the cache shared with peers."""
     secrets = secrets or {}
     on_event = on_event or (lambda kind, result: None)
     try:
         cache = cache_mod.Cache(store_root)
+        from .shared import from_options
+        shared = from_options(cache, share or {}, store_root) if use_cache else None
         images = resolve_images(pipeline, store_root)
         stat_cache = StatCache(os.path.join(store_root, "pipeline", "statcache.json"))
         keys, files = compute_keys(pipeline, images, stat_cache)
@@ -101,27 +109,43 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         raise InfraError(f"pipeline: {e}") from None
     logs_dir = logs_dir or os.path.join(store_root, "pipeline", "logs")
     os.makedirs(logs_dir, exist_ok=True)
-    run_dir = tempfile.mkdtemp(prefix="emergence-pipeline-")
+    from .execute import emergence_argv
+    from .watch import Watcher, make_run_dir
+    run_id = os.urandom(4).hex()
+    run_dir, lock_fd = make_run_dir(store_root, run_id)
     ctx = Context(store=store_root, root=root, run_dir=run_dir, images=images,
-                  secrets=secrets, id_prefix=id_prefix,
-                  cancel=threading.Event())
+                  secrets=secrets, id_prefix=id_prefix, run_id=run_id,
+                  cancel=threading.Event(), watcher=Watcher(emergence_argv(), root, run_dir),
+                  lock_fd=lock_fd)
     results = {n: Result(n) for n in pipeline.order()}
     for n, r in results.items():
         r.key = keys[n]
         r.log_path = os.path.join(logs_dir, f"{n}.log")
         r.outputs_dir = os.path.join(run_dir, "outputs", n)
 
+    def keyed(name):
+        """The key once its needs passed: theirs and their outputs' digests."""
+        r = results[name]
+        r.key = cache_mod.final_key(keys[name], {n: results[n].output_digests
+                                                 for n in pipeline.stages[name].needs})
+
     def one(name):
         st = pipeline.stages[name]
         r = results[name]
         t0 = time.monotonic()
         entry = cache.get(r.key) if use_cache and st.cache else None
+        if entry is None and shared and st.cache:
+            entry = shared.fetch(r.key) and cache.get(r.key)  # signed, verified, or a miss
         if entry is not None:
             os.makedirs(r.outputs_dir, exist_ok=True)
             r.log = cache.restore(entry, r.outputs_dir)
+            if r.log is None:  # tampered or torn: a miss, run it
+                entry = None
+        if entry is not None:
             r.cache_hit, r.state, r.exit_code = True, "passed", 0
             r.output_digests = entry.get("output_digests", {})
-            r.message = f"cache hit (ran in {entry.get('duration', 0):.2f} s before)"
+            r.message = f"cache hit (ran in {entry.get('duration', 0):.2f} s before" + (
+                f" on {', '.join(entry['from_peer'])})" if entry.get("from_peer") else ")")
         else:
             src = os.path.join(run_dir, "src", name)
             from .execute import stage_inputs
@@ -153,9 +177,11 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 if len(r.attempts) > 1:
                     r.message = f"passed on attempt {len(r.attempts)}"
                 if use_cache and st.cache and not _holds_secret(r.outputs_dir, secrets):
-                    cache.put(r.key, r.outputs_dir, r.log,
-                              {"duration": time.monotonic() - t0, "exit_code": 0,
-                               "output_digests": r.output_digests, "stage": name})
+                    entry = cache.put(r.key, r.outputs_dir, r.log,
+                                      {"duration": time.monotonic() - t0, "exit_code": 0,
+                                       "output_digests": r.output_digests, "stage": name})
+                    if shared:
+                        shared.publish(entry)
         r.log = mask(r.log, secrets.values())
         with open(r.log_path, "wb") as f:
             f.write(r.log)
@@ -170,7 +196,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
             try:
                 while pending or running:
                     stop = _launch(pipeline, results, pending, running, pool, one, jobs, stop,
-                                   on_event)
+                                   on_event, keyed)
                     if not running:
                         continue
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -190,13 +216,25 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 ctx.cancel.set()  # Ctrl-C, SIGTERM or a broken store: no container outlives us
                 raise
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        finish(ctx)
         raise
     shutil.rmtree(os.path.join(run_dir, "src"), ignore_errors=True)
-    return results, run_dir
+    return results, ctx
 
 
-def _launch(pipeline, results, pending, running, pool, one, jobs, stop, on_event):
+def finish(ctx):
+    """The run dir goes (secrets first), then the watcher is told all is clean."""
+    shutil.rmtree(os.path.join(ctx.run_dir, "secrets"), ignore_errors=True)
+    shutil.rmtree(ctx.run_dir, ignore_errors=True)
+    ctx.watcher.close()
+    try:
+        os.unlink(ctx.run_dir + ".lock")
+    except OSError:
+        pass
+    os.close(ctx.lock_fd)
+
+
+def _launch(pipeline, results, pending, running, pool, one, jobs, stop, on_event, keyed):
     """Start what can start; skip what never will.  Returns STOP."""
     for name in list(pending):
         needs = pipeline.stages[name].needs
@@ -211,6 +249,7 @@ def _launch(pipeline, results, pending, running, pool, one, jobs, stop, on_event
             continue
         if all(results[n].state == "passed" for n in needs) and len(running) < max(1, jobs):
             pending.remove(name)
+            keyed(name)
             results[name].state = "running"
             on_event("start", results[name])
             running[pool.submit(one, name)] = name
@@ -218,16 +257,23 @@ def _launch(pipeline, results, pending, running, pool, one, jobs, stop, on_event
 
 
 def _holds_secret(directory, secrets):
+    """Does any output file hold a secret's value?  Read in chunks that
+    overlap by the longest value, so memory does not grow with the outputs."""
     vals = [v.encode() for v in secrets.values() if v]
     if not vals:
         return False
+    keep = max(map(len, vals)) - 1
     for d, _, files in os.walk(directory):
         for f in files:
             try:
-                with open(os.path.join(d, f), "rb") as fh:
-                    data = fh.read()
+                fh = open(os.path.join(d, f), "rb")
             except OSError:
                 continue
-            if any(v in data for v in vals):
-                return True
+            with fh:
+                tail = b""
+                for chunk in iter(lambda f=fh: f.read(1 << 20), b""):
+                    data = tail + chunk
+                    if any(v in data for v in vals):
+                        return True
+                    tail = data[-keep:] if keep else b""
     return False

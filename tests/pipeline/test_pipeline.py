@@ -7,58 +7,16 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO, emergence_command
+from cihelp import ci_fixture
+from conftest import emergence_command
 
 pytestmark = pytest.mark.skipif(shutil.which("nix-build") is None or os.geteuid() != 0,
                                 reason="needs root and nix-build")
 
 
-class Ci:
-    def __init__(self, tmp_path):
-        self.tmp = tmp_path
-        self.tree = tmp_path / "repo"
-        shutil.copytree(os.path.join(REPO, "examples", "ci"), self.tree / "examples" / "ci")
-        (self.tree / "nix").mkdir()
-        shutil.copy(os.path.join(REPO, "nix", "lib.nix"), self.tree / "nix" / "lib.nix")
-        self.dir = self.tree / "examples" / "ci"
-        self.store = str(tmp_path / "store")
-        self.root = str(tmp_path / "state")
-        self.runs = 0
-
-    def cli(self, *args, env=None, check=None):
-        p = subprocess.run(emergence_command() + ["--root", self.root, "--store", self.store]
-                           + list(args), capture_output=True, text=True, timeout=300,
-                           stdin=subprocess.DEVNULL, env=env)
-        assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
-        if check is not None:
-            assert p.returncode == check, p.stdout + p.stderr
-        return p
-
-    def run(self, *extra, file="pipeline.toml", code=0, env=None):
-        """Run the pipeline; (process, JSON report, junit path)."""
-        self.runs += 1
-        rep, junit = self.tmp / f"r{self.runs}.json", self.tmp / f"j{self.runs}.xml"
-        p = self.cli("pipeline", "run", str(self.dir / file), "--id-prefix", "plci-",
-                     "--json", str(rep), "--junit", str(junit),
-                     "--logs", str(self.tmp / f"logs{self.runs}"), *extra, env=env, check=code)
-        with open(rep) as f:
-            doc = json.load(f)
-        doc["by"] = {s["name"]: s for s in doc["stages"]}
-        return p, doc, str(junit)
-
-    def write(self, name, text):
-        (self.dir / name).write_text(text)
-
-    def containers(self):
-        p = self.cli("list", "--format", "json", check=0)
-        return [c["id"] for c in json.loads(p.stdout or "[]") if c["id"].startswith("plci-")]
-
-
 @pytest.fixture
 def ci(tmp_path):
-    c = Ci(tmp_path)
-    yield c
-    assert c.containers() == []
+    yield from ci_fixture(tmp_path)
 
 
 def junit_matches(junit, doc):
@@ -282,7 +240,8 @@ def test_hermetic_run_and_secrets_leave_no_trace(ci):
      "stage 'a', field 'retries'"),
     ('[stages.a]\nimage="image.nix"\ncommand="true"\nsecrets=["S"]\n',
      "stage 'a', field 'secrets'"),
-    ('[stages.a]\nimage="image.nix"\ncomand="true"\n', "stage 'a', field 'comand'"),
+    ('[stages.a]\nimage="image.nix"\ncommand="true"\ncomand="true"\n',
+     "stage 'a', field 'comand'"),
     ('[stages.a]\nimage="image.nix"\ncommand="true"\nlimits={memory="lots"}\n',
      "stage 'a', field 'limits': memory 'lots'"),
     ('[stages.a\n', "not valid TOML"),
@@ -384,11 +343,14 @@ def test_nix_pipeline_is_the_same_pipeline(ci):
     assert "does not evaluate" in p.stderr and "timeot" in p.stderr
 
 
-def test_gc_prunes_the_cache(ci):
-    """Cache blobs are not images: the store's gc drops them, and the next
-    run is a miss that runs again and passes."""
+def test_gc_keeps_pipeline_results_unless_asked(ci):
+    """`gc` keeps the blobs cache entries name (they are results, not garbage);
+    `gc --pipeline` drops them, and the next run is a miss that passes."""
     ci.run()
     ci.cli("gc", check=0)
+    _, doc, _ = ci.run()
+    assert all(s["cache_hit"] for s in doc["stages"])
+    ci.cli("gc", "--pipeline", check=0)
     _, doc, _ = ci.run()
     assert not any(s["cache_hit"] for s in doc["stages"])
     assert {s["state"] for s in doc["stages"]} == {"passed"}

@@ -1,0 +1,91 @@
+"""The stage cache shared between nodes, on Bazel's split of an action cache
+and a CAS, through the share part (its public functions only):
+
+  CAS           the outputs tar and the log are blobs of the store, which every
+                node serves (OCI distribution API) and pulls verified by digest;
+  action cache  KEY -> result is an OCI artifact tagged `emergence-ci-result:HEX(KEY)`:
+                a manifest whose config holds the key and the outputs' digests and
+                whose layers are the two blobs.  The node that produced it holds
+                the tag; share signs "emergence-ci-result:HEX is DIGEST" with that node's
+                key when asked (/share/v1/tag).
+
+A miss asks the peers ([share] peers, --peer) for the tag; share takes a
+manifest only with a statement signed by a key in [share] trusted_keys (or
+--trusted-key) and every blob only if it hashes to its digest.  Without a
+trusted key nothing is asked: a tag nobody vouches for means nothing.  The
+artifact's config must name the key asked for; its outputs are hashed again
+as they are unpacked (cache.unpack).  Anything else is a miss: the stage runs.
+"""
+
+import os
+
+from ..errors import EmergenceError
+from ..image.store import MANIFEST, canonical
+
+NAME = "emergence-ci-result"
+ARTIFACT = "application/vnd.emergence.pipeline.result.v1"
+CONFIG = "application/vnd.emergence.pipeline.result.config.v1+json"
+OUTPUTS = "application/vnd.emergence.pipeline.outputs.v1.tar"
+LOG = "text/plain"
+
+
+def ref(key):
+    return f"{NAME}:{key.partition(':')[2]}"
+
+
+class Shared:
+    def __init__(self, cache, peers, trusted_keys, state_dir):
+        self.cache, self.store = cache, cache.store
+        self.peers, self.trusted = list(peers), list(trusted_keys)
+        self.state_dir = state_dir
+
+    def publish(self, entry):
+        """Tag ENTRY's result in the store, for the node's share service to serve."""
+        store = self.store
+        meta = {k: entry[k] for k in ("key", "output_digests", "stage", "duration")
+                if k in entry}
+        config = canonical(meta)
+        cdigest, csize = store.put(config)
+        layers = []
+        for k, media in (("outputs", OUTPUTS), ("log", LOG)):
+            size = os.path.getsize(store.blob_path(entry[k]))
+            layers.append({"mediaType": media, "digest": entry[k], "size": size})
+        manifest = canonical({"schemaVersion": 2, "mediaType": MANIFEST, "artifactType": ARTIFACT,
+                              "config": {"mediaType": CONFIG, "digest": cdigest, "size": csize},
+                              "layers": layers})
+        mdigest, msize = store.put(manifest)
+        store.set_ref(ref(entry["key"]), {"mediaType": MANIFEST, "digest": mdigest,
+                                          "size": msize})
+
+    def fetch(self, key):
+        """KEY's result from the peers into the local cache; the entry, or None."""
+        if not self.peers or not self.trusted:
+            return None
+        from .. import share
+        try:
+            got = share.pull_image(self.store, ref(key), self.peers, "", self.trusted,
+                                   self.state_dir)
+            manifest = self.store.read_json(got["digest"])
+            meta = self.store.read_json(manifest["config"]["digest"])
+            outputs, log = (d["digest"] for d in manifest["layers"][:2])
+        except (EmergenceError, OSError, KeyError, TypeError, ValueError):
+            return None
+        if meta.get("key") != key or not isinstance(meta.get("output_digests"), dict):
+            return None  # a signed tag for another key's result: not this stage's
+        entry = {"key": key, "outputs": outputs, "log": log, "exit_code": 0,
+                 "output_digests": meta["output_digests"], "stage": meta.get("stage", ""),
+                 "duration": meta.get("duration", 0), "from_peer": sorted(got.get("from", {}))}
+        self.cache.write_index(key, entry)
+        return entry
+
+
+def from_options(cache, opts, store_root):
+    """A Shared for `pipeline run --share` ([share] of node.toml, --peer,
+    --trusted-key), or None."""
+    if not opts.get("share"):
+        return None
+    from .. import share
+    cfg = share.config(opts.get("config"), opts.get("peer", ()), opts.get("trusted-key", ()))
+    state = os.path.join(store_root, "pipeline", "share-state")
+    os.makedirs(state, mode=0o700, exist_ok=True)
+    return Shared(cache, cfg.get("peers", ()), cfg.get("trusted_keys", ()), state)

@@ -1,0 +1,57 @@
+"""The pipeline tests' driver: a copy of examples/ci in a temp dir, its own
+store and state root, the CLI run as a user would.  Container ids start with plci-."""
+
+import json
+import os
+import shutil
+import subprocess
+
+from conftest import REPO, emergence_command
+
+
+class Ci:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.tree = tmp_path / "repo"
+        shutil.copytree(os.path.join(REPO, "examples", "ci"), self.tree / "examples" / "ci")
+        (self.tree / "nix").mkdir()
+        shutil.copy(os.path.join(REPO, "nix", "lib.nix"), self.tree / "nix" / "lib.nix")
+        self.dir = self.tree / "examples" / "ci"
+        self.store = str(tmp_path / "store")
+        self.root = str(tmp_path / "state")
+        self.runs = 0
+
+    def cli(self, *args, env=None, check=None):
+        p = subprocess.run(emergence_command() + ["--root", self.root, "--store", self.store]
+                           + list(args), capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL, env=env)
+        assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+        if check is not None:
+            assert p.returncode == check, p.stdout + p.stderr
+        return p
+
+    def run(self, *extra, file="pipeline.toml", code=0, env=None):
+        """Run the pipeline; (process, JSON report, junit path)."""
+        self.runs += 1
+        rep, junit = self.tmp / f"r{self.runs}.json", self.tmp / f"j{self.runs}.xml"
+        p = self.cli("pipeline", "run", str(self.dir / file), "--id-prefix", "plci-",
+                     "--json", str(rep), "--junit", str(junit),
+                     "--logs", str(self.tmp / f"logs{self.runs}"), *extra, env=env, check=code)
+        with open(rep) as f:
+            doc = json.load(f)
+        doc["by"] = {s["name"]: s for s in doc["stages"]}
+        return p, doc, str(junit)
+
+    def write(self, name, text):
+        (self.dir / name).write_text(text)
+
+    def containers(self, prefix="plci-"):
+        p = self.cli("list", "--format", "json", check=0)
+        return [c["id"] for c in json.loads(p.stdout or "[]") if c["id"].startswith(prefix)]
+
+
+def ci_fixture(tmp_path):
+    """What each test file's `ci` fixture yields: no plci- container is left."""
+    c = Ci(tmp_path)
+    yield c
+    assert c.containers() == []
