@@ -3,7 +3,7 @@
   graph.py     networks, attachments, port forwards, routes; TOML/JSON; validation
   journal.py   a dict on disk: snapshot + append-only log, O(change) per edit
   ipam.py      addresses: one flock-locked journal per network
-  kernel.py    pyroute2 in-process: targeted netlink requests, each recorded
+  kernel.py    rtnetlink in-process (nlmsg.py): targeted requests, each recorded
   nft.py       NAT, port forwards, isolation: one nftables table, one transaction
   engine.py    Relay: diff desired vs applied (or observed), apply in order, GC
   commands.py  the `net` verb

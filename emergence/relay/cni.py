@@ -10,13 +10,16 @@ network's fields (bridge, subnets, ...) the network is created on first use:
 
 Port mappings come in `runtimeConfig.portMappings` (the portMappings
 capability).  Errors are the spec's error object on stdout and exit 1.
-Start-up is kept small: this module imports json and os; the engine and
-pyroute2 load only for the commands that touch the kernel.
+Start-up is kept small (a cold call is a fresh Python process): JSON goes
+through `fastjson` (not `json`, which pulls in `re` and `enum`), the engine
+loads only for the commands that use it, and Relay speaks rtnetlink itself
+(nlmsg.py), so no netlink library is imported at all.
 """
 
-import json
 import os
 import sys
+
+from .. import fastjson as json
 
 SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 NET_KEYS = ("bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix")
@@ -267,5 +270,27 @@ def main(argv=None, stdin=None, stdout=None, answer=None):
         return 1
 
 
+def _answer_and_go_on(code):
+    """The cold path's early answer (DEL): the detach is committed, so this
+    process exits with CODE for its caller now, and a child it forks --
+    holding Relay's lock and sockets, its stdio on /dev/null -- deletes the
+    veth (~20 ms of the kernel's, an RCU grace period), as the warm path's
+    worker does after its answer.  A child killed midway leaves `applied`
+    behind the graph, which the next apply (or the reconciler) converges."""
+    sys.stdout.flush()
+    if os.fork():
+        os._exit(code)
+    os.setsid()      # not in the caller's process group: its signals are not ours
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def cold_main():
+    """`emergence-cni-py`, the plugin run as its own process (no node)."""
+    return main(answer=_answer_and_go_on if os.environ.get("CNI_COMMAND") == "DEL" else None)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cold_main())

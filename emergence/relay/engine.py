@@ -120,12 +120,12 @@ class Relay:
     def _migrate(self):
         """State written whole by earlier versions (graph.json, applied.json)
         becomes the journals' first line, once; the old files are kept aside."""
-        import json
         for name, journal in (("graph", self._gj), ("applied", self._aj)):
             old = self._path(name + ".json")
             if not os.path.exists(old) or os.path.exists(journal.snap_path) \
                     or os.path.exists(journal.log_path):
                 continue
+            import json  # here: `json` costs a cold CNI call ~3 ms
             with open(old) as f:
                 doc = json.load(f)
             if name == "graph":
@@ -670,7 +670,7 @@ class Relay:
         if br is None:
             raise EmergenceError(f"{att.key}: bridge {net.bridge} is missing; "
                                  "run `emergence net apply` to repair the network")
-        from pyroute2.netlink.exceptions import NetlinkError
+        from .kernel import NetlinkError
         try:
             k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
         except NetlinkError as e:

@@ -15,8 +15,18 @@ cheap when nobody else wrote (two stats), reads only the new lines when
 another process appended, and reloads only after a compaction elsewhere.
 """
 
-import json
+import _json
 import os
+
+from ..fastjson import loads
+
+# the stdlib's C encoder, compact (json.dumps would import `re` and `enum`)
+_dumps = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
+                            False, False, True)
+
+
+def dumps(obj):
+    return "".join(_dumps(obj, 0))
 
 COMPACT_MIN = 32 * 1024   # a fresh process reads at most this much log beyond 2x the snapshot
 
@@ -57,7 +67,7 @@ class Journal:
         if snap_id is not None:
             with open(self.snap_path, "rb") as f:
                 raw = f.read()
-            doc = json.loads(raw)
+            doc = loads(raw)
             self.data, self.seq, self._snap_size = doc["data"], doc["seq"], len(raw)
         self._snap_id = snap_id
         self._end = 0
@@ -78,7 +88,7 @@ class Journal:
             tail = f.read()
         pos = tail.rfind(b"\n") + 1     # after it: a line cut short by a crash
         try:   # every whole line at once: one parse, not one per line
-            records = json.loads(b"[" + tail[:pos - 1].replace(b"\n", b",") + b"]") \
+            records = loads(b"[" + tail[:pos - 1].replace(b"\n", b",") + b"]") \
                 if pos else []
         except ValueError:
             records, pos = self._whole_lines(tail)
@@ -98,7 +108,7 @@ class Journal:
             if nl < 0:
                 return records, pos
             try:
-                records.append(json.loads(tail[pos:nl]))
+                records.append(loads(tail[pos:nl]))
             except ValueError:
                 return records, pos
             pos = nl + 1
@@ -119,8 +129,7 @@ class Journal:
             return
         self._apply(changes, set())
         self.seq += 1
-        line = json.dumps({"s": self.seq, "c": changes}, separators=(",", ":")).encode() \
-            + b"\n"
+        line = dumps({"s": self.seq, "c": changes}).encode() + b"\n"
         new = self._log_id is None
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -141,8 +150,7 @@ class Journal:
 
     def compact(self):
         """Fold the log into a new snapshot, then start an empty log."""
-        raw = json.dumps({"seq": self.seq, "data": self.data},
-                         separators=(",", ":")).encode()
+        raw = dumps({"seq": self.seq, "data": self.data}).encode()
         write_atomic(self.snap_path, raw)
         st = os.stat(self.snap_path)
         self._snap_id, self._snap_size = (st.st_ino, st.st_mtime_ns), len(raw)
