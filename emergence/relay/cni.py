@@ -39,8 +39,79 @@ def _env(name, required=True):
 
 
 def _relay(conf):
+    """The Relay of CONF's state directory: the one this planner worker's
+    prefault loaded, if any (the call then reads only the journals' tails),
+    else a fresh one."""
+    _one_shot()
+    from .engine import Relay, default_state
+    state = os.path.abspath(conf.get("stateDir") or default_state())
+    _remember(state)
+    return _warm.pop(state, None) or Relay(state)
+
+
+_warm = {}        # state dir -> a Relay this worker's prefault loaded (the warm path)
+_scratch = None   # the planner's scratch directory, in its workers
+RECENT = 4        # state directories a worker loads ahead of a call
+
+
+def _recent_path():
+    return os.path.join(_scratch, "relay", "recent")
+
+
+def _remember(state):
+    """On the warm path: STATE first in the scratch's list of recent state
+    directories, which the next workers load ahead of their calls."""
+    if _scratch is None:
+        return
+    try:
+        with open(_recent_path()) as f:
+            recent = f.read().split("\n")
+    except OSError:
+        recent = []
+    if recent and recent[0] == state:
+        return
+    recent = [state] + [s for s in recent if s and s != state][:RECENT - 1]
+    tmp = f"{_recent_path()}.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write("\n".join(recent))
+        os.rename(tmp, _recent_path())
+    except OSError:
+        pass      # a hint for the next workers, never a reason to fail a call
+
+
+def _preload():
+    """Load the journals (graph, applied, each network's addresses) of the
+    recent state directories, so that a call finds them parsed and reads
+    only what was appended since: its cost stays flat with the number of
+    attachments (parsing them whole took ~4 ms at 1,000)."""
     from .engine import Relay
-    return Relay(conf.get("stateDir") or None)
+    try:
+        with open(_recent_path()) as f:
+            recent = f.read().split("\n")[:RECENT]
+    except OSError:
+        return
+    for state in recent:
+        if not state or state in _warm or not os.path.isdir(state):
+            continue
+        relay = Relay(state)
+        try:
+            for name in list(relay.applied()["networks"]):
+                relay.ipam.holders(name)
+        except Exception:  # noqa: BLE001 - a hint only: the call loads it itself
+            continue
+        finally:
+            relay.close()
+        _warm[state] = relay
+
+
+def _one_shot():
+    """A CNI call is a process of its own (cold, or a planner worker that
+    exits after it): the cyclic GC has nothing to find in its short life,
+    and its collections, each walking the journals' freshly parsed
+    containers, cost 3-5x the parsing at 1,000 attachments."""
+    import gc
+    gc.disable()
 
 
 def _network(relay, conf):
@@ -199,7 +270,17 @@ def prefault(scratch):
     side of an ADD and a DEL on warm_up's state -- load, IPAM allocate and
     release, the attachment, its checks, its JSON -- and no kernel work, so
     the call's copy-on-write faults are paid before a caller waits (in A/B
-    runs on this VM: a DEL 0.6-1.7 ms sooner, an ADD up to 0.8)."""
+    runs on this VM: a DEL 0.6-1.7 ms sooner, an ADD up to 0.8).  Then the
+    state directories recent calls used are loaded (see _preload)."""
+    global _scratch
+    _scratch = scratch
+    try:
+        _rehearse(scratch)
+    finally:
+        _preload()
+
+
+def _rehearse(scratch):
     from .engine import Relay
     from .graph import Attachment
     relay = Relay(os.path.join(scratch, "relay"))
