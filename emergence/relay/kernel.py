@@ -410,8 +410,14 @@ class Kernel:
         self.ops.append(op)
 
     def bridge_add(self, name, mtu, key):
+        """A bridge with a MAC of its own, derived from KEY: without one it
+        takes the lowest of its ports', so the gateway's MAC changes when a
+        container with a lower one joins (stale neighbour entries in every
+        container) and each new port makes the kernel recompute it."""
+        import hashlib
+        mac = "02:" + ":".join(f"{b:02x}" for b in hashlib.sha256(key.encode()).digest()[:5])
         self._op("bridge.add", name)
-        self.host.request(nlmsg.bridge_add, name, mtu)
+        self.host.request(nlmsg.bridge_add, name, mtu, mac)
         index = self.get_link(name)["index"]
         # the kernel takes an alias on set, not on create: the mark that it is ours
         self._op("link.set", name, ("ifalias",))
