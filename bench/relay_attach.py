@@ -254,7 +254,9 @@ def main():
                 wrote.append(written(r) - w0)
             # the three plugins take turns, container by container (a burst of
             # load on this shared machine hits them alike, and no call waits
-            # for the veth deletion its predecessor left to the kernel)
+            # for the veth deletion its predecessor left to the kernel); each
+            # round adds one container per plugin and removes it again, as a
+            # bridge takes at most 1,024 ports
             runs = {"node": (via_node, lambda cmd, c: cni_call(
                         emergence_cni, cmd, ours, c, f"/var/run/netns/{c}", path, planner)),
                     "cold": (via_cold, lambda cmd, c: cni_call(
@@ -262,13 +264,14 @@ def main():
                     "bridge": (peer, lambda cmd, c: cni_call(
                         bridge, cmd, on_rlbs, c, f"/var/run/netns/{c}", CNI_DIR))}
             took = {(who, cmd): [] for who in runs for cmd in ("ADD", "DEL")}
-            for cmd in ("ADD", "DEL"):
-                time.sleep(3)
-                for i in range(len(peer)):
+            time.sleep(3)
+            for i in range(len(peer)):
+                for cmd in ("ADD", "DEL"):
                     for who, (names, fn) in runs.items():
                         t = time.perf_counter()
                         fn(cmd, names[i])
                         took[who, cmd].append(time.perf_counter() - t)
+                    time.sleep(0.5)
             na, nd = took["node", "ADD"], took["node", "DEL"]
             ca, cd = took["cold", "ADD"], took["cold", "DEL"]
             pa, pd = took["bridge", "ADD"], took["bridge", "DEL"]

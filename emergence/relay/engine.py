@@ -542,7 +542,7 @@ class Relay:
             return changes
         ops = len(self.kernel.ops)
         try:
-            self._execute(g, applied, by, body)
+            self._execute(g, applied, by, body, touched)
         finally:
             self._save_applied()
             counters.relay_applied(self.kernel.ops[ops:])
@@ -564,7 +564,7 @@ class Relay:
                 raise EmergenceError(f"{key}.netns: {att.netns} does not exist; "
                                      "is the container running?")
 
-    def _execute(self, g, applied, by, body):
+    def _execute(self, g, applied, by, body, mine=None):
         k = self.kernel
         anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
         # removals: routes, attachments, networks
@@ -602,11 +602,20 @@ class Relay:
                 if c.action == "update":
                     self._set_mtu(g, net, aatts)
                 anets[name] = net.to_dict()
+        # an attachment that fails holds up no other: the rest still go in, and
+        # the error is raised after, if it is about a key the caller named
+        # (MINE; None: any) -- another's is left to the reconciler's retries
+        failed = None
         for key in sorted(g.attachments.keys() - aatts.keys()):
             att, c = g.attachments[key], by.get(key)
             if c is None or c.action != "release":
                 net = g.networks[att.network]
-                host = self._make_attachment(net, att)
+                try:
+                    host = self._make_attachment(net, att)
+                except Exception as e:  # noqa: BLE001 - raised below
+                    if failed is None and (mine is None or key in mine):
+                        failed = e
+                    continue
                 aatts[key] = {"att": att.to_dict(), "host": host}
         for key, r in g.routes.items():
             if key not in aroutes:
@@ -616,6 +625,8 @@ class Relay:
         if "nft:emergence" in by:
             k.nft(nft.script(body))
             applied["nft"] = want
+        if failed is not None:
+            raise failed
 
     def _make_network(self, net, action):
         k = self.kernel

@@ -194,3 +194,55 @@ def test_apply_cni_and_kernel_events_at_once_lose_nothing(tmp_path, netns, host)
         r.apply(Graph())
     finally:
         r.close()
+
+
+def test_a_failing_object_is_retried_with_backoff_and_holds_up_no_other(tmp_path, netns, host):
+    """Two veths deleted at once; one cannot come back (its container's
+    interface name is taken by a stranger): the other is repaired in the same
+    pass, the failing one keeps its error and is retried at growing
+    intervals, and comes back once the stranger is gone."""
+    from emergence.relay.engine import Relay
+    from emergence.relay.graph import Graph
+    state = str(tmp_path / "state")
+    a, b = netns.new("a"), netns.new("b")
+    r = Relay(state, host_netns=host)
+    r.apply(Graph.from_dict({"networks": {"red": {"bridge": "rlred", "subnets": ["10.88.0.0/24"],
+                                                  "veth_prefix": "rl"}},
+                             "attachments": [{"network": "red", "container": c,
+                                              "netns": netns.path(c)} for c in (a, b)]}))
+    hosts = {c: r.applied()["attachments"][f"att:red/{c}/eth0"]["host"] for c in (a, b)}
+    r.close()
+    node = Node(state, host)
+    key = f"att:red/{a}/eth0"
+    try:
+        assert node.full_pass() == 0
+        # a stranger takes a's interface name inside its netns, then both veths go
+        sh("ip", "-n", a, "link", "set", "eth0", "down")
+        sh("ip", "-n", a, "link", "set", "eth0", "name", "eth9")
+        sh("ip", "-n", a, "link", "add", "eth0", "type", "bridge")
+        subprocess.run(["ip", "-n", host, "-batch", "-"], text=True, check=True,
+                       input=f"link del {hosts[a]}\nlink del {hosts[b]}\n")
+
+        def until(pred, timeout=20):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if pred():
+                    return True
+                time.sleep(0.05)
+            return False
+        assert until(lambda: key in node.svc.status()["failing"])
+        assert until(lambda: sh("ip", "-n", host, "link", "show", hosts[b],
+                                check=False).returncode == 0)      # b is back
+        assert "already exists" in node.svc.status()["failing"][key]["error"]
+        time.sleep(4)   # retries at 0.5, 1, 2, 4 s: a few, not a hot loop
+        attempts = node.svc.status()["failing"][key]["attempts"]
+        assert 2 <= attempts <= 5, attempts
+        sh("ip", "-n", a, "link", "del", "eth0")                   # the stranger leaves
+        assert until(lambda: key not in node.svc.status()["failing"])
+        assert "10.88.0." in sh("ip", "-n", a, "-4", "addr", "show", "eth0").stdout
+        assert node.full_pass() == 0
+    finally:
+        node.stop()
+    r = Relay(state, host_netns=host)
+    r.apply(Graph())
+    r.close()
