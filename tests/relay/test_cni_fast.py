@@ -32,6 +32,7 @@ def test_a_worker_loads_recent_state_before_the_call(tmp_path, monkeypatch):
     (scratch / "relay").mkdir(parents=True)
     monkeypatch.setattr(cni, "_scratch", str(scratch))
     monkeypatch.setattr(cni, "_warm", {})
+    monkeypatch.setattr(cni, "_one_shot", lambda: None)   # keep this process's GC on
     first = cni._relay({"stateDir": state})        # a call on the warm path...
     first.close()
     assert (scratch / "relay" / "recent").read_text() == os.path.abspath(state)
