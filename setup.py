@@ -158,7 +158,8 @@ setup(
              fast_launcher(needs=REQUIRES.values()),
              # the CNI plugin: the same front-end; cold, Relay's cni module alone
              front_end("emergence-cni"),
-             fast_launcher("emergence-cni-py", "from emergence.relay.cni import main",
-                           needs=(REQUIRES["pyroute2>=0.9"],))],
+             # (Relay speaks rtnetlink itself: the plugin needs no library)
+             fast_launcher("emergence-cni-py",
+                           "from emergence.relay.cni import cold_main as main")],
     zip_safe=False,
 )

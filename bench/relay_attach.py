@@ -1,13 +1,14 @@
 """Relay: attach + detach of 100 containers, side by side in one run:
-  relay in-process     Relay.attach/detach (pyroute2, no subprocess)
+  relay in-process     Relay.attach/detach (in-process rtnetlink, no subprocess)
   emergence-cni        the CNI plugin, one exec per ADD/DEL
   bridge + host-local  Debian's containernetworking-plugins, one exec per ADD/DEL
-then the cost of one attachment change at 10, 100 and 1,000 attachments
-(time, split into the kernel's answers to netlink requests and Relay's own
-work; netlink operations, lookups, and bytes appended to Relay's state), with
-the bridge plugin's ADD and DEL of one container on the same bridge at each
-size beside it (the kernel's part of a change grows with a bridge's ports,
-for any plugin).
+then the cost of one attachment change at 10, 100 and 1,000 attachments:
+in-process (time, split into the kernel's answers to netlink requests and
+Relay's own work; netlink operations, lookups, and bytes appended to Relay's
+state), through the node, and cold (no node), with the bridge plugin's ADD
+and DEL of one container on the same bridge at each size beside it (the
+kernel's part of a change grows with a bridge's ports, for any plugin); and
+last the ratios the issue sets goals for.
 
 emergence-cni's DEL answers once the detach is committed (graph written,
 address freed) and deletes the veth after (the kernel takes ~20 ms for that,
@@ -171,20 +172,25 @@ def main():
             per = statistics.median(a) + statistics.median(d)
             print(f"  {name:22} {ms(a):10.2f} {ms(d):10.2f} {sum(a) + sum(d):8.2f} "
                   f"{base / per:9.2f}x")
+        ref_add, ref_del = (statistics.median(x) for x in results["bridge + host-local"])
+        cold_add, cold_del = (statistics.median(x) for x in results["emergence-cni (cold)"])
+        summary = [("cold plugin ADD / reference ADD (goal <= 1.0)", cold_add / ref_add),
+                   ("cold plugin DEL / reference DEL (goal <= 1.0)", cold_del / ref_del)]
 
         # -- one attachment change at growing sizes
-        print("\none-attachment change (attach + detach of one more container), in-process;")
+        print("\none-attachment change (attach + detach of one more container) on a network "
+              "holding N attachments;")
         print("after each build-up the kernel is given a few seconds to finish its own work "
               "for the new interfaces (IPv6 DAD, MLD) before timing")
-        print("(attach = the kernel answering netlink requests + Relay's own work; the kernel's "
-              "share grows with the bridge's ports)")
-        print("(bridge plugin = the CNI bridge plugin's ADD and DEL of one container on the "
-              "same bridge, at the same size)")
-        print(f"  {'attachments':>11} {'attach ms':>10} {'kernel ms':>10} {'own ms':>7} "
-              f"{'detach ms':>10} "
-              f"{'netlink ops':>12} {'lookups':>8} {'state bytes':>12} "
-              f"{'bridge plugin ADD/DEL ms':>25}")
-        # the time the kernel takes to answer each plain netlink request, to tell
+        print("(in-process: Relay's attach = the kernel answering netlink requests + Relay's "
+              "own work; node: emergence-cni through the node's planner; cold: emergence-cni "
+              "with no node; bridge: the CNI bridge + host-local plugins' ADD and DEL of one "
+              "container on the same bridge -- the kernel's share grows with a bridge's ports, "
+              "for any plugin)")
+        print(f"  {'N':>5} {'attach':>7} {'kernel':>7} {'own':>6} {'detach':>7} {'ops':>4} "
+              f"{'looks':>5} {'bytes':>6} {'node ADD/DEL':>13} {'cold ADD/DEL':>13} "
+              f"{'bridge ADD/DEL':>15} {'node vs bridge':>15} {'cold vs bridge ADD, DEL':>24}")
+        # the time the kernel takes to answer each netlink request, to tell
         # Relay's own cost from the kernel's (which grows with a bridge's ports)
         from emergence.relay import kernel as kmod
         in_kernel = [0.0]
@@ -197,20 +203,26 @@ def main():
             finally:
                 in_kernel[0] += time.perf_counter() - t
         kmod.Rtnl.exchange = timed_request
-        r = Relay(os.path.join(tmp, "scale"))
+        scale_state = os.path.join(tmp, "scale")
+        r = Relay(scale_state)
         r.create_network(Network("rlbs", "rlbs0", ["10.80.0.0/16"], veth_prefix="rl"))
         have = []
         extra = [f"rl-bench-x{i}" for i in range(9)]
         # the peer on the same bridge at each size: the bridge plugin's own
         # one-container change shows what the kernel's growth costs anyone
         peer = [f"rl-bench-y{i}" for i in range(9)]
-        make_netns(extra + peer)
-        made += extra + peer
+        via_node = [f"rl-bench-n{i}" for i in range(9)]
+        via_cold = [f"rl-bench-c{i}" for i in range(9)]
+        make_netns(extra + peer + via_node + via_cold)
+        made += extra + peer + via_node + via_cold
         on_rlbs = {"cniVersion": "1.0.0", "name": "rlbp", "type": "bridge", "bridge": "rlbs0",
                    "isGateway": False, "ipMasq": False,
                    "ipam": {"type": "host-local", "subnet": "10.80.0.0/16",
                             "rangeStart": "10.80.250.1", "rangeEnd": "10.80.250.250",
                             "dataDir": os.path.join(tmp, "host-local-scale")}}
+        ours = {"cniVersion": "1.1.0", "name": "rlbs", "type": "emergence-cni",
+                "network": "rlbs", "stateDir": scale_state}
+        rows = {}
         for size in [int(s) for s in args.sizes.split(",")]:
             more = [f"rl-bench-s{i}" for i in range(len(have), size)]
             make_netns(more)
@@ -219,6 +231,11 @@ def main():
                 r.attach("rlbs", c, f"/var/run/netns/{c}")
             have += more
             time.sleep(min(10, 1 + len(more) / 100))
+            # the node's workers learn this state directory from a first call
+            cni_call(emergence_cni, "ADD", ours, via_node[0], f"/var/run/netns/{via_node[0]}",
+                     path, planner)
+            cni_call(emergence_cni, "DEL", ours, via_node[0], f"/var/run/netns/{via_node[0]}",
+                     path, planner)
             a, ak, d, ops, looks, wrote = [], [], [], [], [], []
             for x in extra:
                 r.kernel.ops.clear()
@@ -235,17 +252,61 @@ def main():
                 ops.append(len(r.kernel.ops))
                 looks.append(r.kernel.lookups)
                 wrote.append(written(r) - w0)
-            pa = timed(lambda c: cni_call(bridge, "ADD", on_rlbs, c, f"/var/run/netns/{c}",
-                                          CNI_DIR), peer)
-            pd = timed(lambda c: cni_call(bridge, "DEL", on_rlbs, c, f"/var/run/netns/{c}",
-                                          CNI_DIR), peer)
+            # the three plugins take turns, container by container (a burst of
+            # load on this shared machine hits them alike, and no call waits
+            # for the veth deletion its predecessor left to the kernel); each
+            # round adds one container per plugin and removes it again, as a
+            # bridge takes at most 1,024 ports
+            runs = {"node": (via_node, lambda cmd, c: cni_call(
+                        emergence_cni, cmd, ours, c, f"/var/run/netns/{c}", path, planner)),
+                    "cold": (via_cold, lambda cmd, c: cni_call(
+                        emergence_cni, cmd, ours, c, f"/var/run/netns/{c}", path)),
+                    "bridge": (peer, lambda cmd, c: cni_call(
+                        bridge, cmd, on_rlbs, c, f"/var/run/netns/{c}", CNI_DIR))}
+            took = {(who, cmd): [] for who in runs for cmd in ("ADD", "DEL")}
+            time.sleep(3)
+            for i in range(len(peer)):
+                for cmd in ("ADD", "DEL"):
+                    for who, (names, fn) in runs.items():
+                        t = time.perf_counter()
+                        fn(cmd, names[i])
+                        took[who, cmd].append(time.perf_counter() - t)
+                    time.sleep(0.5)
+            na, nd = took["node", "ADD"], took["node", "DEL"]
+            ca, cd = took["cold", "ADD"], took["cold", "DEL"]
+            pa, pd = took["bridge", "ADD"], took["bridge", "DEL"]
             own = [x - y for x, y in zip(a, ak)]
-            print(f"  {size:11d} {ms(a):10.2f} {ms(ak):10.2f} {ms(own):7.2f} {ms(d):10.2f} "
-                  f"{max(ops):12d} "
-                  f"{max(looks):8d} {max(wrote):12} {ms(pa):12.2f} / {ms(pd):.2f}")
+            rows[size] = {"attach": ms(a), "own": ms(own), "node": ms(na) + ms(nd),
+                          "node_add": ms(na), "bridge": ms(pa) + ms(pd),
+                          "cold_add": ms(ca) / ms(pa), "cold_del": ms(cd) / ms(pd)}
+            print(f"  {size:5d} {ms(a):7.2f} {ms(ak):7.2f} {ms(own):6.2f} {ms(d):7.2f} "
+                  f"{max(ops):4d} {max(looks):5d} {max(wrote):6} "
+                  f"{ms(na):6.2f}/{ms(nd):<6.2f} {ms(ca):6.2f}/{ms(cd):<6.2f} "
+                  f"{ms(pa):7.2f}/{ms(pd):<7.2f} "
+                  f"{rows[size]['bridge'] / rows[size]['node']:14.2f}x "
+                  f"{rows[size]['cold_add']:11.2f}x, {rows[size]['cold_del']:.2f}x")
         r.remove_network("rlbs", force=True)   # its containers are still attached
         r.close()
         kmod.Rtnl.exchange = plain
+
+        lo, hi = min(rows), max(rows)
+        summary += [
+            (f"in-process attach at {hi} / at {lo} (goal <= 1.2)",
+             rows[hi]["attach"] / rows[lo]["attach"]),
+            (f"  Relay's own part of it at {hi} / at {lo}", rows[hi]["own"] / rows[lo]["own"]),
+            (f"node ADD at {hi} / at {lo} (goal <= 1.2)",
+             rows[hi]["node_add"] / rows[lo]["node_add"]),
+            (f"bridge plugin ADD+DEL at {hi} / at {lo} (the kernel's growth, for comparison)",
+             rows[hi]["bridge"] / rows[lo]["bridge"]),
+            ("node vs reference, slowest size (goal >= 4.0)",
+             min(v["bridge"] / v["node"] for v in rows.values())),
+            ("cold ADD vs reference, worst size (goal <= 1.0)",
+             max(v["cold_add"] for v in rows.values())),
+            ("cold DEL vs reference, worst size (goal <= 1.0)",
+             max(v["cold_del"] for v in rows.values()))]
+        print("\nratios (one run; the machine is shared, so they are noisy)")
+        for what, v in summary:
+            print(f"  {what:78} {v:6.2f}")
     finally:
         subprocess.run([em, "node", "stop", *node], stdout=subprocess.DEVNULL,
                        env=dict(os.environ, EMERGENCE_PLANNER_SOCKET="off"))

@@ -7,7 +7,7 @@
   hostnet.py   subnet safety: the host's addresses and routes, read only
   journal.py   a dict on disk: snapshot + append-only log, O(change) per edit
   ipam.py      addresses: one flock-locked journal per network
-  kernel.py    pyroute2 in-process: targeted netlink requests, each recorded
+  kernel.py    rtnetlink in-process (nlmsg.py): targeted requests, each recorded
   nft.py       NAT, port forwards, isolation: one nftables table, one transaction
   hairpin.py   a bridge port's hairpin mode (containers with published ports)
   engine.py    Relay: state, edits (attach, detach, apply, gc), the lock

@@ -87,11 +87,20 @@ class Executor:
                     self._set_mtu(g, net, aatts)
                 anets[name] = net.to_dict()
         published = None
+        # an attachment that fails holds up no other: the rest still go in, and
+        # the error is raised after, if it is about a key the caller named
+        # (TOUCHED; None: any) -- another's is left to the reconciler's retries
+        failed = None
         for key in sorted(g.attachments.keys() - aatts.keys()):
             att, c = g.attachments[key], by.get(key)
             if c is None or c.action != "release":
                 net = g.networks[att.network]
-                host = self._make_attachment(net, att)
+                try:
+                    host = self._make_attachment(net, att)
+                except Exception as e:  # noqa: BLE001 - raised below
+                    if failed is None and (touched is None or key in touched):
+                        failed = e
+                    continue
                 rec = {"att": att.to_dict(), "host": host}
                 if published is None:
                     published = _published(g, touched)
@@ -107,6 +116,8 @@ class Executor:
             self._hairpin_published(g, aatts, touched)
             k.nft(nft.script(body, self.table))
             applied["nft"] = want
+        if failed is not None:
+            raise failed
 
     def _hairpin_published(self, g, aatts, touched):
         """Forwards changed: the ports of containers that publish now and were
@@ -175,7 +186,7 @@ class Executor:
         if br is None:
             raise EmergenceError(f"{att.key}: bridge {net.bridge} is missing; "
                                  "run `emergence net apply` to repair the network")
-        from pyroute2.netlink.exceptions import NetlinkError
+        from .kernel import NetlinkError
         try:
             k.veth_add(host, br, net.mtu, att.key, att.netns, att.ifname, att.mac)
         except NetlinkError as e:

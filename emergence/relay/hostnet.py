@@ -9,34 +9,36 @@ two Relays never share a subnet.  `--allow-overlap` skips the check.
 
 import ipaddress
 
-RTN_UNICAST = 1
-
 
 def host_networks(kernel, ours):
     """[(ip_network, what)] the host's netns holds: interface addresses (with
     their prefix) and main-table unicast routes, except default routes and
-    those on the interfaces named in OURS."""
-    ipr = kernel.host
-    names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
+    those on the interfaces named in OURS (three dumps over Relay's own
+    rtnetlink socket, nlmsg.py)."""
+    from . import nlmsg
+    sock = kernel.host
+    names = {d["index"]: d["ifname"] for d in (
+        nlmsg.decode_link(b) for b in sock.request(nlmsg.link_dump, want=nlmsg.RTM_NEWLINK))}
     out = []
-    for m in ipr.addr("dump"):
-        name = names.get(m["index"], str(m["index"]))
-        if name in ours:
+    for body in sock.request(nlmsg.addr_dump, want=nlmsg.RTM_NEWADDR):
+        d = nlmsg.decode_addr(body)
+        name = names.get(d["index"], str(d["index"]))
+        if name in ours or d["address"] is None:
             continue
-        addr = m.get("IFA_ADDRESS") or m.get("IFA_LOCAL")
-        if addr is None:
-            continue
-        net = ipaddress.ip_interface(f"{addr}/{m['prefixlen']}").network
-        out.append((net, f"address {addr}/{m['prefixlen']} of host interface {name}"))
-    for family in (2, 10):
-        for m in ipr.route("dump", family=family, table=254):
-            if m["type"] != RTN_UNICAST or m["dst_len"] == 0:
+        addr, plen = d["address"], d["prefixlen"]
+        net = ipaddress.ip_interface(f"{addr}/{plen}").network
+        out.append((net, f"address {addr}/{plen} of host interface {name}"))
+    for family in (nlmsg.AF_INET, nlmsg.AF_INET6):
+        for body in sock.request(nlmsg.route_dump, family, want=nlmsg.RTM_NEWROUTE):
+            d = nlmsg.decode_route(body)
+            if d["table"] != nlmsg.RT_TABLE_MAIN or d["type"] != nlmsg.RTN_UNICAST \
+                    or d["dst_len"] == 0:
                 continue
-            oif = names.get(m.get("RTA_OIF"))
+            oif = names.get(d["oif"])
             if oif in ours:
                 continue
-            dst = ipaddress.ip_network(f"{m.get('RTA_DST')}/{m['dst_len']}", strict=False)
-            via = m.get("RTA_GATEWAY")
+            dst = ipaddress.ip_network(f"{d['dst']}/{d['dst_len']}", strict=False)
+            via = d["gateway"]
             out.append((dst, f"route {dst}" + (f" via {via}" if via else "")
                         + (f" dev {oif}" if oif else "") + " of the host"))
     kernel.lookups += 3

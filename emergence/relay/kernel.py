@@ -1,44 +1,77 @@
-"""The kernel side, in-process through pyroute2: one netlink socket for the
-host's netns and one per container netns touched, targeted requests only
-(a link is fetched by name with RTM_GETLINK, never found in a dump of every
-interface), and every request recorded so tests and the bench can count them.
+"""The kernel side, over plain rtnetlink sockets (nlmsg.py encodes and
+decodes): one socket for the host's netns and one per container netns
+touched, targeted requests only (a link is fetched by name with
+RTM_GETLINK, never found in a dump of every interface), and every change
+recorded so tests and the bench can count them.
 
 A socket in another netns is made on this thread: setns there, create it,
-setns back (a socket keeps the netns it was made in) -- ~1 ms, where
-pyroute2's own `netns=` forks a helper (~11 ms).  Where only an interface's
-index or up flag is needed, an ioctl on a datagram socket of that netns
-answers in microseconds, without decoding a whole RTM_NEWLINK.  The writes
-of an attach and a detach go over a plain socket, encoded by nlmsg.py.
+setns back (a socket keeps the netns it was made in) -- microseconds, where
+forking a helper into it costs ~11 ms.  Where only an interface's index,
+flags or MAC are needed, an ioctl on a datagram socket of that netns
+answers without decoding a whole RTM_NEWLINK.
+
+Nothing here imports a netlink library, `socket` (whose enums pull in
+`enum`) or `ctypes` (setns goes through `_ctypes` directly): a cold CNI
+call, a fresh Python process, pays for what it uses and no more.
 
 `ops` lists the changes made (("veth.add", name), ...); `lookups` counts the
 read requests.  Both are the measure of incrementality.
 """
 
+import _socket
 import errno
 import os
-import socket
 import struct
-import subprocess
-import threading
 
 from . import nlmsg
 
 ENODEV, EEXIST, ENOENT, ESRCH = errno.ENODEV, errno.EEXIST, errno.ENOENT, errno.ESRCH
 ALIAS_PREFIX = "emergence-relay:"
-
-
 SIOCGIFFLAGS, SIOCGIFHWADDR, SIOCGIFINDEX = 0x8913, 0x8927, 0x8933
-_libc = None
+CLONE_NEWNET = 0x40000000
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request; CODE is the errno."""
+
+    def __init__(self, code, msg=None):
+        super().__init__(code, msg or os.strerror(code))
+
+    @property
+    def code(self):
+        return self.errno
+
+
+_setns_call = None
 
 
 def _setns_fd(fd):
-    global _libc
-    import ctypes
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, 0x40000000) != 0:   # CLONE_NEWNET
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    """setns(FD, CLONE_NEWNET) through _ctypes' bare function pointer: the
+    `ctypes` package builds dozens of classes on import (~4 ms a cold call)
+    for this one libc call (os.setns arrives with Python 3.12)."""
+    global _setns_call
+    if _setns_call is None:
+        setns = getattr(os, "setns", None)
+        if setns is not None:
+            _setns_call = lambda fd: setns(fd, CLONE_NEWNET)   # noqa: E731
+        else:
+            import _ctypes
+
+            class CInt(_ctypes._SimpleCData):
+                _type_ = "i"
+
+            class Func(_ctypes.CFuncPtr):
+                _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+                _restype_ = CInt
+                _argtypes_ = (CInt, CInt)
+            fn = Func(_ctypes.dlsym(_ctypes.dlopen(None), "setns"))
+
+            def call(fd):
+                if fn(fd, CLONE_NEWNET) != 0:
+                    e = _ctypes.get_errno()
+                    raise OSError(e, os.strerror(e))
+            _setns_call = call
+    _setns_call(fd)
 
 
 def _setns(path):
@@ -65,52 +98,89 @@ def made_in(path, make):
         os.close(here)
 
 
+def _netlink(groups=0, rcvbuf=None):
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, 0)
+    try:
+        if rcvbuf:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, groups))     # NETLINK_ROUTE
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Rtnl:
-    """A plain rtnetlink socket for the writes of an attach and a detach (the
-    veth pair, address, link up, default route, deletion): nlmsg.py encodes
-    each request, and the socket carries it and reads the ack -- ~0.1 ms a
-    request and ~0.02 ms to open, where an IPRoute costs ~0.5 ms a request
-    (its asyncio loop) and ~1 ms to make."""
+    """A plain rtnetlink socket: nlmsg.py encodes each request, this carries
+    it and reads the kernel's answer -- ~0.1 ms a request, ~0.02 ms to open."""
 
     def __init__(self, path):
-        self.sock = made_in(path, lambda: socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0))  # NETLINK_ROUTE
-        self.sock.bind((0, 0))
+        self.sock = made_in(path, _netlink)
         self.seq = 0
 
-    def request(self, encode, *args):
-        """Send the request ENCODE(seq, *ARGS) makes (an nlmsg function) and
-        wait for its ack."""
+    def request(self, encode, *args, want=None):
+        """Send the request ENCODE(seq, *ARGS) makes (an nlmsg function); wait
+        for its ack, or (WANT: a message type) return the bodies of the
+        messages of that type that answer it (a reply, or a dump's parts)."""
         self.seq += 1
-        self.exchange(encode(self.seq, *args))
+        return self.exchange(encode(self.seq, *args), want)
 
-    def exchange(self, data):
-        """Send one encoded request and wait for its ack (the kernel's part)."""
-        from pyroute2.netlink.exceptions import NetlinkError
+    def exchange(self, data, want=None):
+        """Send one encoded request and read the kernel's answer to it."""
         self.sock.send(data)
+        out = []
         while True:
-            data = self.sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _, seq, _ = struct.unpack_from("IHHII", data, off)
-                if kind == 2 and seq == self.seq:     # NLMSG_ERROR: the ack
-                    err = struct.unpack_from("i", data, off + 16)[0]
+            for kind, flags, seq, body in nlmsg.messages(self.sock.recv(65536)):
+                if seq != self.seq:
+                    continue
+                if kind == nlmsg.NLMSG_ERROR:
+                    err = struct.unpack_from("i", body)[0]
                     if err:
-                        raise NetlinkError(-err, os.strerror(-err))
-                    return
-                off += max(16, (length + 3) & ~3)
+                        raise NetlinkError(-err)
+                    return out
+                if kind == nlmsg.NLMSG_DONE:
+                    return out
+                if kind == want:
+                    out.append(body)
+                    if not flags & nlmsg.NLM_F_MULTI:
+                        return out
+
+    def close(self):
+        self.sock.close()
+
+
+class Events:
+    """The rtnetlink events of a netns (links, addresses, routes), decoded:
+    ("link", new, fields), ("addr", new, fields), ("route", new, fields).
+    recv raises OSError(ENOBUFS) when the kernel dropped some."""
+
+    KINDS = {nlmsg.RTM_NEWLINK: ("link", True), nlmsg.RTM_DELLINK: ("link", False),
+             nlmsg.RTM_NEWADDR: ("addr", True), nlmsg.RTM_DELADDR: ("addr", False),
+             nlmsg.RTM_NEWROUTE: ("route", True), nlmsg.RTM_DELROUTE: ("route", False)}
+    DECODE = {"link": nlmsg.decode_link, "addr": nlmsg.decode_addr,
+              "route": nlmsg.decode_route}
+
+    def __init__(self, path=None, rcvbuf=None):
+        self.sock = made_in(path, lambda: _netlink(nlmsg.EVENT_GROUPS, rcvbuf))
+
+    def get(self):
+        out = []
+        for kind, _, _, body in nlmsg.messages(self.sock.recv(1 << 17)):
+            what = self.KINDS.get(kind)
+            if what is not None:
+                out.append((what[0], what[1], self.DECODE[what[0]](body)))
+        return out
 
     def close(self):
         self.sock.close()
 
 
 class Sockets:
-    """A netns's netlink sockets (pyroute2's, and a plain one for writes) and
-    ioctl socket, each made when first used."""
+    """A netns's rtnetlink socket and ioctl socket, each made when first used."""
 
     def __init__(self, path):
         self.path = path
-        self._nl = self._ioc = self._raw = None
+        self._ioc = self._raw = None
 
     @property
     def raw(self):
@@ -118,25 +188,20 @@ class Sockets:
             self._raw = Rtnl(self.path)
         return self._raw
 
-    @property
-    def nl(self):
-        if self._nl is None:
-            from pyroute2 import IPRoute
-            self._nl = made_in(self.path, IPRoute)
-        return self._nl
+    nl = raw
 
     @property
     def ioc(self):
         if self._ioc is None:
-            self._ioc = made_in(self.path, lambda: socket.socket(
-                socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+            self._ioc = made_in(self.path, lambda: _socket.socket(
+                _socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC))
         return self._ioc
 
     def close(self):
-        for s in (self._nl, self._ioc, self._raw):
+        for s in (self._ioc, self._raw):
             if s is not None:
                 s.close()
-        self._nl = self._ioc = self._raw = None
+        self._ioc = self._raw = None
 
 
 NO_SUCH_INDEX = 0x7FFFFFF0
@@ -144,39 +209,18 @@ TOO_LONG = "emergence-warm-up"   # > IFNAMSIZ - 1
 
 
 def warm_up(scratch=None):
-    """Send each kind of request Relay makes once, built so the kernel refuses
-    it (no such interface; a name too long, refused before anything is
-    made) and nothing changes: pyroute2 compiles its message
-    tables on first use (~5 ms), and the node's planner calls this before it
-    forks the workers that run `emergence-cni`, so no call pays for it."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-    ipr = IPRoute()
-    try:
-        ipr.link("get", index=1)
-        for request in (
-                lambda: ipr.link("get", ifname="emergence-nx"),
-                lambda: ipr.link("set", index=NO_SUCH_INDEX, state="up", mtu=1500),
-                lambda: ipr.addr("add", index=NO_SUCH_INDEX, address="127.0.0.2", prefixlen=8),
-                lambda: ipr.route("replace", oif=NO_SUCH_INDEX, gateway="127.0.0.2", family=2),
-                lambda: ipr.link("del", ifname="emergence-nx")):
-            try:
-                request()
-            except NetlinkError:
-                pass
-    finally:
-        ipr.close()
+    """In the node's planner, before it forks the workers that run
+    `emergence-cni`: every kind of request once, refused (see prefault)."""
     prefault()
 
 
 def prefault(scratch=None):
-    """The requests of an attach and a detach over the plain socket, each
-    refused by the kernel (a name too long, no such interface): run once per
-    forked worker of the planner, so the call's copy-on-write faults and
-    first encodings are paid before a caller waits (~0.5 ms)."""
-    from ipaddress import ip_address
-
-    from pyroute2.netlink.exceptions import NetlinkError
+    """The requests of an attach and a detach, and the reads of a check, each
+    refused by the kernel (a name too long, no such interface) or reading
+    nothing of note: run once per forked worker of the planner, so the
+    call's copy-on-write faults and first encodings are paid before a caller
+    waits (~0.5 ms)."""
+    from ipaddress import ip_address, ip_network
     k = Kernel()
     try:
         raw = k._host_sockets().raw
@@ -185,11 +229,14 @@ def prefault(scratch=None):
                                    TOO_LONG, "02:00:00:00:00:01"),
                 lambda: k.addr_add(NO_SUCH_INDEX, ip_address("127.0.0.2"), 8, raw),
                 lambda: k.link_set(NO_SUCH_INDEX, raw, state="up"),
+                lambda: k.link_set(NO_SUCH_INDEX, raw, mtu=1500),
                 lambda: k.route_add(raw, ip_address("127.0.0.2")),
+                lambda: k.get_link(TOO_LONG),
+                lambda: k.host_route(ip_network("127.255.255.0/24")),
                 lambda: k.link_del("emergence-nx")):
             try:
                 request()
-            except (NetlinkError, OSError):
+            except OSError:
                 pass
     finally:
         k.close()
@@ -215,6 +262,7 @@ def in_netns(path, fn):
             box["value"] = fn()
         except BaseException as e:  # handed to the caller
             box["error"] = e
+    import threading
     t = threading.Thread(target=body)
     t.start()
     t.join()
@@ -287,7 +335,7 @@ class Kernel:
         self.lookups += 1
         import fcntl
         try:
-            return fcntl.ioctl(sk.ioc, request, struct.pack("16s24x", name.encode()))
+            return fcntl.ioctl(sk.ioc.fileno(), request, struct.pack("16s24x", name.encode()))
         except OSError as e:
             if e.errno == ENODEV:
                 return None
@@ -309,42 +357,51 @@ class Kernel:
         return None if r is None else bool(struct.unpack_from("H", r, 16)[0] & 1)
 
     def get_link(self, name, sock=None):
-        """The link called NAME as a dict (index, master, mtu, up, alias, kind), or None."""
-        from pyroute2.netlink.exceptions import NetlinkError
+        """The link called NAME as a dict (index, master, mtu, up, alias, mac,
+        kind), or None."""
         self.lookups += 1
         try:
-            msg = (sock or self.host).link("get", ifname=name)[0]
+            got = (sock or self.host).request(nlmsg.link_get, name, want=nlmsg.RTM_NEWLINK)
         except NetlinkError as e:
             if e.code in (ENODEV, ENOENT):
                 return None
             raise
-        info = msg.get("IFLA_LINKINFO")
-        return {"index": msg["index"], "master": msg.get("IFLA_MASTER"),
-                "mtu": msg.get("IFLA_MTU"), "up": bool(msg["flags"] & 1),
-                "alias": msg.get("IFLA_IFALIAS"), "mac": msg.get("IFLA_ADDRESS"),
-                "kind": info.get("IFLA_INFO_KIND") if info else None}
+        if not got:
+            return None
+        d = nlmsg.decode_link(got[0])
+        return {"index": d["index"], "master": d["master"], "mtu": d["mtu"],
+                "up": bool(d["flags"] & 1), "alias": d["alias"], "mac": d["mac"],
+                "kind": d["kind"]}
 
     def addresses(self, index, sock=None):
-        self.lookups += 1
-        return {(m.get("IFA_ADDRESS"), m["prefixlen"])
-                for m in (sock or self.host).addr("dump", index=index)}
-
-    def default_routes(self, sock):
+        """{(address, prefixlen)} of link INDEX."""
         self.lookups += 1
         out = set()
-        for family in (2, 10):
-            for m in sock.route("dump", family=family, table=254):
-                if m["dst_len"] == 0 and m.get("RTA_GATEWAY"):
-                    out.add(m.get("RTA_GATEWAY"))
+        for body in (sock or self.host).request(nlmsg.addr_dump, want=nlmsg.RTM_NEWADDR):
+            d = nlmsg.decode_addr(body)
+            if d["index"] == index:
+                out.add((d["address"], d["prefixlen"]))
         return out
+
+    def _routes(self, sock, family):
+        for body in sock.request(nlmsg.route_dump, family, want=nlmsg.RTM_NEWROUTE):
+            d = nlmsg.decode_route(body)
+            if d["table"] == nlmsg.RT_TABLE_MAIN:
+                yield d
+
+    def default_routes(self, sock):
+        """The gateways of the default routes in the main table."""
+        self.lookups += 1
+        return {d["gateway"] for family in (nlmsg.AF_INET, nlmsg.AF_INET6)
+                for d in self._routes(sock, family) if d["dst_len"] == 0 and d["gateway"]}
 
     def host_route(self, dst):
         """The gateway of the route to DST (an ip_network) in the host's main table."""
         self.lookups += 1
-        fam = 2 if dst.version == 4 else 10
-        for m in self.host.route("dump", family=fam, table=254):
-            if m["dst_len"] == dst.prefixlen and m.get("RTA_DST") == str(dst.network_address):
-                return m.get("RTA_GATEWAY")
+        fam = nlmsg.AF_INET if dst.version == 4 else nlmsg.AF_INET6
+        for d in self._routes(self.host, fam):
+            if d["dst_len"] == dst.prefixlen and d["dst"] == str(dst.network_address):
+                return d["gateway"]
         return None
 
     # ---- changes -----------------------------------------------------------------
@@ -353,30 +410,35 @@ class Kernel:
         self.ops.append(op)
 
     def bridge_add(self, name, mtu, key):
+        """A bridge with a MAC of its own, derived from KEY: without one it
+        takes the lowest of its ports', so the gateway's MAC changes when a
+        container with a lower one joins (stale neighbour entries in every
+        container) and each new port makes the kernel recompute it."""
+        import hashlib
+        mac = "02:" + ":".join(f"{b:02x}" for b in hashlib.sha256(key.encode()).digest()[:5])
         self._op("bridge.add", name)
-        self.host.link("add", ifname=name, kind="bridge", mtu=mtu, state="up")
+        self.host.request(nlmsg.bridge_add, name, mtu, mac)
         index = self.get_link(name)["index"]
         # the kernel takes an alias on set, not on create: the mark that it is ours
         self._op("link.set", name, ("ifalias",))
-        self.host.link("set", index=index, ifalias=ALIAS_PREFIX + key)
+        self.host.request(nlmsg.link_set, index, None, None, ALIAS_PREFIX + key)
         return index
 
-    def link_set(self, index, sock=None, label="", **kw):
-        self._op("link.set", label or index, tuple(sorted(kw)))
-        if isinstance(sock, Rtnl) and set(kw) == {"state"}:
-            sock.request(nlmsg.link_up, index, kw["state"] == "up")
-            return
-        (sock or self.host).link("set", index=index, **kw)
+    def link_set(self, index, sock=None, label="", state=None, mtu=None, ifalias=None):
+        kw = {"state": state, "mtu": mtu, "ifalias": ifalias}
+        self._op("link.set", label or index, tuple(sorted(k for k, v in kw.items()
+                                                          if v is not None)))
+        sock = sock or self.host
+        if mtu is None and ifalias is None:
+            sock.request(nlmsg.link_up, index, state == "up")
+        else:
+            sock.request(nlmsg.link_set, index, state, mtu, ifalias)
 
     def link_del(self, name, sock=None):
         """Delete link NAME; False if it was already gone."""
-        from pyroute2.netlink.exceptions import NetlinkError
         self._op("link.del", name)
         try:
-            if sock is None:
-                self._host_sockets().raw.request(nlmsg.link_del, name)
-            else:
-                sock.link("del", ifname=name)
+            (sock or self.host).request(nlmsg.link_del, name)
         except NetlinkError as e:
             if e.code in (ENODEV, ENOENT):
                 return False
@@ -384,15 +446,9 @@ class Kernel:
         return True
 
     def addr_add(self, index, addr, prefixlen, sock=None, label=""):
-        from pyroute2.netlink.exceptions import NetlinkError
         self._op("addr.add", label or index, str(addr))
         try:
-            if isinstance(sock, Rtnl):
-                sock.request(nlmsg.addr_add, index, addr, prefixlen)
-            else:
-                (sock or self.host).addr("add", index=index, address=str(addr),
-                                         prefixlen=prefixlen,
-                                         **({"flags": 0x80} if addr.version == 6 else {}))
+            (sock or self.host).request(nlmsg.addr_add, index, addr, prefixlen)
         except NetlinkError as e:
             if e.code != EEXIST:
                 raise
@@ -400,37 +456,27 @@ class Kernel:
     def veth_add(self, host_name, master, mtu, key, netns, ifname, mac=None):
         """The pair in one request: the host end on the bridge and up, the
         other end created directly in the container's netns.  EEXIST when
-        either name is taken.  Sent over the host's plain socket (no IPRoute
-        on the attach path)."""
+        either name is taken."""
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self._op("veth.add", host_name, ifname)
-            self._host_sockets().raw.request(nlmsg.veth_add, host_name, mtu, master, ifname,
-                                             fd, mtu, mac)
+            self.host.request(nlmsg.veth_add, host_name, mtu, master, ifname, fd, mtu, mac)
         finally:
             os.close(fd)
 
     def route_add(self, sock, gateway, dst=None, label=""):
-        from pyroute2.netlink.exceptions import NetlinkError
+        """The route to DST (None: default) via GATEWAY, created or replaced."""
         self._op("route.add", label, str(dst or "default"), str(gateway))
-        kw = {"gateway": str(gateway), "family": 2 if gateway.version == 4 else 10}
-        if dst is not None:
-            kw["dst"] = str(dst)
         try:
-            if isinstance(sock, Rtnl) and dst is None:
-                sock.request(nlmsg.default_route, gateway)
-            else:
-                sock.route("replace", **kw)
+            sock.request(nlmsg.route, gateway, dst)
         except NetlinkError as e:
             if e.code != EEXIST:
                 raise
 
     def route_del(self, dst, gateway):
-        from pyroute2.netlink.exceptions import NetlinkError
         self._op("route.del", str(dst))
         try:
-            self.host.route("del", dst=str(dst), gateway=str(gateway),
-                            family=2 if dst.version == 4 else 10)
+            self.host.request(nlmsg.route, gateway, dst, True)
         except NetlinkError as e:
             if e.code not in (ESRCH, ENOENT):
                 raise
@@ -455,6 +501,7 @@ class Kernel:
         cmd = ["nft", "-f", "-"]
         if self.host_netns:
             cmd = ["nsenter", f"--net={self.host_netns}"] + cmd
+        import subprocess
         r = subprocess.run(cmd, input=script.encode(), capture_output=True)
         if r.returncode != 0:
             from ..errors import EmergenceError
@@ -466,5 +513,6 @@ class Kernel:
         if self.host_netns:
             cmd = ["nsenter", f"--net={self.host_netns}"] + cmd
         self.lookups += 1
+        import subprocess
         r = subprocess.run(cmd, capture_output=True)
         return r.stdout.decode() if r.returncode == 0 else None

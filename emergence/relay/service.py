@@ -1,27 +1,35 @@
 """Relay's long-running work inside `emergence node`: keep the kernel equal to
-the graph.
+the graph, in the shape of a reconciler (as Cilium builds them).
 
-A thread reads rtnetlink events from the host's netns (links, addresses,
-routes).  An event about one of Relay's objects (a host veth, a bridge, a
-static route) marks that node's key dirty; the reconcile task applies with
-`check` = the dirty keys, so only those nodes are read back from the kernel
-and only their operations are issued: a veth deleted by hand comes back, a
-bridge address removed by hand returns, an attachment whose netns was
-deleted (its veth dies with it) is released.  Events about anything else are
-ignored.  Events can be lost: the kernel says so with ENOBUFS, and then the
-whole graph is compared (a full resync); the same full compare also runs
-every `resync_interval` seconds to catch drift no event shows (an address
-removed inside a container's netns, which the host's socket cannot see).
+- Desired state: the graph, as Relay's journals say (any process may edit
+  it: `net apply`, a CNI call, a hook); observed state: what was applied,
+  plus the kernel's events and, on a full pass, the kernel read back.
+- One view: every use of the Relay object -- a pass, the refresh of the
+  kernel names it watches, the HTTP graph route -- holds one lock, and
+  Relay's own flock inside it; the event thread never touches Relay, it
+  reads a name map that a pass replaces whole.  (The earlier service
+  reloaded the state from the event thread while an apply ran, which
+  cleared the applied journal's dirty sets under it and lost records.)
+- Per-object status: a key whose operation failed is kept with its error,
+  its attempts and when it is tried again (exponential backoff, 0.5 s up to
+  30 s); a failed batch is retried key by key, so one bad object never
+  holds up the others.  Operations are idempotent (Relay's apply), so a
+  retry, a duplicate event or a full pass over a converged graph change
+  nothing.
+- Triggers: an rtnetlink event about one of Relay's objects (a host veth,
+  a bridge, a bridge address, a static route) marks its key; a name not
+  known yet (made since by a CLI or a CNI call) makes the next pass
+  refresh the names; lost events (ENOBUFS) and a periodic timer
+  (`resync_interval`) run a full pass, which also catches what no event
+  shows (an address removed inside a container's netns).
 """
 
 import asyncio
 import errno
-import functools
 import threading
 import time
 
-RTM_NEWLINK, RTM_DELLINK = "RTM_NEWLINK", "RTM_DELLINK"
-RTM_DELADDR, RTM_DELROUTE = "RTM_DELADDR", "RTM_DELROUTE"
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 
 
 class Service:
@@ -37,17 +45,22 @@ class Service:
         self.host_netns = self.config["host_netns"] or None
         self.log = log
         self.relay = None
-        self._dirty = set()
+        self.lock = threading.Lock()   # the one view: every use of self.relay holds it
+        self._dirty = set()            # keys an event named, for the next pass
+        self._unknown = set()          # names of deleted links not in the name map
         self._full = False
         self._wake = None
         self._tasks = []
         self._thread = None
         self._stopping = threading.Event()
-        self._events_sock = None
-        self._busy = None        # the apply running on the executor, if any
+        self._events = None
+        self._busy = None              # the pass running on the executor, if any
+        self.objects = {}              # key -> {"status", "attempts", "error", "next"}
         self.stats = {"events": 0, "ignored": 0, "reconciles": 0, "resyncs": 0,
-                      "enobufs": 0, "changes": 0, "errors": 0, "last_error": ""}
-        self._names = {}
+                      "enobufs": 0, "changes": 0, "errors": 0, "retries": 0,
+                      "last_error": ""}
+        self._names = {}               # kernel name -> key (replaced whole, never edited)
+        self._routes = {}              # destination -> key
 
     # ---- the node's contract ------------------------------------------------------
 
@@ -59,7 +72,7 @@ class Service:
 
         async def graph(request):
             loop = asyncio.get_running_loop()
-            doc = await loop.run_in_executor(None, self.relay.show)
+            doc = await loop.run_in_executor(None, self._locked, self.relay.show)
             return web.json_response(doc)
         from .. import access
         return [access.read(web.get("/relay/v1/status", status)),
@@ -71,7 +84,7 @@ class Service:
                            instance=self.config["instance"] or None)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._refresh_names()
+        await self._loop.run_in_executor(None, self._locked, self._refresh_names)
         self._thread = threading.Thread(target=self._listen, name="relay-netlink", daemon=True)
         self._thread.start()
         self._full = True       # converge once at start
@@ -89,28 +102,33 @@ class Service:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         if self._busy is not None:
-            # an apply cannot be cancelled midway: let it finish before its sockets close
+            # a pass cannot be cancelled midway: let it finish before its sockets close
             try:
                 await self._busy
             except Exception:  # noqa: BLE001 - logged by the reconciler already
                 pass
-        if self._events_sock is not None:
-            try:
-                self._events_sock.close()
-            except Exception:  # noqa: BLE001
-                pass
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.relay is not None:
-            self.relay.close()
+            with self.lock:
+                self.relay.close()
 
     def status(self):
-        return dict(self.stats, watching=len(self._names), dirty=len(self._dirty))
+        failing = {k: {"error": o["error"], "attempts": o["attempts"]}
+                   for k, o in list(self.objects.items()) if o["status"] == "error"}
+        return dict(self.stats, watching=len(self._names), dirty=len(self._dirty),
+                    failing=failing)
 
-    # ---- events ---------------------------------------------------------------------
+    def _locked(self, fn, *args):
+        with self.lock:
+            return fn(*args)
+
+    # ---- events (the listener thread: reads the name map, never Relay) ----------------
 
     def _refresh_names(self):
-        """Kernel names of Relay's objects -> their keys (from what was applied)."""
+        """Kernel names of Relay's objects -> their keys, from what was applied
+        (under the lock; the maps are replaced whole, so the listener reads
+        either the old or the new one)."""
         a = self.relay.applied()
         names = {rec["host"]: key for key, rec in a["attachments"].items()}
         names.update({rec["bridge"]: f"net:{n}" for n, rec in a["networks"].items()})
@@ -118,21 +136,24 @@ class Service:
         self._routes = {r["destination"]: key for key, r in a["routes"].items()}
 
     def _listen(self):
-        from pyroute2 import IPRoute
+        from .kernel import Events, netns_path
         while not self._stopping.is_set():
+            events = None
             try:
-                kw = {"rcvbuf": int(self.config["rcvbuf"])}
-                sock = IPRoute(netns=self.host_netns, **kw) if self.host_netns else IPRoute(**kw)
-                self._events_sock = sock
-                sock.bind()
+                events = Events(netns_path(self.host_netns), int(self.config["rcvbuf"]))
+                events.sock.settimeout(0.5)    # to see _stopping
+                self._events = events
                 while not self._stopping.is_set():
-                    for msg in sock.get():
-                        self._on_event(msg)
+                    try:
+                        batch = events.get()
+                    except TimeoutError:
+                        continue
+                    for ev in batch:
+                        self._on_event(*ev)
             except OSError as e:
                 if self._stopping.is_set():
                     return
-                if getattr(e, "errno", None) == errno.ENOBUFS or \
-                        getattr(e, "code", None) == errno.ENOBUFS:
+                if e.errno == errno.ENOBUFS:
                     # events were lost: only a full compare knows what changed
                     self.stats["enobufs"] += 1
                     self._loop.call_soon_threadsafe(self._mark_full)
@@ -147,68 +168,132 @@ class Service:
                 self.stats["last_error"] = f"{type(e).__name__}: {e}"
                 time.sleep(0.5)
             finally:
-                try:
-                    self._events_sock.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                if events is not None:
+                    events.close()
 
-    def _on_event(self, msg):
+    def _on_event(self, what, new, d):
         self.stats["events"] += 1
-        ev = msg.get("event")
-        key = None
-        if ev in (RTM_NEWLINK, RTM_DELLINK):
-            name = msg.get("IFLA_IFNAME")
+        key = unknown = None
+        if what == "link":
+            name = d["ifname"]
             key = self._names.get(name)
-            if key is None and ev == RTM_DELLINK:
-                self._refresh_names()   # made since by a CLI or a CNI call?
-                key = self._names.get(name)
-            if key and ev == RTM_NEWLINK and msg["flags"] & 1 and (
-                    key.startswith("net:") or msg.get("IFLA_MASTER") is not None):
+            if key is None and not new and name:
+                unknown = name      # made since by a CLI or a CNI call?
+            if key and new and d["flags"] & 1 and (
+                    key.startswith("net:") or d["master"] is not None):
                 key = None   # up, and a veth still on its bridge: nothing to repair
-        elif ev == RTM_DELADDR:
-            name = msg.get("IFA_LABEL")
-            k = self._names.get(name)
+        elif what == "addr" and not new:
+            k = self._names.get(d["label"])
             key = k if k and k.startswith("net:") else None
-        elif ev == RTM_DELROUTE:
-            dst = msg.get("RTA_DST")
-            if dst is not None:
-                key = self._routes.get(f"{dst}/{msg['dst_len']}")
-        if key is None:
+        elif what == "route" and not new and d["dst"] is not None:
+            key = self._routes.get(f"{d['dst']}/{d['dst_len']}")
+        if key is None and unknown is None:
             self.stats["ignored"] += 1
             return
-        self._loop.call_soon_threadsafe(self._mark, key)
+        self._loop.call_soon_threadsafe(self._mark, key, unknown)
 
-    def _mark(self, key):
-        self._dirty.add(key)
+    def _mark(self, key, unknown=None):
+        if key is not None:
+            self._dirty.add(key)
+        if unknown is not None:
+            self._unknown.add(unknown)
         self._wake.set()
 
     def _mark_full(self):
         self._full = True
         self._wake.set()
 
-    # ---- reconciling ----------------------------------------------------------------
+    # ---- reconciling (the loop decides, a pass on the executor does) -------------------
+
+    def _due(self, now):
+        """Keys whose retry time has come ("*": the full pass), and the time of
+        the next retry."""
+        due, nxt = set(), None
+        for key, o in list(self.objects.items()):
+            if o["status"] != "error":
+                continue
+            if o["next"] <= now:
+                due.add(key)
+            else:
+                nxt = o["next"] if nxt is None else min(nxt, o["next"])
+        return due, nxt
 
     async def _reconciler(self):
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            _, nxt = self._due(time.monotonic())
+            timeout = None if nxt is None else max(0.0, nxt - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
             await asyncio.sleep(0.02)   # let a burst of events gather
             self._wake.clear()
-            full, keys = self._full, self._dirty
-            self._full, self._dirty = False, set()
+            due, _ = self._due(time.monotonic())
+            full, keys, unknown = self._full or "*" in due, self._dirty | due, self._unknown
+            keys.discard("*")
+            self._full, self._dirty, self._unknown = False, set(), set()
+            if not (full or keys or unknown):
+                continue
+            self.stats["retries"] += len(due)
+            self._busy = loop.run_in_executor(None, self._pass, full, keys, unknown)
             try:
-                self._busy = loop.run_in_executor(
-                    None, functools.partial(self.relay.apply, full=full, check=keys))
-                changes = await asyncio.shield(self._busy)
-                self.stats["resyncs" if full else "reconciles"] += 1
-                self.stats["changes"] += len(changes)
-                if changes:
-                    self.log("relay: " + ", ".join(str(c) for c in changes))
-                self._refresh_names()
-            except Exception as e:  # noqa: BLE001 - log, retry on the next event/resync
+                await asyncio.shield(self._busy)
+            except Exception as e:  # noqa: BLE001 - a pass records its own errors
                 self.stats["errors"] += 1
                 self.stats["last_error"] = str(e)
-                self.log(f"relay: reconcile failed: {e}")
+            finally:
+                self._busy = None
+
+    def _pass(self, full, keys, unknown):
+        """One pass, under the lock: the names of links deleted since the
+        last refresh, then apply (full, or checking KEYS); a failure is
+        retried key by key and recorded per key."""
+        with self.lock:
+            if unknown:
+                self._refresh_names()
+                keys = keys | {self._names[n] for n in unknown if n in self._names}
+            if not (full or keys):
+                return
+            try:
+                self._apply(full, keys)
+                for key in keys:
+                    self.objects.pop(key, None)
+                self.objects.pop("*", None)
+            except Exception as e:  # noqa: BLE001 - recorded, retried
+                self._failed("*" if full else None, keys, e)
+            finally:
+                self._refresh_names()
+
+    def _apply(self, full, keys):
+        changes = self.relay.apply(full=full, check=keys)
+        self.stats["resyncs" if full else "reconciles"] += 1
+        self.stats["changes"] += len(changes)
+        if changes:
+            self.log("relay: " + ", ".join(str(c) for c in changes))
+
+    def _failed(self, whole, keys, err):
+        """A pass failed with ERR: the keys that fail alone get their own
+        status and backoff; a full pass that fails is retried whole."""
+        self.stats["errors"] += 1
+        self.stats["last_error"] = str(err)
+        self.log(f"relay: reconcile failed: {err}")
+        failing = {}
+        for key in sorted(keys):
+            try:
+                self._apply(False, {key})
+                self.objects.pop(key, None)
+            except Exception as e:  # noqa: BLE001 - this key's own failure
+                failing[key] = e
+        if whole is not None:     # "*": the full pass, due again at its backoff
+            failing.setdefault(whole, err)
+        now = time.monotonic()
+        for key, e in failing.items():
+            o = self.objects.get(key) or {"status": "error", "attempts": 0}
+            o["attempts"] += 1
+            o.update(status="error", error=str(e),
+                     next=now + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (o["attempts"] - 1)))
+            self.objects[key] = o
 
     async def _periodic(self):
         while True:

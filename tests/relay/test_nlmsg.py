@@ -1,6 +1,7 @@
 """nlmsg.py's requests are byte for byte what pyroute2 encodes for the same
-request (pyroute2 is the oracle; the kernel's acceptance of them is tested
-by every attach in test_apply.py and test_cni.py)."""
+request, and its decoding reads what pyroute2 reads (pyroute2 is the oracle,
+here only; the kernel's acceptance of them is tested by every attach in
+test_apply.py and test_cni.py)."""
 
 from ipaddress import ip_address
 
@@ -67,3 +68,79 @@ def test_default_route(gw):
                     {"family": 2 if g.version == 4 else 10, "dst_len": 0, "table": 254,
                      "proto": 3, "scope": 0, "type": 1}, [("RTA_GATEWAY", gw)])
     assert nlmsg.default_route(6, g) == want
+
+
+def pyroute2_msg(cls, mtype, flags, seq, fields, attrs):
+    """As pyroute2() above, with FLAGS taken as they are (no ack forced)."""
+    msg = cls()
+    for k, v in fields.items():
+        msg[k] = v
+    msg["attrs"] = attrs
+    msg["header"]["type"] = mtype
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    return bytes(msg.data)
+
+
+@pytest.mark.parametrize("mac", [None, "02:aa:bb:cc:dd:ee"])
+def test_bridge_add(mac):
+    want = pyroute2(ifinfmsg, 16, 0x600, 4, {"index": 0, "flags": 1, "change": 1}, [
+        ("IFLA_IFNAME", "rlred"), ("IFLA_MTU", 9000)] + ([("IFLA_ADDRESS", mac)] if mac else [])
+        + [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})])
+    assert nlmsg.bridge_add(4, "rlred", 9000, mac) == want
+
+
+@pytest.mark.parametrize("state,mtu,alias", [("up", 1400, None), (None, None, "emergence-relay:x"),
+                                             ("down", 9000, "a")])
+def test_link_set(state, mtu, alias):
+    attrs = ([("IFLA_MTU", mtu)] if mtu else []) + ([("IFLA_IFALIAS", alias)] if alias else [])
+    fields = {"index": 7, "flags": int(state == "up"), "change": int(state is not None)}
+    want = pyroute2(ifinfmsg, 16, 0, 8, fields, attrs)
+    assert nlmsg.link_set(8, 7, state, mtu, alias) == want
+
+
+@pytest.mark.parametrize("dst,gw", [("10.1.0.0/16", "10.88.0.9"), ("fd00:9::/48", "fd00:1::9")])
+@pytest.mark.parametrize("delete", [False, True])
+def test_route_to_a_destination(dst, gw, delete):
+    from ipaddress import ip_network
+    d, g = ip_network(dst), ip_address(gw)
+    want = pyroute2(rtmsg, 25 if delete else 24, 0 if delete else 0x500, 12,
+                    {"family": 2 if g.version == 4 else 10, "dst_len": d.prefixlen,
+                     "table": 254, "proto": 3, "scope": 0, "type": 1},
+                    [("RTA_DST", str(d.network_address)), ("RTA_GATEWAY", gw)])
+    assert nlmsg.route(12, g, d, delete) == want
+
+
+def test_gets_and_dumps():
+    assert nlmsg.link_get(3, "rlred") == pyroute2_msg(ifinfmsg, 18, 0x1, 3, {"index": 0},
+                                                      [("IFLA_IFNAME", "rlred")])
+    assert nlmsg.addr_dump(4) == pyroute2_msg(ifaddrmsg, 22, 0x301, 4, {"family": 0}, [])
+    assert nlmsg.route_dump(5, 10) == pyroute2_msg(rtmsg, 26, 0x301, 5, {"family": 10}, [])
+
+
+def test_decoding_matches_pyroute2s_reading():
+    """Messages as the kernel sends them (encoded by pyroute2 here) read back
+    with the fields pyroute2 reads."""
+    link = pyroute2_msg(ifinfmsg, 16, 0, 1, {"index": 12, "flags": 0x1003, "change": 0}, [
+        ("IFLA_IFNAME", "rlabc"), ("IFLA_MTU", 1450), ("IFLA_MASTER", 4),
+        ("IFLA_IFALIAS", "emergence-relay:net:red"), ("IFLA_ADDRESS", "02:42:ac:11:00:02"),
+        ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth")]})])
+    kind, _, seq, body = next(nlmsg.messages(link))
+    assert (kind, seq) == (16, 1)
+    assert nlmsg.decode_link(body) == {
+        "index": 12, "flags": 0x1003, "ifname": "rlabc", "master": 4, "mtu": 1450,
+        "alias": "emergence-relay:net:red", "mac": "02:42:ac:11:00:02", "kind": "veth"}
+    addr = pyroute2_msg(ifaddrmsg, 20, 0, 2, {"family": 2, "prefixlen": 24, "index": 4},
+                        [("IFA_LOCAL", "10.88.0.1"), ("IFA_ADDRESS", "10.88.0.1"),
+                         ("IFA_LABEL", "rlred")])
+    assert nlmsg.decode_addr(next(nlmsg.messages(addr))[3]) == {
+        "family": 2, "prefixlen": 24, "index": 4, "address": "10.88.0.1", "label": "rlred"}
+    route = pyroute2_msg(rtmsg, 24, 0, 3, {"family": 10, "dst_len": 48, "table": 252},
+                         [("RTA_TABLE", 1000), ("RTA_DST", "fd00:9::"),
+                          ("RTA_GATEWAY", "fd00:1::9"), ("RTA_OIF", 5)])
+    assert nlmsg.decode_route(next(nlmsg.messages(route))[3]) == {
+        "family": 10, "dst_len": 48, "table": 1000, "type": 0, "dst": "fd00:9::",
+        "gateway": "fd00:1::9", "oif": 5}
+    # two messages in one datagram, as a dump sends them
+    assert [m[2] for m in nlmsg.messages(link + addr)] == [1, 2]

@@ -106,8 +106,8 @@ def test_lost_events_trigger_a_full_resync(tmp_path, netns, host):
         await svc.start()
         try:
             await _until(lambda: svc.stats["resyncs"] >= 1)
-            burst = "".join(f"link add rlb{i} type veth peer name rlc{i}\n" for i in range(60))
-            burst += "".join(f"link del rlb{i}\n" for i in range(60))
+            burst = "".join(f"link add rlb{i} type veth peer name rlc{i}\n" for i in range(200))
+            burst += "".join(f"link del rlb{i}\n" for i in range(200))
             subprocess.run(["ip", "-n", host, "-batch", "-"], input=burst, text=True,
                            check=True)
             assert await _until(lambda: svc.stats["enobufs"] >= 1)
