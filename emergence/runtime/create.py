@@ -100,9 +100,11 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     rootfs = config_mod.root_path(config, bundle)
     linux = config.get("linux", {})
     bpf = None
+    notify = False
     if linux.get("seccomp"):
-        from .seccomp import compile_bpf, filter_flags
+        from .seccomp import compile_bpf, filter_flags, wants_listener
         bpf = (filter_flags(linux["seccomp"]), compile_bpf(linux["seccomp"]).hex())
+        notify = wants_listener(linux["seccomp"])
     terminal = config.get("process", {}).get("terminal", False)
     if terminal and not console_socket and not keep_terminal:
         raise EmergenceError("process.terminal is true but there is no --console-socket to "
@@ -125,6 +127,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     console = None
     resume = None
     fifo_fd = None
+    listener = None
     try:
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         crashpoint("create:config")
@@ -170,6 +173,13 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             resume = (fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 3 + preserve_fds), w)
             os.close(r)
             pass_fds.append(resume[0])
+        if notify:
+            from .hooks import oci_state
+            from .seccomp import Listener
+            listener = Listener(linux["seccomp"], lambda pid: oci_state(c.data, "creating", pid),
+                                3 + preserve_fds)
+            pass_fds.append(listener.child_fd)
+            bpf = (*bpf, listener.child_fd)
         planner = Planner(config, bundle, rootfs, "/proc/self/fd", cg, hierarchies,
                           no_pivot=no_pivot, barrier=str(fifo_fd),
                           preserve_fds=preserve_fds, console=console_plan,
@@ -181,6 +191,8 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds)
         os.close(fifo_fd)
         fifo_fd = None
+        if listener is not None:
+            listener.spawned()
         crashpoint("create:spawned")
 
         def runtime_hooks(_label):
@@ -195,7 +207,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         if resume:
             os.close(resume[0])
             resume = (None, resume[1])
-        pid = launch.wait_ready(on_sync=runtime_hooks)
+        pid = launch.wait_ready(on_sync=runtime_hooks, listener=listener)
         crashpoint("create:ready")
         master = console.handed_over() if console else None
         console = None
@@ -228,4 +240,6 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             c.remove_dir()
         raise
     finally:
+        if listener is not None:
+            listener.close()
         c.close()
