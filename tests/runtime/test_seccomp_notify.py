@@ -181,3 +181,28 @@ def test_listener_path_without_a_notify_rule_is_ignored(rt):
         c["linux"]["seccomp"]["syscalls"][0]["action"] = "SCMP_ACT_ERRNO"
     p = rt.run(["sh", "-c", "mkdir /x 2>&1 | grep -c 'not permitted'"], edit=edit)
     assert p.returncode == 0 and p.stdout == "1\n", p.stderr
+
+
+def test_exec_hands_its_own_listener_to_the_agent(rt, tmp_path):
+    """As runc: an exec'd process gets the container's filter with a listener of its
+    own, sent with its pid and the container's state."""
+    path = str(tmp_path / "agent.sock")
+    first = Agent(path, [])
+    cid = rt.new_id()
+    b = rt.bundle(["sleep", "300"],
+                  edit=lambda c: c["linux"].update(seccomp=notify_profile(path)))
+    rt("run", "-d", "--bundle", b, cid, check=True)
+    first.close()
+    os.unlink(path)
+    second = Agent(path, [(-1, errno.EXDEV)])
+    try:
+        p = rt("exec", cid, "sh", "-c", "mkdir /e 2>&1; echo $$")
+    finally:
+        second.close()
+    assert second.error is None, second.error
+    out = p.stdout.splitlines()
+    assert out[0] == "mkdir: can't create directory '/e': Invalid cross-device link", p.stderr
+    st = second.state
+    assert st["state"]["status"] == "running" and st["state"]["pid"] == rt.state(cid)["pid"]
+    assert st["pid"] != st["state"]["pid"]
+    rt("delete", "-f", cid, check=True)
