@@ -129,6 +129,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     fifo_fd = None
     listener = None
     try:
+        if os.environ.get("NOTIFY_SOCKET"):  # sd_notify from the container, as runc
+            from .sdnotify import prepare
+            prepare(config, c.dir)
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         crashpoint("create:config")
         resources = _device_allow(config)

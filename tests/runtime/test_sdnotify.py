@@ -1,0 +1,144 @@
+"""sd_notify through a container (NOTIFY_SOCKET, as runc does) and socket
+activation (LISTEN_FDS with --preserve-fds): what systemd hands the runtime
+reaches the container, and the container's READY=1 reaches systemd."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+SDN_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {  /* sdn MESSAGE: one datagram to $NOTIFY_SOCKET */
+    const char *p = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un a = {AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (!p || argc < 2) return 2;
+    strncpy(a.sun_path, p, sizeof(a.sun_path) - 1);
+    if (sendto(fd, argv[1], strlen(argv[1]), 0, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        perror("sendto");
+        return 1;
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def sdn(tmp_path_factory):
+    """A static sd_notify sender for the busybox rootfs."""
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc to build a static sd_notify sender")
+    d = tmp_path_factory.mktemp("sdn")
+    (d / "sdn.c").write_text(SDN_C)
+    p = subprocess.run(["gcc", "-static", "-O2", "-o", str(d / "sdn"), str(d / "sdn.c")],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot link statically: {p.stderr.strip()[:200]}")
+    return str(d / "sdn")
+
+
+class Host:
+    """The host's NOTIFY_SOCKET (systemd's end): records every datagram."""
+
+    def __init__(self, path):
+        self.path = path
+        self.got = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.stop = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while not self.stop:
+            try:
+                self.got.append(self.sock.recv(4096))
+            except socket.timeout:
+                pass
+
+    def close(self):
+        time.sleep(0.3)
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+NOTIFYING = ("echo $NOTIFY_SOCKET; sdn STATUS=starting; sdn \"$(printf 'READY=1\\nSTATUS=up"
+             "\\nMAINPID=77')\" && echo sent; sleep 1; sdn STATUS=later 2>/dev/null || echo late;"
+             " sleep 300")
+
+
+def notify_bundle(rt, sdn):
+    b = rt.bundle(["sh", "-c", NOTIFYING], copy_rootfs=True)
+    shutil.copy(sdn, os.path.join(b, "rootfs", "bin", "sdn"))
+    return b
+
+
+def notified(cmd, bundle, cid, host_path):
+    """create, then start with NOTIFY_SOCKET set for both; what the host socket got,
+    the init's pid, and whether start came back while the container still ran."""
+    host = Host(host_path)
+    env = {**os.environ, "NOTIFY_SOCKET": host_path}
+    try:
+        with open(os.path.join(bundle, "out"), "w") as out:  # the container's stdio
+            subprocess.run(cmd + ["create", "--bundle", bundle, cid], env=env, check=True,
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60)
+        subprocess.run(cmd + ["start", cid], env=env, check=True, timeout=60)
+        st = json.loads(subprocess.run(cmd + ["state", cid], capture_output=True,
+                                       check=True).stdout)
+        time.sleep(1.5)  # the container's late message: sent to a socket nobody reads
+    finally:
+        host.close()
+        subprocess.run(cmd + ["delete", "-f", cid], capture_output=True)
+    with open(os.path.join(bundle, "out")) as f:
+        out = f.read()
+    return host.got, st, out
+
+
+def test_ready_reaches_the_host_socket_after_start(rt, sdn, tmp_path):
+    """start returns once READY=1 came (the container still runs), having sent its
+    READY line and MAINPID (the init's pid on the host), as runc does."""
+    b = notify_bundle(rt, sdn)
+    cid = rt.new_id()
+    got, st, out = notified(rt.cmd + ["--root", rt.root], b, cid, str(tmp_path / "host.sock"))
+    assert st["status"] == "running"
+    assert got == [b"READY=1\n", b"MAINPID=%d\n" % st["pid"]]
+    assert out.splitlines() == ["/run/notify/notify.sock", "sent", "late"]
+    assert not os.path.exists(os.path.join(rt.root, cid))
+    if shutil.which("runc"):
+        got, st, out = notified(["runc", "--root", str(tmp_path / "runc")],
+                                notify_bundle(rt, sdn), "n" + cid, str(tmp_path / "runc.sock"))
+        assert got == [b"READY=1\n", b"MAINPID=%d\n" % st["pid"]]
+        assert out.splitlines() == ["/run/notify/notify.sock", "sent", "late"]
+
+
+def test_start_without_ready_returns_when_the_container_exits(rt, sdn, tmp_path):
+    b = rt.bundle(["sh", "-c", "sdn STATUS=no-ready"], copy_rootfs=True)
+    shutil.copy(sdn, os.path.join(b, "rootfs", "bin", "sdn"))
+    cid = rt.new_id()
+    host = Host(str(tmp_path / "host.sock"))
+    env = {**os.environ, "NOTIFY_SOCKET": host.path}
+    try:
+        p = rt("run", "--bundle", b, cid, env=env)
+    finally:
+        host.close()
+    assert p.returncode == 0, p.stderr
+    assert host.got == []
+
+
+def test_without_notify_socket_nothing_is_added(rt):
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    p = rt.run(["sh", "-c", "echo ${NOTIFY_SOCKET:-unset}; ls /run/notify 2>&1 | wc -l"],
+               env=env)
+    assert p.stdout.split() == ["unset", "1"], p.stderr
