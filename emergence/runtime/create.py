@@ -65,6 +65,29 @@ def _barrier_ids(config):
     return None if uid is None or gid is None else (uid, gid)
 
 
+def socket_activation(config, preserve_fds):
+    """Socket activation, as runc: when LISTEN_PID names this call, systemd's
+    LISTEN_FDS descriptors (from 3 on) cross into the container ahead of the
+    --preserve-fds ones, with LISTEN_FDS=N and LISTEN_PID=1 (the process, as the
+    container sees it).  Returns the descriptors to preserve in all."""
+    from .parent import caller_pid
+    n = os.environ.get("LISTEN_FDS", "")
+    if not n.isdigit() or int(n) == 0 or os.environ.get("LISTEN_PID") != str(caller_pid()):
+        return preserve_fds
+    n = int(n)
+    for fd in range(3, 3 + n):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise EmergenceError(f"LISTEN_FDS={n}, but descriptor {fd} is not open; "
+                                 "fix the socket unit or unset LISTEN_FDS") from None
+    if config.get("process"):
+        env = [e for e in config["process"].get("env", ())
+               if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+        config["process"]["env"] = env + [f"LISTEN_FDS={n}", "LISTEN_PID=1"]
+    return preserve_fds + n
+
+
 def check_capabilities_held(process):
     """A capability the runtime itself lacks cannot be given (capset says only
     EPERM): name it.  Here CAP_SYS_RESOURCE is commonly missing."""
@@ -97,6 +120,8 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     bundle = os.path.abspath(bundle)
     config = config_mod.load(bundle)
     add_network_hooks(config, nets, publish)
+    if "LISTEN_FDS" in os.environ:
+        preserve_fds = socket_activation(config, preserve_fds)
     rootfs = config_mod.root_path(config, bundle)
     linux = config.get("linux", {})
     bpf = None

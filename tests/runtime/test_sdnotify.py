@@ -142,3 +142,80 @@ def test_without_notify_socket_nothing_is_added(rt):
     p = rt.run(["sh", "-c", "echo ${NOTIFY_SOCKET:-unset}; ls /run/notify 2>&1 | wc -l"],
                env=env)
     assert p.stdout.split() == ["unset", "1"], p.stderr
+
+
+ACTIVATED = ("env | grep ^LISTEN_ | sort; for fd in 3 4 5; do readlink /proc/self/fd/$fd"
+             " | cut -d: -f1; done; echo via-4 >&4; echo via-5 >&5; readlink /proc/self/fd/3;"
+             " ls /proc/$$/fd | grep -c '^6$'; true")
+
+
+def activated(cmd, bundle, cid, listen_pid="self", extra=()):
+    """Run CMD ... run --preserve-fds 1 as systemd starts a socket unit's service:
+    a listening socket at 3 and a pipe at 4 (LISTEN_FDS=2), one more pipe at 5."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    r4, w4 = os.pipe()
+    r5, w5 = os.pipe()
+    fds = [lsock.fileno(), w4, w5]
+    # 3, 4, 5 in the child: dup2 in the exec'd stub, above the test's own fds
+    stub = ("import os, sys; fds = [int(f) for f in sys.argv[1:4]];"
+            " [os.dup2(f, 100 + i) for i, f in enumerate(fds)];"
+            " [os.dup2(100 + i, 3 + i) for i in range(3)];"
+            " [os.close(100 + i) for i in range(3)];"
+            " os.environ['LISTEN_PID'] = str(os.getpid()) if sys.argv[4] == 'self' else"
+            " sys.argv[4]; os.execvp(sys.argv[5], sys.argv[5:])")
+    import sys
+    env = {**os.environ, "LISTEN_FDS": "2", "EMERGENCE_PLANNER_SOCKET": "off"}
+    try:
+        p = subprocess.run([sys.executable, "-c", stub, *map(str, fds), listen_pid, *cmd,
+                            "run", "--preserve-fds", "1", *extra, "--bundle", bundle, cid],
+                           pass_fds=fds, env=env, capture_output=True, text=True, timeout=60)
+        os.close(w4)
+        os.close(w5)
+        w4 = w5 = None
+        got = (os.read(r4, 100), os.read(r5, 100))
+        ino = os.fstat(lsock.fileno()).st_ino
+    finally:
+        lsock.close()
+        for fd in (r4, r5, w4, w5):
+            if fd is not None:
+                os.close(fd)
+    return p, got, ino
+
+
+def test_socket_activation_passes_listen_fds_before_preserved_ones(rt):
+    """As runc: fds 3 and 4 (LISTEN_FDS=2) and the --preserve-fds one after them
+    (5) reach the process, with LISTEN_FDS=2 and LISTEN_PID=1; nothing else."""
+    b = rt.bundle(["sh", "-c", ACTIVATED])
+    runs = [("emergence", rt.cmd + ["--root", rt.root], rt.new_id())]
+    if shutil.which("runc"):
+        runs.append(("runc", ["runc", "--root", str(rt.tmp / "runc")], "sa-runc"))
+    for name, cmd, cid in runs:
+        p, got, ino = activated(cmd, b, cid)
+        assert p.returncode == 0, (name, p.stderr)
+        lines = p.stdout.splitlines()
+        assert lines[:5] == ["LISTEN_FDS=2", "LISTEN_PID=1", "socket", "pipe", "pipe"], name
+        assert lines[5:] == [f"socket:[{ino}]", "0"], name
+        assert got == (b"via-4\n", b"via-5\n"), name
+
+
+def test_socket_activation_meant_for_another_process_is_ignored(rt):
+    """LISTEN_PID names someone else: as runc, only the --preserve-fds one (now 3)."""
+    b = rt.bundle(["sh", "-c", "env | grep -c ^LISTEN_; ls /proc/$$/fd | grep -c '^[45]$'; true"])
+    p, _, _ = activated(rt.cmd + ["--root", rt.root], b, rt.new_id(), listen_pid="1")
+    assert p.stdout.split() == ["0", "0"], p.stderr
+
+
+def test_socket_activation_with_a_missing_descriptor_is_one_line(rt, tmp_path):
+    b = rt.bundle(["true"])
+    cid = rt.new_id()
+    stub = ("import os, sys; os.environ['LISTEN_PID'] = str(os.getpid());"
+            " os.environ['LISTEN_FDS'] = '40'; os.execvp(sys.argv[1], sys.argv[1:])")
+    import sys
+    p = subprocess.run([sys.executable, "-c", stub, *rt.cmd, "--root", rt.root, "run",
+                        "--bundle", b, cid], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "EMERGENCE_PLANNER_SOCKET": "off"})
+    assert p.returncode != 0
+    assert "LISTEN_FDS=40, but descriptor" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert not os.path.exists(os.path.join(rt.root, cid))
