@@ -8,8 +8,10 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 
 import pytest
@@ -42,12 +44,15 @@ class Agent:
             conn, _ = self.srv.accept()
             with conn:
                 data, fds, _, _ = socket.recv_fds(conn, 65536, 4)
-                while True:  # the runtime sends it all, then closes
-                    more = conn.recv(65536)
-                    if not more:
+                while True:  # the fds come with the first part; read on to the end
+                    try:
+                        self.state = json.loads(data)
                         break
-                    data += more
-            self.state = json.loads(data)
+                    except ValueError:
+                        more = conn.recv(65536)
+                        if not more:
+                            raise
+                        data += more
             self.fds = len(fds)
             listener = fds[0]
             for fd in fds[1:]:
@@ -124,6 +129,23 @@ def test_agent_answers_the_containers_mkdir(rt, tmp_path, nnp):
     assert st["state"]["pid"] == st["pid"] and st["state"]["bundle"] == b
     assert st["state"]["annotations"] == {"k": "v"}
     assert len(agent.syscalls) == 2
+    if shutil.which("runc"):  # the same bundle, the same answers: the same output
+        agent = Agent(str(tmp_path / "runc.sock"), [(0, 0), (-1, errno.EXDEV)])
+        with open(os.path.join(b, "config.json")) as f:
+            c = json.load(f)
+        c["linux"]["seccomp"]["listenerPath"] = agent.path
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(c, f)
+        try:
+            q = subprocess.run(["runc", "--root", str(tmp_path / "runc"), "run", "--bundle", b,
+                                "n" + cid], capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+        finally:
+            agent.close()
+            subprocess.run(["runc", "--root", str(tmp_path / "runc"), "delete", "-f",
+                            "n" + cid], capture_output=True)
+        assert (q.returncode, q.stdout) == (p.returncode, p.stdout), q.stderr
+        assert agent.state["fds"] == ["seccompFd"] and agent.state["metadata"] == st["metadata"]
 
 
 def test_listener_is_sent_at_create_and_the_container_waits_for_answers(rt, tmp_path):
