@@ -396,12 +396,11 @@ UNSUPPORTED = [
 
 def _check_seccomp_listener(seccomp):
     """SCMP_ACT_NOTIFY needs an agent to answer (listenerPath); as runc, not as the
-    default action, which would stop every syscall the runtime makes after the load."""
+    default action, which would stop every syscall the runtime makes after the load.
+    listenerMetadata without a listenerPath is ignored, as runc and crun do."""
     if seccomp["defaultAction"] == "SCMP_ACT_NOTIFY":
         _fail("linux.seccomp.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action; "
               "give it to the syscalls the agent answers")
-    if "listenerMetadata" in seccomp and not seccomp.get("listenerPath"):
-        _fail("linux.seccomp.listenerMetadata", "needs linux.seccomp.listenerPath")
     path = seccomp.get("listenerPath")
     if path is not None and not path.startswith("/"):
         _fail("linux.seccomp.listenerPath", f"{shown(path)} must be an absolute path")

@@ -184,7 +184,6 @@ def test_no_agent_listening_fails_create_cleanly(rt, tmp_path):
 @pytest.mark.parametrize("edit,where", [
     (lambda s: (s.pop("listenerPath"), s.pop("listenerMetadata")), "syscalls[0].action"),
     (lambda s: s.update(defaultAction="SCMP_ACT_NOTIFY", syscalls=[]), "defaultAction"),
-    (lambda s: (s.pop("listenerPath"), s.pop("syscalls")), "listenerMetadata"),
     (lambda s: s.update(listenerPath="relative.sock"), "listenerPath"),
 ])
 def test_notify_configs_that_cannot_work_are_refused(rt, edit, where):
@@ -196,11 +195,15 @@ def test_notify_configs_that_cannot_work_are_refused(rt, edit, where):
     assert f"linux.seccomp.{where}" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
 
 
-def test_listener_path_without_a_notify_rule_is_ignored(rt):
-    """As the spec says: no SCMP_ACT_NOTIFY, nothing is sent (no agent needed)."""
+@pytest.mark.parametrize("path", ["/nowhere.sock", None])
+def test_listener_path_without_a_notify_rule_is_ignored(rt, path):
+    """As the spec says: no SCMP_ACT_NOTIFY, nothing is sent (no agent needed); and
+    listenerMetadata without listenerPath runs, as with runc and crun."""
     def edit(c):
-        c["linux"]["seccomp"] = notify_profile("/nowhere.sock")
+        c["linux"]["seccomp"] = notify_profile(path, "meta")
         c["linux"]["seccomp"]["syscalls"][0]["action"] = "SCMP_ACT_ERRNO"
+        if path is None:
+            del c["linux"]["seccomp"]["listenerPath"]
     p = rt.run(["sh", "-c", "mkdir /x 2>&1 | grep -c 'not permitted'"], edit=edit)
     assert p.returncode == 0 and p.stdout == "1\n", p.stderr
 
