@@ -146,10 +146,10 @@ def test_without_notify_socket_nothing_is_added(rt):
 
 ACTIVATED = ("env | grep ^LISTEN_ | sort; for fd in 3 4 5; do readlink /proc/self/fd/$fd"
              " | cut -d: -f1; done; echo via-4 >&4; echo via-5 >&5; readlink /proc/self/fd/3;"
-             " ls /proc/$$/fd | grep -c '^6$'; true")
+             " test -e /proc/self/fd/6 && echo 6-open || echo 6-closed")  # (builtin: no pipe)
 
 
-def activated(cmd, bundle, cid, listen_pid="self", extra=()):
+def activated(cmd, bundle, cid, listen_pid="self", extra=(), planner="off"):
     """Run CMD ... run --preserve-fds 1 as systemd starts a socket unit's service:
     a listening socket at 3 and a pipe at 4 (LISTEN_FDS=2), one more pipe at 5."""
     lsock = socket.socket()
@@ -166,7 +166,7 @@ def activated(cmd, bundle, cid, listen_pid="self", extra=()):
             " os.environ['LISTEN_PID'] = str(os.getpid()) if sys.argv[4] == 'self' else"
             " sys.argv[4]; os.execvp(sys.argv[5], sys.argv[5:])")
     import sys
-    env = {**os.environ, "LISTEN_FDS": "2", "EMERGENCE_PLANNER_SOCKET": "off"}
+    env = {**os.environ, "LISTEN_FDS": "2", "EMERGENCE_PLANNER_SOCKET": planner}
     try:
         p = subprocess.run([sys.executable, "-c", stub, *map(str, fds), listen_pid, *cmd,
                             "run", "--preserve-fds", "1", *extra, "--bundle", bundle, cid],
@@ -196,15 +196,30 @@ def test_socket_activation_passes_listen_fds_before_preserved_ones(rt):
         assert p.returncode == 0, (name, p.stderr)
         lines = p.stdout.splitlines()
         assert lines[:5] == ["LISTEN_FDS=2", "LISTEN_PID=1", "socket", "pipe", "pipe"], name
-        assert lines[5:] == [f"socket:[{ino}]", "0"], name
+        assert lines[5:] == [f"socket:[{ino}]", "6-closed"], name
         assert got == (b"via-4\n", b"via-5\n"), name
+
+
+def test_socket_activation_on_the_warm_path(rt, node, tmp_path):
+    """A warm worker is not the process systemd started: LISTEN_PID is the
+    front-end's, and the descriptors came with the call."""
+    from conftest import marked_front_end
+    front, marks = marked_front_end(tmp_path)
+    b = rt.bundle(["sh", "-c", ACTIVATED])
+    p, got, ino = activated([front, "--root", rt.root], b, rt.new_id(), planner=node.socket)
+    assert p.returncode == 0, p.stderr
+    assert marks.read_text() == ""  # it ran warm
+    assert p.stdout.splitlines() == ["LISTEN_FDS=2", "LISTEN_PID=1", "socket", "pipe", "pipe",
+                                     f"socket:[{ino}]", "6-closed"]
+    assert got == (b"via-4\n", b"via-5\n")
 
 
 def test_socket_activation_meant_for_another_process_is_ignored(rt):
     """LISTEN_PID names someone else: as runc, only the --preserve-fds one (now 3)."""
-    b = rt.bundle(["sh", "-c", "env | grep -c ^LISTEN_; ls /proc/$$/fd | grep -c '^[45]$'; true"])
+    b = rt.bundle(["sh", "-c", "env | grep -c ^LISTEN_; for f in 3 4; do test -e /proc/self/fd/$f"
+                   " && echo $f-open || echo $f-closed; done"])
     p, _, _ = activated(rt.cmd + ["--root", rt.root], b, rt.new_id(), listen_pid="1")
-    assert p.stdout.split() == ["0", "0"], p.stderr
+    assert p.stdout.split() == ["0", "3-open", "4-closed"], p.stderr
 
 
 def test_socket_activation_with_a_missing_descriptor_is_one_line(rt, tmp_path):
