@@ -94,7 +94,7 @@ def notify_profile(listener, metadata=None, names=("mkdir", "mkdirat")):
     return s
 
 
-SCRIPT = ("mkdir /made && echo agent-said-yes; [ -d /made ] || echo not-made;"
+SCRIPT = ("mkdir /agent-made && echo agent-said-yes; [ -d /agent-made ] || echo not-made;"
           " mkdir /other 2>&1; echo done")
 
 
@@ -120,7 +120,7 @@ def test_agent_answers_the_containers_mkdir(rt, tmp_path, nnp):
     assert p.stdout.splitlines() == [
         "agent-said-yes", "not-made",
         "mkdir: can't create directory '/other': Invalid cross-device link", "done"]
-    assert not os.path.exists(os.path.join(b, "rootfs", "made"))
+    assert not os.path.exists(os.path.join(b, "rootfs", "agent-made"))
     st = agent.state
     assert agent.fds == 1 and st["fds"] == ["seccompFd"]
     assert st["metadata"] == "MKNOD=/dev/null"
