@@ -201,7 +201,8 @@ def sdnotify_run(pod, rt, host_path):
     t.start()
     try:
         p = pod("run", "--rm", *NONET, *rt, "--sdnotify=container", "bb", "sh", "-c",
-                "echo $NOTIFY_SOCKET; sdn STATUS=hi; sdn READY=1 && echo sent",
+                # (podman reads the socket while the container runs: give it time)
+                "echo $NOTIFY_SOCKET; sdn STATUS=hi; sdn READY=1 && echo sent; sleep 1",
                 env={"NOTIFY_SOCKET": host_path})
         time.sleep(0.5)
     finally:
