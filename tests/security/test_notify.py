@@ -41,7 +41,7 @@ def test_a_local_user_cannot_send_ready_for_a_container(open_rt, other_user, tmp
     host.settimeout(5)
     cid = rt.new_id()
     env = {**os.environ, "NOTIFY_SOCKET": host_path, "EMERGENCE_PLANNER_SOCKET": "off"}
-    b = rt.bundle(["sleep", "300"])
+    b = rt.bundle(["sleep", "300"], copy_rootfs=True)  # /run/notify is made in it
     try:
         rt("create", "--bundle", b, cid, env=env, check=True)
         start = subprocess.Popen(rt.cmd + ["--root", rt.root, "start", cid], env=env,
