@@ -366,6 +366,8 @@ def validate_semantics(config, bundle):
             _fail(f"linux.devices[{i}].path", f"{shown(d['path'])} must be an absolute path")
         if d["type"] != "p" and ("major" not in d or "minor" not in d):
             _fail(f"linux.devices[{i}]", "a device of type c, b or u needs major and minor")
+    if linux.get("seccomp"):
+        _check_seccomp_listener(linux["seccomp"])
     _check_uts_sysctls(config, linux.get("sysctl", {}))
     for key in linux.get("sysctl", {}):
         if ".." in key or key.startswith(("/", ".")) or "\0" in key:
@@ -390,8 +392,23 @@ UNSUPPORTED = [
     (("linux", "intelRdt"), "Intel RDT is not supported"),
     (("linux", "netDevices"), "moving network devices is not supported yet"),
     (("linux", "resources", "rdma"), "the rdma controller is not supported"),
-    (("linux", "seccomp", "listenerPath"), "seccomp user notification is not supported"),
 ]
+
+
+def _check_seccomp_listener(seccomp):
+    """SCMP_ACT_NOTIFY needs an agent to answer (listenerPath); as runc, not as the
+    default action, which would stop every syscall the runtime makes after the load.
+    listenerMetadata without a listenerPath is ignored, as runc and crun do."""
+    if seccomp["defaultAction"] == "SCMP_ACT_NOTIFY":
+        _fail("linux.seccomp.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action; "
+              "give it to the syscalls the agent answers")
+    path = seccomp.get("listenerPath")
+    if path is not None and not path.startswith("/"):
+        _fail("linux.seccomp.listenerPath", f"{shown(path)} must be an absolute path")
+    for i, rule in enumerate(seccomp.get("syscalls", ())):
+        if rule["action"] == "SCMP_ACT_NOTIFY" and not path:
+            _fail(f"linux.seccomp.syscalls[{i}].action", "SCMP_ACT_NOTIFY needs a seccomp "
+                  "agent: set linux.seccomp.listenerPath to its socket")
 
 
 def _get(config, path):

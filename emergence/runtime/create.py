@@ -66,6 +66,29 @@ def _barrier_ids(config):
     return None if uid is None or gid is None else (uid, gid)
 
 
+def socket_activation(config, preserve_fds):
+    """Socket activation, as runc: when LISTEN_PID names this call, systemd's
+    LISTEN_FDS descriptors (from 3 on) cross into the container ahead of the
+    --preserve-fds ones, with LISTEN_FDS=N and LISTEN_PID=1 (the process, as the
+    container sees it).  Returns the descriptors to preserve in all."""
+    from .parent import caller_pid
+    n = os.environ.get("LISTEN_FDS", "")
+    if not n.isdigit() or int(n) == 0 or os.environ.get("LISTEN_PID") != str(caller_pid()):
+        return preserve_fds
+    n = int(n)
+    for fd in range(3, 3 + n):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise EmergenceError(f"LISTEN_FDS={n}, but descriptor {fd} is not open; "
+                                 "fix the socket unit or unset LISTEN_FDS") from None
+    if config.get("process"):
+        env = [e for e in config["process"].get("env", ())
+               if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+        config["process"]["env"] = env + [f"LISTEN_FDS={n}", "LISTEN_PID=1"]
+    return preserve_fds + n
+
+
 def check_capabilities_held(process):
     """A capability the runtime itself lacks cannot be given (capset says only
     EPERM): name it.  Here CAP_SYS_RESOURCE is commonly missing."""
@@ -98,12 +121,16 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     bundle = os.path.abspath(bundle)
     config = config_mod.load(bundle)
     add_network_hooks(config, nets, publish)
+    if "LISTEN_FDS" in os.environ:
+        preserve_fds = socket_activation(config, preserve_fds)
     rootfs = config_mod.root_path(config, bundle)
     linux = config.get("linux", {})
     bpf = None
+    notify = False
     if linux.get("seccomp"):
-        from .seccomp import compile_bpf, filter_flags
+        from .seccomp import compile_bpf, filter_flags, wants_listener
         bpf = (filter_flags(linux["seccomp"]), compile_bpf(linux["seccomp"]).hex())
+        notify = wants_listener(linux["seccomp"])
     terminal = config.get("process", {}).get("terminal", False)
     if terminal and not console_socket and not keep_terminal:
         raise EmergenceError("process.terminal is true but there is no --console-socket to "
@@ -126,7 +153,11 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     console = None
     resume = None
     fifo_fd = None
+    listener = None
     try:
+        if os.environ.get("NOTIFY_SOCKET"):  # sd_notify from the container, as runc
+            from .sdnotify import prepare
+            prepare(config, c.dir)
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         crashpoint("create:config")
         resources = _device_allow(config)
@@ -171,6 +202,13 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             resume = (fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 3 + preserve_fds), w)
             os.close(r)
             pass_fds.append(resume[0])
+        if notify:
+            from .hooks import oci_state
+            from .seccomp import Listener
+            listener = Listener(linux["seccomp"], lambda pid: oci_state(c.data, "creating", pid),
+                                3 + preserve_fds)
+            pass_fds.append(listener.child_fd)
+            bpf = (*bpf, listener.child_fd)
         planner = Planner(config, bundle, rootfs, "/proc/self/fd", cg, hierarchies,
                           no_pivot=no_pivot, barrier=str(fifo_fd),
                           preserve_fds=preserve_fds, console=console_plan,
@@ -182,6 +220,8 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds)
         os.close(fifo_fd)
         fifo_fd = None
+        if listener is not None:
+            listener.spawned()
         crashpoint("create:spawned")
 
         def runtime_hooks(_label):
@@ -196,7 +236,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         if resume:
             os.close(resume[0])
             resume = (None, resume[1])
-        pid = launch.wait_ready(on_sync=runtime_hooks)
+        pid = launch.wait_ready(on_sync=runtime_hooks, listener=listener)
         crashpoint("create:ready")
         master = console.handed_over() if console else None
         console = None
@@ -229,4 +269,6 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             c.remove_dir()
         raise
     finally:
+        if listener is not None:
+            listener.close()
         c.close()

@@ -146,10 +146,16 @@ def _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug, conso
         from .userdb import set_home
         set_home(proc, f"/proc/{c.pid}/root")
         seccomp = config.get("linux", {}).get("seccomp")
-        bpf = None
+        bpf = listener = None
         if seccomp:
-            from .seccomp import compile_bpf, filter_flags
+            from .seccomp import compile_bpf, filter_flags, wants_listener
             bpf = (filter_flags(seccomp), compile_bpf(seccomp).hex())
+            if wants_listener(seccomp):  # the agent gets this process's listener too
+                from .hooks import oci_state
+                from .seccomp import Listener
+                listener = Listener(seccomp, lambda _: oci_state(c.data, c.status(), c.pid),
+                                    3 + preserve_fds)
+                bpf = (*bpf, listener.child_fd)
         cg = Cgroup(discover(), c.data["cgroup"]["rel"]) if c.data.get("cgroup") else None
         console = console_plan = None
         if terminal:
@@ -160,10 +166,17 @@ def _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug, conso
         if debug:
             os.write(2, "".join(f"emergence: plan: {line}\n"
                                 for line in plan.describe()).encode())
-        launch = Launch(plan.encode(), min_fd=3 + preserve_fds,
-                        pass_fds=(console.fd,) if console else ())
+        fds = ((console.fd,) if console else ()) + ((listener.child_fd,) if listener else ())
         try:
-            pid = launch.wait_ready()
+            launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=fds)
+        except BaseException:
+            if listener is not None:
+                listener.close()
+            raise
+        try:
+            if listener is not None:
+                listener.spawned()
+            pid = launch.wait_ready(listener=listener)
             if forwarder is not None:
                 forwarder.target(pid)  # (held signals are delivered now)
             master = console.handed_over() if console else None
@@ -172,6 +185,9 @@ def _exec(root, container_id, proc, detach, pid_file, preserve_fds, debug, conso
                 console.close()
             launch.abort()
             raise
+        finally:
+            if listener is not None:
+                listener.close()
     if pid_file:
         write_atomic(os.path.abspath(pid_file), f"{pid}".encode(), 0o644)
     if detach:

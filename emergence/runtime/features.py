@@ -12,7 +12,7 @@ def features():
     from .seccomp import COMPARE, FLAGS
     actions = ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
                "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
-               "SCMP_ACT_LOG"]
+               "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY"]
     try:
         from ._native import lib
         archs = [a for a in SECCOMP_ARCHES

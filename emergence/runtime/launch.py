@@ -65,14 +65,24 @@ class Launch:
             os.close(hi_w)
         self.status_fd = r
 
-    def wait_ready(self, on_sync=None):
+    def wait_ready(self, on_sync=None, listener=None):
         """Block until the init waits at the start barrier; raise with the shim's words.
-        ON_SYNC(label) runs when the init pauses at a sync point (runtime hooks)."""
+        ON_SYNC(label) runs when the init pauses at a sync point (runtime hooks).
+        LISTENER (seccomp.Listener): the seccomp listener fd the init sends goes to
+        the agent as soon as it comes, with the init's pid."""
         buf = b""
         error = None
         ready = False
+        poller = None
+        if listener is not None:
+            import select
+            poller = select.poll()
+            poller.register(self.status_fd, select.POLLIN)
+            poller.register(listener.fileno(), select.POLLIN)
         try:
             while not ready and error is None:
+                if poller is not None and not self._serve(poller, listener):
+                    continue
                 chunk = os.read(self.status_fd, 4096)
                 if not chunk:
                     break
@@ -83,6 +93,8 @@ class Launch:
                     if word == "pid":
                         self.init_pid = int(rest)
                         crashpoint("launch:pid")
+                        if listener is not None:
+                            listener.deliver(self.init_pid)
                     elif word == "ready":
                         ready = True
                     elif word == "sync" and on_sync is not None:
@@ -94,10 +106,24 @@ class Launch:
             os.close(self.status_fd)
             self._reap_launcher()
         if ready:
+            if listener is not None:
+                listener.finish(self.init_pid)
             return self.init_pid
         if error is not None:
             raise ShimError(*error)
         raise EmergenceError(self._death_reason())
+
+    def _serve(self, poller, listener):
+        """Wait for the status pipe or the listener; True when the pipe is readable."""
+        status = False
+        for fd, _ in poller.poll():
+            if fd == self.status_fd:
+                status = True
+            elif not listener.receive():
+                poller.unregister(fd)  # the init's end is closed (sent, or died)
+            else:
+                listener.deliver(self.init_pid)
+        return status
 
     def _reap_launcher(self):
         if self.launcher_pid:

@@ -34,3 +34,14 @@ def waitpid(pid, options=0):
 def use(remote):
     global _remote
     _remote = remote
+
+
+def caller_pid():
+    """The pid of the process the engine ran: this one, or on the warm path the
+    front-end (systemd's LISTEN_PID names it)."""
+    if _remote is None:
+        return os.getpid()
+    import socket
+    import struct
+    return struct.unpack("3i", _remote.conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                       12))[0]

@@ -623,10 +623,13 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
     nnp = proc.get("noNewPrivileges", False)
     if nnp:
         add(P.NO_NEW_PRIVS, "set no_new_privs")
-    if seccomp_bpf is not None and not nnp:
+    # (flags, bpf[, socket]): with a socket the filter notifies an agent, and its
+    # listener fd goes back to the runtime before `ready`, whatever no_new_privs says
+    early = seccomp_bpf is not None and (not nnp or len(seccomp_bpf) > 2)
+    if early:
         # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while
         # the process still has it (as runc and crun do).
-        add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
+        add(P.SECCOMP, "load the seccomp filter", *seccomp_bpf)
     caps = proc.get("capabilities")
     if caps is not None:
         add(P.CAPS_BOUNDING, "drop capabilities from the bounding set",
@@ -649,7 +652,7 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
         if after_barrier:
             after_barrier()
         add(P.STARTED, "report started")
-    if seccomp_bpf is not None and nnp:
+    if seccomp_bpf is not None and not early:
         add(P.SECCOMP, "load the seccomp filter", seccomp_bpf[0], seccomp_bpf[1])
     args = proc["args"]
     add(P.EXEC, "exec the process", preserve_fds, len(args), *args, *env)

@@ -1,14 +1,21 @@
-"""Compile linux.seccomp to a BPF program with libseccomp.
+"""Compile linux.seccomp to a BPF program with libseccomp, and hand a
+seccomp agent its listener.
 
 Compilation happens here, in the runtime; the shim only installs the
 program (as late as the spec allows).  libseccomp is loaded lazily: the
 cffi extension is imported only for configs that ask for seccomp.
+
+Seccomp notify (SCMP_ACT_NOTIFY): the init loads the filter with
+SECCOMP_FILTER_FLAG_NEW_LISTENER and passes the listener fd back to the
+runtime through a socketpair (SCM_RIGHTS); the runtime (`create`, `exec`)
+sends it to `listenerPath` with the container process state, as runc and
+crun do.  The runtime keeps no copy.
 """
 
 import errno
 import os
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EmergenceError
 
 FLAGS = {
     "SECCOMP_FILTER_FLAG_TSYNC": 1,
@@ -16,6 +23,8 @@ FLAGS = {
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
 }
+NEW_LISTENER = 8  # SECCOMP_FILTER_FLAG_NEW_LISTENER: seccomp(2) returns the listener fd
+ACT_NOTIFY = 0x7FC00000
 COMPARE = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
            "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
 
@@ -35,15 +44,111 @@ def action(name, errno_ret, where):
         return 0x00050000 | (errno_ret & 0xFFFF)
     if name == "SCMP_ACT_TRACE":
         return 0x7FF00000 | (errno_ret & 0xFFFF)
-    raise ConfigError(f"config.json: {where}: {name} needs a seccomp listener "
-                      "(listenerPath), which emergence does not support; use another action")
+    if name == "SCMP_ACT_NOTIFY":  # config.py made sure listenerPath is set
+        return ACT_NOTIFY
+    raise ConfigError(f"config.json: {where}: unknown action {name}")
+
+
+def wants_listener(seccomp):
+    """The filter notifies an agent: some rule uses SCMP_ACT_NOTIFY (listenerPath is
+    ignored otherwise, as the spec says)."""
+    return bool(seccomp.get("listenerPath")) and any(
+        r["action"] == "SCMP_ACT_NOTIFY" for r in seccomp.get("syscalls", ()))
 
 
 def filter_flags(seccomp):
-    flags = 0
+    flags = NEW_LISTENER if wants_listener(seccomp) else 0
     for name in seccomp.get("flags", ()):
         flags |= FLAGS[name]
+    if flags & NEW_LISTENER:
+        flags &= ~FLAGS["SECCOMP_FILTER_FLAG_TSYNC"]  # EINVAL with a listener; one thread
     return flags
+
+
+class Listener:
+    """The runtime's end of the socketpair the init sends its listener fd on, and
+    the hand-over to the agent at listenerPath.  `Launch.wait_ready` serves it
+    while the init sets up: a notified syscall may block the init before `ready`."""
+
+    def __init__(self, seccomp, state, min_fd):
+        import fcntl
+        import socket
+        self.path = seccomp["listenerPath"]
+        self.metadata = seccomp.get("listenerMetadata")
+        self.state = state  # state(pid) -> the container's state for the agent
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:  # the init's end sits above the fds the container keeps
+            self.child_fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD_CLOEXEC, min_fd)
+        finally:
+            child.close()
+        self.fd = None
+        self.sent = False
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def spawned(self):
+        """The shim holds the init's end now."""
+        os.close(self.child_fd)
+        self.child_fd = None
+
+    def receive(self, block=False):
+        """Take what the init sent (its listener fd); False at the end (its end closed)."""
+        import socket
+        try:
+            data, fds, _, _ = socket.recv_fds(self.sock, 1, 1, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        for fd in fds:
+            if self.fd is None and not self.sent:
+                self.fd = fd
+            else:
+                os.close(fd)
+        return bool(data)
+
+    def deliver(self, pid):
+        """Send the listener and the container process state to the agent, once."""
+        if self.fd is None or pid is None:
+            return
+        import socket
+
+        from .. import OCI_VERSION, fastjson
+        msg = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid,
+               "state": self.state(pid)}
+        if self.metadata:
+            msg["metadata"] = self.metadata
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.settimeout(10)
+            s.connect(self.path)
+            socket.send_fds(s, [fastjson.dumps(msg).encode()], [self.fd])
+        except OSError as e:
+            raise EmergenceError(f"linux.seccomp.listenerPath: cannot hand the seccomp "
+                              f"listener to the agent at {self.path}: "
+                              f"{e.strerror or e}; is it listening?") from None
+        finally:
+            s.close()
+            os.close(self.fd)
+            self.fd = None
+        self.sent = True
+
+    def finish(self, pid):
+        """After `ready`: the init sent the fd before it (the filter is loaded before
+        the user switch), so it is there to take."""
+        if not self.sent:
+            if self.fd is None:
+                self.receive(block=True)
+            if self.fd is None:
+                raise EmergenceError("linux.seccomp: the container init did not hand over "
+                                     "its seccomp listener")
+            self.deliver(pid)
+
+    def close(self):
+        for fd in (self.child_fd, self.fd):
+            if fd is not None:
+                os.close(fd)
+        self.child_fd = self.fd = None
+        self.sock.close()
 
 
 def compile_bpf(seccomp):

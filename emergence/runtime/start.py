@@ -62,29 +62,43 @@ class HookFailed(Exception):
 
 def _start(root, container_id):
     from .kill import send
-    with Container.open(root, container_id) as c:
-        c.require(("created",), "only a created container can be started")
-        crashpoint("start:locked")
-        said = _released(c, os.path.join(c.dir, FIFO))
-        crashpoint("start:said")
-        os.unlink(os.path.join(c.dir, FIFO))
-        crashpoint("start:unlinked")
-        if not said.startswith(b"0"):
-            send(c.pid, c.data.get("startTime"), 9)  # stop the container, as the spec says
-            text = said.decode(errors="replace").strip()
-            if text.startswith("error "):
-                from .launch import ShimError
-                code, _, what = text[len("error "):].partition(" ")
-                raise ShimError(int(code), what)  # stopped; `delete` runs poststop
-            raise EmergenceError(f"container {container_id!r}: its init exited before it "
-                                 "could start")
-        hooks = c.saved_hooks()
-        if hooks.get("poststart"):
-            from . import hooks as hk
-            try:
-                hk.run("poststart", hooks["poststart"],
-                       hk.oci_state(c.data, "running", c.pid))
-            except EmergenceError as e:
-                send(c.pid, c.data.get("startTime"), 9)
-                raise HookFailed(e) from None
+    notify = None
+    try:
+        with Container.open(root, container_id) as c:
+            c.require(("created",), "only a created container can be started")
+            crashpoint("start:locked")
+            if os.environ.get("NOTIFY_SOCKET"):  # made before the release, as runc
+                from . import sdnotify
+                notify = sdnotify.listen(c.dir)
+            _release(c, container_id, send)
+        if notify is not None:  # the lock is let go: kill, state, delete still work
+            sdnotify.relay(notify, os.environ["NOTIFY_SOCKET"], c.pid, c.init_alive)
+    finally:
+        if notify is not None:
+            notify.close()
+
+
+def _release(c, container_id, send):
+    said = _released(c, os.path.join(c.dir, FIFO))
+    crashpoint("start:said")
+    os.unlink(os.path.join(c.dir, FIFO))
+    crashpoint("start:unlinked")
+    if not said.startswith(b"0"):
+        send(c.pid, c.data.get("startTime"), 9)  # stop the container, as the spec says
+        text = said.decode(errors="replace").strip()
+        if text.startswith("error "):
+            from .launch import ShimError
+            code, _, what = text[len("error "):].partition(" ")
+            raise ShimError(int(code), what)  # stopped; `delete` runs poststop
+        raise EmergenceError(f"container {container_id!r}: its init exited before it "
+                             "could start")
+    hooks = c.saved_hooks()
+    if hooks.get("poststart"):
+        from . import hooks as hk
+        try:
+            hk.run("poststart", hooks["poststart"],
+                   hk.oci_state(c.data, "running", c.pid))
+        except EmergenceError as e:
+            send(c.pid, c.data.get("startTime"), 9)
+            raise HookFailed(e) from None
 

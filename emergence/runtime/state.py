@@ -333,11 +333,24 @@ class Container:
                 os.unlink(name, dir_fd=self.fd)
             except FileNotFoundError:
                 pass
+            except IsADirectoryError:  # notify/ (sdnotify.py): its socket, then itself
+                _remove_subdir(self.fd, name)
         try:
             os.rmdir(self.dir)
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
                 raise  # (not empty: a new container of this id has the name now)
+
+
+def _remove_subdir(dir_fd, name):
+    sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  dir_fd=dir_fd)
+    try:
+        for inner in os.listdir(sub):
+            os.unlink(inner, dir_fd=sub)
+    finally:
+        os.close(sub)
+    os.rmdir(name, dir_fd=dir_fd)
 
 
 def claim_path(root, container_id):

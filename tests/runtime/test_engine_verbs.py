@@ -122,7 +122,7 @@ def test_features_is_valid_and_truthful(rt):
     assert set(f["linux"]["namespaces"]) == {"mount", "cgroup", "uts", "ipc", "user", "pid",
                                              "network", "time"}
     assert f["linux"]["seccomp"]["enabled"] is True
-    assert "SCMP_ACT_NOTIFY" not in f["linux"]["seccomp"]["actions"]
+    assert "SCMP_ACT_NOTIFY" in f["linux"]["seccomp"]["actions"]  # listenerPath works now
     assert "SCMP_ARCH_X86_64" in f["linux"]["seccomp"]["archs"]
     assert "rbind" in f["mountOptions"] and "idmap" not in f["mountOptions"]
 
