@@ -20,7 +20,7 @@ class Service:
         "upstream": "",            # a registry for what no peer has, e.g. https://quay.io
         "readers": [],             # networks allowed to read ([] = whoever can connect)
         "trusted_keys": [],        # Nix-format public keys whose piece lists we accept
-        "key_name": "",            # the signing key's name ("" = emergence-<hostname>-1)
+        "key_name": "",            # the key's name ("" = emergence-<hostname>-<8 hex of key>)
         "nix_store": "/nix/store",
         "piece_size": 4 << 20,     # bytes per piece of a piece list
         "advertise": "",           # the URL peers reach this node at (announced on push)
@@ -34,14 +34,15 @@ class Service:
         from ..image.store import Store
         from .nixcache import NixCache
         from .registry import Registry
-        from .signing import load_or_make_key
+        from .signing import load_or_make_key, public_keys
         self.config = {**self.DEFAULTS, **(config or {})}
+        self.config["trusted_keys"] = public_keys(self.config["trusted_keys"],
+                                                  "[share] trusted_keys:")
         self.state_dir = state_dir
         self.log = log
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.store = Store(self.config["store"] or None)
-        self.key = load_or_make_key(
-            state_dir, self.config["key_name"] or f"emergence-{os.uname().nodename}-1")
+        self.key = load_or_make_key(state_dir, self.config["key_name"] or None, log)
         self.registry = Registry(self.store, state_dir, log)
         self.cache = NixCache(self.key, self.config["nix_store"], log=log)
         self.piece_lists = {}
