@@ -351,22 +351,37 @@ def make_app(service, policy):
 def main(argv=None):
     """Serve this part alone (as the tests do; the node hosts it otherwise):
     python -m emergence.share.service --listen HOST:PORT --state DIR [--config JSON]
+    [--limits JSON] (the listener's [node] limits, emergence/listener.py).
     The token is DIR/node.token (made on first start)."""
     import argparse
+    import asyncio
     import json
+    import signal
 
-    from .. import access
+    from .. import access, listener
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", default="127.0.0.1:7480")
     ap.add_argument("--state", default="/var/lib/emergence/share")
     ap.add_argument("--config", default="{}")
+    ap.add_argument("--limits", default="{}")
     a = ap.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     from .auth import LEGACY_TOKEN_FILE
     token = access.load_or_make_token(a.state, os.path.join(a.state, LEGACY_TOKEN_FILE))
-    svc = Service(json.loads(a.config), a.state, lambda m: print(m, flush=True))
-    web.run_app(make_app(svc, access.Policy(token)), host=host, port=int(port), print=None,
-                access_log=None)
+    limits = listener.limits_of(json.loads(a.limits))
+
+    async def run():
+        svc = Service(json.loads(a.config), a.state, lambda m: print(m, flush=True))
+        policy = access.Policy(token, uploads_per_client=limits["uploads_per_client"])
+        runner = await listener.serve(make_app(svc, policy), host, int(port), None, limits)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    asyncio.run(run())
 
 
 if __name__ == "__main__":
