@@ -323,17 +323,7 @@ class _Swarm:
         self.conns = []
         import threading
         self.open = True  # the partial file may be written (until run() ends)
-        self.writing = threading.Condition()
-        # The partial file, mapped: a piece that one peer alone is sending is
-        # received straight into its place (no copy through a buffer and a
-        # pwrite) and hashed there; a duplicate (hedge) comes into its
-        # connection's buffer and, if it wins, is copied in once the direct
-        # receiver of that piece has been stopped, so a verified piece is
-        # never written with other bytes.
-        import mmap
-        self.map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self.direct = {}  # piece -> the connection receiving it into the map
-        self.verified = set(done)  # pieces whose bytes in the map are checked: never rewritten
+        self.writing = threading.Lock()
 
     def finished(self):
         return len(self.done) == self.n
@@ -374,58 +364,16 @@ class _Swarm:
                 c.closed = True
                 c.interrupt()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # no thread may receive into the file once this returns (it may become
-            # the store's blob): the closed connections make them stop at once
-            await asyncio.get_running_loop().run_in_executor(None, self._no_direct)
             self.pool.shutdown(wait=False)
-            try:
-                self.map.close()
-            except BufferError:  # a thread's view not let go yet: it goes with it
-                pass
         return self.finished()
 
-    def _no_direct(self):
+    def _write(self, data, lo):
+        """Write verified DATA at LO of the partial file (from a piece thread), never
+        once run() has ended: the caller closes the file then, and its number may
+        be reused."""
         with self.writing:
-            while self.direct:
-                for c in self.direct.values():
-                    c.interrupt()
-                self.writing.wait(0.2)
-
-    def _place(self, i, conn):
-        """Where CONN receives piece I: its place in the map (None: CONN's own
-        buffer, when another connection is receiving I there), and the file
-        still open.  False once run() has ended."""
-        with self.writing:
-            if not self.open:
-                return False
-            if i in self.direct or i in self.verified:
-                return None
-            self.direct[i] = conn
-            lo = i * self.psize
-            return memoryview(self.map)[lo:min(lo + self.psize, self.size)]
-
-    def _left(self, i, conn, good):
-        """CONN no longer receives piece I into the map (GOOD: it checked out)."""
-        with self.writing:
-            if good:
-                self.verified.add(i)
-            if self.direct.get(i) is conn:
-                del self.direct[i]
-                self.writing.notify_all()
-
-    def _write(self, i, data):
-        """Copy verified DATA (a duplicate that won) into piece I's place: after
-        stopping the connection receiving I there, and never once run() has
-        ended (the caller closes the file then)."""
-        with self.writing:
-            while self.open and i in self.direct:
-                self.direct[i].stopped = True
-                self.direct[i].interrupt()  # its thread stops receiving and leaves
-                self.writing.wait(0.2)
-            if self.open and i not in self.verified:
-                lo = i * self.psize
-                self.map[lo:lo + len(data)] = data
-                self.verified.add(i)
+            if self.open:
+                os.pwrite(self.fd, data, lo)
 
     def _changed(self):
         """Wake every waiting worker (each waits on its own future: none can
@@ -545,7 +493,7 @@ class _Swarm:
             good = None  # written and verified; False: bad bytes; None: none came
             try:
                 good = await loop.run_in_executor(self.pool, conn.get, target, n, lo,
-                                                  self.hashes[i], self, i)
+                                                  self.hashes[i], self._write)
             except Exception as e:
                 if not _err(e):
                     raise
@@ -641,28 +589,22 @@ class _PieceConn:
         self.prefix = u.path.rstrip("/")
         self.stall = stall
         self.c = None
-        self.closed = False   # by the swarm at its end: no more requests
-        self.stopped = False  # by the swarm: a duplicate of this piece won, stop
+        self.closed = False  # by the swarm at its end: no more requests
         self.buf = bytearray()
 
-    def get(self, target, n, lo, want, swarm, i):
-        """Fetch piece I of SWARM (the N bytes at LO of TARGET) by Range: True if
-        their SHA-256 hex is WANT and they are in the partial file, False if they
-        are not what they should be.  Received straight into the piece's place in
-        the mapped file, or, when another connection is receiving it there, into
-        this connection's one buffer (a fresh 4 MB buffer a piece costs page
-        faults and zeroing) and copied in if it wins.  Checked and written here,
-        off the event loop.  EOFError if the peer does not have them, OSError if
-        it failed."""
+    def get(self, target, n, lo, want, write):
+        """Fetch the N bytes at LO of TARGET by Range and, if their SHA-256 hex is
+        WANT, hand them to WRITE(bytes, LO): True; False if they are not.  Received into
+        one buffer per connection (a fresh 1 MB buffer a piece costs page faults
+        and zeroing), checked and written here, off the event loop.  EOFError if
+        the peer does not have them, OSError if it failed."""
         import http.client
         if self.closed:
             raise ConnectionError("the transfer is over")
-        self.stopped = False
         if self.c is None:
             cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
             self.c = cls(self.host, self.port, timeout=self.stall)  # no byte for `stall`: dead
         headers = {"Range": f"bytes={lo}-{lo + n - 1}"}
-        place, good = None, False
         try:
             self.c.request("GET", self.prefix + target, headers=headers)
             r = self.c.getresponse()
@@ -673,41 +615,27 @@ class _PieceConn:
             if r.length != n:
                 self.close()
                 raise EOFError(f"sends {r.length} bytes for a {n}-byte piece")
-            place = swarm._place(i, self)
-            if place is False:
-                raise ConnectionError("the transfer is over")
-            if place is None:
-                if len(self.buf) < n:
-                    self.buf = bytearray(n)
-                buf = memoryview(self.buf)[:n]
-            else:
-                buf = place
-                _populate(buf)
+            if len(self.buf) < n:
+                self.buf = bytearray(n)
+            buf = memoryview(self.buf)[:n]
             if r.readinto(buf) != n:
                 raise ConnectionError(f"sent less than the {n}-byte piece")
             if hashlib.sha256(buf).hexdigest() != want:
                 return False
-            if place is None:
-                swarm._write(i, buf)
-            good = True
+            write(buf, lo)
             return True
         except http.client.HTTPException as e:
             self.close()
             raise ConnectionError(f"{type(e).__name__} {e}") from None
-        except (OSError, ValueError):  # ValueError: readinto after close() from another thread
+        except OSError:
             self.close()
-            if self.stopped:
-                return None  # not its failure: another copy of the piece won
-            raise ConnectionError("the connection was closed") from None
-        finally:
-            if place:
-                place.release()
-                swarm._left(i, self, good)
+            raise
 
     def interrupt(self):
         """From another thread: make the blocking call of the thread using this
-        connection return now (it closes the connection itself: http.client's
-        objects are not for two threads at once)."""
+        connection return now (that thread closes it: http.client's objects are
+        not for two threads at once; closing them from here failed the pull with
+        an AttributeError now and then)."""
         c = self.c
         sock = getattr(c, "sock", None)
         if sock is not None:
@@ -728,21 +656,6 @@ class _PieceConn:
                 except OSError:
                     pass
             c.close()
-
-
-def _populate(view):
-    """Allocate the pages of VIEW (a region of the mapped partial file) in one
-    call, not one page fault at a time (MADV_POPULATE_WRITE, Linux 5.14;
-    without it the faults do the same)."""
-    import ctypes
-    import mmap
-    try:
-        libc = _populate.libc
-    except AttributeError:
-        libc = _populate.libc = ctypes.CDLL(None, use_errno=True)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
-    start = addr & ~(mmap.PAGESIZE - 1)
-    libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(addr + len(view) - start), 23)
 
 
 def _ints(xs):
