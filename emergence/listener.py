@@ -18,16 +18,8 @@ armed from the connection's start); the others are its request handler's
 `data_received` and one timer a connection, here.
 """
 
-import socket
-
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-
-# The send buffer of each connection (the kernel doubles it): as large as Linux's
-# autotuning would grow it (tcp_wmem's 4 MB), from the start, so that a
-# rate-limited link does not keep it small and wake the event loop for every
-# few KB that sendfile may add.
-SNDBUF = 2 << 20
 
 LIMITS = {
     "header_timeout": 10.0,     # seconds from a request's first byte to its last header
@@ -61,12 +53,6 @@ class _Handler(RequestHandler):
     limits = LIMITS
 
     def connection_made(self, transport):
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:  # large sends (blobs, pieces by sendfile) wake the loop per MBs, not per KBs
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-            except OSError:
-                pass
         self._cut_header = None  # the header deadline's timer, while one runs
         self._rate_timer = None
         self._body_seen = 0       # bytes received while a request was in progress
