@@ -102,11 +102,28 @@ def start_node(i, store, state):
     return p
 
 
+def cpu_of(pid):
+    """(user, sys) CPU seconds of a live process PID so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def stop(procs):
+    """Kill PROCS; their (user, sys) CPU seconds, summed."""
+    used = [0.0, 0.0]
     for p in procs:
+        try:
+            u, s = cpu_of(p.pid)
+            used[0] += u
+            used[1] += s
+        except OSError:
+            pass
         p.kill()
     for p in procs:
         p.wait()
+    return used
 
 
 def scenario(name, n, key, emergence, swarm):
@@ -132,11 +149,17 @@ def scenario(name, n, key, emergence, swarm):
             pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + args,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
-        times = {}
-        while len(times) < len(pulls):  # each pull's own finishing time
+        times, pulled = {}, [0.0, 0.0]
+        while len(times) < len(pulls):  # each pull's own finishing time, and its CPU
             for k, p in enumerate(pulls):
-                if k not in times and p.poll() is not None:
+                if k in times:
+                    continue
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
                     times[k] = time.monotonic() - t0
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    pulled[0] += ru.ru_utime
+                    pulled[1] += ru.ru_stime
             time.sleep(0.02)
         from_seed = 0
         for p in pulls:
@@ -145,9 +168,11 @@ def scenario(name, n, key, emergence, swarm):
                 raise RuntimeError(f"{name}: pull failed: {err.strip()[-3000:]}")
             from_seed += json.loads(out)["from"].get(f"http://{ip_of(0)}:{PORT}", 0)
     finally:
-        stop(procs)
+        served = stop(procs)
         cpu = sum(os.times()[2:4]) - cpu0  # the nodes' and pullers' CPU seconds
         shutil.rmtree(f"{WORK}/run-{name}", ignore_errors=True)
+    print(f"  {name}: pullers' CPU user {pulled[0]:.1f} s sys {pulled[1]:.1f} s; "
+          f"nodes' (serving) user {served[0]:.1f} s sys {served[1]:.1f} s")
     return max(times.values()), sorted(times.values()), from_seed, cpu
 
 

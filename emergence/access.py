@@ -31,8 +31,8 @@ from .errors import EmergenceError
 CLASSES = ("read", "write", "control", "signed")
 TOKEN_FILE = "node.token"
 LEGACY_TOKEN = os.path.join("share", "push.token")  # share's own token, before the node's
-DRAIN = 1 << 20      # of a refused body, read (and drop) at most this much...
-DRAIN_SECONDS = 1.0  # ...for at most this long, so the client sees the refusal
+DRAIN = 64 << 10     # a refused body this small is read (and dropped)...
+DRAIN_SECONDS = 0.5  # ...for at most this long, so a client that reads late sees the refusal
 SIGNED_MAX = 1 << 20  # the largest body a signed route takes
 ECHO = 200           # echoed values are cut to this many characters
 
@@ -117,7 +117,11 @@ def classed(cls, route, networks=(), max_body=None):
         refused = await _gate(request, cls, nets, max_body)
         if refused is not None:
             return refused
-        return await handler(request)
+        policy = request.app.get(POLICY_KEY)
+        if cls != "write" or policy is None or not request.body_exists:
+            return await handler(request)
+        with policy.uploading(request.remote):
+            return await handler(request)
 
     async def expect(request):  # Expect: 100-continue: refuse before the client sends
         refused = await _gate(request, cls, nets, max_body)
@@ -169,10 +173,35 @@ class Policy:
     """What the listener knows: the node token, the reader networks, whether
     a client certificate can be presented (a TLS listener with a client CA)."""
 
-    def __init__(self, token, readers=(), client_certs=False):
+    def __init__(self, token, readers=(), client_certs=False, uploads_per_client=16):
         self.token = token.encode() if isinstance(token, str) else token
         self.readers = _networks(readers)
         self.client_certs = client_certs
+        self.uploads_per_client = uploads_per_client
+        self.uploads = {}  # client address -> write requests with a body in flight
+
+    def busy(self, peer):
+        """The refusal for one more upload from PEER, or None."""
+        n = self.uploads.get(peer, 0)
+        if n < self.uploads_per_client:
+            return None
+        return (429, "TOOMANYREQUESTS", f"{peer} has {n} uploads in flight, the most this "
+                "node takes from one client at once ([node] uploads_per_client); retry later")
+
+    def uploading(self, peer):
+        """A context counting one upload of PEER's while it lasts."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def slot():
+            self.uploads[peer] = self.uploads.get(peer, 0) + 1
+            try:
+                yield
+            finally:
+                left = self.uploads.pop(peer) - 1
+                if left:
+                    self.uploads[peer] = left
+        return slot()
 
     def credential(self, request):
         """'certificate', 'token', None (none presented) or False (a wrong one)."""
@@ -251,6 +280,8 @@ def refusal(status, code, message, path=""):
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="emergence"'
+    if status == 429:
+        headers["Retry-After"] = "1"
     if path.startswith("/v2/"):
         headers["Docker-Distribution-API-Version"] = "registry/2.0"
     return web.Response(status=status, text=body, content_type="application/json",
@@ -261,15 +292,20 @@ async def _gate(request, cls, networks, max_body):
     why = why_refused(request, cls, networks)
     if why is None and max_body is not None and (request.content_length or 0) > max_body:
         why = 413, "SIZE_INVALID", f"the body is larger than {max_body} bytes"
+    policy = request.app.get(POLICY_KEY)
+    if why is None and cls == "write" and policy is not None and request.body_exists:
+        why = policy.busy(request.remote)
     if why is None:
         return None
     return await _refuse(request, refusal(*why, path=request.path))
 
 
 async def _refuse(request, resp):
-    """Send RESP now; then, if the client is sending a body, drop at most a
-    little of it (so a client busy sending still reads the answer) and close:
-    a refused 2 GiB upload is never read to its end."""
+    """Send RESP now; then, if the client is sending a body, close.  A small
+    body (DRAIN at most, by its Content-Length) is read and dropped first, so
+    a client that reads only once it has sent all still gets the answer; a
+    larger one is not read at all: the client reads the refusal already sent
+    (the kernel keeps it for it across the reset) and its sending fails."""
     import asyncio
     if not request.body_exists or request.content.at_eof():
         return resp
@@ -278,7 +314,8 @@ async def _refuse(request, resp):
     await resp.write_eof()
     loop = asyncio.get_running_loop()
     waiting = request.headers.get("Expect", "").lower() == "100-continue"  # sent nothing
-    end, dropped = loop.time() + (0 if waiting else DRAIN_SECONDS), 0
+    small = request.content_length is not None and request.content_length <= DRAIN
+    end, dropped = loop.time() + (DRAIN_SECONDS if small and not waiting else 0), 0
     try:
         while dropped < DRAIN and not request.content.at_eof():
             dropped += len(await asyncio.wait_for(request.content.readany(),

@@ -152,25 +152,62 @@ def parse(argv, table, stop_at_positional):
 
 # ---- help -------------------------------------------------------------------------
 
+WIDTH = 100  # help is wrapped to this many columns
+
+
+def _dash(name):
+    """How a user types NAME: -h for one letter, --help for more."""
+    return ("-" if len(name) == 1 else "--") + name
+
+
 def _option_lines(table):
+    import textwrap
     lines = []
     for name, o in table.items():
-        spell = ", ".join([f"--{name}"] + [("-" if len(a) == 1 else "--") + a
-                                           for a in o.aliases])
+        names = sorted([name, *o.aliases], key=lambda n: len(n) > 1)  # -A, --attr
+        spell = ", ".join(_dash(n) for n in names)
         if o.kind is PAIR:
             spell += " NAME VALUE"
         elif o.kind is not FLAG:
             spell += f" {o.metavar or 'VALUE'}"
         lines.append((spell, o.help + (" (repeatable)" if o.kind in (MULTI, PAIR) else "")))
     width = max((len(s) for s, _ in lines), default=0)
-    return "".join(f"  {s.ljust(width)}  {h}\n" for s, h in lines)
+    out = []
+    for s, h in lines:
+        indent = " " * (width + 4)
+        out.append(textwrap.fill(h, WIDTH, initial_indent=f"  {s.ljust(width)}  ",
+                                 subsequent_indent=indent, break_on_hyphens=False,
+                                 break_long_words=False) + "\n")
+    return "".join(out)
+
+
+def _wrap_usage(text, indent):
+    """TEXT wrapped to WIDTH between words, never inside a [...] group."""
+    groups, depth = [], 0
+    for word in text.split():
+        if depth > 0:
+            groups[-1] += " " + word
+        else:
+            groups.append(word)
+        depth += word.count("[") - word.count("]")
+    lines = [groups[0]]
+    for g in groups[1:]:
+        if len(lines[-1]) + 1 + len(g) > WIDTH:
+            lines.append(" " * indent + g)
+        else:
+            lines[-1] += " " + g
+    return "\n".join(lines)
 
 
 def verb_help(verb):
     table = dict(verb.options)
     table["help"] = HELP
-    return (f"usage: emergence {verb.name} {verb.usage}\n\n{verb.summary}\n\n"
-            f"Options:\n{_option_lines(table)}")
+    usage = f"usage: emergence {verb.name} {verb.usage}"
+    if "\n" not in usage:  # a usage laid out by hand (net's) stays as it is
+        usage = _wrap_usage(usage, len(f"usage: emergence {verb.name} "))
+    import textwrap
+    summary = textwrap.fill(verb.summary, WIDTH, break_on_hyphens=False)
+    return f"{usage}\n\n{summary}\n\nOptions:\n{_option_lines(table)}"
 
 
 def global_help():

@@ -45,7 +45,8 @@ def test_every_verb_has_its_own_help(verb):
     for argv in ([verb, "--help"], [verb, "-h"], ["help", verb]):
         p = _run(*argv)
         assert p.returncode == 0, (argv, p.stderr)
-        assert p.stdout.startswith(f"usage: emergence {verb} "), p.stdout
+        assert p.stdout.startswith((f"usage: emergence {verb} ", f"usage: emergence {verb}\n")), \
+            p.stdout
         assert "Options:" in p.stdout and p.stderr == ""
 
 

@@ -205,6 +205,17 @@ def _node(ctx, opts, args):
     return _status(run_dir, opts.get("json"))
 
 
+def _shown(default):
+    """A default as node.toml spells it: true, 2.0, a,b; none for nothing set."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, list):
+        return ",".join(map(str, default)) or "none"
+    if default is None or default == "":
+        return "none"
+    return str(default)
+
+
 def _options():
     opts = {
         "config": Option(VALUE, "the configuration file (default /etc/emergence/node.toml)",
@@ -215,7 +226,7 @@ def _options():
         "json": JSON,
         # retired, so that using it says what replaced it (config.RETIRED)
         "place-token": Option(VALUE, "no more: the node token guards placement settings",
-                              "V"),
+                              "VALUE"),
     }
     try:
         from .config import defaults, flag_names
@@ -224,13 +235,12 @@ def _options():
         return opts
     for flag, (sec, key) in flag_names(table).items():
         default = table[sec][key]
-        shown = ",".join(default) if isinstance(default, list) else default
-        opts[flag] = Option(VALUE, f"[{sec}] {key} (default {shown})", "V")
+        opts[flag] = Option(VALUE, f"[{sec}] {key} (default {_shown(default)})", "VALUE")
     return opts
 
 
 VERBS = [
     Verb("node", "start, stop or show the node (`node start`, `node status`)",
-         "node start|stop|status|run [--config FILE] [--SECTION-KEY VALUE]...",
+         "start|stop|status|run [--config FILE] [--SECTION-KEY VALUE]...",
          _options(), _node),
 ]

@@ -21,6 +21,12 @@ NODE_DEFAULTS = {
     "tls_cert": "",                        # serve HTTPS with this certificate (PEM)...
     "tls_key": "",                         # ...and its key (0600)
     "client_ca": "",                       # accept client certificates of this CA for writes
+    # the listener's limits on slow and idle clients (emergence/listener.py)
+    "header_timeout": 10.0,                # seconds from a request's first byte to its headers
+    "idle_timeout": 60.0,                  # seconds a connection may hold no request
+    "min_body_rate": 1024,                 # bytes/s a body must arrive at, over...
+    "body_rate_window": 10.0,              # ...this many seconds
+    "uploads_per_client": 16,              # uploads in flight at once from one address
 }
 # keys that were, and what replaced them: one line, not "unknown key"
 RETIRED = {("place", "token"): "the placement settings now need the node token "

@@ -118,9 +118,7 @@ class Node:
     async def _start_http(self):
         """The parts' routes on one listener, each checked by its access class
         (access.py); HTTPS with client certificates when [node] tls_* is set."""
-        from aiohttp import web
-
-        from .. import access
+        from .. import access, listener
         # made on the first start whether or not anything is served: clients and
         # tools find it in one place
         token = access.load_or_make_token(
@@ -131,16 +129,16 @@ class Node:
         if not routes:
             return
         node = self.cfg["node"]
+        limits = listener.limits_of(node)
         ctx = None
         if node["tls_cert"] or node["tls_key"] or node["client_ca"]:
             ctx = access.ssl_context(node["tls_cert"], node["tls_key"], node["client_ca"])
-        policy = access.Policy(token, node["readers"], client_certs=bool(node["client_ca"]))
+        policy = access.Policy(token, node["readers"], client_certs=bool(node["client_ca"]),
+                               uploads_per_client=limits["uploads_per_client"])
         app = access.application(routes, policy, client_max_size=1 << 30)
         host, _, port = node["listen"].rpartition(":")
-        self.http = web.AppRunner(app, access_log=None)
-        await self.http.setup()
-        await web.TCPSite(self.http, host.strip("[]") or "127.0.0.1", int(port),
-                          ssl_context=ctx).start()
+        self.http = await listener.serve(app, host.strip("[]") or "127.0.0.1", int(port),
+                                         ctx, limits)
         self.log(f"serving HTTP{'S' if ctx else ''} on {node['listen']}")
 
     # -- the warm planner ----------------------------------------------------

@@ -88,7 +88,8 @@ def _run(ctx, opts, pipeline):
 
 
 VERBS = [
-    Verb("pipeline", "run, graph or validate a CI pipeline file (TOML/JSON)", USAGE, {
+    Verb("pipeline", "run, graph or validate a CI pipeline file (TOML/JSON)",
+         USAGE.partition(" ")[2], {
         "jobs": Option(VALUE, "stages run at once (default: the CPUs this process may use)",
                        "N", aliases=("j",)),
         "keep-going": Option(FLAG, "after a failure, run every stage that does not need it",

@@ -16,14 +16,17 @@ def _config(opts):
     updated by the command line."""
     from .. import nodefile
     from .service import Service
+    from .signing import public_keys
     file, data = nodefile.read(opts.get("config"))
     cfg = nodefile.section(file, "share", Service.DEFAULTS, data.get("share", {}))
+    public_keys(cfg["trusted_keys"], f"{file}: [share] trusted_keys:")
     if opts.get("peer"):
         cfg["peers"] = list(cfg["peers"]) + opts["peer"]
     if opts.get("upstream"):
         cfg["upstream"] = opts["upstream"]
     if opts.get("trusted-key"):
-        cfg["trusted_keys"] = list(cfg["trusted_keys"]) + opts["trusted-key"]
+        cfg["trusted_keys"] = list(cfg["trusted_keys"]) + public_keys(opts["trusted-key"],
+                                                                      "--trusted-key")
     for p in cfg["peers"]:
         if not p.startswith(("http://", "https://")):
             raise EmergenceError(f"peer {p!r} is not an http(s):// URL")

@@ -62,7 +62,10 @@ class Puller:
         self.t = Transfer()
 
     async def pull(self, ref):
+        import gc
+
         import aiohttp
+        gc.freeze()  # what the imports made lives on: full collections skip it
         name, reference = parse_ref(ref)
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=8)
         async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as s:
@@ -358,7 +361,8 @@ class _Swarm:
             for w in tasks:
                 w.cancel()
             for c in self.conns:  # wake the threads still reading
-                c.close()
+                c.closed = True
+                c.interrupt()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.pool.shutdown(wait=False)
         return self.finished()
@@ -585,6 +589,7 @@ class _PieceConn:
         self.prefix = u.path.rstrip("/")
         self.stall = stall
         self.c = None
+        self.closed = False  # by the swarm at its end: no more requests
         self.buf = bytearray()
 
     def get(self, target, n, lo, want, write):
@@ -594,6 +599,8 @@ class _PieceConn:
         and zeroing), checked and written here, off the event loop.  EOFError if
         the peer does not have them, OSError if it failed."""
         import http.client
+        if self.closed:
+            raise ConnectionError("the transfer is over")
         if self.c is None:
             cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
             self.c = cls(self.host, self.port, timeout=self.stall)  # no byte for `stall`: dead
@@ -624,7 +631,22 @@ class _PieceConn:
             self.close()
             raise
 
+    def interrupt(self):
+        """From another thread: make the blocking call of the thread using this
+        connection return now (that thread closes it: http.client's objects are
+        not for two threads at once; closing them from here failed the pull with
+        an AttributeError now and then)."""
+        c = self.c
+        sock = getattr(c, "sock", None)
+        if sock is not None:
+            import socket
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self):
+        """In the thread using this connection."""
         c, self.c = self.c, None
         if c is not None:
             import socket

@@ -17,6 +17,7 @@ from aiohttp import web
 from . import nar
 
 HASH_RE = re.compile(r"[0-9a-df-np-sv-z]{32}\Z")
+DIGITS = re.compile(r"[0-9]*\Z")  # ASCII only: str.isdigit takes "²", which int() does not
 
 
 class PathInfo:
@@ -131,18 +132,10 @@ class NixCache:
         start, end = 0, info.nar_size  # [start, end)
         status = 200
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/x-nix-nar"}
-        rng = _range(request, info.nar_size)
+        rng = byte_range(request.headers.get("Range"), info.nar_size)
         if rng is not None:
-            s, e = rng.start, rng.stop
-            if s is not None and s < 0:
-                s, e = max(info.nar_size + s, 0), info.nar_size
-            s = s or 0
-            e = info.nar_size if e is None else min(e, info.nar_size)
-            if s >= info.nar_size or s >= e:
-                raise web.HTTPRequestRangeNotSatisfiable(
-                    headers={"Content-Range": f"bytes */{info.nar_size}"})
-            start, end, status = s, e, 206
-            headers["Content-Range"] = f"bytes {s}-{e - 1}/{info.nar_size}"
+            start, end, status = rng[0], rng[1], 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.nar_size}"
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         await resp.prepare(request)
@@ -164,15 +157,44 @@ class NixCache:
         return resp
 
 
-def _range(request, size):
-    """The request's byte range (a slice), or None for the whole NAR.  As RFC
-    9110 14.2 says: a Range in another unit is ignored; one this server cannot
-    take (malformed, or several ranges) is refused with 416, not a 500."""
-    header = request.headers.get("Range")
-    if not header or not header.strip().lower().startswith("bytes="):
+def byte_range(header, size):
+    """[start, end) of the one byte range HEADER (a Range value) asks of SIZE
+    bytes, or None to serve the whole, as RFC 9110 14.2 lets a server: no
+    Range, another unit, or several ranges (Nix asks for one at most; a whole
+    200 is a valid answer to a multi-range request).  A malformed range, or
+    one past the end, raises 416 (with `Content-Range: bytes */SIZE`); the
+    route's access class was checked before this runs."""
+    if not header:
         return None
-    try:
-        return request.http_range
-    except ValueError:
-        raise web.HTTPRequestRangeNotSatisfiable(
-            headers={"Content-Range": f"bytes */{size}"}) from None
+    unit, eq, spec = header.strip().partition("=")
+    if not eq or unit.strip().lower() != "bytes":
+        return None
+    refuse = web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    ranges = [r.strip() for r in spec.split(",")]
+    parsed = []
+    for r in ranges:
+        first, dash, last = r.partition("-")
+        first, last = first.strip(), last.strip()
+        if not dash or not DIGITS.match(first) or not DIGITS.match(last):
+            raise refuse  # not a range at all (bytes=abc, bytes=-, bytes=1-2-3, bytes=²-)
+        if first == "":
+            if last == "":
+                raise refuse
+            n = _number(last)  # the last N bytes
+            parsed.append((max(size - n, 0), size) if n else None)
+            continue
+        a = _number(first)
+        b = size - 1 if last == "" else _number(last)
+        if b < a:
+            raise refuse  # bytes=5-2 is invalid (RFC 9110 14.1.1)
+        parsed.append((a, min(b, size - 1) + 1) if a < size else None)
+    if not any(parsed):
+        raise refuse  # nothing satisfiable
+    if len(parsed) > 1:
+        return None  # several: the whole NAR, 200
+    return parsed[0]
+
+
+def _number(text):
+    """TEXT's ASCII digits as an int, capped (Python refuses ints of 4,300 digits)."""
+    return int(text) if len(text) <= 18 else 10 ** 18

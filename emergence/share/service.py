@@ -20,7 +20,7 @@ class Service:
         "upstream": "",            # a registry for what no peer has, e.g. https://quay.io
         "readers": [],             # networks allowed to read ([] = whoever can connect)
         "trusted_keys": [],        # Nix-format public keys whose piece lists we accept
-        "key_name": "",            # the signing key's name ("" = emergence-<hostname>-1)
+        "key_name": "",            # the key's name ("" = emergence-<hostname>-<8 hex of key>)
         "nix_store": "/nix/store",
         "piece_size": 4 << 20,     # bytes per piece of a piece list
         "advertise": "",           # the URL peers reach this node at (announced on push)
@@ -36,19 +36,21 @@ class Service:
         from ..image.store import Store
         from .nixcache import NixCache
         from .registry import Registry
-        from .signing import load_or_make_key
+        from .signing import load_or_make_key, public_keys
         self.config = {**self.DEFAULTS, **(config or {})}
+        self.config["trusted_keys"] = public_keys(self.config["trusted_keys"],
+                                                  "[share] trusted_keys:")
         self.state_dir = state_dir
         self.log = log
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.store = Store(self.config["store"] or None)
-        self.key = load_or_make_key(
-            state_dir, self.config["key_name"] or f"emergence-{os.uname().nodename}-1")
+        self.key = load_or_make_key(state_dir, self.config["key_name"] or None, log)
         self.registry = Registry(self.store, state_dir, log, self.config["max_manifest"],
                                  self.config["upload_expiry"])
         self.cache = NixCache(self.key, self.config["nix_store"], log=log)
         self.piece_lists = {}
         self.partial_shapes = {}  # PART.pieces -> (its stat key, (size, pieceSize, pieces))
+        self.have_watches = {}  # digest -> [futures of long polls waiting, the state seen]
         self.holders = {}  # ref or digest -> URLs of nodes that announced it
         self.tasks = set()
         self.registry.on_put = self._announce
@@ -230,7 +232,6 @@ class Service:
         its `.have` list from byte `from` on, waiting up to `wait` seconds (at
         most 5) for new ones, so that peers learn of a piece as soon as it lands
         without polling hard.  `complete` once the blob is in the store."""
-        import asyncio
         import time
         digest, part = self._partial(request)
         try:
@@ -240,17 +241,14 @@ class Service:
             raise web.HTTPBadRequest(text="from is a byte offset, wait seconds\n") from None
         deadline = time.monotonic() + wait
         while True:
-            if os.path.isfile(self.store.blob_path(digest)):
+            complete, size = self._have_state(digest, part)
+            if complete:
                 return web.json_response({"digest": digest, "complete": True})
-            try:
-                size = os.stat(part + ".have").st_size
-            except OSError:
-                size = None
             if size is not None and (size != start or time.monotonic() >= deadline):
                 break
             if time.monotonic() >= deadline:
                 raise web.HTTPNotFound()
-            await asyncio.sleep(0.05)
+            await self._have_changed(digest, part, deadline, (complete, size))
         reset = size < start
         try:
             with open(part + ".have", "rb") as f:
@@ -268,20 +266,76 @@ class Service:
                                   "unclaimed": lists[b"u"], "reset": reset,
                                   "end": (0 if reset else start) + len(data)})
 
+    def _have_state(self, digest, part):
+        """(whole in the store, size of PART's .have list or None)."""
+        if os.path.isfile(self.store.blob_path(digest)):
+            return True, None
+        try:
+            return False, os.stat(part + ".have").st_size
+        except OSError:
+            return False, None
+
+    async def _have_changed(self, digest, part, deadline, seen):
+        """Until DIGEST's have list (or whether it is whole) is no longer SEEN, or
+        DEADLINE.  One watcher a blob looks every 50 ms for all the peers
+        long-polling it (seven pullers each polling alone cost a stat and a
+        wake-up apiece)."""
+        import asyncio
+        import time
+        watch = self.have_watches.get(digest)
+        if watch is None:
+            watch = self.have_watches[digest] = [set(), seen]
+            asyncio.ensure_future(self._watch_have(digest, part, watch))
+        elif watch[1] != seen:
+            return  # it changed since the caller looked
+        woken = asyncio.get_running_loop().create_future()
+        watch[0].add(woken)
+        try:
+            await asyncio.wait_for(woken, max(deadline - time.monotonic(), 0))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            watch[0].discard(woken)
+
+    async def _watch_have(self, digest, part, watch):
+        import asyncio
+        try:
+            while watch[0]:
+                await asyncio.sleep(0.05)
+                now = self._have_state(digest, part)
+                if now != watch[1]:
+                    watch[1] = now
+                    for f in list(watch[0]):
+                        if not f.done():
+                            f.set_result(None)
+                if not watch[0]:
+                    break
+        finally:
+            self.have_watches.pop(digest, None)
+
     async def partial_piece(self, request):
         """One verified piece of a blob this node is pulling (one its `.have` list
         names: written there only once the piece is verified and on disk), or of
         one it now holds whole; by Range (the piece's bytes), sent with sendfile."""
         digest, part = self._partial(request)
         i = int(request.match_info["piece"])
-        whole = self.store.blob_path(digest)
-        if os.path.isfile(whole):
-            return web.FileResponse(whole)
-        shape = self._partial_shape(part)
         try:
             rng = request.http_range
         except ValueError:
             raise web.HTTPRequestRangeNotSatisfiable() from None
+        whole = self.store.blob_path(digest)
+        if os.path.isfile(whole):
+            try:
+                fd = os.open(whole, os.O_RDONLY)
+            except FileNotFoundError:
+                raise web.HTTPNotFound() from None
+            size = os.fstat(fd).st_size
+            if rng.start is not None and rng.stop is not None and \
+                    0 <= rng.start < rng.stop <= size:
+                return await _send(request, fd, rng.start, rng.stop, size)
+            os.close(fd)
+            return web.FileResponse(whole)
+        shape = self._partial_shape(part)
         if shape is None or i >= shape[2] or rng.start is None:
             raise web.HTTPNotFound()
         size, psize, _ = shape
@@ -294,7 +348,11 @@ class Service:
             raise web.HTTPNotFound() from None
         if b"\n%d\n" % i not in b"\n" + have:
             raise web.HTTPNotFound()  # not verified here yet: never pass it on
-        return web.FileResponse(part)
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except FileNotFoundError:  # moved into the store meanwhile: ask again
+            raise web.HTTPNotFound() from None
+        return await _send(request, fd, rng.start, rng.stop, size)
 
     async def pieces(self, request):
         """The signed piece list of a blob (made once, in a worker thread)."""
@@ -327,6 +385,36 @@ class Service:
         return plist and pieces.sign(plist, self.key)
 
 
+async def _send(request, fd, start, stop, size):
+    """Bytes START..STOP of the open file FD (of SIZE bytes; closed here) as a
+    206, by sendfile: what FileResponse does for a piece, without its trips
+    to a thread to open and stat the file (a piece a few ms of CPU, eight
+    pullers at once)."""
+    f = os.fdopen(fd, "rb")
+    try:
+        resp = web.StreamResponse(status=206, headers={
+            "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+            "Content-Range": f"bytes {start}-{stop - 1}/{size}"})
+        resp.content_length = stop - start
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            try:
+                await request._loop.sendfile(request.transport, f, start, stop - start)
+            except NotImplementedError:  # TLS: through the event loop
+                f.seek(start)
+                left = stop - start
+                while left:
+                    chunk = f.read(min(left, 1 << 20))
+                    if not chunk:
+                        raise ConnectionError("the file is shorter than it was")
+                    await resp.write(chunk)
+                    left -= len(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        f.close()
+
+
 def _read_json(path):
     import json
     try:
@@ -352,22 +440,37 @@ def make_app(service, policy):
 def main(argv=None):
     """Serve this part alone (as the tests do; the node hosts it otherwise):
     python -m emergence.share.service --listen HOST:PORT --state DIR [--config JSON]
+    [--limits JSON] (the listener's [node] limits, emergence/listener.py).
     The token is DIR/node.token (made on first start)."""
     import argparse
+    import asyncio
     import json
+    import signal
 
-    from .. import access
+    from .. import access, listener
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", default="127.0.0.1:7480")
     ap.add_argument("--state", default="/var/lib/emergence/share")
     ap.add_argument("--config", default="{}")
+    ap.add_argument("--limits", default="{}")
     a = ap.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     from .auth import LEGACY_TOKEN_FILE
     token = access.load_or_make_token(a.state, os.path.join(a.state, LEGACY_TOKEN_FILE))
-    svc = Service(json.loads(a.config), a.state, lambda m: print(m, flush=True))
-    web.run_app(make_app(svc, access.Policy(token)), host=host, port=int(port), print=None,
-                access_log=None)
+    limits = listener.limits_of(json.loads(a.limits))
+
+    async def run():
+        svc = Service(json.loads(a.config), a.state, lambda m: print(m, flush=True))
+        policy = access.Policy(token, uploads_per_client=limits["uploads_per_client"])
+        runner = await listener.serve(make_app(svc, policy), host, int(port), None, limits)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ import os
 
 from ..errors import EmergenceError
 
+FORM = ("NAME:BASE64 (a node's public key as `emergence node status` and "
+        "/share/v1/info show it, e.g. emergence-host1-1a2b3c4d:<44 characters of base64>)")
+
 
 def _split(text, what):
     name, sep, b64 = text.strip().partition(":")
@@ -19,6 +22,25 @@ def _split(text, what):
         return name, base64.b64decode(b64, validate=True)
     except ValueError:
         raise EmergenceError(f"{what} has invalid base64") from None
+
+
+def public_keys(texts, where):
+    """TEXTS, each checked to be a Nix public key; an error names WHERE they
+    came from (`--trusted-key`, `[share] trusted_keys`) and the form wanted."""
+    from ..errors import shown
+    out = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise EmergenceError(f"{where} {shown(text)}: a key is a string, {FORM}")
+        name, sep, b64 = text.strip().partition(":")
+        try:
+            raw = base64.b64decode(b64, validate=True) if sep and name else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise EmergenceError(f"{where} {shown(text)} is not a public key; give {FORM}")
+        out.append(text.strip())
+    return out
 
 
 class SecretKey:
@@ -89,15 +111,51 @@ def verify(public_keys, message, signature):
     return False
 
 
-def load_or_make_key(state_dir, name):
-    """The node's signing key (`cache-key.sec`, 0600), made on first use."""
+def default_name(key):
+    """This node's key name unless one is set: the hostname and 8 hex digits
+    of the key's own hash, so two nodes with one hostname still differ in
+    Nix's trusted-public-keys (which go by name)."""
+    import hashlib
+    return f"emergence-{os.uname().nodename}-{hashlib.sha256(key._pub()).hexdigest()[:8]}"
+
+
+def legacy_name(name):
+    """True for the default of old (emergence-HOSTNAME-1, the same on every
+    node with that hostname)."""
+    return name == f"emergence-{os.uname().nodename}-1"
+
+
+def load_or_make_key(state_dir, name=None, log=None):
+    """The node's signing key (`cache-key.sec`, 0600), made on first use,
+    named NAME, or `default_name` when NAME is None.  A key on disk keeps its
+    name unless NAME is set and differs: then its bytes stay and the name
+    changes (logged: the peers' trusted_keys must change with it)."""
     path = os.path.join(state_dir, "cache-key.sec")
     try:
         with open(path) as f:
-            return SecretKey(f.read())
+            key = SecretKey(f.read())
     except FileNotFoundError:
-        pass
-    key = SecretKey.generate(name)
+        key = None
+    if key is not None:
+        if name and name != key.name:
+            old = key.public()
+            key.name = name
+            _write(path, key)
+            if log:
+                log(f"share: the node key is now named {name} ([share] key_name); it was "
+                    f"{old}: peers that trust the old name need {key.public()}")
+        elif not name and legacy_name(key.name) and log:
+            log(f"share: the node key keeps its old name {key.name}, which another node "
+                "with this hostname may also have; set [share] key_name to rename it")
+        return key
+    key = SecretKey.generate(name or "emergence")
+    if not name:
+        key.name = default_name(key)
+    _write(path, key)
+    return key
+
+
+def _write(path, key):
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -105,4 +163,3 @@ def load_or_make_key(state_dir, name):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return key

@@ -72,5 +72,7 @@ async def agreed(session, sources, name, tag, trusted_keys, banned, final):
     if not digests and final:
         why = "; ".join(f"{p}: {w}" for p, w in bad.items())
         raise EmergenceError(f"no peer vouches for {name}:{tag} with a trusted key ({why}); "
-                             "add its node key to [share] trusted_keys or pull by digest")
+                             "add its node key (NAME:BASE64, the public_key of its "
+                             "/share/v1/info) to "
+                             "[share] trusted_keys or --trusted-key, or pull by digest")
     return [p for p in sources if p in good], (digests[0] if digests else None)

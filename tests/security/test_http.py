@@ -284,10 +284,12 @@ def test_a_bad_range_on_a_nar_is_416_not_500(node):
     assert info.status_code == 200, info.text
     nar = node.url + "/nix-cache/" + next(
         line[5:] for line in info.text.splitlines() if line.startswith("URL: "))
-    for bad in ("bytes=abc", "bytes=5-2", "bytes=-", "bytes=0-1,4-5", "bytes=99999999999-"):
+    for bad in ("bytes=abc", "bytes=5-2", "bytes=-", "bytes=99999999999-"):
         r = requests.get(nar, headers={"Range": bad}, timeout=60)
         assert r.status_code == 416, (bad, r.status_code)
     assert requests.get(nar, headers={"Range": "items=0-1"}, timeout=60).status_code == 200
+    # several ranges: the whole NAR (RFC 9110 lets a server ignore Range)
+    assert requests.get(nar, headers={"Range": "bytes=0-1,4-5"}, timeout=60).status_code == 200
     r = requests.get(nar, headers={"Range": "bytes=0-9"}, timeout=60)
     assert r.status_code == 206 and len(r.content) == 10
 
