@@ -51,7 +51,8 @@ class Dispatch:
         self.store = shared.store
         self.peers = list(dict.fromkeys(p.rstrip("/") for p in peers))
         self.run_id, self.id_prefix, self.poll = run_id, id_prefix, poll
-        self.tagged = set()
+        self.tagged = {}  # image digest -> this run's tag of it
+        self.refs = []    # this run's tags in the store, dropped by close()
 
     def attempt(self, ctx, st, key, n, in_manifests, src_dir, collected):
         """One attempt of ST on the cluster: (exit code, log, why, message,
@@ -59,13 +60,14 @@ class Dispatch:
         from ..place.tasks import submit
         image = ctx.images[st.name]
         if image not in self.tagged:
-            tag_image(self.store, image)
-            self.tagged.add(image)
+            self.tagged[image] = tag_image(self.store, image, self.run_id)
+            self.refs.append(self.tagged[image])
+        src, ref = publish_src(self.store, src_dir, self.run_id)
+        self.refs.append(ref)
         spec = {"kind": "stage", "id": f"{self.id_prefix}{self.run_id}-{st.name}-{n}",
                 "demand": {"cpu": float(min(st.limits.get("cpus", 1.0), 1.0))},
                 "timeout": float(st.timeout) + 300.0,
-                "stage": stage_spec(st, key, image, publish_src(self.store, src_dir),
-                                    in_manifests, self.peers)}
+                "stage": stage_spec(st, key, image, src, in_manifests, self.peers)}
         t0 = time.monotonic()
         try:
             tid = submit(self.cluster, spec)
@@ -109,6 +111,13 @@ class Dispatch:
                                        "could not be fetched or did not check out"), \
                 elapsed, host, None
         return 0, full, None, "", elapsed, host, result["result"]
+
+    def close(self):
+        """The run is over: its image and input tags go (their blobs to gc)."""
+        try:
+            self.store.remove_refs(self.refs)
+        except (EmergenceError, OSError):
+            pass
 
     def _cancel(self, tid):
         try:

@@ -247,6 +247,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
 
 def finish(ctx):
     """The run dir goes (secrets first), then the watcher is told all is clean."""
+    if getattr(ctx, "dispatch", None):
+        ctx.dispatch.close()
     shutil.rmtree(os.path.join(ctx.run_dir, "secrets"), ignore_errors=True)
     shutil.rmtree(ctx.run_dir, ignore_errors=True)
     ctx.watcher.close()

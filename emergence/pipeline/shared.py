@@ -68,7 +68,9 @@ class Shared:
         """KEY's result by its manifest DIGEST (named in the result of the stage
         task, by the worker that ran it) from the peers: no tag to trust, every
         digest checked, the config must name KEY."""
-        return self._pull(key, f"{NAME}@{digest}", ())
+        entry = self._pull(key, f"{NAME}@{digest}", ())
+        self.store.remove_refs([f"{NAME}@{digest}"])  # the cache index keeps its blobs
+        return entry
 
     def _pull(self, key, reference, trusted):
         from .. import share

@@ -48,15 +48,17 @@ _FIELDS = {"name", "key", "image", "argv", "env", "outputs", "limits", "timeout"
 
 # -- the runner's side --
 
-def tag_image(store, digest):
-    """Tag the stage image so peers serve it by digest; its tag name."""
+def tag_image(store, digest, run_id):
+    """Tag the stage image for this run so peers serve it by digest; the ref."""
     desc = store.resolve(digest)
-    store.set_ref(f"{IMAGE_NAME}:{digest[7:]}", dict(desc))
-    return IMAGE_NAME
+    ref = f"{IMAGE_NAME}:{run_id}-{digest[7:]}"
+    store.set_ref(ref, dict(desc))
+    return ref
 
 
-def publish_src(store, src_dir):
-    """SRC_DIR (the stage's staged inputs) as an artifact in STORE; its manifest digest."""
+def publish_src(store, src_dir, run_id):
+    """SRC_DIR (the stage's staged inputs) as an artifact in STORE, tagged for
+    this run (the run drops its tags at its end): (manifest digest, ref)."""
     from .cache import pack
     w = store.writer()
     try:
@@ -71,9 +73,9 @@ def publish_src(store, src_dir):
                                      "size": csize},
                           "layers": [{"mediaType": INPUT_TAR, "digest": tar, "size": size}]})
     mdigest, msize = store.put(manifest)
-    store.set_ref(f"{INPUT_NAME}:{tar[7:]}", {"mediaType": MANIFEST, "digest": mdigest,
-                                              "size": msize})
-    return mdigest
+    ref = f"{INPUT_NAME}:{run_id}-{tar[7:]}"
+    store.set_ref(ref, {"mediaType": MANIFEST, "digest": mdigest, "size": msize})
+    return mdigest, ref
 
 
 def stage_spec(stage, key, image, src, needs, peers):
@@ -158,6 +160,7 @@ def execute(spec, store_root, root, cid, stop=None):
     os.makedirs(tasks, mode=0o700, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=f"{st['name']}-", dir=tasks)
     peers = st["peers"]
+    pulled = []
     try:
         if not store.has(st["image"]):
             pull(store, IMAGE_NAME, st["image"], peers, state)
@@ -166,6 +169,7 @@ def execute(spec, store_root, root, cid, stop=None):
                 [(f"in/{k}", NAME, v) for k, v in sorted(st["in"].items())]:
             if not store.has(digest):
                 pull(store, name, digest, peers, state)
+                pulled.append(f"{name}@{digest}")
             manifest = store.read_json(digest)
             layer = manifest["layers"][0]["digest"]
             d = dirs[label] = os.path.join(scratch, label)
@@ -200,3 +204,4 @@ def execute(spec, store_root, root, cid, stop=None):
         return 0, text[-LOG_TAIL:], {"result": digest}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        store.remove_refs(pulled)  # inputs are not kept past the stage (gc takes them)

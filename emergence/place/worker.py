@@ -408,6 +408,8 @@ class Worker:
         finally:
             done.set()
         if stop.is_set():
+            self.log(f"duplicate: {tid} attempt {attempt} on {self.name}: the task has a "
+                     "result (or was cancelled); its container was removed")
             raise _Superseded()
         return got
 

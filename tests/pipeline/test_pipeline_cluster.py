@@ -21,7 +21,7 @@ import pytest
 from cihelp import ci_fixture
 from conftest import emergence_command
 
-from emergence.pipeline import dispatch, stagetask
+from emergence.pipeline import dispatch
 from emergence.pipeline.spec import PipelineError, load
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -256,10 +256,35 @@ def test_six_stages_across_three_workers_then_all_hits_from_another_node(ci, sec
         assert "under /out" in why["pl-bad-out"], why
         assert "not signed" in why["pl-unsigned"], why
         assert not os.path.exists("/etc/pl-owned")
+
+        # a failing stage: its exit and log come back; fail-fast withdraws the other
+        ci.write("fail.toml", '[stages.slow]\nimage = "image.nix"\ncommand = "sleep 120"\n'
+                 '[stages.bad]\nimage = "image.nix"\ncommand = "sleep 2; echo boom; exit 3"\n')
+        rep = ci.tmp / "fail.json"
+        t0 = time.monotonic()
+        p = subprocess.run(emergence_command() + [
+            "--root", ci.root, "--store", ci.store, "pipeline", "run", str(ci.dir / "fail.toml"),
+            "--json", str(rep), "--logs", str(ci.tmp / "logs-fail"), "--config", "/dev/null",
+            "--cluster", "--advertise", runner.url, *peers], capture_output=True, text=True,
+            timeout=120, stdin=subprocess.DEVNULL)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stdout + p.stderr
+        assert time.monotonic() - t0 < 60
+        got = {s["name"]: s for s in json.loads(rep.read_text())["stages"]}
+        assert got["bad"]["state"] == "failed" and got["bad"]["exit_code"] == 3, got
+        assert "exited with 3 on plw" in got["bad"]["message"]
+        assert "boom" in (ci.tmp / "logs-fail" / "bad.log").read_text()
+        assert got["slow"]["state"] == "skipped", got["slow"]
+        # it had started on a worker, which removed its container when the task ended
+        assert wait_for(lambda: "-slow-1 attempt 1 on plw" in text(), 30), text()
+        assert wait_for(lambda: not any("-slow-" in c for c in _containers(tmp_path, names)),
+                        30)
     finally:
         stop_all(procs)
         for s in shares:
             s.stop()
-    for n in names:  # no container left on any worker
-        root = tmp_path / f"{n}-root"
-        assert not root.exists() or [c for c in os.listdir(root) if c.startswith("pl-")] == []
+    assert _containers(tmp_path, names) == []  # no container left on any worker
+
+
+def _containers(tmp_path, names):
+    roots = [tmp_path / f"{n}-root" for n in names]
+    return [c for r in roots if r.is_dir() for c in os.listdir(r) if c.startswith("pl-")]
