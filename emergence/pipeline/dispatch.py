@@ -35,11 +35,25 @@ def check(pipeline):
 
 
 def connect(opts):
-    """The cluster the runner submits to, as `emergence submit` finds it."""
+    """The cluster the runner submits to, as `emergence submit` finds it; one
+    line if this node may not submit or nothing would place or run a task."""
     from ..place.commands import _cluster
     try:
         cluster = _cluster(opts)
-        cluster.get("leader")  # one clear line now if etcd is away
+        m = cluster.material
+        roles = m.info.get("roles", []) if m is not None else ["command"]
+        if "command" not in roles:
+            raise ClusterError(f"pipeline --cluster: this node ({m.info.get('name')}, roles "
+                               f"{', '.join(roles) or 'none'}) is not a command node: only "
+                               "command nodes submit tasks; run it on one")
+        if cluster.get("leader") is None:
+            raise ClusterError("pipeline --cluster: the cluster has no leader: start a "
+                               "command node (`emergence cluster join --role command`)")
+        if not cluster.items("members"):
+            raise ClusterError("pipeline --cluster: the cluster has no worker: join one "
+                               "(`emergence cluster join --role worker`)")
+    except ClusterError:
+        raise
     except EmergenceError as e:
         raise ClusterError(f"pipeline --cluster: {e}") from None
     return cluster

@@ -201,6 +201,15 @@ def test_six_stages_across_three_workers_then_all_hits_from_another_node(ci, sec
                         and cluster.get("leader") is not None, 60), text()
         peers = [x for w in workers.values() for x in ("--peer", w.url)]
 
+        # a worker's credentials may not submit: one line, exit 3, nothing submitted
+        env = dict(os.environ, EMERGENCE_CLUSTER_DIR=sec.issue("plx", ["worker"]).dir)
+        p = subprocess.run(emergence_command() + [
+            "--root", ci.root, "--store", ci.store, "pipeline", "run", str(ci.dir / "six.toml"),
+            "--config", "/dev/null", "--cluster", "--advertise", runner.url, *peers],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+        assert p.returncode == 3 and "is not a command node" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and cluster.items("tasks") == {}
+
         # the run on the cluster: every stage a task, spread, the same reports
         first, doc, junit = _run(ci, ci.store, ci.root, "c1", "--cluster",
                                  "--advertise", runner.url, *peers)
