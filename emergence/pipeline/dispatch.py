@@ -78,7 +78,12 @@ class Dispatch:
             self.refs.append(self.tagged[image])
         src, ref = publish_src(self.store, src_dir, self.run_id)
         self.refs.append(ref)
-        spec = {"kind": "stage", "id": f"{self.id_prefix}{self.run_id}-{st.name}-{n}",
+        tid = f"{self.id_prefix}{self.run_id}-{st.name}-{n}"
+        if len(tid) > 63:  # a task id's limit: the stage's name shortened to a digest
+            import hashlib
+            tid = f"{self.id_prefix[:20]}{self.run_id}-" \
+                  f"{hashlib.sha256(st.name.encode()).hexdigest()[:16]}-{n}"
+        spec = {"kind": "stage", "id": tid,
                 "demand": {"cpu": float(min(st.limits.get("cpus", 1.0), 1.0))},
                 "timeout": float(st.timeout) + 300.0,
                 "stage": stage_spec(st, key, image, src, in_manifests, self.peers)}
@@ -113,6 +118,10 @@ class Dispatch:
             return -1, log, "runtime", f"refused by {host}: {result['refused']}", elapsed, \
                 host, None
         code = result.get("exit")
+        if code == -1:  # the worker could not run it (a pull, the image, the runtime)
+            last = (result.get("output") or "?").strip().splitlines()[-1:] or ["?"]
+            return -1, log, "runtime", f"could not run on {host}: {last[0][:300]}", elapsed, \
+                host, None
         if code != 0 or not isinstance(result.get("result"), str):
             code = code if isinstance(code, int) and code != 0 else 1
             msg = f"exited with {code} on {host}" + (
