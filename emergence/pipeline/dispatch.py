@@ -29,8 +29,8 @@ def check(pipeline):
             out.append(f"pipeline: stage {st.name!r}: secrets are not sent to cluster workers "
                        "(etcd holds tasks in clear); run it without --cluster")
         if st.network != "none":
-            out.append(f"pipeline: stage {st.name!r}: network {st.network!r} is not available "
-                       "on cluster workers (their stages have loopback only)")
+            out.append(f"pipeline: stage {st.name!r}: network {st.relay or st.network!r} is "
+                       "not available on cluster workers (their stages have loopback only)")
     return out
 
 

@@ -3,11 +3,12 @@ puts in the task, and what the worker that gets it does.
 
 Everything a stage needs moves by content address through the share part:
 
-  image    the stage image's manifest, tagged emergence-ci-image:HEX(DIGEST)
-           in the runner's store; the worker pulls NAME@DIGEST (its Nix paths
-           must be in the worker's /nix/store, as for `run --image`);
+  image    the stage image's manifest, tagged emergence-ci-image:RUN-HEX in
+           the runner's store; the worker pulls NAME@DIGEST, and its missing
+           Nix paths as `run --image` does (the peers' Nix caches, signed by a
+           key in the worker's own [share] trusted_keys);
   /src     the stage's work-tree inputs, one tar in an artifact tagged
-           emergence-ci-input:HEX(TAR) in the runner's store;
+           emergence-ci-input:RUN-HEX in the runner's store;
   /in/S    each needed stage's result artifact (shared.py) by manifest digest,
            from whichever peer holds it (the worker that ran S, or the runner).
 
@@ -164,6 +165,8 @@ def execute(spec, store_root, root, cid, stop=None):
     try:
         if not store.has(st["image"]):
             pull(store, IMAGE_NAME, st["image"], peers, state)
+        from ..image.run_image import fetch_missing  # its Nix paths, from signed caches
+        fetch_missing(store.root, st["image"], peers)
         dirs = {}
         for label, name, digest in [("src", INPUT_NAME, st["src"])] + \
                 [(f"in/{k}", NAME, v) for k, v in sorted(st["in"].items())]:
