@@ -9,6 +9,8 @@ The policy (worker configuration, all default to nothing):
   host_namespaces  True lets a bundle join or share host namespaces
   capabilities   capabilities beyond Docker's default set that are allowed
   devices        True allows device nodes and device-cgroup grants
+A stage task (pipeline run --cluster) is checked by pipeline/stagetask.check:
+no secrets, no host or Relay network, outputs under /out, digests only.
 An image task is built by the worker itself (`emergence run --image`) and
 asks for nothing of the host; a bundle task's config.json is checked here,
 and the worker runs the very config it checked (a private copy).
@@ -152,6 +154,9 @@ def check_task(spec, policy):
     """(config to run, None) for a bundle task within POLICY, (None, None)
     for a task without a bundle, or (None, reason)."""
     import json
+    if spec.get("kind") == "stage":  # the worker makes its bundle: nothing of the host
+        from ..pipeline.stagetask import check
+        return None, check(spec)
     if spec.get("kind") != "bundle":
         return None, None
     bundle = spec.get("bundle")

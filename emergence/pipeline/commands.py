@@ -8,7 +8,8 @@ from ..command import FLAG, MULTI, VALUE, Option, UsageError, Verb
 TITLE = "Pipeline (CI stages in containers, cached by content address)"
 
 USAGE = ("pipeline run FILE [--jobs N] [--keep-going] [--no-cache] [--junit F] [--json F] "
-         "[--out DIR] [--logs DIR] [--share [--peer URL]... [--trusted-key KEY]...] | "
+         "[--out DIR] [--logs DIR] [--share [--peer URL]... [--trusted-key KEY]...] "
+         "[--cluster [--etcd URL] [--prefix P] [--cluster-dir DIR] [--advertise URL]] | "
          "pipeline graph FILE [--dot] | pipeline validate FILE")
 
 
@@ -108,5 +109,14 @@ VERBS = [
                               "KEY"),
         "config": Option(VALUE, "the node's config file (default /etc/emergence/node.toml)",
                          "FILE"),
+        "cluster": Option(FLAG, "run the stages as signed placement tasks on the cluster's "
+                                "workers (inputs and results move through share)"),
+        "etcd": Option(VALUE, "--cluster: the cluster's etcd (default: the cluster dir's)",
+                       "URL"),
+        "prefix": Option(VALUE, "--cluster: the cluster's key prefix", "P"),
+        "cluster-dir": Option(VALUE, "--cluster: this command node's cluster credentials",
+                              "DIR"),
+        "advertise": Option(VALUE, "--cluster: this node's share URL, for workers to fetch "
+                                   "inputs from (default [share] advertise)", "URL"),
     }, _pipeline),
 ]

@@ -37,6 +37,7 @@ class Result:
         self.attempts = []       # [{"exit_code", "duration", "timed_out"}]
         self.cache_hit = False
         self.output_digests = {}
+        self.manifest = None     # --cluster: the result artifact's digest, for the next stage
         self.message = ""
         self.log = b""
         self.log_path = ""
@@ -99,8 +100,11 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
     on_event = on_event or (lambda kind, result: None)
     try:
         cache = cache_mod.Cache(store_root)
+        share = share or {}
+        on_cluster = bool(share.get("cluster") or getattr(pipeline, "cluster", False))
         from .shared import from_options
-        shared = from_options(cache, share or {}, store_root) if use_cache else None
+        shared, share_cfg = from_options(cache, share, store_root, on_cluster) \
+            if use_cache or on_cluster else (None, {})
         images = resolve_images(pipeline, store_root)
         stat_cache = StatCache(os.path.join(store_root, "pipeline", "statcache.json"))
         keys, files = compute_keys(pipeline, images, stat_cache)
@@ -116,7 +120,15 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
     ctx = Context(store=store_root, root=root, run_dir=run_dir, images=images,
                   secrets=secrets, id_prefix=id_prefix, run_id=run_id,
                   cancel=threading.Event(), watcher=Watcher(emergence_argv(), root, run_dir),
-                  lock_fd=lock_fd)
+                  lock_fd=lock_fd, dispatch=None)
+    if on_cluster:
+        from . import dispatch
+        try:
+            ctx.dispatch = dispatch.from_options(share, pipeline, share_cfg, run_id, id_prefix,
+                                                 shared)
+        except BaseException:
+            finish(ctx)
+            raise
     results = {n: Result(n) for n in pipeline.order()}
     for n, r in results.items():
         r.key = keys[n]
@@ -134,7 +146,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         r = results[name]
         t0 = time.monotonic()
         entry = cache.get(r.key) if use_cache and st.cache else None
-        if entry is None and shared and st.cache:
+        if entry is None and shared and use_cache and st.cache:
             entry = shared.fetch(r.key) and cache.get(r.key)  # signed, verified, or a miss
         if entry is not None:
             os.makedirs(r.outputs_dir, exist_ok=True)
@@ -144,6 +156,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
         if entry is not None:
             r.cache_hit, r.state, r.exit_code = True, "passed", 0
             r.output_digests = entry.get("output_digests", {})
+            if ctx.dispatch:  # the next stages' workers pull it from here, by digest
+                r.manifest = shared.publish(entry)
             r.message = f"cache hit (ran in {entry.get('duration', 0):.2f} s before" + (
                 f" on {', '.join(entry['from_peer'])})" if entry.get("from_peer") else ")")
         else:
@@ -154,10 +168,17 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
             logs = []
             while True:
                 n = len(r.attempts) + 1
-                code, log, why, msg, elapsed = attempt(ctx, st, r.key, n, in_dirs, src,
-                                                             r.outputs_dir)
+                where = {}
+                if ctx.dispatch:
+                    code, log, why, msg, elapsed, host, r.manifest = ctx.dispatch.attempt(
+                        ctx, st, r.key, n, {k: results[k].manifest for k in st.stage_inputs},
+                        src, r.outputs_dir)
+                    where = {"host": host}
+                else:
+                    code, log, why, msg, elapsed = attempt(ctx, st, r.key, n, in_dirs, src,
+                                                           r.outputs_dir)
                 r.attempts.append({"exit_code": code, "duration": round(elapsed, 4),
-                                   "timed_out": why == "timeout", "message": msg})
+                                   "timed_out": why == "timeout", "message": msg, **where})
                 logs.append(log if len(r.attempts) == 1 else
                             f"--- attempt {n} ---\n".encode() + log)
                 r.exit_code, r.message = code, msg
@@ -176,7 +197,9 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 r.output_digests = cache_mod.output_digests(r.outputs_dir, st.outputs)
                 if len(r.attempts) > 1:
                     r.message = f"passed on attempt {len(r.attempts)}"
-                if use_cache and st.cache and not _holds_secret(r.outputs_dir, secrets):
+                if ctx.dispatch:
+                    pass  # the worker cached and published it; fetch_digest indexed it here
+                elif use_cache and st.cache and not _holds_secret(r.outputs_dir, secrets):
                     entry = cache.put(r.key, r.outputs_dir, r.log,
                                       {"duration": time.monotonic() - t0, "exit_code": 0,
                                        "output_digests": r.output_digests, "stage": name})
@@ -224,6 +247,8 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
 
 def finish(ctx):
     """The run dir goes (secrets first), then the watcher is told all is clean."""
+    if getattr(ctx, "dispatch", None):
+        ctx.dispatch.close()
     shutil.rmtree(os.path.join(ctx.run_dir, "secrets"), ignore_errors=True)
     shutil.rmtree(ctx.run_dir, ignore_errors=True)
     ctx.watcher.close()

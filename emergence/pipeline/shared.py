@@ -56,14 +56,26 @@ class Shared:
         mdigest, msize = store.put(manifest)
         store.set_ref(ref(entry["key"]), {"mediaType": MANIFEST, "digest": mdigest,
                                           "size": msize})
+        return mdigest
 
     def fetch(self, key):
         """KEY's result from the peers into the local cache; the entry, or None."""
         if not self.peers or not self.trusted:
             return None
+        return self._pull(key, ref(key), self.trusted)
+
+    def fetch_digest(self, key, digest):
+        """KEY's result by its manifest DIGEST (named in the result of the stage
+        task, by the worker that ran it) from the peers: no tag to trust, every
+        digest checked, the config must name KEY."""
+        entry = self._pull(key, f"{NAME}@{digest}", ())
+        self.store.remove_refs([f"{NAME}@{digest}"])  # the cache index keeps its blobs
+        return entry
+
+    def _pull(self, key, reference, trusted):
         from .. import share
         try:
-            got = share.pull_image(self.store, ref(key), self.peers, "", self.trusted,
+            got = share.pull_image(self.store, reference, self.peers, "", trusted,
                                    self.state_dir)
             manifest = self.store.read_json(got["digest"])
             meta = self.store.read_json(manifest["config"]["digest"])
@@ -79,13 +91,13 @@ class Shared:
         return entry
 
 
-def from_options(cache, opts, store_root):
-    """A Shared for `pipeline run --share` ([share] of node.toml, --peer,
-    --trusted-key), or None."""
-    if not opts.get("share"):
-        return None
+def from_options(cache, opts, store_root, cluster=False):
+    """(a Shared for `pipeline run --share` or --cluster ([share] of node.toml,
+    --peer, --trusted-key), or None; that [share] config, or {})."""
+    if not opts.get("share") and not cluster:
+        return None, {}
     from .. import share
     cfg = share.config(opts.get("config"), opts.get("peer", ()), opts.get("trusted-key", ()))
     state = os.path.join(store_root, "pipeline", "share-state")
     os.makedirs(state, mode=0o700, exist_ok=True)
-    return Shared(cache, cfg.get("peers", ()), cfg.get("trusted_keys", ()), state)
+    return Shared(cache, cfg.get("peers", ()), cfg.get("trusted_keys", ()), state), cfg

@@ -166,9 +166,11 @@ def load(path):
             problems.append(str(e))
             return None
 
-    unknown = set(raw) - {"stages", "secrets", "version"}
+    unknown = set(raw) - {"stages", "secrets", "version", "cluster"}
     for u in sorted(unknown):
-        check(_err, None, u, "unknown top-level field (expected stages, secrets)")
+        check(_err, None, u, "unknown top-level field (expected stages, secrets, cluster)")
+    if not isinstance(raw.get("cluster", False), bool):
+        check(_err, None, "cluster", "must be true or false (run the stages on the cluster)")
     base = os.path.dirname(os.path.abspath(path))
     secrets = {}
     for name, src in (raw.get("secrets") or {}).items():
@@ -198,7 +200,9 @@ def load(path):
         msg = problems[0] if len(problems) == 1 else \
             f"pipeline: {path}: {len(problems)} problems; the first: {problems[0]}"
         raise PipelineError(msg, problems)
-    return Pipeline(os.path.abspath(path), base, stages, secrets)
+    p = Pipeline(os.path.abspath(path), base, stages, secrets)
+    p.cluster = raw.get("cluster", False) is True
+    return p
 
 
 def _c_name(st, s, base, secrets):

@@ -8,7 +8,7 @@ import uuid
 from ..errors import EmergenceError
 from .state import now
 
-KINDS = ("image", "bundle", "sleep")
+KINDS = ("image", "bundle", "sleep", "stage")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _NUMBERS = ("cpu", "memory", "gpus", "disk_io", "net")
 
@@ -33,6 +33,8 @@ def validate(spec):
         raise EmergenceError("an image task needs 'image' (a name in the store)")
     if kind == "bundle" and not (isinstance(out.get("bundle"), str) and out["bundle"]):
         raise EmergenceError("a bundle task needs 'bundle' (a bundle directory)")
+    if kind == "stage" and not isinstance(out.get("stage"), dict):
+        raise EmergenceError("a stage task needs 'stage' (pipeline run --cluster makes it)")
     if kind == "sleep":
         _number(out.get("seconds", 0), "seconds")
     cmd = out.get("cmd", [])
@@ -104,5 +106,7 @@ def listing(snap):
                      "host": (r or st).get("host"), "attempts": st.get("attempt", 0),
                      "exit": r.get("exit") if r else None,
                      "what": spec.get("image") or spec.get("bundle") or
+                     (f"stage {spec['stage'].get('name')}" if isinstance(spec.get("stage"), dict)
+                      else None) or
                      f"sleep {spec.get('seconds', 0)}"})
     return rows

@@ -27,6 +27,9 @@ Task kinds:
   bundle   `emergence run --bundle DIR ID`
   sleep    no container: sleeps `seconds` (for tests and the simulator of
            a cluster on a small machine; it exercises the same dispatch path)
+  stage    a CI stage of `pipeline run --cluster` (pipeline/stagetask.py):
+           inputs pulled by digest through share, the result published as
+           the shared cache's artifact, its manifest digest in the result
 """
 
 import os
@@ -384,6 +387,32 @@ class Worker:
             out.seek(0)
             return p.returncode, out.read()[-4000:]
 
+    def _run_stage(self, tid, attempt, spec):
+        """A CI stage (pipeline/stagetask.py); stopped, as a duplicate, when
+        another result for the task appears (the runner's cancel is one)."""
+        from ..pipeline.stagetask import execute
+        stop, done = threading.Event(), threading.Event()
+
+        def watch():
+            while not done.wait(0.5):
+                try:
+                    if self.cluster.get("results", tid) is not None:
+                        stop.set()
+                        return
+                except Exception:
+                    pass  # etcd away: finish the run, report later
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            got = execute(spec, self.config["store"] or _default_store(), self.config["root"],
+                          self._container_id(tid, attempt), stop)
+        finally:
+            done.set()
+        if stop.is_set():
+            self.log(f"duplicate: {tid} attempt {attempt} on {self.name}: the task has a "
+                     "result (or was cancelled); its container was removed")
+            raise _Superseded()
+        return got
+
     def _report(self, tid, result, patience=120.0):
         """Record the result; through a partition, keep trying (it may still be
         first).  None if etcd stayed away for PATIENCE seconds."""
@@ -402,9 +431,12 @@ class Worker:
         t0 = time.monotonic()
         kind = spec.get("kind", "image")
         try:
+            extra = {}
             if kind == "sleep":
                 time.sleep(float(spec.get("seconds", 0.0)))
                 status, output = 0, ""
+            elif kind == "stage":
+                status, output, extra = self._run_stage(tid, attempt, spec)
             else:
                 status, output = self._run_container(tid, attempt, spec)
         except _Superseded:
@@ -424,7 +456,7 @@ class Worker:
         result = {"host": self.name, "attempt": attempt, "exit": status, "output": output,
                   "finished": now(), "seconds": took,
                   "usage": self.usage.pop((tid, attempt), None),
-                  "cpu_seconds": self.cpu_seconds.pop((tid, attempt), None)}
+                  "cpu_seconds": self.cpu_seconds.pop((tid, attempt), None), **extra}
         try:
             first = self._report(tid, result)
             if first is None:
