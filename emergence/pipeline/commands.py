@@ -9,7 +9,7 @@ TITLE = "Pipeline (CI stages in containers, cached by content address)"
 
 USAGE = ("pipeline run FILE [--jobs N] [--keep-going] [--no-cache] [--junit F] [--json F] "
          "[--out DIR] [--logs DIR] [--share [--peer URL]... [--trusted-key KEY]...] "
-         "[--cluster [--etcd URL] [--prefix P] [--cluster-dir DIR] [--advertise URL]] | "
+         "[--cluster [--etcd URL] [--prefix P] [--cluster-dir D] [--advertise URL]] | "
          "pipeline graph FILE [--dot] | pipeline validate FILE")
 
 
