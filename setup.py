@@ -153,6 +153,9 @@ setup(
              fast_launcher(needs=REQUIRES.values()),
              # the CNI plugin: the same front-end; cold, Relay's cni module alone
              front_end("emergence-cni"),
+             # a planner started on demand by the front-end (or by systemd)
+             fast_launcher("emergence-planner", "from emergence.node.planner import main",
+                           needs=REQUIRES.values()),
              fast_launcher("emergence-cni-py", "from emergence.relay.cni import main",
                            needs=(REQUIRES["pyroute2>=0.9"],))],
     zip_safe=False,
