@@ -88,10 +88,12 @@ static void cold(void)
 	exit(1);
 }
 
+static volatile sig_atomic_t forwarded_last = 0;
+
 static void forward(int sig)
 {
-	if (worker > 0)
-		kill(worker, sig);
+	if (worker > 0 && kill(worker, sig) == 0 && sig != SIGWINCH && sig != SIGCONT)
+		forwarded_last = sig;
 }
 
 /* A record: fields appended NUL-terminated. */
@@ -704,15 +706,30 @@ int main(int argc, char **argv)
 	worker = atoi(f[1]);
 	static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
 					 SIGWINCH, SIGCONT };
-	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART };
+	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART }, was;
 	for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
-		sigaction(forwarded[i], &sa, NULL);
+		/* one the caller ignores stays ignored, as the cold path's would */
+		if (sigaction(forwarded[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
+			sigaction(forwarded[i], &sa, NULL);
 	/* From here on our stdio is the worker's too; we only serve its requests. */
 	for (;;) {
 		ssize_t r = recv_msg(sock, &in, f, 4096, &nf);
 		if (r > 0 && nf >= 1 && strcmp(f[0], "WAIT") == 0 && do_wait(sock, f, nf) == 0)
 			continue;
 		if (r <= 0 || nf < 1 || strcmp(f[0], "WAIT") == 0) {
+			int sig = forwarded_last;
+			if (sig) {
+				/* It died of the signal we passed on (one it had not
+				 * caught yet, say during create): so do we, as the
+				 * cold path's process would have. */
+				kill_children();
+				signal(sig, SIG_DFL);
+				sigset_t one;
+				sigemptyset(&one);
+				sigaddset(&one, sig);
+				sigprocmask(SIG_UNBLOCK, &one, NULL);
+				raise(sig);
+			}
 			fprintf(stderr, "emergence: the node's planner worker %d died mid-call; "
 				"see `emergence node status`, or run with "
 				"EMERGENCE_PLANNER_SOCKET=off\n", (int)worker);

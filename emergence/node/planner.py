@@ -70,13 +70,23 @@ class Remote:
 
     def __init__(self, conn):
         self.conn = conn
+        self.unanswered = 0  # requests whose reply an exception (^C) left unread
 
-    def _ask(self, record, fds=()):
-        self.conn.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                      struct.pack(f"{len(fds)}i", *fds))] if fds else [])
+    def _recv(self):
         data = self.conn.recv(MAX_MSG)
         if not data:
             raise OSError("the front-end closed the connection")
+        return data
+
+    def _ask(self, record, fds=()):
+        while self.unanswered:  # a KeyboardInterrupt came between a request and its reply
+            self._recv()
+            self.unanswered -= 1
+        self.conn.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      struct.pack(f"{len(fds)}i", *fds))] if fds else [])
+        self.unanswered += 1
+        data = self._recv()
+        self.unanswered -= 1
         return parse(data)
 
     def spawn(self, exe_fd, argv, fds):
@@ -449,8 +459,9 @@ def work(conn, resets):
 
 def _signal_resets():
     """What sets every signal as in the cold path's fresh Python process -- its
-    default, but SIGPIPE and SIGXFSZ ignored: (signal, disposition) for those
-    Python knows as changed (not glibc's own, between 31 and SIGRTMIN).  A
+    default, but SIGPIPE and SIGXFSZ ignored and SIGINT raising KeyboardInterrupt
+    (a ^C during `create` then removes what it made, as cold): (signal,
+    disposition) for those Python knows as changed (not glibc's own, between 31 and SIGRTMIN).  A
     spare finds them after its warm-up, so a call only sets a few."""
     import signal
     out = []
@@ -461,7 +472,8 @@ def _signal_resets():
             now = signal.getsignal(sig)
         except ValueError:
             continue
-        want = signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL
+        want = signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else \
+            signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
         if now is not want:
             out.append((sig, want))
     return out
