@@ -706,11 +706,9 @@ int main(int argc, char **argv)
 	worker = atoi(f[1]);
 	static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
 					 SIGWINCH, SIGCONT };
-	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART }, was;
+	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART };
 	for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
-		/* one the caller ignores stays ignored, as the cold path's would */
-		if (sigaction(forwarded[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
-			sigaction(forwarded[i], &sa, NULL);
+		sigaction(forwarded[i], &sa, NULL);
 	/* From here on our stdio is the worker's too; we only serve its requests. */
 	for (;;) {
 		ssize_t r = recv_msg(sock, &in, f, 4096, &nf);
