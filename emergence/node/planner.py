@@ -49,12 +49,16 @@ DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
 SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait for forks
 GRACE = 0.25  # how long a worker that took a call stands in for its successor
-HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
-               "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
-               "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
-               "runtime.state", "runtime.cgroups.manager", "runtime._native",
-               # Relay's CNI plugin, whose netlink library alone takes ~200 ms to import
-               "relay.cni", "relay.engine", "relay.kernel", "pyroute2")
+RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
+                   "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
+                   "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
+                   "runtime.state", "runtime.cgroups.manager", "runtime._native")
+# Relay's CNI plugin, whose netlink library alone takes ~200 ms to import and
+# ~20 MB: the node's planner only (the CNI front-end asks the node's; a planner
+# started on demand serves the runtime's verbs, in ~16 MB)
+CNI_MODULES = ("relay.cni", "relay.engine", "relay.kernel", "pyroute2")
+HOT_MODULES = RUNTIME_MODULES + CNI_MODULES
+_hot = HOT_MODULES  # what this planner preloaded (serve's CNI)
 
 
 def fields(*items):
@@ -115,7 +119,7 @@ def _call_each(hook, scratch):
     """HOOK(SCRATCH) of every loaded hot module that has one (SCRATCH: a
     root-only directory of the planner's it may use); a failure is skipped (a
     warm-up never stops the planner nor costs a call)."""
-    for name in HOT_MODULES:
+    for name in _hot:
         fn = getattr(sys.modules.get(_module(name)), hook, None)
         if fn is not None:
             try:
@@ -127,7 +131,7 @@ def _call_each(hook, scratch):
 def preload(scratch):
     """Import what every hot verb needs, so a worker starts with it in memory;
     a module's `warm_up(scratch)`, if it has one, runs too (once, in the planner)."""
-    for name in HOT_MODULES:
+    for name in _hot:
         try:
             __import__(_module(name))
         except ImportError:  # e.g. _native in a source checkout: loaded per call then
@@ -140,7 +144,7 @@ def scratch_dir(path):
     return os.path.join(os.path.dirname(path), "warm-up")
 
 
-def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
+def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, cni=True):
     """Accept calls on PATH (root-only socket) until stopped, or, with IDLE,
     until no call came for IDLE seconds.
 
@@ -148,7 +152,10 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     accept() themselves, so a call waits for no fork; one that takes a call
     tells us on a pipe, and we fork the next.  A planner of the node dies with
     it; one started on demand (`front.c`: LOCK_FD, the flock it holds for its
-    life) or by systemd (LISTEN_FD, socket activation) lives on its own."""
+    life) or by systemd (LISTEN_FD, socket activation) lives on its own.
+    Without CNI, Relay's plugin is not preloaded (a CNI call still works)."""
+    global _hot
+    _hot = HOT_MODULES if cni else RUNTIME_MODULES
     import ctypes
     import signal
     prctl = ctypes.CDLL(None).prctl
@@ -579,7 +586,7 @@ def main():
             else:
                 fd = int(opts["--lock-fd"])
                 os.set_inheritable(fd, False)
-                serve(path, SPARES, idle=idle, lock_fd=fd)
+                serve(path, SPARES, idle=idle, lock_fd=fd, cni=False)
             return
         path = args[0] if args else DEFAULT_SOCKET
         serve(path, max(1, int(args[1])) if len(args) > 1 else SPARES)
