@@ -636,15 +636,17 @@ int main(int argc, char **argv)
 		if ((sock = planner_at(path)) < 0)
 			cold();
 	} else if ((sock = planner_at(path = DEFAULT_SOCKET)) < 0) {
-		/* no node: the state root's own planner, started on demand */
+		/* No node: the state root's own planner, if one is up, for any
+		 * verb; started on demand by a hot verb only. */
 		static char own[108];
-		if (!hot(c.verb) || geteuid() != 0 || strcmp(program(), "emergence") != 0 ||
+		if (geteuid() != 0 || strcmp(program(), "emergence") != 0 ||
 		    demand_path(own, sizeof own, c.root ? c.root : DEFAULT_ROOT,
 				"planner.sock") < 0)
 			cold();
 		path = own;
 		if ((sock = planner_at(path)) < 0) {
-			start_planner(c.root ? c.root : DEFAULT_ROOT);
+			if (hot(c.verb))
+				start_planner(c.root ? c.root : DEFAULT_ROOT);
 			cold();
 		}
 	}

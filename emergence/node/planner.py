@@ -216,7 +216,10 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, c
                 del busy[pidfd]
                 os.close(pidfd)
             while not spares or len(spares) + len(busy) < spares_wanted:
-                pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd)
+                # None waiting: a call may be in the backlog now (calls back to
+                # back), and a warm-up would only delay it
+                pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd,
+                                  warm=bool(spares))
                 spares[os.pidfd_open(pid)] = pid
             # a spare took a call (it says so on the pipe), died without one, or
             # a busy worker ended
@@ -278,7 +281,7 @@ def _leave(path, bound, lsock, spares, pid_file, lock_fd):
         os.close(lock_fd)
 
 
-def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None):
+def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None, warm=True):
     """A worker that warms up, then waits in accept for one call."""
     import signal
     sys.stdout.flush()
@@ -295,7 +298,9 @@ def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None):
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:
             os._exit(0)
-        _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"), scratch_dir(path))
+        if warm:
+            _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"),
+                     scratch_dir(path))
         resets = _signal_resets()  # found while no call waits
         conn = _accept_root(lsock)
         prctl(PR_SET_PDEATHSIG, 0)
