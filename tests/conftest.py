@@ -84,13 +84,12 @@ def _short_lived_planners():
 def warm_planner(tmp_path_factory):
     """One warm planner for the session (the installed build, as the node runs
     it, dying with this process): its socket."""
-    exe = os.path.join(os.path.dirname(emergence_command()[0]), "emergence-planner")
-    if not os.path.exists(exe):
-        pytest.skip("no emergence-planner installed beside the front-end")
     run = tmp_path_factory.mktemp("planner")
     os.chmod(run, 0o700)
     sock = str(run / "planner.sock")
-    p = subprocess.Popen([exe, sock], stdin=subprocess.DEVNULL, cwd="/")
+    # as the node runs it; from "/", so the installed build is the one imported
+    p = subprocess.Popen([sys.executable, "-m", "emergence.node.planner", sock],
+                         stdin=subprocess.DEVNULL, cwd="/")
     import socket
     import time
     for _ in range(600):
@@ -124,9 +123,11 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def planner_path(request, monkeypatch):
-    """The path `emergence` takes in this test: "cold", "warm", or None (the
-    default path: a planner that is up, or one started on demand)."""
-    path = getattr(request, "param", None)
+    """The path `emergence` takes in this test: "cold" or "warm".  Outside
+    tests/runtime/ a test with `rt` runs cold, as before planners were started
+    on demand: the default path has its own tests (tests/node/test_warm_path.py),
+    and a planner per test's state root would only cost the session time."""
+    path = getattr(request, "param", "cold")
     if path == "cold":
         monkeypatch.setenv("EMERGENCE_PLANNER_SOCKET", "off")
     elif path == "warm":
