@@ -581,9 +581,13 @@ static void start_planner(const char *root)
 		close(fd);
 		return;
 	}
-	char idle[32] = "";
+	/* EMERGENCE_PLANNER_IDLE: seconds without a call before it exits; a value
+	 * that is not a number is left out (the default, 60 s), not a planner
+	 * that fails to start */
+	char idle[32] = "", *rest;
 	const char *s = getenv("EMERGENCE_PLANNER_IDLE");
-	snprintf(idle, sizeof idle, "%s", s && *s ? s : "");
+	if (s && *s && strlen(s) < sizeof idle && strtod(s, &rest) >= 0 && *rest == 0)
+		strcpy(idle, s);
 	pid_t pid = fork();
 	if (pid == 0) {
 		/* Its own session, a grandchild: it outlives this call, and the
