@@ -11,6 +11,17 @@
  * command (emergence-py beside it): the cold path, the same code.  Installed
  * as emergence-cni it does the same for Relay's CNI plugin (emergence-cni-py).
  *
+ * Which planner: EMERGENCE_PLANNER_SOCKET's ("off", or --no-planner: none);
+ * else the node's (or systemd's) at DEFAULT_SOCKET; else the state root's own,
+ * ROOT/.planner/planner.sock, which the first hot verb (as root, under a state
+ * root of root's alone) starts when none answers: it takes ROOT/.planner/lock
+ * (the planner holds it for its whole life, so calls at once start one, and a
+ * planner killed with SIGKILL frees it), execs emergence-planner in the
+ * background with that lock and a clean environment, and runs its own call
+ * cold.  The planner exits after EMERGENCE_PLANNER_IDLE seconds (60) without
+ * a call.  A planner that fails to start is not tried again for DEMAND_RETRY
+ * seconds; either way the cost is the cold path, never a wait.
+ *
  * It is the trust anchor of the warm path, so it checks before it sends
  * anything: the socket and its directory belong to root (or to the caller)
  * and are writable by nobody else, and the process serving it is root (or

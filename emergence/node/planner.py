@@ -1,8 +1,11 @@
 """The warm planner: runs the `emergence` CLI for the C front-end, without an
 interpreter start per call.
 
-A single-threaded process (the node starts and supervises it) with the
-runtime already imported.  Per connection it checks the caller is root, or
+A single-threaded process with the runtime already imported, started by the
+node (which supervises it), by the front-end on demand for a state root
+(`emergence-planner --on-demand ROOT/.planner/planner.sock --lock-fd 3`: it
+holds the front-end's lock for life and exits after an idle time), or by
+systemd's socket (`--systemd`, contrib/emergence-planner.socket).  Per connection it checks the caller is root, or
 the node's own uid (SO_PEERCRED), and forks a worker; the worker takes the
 caller's descriptors at their own numbers, its cwd, environment and argv, and
 runs `cli.main` exactly as the cold path would.  Only spawning the shim and reaping children
