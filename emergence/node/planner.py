@@ -5,10 +5,12 @@ A single-threaded process with the runtime already imported, started by the
 node (which supervises it), by the front-end on demand for a state root
 (`emergence-planner --on-demand ROOT/.planner/planner.sock --lock-fd 3`: it
 holds the front-end's lock for life and exits after an idle time), or by
-systemd's socket (`--systemd`, contrib/emergence-planner.socket).  Per connection it checks the caller is root, or
-the node's own uid (SO_PEERCRED), and forks a worker; the worker takes the
-caller's descriptors at their own numbers, its cwd, environment and argv, and
-runs `cli.main` exactly as the cold path would.  Only spawning the shim and reaping children
+systemd's socket (`--systemd`, contrib/emergence-planner.socket).
+
+Per connection it checks the caller is root, or the node's own uid
+(SO_PEERCRED), and forks a worker; the worker takes the caller's descriptors
+at their own numbers, its cwd, environment and argv, and runs `cli.main`
+exactly as the cold path would.  Only spawning the shim and reaping children
 go back to the front-end (`runtime/parent.py`), which must stay the parent
 of the container.  A killed planner loses no call in flight: each worker is
 its own process.
