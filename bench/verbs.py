@@ -77,9 +77,11 @@ def planner_up(workdir, timeout=30):
         print(f"note: a node's planner is up ({NODE_SOCKET}): the default path uses it",
               file=sys.stderr)
         return None
-    sock = f"{workdir}/state-default/.planner/planner.sock"
+    import glob
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        # ROOT/.planner/BUILD/planner.sock
+        sock = (glob.glob(f"{workdir}/state-default/.planner/*/planner.sock") or ["none"])[0]
         env = dict(os.environ)
         env.pop("EMERGENCE_PLANNER_SOCKET", None)
         subprocess.run([find_emergence(), "--root", f"{workdir}/state-default", "state", "x"],
@@ -94,7 +96,7 @@ def planner_up(workdir, timeout=30):
         finally:
             s.close()
     raise SystemExit("the default path's planner did not come up: see "
-                     f"{os.path.dirname(sock)}/planner.log")
+                     f"{workdir}/state-default/.planner/*/planner.log")
 
 
 def verb_table(cs, bundle_true, bundle_sleep, rounds, warmup):

@@ -13,8 +13,9 @@
  *
  * Which planner: EMERGENCE_PLANNER_SOCKET's ("off", or --no-planner: none);
  * else the node's (or systemd's) at DEFAULT_SOCKET; else the state root's own,
- * ROOT/.planner/planner.sock, which the first hot verb (as root, under a state
- * root of root's alone) starts when none answers: it takes ROOT/.planner/lock
+ * ROOT/.planner/BUILD/planner.sock, which the first hot verb (as root, under a
+ * state root of root's alone, not below a subreaper such as conmon) starts when
+ * none answers: it takes ROOT/.planner/BUILD/lock
  * (the planner holds it for its whole life, so calls at once start one, and a
  * planner killed with SIGKILL frees it), execs emergence-planner in the
  * background with that lock and a clean environment, and runs its own call
@@ -525,10 +526,13 @@ static int planner_at(const char *path)
 	return sock;
 }
 
-/* A planner started on demand lives in ROOT/.planner (a container id never
- * starts with a dot): its socket, its lock (held by the planner for its whole
- * life, so two calls never start two), its pid and its log. */
-#define DEMAND_DIR ".planner"
+/* A planner started on demand lives in ROOT/.planner/BUILD (a container id
+ * never starts with a dot; one directory per build, so an upgrade, or two
+ * installs sharing a root, never find each other's planner): its socket, its
+ * lock (held by the planner for its whole life, so two calls never start
+ * two), its pid and its log. */
+#define DEMAND_TOP ".planner"
+#define DEMAND_DIR DEMAND_TOP "/" BUILD_ID
 #define DEMAND_RETRY 5 /* s: a planner that failed to start is not retried sooner */
 
 static int demand_path(char *out, size_t size, const char *root, const char *name)
@@ -558,17 +562,24 @@ static void start_planner(const char *root)
 		"lock") < 0 || demand_path(sock, sizeof sock, root, "planner.sock") < 0 ||
 	    demand_path(log, sizeof log, root, "planner.log") < 0)
 		return;
-	/* the state root: a directory of root's that nobody else may enter */
-	char *end = strrchr(dir, '/');
-	*end = 0;
+	/* the state root, then ROOT/.planner, then ROOT/.planner/BUILD: each a
+	 * directory of root's that nobody else may enter (made so if missing,
+	 * but the root: the cold path makes that) */
+	char *build = strrchr(dir, '/'), *top;
+	*build = 0;
+	top = strrchr(dir, '/');
+	*top = 0;
 	int bad = lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
 		  (st.st_mode & 077);
-	*end = '/';
+	*top = '/';
+	for (int level = 0; !bad && level < 2; level++) {
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return;
+		bad = lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+		      (st.st_mode & 077);
+		*build = '/';
+	}
 	if (bad)
-		return;
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return;
-	if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 077))
 		return;
 	int fresh = 1, fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 && errno == EEXIST) {
@@ -604,7 +615,16 @@ static void start_planner(const char *root)
 		/* Its own session, a grandchild: it outlives this call, and the
 		 * engine that ran us never waits for it. */
 		setsid();
+		pid_t mid = getpid();
 		if (fork() != 0)
+			_exit(0);
+		/* Orphaned, it goes to the nearest subreaper: an engine's conmon or
+		 * containerd shim would then wait for it, long after its container.
+		 * Only under init does it stay (the lock's time keeps the next
+		 * try DEMAND_RETRY seconds away). */
+		for (int i = 0; i < 2000 && getppid() == mid; i++)
+			usleep(500);
+		if (getppid() != 1)
 			_exit(0);
 		sigset_t none;
 		sigemptyset(&none);

@@ -189,7 +189,8 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, c
     bound = os.stat(path).st_ino if listen_fd is None else None
     pid_file = os.path.join(os.path.dirname(path), "planner.pid")
     if lock_fd is not None:
-        with open(pid_file + ".tmp", "w") as f:
+        fd = os.open(pid_file + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
             f.write(f"{os.getpid()}\n")
         os.replace(pid_file + ".tmp", pid_file)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel

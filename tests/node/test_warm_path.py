@@ -266,12 +266,13 @@ IDLE = {"EMERGENCE_PLANNER_IDLE": "3"}
 @pytest.fixture
 def demand(rt, calls):
     """The default path with no node on this host: the state root's own planner
-    (ROOT/.planner), started on demand; killed at the end if still up."""
+    (ROOT/.planner/BUILD), started on demand; killed at the end if still up."""
     if os.path.exists("/run/emergence/node/planner.sock"):
         pytest.skip("a node's planner is up on this host: the default path uses it")
     b = rt.bundle(["true"])
     calls("off", "run", "--bundle", b, rt.new_id("mk"))  # the state root exists now
-    d = os.path.join(rt.root, ".planner")
+    from emergence.node import BUILD_ID  # the installed build's: one dir per build
+    d = os.path.join(rt.root, ".planner", BUILD_ID)
     yield d
     for pid in _planners(os.path.join(d, "planner.sock")):
         os.kill(pid, signal.SIGKILL)

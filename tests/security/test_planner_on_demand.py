@@ -1,5 +1,5 @@
-"""The planner started on demand lives in STATE_ROOT/.planner, which only root
-may write.  A `.planner` another user could write -- theirs, or root's but
+"""The planner started on demand lives in STATE_ROOT/.planner/BUILD, which only
+root may write.  A `.planner/BUILD` another user could write -- theirs, or root's but
 left 0777 -- holding a socket that user serves: the front-end refuses it
 before it connects (one line), runs the call cold, starts no planner there,
 and the planted server never sees the call.  The legitimate use, a planner
@@ -32,8 +32,10 @@ def test_a_planted_on_demand_socket_is_refused(rt, tmp_path, shared_root, other_
     if os.path.exists("/run/emergence/node/planner.sock"):
         pytest.skip("a node's planner is up on this host: the default path uses it")
     exe, marks = marked_front_end(tmp_path)
+    from emergence.node import BUILD_ID
     os.mkdir(shared_root, 0o755)
-    d = os.path.join(shared_root, ".planner")
+    os.mkdir(os.path.join(shared_root, ".planner"), 0o755)
+    d = os.path.join(shared_root, ".planner", BUILD_ID)  # where the front-end looks
     os.mkdir(d)
     if how == "owned-by-user":
         os.chown(d, other_user.uid, other_user.gid)
