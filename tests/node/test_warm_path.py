@@ -368,3 +368,23 @@ def test_calls_at_once_start_one_planner_and_a_killed_one_is_replaced(rt, calls,
     p = calls(None, "run", "--bundle", rt.bundle(["echo", "again"]), rt.new_id("d"), env=IDLE)
     assert (p.returncode, p.stdout) == (0, "again\n")
     assert calls.cold_count() == cold
+
+
+def test_no_planner_is_started_below_a_subreaper(rt, calls, front, demand):
+    """An engine's conmon or containerd shim is a subreaper: a planner started
+    below it would be its child until idle, keeping it alive after its
+    container.  So a call made there runs cold and starts none."""
+    exe, _ = front
+    sock = os.path.join(demand, "planner.sock")
+    env = dict(os.environ, **IDLE)
+    env.pop("EMERGENCE_PLANNER_SOCKET", None)
+    engine = ("import ctypes, subprocess, sys\n"
+              "ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+              "r = subprocess.run(sys.argv[1:])\n"
+              "import time; time.sleep(1.5)  # a planner would be ours by now\n"
+              "sys.exit(r.returncode)\n")
+    p = subprocess.run([sys.executable, "-c", engine, exe, "--root", rt.root, "state", "nope"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    time.sleep(1)
+    assert _planners(sock) == [] and not _listening(sock)
