@@ -100,30 +100,36 @@ REQUIRES = {
 
 def fast_launcher(name="emergence-py", entry="from emergence.cli import main", needs=()):
     """bin/emergence-py runs Python with -S: engines call it constantly and site
-    processing can cost more than the whole command.  The package directory
-    of this interpreter's default scheme is baked in; when the package, or a
-    library it NEEDS on every call, is not there (a venv over system packages,
-    Debian's dist-packages), it falls back to normal site processing.  A few
-    stat calls; the site processing they spare can cost more than a verb."""
+    processing can cost more than the whole command (a .pth file that imports
+    certifi took ~90 ms of a 120 ms `state` here).  The package directories
+    this interpreter has now (its own, and the system's under a venv with
+    system site packages) are baked in; when the package, or a library it
+    NEEDS on every call, is not in them (an editable install, a path only a
+    .pth file adds), it falls back to normal site processing.  A few stat
+    calls; the site processing they spare can cost more than a verb."""
     import sys
     platlib = sysconfig.get_paths()["platlib"]
+    dirs = [platlib] + [p for p in sys.path if p != platlib and os.path.isabs(p)
+                        and os.path.basename(p) in ("site-packages", "dist-packages")
+                        and os.path.isdir(p)]
     os.makedirs(os.path.join(HERE, "build", "scripts-launcher"), exist_ok=True)
     path = os.path.join(HERE, "build", "scripts-launcher", name)
     check = ""
     if needs:
         check = (f"    from os.path import exists\n"
-                 f"    if not all(exists({platlib!r} + '/' + n) for n in {tuple(needs)!r}):\n"
+                 f"    if not all(any(exists(d + '/' + n) for d in {dirs!r})\n"
+                 f"               for n in {tuple(needs)!r}):\n"
                  f"        raise ImportError\n")
     with open(path, "w") as f:
         # A sh/Python polyglot: pip rewrites python shebangs and drops their flags.
         f.write(f"""#!/bin/sh
 "exec" "{sys.executable}" "-sS" "$0" "$@"
 import sys
-sys.path.insert(0, {platlib!r})
+sys.path[0:0] = {dirs!r}
 try:
 {check}    {entry}
 except ImportError:
-    del sys.path[0]
+    del sys.path[0:{len(dirs)}]
     import site
     site.main()
     {entry}
@@ -158,6 +164,9 @@ setup(
              fast_launcher(needs=REQUIRES.values()),
              # the CNI plugin: the same front-end; cold, Relay's cni module alone
              front_end("emergence-cni"),
+             # a planner started on demand by the front-end (or by systemd)
+             fast_launcher("emergence-planner", "from emergence.node.planner import main",
+                           needs=REQUIRES.values()),
              # (Relay speaks rtnetlink itself: the plugin needs no library)
              fast_launcher("emergence-cni-py",
                            "from emergence.relay.cni import cold_main as main")],

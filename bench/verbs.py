@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Every hot runtime verb, side by side: runc, crun, Emergence warm (the C
-front-end with the node's planner up) and Emergence cold (no node: the
-front-end runs the Python CLI).  Interleaved rounds, medians, ratios.
-Then the smallest memory limit under which `run /bin/true` succeeds, and
-100 `run`s started at once.  Then what the warm path's trust costs: the
-front-end's peer check (owner, mode, SO_PEERCRED) and its deadline with the
-GO handshake, as warm `create` and `state` before/after (see trust_cost).
+"""Every hot runtime verb, side by side: Emergence on its default path (no node
+started: the planner the front-end starts on demand for the state root),
+Emergence opted out (--no-planner: the Python CLI in a process of its own),
+runc and crun.  Interleaved rounds (random order), medians and p95, ratios;
+the same back to back (one contender's calls with no gap); then 100 `run`s
+started at once; the planner's and the front-end's memory; the smallest
+memory limit under which `run /bin/true` succeeds; `podman --runtime R run
+--rm` in a loop for each runtime.  Then what the warm path's trust costs:
+the front-end's peer check (owner, mode, SO_PEERCRED) and its deadline with
+the GO handshake, as warm `create` and `state` before/after (see trust_cost).
 
-    sudo python3 bench/verbs.py [--rounds 40] [--parallel 100] [--trust-only]
+    sudo python3 bench/verbs.py [--rounds 100] [--parallel 100] [--podman 50]
+                                [--trust-only]
+
+On a shared machine use fewer rounds (--rounds 10) and read the figures as noise.
 """
 
 import argparse
@@ -25,19 +31,19 @@ from common import HugetlbOnV1, find_emergence, make_bundle  # noqa: E402
 
 VERBS = ("run", "exec", "create", "start", "state", "kill", "delete")
 SETTLE = 0.3  # s: longer than the planner's GRACE, so a new spare is ready
+NODE_SOCKET = "/run/emergence/node/planner.sock"
 
 
-def contenders(emergence, workdir, planner_socket):
+def contenders(emergence, workdir):
     out = {}
+    base = dict(os.environ)
+    base.pop("EMERGENCE_PLANNER_SOCKET", None)
+    out["em-default"] = ([emergence, "--root", f"{workdir}/state-default"], base)
+    out["em-cold"] = ([emergence, "--root", f"{workdir}/state-cold", "--no-planner"], base)
     for peer in ("runc", "crun"):
         path = shutil.which(peer)
         if path:
             out[peer] = ([path, "--root", f"{workdir}/state-{peer}"], None)
-    base = dict(os.environ)
-    out["em-warm"] = ([emergence, "--root", f"{workdir}/state-warm"],
-                      dict(base, EMERGENCE_PLANNER_SOCKET=planner_socket))
-    out["em-cold"] = ([emergence, "--root", f"{workdir}/state-cold"],
-                      dict(base, EMERGENCE_PLANNER_SOCKET="off"))
     return out
 
 
@@ -61,6 +67,36 @@ def wait_stopped(cmd, env, cid):
         if r.returncode != 0 or json.loads(r.stdout)["status"] == "stopped":
             return
         time.sleep(0.005)
+
+
+def planner_up(workdir, timeout=30):
+    """Start the default path's planner (a hot verb starts it), and wait until it
+    serves; its pid, or None (a node's planner serves the default path then)."""
+    import socket
+    if os.path.exists(NODE_SOCKET):
+        print(f"note: a node's planner is up ({NODE_SOCKET}): the default path uses it",
+              file=sys.stderr)
+        return None
+    import glob
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        # ROOT/.planner/BUILD/planner.sock
+        sock = (glob.glob(f"{workdir}/state-default/.planner/*/planner.sock") or ["none"])[0]
+        env = dict(os.environ)
+        env.pop("EMERGENCE_PLANNER_SOCKET", None)
+        subprocess.run([find_emergence(), "--root", f"{workdir}/state-default", "state", "x"],
+                       env=env, capture_output=True)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            s.connect(sock)
+            with open(os.path.join(os.path.dirname(sock), "planner.pid")) as f:
+                return int(f.read())
+        except OSError:
+            time.sleep(0.2)
+        finally:
+            s.close()
+    raise SystemExit("the default path's planner did not come up: see "
+                     f"{workdir}/state-default/.planner/*/planner.log")
 
 
 def verb_table(cs, bundle_true, bundle_sleep, rounds, warmup):
@@ -137,9 +173,132 @@ def parallel(cs, bundle_true, n):
                       f"{err.read().decode().strip()}", file=sys.stderr)
                 break
         root = cmd[cmd.index("--root") + 1]
-        left = len(os.listdir(root)) if os.path.isdir(root) else 0
+        left = len([n for n in os.listdir(root) if not n.startswith(".")]) \
+            if os.path.isdir(root) else 0  # .planner: the planner's, not a container's
         out[name] = (dt, failed, left)
     return out
+
+
+def back_to_back(cs, bundle_sleep, rounds):
+    """Each contender's `state` (and a `run`-less cycle's lightest verb) called
+    ROUNDS times in a row with no gap, as a script or an engine's poll does."""
+    out = {}
+    for name, (cmd, env) in cs.items():
+        cid = f"b2b-{name}"
+        timed(cmd + ["run", "--detach", "--bundle", bundle_sleep, cid], env)
+        try:
+            out[name] = [timed(cmd + ["state", cid], env)[0] for _ in range(rounds)]
+        finally:
+            subprocess.run(cmd + ["delete", "--force", cid], env=env, capture_output=True)
+    return out
+
+
+def memory(cs, planner_pid, bundle_sleep):
+    """RSS (KiB) of the default path's planner and of one of its spares (mostly
+    pages shared with the planner: PSS says what it adds), and the front-end's
+    peak RSS over a warm `state` (wait4)."""
+    def status(pid, key):
+        try:
+            with open(f"/proc/{pid}/{'smaps_rollup' if key == 'Pss:' else 'status'}") as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+    out = {}
+    if planner_pid:
+        out["planner RSS"] = status(planner_pid, "VmRSS:")
+        kids = subprocess.run(["pgrep", "-P", str(planner_pid)], capture_output=True,
+                              text=True).stdout.split()
+        if kids:
+            out["a spare worker RSS"] = status(kids[0], "VmRSS:")
+            out["a spare worker PSS"] = status(kids[0], "Pss:")
+            out["planner PSS"] = status(planner_pid, "Pss:")
+    cmd, env = cs["em-default"]
+    cid = "mem-front"
+    timed(cmd + ["run", "--detach", "--bundle", bundle_sleep, cid], env)
+    try:
+        # read while it waits for the exec'd process: wait4's maxrss would count
+        # the forking parent's pages too
+        p = subprocess.Popen(cmd + ["exec", cid, "sleep", "0.5"], env=env,
+                             stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+        out["front-end RSS, peak (warm exec)"] = status(p.pid, "VmHWM:")
+        p.wait()
+    finally:
+        subprocess.run(cmd + ["delete", "--force", cid], env=env, capture_output=True)
+    return out
+
+
+def podman_loop(cs, workdir, rootfs, n):
+    """Seconds for N `podman --runtime R run --rm` of /bin/true, per runtime,
+    interleaved; podman's storage and state kept in WORKDIR.  None without podman."""
+    import tarfile
+    if not shutil.which("podman") or not shutil.which("conmon"):
+        return None
+    base = os.path.join(workdir, "podman")
+    os.makedirs(os.path.join(base, "tmp"))
+    conf = os.path.join(base, "containers.conf")
+    with open(conf, "w") as f:
+        # podman's default nofile limit is above what runc may set from here
+        f.write('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n')
+        f.write(f'[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+                f'events_logfile_path = "{base}/events.log"\ntmp_dir = "{base}/tmp"\n')
+    env = dict(os.environ, CONTAINERS_CONF=conf, XDG_RUNTIME_DIR=os.path.join(base, "xdg"))
+    env.pop("EMERGENCE_PLANNER_SOCKET", None)
+    podman = ["podman", "--root", os.path.join(base, "root"), "--runroot",
+              os.path.join(base, "runroot"), "--storage-driver", "vfs"]
+    tar = os.path.join(base, "rootfs.tar")
+    with tarfile.open(tar, "w") as t:
+        t.add(rootfs, arcname=".")
+    subprocess.run(podman + ["import", "-q", tar, "localhost/bench-bb:latest"], env=env,
+                   check=True, capture_output=True, cwd=base)
+    runtimes = {"em-default": cs["em-default"][0][0]}
+    for peer in ("runc", "crun"):
+        if peer in cs:
+            runtimes[peer] = cs[peer][0][0]
+    times = {name: [] for name in runtimes}
+    try:
+        for i in range(n + 2):
+            order = list(runtimes)
+            random.shuffle(order)
+            for name in order:
+                dt, _ = timed(podman + ["--runtime", runtimes[name], "run", "--rm", "--network",
+                                        "none", "localhost/bench-bb", "/bin/true"], env)
+                if i >= 2:  # the first calls: podman's own first-use work, a planner start
+                    times[name].append(dt)
+    finally:
+        subprocess.run(podman + ["rm", "-af", "-t", "0"], env=env, capture_output=True, cwd=base)
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f if line.split()[4].startswith(base)]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
+    return times
+
+
+def p95(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+
+
+def report(title, times, names, verbs, base="em-default"):
+    """A table of median and p95 (ms) per contender, and BASE's ratios to each peer."""
+    peers = [p for p in ("runc", "crun") if p in names]
+    print(f"\n{title}")
+    print(f"{'':8s}" + "".join(f"{n:>20s}" for n in names)
+          + "".join(f"{base[3:] + '/' + p:>14s}" for p in peers)
+          + "".join(f"{'cold/' + p:>12s}" for p in peers))
+    print(f"{'verb':8s}" + "".join(f"{'median':>11s}{'p95':>9s}" for _ in names)
+          + "".join(f"{'med':>8s}{'p95':>6s}" for _ in peers)
+          + "".join(f"{'med':>12s}" for _ in peers))
+    for v in verbs:
+        med = {n: statistics.median(times[n][v]) * 1000 for n in names}
+        tail = {n: p95(times[n][v]) * 1000 for n in names}
+        row = f"{v:8s}" + "".join(f"{med[n]:11.2f}{tail[n]:9.2f}" for n in names)
+        row += "".join(f"{med[base] / med[p]:8.2f}{tail[base] / tail[p]:6.2f}" for p in peers)
+        if "em-cold" in names:
+            row += "".join(f"{med['em-cold'] / med[p]:12.2f}" for p in peers)
+        print(row)
 
 
 def _before_rev(repo):
@@ -250,12 +409,15 @@ def trust_cost(emergence, workdir, bundle_sleep, rounds, warmup):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=100,
+                    help="interleaved rounds (default 100; fewer on a shared machine)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=100)
+    ap.add_argument("--podman", type=int, default=50, help="podman runs per runtime (0: none)")
     ap.add_argument("--emergence", default=find_emergence())
     ap.add_argument("--trust-only", action="store_true",
                     help="only the cost of the warm path's peer check and deadline")
+    ap.add_argument("--no-trust", action="store_true", help="leave out the trust cost")
     args = ap.parse_args()
     if args.trust_only:
         workdir = tempfile.mkdtemp(prefix="emergence-bench-")
@@ -268,11 +430,7 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
         return
     workdir = tempfile.mkdtemp(prefix="emergence-bench-")
-    node_flags = ["--node-run-dir", f"{workdir}/node", "--node-state-dir", f"{workdir}/nodest",
-                  "--node-services", ""]
-    quiet = dict(os.environ, EMERGENCE_PLANNER_SOCKET="off")
-    subprocess.run([args.emergence, "node", "start", *node_flags], check=True, env=quiet,
-                   stdout=subprocess.DEVNULL)
+    planner = None
     try:
         bundle_true = make_bundle(workdir, ["/bin/true"])
         os.rename(bundle_true, os.path.join(workdir, "bundle-true"))
@@ -280,39 +438,66 @@ def main():
         sleep_dir = os.path.join(workdir, "s")
         os.mkdir(sleep_dir)
         bundle_sleep = make_bundle(sleep_dir, ["sleep", "3600"])
-        cs = contenders(args.emergence, workdir, f"{workdir}/node/planner.sock")
+        cs = contenders(args.emergence, workdir)
         with HugetlbOnV1():
+            for peer in ("runc", "crun"):  # e.g. crun on a hybrid host, hugetlb busy on v2
+                if peer in cs:
+                    _, rc = timed(cs[peer][0] + ["run", "--bundle", bundle_true, "probe"],
+                                  None, check=False)
+                    if rc != 0:
+                        print(f"note: {peer} cannot run a container here; left out",
+                              file=sys.stderr)
+                        del cs[peer]
+            # the default path's first hot verb under a new root starts its planner
+            timed(cs["em-default"][0] + ["run", "--bundle", bundle_true, "first"],
+                  cs["em-default"][1])
+            planner = planner_up(workdir)
             times = verb_table(cs, bundle_true, bundle_sleep, args.rounds, args.warmup)
-            floor = memory_floor(cs, workdir)
+            b2b = back_to_back(cs, bundle_sleep, args.rounds)
             par = parallel(cs, bundle_true, args.parallel)
+            mem = memory(cs, planner, bundle_sleep)
+            floor = memory_floor(cs, workdir)
+            pod = podman_loop(cs, workdir, os.path.join(workdir, "rootfs"), args.podman) \
+                if args.podman else None
     finally:
-        subprocess.run([args.emergence, "node", "stop", *node_flags], env=quiet,
-                       stdout=subprocess.DEVNULL)
+        if planner:
+            try:
+                os.kill(planner, 15)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(workdir, ignore_errors=True)
 
     names = list(cs)
-    med = {n: {v: statistics.median(times[n][v]) * 1000 for v in VERBS} for n in names}
-    print(f"runtime verbs, busybox bundle, {args.rounds} interleaved rounds, median ms")
-    print(f"{'verb':8s}" + "".join(f"{n:>10s}" for n in names)
-          + "".join(f"{'warm/' + p:>12s}" for p in ("runc", "crun") if p in cs)
-          + f"{'cold/crun':>12s}")
-    for v in VERBS:
-        row = f"{v:8s}" + "".join(f"{med[n][v]:10.2f}" for n in names)
-        for p in ("runc", "crun"):
-            if p in cs:
-                row += f"{med['em-warm'][v] / med[p][v]:12.2f}"
-        if "crun" in cs:
-            row += f"{med['em-cold'][v] / med['crun'][v]:12.2f}"
-        print(row)
-    print("\nsmallest memory limit for `run /bin/true`:")
-    for n in names:
-        print(f"  {n:10s} {floor[n] // 1024 if floor[n] else 'none <= 16384'} KiB")
+    print(f"runtime verbs, busybox bundle, {args.rounds} interleaved rounds; em-default: no "
+          "node, the planner started on demand; em-cold: --no-planner")
+    report("interleaved (ms)", times, names, VERBS)
+    report(f"back to back: `state` x{args.rounds} per contender, no gap (ms)",
+           {n: {"state": b2b[n]} for n in names}, names, ("state",))
     print(f"\n{args.parallel} `run /bin/true` started at once (2 cores here):")
     for n in names:
         dt, failed, left = par[n]
         print(f"  {n:10s} {dt:6.2f} s  failed {failed}  state left {left}")
-    if "crun" in par:
-        print(f"  ratio em-warm/crun {par['em-warm'][0] / par['crun'][0]:.2f}")
+    for p in ("runc", "crun"):
+        if p in par:
+            print(f"  ratio em-default/{p} {par['em-default'][0] / par[p][0]:.2f}")
+    print("\nmemory (KiB):")
+    for k, v in mem.items():
+        print(f"  {k:34s} {v}")
+    print("\nsmallest memory limit for `run /bin/true`:")
+    for n in names:
+        print(f"  {n:10s} {floor[n] // 1024 if floor[n] else 'none <= 16384'} KiB")
+    if pod:
+        print(f"\n`podman --runtime R run --rm --network none IMAGE /bin/true` x{args.podman}, "
+              "interleaved (ms)")
+        for n, xs in pod.items():
+            print(f"  {n:10s} median {statistics.median(xs) * 1000:8.1f}  p95 "
+                  f"{p95(xs) * 1000:8.1f}  total {sum(xs):6.1f} s")
+        for p in ("runc", "crun"):
+            if p in pod:
+                print(f"  ratio em-default/{p} (median) "
+                      f"{statistics.median(pod['em-default']) / statistics.median(pod[p]):.2f}")
+    if args.no_trust:
+        return
     workdir = tempfile.mkdtemp(prefix="emergence-bench-")
     try:
         sleep_dir = os.path.join(workdir, "s")

@@ -11,6 +11,18 @@
  * command (emergence-py beside it): the cold path, the same code.  Installed
  * as emergence-cni it does the same for Relay's CNI plugin (emergence-cni-py).
  *
+ * Which planner: EMERGENCE_PLANNER_SOCKET's ("off", or --no-planner: none);
+ * else the node's (or systemd's) at DEFAULT_SOCKET; else the state root's own,
+ * ROOT/.planner/BUILD/planner.sock, which the first hot verb (as root, under a
+ * state root of root's alone, not below a subreaper such as conmon) starts when
+ * none answers: it takes ROOT/.planner/BUILD/lock
+ * (the planner holds it for its whole life, so calls at once start one, and a
+ * planner killed with SIGKILL frees it), execs emergence-planner in the
+ * background with that lock and a clean environment, and runs its own call
+ * cold.  The planner exits after EMERGENCE_PLANNER_IDLE seconds (60) without
+ * a call.  A planner that fails to start is not tried again for DEMAND_RETRY
+ * seconds; either way the cost is the cold path, never a wait.
+ *
  * It is the trust anchor of the warm path, so it checks before it sends
  * anything: the socket and its directory belong to root (or to the caller)
  * and are writable by nobody else, and the process serving it is root (or
@@ -35,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -48,6 +61,7 @@
 #define BUILD_ID "dev"
 #endif
 #define DEFAULT_SOCKET "/run/emergence/node/planner.sock"
+#define DEFAULT_ROOT "/run/emergence"
 #define MAX_MSG (256 * 1024)
 #define MAX_FDS 250
 #define DEFAULT_TIMEOUT 2.0
@@ -86,10 +100,12 @@ static void cold(void)
 	exit(1);
 }
 
+static volatile sig_atomic_t forwarded_last = 0;
+
 static void forward(int sig)
 {
-	if (worker > 0)
-		kill(worker, sig);
+	if (worker > 0 && kill(worker, sig) == 0 && sig != SIGWINCH && sig != SIGCONT)
+		forwarded_last = sig;
 }
 
 /* A record: fields appended NUL-terminated. */
@@ -407,17 +423,63 @@ static void set_send_timeout(int sock, double seconds)
 	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-int main(int argc, char **argv)
+/* The call as the front-end needs to know it: the verb, the state root
+ * (--root), and the opt-out (--no-planner), from the global options (runc's:
+ * before the verb).  Only options that take a value need naming here. */
+struct call {
+	const char *verb, *root;
+	int no_planner;
+};
+
+static void scan(char **argv, struct call *c)
 {
-	(void)argc;
-	g_argv = argv;
-	const char *path = getenv("EMERGENCE_PLANNER_SOCKET");
-	if (!path || !*path)
-		path = DEFAULT_SOCKET;
-	if (strcmp(path, "off") == 0)
-		cold();
-	/* Who serves the socket, before anything is sent: its directory and the
-	 * socket itself are root's (or ours) and nobody else's to write. */
+	static const char *const valued[] = { "root", "store", "log", "log-format", "rootless",
+					      "criu", NULL };
+	for (int i = 1; argv[i]; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			c->verb = argv[i + 1];
+			return;
+		}
+		if (a[0] != '-' || a[1] == 0) {
+			c->verb = a;
+			return;
+		}
+		while (*a == '-')
+			a++;
+		size_t n = strcspn(a, "=");
+		const char *value = a[n] == '=' ? a + n + 1 : NULL;
+		if (n == 10 && strncmp(a, "no-planner", n) == 0)
+			c->no_planner = !value || (strcmp(value, "false") && strcmp(value, "0"));
+		for (int k = 0; valued[k]; k++)
+			if (strlen(valued[k]) == n && strncmp(a, valued[k], n) == 0) {
+				if (!value && !(value = argv[++i]))
+					return;
+				if (k == 0)
+					c->root = value;
+			}
+	}
+}
+
+/* The verbs worth a planner started on demand: the runtime's hot ones.  Any
+ * other verb uses a planner that is up, and never starts one. */
+static int hot(const char *verb)
+{
+	static const char *const verbs[] = { "run", "create", "start", "exec", "kill", "delete",
+					     "state", NULL };
+	for (int k = 0; verb && verbs[k]; k++)
+		if (strcmp(verb, verbs[k]) == 0)
+			return 1;
+	return 0;
+}
+
+static double timeout, started;
+
+/* A connection to the planner at PATH, checked: -1 when none is there (no
+ * socket, or one nobody serves: a planner that died); a socket we may not
+ * trust, or one that does not answer in time, is the cold path. */
+static int planner_at(const char *path)
+{
 	uid_t me = geteuid();
 	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/');
@@ -430,14 +492,14 @@ int main(int argc, char **argv)
 	else
 		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
 	/* No socket we may see (no node, or not ours to use, as from a user
-	 * namespace): silently cold.  Then the directory, then the socket. */
+	 * namespace): silently none.  Then the directory, then the socket. */
 	struct stat dst, sst;
 	if (lstat(path, &sst) < 0 || lstat(dir, &dst) < 0)
-		cold();
+		return -1;
 	if (trusted_file("the planner socket's directory", dir, &dst, S_IFDIR, me) < 0 ||
 	    trusted_file("the planner socket", path, &sst, S_IFSOCK, me) < 0)
 		cold();
-	double timeout = timeout_seconds(), start = now();
+	started = now();
 	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	if (sock < 0 || strlen(path) >= sizeof addr.sun_path)
@@ -447,6 +509,10 @@ int main(int argc, char **argv)
 	if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
 		if (errno == EAGAIN || errno == EINPROGRESS)
 			too_slow(path, timeout);
+		if (errno == ECONNREFUSED || errno == ENOENT) {
+			close(sock);
+			return -1;
+		}
 		cold();
 	}
 	struct ucred peer;
@@ -457,6 +523,169 @@ int main(int argc, char **argv)
 		refuse("the planner at %s is served by uid %u, not root", path, (unsigned)peer.uid);
 		cold();
 	}
+	return sock;
+}
+
+/* A planner started on demand lives in ROOT/.planner/BUILD (a container id
+ * never starts with a dot; one directory per build, so an upgrade, or two
+ * installs sharing a root, never find each other's planner): its socket, its
+ * lock (held by the planner for its whole life, so two calls never start
+ * two), its pid and its log. */
+#define DEMAND_TOP ".planner"
+#define DEMAND_DIR DEMAND_TOP "/" BUILD_ID
+#define DEMAND_RETRY 5 /* s: a planner that failed to start is not retried sooner */
+
+static int demand_path(char *out, size_t size, const char *root, const char *name)
+{
+	char cwd[PATH_MAX];
+	int n;
+	if (root[0] == '/')
+		n = snprintf(out, size, "%s/" DEMAND_DIR "%s%s", root, *name ? "/" : "", name);
+	else if (getcwd(cwd, sizeof cwd))
+		n = snprintf(out, size, "%s/%s/" DEMAND_DIR "%s%s", cwd, root, *name ? "/" : "",
+			     name);
+	else
+		return -1;
+	return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+/* Start a planner for ROOT in the background, unless one is starting or up
+ * (its lock is held), one failed to start a moment ago, or ROOT is not a
+ * state root of root's alone (then the cold path says what is wrong).  Never
+ * waits for it: this call runs cold, the next ones warm.  Costs a mkdir, an
+ * open, an flock and two forks. */
+static void start_planner(const char *root)
+{
+	char dir[PATH_MAX], lock[PATH_MAX], sock[108], exe[PATH_MAX], log[PATH_MAX];
+	struct stat st;
+	if (demand_path(dir, sizeof dir, root, "") < 0 || demand_path(lock, sizeof lock, root,
+		"lock") < 0 || demand_path(sock, sizeof sock, root, "planner.sock") < 0 ||
+	    demand_path(log, sizeof log, root, "planner.log") < 0)
+		return;
+	/* the state root, then ROOT/.planner, then ROOT/.planner/BUILD: each a
+	 * directory of root's that nobody else may enter (made so if missing,
+	 * but the root: the cold path makes that) */
+	char *build = strrchr(dir, '/'), *top;
+	*build = 0;
+	top = strrchr(dir, '/');
+	*top = 0;
+	int bad = lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+		  (st.st_mode & 077);
+	*top = '/';
+	for (int level = 0; !bad && level < 2; level++) {
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return;
+		bad = lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+		      (st.st_mode & 077);
+		*build = '/';
+	}
+	if (bad)
+		return;
+	int fresh = 1, fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST) {
+		fresh = 0;
+		fd = open(lock, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
+	    (!fresh && time(NULL) - st.st_mtime < DEMAND_RETRY)) {
+		close(fd); /* one is starting or serving, or failed just now */
+		return;
+	}
+	futimens(fd, NULL); /* the attempt's time; a planner that exits cleanly clears it */
+	unlink(sock);       /* left by a planner that was killed */
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	char *slash = n > 0 ? (self[n] = 0, strrchr(self, '/')) : NULL;
+	if (!slash || snprintf(exe, sizeof exe, "%.*s/emergence-planner", (int)(slash - self),
+			       self) >= (int)sizeof exe) {
+		close(fd);
+		return;
+	}
+	/* EMERGENCE_PLANNER_IDLE: seconds without a call before it exits; a value
+	 * that is not a number is left out (the default, 60 s), not a planner
+	 * that fails to start */
+	char idle[32] = "", *rest;
+	const char *s = getenv("EMERGENCE_PLANNER_IDLE");
+	if (s && *s && strlen(s) < sizeof idle && strtod(s, &rest) >= 0 && *rest == 0)
+		strcpy(idle, s);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* Its own session, a grandchild: it outlives this call, and the
+		 * engine that ran us never waits for it. */
+		setsid();
+		pid_t mid = getpid();
+		if (fork() != 0)
+			_exit(0);
+		/* Orphaned, it goes to the nearest subreaper: an engine's conmon or
+		 * containerd shim would then wait for it, long after its container.
+		 * Only under init does it stay (the lock's time keeps the next
+		 * try DEMAND_RETRY seconds away). */
+		for (int i = 0; i < 2000 && getppid() == mid; i++)
+			usleep(500);
+		if (getppid() != 1)
+			_exit(0);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		int null = open("/dev/null", O_RDWR);
+		int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+		if (null < 0 || dup2(null, 0) < 0 || dup2(out < 0 ? null : out, 1) < 0 ||
+		    dup2(out < 0 ? null : out, 2) < 0 || dup2(fd, 3) < 0 || fcntl(3, F_SETFD, 0) < 0)
+			_exit(127);
+		/* none of the caller's descriptors: an engine reads its pipes to EOF */
+		if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
+			for (int i = 4; i < 65536; i++)
+				close(i);
+		if (chdir("/") < 0)
+			_exit(127);
+		char *args[] = { "emergence-planner", "--on-demand", sock, "--lock-fd", "3",
+				 "--idle", idle, NULL };
+		if (!*idle)
+			args[5] = NULL;
+		/* not the caller's environment: the planner serves every caller */
+		char *envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				 "LC_ALL=C.UTF-8", NULL };
+		execve(exe, args, envp);
+		_exit(127);
+	}
+	close(fd);
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	g_argv = argv;
+	struct call c = { 0 };
+	scan(argv, &c);
+	const char *path = getenv("EMERGENCE_PLANNER_SOCKET");
+	if (c.no_planner || (path && strcmp(path, "off") == 0))
+		cold();
+	timeout = timeout_seconds();
+	int sock;
+	if (path && *path) { /* a planner named: that one or none */
+		if ((sock = planner_at(path)) < 0)
+			cold();
+	} else if ((sock = planner_at(path = DEFAULT_SOCKET)) < 0) {
+		/* No node: the state root's own planner, if one is up, for any
+		 * verb; started on demand by a hot verb only. */
+		static char own[108];
+		if (geteuid() != 0 || strcmp(program(), "emergence") != 0 ||
+		    demand_path(own, sizeof own, c.root ? c.root : DEFAULT_ROOT,
+				"planner.sock") < 0)
+			cold();
+		path = own;
+		if ((sock = planner_at(path)) < 0) {
+			if (hot(c.verb))
+				start_planner(c.root ? c.root : DEFAULT_ROOT);
+			cold();
+		}
+	}
+	double start = started;
 
 	static struct msg m;
 	static char nums[4096], cwd[PATH_MAX];
@@ -523,6 +752,19 @@ int main(int argc, char **argv)
 		if (r > 0 && nf >= 1 && strcmp(f[0], "WAIT") == 0 && do_wait(sock, f, nf) == 0)
 			continue;
 		if (r <= 0 || nf < 1 || strcmp(f[0], "WAIT") == 0) {
+			int sig = forwarded_last;
+			if (sig) {
+				/* It died of the signal we passed on (one it had not
+				 * caught yet, say during create): so do we, as the
+				 * cold path's process would have. */
+				kill_children();
+				signal(sig, SIG_DFL);
+				sigset_t one;
+				sigemptyset(&one);
+				sigaddset(&one, sig);
+				sigprocmask(SIG_UNBLOCK, &one, NULL);
+				raise(sig);
+			}
 			fprintf(stderr, "emergence: the node's planner worker %d died mid-call; "
 				"see `emergence node status`, or run with "
 				"EMERGENCE_PLANNER_SOCKET=off\n", (int)worker);

@@ -68,6 +68,8 @@ GLOBAL_OPTIONS = {
                               "supported", "BOOL"),
     "criu": Option(VALUE, "accepted for runc compatibility; checkpointing is not supported",
                    "PATH"),
+    "no-planner": Option(FLAG, "run this call in a process of its own, without a warm "
+                               "planner (as EMERGENCE_PLANNER_SOCKET=off)"),
     "version": Option(FLAG, "print the version", aliases=("v",)),
     "help": HELP,
 }

@@ -73,6 +73,68 @@ def _counters_file(tmp_path_factory):
                           str(tmp_path_factory.mktemp("counters") / "counters.log"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _short_lived_planners():
+    """Planners the front-end starts on demand for the tests' state roots go
+    after 15 s without a call, not 60: a session makes many roots."""
+    os.environ.setdefault("EMERGENCE_PLANNER_IDLE", "15")
+
+
+@pytest.fixture(scope="session")
+def warm_planner(tmp_path_factory):
+    """One warm planner for the session (the installed build, as the node runs
+    it, dying with this process): its socket."""
+    run = tmp_path_factory.mktemp("planner")
+    os.chmod(run, 0o700)
+    sock = str(run / "planner.sock")
+    # as the node runs it; from "/", so the installed build is the one imported
+    p = subprocess.Popen([sys.executable, "-m", "emergence.node.planner", sock],
+                         stdin=subprocess.DEVNULL, cwd="/")
+    import socket
+    import time
+    for _ in range(600):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            s.connect(sock)
+            break
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    else:
+        p.kill()
+        pytest.fail("the session's warm planner did not come up")
+    yield sock
+    p.terminate()
+    p.wait(30)
+
+
+PATHS = ("cold", "warm")
+
+
+def pytest_generate_tests(metafunc):
+    """The runtime's suite runs on both paths: each test that uses `rt` in
+    tests/runtime/ once cold (no planner) and once warm (a planner's worker),
+    through the environment every `emergence` it runs inherits."""
+    if "rt" in metafunc.fixturenames and \
+            os.sep + os.path.join("tests", "runtime") + os.sep in str(metafunc.definition.path):
+        metafunc.parametrize("planner_path", PATHS, indirect=True)
+
+
+@pytest.fixture
+def planner_path(request, monkeypatch):
+    """The path `emergence` takes in this test: "cold" or "warm".  Outside
+    tests/runtime/ a test with `rt` runs cold, as before planners were started
+    on demand: the default path has its own tests (tests/node/test_warm_path.py),
+    and a planner per test's state root would only cost the session time."""
+    path = getattr(request, "param", "cold")
+    if path == "cold":
+        monkeypatch.setenv("EMERGENCE_PLANNER_SOCKET", "off")
+    elif path == "warm":
+        monkeypatch.setenv("EMERGENCE_PLANNER_SOCKET", request.getfixturevalue("warm_planner"))
+    return path
+
+
 @pytest.fixture(scope="session")
 def rootfs(tmp_path_factory):
     path = tmp_path_factory.mktemp("busybox") / "rootfs"
@@ -182,11 +244,12 @@ def leftovers(cid):
 
 
 @pytest.fixture
-def rt(tmp_path, rootfs):
+def rt(tmp_path, rootfs, planner_path):
     if os.geteuid() != 0:
         pytest.skip("runs real containers: needs root")
     root = tmp_path / "state"
     r = Runtime(str(root), tmp_path, rootfs)
+    r.path = planner_path
     yield r
     for cid in sorted(r.ids):
         r("delete", "--force", cid)
@@ -325,6 +388,9 @@ def marked_front_end(tmp_path, name="emergence"):
     marks.touch()
     (d / f"{name}-py").write_text(f"#!/bin/sh\necho cold >> {marks}\nexec {real}-py \"$@\"\n")
     os.chmod(d / f"{name}-py", 0o755)
+    planner = os.path.join(os.path.dirname(real), "emergence-planner")
+    if os.path.exists(planner):  # what the front-end starts on demand, beside itself
+        os.symlink(planner, d / "emergence-planner")
     return str(d / name), marks
 
 

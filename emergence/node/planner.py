@@ -1,11 +1,16 @@
 """The warm planner: runs the `emergence` CLI for the C front-end, without an
 interpreter start per call.
 
-A single-threaded process (the node starts and supervises it) with the
-runtime already imported.  Per connection it checks the caller is root, or
-the node's own uid (SO_PEERCRED), and forks a worker; the worker takes the
-caller's descriptors at their own numbers, its cwd, environment and argv, and
-runs `cli.main` exactly as the cold path would.  Only spawning the shim and reaping children
+A single-threaded process with the runtime already imported, started by the
+node (which supervises it), by the front-end on demand for a state root
+(`emergence-planner --on-demand ROOT/.planner/planner.sock --lock-fd 3`: it
+holds the front-end's lock for life and exits after an idle time), or by
+systemd's socket (`--systemd`, contrib/emergence-planner.socket).
+
+Per connection it checks the caller is root, or the node's own uid
+(SO_PEERCRED), and forks a worker; the worker takes the caller's descriptors
+at their own numbers, its cwd, environment and argv, and runs `cli.main`
+exactly as the cold path would.  Only spawning the shim and reaping children
 go back to the front-end (`runtime/parent.py`), which must stay the parent
 of the container.  A killed planner loses no call in flight: each worker is
 its own process.
@@ -49,12 +54,16 @@ DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
 SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait for forks
 GRACE = 0.25  # how long a worker that took a call stands in for its successor
-HOT_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
-               "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
-               "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
-               "runtime.state", "runtime.cgroups.manager", "runtime._native",
-               # Relay's CNI plugin, whose netlink library alone takes ~200 ms to import
-               "relay.cni", "relay.engine", "relay.kernel", "pyroute2")
+RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
+                   "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
+                   "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
+                   "runtime.state", "runtime.cgroups.manager", "runtime._native")
+# Relay's CNI plugin, whose netlink library alone takes ~200 ms to import and
+# ~20 MB: the node's planner only (the CNI front-end asks the node's; a planner
+# started on demand serves the runtime's verbs, in ~16 MB)
+CNI_MODULES = ("relay.cni", "relay.engine", "relay.kernel", "pyroute2")
+HOT_MODULES = RUNTIME_MODULES + CNI_MODULES
+_hot = HOT_MODULES  # what this planner preloaded (serve's CNI)
 
 
 def fields(*items):
@@ -70,13 +79,23 @@ class Remote:
 
     def __init__(self, conn):
         self.conn = conn
+        self.unanswered = 0  # requests whose reply an exception (^C) left unread
 
-    def _ask(self, record, fds=()):
-        self.conn.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                      struct.pack(f"{len(fds)}i", *fds))] if fds else [])
+    def _recv(self):
         data = self.conn.recv(MAX_MSG)
         if not data:
             raise OSError("the front-end closed the connection")
+        return data
+
+    def _ask(self, record, fds=()):
+        while self.unanswered:  # a KeyboardInterrupt came between a request and its reply
+            self._recv()
+            self.unanswered -= 1
+        self.conn.sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      struct.pack(f"{len(fds)}i", *fds))] if fds else [])
+        self.unanswered += 1
+        data = self._recv()
+        self.unanswered -= 1
         return parse(data)
 
     def spawn(self, exe_fd, argv, fds):
@@ -105,7 +124,7 @@ def _call_each(hook, scratch):
     """HOOK(SCRATCH) of every loaded hot module that has one (SCRATCH: a
     root-only directory of the planner's it may use); a failure is skipped (a
     warm-up never stops the planner nor costs a call)."""
-    for name in HOT_MODULES:
+    for name in _hot:
         fn = getattr(sys.modules.get(_module(name)), hook, None)
         if fn is not None:
             try:
@@ -117,7 +136,7 @@ def _call_each(hook, scratch):
 def preload(scratch):
     """Import what every hot verb needs, so a worker starts with it in memory;
     a module's `warm_up(scratch)`, if it has one, runs too (once, in the planner)."""
-    for name in HOT_MODULES:
+    for name in _hot:
         try:
             __import__(_module(name))
         except ImportError:  # e.g. _native in a source checkout: loaded per call then
@@ -130,33 +149,56 @@ def scratch_dir(path):
     return os.path.join(os.path.dirname(path), "warm-up")
 
 
-def serve(path, spares_wanted=SPARES):
-    """Accept calls on PATH forever (root-only socket).
+def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, cni=True):
+    """Accept calls on PATH (root-only socket) until stopped, or, with IDLE,
+    until no call came for IDLE seconds.
 
     SPARES_WANTED workers are always forked (and warmed up) ahead and wait in
     accept() themselves, so a call waits for no fork; one that takes a call
-    tells us on a pipe, and we fork the next."""
+    tells us on a pipe, and we fork the next.  A planner of the node dies with
+    it; one started on demand (`front.c`: LOCK_FD, the flock it holds for its
+    life) or by systemd (LISTEN_FD, socket activation) lives on its own.
+    Without CNI, Relay's plugin is not preloaded (a CNI call still works)."""
+    global _hot
+    _hot = HOT_MODULES if cni else RUNTIME_MODULES
     import ctypes
     import signal
     prctl = ctypes.CDLL(None).prctl
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # go with the node
-    if os.getppid() == 1:
-        return
+    own = lock_fd is None and listen_fd is None
+    if own:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # go with the node
+        if os.getppid() == 1:
+            return
     from .rundir import check
     check(os.path.dirname(path), create=True)  # ours alone, or we do not serve there
     preload(scratch_dir(path))
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        lsock.bind(path)
-    finally:
-        os.umask(old)
-    lsock.listen(128)
+    if listen_fd is not None:
+        lsock = socket.socket(fileno=listen_fd)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o177)
+        try:
+            lsock.bind(path)
+        finally:
+            os.umask(old)
+        lsock.listen(128)
+    bound = os.stat(path).st_ino if listen_fd is None else None
+    pid_file = os.path.join(os.path.dirname(path), "planner.pid")
+    if lock_fd is not None:
+        fd = os.open(pid_file + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(pid_file + ".tmp", pid_file)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    if not own:  # a node stops its planner by SIGTERM and cleans up itself
+        def stop(*_):
+            raise SystemExit(0)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
     taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
     # Workers are short-lived forks: keep the collector from walking (and so
     # copying) every inherited page.
@@ -166,38 +208,86 @@ def serve(path, spares_wanted=SPARES):
     gc.disable()
     spares = {}  # pidfd -> pid of the workers waiting in accept
     busy = {}    # pidfd -> when, of workers that took a call within GRACE
-    while True:
-        # A worker that just took a call counts as a spare for GRACE seconds
-        # or until it exits: the fork and warm-up of its successor (~10 ms of
-        # CPU on a 2-core host) then run after the call, not beside it.  With
-        # no spare left the next one is forked at once.
-        now = time.monotonic()
-        for pidfd in [f for f, t in busy.items() if now - t >= GRACE]:
-            del busy[pidfd]
-            os.close(pidfd)
-        while not spares or len(spares) + len(busy) < spares_wanted:
-            pid = _fork_spare(lsock, taken_w, taken_r, path, prctl)
-            spares[os.pidfd_open(pid)] = pid
-        # a spare took a call (it says so on the pipe), died without one, or
-        # a busy worker ended
-        timeout = None if not busy else max(0.0, min(busy.values()) + GRACE - now)
-        ready, _, _ = select.select([taken_r, *spares, *busy], [], [], timeout)
-        if taken_r in ready:
-            data = os.read(taken_r, 4096)  # whole pids: writes of 4 bytes are atomic
-            for pid in struct.unpack(f"{len(data) // 4}i", data):
-                for pidfd in [f for f, p in spares.items() if p == pid]:
-                    del spares[pidfd]
-                    busy[pidfd] = time.monotonic()
-        for pidfd in ready:
-            if pidfd in spares:
-                del spares[pidfd]
-                os.close(pidfd)
-            elif pidfd in busy:
+    last_call = time.monotonic()
+    try:
+        while True:
+            # A worker that just took a call counts as a spare for GRACE seconds
+            # or until it exits: the fork and warm-up of its successor (~10 ms of
+            # CPU on a 2-core host) then run after the call, not beside it.  With
+            # no spare left the next one is forked at once.
+            now = time.monotonic()
+            if idle and not busy and now - last_call >= idle:
+                break
+            for pidfd in [f for f, t in busy.items() if now - t >= GRACE]:
                 del busy[pidfd]
                 os.close(pidfd)
+            while not spares or len(spares) + len(busy) < spares_wanted:
+                # None waiting: a call may be in the backlog now (calls back to
+                # back), and a warm-up would only delay it
+                pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd,
+                                  warm=bool(spares))
+                spares[os.pidfd_open(pid)] = pid
+            # a spare took a call (it says so on the pipe), died without one, or
+            # a busy worker ended
+            timeout = None if not busy else max(0.0, min(busy.values()) + GRACE - now)
+            if idle:
+                timeout = min(timeout if timeout is not None else idle,
+                              max(0.0, last_call + idle - now))
+            try:
+                ready, _, _ = select.select([taken_r, *spares, *busy], [], [], timeout)
+            except InterruptedError:
+                continue
+            if taken_r in ready:
+                data = os.read(taken_r, 4096)  # whole pids: writes of 4 bytes are atomic
+                last_call = time.monotonic()
+                for pid in struct.unpack(f"{len(data) // 4}i", data):
+                    for pidfd in [f for f, p in spares.items() if p == pid]:
+                        del spares[pidfd]
+                        busy[pidfd] = time.monotonic()
+            for pidfd in ready:
+                if pidfd in spares:
+                    del spares[pidfd]
+                    os.close(pidfd)
+                elif pidfd in busy:
+                    del busy[pidfd]
+                    os.close(pidfd)
+    finally:
+        _leave(path, bound, lsock, spares, pid_file if lock_fd is not None else None, lock_fd)
 
 
-def _fork_spare(lsock, taken_w, taken_r, path, prctl):
+def _leave(path, bound, lsock, spares, pid_file, lock_fd):
+    """Stop serving: no new caller finds the socket (unlinked first, if it is
+    still the one we bound), the spares go (a call one already took runs on:
+    workers are their own processes), then the scratch, the pid file, and
+    the lock, marked as a clean exit so the next call may start a planner at
+    once.  A front-end that connected meanwhile sees the socket close before
+    its OK, and runs cold."""
+    import shutil
+    import signal
+    if bound is not None:
+        try:
+            if os.stat(path).st_ino == bound:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+    lsock.close()
+    for pidfd in spares:
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+    shutil.rmtree(scratch_dir(path), ignore_errors=True)
+    if pid_file:
+        try:
+            os.unlink(pid_file)
+        except FileNotFoundError:
+            pass
+    if lock_fd is not None:
+        os.utime(lock_fd, (0, 0))  # front.c: a clean exit, start the next one freely
+        os.close(lock_fd)
+
+
+def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None, warm=True):
     """A worker that warms up, then waits in accept for one call."""
     import signal
     sys.stdout.flush()
@@ -206,13 +296,17 @@ def _fork_spare(lsock, taken_w, taken_r, path, prctl):
     if pid:
         return pid
     os.close(taken_r)
+    if lock_fd is not None:  # the planner's alone: a long `run` must not keep it
+        os.close(lock_fd)
     code = 70
     try:
         # A spare dies with the planner; a worker with a call outlives it.
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:
             os._exit(0)
-        _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"), scratch_dir(path))
+        if warm:
+            _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"),
+                     scratch_dir(path))
         resets = _signal_resets()  # found while no call waits
         conn = _accept_root(lsock)
         prctl(PR_SET_PDEATHSIG, 0)
@@ -383,8 +477,9 @@ def work(conn, resets):
 
 def _signal_resets():
     """What sets every signal as in the cold path's fresh Python process -- its
-    default, but SIGPIPE and SIGXFSZ ignored: (signal, disposition) for those
-    Python knows as changed (not glibc's own, between 31 and SIGRTMIN).  A
+    default, but SIGPIPE and SIGXFSZ ignored and SIGINT raising KeyboardInterrupt
+    (a ^C during `create` then removes what it made, as cold): (signal,
+    disposition) for those Python knows as changed (not glibc's own, between 31 and SIGRTMIN).  A
     spare finds them after its warm-up, so a call only sets a few."""
     import signal
     out = []
@@ -395,7 +490,8 @@ def _signal_resets():
             now = signal.getsignal(sig)
         except ValueError:
             continue
-        want = signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL
+        want = signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else \
+            signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
         if now is not want:
             out.append((sig, want))
     return out
@@ -453,11 +549,60 @@ def _fresh_stdio():
                                             line_buffering=line, write_through=name == "stderr"))
 
 
+USAGE = ("usage: emergence-planner SOCKET [SPARES]  (the node's)\n"
+         "       emergence-planner --on-demand SOCKET --lock-fd N [--idle SECONDS]  "
+         "(front.c's)\n"
+         "       emergence-planner --systemd [--idle SECONDS]  (socket activation)")
+IDLE = 60.0  # s: how long a planner started on demand or by systemd waits for a call
+
+
+def idle_seconds(text):
+    """EMERGENCE_PLANNER_IDLE / --idle: seconds without a call before a planner
+    that started on its own exits (0: never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 86400:
+        raise ValueError(f"--idle {text!r}: give seconds, from 0 (never) to 86400")
+    return value
+
+
 def main():
     from ..errors import EmergenceError
-    path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_SOCKET
+    args = sys.argv[1:]
     try:
-        serve(path, max(1, int(sys.argv[2])) if len(sys.argv) > 2 else SPARES)
+        if args and args[0] in ("--on-demand", "--systemd"):
+            opts = {"--idle": os.environ.get("EMERGENCE_PLANNER_IDLE") or str(IDLE)}
+            mode, rest = args[0], args[1:]
+            path = None
+            if mode == "--on-demand":
+                path, rest = rest[0], rest[1:]
+            while rest:
+                opts[rest[0]] = rest[1]
+                rest = rest[2:]
+            idle = idle_seconds(opts["--idle"])
+            if mode == "--systemd":
+                # sd_listen_fds(3): one socket, passed to us
+                if os.environ.get("LISTEN_PID") != str(os.getpid()) or \
+                        os.environ.get("LISTEN_FDS") != "1":
+                    sys.exit("emergence-planner --systemd: no socket from systemd "
+                             "(use contrib/emergence-planner.socket)")
+                fd = 3
+                probe = socket.socket(fileno=fd)
+                path = probe.getsockname()
+                probe.detach()
+                os.set_inheritable(fd, False)
+                serve(path, SPARES, idle=idle, listen_fd=fd)
+            else:
+                fd = int(opts["--lock-fd"])
+                os.set_inheritable(fd, False)
+                serve(path, SPARES, idle=idle, lock_fd=fd, cni=False)
+            return
+        path = args[0] if args else DEFAULT_SOCKET
+        serve(path, max(1, int(args[1])) if len(args) > 1 else SPARES)
+    except (IndexError, KeyError, ValueError) as e:
+        sys.exit(f"emergence-planner: {e}\n{USAGE}")
     except EmergenceError as e:
         sys.exit(f"emergence: {e}")
 

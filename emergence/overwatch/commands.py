@@ -63,13 +63,17 @@ def _top(ctx, opts, args):
         return 0
     if opts.get("json"):
         raise UsageError("--json needs --once (a live view is for people)")
+    from .views import Keyboard
     c = Collector(ctx.root)
     try:
-        while True:
-            found = sort(measure(ctx.root, None, seconds, collector=c), key)
-            sys.stdout.write("\x1b[H\x1b[2J" + f"emergence top  (sorted by {key}; "
-                             "Ctrl-C to quit)\n" + table(found))
-            sys.stdout.flush()
+        with Keyboard(0, sys.stdout) as keys:
+            while True:
+                found = measure(ctx.root, None, seconds, collector=c, wait=keys.wait)
+                if found is None:
+                    return 0
+                sys.stdout.write("\x1b[H\x1b[2J" + f"emergence top  (sorted by {key}; "
+                                 "q or Ctrl-C to quit)\n" + table(sort(found, key)))
+                sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
     finally:

@@ -54,13 +54,19 @@ def rows(before, after, seconds):
     return out
 
 
-def measure(root, ids=None, seconds=1.0, collector=None):
+def measure(root, ids=None, seconds=1.0, collector=None, wait=None):
+    """Rows over SECONDS.  WAIT(seconds), instead of sleeping, may end the
+    measure early by returning true (a key asked to quit): then None."""
     own = collector is None
     c = collector or Collector(root)
     try:
         before = dict(c.collect())
         t0 = time.monotonic()
-        time.sleep(seconds)
+        if wait is not None:
+            if wait(seconds):
+                return None
+        else:
+            time.sleep(seconds)
         after = c.collect()
         found = rows(before, after, time.monotonic() - t0)
     finally:
@@ -107,3 +113,66 @@ def sort(found, key):
     if field == "id":
         return sorted(found, key=lambda r: r["id"])
     return sorted(found, key=lambda r: (r[field] is None, -(r[field] or 0), r["id"]))
+
+
+class Keyboard:
+    """The terminal of a live view (`top`): keys come one by one, unechoed
+    (cbreak; ^C still interrupts), and the terminal is put back exactly as it
+    was on every way out -- `q`, ^C, SIGTERM, SIGHUP, an error."""
+
+    QUIT = b"qQ"
+
+    def __init__(self, fd=0, out=None):
+        self.fd = fd
+        self.out = out
+        self.saved = None
+        self.handlers = {}
+
+    def __enter__(self):
+        import os
+        import signal
+        if os.isatty(self.fd):
+            import termios
+            import tty
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd, termios.TCSANOW)
+
+        def leave(sig, _frame):
+            raise KeyboardInterrupt  # through __exit__, which restores
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self.handlers[sig] = signal.signal(sig, leave)
+        if self.out is not None and self.out.isatty():
+            self.out.write("\x1b[?25l")  # no cursor blinking over the table
+        return self
+
+    def wait(self, seconds):
+        """Sleep SECONDS, or less: true when a quit key was pressed."""
+        import os
+        import select
+        if self.saved is None:
+            time.sleep(seconds)
+            return False
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                keys = os.read(self.fd, 64)
+                if not keys or any(k in self.QUIT for k in keys):
+                    return True
+
+    def __exit__(self, *exc):
+        import signal
+        if self.out is not None and self.out.isatty():
+            try:
+                self.out.write("\x1b[?25h")
+                self.out.flush()
+            except OSError:
+                pass
+        if self.saved is not None:
+            import termios
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        for sig, how in self.handlers.items():
+            signal.signal(sig, how)

@@ -9,6 +9,7 @@ appends a line to a marker file.
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,12 @@ def calls(rt, front):
     """Run a verb through the copied front-end: calls(env_socket, *args)."""
     exe, marks = front
 
-    def call(sock, *args, wait=True, **kw):
-        env = dict(os.environ, EMERGENCE_PLANNER_SOCKET=sock)
+    def call(sock, *args, wait=True, env=None, **kw):
+        """SOCK: the planner's socket, "off", or None: the default path."""
+        env = dict(os.environ, **(env or {}))
+        env.pop("EMERGENCE_PLANNER_SOCKET", None)
+        if sock is not None:
+            env["EMERGENCE_PLANNER_SOCKET"] = sock
         cmd = [exe, "--root", rt.root, *args]
         if not wait:
             return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
@@ -234,8 +239,9 @@ def test_a_caller_in_its_own_mount_namespace_is_served_there(rt, node, calls, fr
 
 
 def test_signal_resets_make_a_fresh_processs_dispositions():
-    """A worker sets back what the planner (or its warm-up) changed: Python's
-    SIGINT handler and an ignored SIGUSR1 go to their defaults; SIGPIPE and
+    """A worker sets back what the planner (or its warm-up) changed: an ignored
+    SIGUSR1 and a SIGTERM handler go to their defaults, SIGINT to Python's
+    KeyboardInterrupt (changed here, as the planner changes it); SIGPIPE and
     SIGXFSZ stay ignored, as in any Python process (the cold path); glibc's
     own signals and the rest are left alone."""
     import subprocess
@@ -245,9 +251,140 @@ def test_signal_resets_make_a_fresh_processs_dispositions():
         "from emergence.node.planner import _signal_resets\n"
         "signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
         "signal.signal(signal.SIGTERM, lambda *a: None)\n"
-        "print(sorted((int(s), int(h)) for s, h in _signal_resets()))\n")
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "print(sorted((int(s), h if callable(h) else int(h)) for s, h in _signal_resets()))\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
-    assert out.strip() == str(sorted([(int(signal.SIGINT), int(signal.SIG_DFL)),
-                                      (int(signal.SIGUSR1), int(signal.SIG_DFL)),
-                                      (int(signal.SIGTERM), int(signal.SIG_DFL))]))
+    assert out.strip() == "[(2, <built-in function default_int_handler>), (10, 0), (15, 0)]"
+
+
+# -- a planner started on demand -----------------------------------------------
+
+IDLE = {"EMERGENCE_PLANNER_IDLE": "3"}
+
+
+@pytest.fixture
+def demand(rt, calls):
+    """The default path with no node on this host: the state root's own planner
+    (ROOT/.planner/BUILD), started on demand; killed at the end if still up."""
+    if os.path.exists("/run/emergence/node/planner.sock"):
+        pytest.skip("a node's planner is up on this host: the default path uses it")
+    b = rt.bundle(["true"])
+    calls("off", "run", "--bundle", b, rt.new_id("mk"))  # the state root exists now
+    from emergence.node import BUILD_ID  # the installed build's: one dir per build
+    d = os.path.join(rt.root, ".planner", BUILD_ID)
+    yield d
+    for pid in _planners(os.path.join(d, "planner.sock")):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _planners(sock):
+    """Pids of the planners (not their workers) serving SOCK."""
+    mine = {}
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b"--on-demand" in argv and sock.encode() in argv:
+            mine[int(pid)] = ppid
+    return sorted(pid for pid, ppid in mine.items() if ppid not in mine)
+
+
+def _until(what, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    return what()
+
+
+def test_a_planner_starts_on_demand_and_exits_when_idle(rt, calls, demand):
+    """Verbs that need no planner start none; the first hot verb starts one (and
+    runs cold), the next ones run warm; it exits after the idle time, and a
+    container created through it lives on."""
+    sock = os.path.join(demand, "planner.sock")
+    for args in (["list"], ["features"], ["--version"], ["ps", "--help"]):
+        assert calls(None, *args, env=IDLE).returncode == 0
+    assert not os.path.exists(demand) and _planners(sock) == []
+    before = calls.cold_count()
+    p = calls(None, "state", "no-such-id", env=IDLE)
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    assert calls.cold_count() == before + 1  # the call that started it ran cold
+    assert _until(lambda: _listening(sock)), "no planner came up"
+    assert len(_planners(sock)) == 1
+    assert stat.S_IMODE(os.stat(demand).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    cold = calls.cold_count()
+    b = rt.bundle(["echo", "warm"])
+    p = calls(None, "run", "--bundle", b, rt.new_id("d"), env=IDLE)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "warm\n", "")
+    cid = rt.new_id("d")
+    calls(None, "create", "--bundle", rt.bundle(["sleep", "60"]), cid, env=IDLE)
+    assert calls.cold_count() == cold, "a call with the planner up ran cold"
+    planner = _planners(sock)[0]
+    assert _until(lambda: not os.path.exists(f"/proc/{planner}"), 60), "it did not exit idle"
+    assert not os.path.exists(sock) and not os.path.exists(os.path.join(demand, "planner.pid"))
+    st = json.loads(calls("off", "state", cid).stdout)
+    assert st["status"] == "created" and os.path.exists(f"/proc/{st['pid']}")
+    assert calls("off", "start", cid).returncode == 0
+    assert json.loads(calls("off", "state", cid).stdout)["status"] == "running"
+    assert calls("off", "delete", "--force", cid).returncode == 0
+
+
+def test_opting_out_starts_no_planner(rt, calls, demand):
+    sock = os.path.join(demand, "planner.sock")
+    assert calls("off", "state", "no-such-id", env=IDLE).returncode == 1
+    assert calls(None, "--no-planner", "state", "no-such-id", env=IDLE).returncode == 1
+    time.sleep(1)
+    assert _planners(sock) == [] and not os.path.exists(demand)
+
+
+def test_calls_at_once_start_one_planner_and_a_killed_one_is_replaced(rt, calls, demand):
+    """Ten calls at once start one planner (its lock); one killed with SIGKILL
+    leaves its socket behind, and a later call starts the next one there."""
+    sock = os.path.join(demand, "planner.sock")
+    procs = [calls(None, "state", "no-such-id", wait=False, env=IDLE) for _ in range(10)]
+    assert all(p.wait(60) == 1 for p in procs)
+    assert _until(lambda: _listening(sock))
+    time.sleep(1)
+    first = _planners(sock)
+    assert len(first) == 1
+    os.kill(first[0], signal.SIGKILL)
+    assert _until(lambda: not os.path.exists(f"/proc/{first[0]}"))
+    assert os.path.exists(sock) and not _listening(sock)  # stale
+
+    def replaced():
+        calls(None, "state", "no-such-id", env=IDLE)
+        return _listening(sock) and [p for p in _planners(sock) if p != first[0]]
+    second = _until(replaced)
+    assert second and len(_planners(sock)) == 1
+    cold = calls.cold_count()
+    p = calls(None, "run", "--bundle", rt.bundle(["echo", "again"]), rt.new_id("d"), env=IDLE)
+    assert (p.returncode, p.stdout) == (0, "again\n")
+    assert calls.cold_count() == cold
+
+
+def test_no_planner_is_started_below_a_subreaper(rt, calls, front, demand):
+    """An engine's conmon or containerd shim is a subreaper: a planner started
+    below it would be its child until idle, keeping it alive after its
+    container.  So a call made there runs cold and starts none."""
+    exe, _ = front
+    sock = os.path.join(demand, "planner.sock")
+    env = dict(os.environ, **IDLE)
+    env.pop("EMERGENCE_PLANNER_SOCKET", None)
+    engine = ("import ctypes, subprocess, sys\n"
+              "ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+              "r = subprocess.run(sys.argv[1:])\n"
+              "import time; time.sleep(1.5)  # a planner would be ours by now\n"
+              "sys.exit(r.returncode)\n")
+    p = subprocess.run([sys.executable, "-c", engine, exe, "--root", rt.root, "state", "nope"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    time.sleep(1)
+    assert _planners(sock) == [] and not _listening(sock)

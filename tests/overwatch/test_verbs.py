@@ -47,3 +47,45 @@ def test_top_once_json_sorted_by_cpu(rt, running):
     assert [r["id"] for r in json.loads(p.stdout)] == sorted([busy, idle])
     assert rt("top", "--sort", "colour", "--once").returncode == 2
     assert rt("top", "--json").returncode == 2
+
+
+def _top_on_a_pty(rt, then):
+    """`top` on a new pty; once it drew its view, THEN(pid, fd); returns (exit
+    status, the pty's termios before and after)."""
+    import os
+    import pty
+    import termios
+    import time
+
+    from conftest import read_until
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(rt.cmd[0], rt.cmd + ["--root", rt.root, "top", "--interval", "0.2"])
+    before = termios.tcgetattr(fd)
+    assert b"to quit" in read_until(fd, b"to quit", 30)
+    then(pid, fd)
+    end = time.monotonic() + 20
+    status = None
+    while status is None and time.monotonic() < end:
+        read_until(fd, b"\0never", 0.1)
+        done, st = os.waitpid(pid, os.WNOHANG)
+        status = st if done else None
+    if status is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("top did not quit")
+    after = termios.tcgetattr(fd)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), before, after
+
+
+def test_top_quits_on_q_and_restores_the_terminal(rt, running):
+    import os
+    import signal
+    running()
+    code, before, after = _top_on_a_pty(rt, lambda pid, fd: os.write(fd, b"q"))
+    assert code == 0 and after == before
+    code, before, after = _top_on_a_pty(rt, lambda pid, fd: os.kill(pid, signal.SIGTERM))
+    assert after == before
+    code, before, after = _top_on_a_pty(rt, lambda pid, fd: os.write(fd, b"\x03"))
+    assert code == 0 and after == before
