@@ -391,7 +391,7 @@ def _tasks(ctx, opts, args):
 def _place(ctx, opts, args):
     from .. import fastjson
     from . import score
-    from .commander import DEFAULTS, rank_task, task_demand
+    from .commander import DEFAULTS, candidates, rank_task, task_demand
     if len(args) != 1:
         raise UsageError("usage: emergence place [--explain] TASK")
     snap = _cluster(opts).snapshot()
@@ -404,7 +404,8 @@ def _place(ctx, opts, args):
     if opts.get("json"):
         sys.stdout.write(fastjson.dumps(ranked) + "\n")
         return 0
-    best = ranked[0]["name"] if ranked and "excluded" not in ranked[0] else None
+    chosen = candidates(spec, snap, settings)
+    best = chosen[0]["name"] if chosen else None
     if not opts.get("explain"):
         sys.stdout.write(f"{best or '(no host fits)'}\n")
         return 0
@@ -419,6 +420,10 @@ def _place(ctx, opts, args):
         f"  now: {st.get('state', 'pending')} on {st.get('host') or '-'} "
         f"(attempt {st.get('attempt', 0)})\n")
     sys.stdout.write("\n".join(score.explain(ranked)) + "\n")
+    if chosen and "k8s_score" in chosen[0]:
+        sys.stdout.write(f"  scheduler {settings['scheduler']} (Kubernetes' score, 0..100) "
+                         "chooses in this order: " + ", ".join(
+                             f"{r['name']} {r['k8s_score']:.1f}" for r in chosen) + "\n")
     return 0
 
 

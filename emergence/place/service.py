@@ -4,7 +4,8 @@ interference-aware scheduler's: POST a schedule request, set the scheduler,
 set the energy scalar; 200, or 400 with one line on malformed input).
 
   POST /place/api/schedule       {"ID": task, "HOST_IDS": [...]} -> {"ID", "HOST_ID"}
-  POST /place/api/scheduler      {"model_name": "InterferenceAwareScheduler"|"RandomScheduler"}
+  POST /place/api/scheduler      {"model_name": "InterferenceAwareScheduler"|"RandomScheduler"
+                                  |"LeastAllocated"|"BalancedAllocation"}
   POST /place/api/iaEnergyScalar {"energy_cost_scalar": number}
   GET  /place/api/status         this service's status
 
@@ -24,7 +25,9 @@ from ..errors import EmergenceError
 
 SCHEDULER_NAMES = {"InterferenceAwareScheduler": "InterferenceAwareScheduler",
                    "InteferenceAwareScheduler": "InterferenceAwareScheduler",  # background
-                   "RandomScheduler": "RandomScheduler"}
+                   "RandomScheduler": "RandomScheduler",
+                   "LeastAllocated": "LeastAllocated",  # Kubernetes' defaults (k8s.py)
+                   "BalancedAllocation": "BalancedAllocation"}
 
 
 class Service:
@@ -206,7 +209,7 @@ class Service:
         return web.json_response({"ID": tid, "HOST_ID": result})
 
     def _choose(self, tid, hosts, demand):
-        from .commander import DEFAULTS, rank_task
+        from .commander import DEFAULTS, candidates
         from .tasks import validate
         snap = self.cluster.snapshot()
         spec = snap.get("tasks", {}).get(tid)
@@ -216,15 +219,12 @@ class Service:
             spec = validate({"kind": "sleep", "id": "api", "demand": demand})
         settings = {k: DEFAULTS[k] for k in ("s_green", "scheduler", "cost")}
         settings.update(snap.get("config", {}))
-        ranked = [r for r in rank_task(spec, snap, settings) if "excluded" not in r]
+        ranked = candidates(spec, snap, settings)
         if hosts is not None:
             allowed = {str(h) for h in hosts}
             ranked = [r for r in ranked if r["name"] in allowed]
         if not ranked:
             raise EmergenceError("no host in HOST_IDS can take the task")
-        if settings.get("scheduler") == "RandomScheduler":
-            import random
-            return random.choice(ranked)["name"]
         return ranked[0]["name"]
 
     async def _setting(self, request):
