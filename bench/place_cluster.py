@@ -238,19 +238,20 @@ def alone(run, reps=2):
     return out
 
 
-def mixed(run, scheduler, sequence, gap, base):
-    """SEQUENCE submitted GAP seconds apart under SCHEDULER; every task's
-    (class, host, run time, slowdown)."""
+def mixed(run, scheduler, sequence, gap, base, round_=0):
+    """SEQUENCE submitted at GAP-second intervals (a fixed timetable, whatever
+    a submission takes) under SCHEDULER; every task's (id, class, host, run
+    time, slowdown)."""
     run.cluster.put(scheduler, "config", "scheduler")
     time.sleep(1.0)  # the leader's next pass reads it
-    tag = SHORT[scheduler]
+    tag = SHORT[scheduler] + (f"{round_}" if round_ else "")
     ids = []
     t0 = time.monotonic()
     for i, cls in enumerate(sequence):
+        time.sleep(max(0.0, t0 + i * gap - time.monotonic()))
         tid = f"{tag}-{i:02d}-{cls}"
         run.submit(tid, cls)
         ids.append(tid)
-        time.sleep(gap)
     results = run.wait(ids)
     makespan = max(r["finished"] for r in results.values()) - min(
         r["finished"] - r["seconds"] for r in results.values())
@@ -275,6 +276,9 @@ def main():
     ap.add_argument("--gap", type=float, default=0.4, help="seconds between submissions")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="keep the work dir (node logs)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="2: D_max, LeastAllocated, LeastAllocated, D_max (each run twice, "
+                         "in an order that cancels a steady drift of the machine's load)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it runs containers and makes network namespaces")
@@ -289,7 +293,12 @@ def main():
         marks = run.cluster.items("unresponsive")
         if marks:
             print(f"note: marked unresponsive: {marks}", flush=True)
-        rows = {s: mixed(run, s, sequence, a.gap, base) for s in SCHEDULERS}
+        order = list(SCHEDULERS)
+        for r in range(1, a.rounds):
+            order += list(reversed(SCHEDULERS)) if r % 2 else list(SCHEDULERS)
+        rows = {s: [] for s in SCHEDULERS}
+        for i, s in enumerate(order):
+            rows[s] += mixed(run, s, sequence, a.gap, base, i // 2 if a.rounds > 1 else 0)
         print(f"\n{'task':<22} {'class':<7} {'host':<6} {'run s':>6} {'slowdown':>9}")
         for s in SCHEDULERS:
             for tid, cls, host, secs, slow in rows[s]:
