@@ -160,12 +160,19 @@ class Run:
             self._join(name, "worker", f"https://{self.ns.host_ips[i]}:{self.port}", policy,
                        before=["ip", "netns", "exec", ns], globals_=["--root", root])
             self.workers.append((name, root))
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while len(self.cluster.items("members")) < workers or \
                 self.cluster.get("leader") is None:
             if time.monotonic() > deadline:
-                raise SystemExit("the nodes did not come up")
+                raise SystemExit("the nodes did not come up in 120 s:\n" + self.tails())
             time.sleep(0.2)
+
+    def tails(self):
+        out = []
+        for log in self.logs:
+            with open(log) as f:
+                out.append(f"--- {os.path.basename(log)}\n{f.read()[-1500:]}")
+        return "\n".join(out)
 
     def _join(self, name, role, url, extra=(), before=(), globals_=()):
         from emergence.cluster import bootstrap
@@ -319,10 +326,8 @@ def main():
         print(f"D_max / LeastAllocated mean slowdown: {d / la:.3f} "
               f"({'lower' if d < la else 'not lower'})")
     except BaseException:
-        for log in run.logs if run is not None else ():
-            with open(log) as f:
-                tail = f.read()[-1500:]
-            print(f"--- {os.path.basename(log)}\n{tail}", file=sys.stderr)
+        if run is not None:
+            print(run.tails(), file=sys.stderr)
         raise
     finally:
         if run is not None:
