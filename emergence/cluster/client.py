@@ -7,7 +7,9 @@ Two locks instead: the TLS handshake needs a certificate issued by the
 cluster CA (`--client-cert-auth`), and every request carries the token of
 the node's etcd user (its password is in the node's cluster directory);
 etcd's roles decide what that user may touch.  A token that expired (etcd
-forgets simple tokens after 5 idle minutes, or on restart) is renewed once.
+forgets simple tokens after 5 idle minutes, or on restart), or one older than
+the last change of etcd's users and roles (a node joined since), is renewed
+and the request sent again (a few times, as users may change meanwhile).
 
 Several endpoints (a list, or URLs joined by commas): one session speaks to
 the first that answers and moves to the next when a connection to the one in
@@ -84,12 +86,22 @@ def _session_class():
             headers = dict(kw.pop("headers", None) or {})
             headers["Authorization"] = self.token
             r = self._send(method, url, *args, headers=headers, **kw)
-            if r.status_code == 401 and "invalid auth token" in r.text:
+            for _ in range(5):  # users may change again meanwhile (nodes joining)
+                if not _stale_token(r):
+                    break
                 self.login()
                 headers["Authorization"] = self.token
                 r = self._send(method, url, *args, headers=headers, **kw)
             return r
     return TokenSession
+
+
+def _stale_token(r):
+    """etcd no longer takes this token: expired or forgotten (401), or issued
+    before the users or roles changed (400 "revision of auth store is old":
+    a node joined since).  Logging in again is the cure for both."""
+    return (r.status_code == 401 and "invalid auth token" in r.text) or \
+        (r.status_code == 400 and "auth store is old" in r.text)
 
 
 def _message(r):

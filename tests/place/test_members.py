@@ -140,3 +140,35 @@ def test_three_members_lose_one_and_keep_placing(three):
         for n in nodes:
             n.stop()
         cmd.resign()
+
+
+def test_a_node_joining_does_not_break_the_others_requests(secure_etcd):
+    """Adding a node's etcd user bumps etcd's auth revision, and etcd refuses
+    a request checked before the change and applied after it (400 "revision
+    of auth store is old"): the client logs in again and sends it again
+    instead of failing (a worker died of it when the next node joined)."""
+    from emergence.cluster import bootstrap
+    creds = secure_etcd.issue("pl-early", ["worker"])
+    early = Cluster(secure_etcd.url, prefix=secure_etcd.prefix, material=creds)
+    errors, done = [], threading.Event()
+
+    def busy():
+        n = 0
+        while not done.is_set():
+            try:
+                early.put({"n": n}, "members", "pl-early")
+                early.get("members", "pl-early")
+            except Exception as e:
+                errors.append(f"{e!r} {getattr(e, 'detail_text', '')}")
+            n += 1
+    threads = [threading.Thread(target=busy) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(15):
+            bootstrap.issue(secure_etcd.material.dir, f"pl-late{i}", ["worker"])
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert errors == [], errors[:3]
