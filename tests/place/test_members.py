@@ -136,6 +136,13 @@ def test_three_members_lose_one_and_keep_placing(three):
                                  material.dir], capture_output=True, text=True, timeout=60)
         assert m.returncode == 0, m.stderr
         assert {r["name"] for r in json.loads(m.stdout)} == {"c1", "w0", "w1"}
+        # init --endpoints: use the members that run (this node's clients then
+        # speak to those only)
+        p = subprocess.run(EM + ["cluster", "init", "--endpoints", ",".join(urls[1:]),
+                                 "--cluster-dir", material.dir],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "already answers" in p.stdout, p.stderr
+        assert Material(material.dir).info["endpoints"] == urls[1:]
     finally:
         for n in nodes:
             n.stop()
