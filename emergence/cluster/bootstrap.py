@@ -39,8 +39,36 @@ def init(cluster_dir, data_dir, name=None, prefix=DEFAULT_PREFIX, client_port=No
          peer_port=None, log=None, detach=False, also_listen=()):
     """Start a TLS etcd with RBAC for a new cluster (or restart this one's):
     returns (process, https URL, Material)."""
+    procs, urls, m = init_members(cluster_dir, data_dir, 1, name, prefix, client_port,
+                                  peer_port, log, detach, also_listen)
+    return procs[0], urls[0], m
+
+
+def member_layout(data_dir, members, client_port=None, peer_port=None):
+    """Names, data dirs and ports of MEMBERS etcd members on this host: one is
+    `emergence` in DATA_DIR; several are emergence-1.. in DATA_DIR/member-N,
+    on CLIENT_PORT, +2, +4.. with each peer port one above (2379/2380,
+    2381/2382, ..), or ports the kernel picks."""
+    if members == 1:
+        return ["emergence"], [data_dir], [client_port], [peer_port]
+    names = [f"emergence-{i + 1}" for i in range(members)]
+    dirs = [os.path.join(data_dir, f"member-{i + 1}") for i in range(members)]
+    clients = [client_port + 2 * i if client_port else None for i in range(members)]
+    peers = [client_port + 2 * i + 1 if client_port else None for i in range(members)]
+    return names, dirs, clients, peers
+
+
+def init_members(cluster_dir, data_dir, members=3, name=None, prefix=DEFAULT_PREFIX,
+                 client_port=None, peer_port=None, log=None, detach=False, also_listen=()):
+    """`init` with MEMBERS etcd members on this host (each its own process,
+    data dir and ports, all with this node's certificate and the cluster
+    CA): returns ([process], [https URL], Material); cluster.json lists every
+    member, so clients fail over from one to the next."""
     from . import etcd
     from .client import Admin
+    if not isinstance(members, int) or not 1 <= members <= 9 or members % 2 == 0:
+        raise EmergenceError(f"--members {members}: use 1, 3, 5, 7 or 9 (an odd number "
+                             "keeps a majority when one fails)")
     m = files.Material(cluster_dir)
     prefix = prefix if prefix.endswith("/") else prefix + "/"
     fresh = not (m.is_ca() and os.path.exists(m.root_password_file))
@@ -49,24 +77,25 @@ def init(cluster_dir, data_dir, name=None, prefix=DEFAULT_PREFIX, client_port=No
         make_ca_and_node(m, name, also_listen=also_listen)
         files.write(m.password_file, rbac.new_password() + "\n")
         files.write(m.root_password_file, rbac.new_password() + "\n")
-    proc, url = etcd.start(data_dir, name="emergence", client_port=client_port,
-                           peer_port=peer_port, log=log, detach=detach,
-                           also_listen=also_listen, material=m)
+    names, dirs, clients, peers = member_layout(data_dir, members, client_port, peer_port)
+    procs, urls = etcd.start_members(dirs, names, clients, peers, log=log, detach=detach,
+                                     also_listen=also_listen, material=m)
     try:
         if fresh:
-            m.save_info(endpoints=[url], prefix=prefix, name=name,
+            m.save_info(endpoints=urls, prefix=prefix, name=name,
                         roles=["command", "worker"])
-            admin = Admin(url, m, user=(None, None))  # auth is not on yet: no login
+            admin = Admin(urls, m, user=(None, None))  # auth is not on yet: no login
             rbac.setup(admin, prefix, m.root_user()[1])
-            root = Admin(url, m, user=m.root_user())
+            root = Admin(urls, m, user=m.root_user())
             rbac.add_node(root, prefix, name, ["command", "worker"], m.user()[1])
-        elif m.info.get("endpoints") != [url]:
-            m.save_info(**dict(m.info, endpoints=[url]))
+        elif m.info.get("endpoints") != urls:
+            m.save_info(**dict(m.info, endpoints=urls))
     except BaseException:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         raise
-    return proc, url, m
+    return procs, urls, m
 
 
 def issue(cluster_dir, name, roles, addresses=()):
@@ -85,7 +114,7 @@ def issue(cluster_dir, name, roles, addresses=()):
     cert = pki.issue(ca_key, ca_cert, key.public_key(), name, roles, addresses)
     password = rbac.new_password()
     info = m.info
-    rbac.add_node(Admin(info["endpoints"][0], m, user=m.root_user()), info["prefix"],
+    rbac.add_node(Admin(info["endpoints"], m, user=m.root_user()), info["prefix"],
                   name, roles, password)
     return {"name": name, "roles": roles, "cert": pki.cert_pem(cert).decode(),
             "key": pki.key_pem(key).decode(), "ca": pki.cert_pem(ca_cert).decode(),

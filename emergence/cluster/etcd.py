@@ -32,36 +32,57 @@ def start(data_dir, name="emergence", client_port=None, peer_port=None, log=None
     with its data in DATA_DIR; return (process, client URL) once it answers.
     With MATERIAL (files.Material) it serves TLS with that node's certificate
     and takes only clients and peers with certificates from its CA."""
-    client_port = client_port or free_port()
-    peer_port = peer_port or free_port()
+    procs, urls = start_members([data_dir], [name], [client_port], [peer_port], log=log,
+                                detach=detach, also_listen=also_listen, material=material)
+    return procs[0], urls[0]
+
+
+def start_members(data_dirs, names, client_ports, peer_ports, log=None, detach=False,
+                  also_listen=(), material=None):
+    """Start one etcd cluster of len(NAMES) members on this host (each its own
+    data dir and ports; a port None: the kernel picks one); return
+    ([process], [client URL]) once every member answers (which needs a quorum,
+    so all are started before any is waited for)."""
+    client_ports = [p or free_port() for p in client_ports]
+    peer_ports = [p or free_port() for p in peer_ports]
     scheme = "https" if material is not None else "http"
-    url = f"{scheme}://127.0.0.1:{client_port}"
-    peer = f"{scheme}://127.0.0.1:{peer_port}"
-    listen = ",".join([url] + [f"{scheme}://{a}:{client_port}" for a in also_listen])
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    argv = [etcd_binary(), "--name", name, "--data-dir", data_dir,
-            "--listen-client-urls", listen, "--advertise-client-urls", url,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new"]
-    if material is not None:
-        m = material
-        argv += ["--client-cert-auth", "--trusted-ca-file", m.ca,
-                 "--cert-file", m.cert, "--key-file", m.key,
-                 "--peer-client-cert-auth", "--peer-trusted-ca-file", m.ca,
-                 "--peer-cert-file", m.cert, "--peer-key-file", m.key]
-    out = open(log or os.devnull, "ab")
+    urls = [f"{scheme}://127.0.0.1:{p}" for p in client_ports]
+    peers = [f"{scheme}://127.0.0.1:{p}" for p in peer_ports]
+    initial = ",".join(f"{n}={p}" for n, p in zip(names, peers))
+    procs = []
     try:
-        proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=detach)
-    finally:
-        out.close()
-    try:
-        wait_ready(url, proc, material=material)
+        for i, (data_dir, name) in enumerate(zip(data_dirs, names)):
+            listen = ",".join([urls[i]] + [f"{scheme}://{a}:{client_ports[i]}"
+                                           for a in also_listen])
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+            argv = [etcd_binary(), "--name", name, "--data-dir", data_dir,
+                    "--listen-client-urls", listen, "--advertise-client-urls", urls[i],
+                    "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
+                    "--initial-cluster", initial, "--initial-cluster-state", "new"]
+            if len(names) > 1:
+                argv += ["--initial-cluster-token", "emergence-" + "-".join(names)]
+            if material is not None:
+                m = material
+                argv += ["--client-cert-auth", "--trusted-ca-file", m.ca,
+                         "--cert-file", m.cert, "--key-file", m.key,
+                         "--peer-client-cert-auth", "--peer-trusted-ca-file", m.ca,
+                         "--peer-cert-file", m.cert, "--peer-key-file", m.key]
+            path = log if len(names) == 1 or not log else f"{log}.{name}"
+            out = open(path or os.devnull, "ab")
+            try:
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=out,
+                                              stdin=subprocess.DEVNULL,
+                                              start_new_session=detach))
+            finally:
+                out.close()
+        for url, proc in zip(urls, procs):
+            wait_ready(url, proc, material=material)
     except BaseException:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         raise
-    return proc, url
+    return procs, urls
 
 
 def wait_ready(url, proc=None, timeout=20.0, material=None):

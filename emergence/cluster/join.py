@@ -147,7 +147,7 @@ def answer(material, body, admin=None):
     ca_cert = material.ca_cert()
     cert = pki.issue(ca_key, ca_cert, csr.public_key(), name, tok["roles"])
     info = material.info
-    admin = admin or Admin(info["endpoints"][0], material, user=material.root_user())
+    admin = admin or Admin(info["endpoints"], material, user=material.root_user())
     rbac.add_node(admin, info["prefix"], name, tok["roles"],
                   etcd_password(tok["secret"], name))
     out = {"cert": pki.cert_pem(cert).decode(), "ca": pki.cert_pem(ca_cert).decode(),

@@ -33,7 +33,8 @@ DEFAULTS = {"lease_ttl": 5.0, "interval": 0.5, "ack_timeout": 3.0, "timeout": 60
 STALE_AFTER = 30.0  # seconds: an older load measurement is not used (allocations are)
 # the keys whose change calls for a pass (telemetry moves every heartbeat: not it)
 WAKING = ("tasks/", "results/", "ack/", "members/", "leader", "config/")
-SCHEDULERS = ("InterferenceAwareScheduler", "RandomScheduler")
+SCHEDULERS = ("InterferenceAwareScheduler", "RandomScheduler", "LeastAllocated",
+              "BalancedAllocation")
 
 
 def hosts_view(snap, include_unresponsive=True, stale_after=STALE_AFTER, at=None):
@@ -120,6 +121,24 @@ def rank_task(spec, snap, settings, exclude=()):
     return score.rank(hosts, task, s_green=float(settings.get("s_green", 0.0)), cost=cost,
                       locate=locate, origin=spec.get("origin"),
                       s_locality=float(settings.get("s_locality", 1.0)))
+
+
+def candidates(spec, snap, settings, rng=random):
+    """The hosts that can take SPEC, best first by the chosen scheduler
+    (config/scheduler): D_max (InterferenceAwareScheduler, the default),
+    Kubernetes' LeastAllocated or BalancedAllocation (k8s.py), or random;
+    unresponsive hosts last in every case."""
+    ranked = [r for r in rank_task(spec, snap, settings) if "excluded" not in r]
+    name = settings.get("scheduler")
+    if name == "RandomScheduler":
+        rng.shuffle(ranked)
+        ranked.sort(key=lambda r: r.get("unresponsive", False))
+    elif name in ("LeastAllocated", "BalancedAllocation"):
+        from . import k8s
+        stale = float(settings.get("stale_after", STALE_AFTER))
+        ranked = k8s.order(ranked, hosts_view(snap, stale_after=stale),
+                           task_demand(spec, snap), name)
+    return ranked
 
 
 class Commander:
@@ -265,12 +284,7 @@ class Commander:
 
     def _dispatch(self, tid, spec, st, snap, settings, why):
         tried = [a["host"] for a in st.get("history", [])]
-        if settings.get("scheduler") == "RandomScheduler":
-            ranked = [r for r in rank_task(spec, snap, settings) if "excluded" not in r]
-            self.rng.shuffle(ranked)
-            ranked.sort(key=lambda r: r.get("unresponsive", False))
-        else:
-            ranked = [r for r in rank_task(spec, snap, settings) if "excluded" not in r]
+        ranked = candidates(spec, snap, settings, self.rng)
         why = why or st.get("requeued")
         if not ranked:
             # nowhere to go now: pending again (and off the silent host), keeping
@@ -292,7 +306,7 @@ class Commander:
         new = {"state": "assigned", "host": best["name"], "attempt": attempt,
                "dispatched": t, "history": history, "D": best["D"],
                "D_green": best["D_green"], "D_max": best["D_max"],
-               "load": best.get("load")}
+               "load": best.get("load"), "scheduler": settings.get("scheduler")}
         puts = [(new, "status", tid),
                 ({"attempt": attempt, "spec": spec, "dispatched": t},
                  "assign", best["name"], tid)]

@@ -12,7 +12,7 @@ from ..errors import EmergenceError
 TITLE = "Cluster (tasks placed across nodes; state in etcd, --etcd URL)"
 
 ETCD = Option(VALUE, "the cluster's etcd (default $EMERGENCE_ETCD, else the one this "
-                     "node joined)", "URL")
+                     "node joined; several: URLs joined by commas, tried in turn)", "URL")
 PREFIX = Option(VALUE, "key prefix in etcd (default the cluster's, /emergence/)", "PREFIX")
 CLUSTER_DIR = Option(VALUE, "this node's certificates and etcd user (default "
                             "$EMERGENCE_CLUSTER_DIR or /var/lib/emergence/cluster)", "DIR")
@@ -31,7 +31,7 @@ def _cluster(opts):
     """The cluster this command talks to: with this node's certificate, or
     plain http with --insecure (and a warning)."""
     from .state import DEFAULT_ENDPOINT, DEFAULT_PREFIX, Cluster
-    url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD")
+    url = opts.get("etcd") or opts.get("endpoints") or os.environ.get("EMERGENCE_ETCD")
     if opts.get("insecure"):
         from ..cluster.bootstrap import warn_insecure
         warn_insecure()
@@ -39,7 +39,7 @@ def _cluster(opts):
                        prefix=opts.get("prefix") or DEFAULT_PREFIX, insecure=True)
     m = _material(opts)
     if not url and m.exists():
-        url = m.info["endpoints"][0]
+        url = m.info["endpoints"]  # every member: the client fails over
     prefix = opts.get("prefix") or (m.info.get("prefix") if m.exists() else None)
     return Cluster(url or DEFAULT_ENDPOINT, prefix=prefix or DEFAULT_PREFIX,
                    material=m)
@@ -123,21 +123,36 @@ def _init(opts):
     from urllib.parse import urlparse
 
     from ..cluster import etcd
+    from ..cluster.client import endpoints
     state = "/var/lib/emergence"
+    members = _members_flag(opts)
+    given = opts.get("endpoints") or opts.get("etcd") or os.environ.get("EMERGENCE_ETCD")
     if opts.get("insecure"):
         from ..cluster.bootstrap import warn_insecure
         warn_insecure()
-        url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD") or "http://127.0.0.1:2379"
+        url = given or "http://127.0.0.1:2379"
     else:
-        url = opts.get("etcd") or os.environ.get("EMERGENCE_ETCD") or "https://127.0.0.1:2379"
+        url = given or "https://127.0.0.1:2379"
+    urls = endpoints(url)
     m = _material(opts)
-    try:
-        etcd.wait_ready(url, timeout=0.5, material=m)
-        sys.stdout.write(f"etcd already answers at {url}; add nodes with "
+    answering = []
+    for one in urls:
+        try:
+            etcd.wait_ready(one, timeout=0.5, material=m)
+            answering.append(one)
+        except EmergenceError:
+            pass
+    if answering:
+        if opts.get("endpoints") and m.exists() and not opts.get("insecure"):
+            # join given members: this node's clients use all of them
+            m.save_info(**dict(m.info, endpoints=urls))
+        sys.stdout.write(f"etcd already answers at {','.join(answering)}; add nodes with "
                          "`emergence cluster token create` and `emergence cluster join`\n")
         return 0
-    except EmergenceError:
-        pass
+    if opts.get("endpoints"):
+        raise UsageError(f"--endpoints {','.join(urls)}: no member answers; start them, or "
+                         "use --members N to start N members here")
+    url = urls[0]
     u = urlparse(url)
     if u.scheme == "http" and not opts.get("insecure"):
         raise UsageError(f"--etcd {url} is plain http: use https:// or pass --insecure")
@@ -150,17 +165,30 @@ def _init(opts):
         sys.stdout.write(f"etcd at {url} (pid {proc.pid}, data {data}, prefix {prefix}, "
                          "INSECURE)\n")
         return 0
-    from ..cluster.bootstrap import init
-    proc, url, m = init(m.dir, data, name=opts.get("name"), prefix=prefix,
-                        client_port=u.port or 2379, log=log, detach=True,
-                        also_listen=opts.get("address", []))
-    sys.stdout.write(f"etcd at {url} (pid {proc.pid}, data {data}, prefix "
+    from ..cluster.bootstrap import init_members
+    procs, urls, m = init_members(m.dir, data, members, name=opts.get("name"), prefix=prefix,
+                                  client_port=u.port or 2379, log=log, detach=True,
+                                  also_listen=opts.get("address", []))
+    url, pids = ",".join(urls), ",".join(str(p.pid) for p in procs)
+    sys.stdout.write(f"etcd at {url} (pid {pids}, data {data}, prefix "
                      f"{m.info['prefix']}), TLS and RBAC; this node is "
                      f"{m.info['name']} (command, worker), certificates in {m.dir}\n"
                      "add a node: `emergence cluster token create --role worker > FILE` here, "
                      "then `emergence cluster join --from http://THIS-NODE:7480 "
                      "--token-file FILE` there\n")
     return 0
+
+
+def _members_flag(opts):
+    raw = opts.get("members") or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 9 or n % 2 == 0:
+        raise UsageError(f"--members {raw!r}: use 1, 3, 5, 7 or 9 (an odd number keeps a "
+                         "majority when one fails)")
+    return n
 
 
 def _token(opts):
@@ -363,7 +391,7 @@ def _tasks(ctx, opts, args):
 def _place(ctx, opts, args):
     from .. import fastjson
     from . import score
-    from .commander import DEFAULTS, rank_task, task_demand
+    from .commander import DEFAULTS, candidates, rank_task, task_demand
     if len(args) != 1:
         raise UsageError("usage: emergence place [--explain] TASK")
     snap = _cluster(opts).snapshot()
@@ -376,7 +404,8 @@ def _place(ctx, opts, args):
     if opts.get("json"):
         sys.stdout.write(fastjson.dumps(ranked) + "\n")
         return 0
-    best = ranked[0]["name"] if ranked and "excluded" not in ranked[0] else None
+    chosen = candidates(spec, snap, settings)
+    best = chosen[0]["name"] if chosen else None
     if not opts.get("explain"):
         sys.stdout.write(f"{best or '(no host fits)'}\n")
         return 0
@@ -391,6 +420,10 @@ def _place(ctx, opts, args):
         f"  now: {st.get('state', 'pending')} on {st.get('host') or '-'} "
         f"(attempt {st.get('attempt', 0)})\n")
     sys.stdout.write("\n".join(score.explain(ranked)) + "\n")
+    if chosen and "k8s_score" in chosen[0]:
+        sys.stdout.write(f"  scheduler {settings['scheduler']} (Kubernetes' score, 0..100) "
+                         "chooses in this order: " + ", ".join(
+                             f"{r['name']} {r['k8s_score']:.1f}" for r in chosen) + "\n")
     return 0
 
 
@@ -415,6 +448,12 @@ VERBS = [
                                         "come from", "DIR"),
           "allow-bind": Option(MULTI, "join --role worker: a host path tasks may bind "
                                       "mount", "PATH"),
+          "members": Option(VALUE, "init: etcd members to start on this host, each its own "
+                                   "process, data dir and ports (default 1; 3 survives "
+                                   "one failure)", "N"),
+          "endpoints": Option(VALUE, "init: an etcd cluster already running (URLs joined "
+                                     "by commas) to use instead of starting one; every "
+                                     "verb: the same as --etcd", "URL,URL"),
           "data-dir": Option(VALUE, "init: etcd's data (default "
                                     "/var/lib/emergence/place/etcd)", "DIR"),
           "role": Option(VALUE, "join: worker (runs tasks) or command (places them); "

@@ -4,9 +4,12 @@ interference-aware scheduler's: POST a schedule request, set the scheduler,
 set the energy scalar; 200, or 400 with one line on malformed input).
 
   POST /place/api/schedule       {"ID": task, "HOST_IDS": [...]} -> {"ID", "HOST_ID"}
-  POST /place/api/scheduler      {"model_name": "InterferenceAwareScheduler"|"RandomScheduler"}
+  POST /place/api/scheduler      {"model_name": "InterferenceAwareScheduler"|"RandomScheduler"
+                                  |"LeastAllocated"|"BalancedAllocation"}
   POST /place/api/iaEnergyScalar {"energy_cost_scalar": number}
   GET  /place/api/status         this service's status
+  POST /place/extender/filter     kube-scheduler's extender (extender.py): ExtenderArgs ->
+  POST /place/extender/prioritize ExtenderFilterResult / HostPriorityList (scores 0..10)
 
 Settings go to etcd (config/…), so every command node uses them.  With
 `cluster_init` the service starts a local etcd itself (data in its state
@@ -24,7 +27,9 @@ from ..errors import EmergenceError
 
 SCHEDULER_NAMES = {"InterferenceAwareScheduler": "InterferenceAwareScheduler",
                    "InteferenceAwareScheduler": "InterferenceAwareScheduler",  # background
-                   "RandomScheduler": "RandomScheduler"}
+                   "RandomScheduler": "RandomScheduler",
+                   "LeastAllocated": "LeastAllocated",  # Kubernetes' defaults (k8s.py)
+                   "BalancedAllocation": "BalancedAllocation"}
 
 
 class Service:
@@ -164,7 +169,13 @@ class Service:
         return [access.control(web.post("/place/api/schedule", self._schedule)),
                 access.control(web.post("/place/api/scheduler", self._scheduler)),
                 access.control(web.post("/place/api/iaEnergyScalar", self._energy)),
-                access.read(web.get("/place/api/status", self._status))]
+                access.read(web.get("/place/api/status", self._status)),
+                # control, as /place/api/schedule: they read every node's load and
+                # cost a snapshot of etcd each; kube-scheduler authenticates with a
+                # client certificate of the cluster CA (its extender tlsConfig)
+                access.control(web.post("/place/extender/filter", self._extender_filter)),
+                access.control(web.post("/place/extender/prioritize",
+                                        self._extender_prioritize))]
 
     @staticmethod
     def _bad(msg):
@@ -206,7 +217,7 @@ class Service:
         return web.json_response({"ID": tid, "HOST_ID": result})
 
     def _choose(self, tid, hosts, demand):
-        from .commander import DEFAULTS, rank_task
+        from .commander import DEFAULTS, candidates
         from .tasks import validate
         snap = self.cluster.snapshot()
         spec = snap.get("tasks", {}).get(tid)
@@ -216,16 +227,38 @@ class Service:
             spec = validate({"kind": "sleep", "id": "api", "demand": demand})
         settings = {k: DEFAULTS[k] for k in ("s_green", "scheduler", "cost")}
         settings.update(snap.get("config", {}))
-        ranked = [r for r in rank_task(spec, snap, settings) if "excluded" not in r]
+        ranked = candidates(spec, snap, settings)
         if hosts is not None:
             allowed = {str(h) for h in hosts}
             ranked = [r for r in ranked if r["name"] in allowed]
         if not ranked:
             raise EmergenceError("no host in HOST_IDS can take the task")
-        if settings.get("scheduler") == "RandomScheduler":
-            import random
-            return random.choice(ranked)["name"]
         return ranked[0]["name"]
+
+    async def _extender(self, request, fn):
+        from aiohttp import web
+        body, err = await self._body(request)
+        if err:
+            return err
+
+        def decide():
+            from .commander import DEFAULTS
+            snap = self.cluster.snapshot()
+            settings = {k: DEFAULTS[k] for k in ("s_green", "scheduler", "cost")}
+            settings.update(snap.get("config", {}))
+            return fn(body, snap, settings)
+        try:
+            return web.json_response(await self._offload(decide))
+        except EmergenceError as e:
+            return self._bad(str(e))
+
+    async def _extender_filter(self, request):
+        from .extender import filter_result
+        return await self._extender(request, filter_result)
+
+    async def _extender_prioritize(self, request):
+        from .extender import priorities
+        return await self._extender(request, priorities)
 
     async def _setting(self, request):
         """(body, None) of a settings call (authorised by its route's class), or

@@ -82,8 +82,8 @@ class Cluster:
 
     def __init__(self, endpoint=DEFAULT_ENDPOINT, prefix=DEFAULT_PREFIX, timeout=3.0,
                  material=None, insecure=False):
-        from ..cluster.client import connect
-        self.endpoint = endpoint
+        from ..cluster.client import connect, endpoints
+        self.endpoint = ",".join(endpoints(endpoint))  # several: failed over in order
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.material, self.insecure = material, insecure
         self.client = connect(endpoint, material, insecure, timeout)
