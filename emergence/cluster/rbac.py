@@ -4,8 +4,11 @@
   emergence-command         read and write everything under P
   emergence-reader          read everything under P
   emergence-worker-NAME     read everything under P; write only
-                              P/members/NAME, P/telemetry/NAME, P/holdings/NAME
-                              (its own),
+                              P/members/NAME, P/telemetry/NAME, P/holdings/NAME,
+                              P/netlease/NAME/ (its node subnets, relay/leases.py)
+                              (its own), P/netclaim/ (subnet claims: as ack/, a
+                              worker can forge one and so block a subnet, never
+                              take a node's traffic, which follows netlease/),
                               P/assign/NAME/ (deleting what it finished),
                               P/ack/ and P/results/ (keyed by task: etcd's
                               prefix permissions cannot narrow these to a
@@ -78,6 +81,6 @@ def add_node(admin, prefix, name, roles, password):
         _perm(admin, role, "READ", prefix, _end(prefix))
         for key in (f"members/{name}", f"telemetry/{name}", f"holdings/{name}"):
             _perm(admin, role, "READWRITE", prefix + key)
-        for sub in (f"assign/{name}/", "ack/", "results/"):
+        for sub in (f"assign/{name}/", "ack/", "results/", f"netlease/{name}/", "netclaim/"):
             _perm(admin, role, "READWRITE", prefix + sub, _end(prefix + sub))
         admin.call("auth/user/grant", {"user": name, "role": role})

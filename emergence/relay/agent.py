@@ -1,0 +1,157 @@
+"""The overlay agent: one process per node and cluster network that leases
+the node subnet (leases.py), makes the local Relay network and the VXLAN
+device (overlay.py), then follows its peers from an etcd watch — a change
+under `netlease/` or `netclaim/NET/` wakes it; it reads the peers once and
+changes only the differences in the kernel.  Between events it renews its
+alive key, refreshes `seen` and reclaims the claims of nodes gone longer
+than the grace.  SIGTERM is a clean stop: the subnet is released (peers
+drop their entries at once) and the VXLAN device removed; SIGKILL keeps
+everything, and the next start takes the same subnet back.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+from . import leases
+from .overlay import Dataplane, derive_mtu, device_mac, device_name
+
+
+def status_path(state_dir, net):
+    return os.path.join(state_dir, f"overlay-{net}.json")
+
+
+def read_status(state_dir, net):
+    try:
+        with open(status_path(state_dir, net)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Agent:
+    def __init__(self, cluster, net, node, vtep, state_dir, instance=None, ttl=10.0,
+                 mtu=None):
+        self.cluster, self.net, self.node, self.vtep = cluster, net, node, vtep
+        self.state_dir, self.instance, self.ttl, self.mtu = state_dir, instance, ttl, mtu
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.watch = None
+
+    def start(self):
+        self.lease = leases.NodeLease(self.cluster, self.net, self.node, self.vtep,
+                                      mac=device_mac(self.node, self.net), ttl=self.ttl)
+        doc = self.lease.doc
+        self.subnet = self.lease.acquire()
+        self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, self.subnet,
+                            self.lease.mac)
+        under, _, under_mtu = self.dp.underlay()
+        self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"))
+        self._relay_network()
+        self.dp.ensure(self.mtu_value)
+        self.status = {"network": self.net, "node": self.node, "subnet": str(self.subnet),
+                       "vtep": self.vtep, "device": device_name(self.net),
+                       "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
+                       "underlay": under, "underlay_mtu": under_mtu, "vni": doc["vni"],
+                       "port": doc["port"], "pid": os.getpid()}
+        self._write_status()
+        return self.subnet
+
+    def _write_status(self):
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        path = status_path(self.state_dir, self.net)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(self.status, peers=sorted(self.dp.peers)), f, indent=1)
+        os.replace(tmp, path)
+
+    def _relay_network(self):
+        """The local Relay network: the node subnet on a bridge, the derived MTU."""
+        from .engine import Relay
+        from .graph import network_from_dict
+        relay = Relay(self.state_dir, instance=self.instance)
+        have = relay.desired().networks.get(self.net)
+        want = {"subnets": [str(self.subnet)], "mtu": self.mtu_value,
+                "owner": f"cluster:{self.net}", "allow_overlap": True}
+        if have is not None:
+            if [str(s) for s in have.subnets] == want["subnets"] and have.mtu == want["mtu"]:
+                return
+            relay.remove_network(self.net, force=True)
+        relay.create_network(network_from_dict(self.net, want, f"network {self.net}",
+                                                relay.instance))
+
+    def wanted(self):
+        return {n: (r["subnet"], r["vtep"], r["mac"])
+                for n, r in leases.peers(self.cluster, self.net).items()
+                if n != self.node and r.get("vtep") and r.get("mac")}
+
+    def sync(self):
+        n = self.dp.sync(self.wanted())
+        if n:
+            self._write_status()
+        return n
+
+    def run(self):
+        """Follow the peers until stop(); returns when stopped."""
+        from ..place.watch import PrefixWatch
+        self.watch = PrefixWatch(self.cluster, self.cluster.prefix, self.wake,
+                                 sections=("netlease/", f"netclaim/{self.net}/"))
+        grace = float(self.lease.doc.get("grace", leases.DEFAULT_GRACE))
+        tick = max(0.2, min(self.ttl / 3.0, grace / 4.0))
+        touched = 0.0
+        self.sync()
+        while not self.stopping.is_set():
+            self.wake.wait(tick)
+            if self.stopping.is_set():
+                break
+            self.wake.clear()
+            try:
+                now = time.monotonic()
+                touch = now - touched >= min(grace / 4.0, 300.0)
+                self.lease.renew(touch=touch)
+                if touch:
+                    touched = now
+                    leases.reclaim(self.cluster, self.net, grace)
+                self.sync()
+            except Exception as e:      # etcd away for a moment: keep the kernel as is
+                print(f"emergence net agent: {e}", flush=True)
+        self.watch.stop()
+
+    def stop(self, release=True):
+        self.stopping.set()
+        self.wake.set()
+        if release:
+            self.lease.release()
+            self.dp.remove()
+            try:
+                os.unlink(status_path(self.state_dir, self.net))
+            except OSError:
+                pass
+
+
+def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=None):
+    agent = Agent(cluster, net, node, vtep, state_dir, instance, ttl, mtu)
+    subnet = agent.start()
+    print(f"{net}: node {node} holds {subnet} (VTEP {vtep}, MTU {agent.mtu_value})",
+          flush=True)
+    done = threading.Event()
+
+    def on_term(signum, frame):
+        done.set()
+        agent.stopping.set()
+        agent.wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    while not done.is_set() and t.is_alive():
+        done.wait(0.5)
+    agent.stopping.set()
+    agent.wake.set()
+    t.join(timeout=10)
+    agent.stop(release=True)
+    return 0

@@ -1,0 +1,228 @@
+"""Cluster networks and node-subnet leases in the cluster's etcd.
+
+A cluster network spans nodes: each node leases one node subnet of it, keyed
+by the node's identity (its etcd user, which its certificate names), so
+containers on different nodes have distinct addresses and each node routes a
+peer's whole subnet to that peer.  Keys under the cluster prefix:
+
+  net/NET               the network: subnet, node prefix, VNI, port, grace
+                        (written by `net create --cluster`, a command node)
+  netclaim/NET/SUBNET   the node that holds SUBNET ("10.1.2.0-24"); made in
+                        one transaction with the node's record, so two nodes
+                        never hold one subnet
+  netlease/NODE/NET     NODE's record: subnet, VTEP, the VXLAN device's MAC,
+                        when it was last seen; no etcd lease, so a node that
+                        restarts finds its subnet and gets it back
+  netlease/NODE/NET/alive   on NODE's etcd lease: gone when NODE dies
+
+Peers follow claims whose holder's record names the same subnet: a record
+is writable only by its node (etcd RBAC: workers write `netlease/NAME/`), a
+claim by any worker (the subnet, not the node, is the key, and etcd's
+prefix permissions cannot narrow it), so a worker can at most block a
+subnet, never take another node's traffic.  A killed node keeps its claim:
+its peers keep their entries and it gets the same subnet back.  `release`
+(node leave, the agent's clean stop) drops the claim at once; any node
+reclaims another's claim once that node has been gone longer than the
+network's grace (default 24 h).
+"""
+
+import base64
+import ipaddress
+import json
+import time
+import zlib
+
+from ..errors import EmergenceError
+
+DEFAULT_GRACE = 24 * 3600.0
+DEFAULT_PORT = 4789
+
+
+def _b64(s):
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def _dumps(v):
+    return json.dumps(v, separators=(",", ":"), sort_keys=True)
+
+
+def subnet_key(subnet):
+    return str(subnet).replace("/", "-")
+
+
+def key_subnet(key):
+    return ipaddress.ip_network(key.replace("-", "/"))
+
+
+def default_vni(name):
+    """A VNI derived from the name (stable, 1..2^24-1)."""
+    return zlib.crc32(name.encode()) % 0xFFFFFE + 1
+
+
+def create_network(cluster, name, subnet, node_prefix, vni=None, port=DEFAULT_PORT,
+                   grace=DEFAULT_GRACE, mtu=None):
+    """Store cluster network NAME; one line if it exists or the numbers are wrong."""
+    from . import fields
+    fields.name("net create", name)
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError:
+        raise EmergenceError(f"--subnet {subnet}: not a CIDR with host bits zero, "
+                             "e.g. 10.50.0.0/16") from None
+    if net.version != 4:
+        raise EmergenceError("--subnet: cluster networks are IPv4 for now (VXLAN over IPv4)")
+    try:
+        node_prefix = int(node_prefix)
+    except (TypeError, ValueError):
+        raise EmergenceError(f"--node-prefix {node_prefix!r}: a prefix length, e.g. 24")
+    if not net.prefixlen < node_prefix <= 30:
+        raise EmergenceError(f"--node-prefix {node_prefix}: between /{net.prefixlen + 1} and "
+                             f"/30 for {net}")
+    vni = default_vni(name) if vni is None else int(vni)
+    if not 1 <= vni < 1 << 24:
+        raise EmergenceError(f"--vni {vni}: 1 to 16777215")
+    if not 0 < float(grace):
+        raise EmergenceError(f"--grace {grace}: seconds, more than 0")
+    doc = {"subnet": str(net), "node_prefix": node_prefix, "vni": vni, "port": int(port),
+           "grace": float(grace), "encrypt": None, "created": time.time()}
+    if mtu is not None:
+        doc["mtu"] = int(mtu)
+    if not cluster.create(doc, "net", name):
+        raise EmergenceError(f"cluster network {name!r} exists; see `emergence net inspect "
+                             f"{name} --cluster`")
+    return doc
+
+
+def get_network(cluster, name):
+    doc = cluster.get("net", name)
+    if doc is None:
+        raise EmergenceError(f"no cluster network {name!r}; make it with `emergence net "
+                             f"create {name} --cluster --subnet CIDR --node-prefix N`")
+    return doc
+
+
+def peers(cluster, name, doc=None):
+    """{node: record} of the nodes that validly hold a subnet of NAME."""
+    claims = cluster.items("netclaim", name)
+    leases = cluster.items("netlease")
+    out = {}
+    for skey, node in claims.items():
+        rec = leases.get(f"{node}/{name}")
+        if isinstance(rec, dict) and rec.get("subnet") == str(key_subnet(skey)):
+            out[node] = dict(rec, alive=f"{node}/{name}/alive" in leases)
+    return out
+
+
+class NodeLease:
+    """This node's subnet of cluster network NAME."""
+
+    def __init__(self, cluster, name, node, vtep, mac=None, ttl=10.0):
+        self.cluster, self.name, self.node = cluster, name, node
+        self.vtep, self.mac, self.ttl = vtep, mac, ttl
+        self.doc = get_network(cluster, name)
+        self.subnet = None
+        self.etcd_lease = None
+
+    def _txn(self, compare, success):
+        return bool(self.cluster.client.transaction(
+            {"compare": compare, "success": success, "failure": []}).get("succeeded"))
+
+    def _put(self, key, value, lease=None):
+        op = {"key": _b64(key), "value": _b64(_dumps(value))}
+        if lease is not None:
+            op["lease"] = lease.id
+        return {"request_put": op}
+
+    def record(self):
+        return {"node": self.node, "subnet": str(self.subnet), "vtep": self.vtep,
+                "mac": self.mac, "seen": time.time()}
+
+    def acquire(self):
+        """Take (or take back) a node subnet; returns it."""
+        c, name = self.cluster, self.name
+        net = ipaddress.ip_network(self.doc["subnet"])
+        mine = c.get("netlease", self.node, name)
+        claims = c.items("netclaim", name)
+        held = {str(key_subnet(k)): n for k, n in claims.items()}
+        order = []
+        if isinstance(mine, dict) and mine.get("subnet"):
+            order.append(ipaddress.ip_network(mine["subnet"]))
+        order += list(net.subnets(new_prefix=self.doc["node_prefix"]))
+        for s in order:
+            if held.get(str(s), self.node) != self.node:
+                continue
+            ckey = c.key("netclaim", name, subnet_key(s))
+            self.subnet = s
+            if held.get(str(s)) == self.node:
+                cmp = [{"key": _b64(ckey), "result": "EQUAL", "target": "VALUE",
+                        "value": _b64(_dumps(self.node))}]
+            else:
+                cmp = [{"key": _b64(ckey), "result": "EQUAL", "target": "CREATE",
+                        "create_revision": 0}]
+            if self._txn(cmp, [self._put(ckey, self.node),
+                               self._put(c.key("netlease", self.node, name),
+                                         self.record())]):
+                self.alive()
+                return s
+            held = {str(key_subnet(k)): n for k, n in c.items("netclaim", name).items()}
+        raise EmergenceError(f"cluster network {name!r} has no free node subnet "
+                             f"(/{self.doc['node_prefix']} of {self.doc['subnet']}); "
+                             "remove a node or make a network with a longer --node-prefix")
+
+    def alive(self):
+        """Put the alive key on a fresh etcd lease (or keep the current one)."""
+        if self.etcd_lease is None:
+            self.etcd_lease = self.cluster.lease(self.ttl)
+        self.cluster.put(True, "netlease", self.node, self.name, "alive",
+                         lease=self.etcd_lease)
+
+    def renew(self, touch=False):
+        """Keep the alive key; with TOUCH also refresh `seen` in the record."""
+        if self.etcd_lease is None or self.etcd_lease.refresh() <= 0:
+            self.etcd_lease = None
+            self.alive()
+        if touch:
+            self.cluster.put(self.record(), "netlease", self.node, self.name)
+
+    def release(self):
+        """Give the subnet back (node leave, a clean stop): peers drop us now."""
+        c = self.cluster
+        if self.subnet is not None:
+            ckey = c.key("netclaim", self.name, subnet_key(self.subnet))
+            self._txn([{"key": _b64(ckey), "result": "EQUAL", "target": "VALUE",
+                        "value": _b64(_dumps(self.node))}],
+                      [{"request_delete_range": {"key": _b64(ckey)}}])
+        c.delete("netlease", self.node, self.name, "alive")
+        if self.etcd_lease is not None:
+            try:
+                self.etcd_lease.revoke()
+            except Exception:
+                pass
+            self.etcd_lease = None
+
+
+def reclaim(cluster, name, grace=None, now=None):
+    """Drop claims of NAME whose node has been gone longer than the grace (or
+    that no record backs); returns the subnets freed.  Any node may run it:
+    each delete is a transaction on the claim's value, so a node that comes
+    back meanwhile keeps its subnet."""
+    doc = get_network(cluster, name)
+    grace = float(doc.get("grace", DEFAULT_GRACE) if grace is None else grace)
+    now = time.time() if now is None else now
+    leases = cluster.items("netlease")
+    freed = []
+    for skey, node in cluster.items("netclaim", name).items():
+        rec = leases.get(f"{node}/{name}")
+        valid = isinstance(rec, dict) and rec.get("subnet") == str(key_subnet(skey))
+        if valid and (f"{node}/{name}/alive" in leases
+                      or now - float(rec.get("seen", 0)) < grace):
+            continue
+        ckey = cluster.key("netclaim", name, skey)
+        ok = cluster.client.transaction({
+            "compare": [{"key": _b64(ckey), "result": "EQUAL", "target": "VALUE",
+                         "value": _b64(_dumps(node))}],
+            "success": [{"request_delete_range": {"key": _b64(ckey)}}],
+            "failure": []}).get("succeeded")
+        if ok:
+            freed.append(str(key_subnet(skey)))
+    return freed

@@ -1,0 +1,259 @@
+"""Relay across hosts: cluster networks in the cluster's etcd (leases.py) and
+the VXLAN overlay (overlay.py, agent.py).
+
+Three hosts are network namespaces joined by a bridge in a fourth (the
+underlay), all made and removed here; the test's own namespace reaches the
+underlay through one veth the test makes (etcd listens there too).  Each host
+runs its own `emergence net agent` with its own state dir and node
+certificate against one secure etcd; "containers" are namespaces attached
+to the host's Relay network with `emergence net attach`."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+from place.conftest import SecureEtcd, emergence_command, wait_for
+
+NET = "ovl"
+UNDERLAY_MTU = 1400
+
+
+def sh(*cmd, check=True, timeout=60):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode:
+        raise AssertionError(f"{cmd}: {r.returncode} {r.stderr.strip()}")
+    return r
+
+
+def nsx(ns, *cmd, **kw):
+    return sh("ip", "netns", "exec", ns, *cmd, **kw)
+
+
+class Lab:
+    """The underlay, the hosts, their agents and containers; remove() undoes all."""
+
+    def __init__(self, tmp):
+        self.tmp, self.tag = tmp, uuid.uuid4().hex[:5]
+        self.ns, self.links, self.agents, self.hosts = [], [], {}, {}
+        used = sh("ip", "-4", "addr").stdout
+        for _ in range(50):
+            self.net = f"10.217.{random.randrange(1, 255)}"
+            if f"{self.net}." not in used:
+                break
+        self.under = self._ns("u")
+        nsx(self.under, "ip", "link", "add", "br0", "type", "bridge")
+        nsx(self.under, "ip", "link", "set", "br0", "up")
+        # the test's side: one veth it made, so etcd is reachable from the hosts
+        self.host_if = f"rlo{self.tag}"
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", "tst",
+           "netns", self.under)
+        self.links.append(self.host_if)
+        sh("ip", "addr", "add", f"{self.net}.254/24", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        nsx(self.under, "ip", "link", "set", "tst", "master", "br0", "up")
+        self.etcd_ip = f"{self.net}.254"
+
+    def _ns(self, role):
+        name = f"rl-{role}-{self.tag}"
+        sh("ip", "netns", "add", name)
+        self.ns.append(name)
+        nsx(name, "ip", "link", "set", "lo", "up")
+        return name
+
+    def add_host(self, i):
+        ns = self._ns(f"h{i}")
+        sh("ip", "-n", self.under, "link", "add", f"p{i}", "mtu", str(UNDERLAY_MTU), "type",
+           "veth", "peer", "name", "eth0", "netns", ns)
+        nsx(self.under, "ip", "link", "set", f"p{i}", "master", "br0", "up")
+        nsx(ns, "ip", "link", "set", "eth0", "mtu", str(UNDERLAY_MTU), "up")
+        nsx(ns, "ip", "addr", "add", f"{self.net}.{i}/24", "dev", "eth0")
+        self.hosts[i] = {"ns": ns, "vtep": f"{self.net}.{i}",
+                         "state": os.path.join(self.tmp, f"state-h{i}")}
+        return ns
+
+    def container(self, i, cname):
+        h = self.hosts[i]
+        ns = self._ns(f"c{cname}")
+        r = nsx(h["ns"], *emergence_command(), "net", "attach", NET, cname,
+                f"/var/run/netns/{ns}", "--state", h["state"])
+        return ns, r.stdout.split()[0].split("/")[0]
+
+    def remove(self):
+        for p in self.agents.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for name in self.ns:
+            sh("ip", "netns", "del", name, check=False)
+        for link in self.links:
+            sh("ip", "link", "del", link, check=False)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    lab = Lab(str(tmp_path))
+    sec = SecureEtcd(tempfile.mkdtemp(prefix="pl-etcd-"), f"/ov-{lab.tag}/",
+                     also_listen=[lab.etcd_ip])
+    lab.sec = sec
+    lab.url = sec.url.replace("127.0.0.1", lab.etcd_ip)
+    try:
+        yield lab
+    finally:
+        lab.remove()
+        sec.stop()
+
+
+def cli(lab, *args, creds=None, ns=None, check=True):
+    cmd = emergence_command() + ["net", *args, "--etcd", lab.url, "--prefix", lab.sec.prefix,
+                                 "--cluster-dir", creds or lab.sec.material.dir]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    return sh(*cmd, check=check)
+
+
+def start_agent(lab, i):
+    h = lab.hosts[i]
+    if "creds" not in h:
+        h["creds"] = lab.sec.issue(f"h{i}", ["worker"]).dir
+    log = open(os.path.join(lab.tmp, f"agent-h{i}.log"), "a")
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", h["ns"]] + emergence_command() + [
+            "net", "agent", NET, "--cluster", "--etcd", lab.url, "--prefix", lab.sec.prefix,
+            "--cluster-dir", h["creds"], "--vtep", h["vtep"], "--state", h["state"],
+            "--lease-ttl", "2"], stdout=log, stderr=log)
+    lab.agents[i] = p
+    assert wait_for(lambda: status(lab, i) and status(lab, i)["pid"] != h.get("pid"), 30), \
+        open(log.name).read()
+    h["pid"] = status(lab, i)["pid"]
+    return status(lab, i)
+
+
+def status(lab, i):
+    try:
+        with open(os.path.join(lab.hosts[i]["state"], f"overlay-{NET}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def peer_entries(lab, i):
+    """What host I's kernel holds for its peers: FDB, neighbours, routes."""
+    ns, dev = lab.hosts[i]["ns"], status(lab, i)["device"] if status(lab, i) else None
+    if dev is None:
+        return "", "", ""
+    fdb = nsx(ns, "bridge", "fdb", "show", "dev", dev, check=False).stdout
+    neigh = nsx(ns, "ip", "neigh", "show", "dev", dev, check=False).stdout
+    routes = nsx(ns, "ip", "route", "show", "dev", dev, check=False).stdout
+    return fdb, neigh, routes
+
+
+def reaches(src_ns, addr):
+    return nsx(src_ns, "ping", "-c", "1", "-W", "1", addr, check=False).returncode == 0
+
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(4); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(str(n).encode()); c.close()
+"""
+
+CLIENT = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
+s.settimeout(20); s.connect((sys.argv[1], 7000))
+s.sendall(b"x" * (1 << 20)); s.shutdown(socket.SHUT_WR)
+print(s.recv(64).decode())
+"""
+
+
+def transfer(lab, src_ns, dst_ns, addr):
+    """1 MiB over TCP with DF set, from SRC_NS to a server in DST_NS: bytes received."""
+    srv = subprocess.Popen(["ip", "netns", "exec", dst_ns, "python3", "-c", SERVER],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        r = nsx(src_ns, "python3", "-c", CLIENT, addr, check=False)
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.strip())
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+@pytest.mark.slow
+def test_three_hosts_reach_each_other_and_keep_subnets(lab):
+    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
+        "--grace", "4")
+    for i in (1, 2, 3):
+        lab.add_host(i)
+    subnets = {i: start_agent(lab, i)["subnet"] for i in (1, 2, 3)}
+    assert len(set(subnets.values())) == 3
+    # every host holds the other two: 2 FDB entries, 2 neighbours, 2 routes
+    for i in (1, 2, 3):
+        assert wait_for(lambda i=i: len(status(lab, i)["peers"]) == 2, 20), status(lab, i)
+    ca, a_ip = lab.container(1, "ca")
+    cb, b_ip = lab.container(2, "cb")
+    cc, c_ip = lab.container(3, "cc")
+
+    # MTU: the underlay's minus 50, derived by itself and shown by inspect
+    st = status(lab, 1)
+    assert st["mtu"] == UNDERLAY_MTU - 50 and "eth0" in st["mtu_derived"]
+    assert f"mtu {UNDERLAY_MTU - 50} " in nsx(ca, "ip", "link", "show", "eth0").stdout
+    doc = json.loads(cli(lab, "inspect", NET, "--cluster", "--state", lab.hosts[1]["state"],
+                         creds=lab.hosts[1]["creds"]).stdout)
+    assert {n["node"] for n in doc["nodes"]} == {"h1", "h2", "h3"}
+    assert doc["this_node"]["mtu"] == UNDERLAY_MTU - 50
+    assert "underlay eth0 MTU 1400 - 50" in doc["this_node"]["mtu_derived"]
+
+    # A reaches B and C by IP: ping, and TCP with DF set (1 MiB, no black hole)
+    assert wait_for(lambda: reaches(ca, b_ip), 10) and reaches(ca, c_ip)
+    assert reaches(cb, c_ip)
+    assert transfer(lab, ca, cb, b_ip) == 1 << 20
+    assert transfer(lab, ca, cc, c_ip) == 1 << 20
+    big = str(UNDERLAY_MTU - 50 - 28)
+    assert nsx(ca, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", big, b_ip,
+               check=False).returncode == 0
+
+    # B killed and restarted: same subnet, and A's kernel entries never changed
+    before = peer_entries(lab, 1)
+    lab.agents[2].send_signal(signal.SIGKILL)
+    lab.agents[2].wait()
+    assert peer_entries(lab, 1) == before
+    assert start_agent(lab, 2)["subnet"] == subnets[2]
+    assert wait_for(lambda: reaches(ca, b_ip), 10)
+    assert peer_entries(lab, 1) == before
+
+    # C dies for good: after the grace its entries are gone from A and B
+    lab.agents[3].send_signal(signal.SIGKILL)
+    lab.agents[3].wait()
+    gone = subnets[3].split("/")[0]
+    assert gone in peer_entries(lab, 1)[2]
+    assert wait_for(lambda: all(gone not in "".join(peer_entries(lab, i)) and
+                                status(lab, 3)["mac"] not in peer_entries(lab, i)[0]
+                                for i in (1, 2)), 30)
+    assert reaches(ca, b_ip)
+
+    # B leaves cleanly (SIGTERM releases): gone from A at once, its device too
+    lab.agents[2].send_signal(signal.SIGTERM)
+    assert lab.agents[2].wait(timeout=20) == 0
+    assert wait_for(lambda: subnets[2].split("/")[0] not in peer_entries(lab, 1)[2], 10)
+    assert nsx(lab.hosts[2]["ns"], "ip", "link", "show", status(lab, 1)["device"],
+               check=False).returncode != 0
+    rows = json.loads(cli(lab, "nodes", NET, "--cluster", "--json").stdout)
+    assert [r["node"] for r in rows] == ["h1"]
