@@ -15,8 +15,9 @@ import signal
 import threading
 import time
 
+from ..errors import EmergenceError
 from . import leases
-from .overlay import Dataplane, derive_mtu, device_mac, device_name
+from .overlay import VXLAN_OVERHEAD, Dataplane, derive_mtu, device_mac, device_name
 
 
 def status_path(state_dir, net):
@@ -49,8 +50,19 @@ class Agent:
                             self.lease.mac)
         under, _, under_mtu = self.dp.underlay()
         self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"))
+        device_mtu = under_mtu - VXLAN_OVERHEAD
+        if not 576 <= self.mtu_value <= device_mtu:
+            raise EmergenceError(f"MTU {self.mtu_value} does not fit: the overlay carries at "
+                                 f"most {device_mtu} ({under} MTU {under_mtu} - "
+                                 f"{VXLAN_OVERHEAD}) and IPv4 needs 576; drop --mtu")
         self._relay_network()
-        self.dp.ensure(self.mtu_value)
+        try:
+            self.dp.ensure(device_mtu)
+        except Exception as e:
+            if type(e).__name__ != "NetlinkError":
+                raise
+            raise EmergenceError(f"cannot make the VXLAN device {self.dp.ifname} on {under}: "
+                                 f"{e}; is VXLAN port {doc['port']} free on this host?")
         self.status = {"network": self.net, "node": self.node, "subnet": str(self.subnet),
                        "vtep": self.vtep, "device": device_name(self.net),
                        "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
@@ -75,9 +87,11 @@ class Agent:
         relay = Relay(self.state_dir, instance=self.instance)
         have = relay.desired().networks.get(self.net)
         want = {"subnets": [str(self.subnet)], "mtu": self.mtu_value,
-                "owner": f"cluster:{self.net}", "allow_overlap": True}
+                "owner": f"cluster:{self.net}", "allow_overlap": True,
+                "cluster_subnet": self.lease.doc["subnet"]}
         if have is not None:
-            if [str(s) for s in have.subnets] == want["subnets"] and have.mtu == want["mtu"]:
+            if have.to_dict().items() >= {k: v for k, v in want.items()
+                                          if k != "allow_overlap"}.items():
                 return
             relay.remove_network(self.net, force=True)
         relay.create_network(network_from_dict(self.net, want, f"network {self.net}",
@@ -89,8 +103,14 @@ class Agent:
                 if n != self.node and r.get("vtep") and r.get("mac")}
 
     def sync(self):
+        before = dict(self.dp.peers)
         n = self.dp.sync(self.wanted())
         if n:
+            for node in sorted(set(before) | set(self.dp.peers)):
+                if before.get(node) != self.dp.peers.get(node):
+                    now = self.dp.peers.get(node)
+                    print(f"{self.net}: peer {node} " + (f"at {now[1]} holds {now[0]}" if now
+                                                           else "gone"), flush=True)
             self._write_status()
         return n
 

@@ -163,13 +163,13 @@ import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 7000)); s.listen(4); print("ready", flush=True)
 while True:
-    c, _ = s.accept(); n = 0
+    c, peer = s.accept(); n = 0
     while True:
         b = c.recv(65536)
         if not b:
             break
         n += len(b)
-    c.sendall(str(n).encode()); c.close()
+    c.sendall(f"{n} {peer[0]}".encode()); c.close()
 """
 
 CLIENT = """
@@ -183,14 +183,16 @@ print(s.recv(64).decode())
 
 
 def transfer(lab, src_ns, dst_ns, addr):
-    """1 MiB over TCP with DF set, from SRC_NS to a server in DST_NS: bytes received."""
+    """1 MiB over TCP with DF set, from SRC_NS to a server in DST_NS: (bytes
+    received, the client's address as the server saw it)."""
     srv = subprocess.Popen(["ip", "netns", "exec", dst_ns, "python3", "-c", SERVER],
                            stdout=subprocess.PIPE, text=True)
     try:
         assert srv.stdout.readline().strip() == "ready"
         r = nsx(src_ns, "python3", "-c", CLIENT, addr, check=False)
         assert r.returncode == 0, r.stderr
-        return int(r.stdout.strip())
+        n, peer = r.stdout.split()
+        return int(n), peer
     finally:
         srv.kill()
         srv.wait()
@@ -206,7 +208,8 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
     assert len(set(subnets.values())) == 3
     # every host holds the other two: 2 FDB entries, 2 neighbours, 2 routes
     for i in (1, 2, 3):
-        assert wait_for(lambda i=i: len(status(lab, i)["peers"]) == 2, 20), status(lab, i)
+        assert wait_for(lambda i=i: len(status(lab, i)["peers"]) == 2, 20), \
+            [status(lab, j) for j in (1, 2, 3)]
     ca, a_ip = lab.container(1, "ca")
     cb, b_ip = lab.container(2, "cb")
     cc, c_ip = lab.container(3, "cc")
@@ -224,8 +227,9 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
     # A reaches B and C by IP: ping, and TCP with DF set (1 MiB, no black hole)
     assert wait_for(lambda: reaches(ca, b_ip), 10) and reaches(ca, c_ip)
     assert reaches(cb, c_ip)
-    assert transfer(lab, ca, cb, b_ip) == 1 << 20
-    assert transfer(lab, ca, cc, c_ip) == 1 << 20
+    # (and B sees A's own address: traffic to the cluster network is not NAT'd)
+    assert transfer(lab, ca, cb, b_ip) == (1 << 20, a_ip)
+    assert transfer(lab, ca, cc, c_ip) == (1 << 20, a_ip)
     big = str(UNDERLAY_MTU - 50 - 28)
     assert nsx(ca, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", big, b_ip,
                check=False).returncode == 0
