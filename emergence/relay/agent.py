@@ -134,7 +134,7 @@ class Agent:
                 self.lease.renew(touch=touch)
                 if touch:
                     touched = now
-                    leases.reclaim(self.cluster, self.net, grace)
+                    leases.reclaim(self.cluster, self.net)
                 self.sync()
             except Exception as e:      # etcd away for a moment: keep the kernel as is
                 print(f"emergence net agent: {e}", flush=True)

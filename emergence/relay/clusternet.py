@@ -107,7 +107,7 @@ def run(opts, sub, rest):
         doc = leases.get_network(c, name)
         rows = [{"node": n, "subnet": r["subnet"], "vtep": r.get("vtep"),
                  "encryption": doc.get("encrypt") or "none",
-                 "alive": r["alive"], "last_seen": r.get("seen")}
+                 "alive": r["alive"], "last_seen": r["seen"]}
                 for n, r in sorted(leases.peers(c, name, doc).items())]
         if sub == "inspect":
             from .agent import read_status

@@ -8,22 +8,26 @@ peer's whole subnet to that peer.  Keys under the cluster prefix:
   net/NET               the network: subnet, node prefix, VNI, port, grace
                         (written by `net create --cluster`, a command node)
   netclaim/NET/SUBNET   the node that holds SUBNET ("10.1.2.0-24"); made in
-                        one transaction with the node's record, so two nodes
-                        never hold one subnet
-  netlease/NODE/NET     NODE's record: subnet, VTEP, the VXLAN device's MAC,
-                        when it was last seen; no etcd lease, so a node that
-                        restarts finds its subnet and gets it back
-  netlease/NODE/NET/alive   on NODE's etcd lease: gone when NODE dies
+                        one transaction with the node's record, so honest
+                        nodes never pick one subnet twice
+  netlease/NODE/NET     NODE's record: subnet, VTEP, the VXLAN device's MAC;
+                        no etcd lease, so a node that restarts finds its
+                        subnet and gets it back; written only when it changes
+  netlease/NODE/NET/seen   when NODE was last up (refreshed while it runs)
+  netlease/NODE/NET/alive  on NODE's etcd lease: gone when NODE dies
 
-Peers follow claims whose holder's record names the same subnet: a record
-is writable only by its node (etcd RBAC: workers write `netlease/NAME/`), a
-claim by any worker (the subnet, not the node, is the key, and etcd's
-prefix permissions cannot narrow it), so a worker can at most block a
-subnet, never take another node's traffic.  A killed node keeps its claim:
-its peers keep their entries and it gets the same subnet back.  `release`
-(node leave, the agent's clean stop) drops the claim at once; any node
-reclaims another's claim once that node has been gone longer than the
-network's grace (default 24 h).
+Who holds a subnet is decided from records alone, which only their node can
+write (etcd RBAC: a worker writes `netlease/NAME/`): a record counts while
+its node is alive or was seen within the network's grace (default 24 h), and
+of two records naming one subnet the older write (lower mod revision) wins.
+Claims are shared (any worker may write `netclaim/`, etcd's prefix
+permissions cannot narrow it), so a worker can forge one and block a subnet
+for honest allocators, but cannot take another node's traffic: its own
+record naming that subnet is younger and loses.  A killed node keeps its
+record: its peers keep their entries and it gets the same subnet back.
+`release` (node leave, the agent's clean stop) drops claim and liveness at
+once; after the grace peers drop a dead node by themselves, and `reclaim`
+(any node) frees its claim for others.
 """
 
 import base64
@@ -101,16 +105,46 @@ def get_network(cluster, name):
     return doc
 
 
-def peers(cluster, name, doc=None):
-    """{node: record} of the nodes that validly hold a subnet of NAME."""
-    claims = cluster.items("netclaim", name)
-    leases = cluster.items("netlease")
+def _records(cluster):
+    """{rest of key under netlease/: (value, mod revision)}."""
+    base = cluster.key("netlease") + "/"
     out = {}
-    for skey, node in claims.items():
-        rec = leases.get(f"{node}/{name}")
-        if isinstance(rec, dict) and rec.get("subnet") == str(key_subnet(skey)):
-            out[node] = dict(rec, alive=f"{node}/{name}/alive" in leases)
+    for v, meta in cluster.client.get_prefix(base):
+        try:
+            out[meta["key"].decode()[len(base):]] = (json.loads(v), int(meta["mod_revision"]))
+        except (ValueError, KeyError):
+            continue
     return out
+
+
+def holders(cluster, name, doc=None, now=None):
+    """{node: record} of the nodes that hold a subnet of NAME: alive or seen
+    within the grace, and for each subnet the oldest such record."""
+    doc = doc or get_network(cluster, name)
+    grace = float(doc.get("grace", DEFAULT_GRACE))
+    now = time.time() if now is None else now
+    recs = _records(cluster)
+    best = {}
+    for key, (rec, rev) in recs.items():
+        node, _, rest = key.partition("/")
+        if rest != name or not isinstance(rec, dict) or rec.get("node") != node:
+            continue
+        alive = f"{node}/{name}/alive" in recs
+        seen = recs.get(f"{node}/{name}/seen", ({}, 0))[0]
+        seen = float(seen.get("seen", 0)) if isinstance(seen, dict) else 0.0
+        if not alive and now - seen >= grace:
+            continue
+        try:
+            subnet = str(ipaddress.ip_network(rec.get("subnet")))
+        except (TypeError, ValueError):
+            continue
+        if subnet not in best or rev < best[subnet][0]:
+            best[subnet] = (rev, node, dict(rec, subnet=subnet, alive=alive, seen=seen))
+    return {node: rec for _, node, rec in best.values()}
+
+
+def peers(cluster, name, doc=None):
+    return holders(cluster, name, doc)
 
 
 class NodeLease:
@@ -135,12 +169,13 @@ class NodeLease:
 
     def record(self):
         return {"node": self.node, "subnet": str(self.subnet), "vtep": self.vtep,
-                "mac": self.mac, "seen": time.time()}
+                "mac": self.mac}
 
     def acquire(self):
         """Take (or take back) a node subnet; returns it."""
         c, name = self.cluster, self.name
         net = ipaddress.ip_network(self.doc["subnet"])
+        reclaim(c, name)                # free what the gone and the forgers hold
         mine = c.get("netlease", self.node, name)
         claims = c.items("netclaim", name)
         held = {str(key_subnet(k)): n for k, n in claims.items()}
@@ -159,9 +194,11 @@ class NodeLease:
             else:
                 cmp = [{"key": _b64(ckey), "result": "EQUAL", "target": "CREATE",
                         "create_revision": 0}]
-            if self._txn(cmp, [self._put(ckey, self.node),
-                               self._put(c.key("netlease", self.node, name),
-                                         self.record())]):
+            ops = [self._put(ckey, self.node),
+                   self._put(c.key("netlease", self.node, name, "seen"), {"seen": time.time()})]
+            if mine != self.record():   # unchanged: keep its revision (its seniority)
+                ops.append(self._put(c.key("netlease", self.node, name), self.record()))
+            if self._txn(cmp, ops):
                 self.alive()
                 return s
             held = {str(key_subnet(k)): n for k, n in c.items("netclaim", name).items()}
@@ -182,7 +219,7 @@ class NodeLease:
             self.etcd_lease = None
             self.alive()
         if touch:
-            self.cluster.put(self.record(), "netlease", self.node, self.name)
+            self.cluster.put({"seen": time.time()}, "netlease", self.node, self.name, "seen")
 
     def release(self):
         """Give the subnet back (node leave, a clean stop): peers drop us now."""
@@ -193,6 +230,7 @@ class NodeLease:
                         "value": _b64(_dumps(self.node))}],
                       [{"request_delete_range": {"key": _b64(ckey)}}])
         c.delete("netlease", self.node, self.name, "alive")
+        c.delete("netlease", self.node, self.name, "seen")
         if self.etcd_lease is not None:
             try:
                 self.etcd_lease.revoke()
@@ -201,21 +239,15 @@ class NodeLease:
             self.etcd_lease = None
 
 
-def reclaim(cluster, name, grace=None, now=None):
-    """Drop claims of NAME whose node has been gone longer than the grace (or
-    that no record backs); returns the subnets freed.  Any node may run it:
-    each delete is a transaction on the claim's value, so a node that comes
-    back meanwhile keeps its subnet."""
+def reclaim(cluster, name, now=None):
+    """Drop the claims of NAME that no current holder backs (a node gone
+    longer than the grace, or a forged claim); returns the subnets freed.
+    Any node may run it: each delete is a transaction on the claim's value."""
     doc = get_network(cluster, name)
-    grace = float(doc.get("grace", DEFAULT_GRACE) if grace is None else grace)
-    now = time.time() if now is None else now
-    leases = cluster.items("netlease")
+    held = {r["subnet"]: n for n, r in holders(cluster, name, doc, now).items()}
     freed = []
     for skey, node in cluster.items("netclaim", name).items():
-        rec = leases.get(f"{node}/{name}")
-        valid = isinstance(rec, dict) and rec.get("subnet") == str(key_subnet(skey))
-        if valid and (f"{node}/{name}/alive" in leases
-                      or now - float(rec.get("seen", 0)) < grace):
+        if held.get(str(key_subnet(skey))) == node:
             continue
         ckey = cluster.key("netclaim", name, skey)
         ok = cluster.client.transaction({
