@@ -158,8 +158,17 @@ class NodeLease:
         self.etcd_lease = None
 
     def _txn(self, compare, success):
-        return bool(self.cluster.client.transaction(
-            {"compare": compare, "success": success, "failure": []}).get("succeeded"))
+        from etcd3gw.exceptions import Etcd3Exception
+
+        from ..place.state import Refused
+        try:
+            return bool(self.cluster.client.transaction(
+                {"compare": compare, "success": success, "failure": []}).get("succeeded"))
+        except Etcd3Exception as e:
+            if "permission denied" not in f"{e} {getattr(e, 'detail_text', '')}":
+                raise
+            raise Refused(f"etcd refused: this node ({self.node}) may not hold a subnet of "
+                          f"{self.name!r}; it needs the worker role") from None
 
     def _put(self, key, value, lease=None):
         op = {"key": _b64(key), "value": _b64(_dumps(value))}

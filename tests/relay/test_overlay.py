@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -261,3 +262,110 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
                check=False).returncode != 0
     rows = json.loads(cli(lab, "nodes", NET, "--cluster", "--json").stdout)
     assert [r["node"] for r in rows] == ["h1"]
+
+
+# -- leases and their attacks, etcd only (no kernel) ----------------------------
+
+@pytest.fixture
+def etcd(tmp_path):
+    sec = SecureEtcd(tempfile.mkdtemp(prefix="pl-etcd-"), f"/ovl-{uuid.uuid4().hex[:6]}/")
+    try:
+        yield sec
+    finally:
+        sec.stop()
+
+
+def as_node(sec, name, roles=("worker",)):
+    from emergence.place.state import Cluster
+    creds = sec.issue(name, list(roles))
+    return Cluster(sec.url, prefix=sec.prefix, material=creds)
+
+
+def admin(sec):
+    from emergence.place.state import Cluster
+    return Cluster(sec.url, prefix=sec.prefix, material=sec.material)
+
+
+def test_leases_keep_subnets_release_and_reclaim_after_grace(etcd):
+    from emergence.relay import leases
+    leases.create_network(admin(etcd), NET, "10.219.0.0/16", 24, grace=2)
+    c1, c2 = as_node(etcd, "n1"), as_node(etcd, "n2")
+    l1 = leases.NodeLease(c1, NET, "n1", "192.0.2.1", mac="02:00:00:00:00:01", ttl=1)
+    l2 = leases.NodeLease(c2, NET, "n2", "192.0.2.2", mac="02:00:00:00:00:02", ttl=1)
+    s1, s2 = l1.acquire(), l2.acquire()
+    assert s1 != s2 and set(leases.holders(c1, NET)) == {"n1", "n2"}
+    # n1 restarts (a new process, same identity): the same subnet, the record untouched
+    rev = leases._records(c1)[f"n1/{NET}"][1]
+    again = leases.NodeLease(c1, NET, "n1", "192.0.2.1", mac="02:00:00:00:00:01", ttl=1)
+    assert again.acquire() == s1 and leases._records(c1)[f"n1/{NET}"][1] == rev
+    # n2 dies (its etcd lease ends, nothing released): kept within the grace
+    l2.etcd_lease.revoke()
+    assert "n2" in leases.holders(c1, NET) and leases.reclaim(c1, NET) == []
+    # ... and dropped after it; its claim is freed by whoever reclaims
+    later = time.time() + 3
+    assert "n2" not in leases.holders(c1, NET, now=later)
+    assert leases.reclaim(c1, NET, now=later) == [str(s2)]
+    # a clean leave releases at once
+    again.release()
+    assert "n1" not in leases.holders(c2, NET)
+    assert leases.subnet_key(s1) not in c2.items("netclaim", NET)
+
+
+def test_full_network_and_bad_input_are_one_line(etcd):
+    from emergence.errors import EmergenceError
+    from emergence.relay import leases
+    a = admin(etcd)
+    leases.create_network(a, "tiny", "10.219.0.0/29", 30)
+    for bad, msg in ((("10.219.0.1/24", 26), "host bits"), (("10.219.0.0/24", 24), "between"),
+                     (("fd00::/64", 80), "IPv4")):
+        with pytest.raises(EmergenceError, match=msg):
+            leases.create_network(a, "other", *bad)
+    with pytest.raises(EmergenceError, match="exists"):
+        leases.create_network(a, "tiny", "10.219.0.0/29", 30)
+    for i in (1, 2):
+        leases.NodeLease(a, "tiny", f"t{i}", "192.0.2.1", mac="02:00:00:00:00:01").acquire()
+    with pytest.raises(EmergenceError, match="no free node subnet"):
+        leases.NodeLease(a, "tiny", "t3", "192.0.2.1", mac="02:00:00:00:00:01").acquire()
+
+
+def test_a_worker_cannot_take_another_nodes_subnet(etcd):
+    """Attacks by a worker of the cluster (its own certificate and etcd user):
+    writing another node's record is refused by etcd's RBAC; a forged claim
+    plus its own record naming the victim's subnet does not move the
+    victim's traffic (the older record wins); a reader cannot make networks.
+    The legitimate leases still work in the same test."""
+    from emergence.place.state import Refused
+    from emergence.relay import leases
+    leases.create_network(admin(etcd), NET, "10.219.0.0/16", 24)
+    victim, evil = as_node(etcd, "victim"), as_node(etcd, "evil")
+    lv = leases.NodeLease(victim, NET, "victim", "192.0.2.1", mac="02:00:00:00:00:01")
+    subnet = str(lv.acquire())
+    le = leases.NodeLease(evil, NET, "evil", "192.0.2.66", mac="02:00:00:00:00:66")
+    own = str(le.acquire())
+    # 1. overwrite the victim's record (its VTEP) or liveness: refused
+    for key in ((NET,), (NET, "seen"), (NET, "alive")):
+        with pytest.raises(Refused):
+            evil.put({"node": "victim", "subnet": subnet, "vtep": "192.0.2.66",
+                      "mac": "02:00:00:00:00:66"}, "netlease", "victim", *key)
+        with pytest.raises(Refused):
+            evil.delete("netlease", "victim", *key)
+    # 2. forge the claim and name the victim's subnet in its own record
+    skey = leases.subnet_key(subnet)
+    evil.delete("netclaim", NET, skey)
+    evil.put("evil", "netclaim", NET, skey)
+    evil.put({"node": "evil", "subnet": subnet, "vtep": "192.0.2.66",
+              "mac": "02:00:00:00:00:66"}, "netlease", "evil", NET)
+    held = leases.holders(victim, NET)
+    assert held["victim"]["subnet"] == subnet and held["victim"]["vtep"] == "192.0.2.1"
+    assert "evil" not in held or held["evil"]["subnet"] != subnet
+    # the forged claim is freed again by a reclaim; the victim keeps its subnet on restart
+    assert subnet in leases.reclaim(victim, NET)
+    assert str(leases.NodeLease(victim, NET, "victim", "192.0.2.1",
+                                mac="02:00:00:00:00:01").acquire()) == subnet
+    # 3. a reader (no worker role) cannot make a network nor lease
+    reader = as_node(etcd, "ro", roles=("reader",))
+    with pytest.raises(Refused):
+        leases.create_network(reader, "mine", "10.220.0.0/16", 24)
+    with pytest.raises(Refused):
+        leases.NodeLease(reader, NET, "ro", "192.0.2.9", mac="02:00:00:00:00:09").acquire()
+    assert own != subnet
