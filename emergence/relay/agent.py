@@ -115,16 +115,22 @@ class Agent:
         return n
 
     def run(self):
-        """Follow the peers until stop(); returns when stopped."""
+        """Follow the peers until stop(): a kernel change only when the watch
+        says something changed; between events, renew the alive key, and
+        every quarter grace refresh `seen`, reclaim, drop peers gone longer
+        than the grace and repair entries someone removed from the kernel."""
         from ..place.watch import PrefixWatch
         self.watch = PrefixWatch(self.cluster, self.cluster.prefix, self.wake,
                                  sections=("netlease/", f"netclaim/{self.net}/"))
         grace = float(self.lease.doc.get("grace", leases.DEFAULT_GRACE))
         tick = max(0.2, min(self.ttl / 3.0, grace / 4.0))
-        touched = 0.0
+        touched = time.monotonic()
+        deadline = time.monotonic() + 3.0
+        while self.watch.watches == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)           # watching before the first read: nothing missed
         self.sync()
         while not self.stopping.is_set():
-            self.wake.wait(tick)
+            woken = self.wake.wait(tick)
             if self.stopping.is_set():
                 break
             self.wake.clear()
@@ -135,7 +141,9 @@ class Agent:
                 if touch:
                     touched = now
                     leases.reclaim(self.cluster, self.net)
-                self.sync()
+                    self.dp.repair()
+                if woken or touch:
+                    self.sync()
             except Exception as e:      # etcd away for a moment: keep the kernel as is
                 print(f"emergence net agent: {e}", flush=True)
         self.watch.stop()

@@ -113,6 +113,15 @@ class Dataplane:
         self.known = {(routes[g], fdb.get(m), m) for g, m in neigh.items()
                       if g in routes and m in fdb}
 
+    def repair(self):
+        """Put back peer entries someone removed from the kernel; returns how many."""
+        self._read_peers()
+        lost = [n for n, v in self.peers.items() if v not in self.known]
+        self.known = set()
+        for node in lost:
+            self.add_peer(node, *self.peers[node])
+        return len(lost)
+
     def remove(self):
         found = self.ipr.link_lookup(ifname=self.ifname)
         if found:

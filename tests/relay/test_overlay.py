@@ -235,6 +235,12 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
     assert nsx(ca, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", big, b_ip,
                check=False).returncode == 0
 
+    # someone removes A's route to C: the agent puts it back
+    nsx(lab.hosts[1]["ns"], "ip", "route", "del", subnets[3], "dev", st["device"])
+    assert not reaches(ca, c_ip)
+    assert wait_for(lambda: subnets[3] in peer_entries(lab, 1)[2], 10)
+    assert reaches(ca, c_ip)
+
     # B killed and restarted: same subnet, and A's kernel entries never changed
     before = peer_entries(lab, 1)
     lab.agents[2].send_signal(signal.SIGKILL)
