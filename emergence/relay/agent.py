@@ -46,6 +46,7 @@ class Agent:
                                       mac=device_mac(self.node, self.net), ttl=self.ttl)
         doc = self.lease.doc
         self.subnet = self.lease.acquire()
+        leased_at = time.time()
         self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, self.subnet,
                             self.lease.mac)
         under, _, under_mtu = self.dp.underlay()
@@ -67,7 +68,7 @@ class Agent:
                        "vtep": self.vtep, "device": device_name(self.net),
                        "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
                        "underlay": under, "underlay_mtu": under_mtu, "vni": doc["vni"],
-                       "port": doc["port"], "pid": os.getpid()}
+                       "port": doc["port"], "pid": os.getpid(), "leased_at": leased_at}
         self._write_status()
         return self.subnet
 
@@ -77,7 +78,8 @@ class Agent:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(dict(self.status, peers=sorted(self.dp.peers)), f, indent=1)
+            json.dump(dict(self.status, peers=sorted(self.dp.peers), kernel_ops=len(self.dp.ops),
+                           updated=time.time()), f, indent=1)
         os.replace(tmp, path)
 
     def _relay_network(self):
