@@ -117,12 +117,31 @@ def _records(cluster):
     return out
 
 
+def _valid(rec, within, prefix):
+    """REC's subnet if REC is well formed: a node subnet of the network (never
+    a wider route, a default route or another network's), an IPv4 VTEP and a
+    unicast MAC; else None (a worker's record is not trusted to be sane)."""
+    import re
+    try:
+        subnet = ipaddress.ip_network(rec.get("subnet"))
+        ipaddress.IPv4Address(rec.get("vtep"))
+    except (TypeError, ValueError):
+        return None
+    mac = rec.get("mac")
+    if subnet.version != 4 or subnet.prefixlen != prefix or not subnet.subnet_of(within) \
+            or not isinstance(mac, str) \
+            or not re.fullmatch(r"[0-9a-f][02468ace](:[0-9a-f]{2}){5}", mac):
+        return None
+    return str(subnet)
+
+
 def holders(cluster, name, doc=None, now=None):
     """{node: record} of the nodes that hold a subnet of NAME: alive or seen
     within the grace, and for each subnet the oldest such record."""
     doc = doc or get_network(cluster, name)
     grace = float(doc.get("grace", DEFAULT_GRACE))
     now = time.time() if now is None else now
+    within = ipaddress.ip_network(doc["subnet"])
     recs = _records(cluster)
     best = {}
     for key, (rec, rev) in recs.items():
@@ -134,9 +153,8 @@ def holders(cluster, name, doc=None, now=None):
         seen = float(seen.get("seen", 0)) if isinstance(seen, dict) else 0.0
         if not alive and now - seen >= grace:
             continue
-        try:
-            subnet = str(ipaddress.ip_network(rec.get("subnet")))
-        except (TypeError, ValueError):
+        subnet = _valid(rec, within, int(doc["node_prefix"]))
+        if subnet is None:
             continue
         if subnet not in best or rev < best[subnet][0]:
             best[subnet] = (rev, node, dict(rec, subnet=subnet, alive=alive, seen=seen))

@@ -364,11 +364,18 @@ def test_a_worker_cannot_take_another_nodes_subnet(etcd):
     held = leases.holders(victim, NET)
     assert held["victim"]["subnet"] == subnet and held["victim"]["vtep"] == "192.0.2.1"
     assert "evil" not in held or held["evil"]["subnet"] != subnet
+    # 3. its own record naming a route wider than a node subnet, or a bad VTEP or MAC
+    for bad in ({"subnet": "0.0.0.0/0"}, {"subnet": "10.219.0.0/16"},
+                {"subnet": "10.220.0.0/24"}, {"vtep": "not-an-address"},
+                {"mac": "01:00:5e:00:00:01"}):
+        evil.put(dict({"node": "evil", "subnet": own, "vtep": "192.0.2.66",
+                       "mac": "02:00:00:00:00:66"}, **bad), "netlease", "evil", NET)
+        assert "evil" not in leases.holders(victim, NET), bad
     # the forged claim is freed again by a reclaim; the victim keeps its subnet on restart
     assert subnet in leases.reclaim(victim, NET)
     assert str(leases.NodeLease(victim, NET, "victim", "192.0.2.1",
                                 mac="02:00:00:00:00:01").acquire()) == subnet
-    # 3. a reader (no worker role) cannot make a network nor lease
+    # 4. a reader (no worker role) cannot make a network nor lease
     reader = as_node(etcd, "ro", roles=("reader",))
     with pytest.raises(Refused):
         leases.create_network(reader, "mine", "10.220.0.0/16", 24)
