@@ -45,11 +45,11 @@ class Agent:
         self.lease = leases.NodeLease(self.cluster, self.net, self.node, self.vtep,
                                       mac=device_mac(self.node, self.net), ttl=self.ttl)
         doc = self.lease.doc
-        self.subnet = self.lease.acquire()
-        leased_at = time.time()
-        self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, self.subnet,
+        self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, None,
                             self.lease.mac)
-        under, _, under_mtu = self.dp.underlay()
+        under, _, under_mtu = self.dp.underlay()    # before leasing: a wrong --vtep holds nothing
+        self.subnet = self.dp.subnet = self.lease.acquire()
+        leased_at = time.time()
         self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"))
         device_mtu = under_mtu - VXLAN_OVERHEAD
         if not 576 <= self.mtu_value <= device_mtu:

@@ -52,7 +52,8 @@ class Dataplane:
         from pyroute2 import IPRoute
         self.ipr = ipr or IPRoute()
         self.net, self.vni, self.port = net, int(vni), int(port)
-        self.vtep, self.subnet, self.mac = vtep, ipaddress.ip_network(subnet), mac
+        self.vtep, self.mac = vtep, mac
+        self.subnet = ipaddress.ip_network(subnet) if subnet else None
         self.ifname = device_name(net)
         self.index = None
         self.peers = {}        # node: (subnet, vtep, mac) as in the kernel

@@ -382,3 +382,40 @@ def test_a_worker_cannot_take_another_nodes_subnet(etcd):
     with pytest.raises(Refused):
         leases.NodeLease(reader, NET, "ro", "192.0.2.9", mac="02:00:00:00:00:09").acquire()
     assert own != subnet
+
+
+def test_cli_errors_are_one_line(etcd, tmp_path):
+    def net(*args, creds=None):
+        r = subprocess.run(emergence_command() + ["net", *args, "--etcd", etcd.url, "--prefix",
+                                                  etcd.prefix, "--cluster-dir",
+                                                  creds or etcd.material.dir],
+                           capture_output=True, text=True)
+        return r.returncode, r.stdout, r.stderr
+    code, out, _ = net("create", NET, "--cluster", "--subnet", "10.219.0.0/16",
+                       "--node-prefix", "24", "--grace", "60")
+    assert code == 0 and out.startswith(f"{NET} 10.219.0.0/16 /24 vni ")
+    code, _, err = net("create", NET, "--cluster", "--subnet", "10.219.0.0/16",
+                       "--node-prefix", "24")
+    assert code != 0 and "exists" in err and len(err.strip().splitlines()) == 1
+    creds = etcd.issue("w1", ["worker"]).dir
+    state = str(tmp_path / "state")
+    for args, msg in (
+            (("create", NET, "--cluster", "--subnet", "10.219.0.0/16"), "--node-prefix"),
+            (("create", "x", "--cluster", "--subnet", "10.0.0.0/8", "--node-prefix", "40"),
+             "between"),
+            (("agent", "nope", "--cluster", "--vtep", "192.0.2.1", "--state", state),
+             "no cluster network 'nope'"),
+            (("agent", NET, "--cluster", "--vtep", "bogus", "--state", state), "--vtep"),
+            (("agent", NET, "--cluster", "--vtep", "192.0.2.77", "--state", state),
+             "no interface on this host has the VTEP address"),
+            (("leave", NET, "--cluster"), "holds no subnet"),
+            (("inspect", "no-such", "--cluster"), "no cluster network")):
+        code, out, err = net(*args, creds=creds)
+        assert code != 0 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert "Traceback" not in err and "internal error" not in err
+    # a worker cannot make cluster networks (the command role can, above)
+    code, _, err = net("create", "mine", "--cluster", "--subnet", "10.221.0.0/16",
+                       "--node-prefix", "24", creds=creds)
+    assert code != 0 and "refused" in err
+    code, out, _ = net("nodes", NET, "--cluster", "--json", creds=creds)
+    assert code == 0 and json.loads(out) == []
