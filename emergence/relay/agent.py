@@ -17,7 +17,7 @@ import time
 
 from ..errors import EmergenceError
 from . import leases
-from .overlay import VXLAN_OVERHEAD, Dataplane, derive_mtu, device_mac, device_name
+from .overlay import VXLAN_OVERHEAD, Dataplane, derive_mtu, device_mac
 
 
 def status_path(state_dir, net):
@@ -45,27 +45,35 @@ class Agent:
         self.lease = leases.NodeLease(self.cluster, self.net, self.node, self.vtep,
                                       mac=device_mac(self.node, self.net), ttl=self.ttl)
         doc = self.lease.doc
-        self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, None,
-                            self.lease.mac)
+        overhead = VXLAN_OVERHEAD
+        if doc.get("encrypt") == "wireguard":
+            from .wg import WIREGUARD_OVERHEAD, WireguardPlane, keypair
+            private, self.lease.wg_public = keypair(self.state_dir, self.net)
+            self.dp = WireguardPlane(self.net, doc["port"], self.vtep, None, private)
+            overhead = WIREGUARD_OVERHEAD
+        else:
+            self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, None,
+                                self.lease.mac)
         under, _, under_mtu = self.dp.underlay()    # before leasing: a wrong --vtep holds nothing
         self.subnet = self.dp.subnet = self.lease.acquire()
         leased_at = time.time()
-        self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"))
-        device_mtu = under_mtu - VXLAN_OVERHEAD
+        self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"), overhead)
+        device_mtu = under_mtu - overhead
         if not 576 <= self.mtu_value <= device_mtu:
             raise EmergenceError(f"MTU {self.mtu_value} does not fit: the overlay carries at "
                                  f"most {device_mtu} ({under} MTU {under_mtu} - "
-                                 f"{VXLAN_OVERHEAD}) and IPv4 needs 576; drop --mtu")
+                                 f"{overhead}) and IPv4 needs 576; drop --mtu")
         self._relay_network()
         try:
             self.dp.ensure(device_mtu)
         except Exception as e:
             if type(e).__name__ != "NetlinkError":
                 raise
-            raise EmergenceError(f"cannot make the VXLAN device {self.dp.ifname} on {under}: "
+            raise EmergenceError(f"cannot make the overlay device {self.dp.ifname} on {under}: "
                                  f"{e}; is VXLAN port {doc['port']} free on this host?")
         self.status = {"network": self.net, "node": self.node, "subnet": str(self.subnet),
-                       "vtep": self.vtep, "device": device_name(self.net),
+                       "vtep": self.vtep, "device": self.dp.ifname,
+                       "encrypt": doc.get("encrypt"),
                        "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
                        "underlay": under, "underlay_mtu": under_mtu, "vni": doc["vni"],
                        "port": doc["port"], "pid": os.getpid(), "leased_at": leased_at}
@@ -100,9 +108,10 @@ class Agent:
                                                 relay.instance))
 
     def wanted(self):
-        return {n: (r["subnet"], r["vtep"], r["mac"])
+        third = "wg_public" if self.lease.doc.get("encrypt") == "wireguard" else "mac"
+        return {n: (r["subnet"], r["vtep"], r.get(third))
                 for n, r in leases.peers(self.cluster, self.net).items()
-                if n != self.node and r.get("vtep") and r.get("mac")}
+                if n != self.node and r.get("vtep") and r.get(third)}
 
     def sync(self):
         before = dict(self.dp.peers)

@@ -1,7 +1,8 @@
 """`emergence net SUB NAME --cluster`: cluster networks (leases.py, agent.py).
 
   create NAME --cluster --subnet CIDR --node-prefix N [--vni N] [--port N]
-                [--grace S] [--mtu N]     store the network in the cluster's etcd
+                [--grace S] [--mtu N] [--encrypt wireguard]
+                                          store the network in the cluster's etcd
   agent NAME --cluster [--vtep IP]        lease this node's subnet and keep the
                                           overlay (foreground; SIGTERM releases)
   leave NAME --cluster                    release this node's subnet now
@@ -78,9 +79,9 @@ def run(opts, sub, rest):
             raise UsageError("net create --cluster: one --subnet CIDR and --node-prefix N")
         doc = leases.create_network(c, name, subnets[0], opts["node-prefix"],
                                     vni=opts.get("vni"),
-                                    port=int(opts.get("port") or leases.DEFAULT_PORT),
+                                    port=int(opts["port"]) if opts.get("port") else None,
                                     grace=float(opts.get("grace") or leases.DEFAULT_GRACE),
-                                    mtu=opts.get("mtu"))
+                                    mtu=opts.get("mtu"), encrypt=opts.get("encrypt"))
         sys.stdout.write(f"{name} {doc['subnet']} /{doc['node_prefix']} vni {doc['vni']}\n")
     elif sub == "agent":
         from .agent import run_agent

@@ -27,7 +27,7 @@ SUBCOMMANDS = """\
 
 Cluster networks (across nodes, in the cluster's etcd; VXLAN between nodes):
   create NAME --cluster --subnet CIDR --node-prefix N [--vni N] [--port N] [--grace S]
-                [--mtu N]       a network each node leases a /N of
+                [--mtu N] [--encrypt wireguard]   a network each node leases a /N of
   agent NAME --cluster [--vtep IP] [--lease-ttl S]
                                 lease this node's subnet, keep the overlay (foreground)
   leave NAME --cluster          release this node's subnet
@@ -68,6 +68,8 @@ OPTIONS = {
     "port": Option(VALUE, "VXLAN UDP port (create --cluster; default 4789)", "N"),
     "grace": Option(VALUE, "seconds a gone node keeps its subnet (create --cluster; default "
                            "86400)", "S"),
+    "encrypt": Option(VALUE, "carry a cluster network over kernel WireGuard (create "
+                             "--cluster)", "wireguard"),
     "vtep": Option(VALUE, "this node's underlay address (agent; default the one etcd is "
                           "reached from)", "IP"),
     "lease-ttl": Option(VALUE, "seconds of the node's etcd lease (agent; default 10)", "S"),

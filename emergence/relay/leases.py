@@ -63,8 +63,8 @@ def default_vni(name):
     return zlib.crc32(name.encode()) % 0xFFFFFE + 1
 
 
-def create_network(cluster, name, subnet, node_prefix, vni=None, port=DEFAULT_PORT,
-                   grace=DEFAULT_GRACE, mtu=None):
+def create_network(cluster, name, subnet, node_prefix, vni=None, port=None,
+                   grace=DEFAULT_GRACE, mtu=None, encrypt=None):
     """Store cluster network NAME; one line if it exists or the numbers are wrong."""
     from . import fields
     fields.name("net create", name)
@@ -82,13 +82,17 @@ def create_network(cluster, name, subnet, node_prefix, vni=None, port=DEFAULT_PO
     if not net.prefixlen < node_prefix <= 30:
         raise EmergenceError(f"--node-prefix {node_prefix}: between /{net.prefixlen + 1} and "
                              f"/30 for {net}")
+    if encrypt not in (None, "wireguard"):
+        raise EmergenceError(f"--encrypt {encrypt}: the one kind is wireguard")
+    if port is None:
+        port = 51820 if encrypt else DEFAULT_PORT
     vni = default_vni(name) if vni is None else int(vni)
     if not 1 <= vni < 1 << 24:
         raise EmergenceError(f"--vni {vni}: 1 to 16777215")
     if not 0 < float(grace):
         raise EmergenceError(f"--grace {grace}: seconds, more than 0")
     doc = {"subnet": str(net), "node_prefix": node_prefix, "vni": vni, "port": int(port),
-           "grace": float(grace), "encrypt": None, "created": time.time()}
+           "grace": float(grace), "encrypt": encrypt, "created": time.time()}
     if mtu is not None:
         doc["mtu"] = int(mtu)
     if not cluster.create(doc, "net", name):
@@ -135,6 +139,11 @@ def _valid(rec, within, prefix):
     return str(subnet)
 
 
+def _wg_public_ok(key):
+    from .wg import valid_public
+    return valid_public(key)
+
+
 def holders(cluster, name, doc=None, now=None):
     """{node: record} of the nodes that hold a subnet of NAME: alive or seen
     within the grace, and for each subnet the oldest such record."""
@@ -154,7 +163,8 @@ def holders(cluster, name, doc=None, now=None):
         if not alive and now - seen >= grace:
             continue
         subnet = _valid(rec, within, int(doc["node_prefix"]))
-        if subnet is None:
+        if subnet is None or (doc.get("encrypt") == "wireguard"
+                              and not _wg_public_ok(rec.get("wg_public"))):
             continue
         if subnet not in best or rev < best[subnet][0]:
             best[subnet] = (rev, node, dict(rec, subnet=subnet, alive=alive, seen=seen))
@@ -168,8 +178,9 @@ def peers(cluster, name, doc=None):
 class NodeLease:
     """This node's subnet of cluster network NAME."""
 
-    def __init__(self, cluster, name, node, vtep, mac=None, ttl=10.0):
+    def __init__(self, cluster, name, node, vtep, mac=None, ttl=10.0, wg_public=None):
         self.cluster, self.name, self.node = cluster, name, node
+        self.wg_public = wg_public
         self.vtep, self.mac, self.ttl = vtep, mac, ttl
         self.doc = get_network(cluster, name)
         self.subnet = None
@@ -195,8 +206,11 @@ class NodeLease:
         return {"request_put": op}
 
     def record(self):
-        return {"node": self.node, "subnet": str(self.subnet), "vtep": self.vtep,
-                "mac": self.mac}
+        rec = {"node": self.node, "subnet": str(self.subnet), "vtep": self.vtep,
+               "mac": self.mac}
+        if self.wg_public:
+            rec["wg_public"] = self.wg_public
+        return rec
 
     def acquire(self):
         """Take (or take back) a node subnet; returns it."""

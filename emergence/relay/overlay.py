@@ -36,13 +36,16 @@ def gateway_of(subnet):
     return str(ipaddress.ip_network(subnet).network_address)
 
 
-def derive_mtu(underlay_if, underlay_mtu, override=None):
+WHY = {50: "VXLAN over IPv4: outer IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14",
+       80: "WireGuard: outer IPv6-sized 40 + UDP 8 + WireGuard 32"}
+
+
+def derive_mtu(underlay_if, underlay_mtu, override=None, overhead=VXLAN_OVERHEAD):
     """(container MTU, how it was derived) for `net inspect`."""
     if override:
         return int(override), f"set by the network (--mtu {int(override)})"
-    mtu = int(underlay_mtu) - VXLAN_OVERHEAD
-    return mtu, (f"underlay {underlay_if} MTU {underlay_mtu} - {VXLAN_OVERHEAD} "
-                 "(VXLAN over IPv4: outer IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14)")
+    mtu = int(underlay_mtu) - overhead
+    return mtu, f"underlay {underlay_if} MTU {underlay_mtu} - {overhead} ({WHY[overhead]})"
 
 
 class Dataplane:

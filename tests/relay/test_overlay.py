@@ -419,3 +419,45 @@ def test_cli_errors_are_one_line(etcd, tmp_path):
     assert code != 0 and "refused" in err
     code, out, _ = net("nodes", NET, "--cluster", "--json", creds=creds)
     assert code == 0 and json.loads(out) == []
+
+
+def wireguard_in_kernel(ns):
+    r = nsx(ns, "ip", "link", "add", "wgprobe", "type", "wireguard", check=False)
+    nsx(ns, "ip", "link", "del", "wgprobe", check=False)
+    return r.returncode == 0
+
+
+@pytest.mark.slow
+def test_wireguard_network(lab):
+    """`--encrypt wireguard`: where the kernel has WireGuard, containers on two
+    hosts reach each other over it with MTU underlay - 80, the private key
+    stays in a 0600 file and only the public key reaches etcd; where it has
+    not (this machine's kernel), the agent says so in one line."""
+    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
+        "--encrypt", "wireguard")
+    for i in (1, 2):
+        lab.add_host(i)
+    h = lab.hosts[1]
+    h["creds"] = lab.sec.issue("h1", ["worker"]).dir
+    if not wireguard_in_kernel(h["ns"]):
+        r = nsx(h["ns"], *emergence_command(), "net", "agent", NET, "--cluster", "--etcd",
+                lab.url, "--prefix", lab.sec.prefix, "--cluster-dir", h["creds"], "--vtep",
+                h["vtep"], "--state", h["state"], check=False)
+        assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        key = os.path.join(h["state"], f"overlay-{NET}.wg.key")
+        assert os.stat(key).st_mode & 0o777 == 0o600
+        return
+    subnets = {i: start_agent(lab, i)["subnet"] for i in (1, 2)}
+    assert subnets[1] != subnets[2]
+    assert wait_for(lambda: len(status(lab, 1)["peers"]) == 1, 20)
+    ca, a_ip = lab.container(1, "ca")
+    cb, b_ip = lab.container(2, "cb")
+    assert status(lab, 1)["mtu"] == UNDERLAY_MTU - 80
+    assert wait_for(lambda: reaches(ca, b_ip), 10)
+    assert transfer(lab, ca, cb, b_ip) == (1 << 20, a_ip)
+    key = os.path.join(h["state"], f"overlay-{NET}.wg.key")
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    private = open(key).read().strip()
+    dump = json.dumps(admin(lab.sec).snapshot())
+    assert private not in dump and "wg_public" in dump
