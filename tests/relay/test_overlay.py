@@ -155,6 +155,13 @@ def peer_entries(lab, i):
     return fdb, neigh, routes
 
 
+def frag_creates(ns):
+    """IP fragments NS's kernel made (the outer packets of a too-big MTU)."""
+    head, values = [line.split() for line in nsx(ns, "cat", "/proc/net/snmp").stdout
+                    .splitlines() if line.startswith("Ip:")][:2]
+    return int(values[head.index("FragCreates")])
+
+
 def reaches(src_ns, addr):
     return nsx(src_ns, "ping", "-c", "1", "-W", "1", addr, check=False).returncode == 0
 
@@ -225,15 +232,22 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
     assert doc["this_node"]["mtu"] == UNDERLAY_MTU - 50
     assert "underlay eth0 MTU 1400 - 50" in doc["this_node"]["mtu_derived"]
 
-    # A reaches B and C by IP: ping, and TCP with DF set (1 MiB, no black hole)
+    # A reaches B and C by IP: ping, and TCP with DF set (1 MiB, no black hole);
+    # no outer packet is fragmented on the way (the MTU leaves room for VXLAN)
+    frags = frag_creates(lab.hosts[1]["ns"])
     assert wait_for(lambda: reaches(ca, b_ip), 10) and reaches(ca, c_ip)
     assert reaches(cb, c_ip)
     # (and B sees A's own address: traffic to the cluster network is not NAT'd)
     assert transfer(lab, ca, cb, b_ip) == (1 << 20, a_ip)
     assert transfer(lab, ca, cc, c_ip) == (1 << 20, a_ip)
-    big = str(UNDERLAY_MTU - 50 - 28)
-    assert nsx(ca, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", big, b_ip,
-               check=False).returncode == 0
+    # a packet of the container's full MTU crosses unfragmented (DF): no black hole,
+    # and no reliance on the tunnel's ICMP "fragmentation needed" either
+    link = nsx(ca, "ip", "-o", "link", "show", "eth0").stdout.split()
+    big = str(int(link[link.index("mtu") + 1]) - 28)
+    for dst in (b_ip, c_ip):
+        assert nsx(ca, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", big, dst,
+                   check=False).returncode == 0
+    assert frag_creates(lab.hosts[1]["ns"]) == frags
 
     # someone removes A's route to C: the agent puts it back
     nsx(lab.hosts[1]["ns"], "ip", "route", "del", subnets[3], "dev", st["device"])
