@@ -104,6 +104,11 @@ def run(opts, sub, rest):
                                  f"{', '.join(sorted(held))}; they leave first "
                                  f"(`emergence net leave {name} --cluster`)")
         c.delete("net", name)
+        c.client.delete_prefix(c.key("netclaim", name) + "/")
+        for key in leases._records(c):      # the nodes' records of it (command role)
+            node, _, rest = key.partition("/")
+            if rest.split("/")[0] == name:
+                c.client.delete(c.key("netlease", key))
     elif sub in ("nodes", "inspect"):
         doc = leases.get_network(c, name)
         rows = [{"node": n, "subnet": r["subnet"], "vtep": r.get("vtep"),

@@ -433,6 +433,16 @@ def test_cli_errors_are_one_line(etcd, tmp_path):
     assert code != 0 and "refused" in err
     code, out, _ = net("nodes", NET, "--cluster", "--json", creds=creds)
     assert code == 0 and json.loads(out) == []
+    # rm: refused while a node holds a subnet, then done
+    from emergence.relay import leases
+    lease = leases.NodeLease(admin(etcd), NET, "w9", "192.0.2.9", mac="02:00:00:00:00:09")
+    lease.acquire()
+    code, _, err = net("rm", NET, "--cluster")
+    assert code != 0 and "held by w9" in err and len(err.strip().splitlines()) == 1
+    lease.release()
+    assert net("rm", NET, "--cluster")[0] == 0
+    assert net("inspect", NET, "--cluster")[0] != 0
+    assert not admin(etcd).items("netclaim", NET) and not admin(etcd).items("netlease")
 
 
 def wireguard_in_kernel(ns):
