@@ -125,6 +125,28 @@ class Agent:
             self._write_status()
         return n
 
+    def _kernel_events(self):
+        """Wake the loop when a route, neighbour or FDB entry of our device is
+        deleted by someone (the loop repairs); without it the quarter-grace
+        check still does."""
+        try:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_NEIGH
+            ipr = IPRoute()
+            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+            while not self.stopping.is_set():
+                for msg in ipr.get():
+                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH"):
+                        continue
+                    idx = (msg.get_attr("RTA_OIF") if msg["event"] == "RTM_DELROUTE"
+                           else msg.get("ifindex"))
+                    if idx == self.dp.index:
+                        self.repair_needed = True
+                        self.wake.set()
+        except Exception as e:
+            print(f"emergence net agent: kernel events off ({e}); repairs every quarter "
+                  "grace", flush=True)
+
     def run(self):
         """Follow the peers until stop(): a kernel change only when the watch
         says something changed; between events, renew the alive key, and
@@ -136,6 +158,8 @@ class Agent:
         grace = float(self.lease.doc.get("grace", leases.DEFAULT_GRACE))
         tick = max(0.2, min(self.ttl / 3.0, grace / 4.0))
         touched = time.monotonic()
+        self.repair_needed = False
+        threading.Thread(target=self._kernel_events, name="kernel events", daemon=True).start()
         deadline = time.monotonic() + 3.0
         while self.watch.watches == 0 and time.monotonic() < deadline:
             time.sleep(0.02)           # watching before the first read: nothing missed
@@ -152,6 +176,8 @@ class Agent:
                 if touch:
                     touched = now
                     leases.reclaim(self.cluster, self.net)
+                if touch or self.repair_needed:
+                    self.repair_needed = False
                     self.dp.repair()
                 if woken or touch:
                     self.sync()
