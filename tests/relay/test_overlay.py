@@ -485,3 +485,19 @@ def test_wireguard_network(lab):
     private = open(key).read().strip()
     dump = json.dumps(admin(lab.sec).snapshot())
     assert private not in dump and "wg_public" in dump
+
+
+def test_wireguard_keys_stay_on_the_node(tmp_path):
+    """The private key is made once, 0600, and refused once others can read it;
+    the public key is what a record carries, and records need a valid one."""
+    from emergence.errors import EmergenceError
+    from emergence.relay import wg
+    state = str(tmp_path / "state")
+    private, public = wg.keypair(state, NET)
+    assert wg.keypair(state, NET) == (private, public) and wg.valid_public(public)
+    path = wg.key_path(state, NET)
+    assert os.stat(path).st_mode & 0o777 == 0o600 and os.stat(state).st_mode & 0o777 == 0o700
+    os.chmod(path, 0o644)
+    with pytest.raises(EmergenceError, match="readable by others"):
+        wg.keypair(state, NET)
+    assert not wg.valid_public("not a key") and not wg.valid_public(private[:-4])
