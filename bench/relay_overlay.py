@@ -151,9 +151,10 @@ def iperf(client_ns, server_ns, addr, seconds):
     try:
         for _ in range(50):
             r = nsx(client_ns, "iperf3", "-c", addr, "-t", str(seconds), "-J", check=False)
-            if r.returncode == 0:
+            try:
                 return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
-            time.sleep(0.1)
+            except (ValueError, KeyError):
+                time.sleep(0.2)     # the server not listening yet: try again
         raise SystemExit(f"iperf3 to {addr}: {r.stdout[-300:]} {r.stderr[-300:]}")
     finally:
         srv.kill()
