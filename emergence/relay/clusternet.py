@@ -56,6 +56,19 @@ def _vtep(opts, cluster):
         s.close()
 
 
+def _number(opts, name, kind):
+    v = opts.get(name)
+    if v is None:
+        return None
+    try:
+        n = kind(v)
+    except ValueError:
+        raise UsageError(f"--{name} {v!r}: a number") from None
+    if n <= 0:
+        raise UsageError(f"--{name} {v!r}: more than 0")
+    return n
+
+
 def _state(opts):
     return (opts.get("state") or os.environ.get("EMERGENCE_RELAY_STATE")
             or "/var/lib/emergence/relay")
@@ -78,16 +91,16 @@ def run(opts, sub, rest):
         if len(subnets) != 1 or not opts.get("node-prefix"):
             raise UsageError("net create --cluster: one --subnet CIDR and --node-prefix N")
         doc = leases.create_network(c, name, subnets[0], opts["node-prefix"],
-                                    vni=opts.get("vni"),
-                                    port=int(opts["port"]) if opts.get("port") else None,
-                                    grace=float(opts.get("grace") or leases.DEFAULT_GRACE),
-                                    mtu=opts.get("mtu"), encrypt=opts.get("encrypt"))
+                                    vni=_number(opts, "vni", int),
+                                    port=_number(opts, "port", int),
+                                    grace=_number(opts, "grace", float) or leases.DEFAULT_GRACE,
+                                    mtu=_number(opts, "mtu", int), encrypt=opts.get("encrypt"))
         sys.stdout.write(f"{name} {doc['subnet']} /{doc['node_prefix']} vni {doc['vni']}\n")
     elif sub == "agent":
         from .agent import run_agent
-        mtu = int(opts["mtu"]) if opts.get("mtu") else None
         return run_agent(c, name, _node(opts), _vtep(opts, c), _state(opts),
-                         opts.get("instance"), float(opts.get("lease-ttl") or 10.0), mtu)
+                         opts.get("instance"), _number(opts, "lease-ttl", float) or 10.0,
+                         _number(opts, "mtu", int))
     elif sub == "leave":
         lease = leases.NodeLease(c, name, _node(opts), None)
         mine = c.get("netlease", lease.node, name)

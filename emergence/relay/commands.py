@@ -65,7 +65,7 @@ OPTIONS = {
     "node-prefix": Option(VALUE, "the prefix length of each node's subnet (create --cluster)",
                           "N"),
     "vni": Option(VALUE, "VXLAN network id (create --cluster; default from the name)", "N"),
-    "port": Option(VALUE, "VXLAN UDP port (create --cluster; default 4789)", "N"),
+    "port": Option(VALUE, "UDP port (create --cluster; default 4789, with --encrypt 51820)", "N"),
     "grace": Option(VALUE, "seconds a gone node keeps its subnet (create --cluster; default "
                            "86400)", "S"),
     "encrypt": Option(VALUE, "carry a cluster network over kernel WireGuard (create "

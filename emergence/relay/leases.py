@@ -86,6 +86,8 @@ def create_network(cluster, name, subnet, node_prefix, vni=None, port=None,
         raise EmergenceError(f"--encrypt {encrypt}: the one kind is wireguard")
     if port is None:
         port = 51820 if encrypt else DEFAULT_PORT
+    if not 0 < int(port) < 65536:
+        raise EmergenceError(f"--port {port}: a UDP port, 1 to 65535")
     vni = default_vni(name) if vni is None else int(vni)
     if not 1 <= vni < 1 << 24:
         raise EmergenceError(f"--vni {vni}: 1 to 16777215")
