@@ -34,8 +34,9 @@ def read_status(state_dir, net):
 
 class Agent:
     def __init__(self, cluster, net, node, vtep, state_dir, instance=None, ttl=10.0,
-                 mtu=None):
+                 mtu=None, log=None):
         self.cluster, self.net, self.node, self.vtep = cluster, net, node, vtep
+        self.log = log or (lambda line: print(line, flush=True))
         self.state_dir, self.instance, self.ttl, self.mtu = state_dir, instance, ttl, mtu
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -120,8 +121,8 @@ class Agent:
             for node in sorted(set(before) | set(self.dp.peers)):
                 if before.get(node) != self.dp.peers.get(node):
                     now = self.dp.peers.get(node)
-                    print(f"{self.net}: peer {node} " + (f"at {now[1]} holds {now[0]}" if now
-                                                           else "gone"), flush=True)
+                    self.log(f"{self.net}: peer {node} " + (f"at {now[1]} holds {now[0]}"
+                                                            if now else "gone"))
             self._write_status()
         return n
 
@@ -144,8 +145,7 @@ class Agent:
                         self.repair_needed = True
                         self.wake.set()
         except Exception as e:
-            print(f"emergence net agent: kernel events off ({e}); repairs every quarter "
-                  "grace", flush=True)
+            self.log(f"{self.net}: kernel events off ({e}); repairs every quarter grace")
 
     def run(self):
         """Follow the peers until stop(): a kernel change only when the watch
@@ -182,7 +182,7 @@ class Agent:
                 if woken or touch:
                     self.sync()
             except Exception as e:      # etcd away for a moment: keep the kernel as is
-                print(f"emergence net agent: {e}", flush=True)
+                self.log(f"{self.net}: {e}")
         self.watch.stop()
 
     def stop(self, release=True):
@@ -220,3 +220,43 @@ def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=
     t.join(timeout=10)
     agent.stop(release=True)
     return 0
+
+
+class ClusterNetworks:
+    """The agents a node runs for `[relay] cluster_networks = ["NAME", ...]`:
+    the node's relay service makes one at start (in a worker thread: it talks
+    to etcd) and stops it at stop, which releases the subnets (a clean stop).
+    OPTS are the cluster connection's (`etcd`, `prefix`, `cluster-dir`,
+    `insecure`, as on the command line); the VTEP defaults as `net agent`'s."""
+
+    def __init__(self, names, state_dir, instance=None, opts=None, vtep=None, ttl=10.0,
+                 log=None):
+        self.names, self.state_dir, self.instance = list(names), state_dir, instance
+        self.log = log
+        self.opts, self.vtep, self.ttl = dict(opts or {}), vtep, ttl
+        self.agents, self.threads = [], []
+
+    def start(self):
+        from .clusternet import _cluster, _node, _vtep
+        cluster = _cluster(self.opts)
+        node = _node(self.opts)
+        vtep = self.vtep or _vtep({"vtep": None}, cluster)
+        for name in self.names:
+            agent = Agent(cluster, name, node, vtep, self.state_dir, self.instance, self.ttl,
+                          log=self.log)
+            agent.start()
+            t = threading.Thread(target=agent.run, name=f"overlay {name}", daemon=True)
+            t.start()
+            self.agents.append(agent)
+            self.threads.append(t)
+        return [a.status for a in self.agents]
+
+    def stop(self, release=True):
+        for agent in self.agents:
+            agent.stopping.set()
+            agent.wake.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        for agent in self.agents:
+            agent.stop(release=release)
+        self.agents, self.threads = [], []
