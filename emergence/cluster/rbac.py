@@ -4,10 +4,11 @@
   emergence-command         read and write everything under P
   emergence-reader          read everything under P
   emergence-worker-NAME     read everything under P; write only
-                              P/members/NAME, P/telemetry/NAME, P/holdings/NAME,
-                              P/netlease/NAME/ (its node subnets, relay/leases.py)
-                              (its own), P/netclaim/ (subnet claims: as ack/, a
-                              worker can forge one and so block a subnet, never
+                              P/members/NAME, P/telemetry/NAME, P/holdings/NAME
+                              and P/netlease/NAME/ (its own; the last holds its
+                              cluster-network subnets, relay/leases.py),
+                              P/netclaim/ (subnet claims: as with ack/, a worker
+                              can forge one and so block a subnet, but never
                               take a node's traffic, which follows netlease/),
                               P/assign/NAME/ (deleting what it finished),
                               P/ack/ and P/results/ (keyed by task: etcd's
@@ -16,7 +17,8 @@
                               result, but never a task, an assignment, a
                               setting or the leader)
 Each node is one etcd user, named as the node, with the roles its
-certificate states.  Key layout: place/state.py.
+certificate states.  Key layout: place/state.py (net/, netclaim/ and
+netlease/: relay/leases.py).
 """
 
 import base64
