@@ -5,7 +5,11 @@
   emergence-reader          read everything under P
   emergence-worker-NAME     read everything under P; write only
                               P/members/NAME, P/telemetry/NAME, P/holdings/NAME
-                              (its own),
+                              and P/netlease/NAME/ (its own; the last holds its
+                              cluster-network subnets, relay/leases.py),
+                              P/netclaim/ (subnet claims: as with ack/, a worker
+                              can forge one and so block a subnet, but never
+                              take a node's traffic, which follows netlease/),
                               P/assign/NAME/ (deleting what it finished),
                               P/ack/ and P/results/ (keyed by task: etcd's
                               prefix permissions cannot narrow these to a
@@ -13,7 +17,8 @@
                               result, but never a task, an assignment, a
                               setting or the leader)
 Each node is one etcd user, named as the node, with the roles its
-certificate states.  Key layout: place/state.py.
+certificate states.  Key layout: place/state.py (net/, netclaim/ and
+netlease/: relay/leases.py).
 """
 
 import base64
@@ -78,6 +83,6 @@ def add_node(admin, prefix, name, roles, password):
         _perm(admin, role, "READ", prefix, _end(prefix))
         for key in (f"members/{name}", f"telemetry/{name}", f"holdings/{name}"):
             _perm(admin, role, "READWRITE", prefix + key)
-        for sub in (f"assign/{name}/", "ack/", "results/"):
+        for sub in (f"assign/{name}/", "ack/", "results/", f"netlease/{name}/", "netclaim/"):
             _perm(admin, role, "READWRITE", prefix + sub, _end(prefix + sub))
         admin.call("auth/user/grant", {"user": name, "role": role})

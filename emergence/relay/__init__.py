@@ -17,8 +17,15 @@
   cni.py       `emergence-cni`: the CNI 1.1 plugin over the same engine
   hooks.py     `net attach|detach` as OCI hooks, so the runtime never imports relay
   service.py   the node's reconciler: netlink events, resync, periodic compare
+  leases.py    cluster networks and node-subnet leases in the cluster's etcd
+  overlay.py   a cluster network's VXLAN device and per-peer FDB, neighbour, route
+  wg.py        the same over kernel WireGuard (--encrypt wireguard), its keys
+  agent.py     `net agent`: lease, local network, device, peers from an etcd watch
+  clusternet.py  the `net ... --cluster` verbs
 
-May import: the top-level helpers (errors, command).  Nothing imports relay;
+May import: the top-level helpers (errors, command); the cluster networks
+also place's etcd client (state.Cluster, watch.PrefixWatch, the CLI's
+connection options) and cluster/ (TLS material), lazily.  Nothing imports relay;
 the runtime reaches it only through OCI hooks that run `emergence net`.
 Public API: `Relay` (engine.py) and `load` (graph.py).
 """

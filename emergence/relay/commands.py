@@ -6,6 +6,7 @@ import sys
 
 from ..command import FLAG, JSON, MULTI, VALUE, Option, UsageError, Verb
 from ..errors import EmergenceError
+from ..place.commands import COMMON as CLUSTER_OPTIONS
 
 TITLE = "Networks (Relay: bridges, veths, IPAM, NAT, port forwards)"
 
@@ -22,7 +23,17 @@ SUBCOMMANDS = """\
   gc                            release attachments whose netns is gone
   attach NET CONTAINER NETNS [--ip IP] [--ifname IF] [-p HOST:CONT[/PROTO]]
   detach NET CONTAINER [--ifname IF]
-  hook attach|detach            as an OCI hook: the container's state on stdin"""
+  hook attach|detach            as an OCI hook: the container's state on stdin
+
+Cluster networks (across nodes, in the cluster's etcd; VXLAN between nodes):
+  create NAME --cluster --subnet CIDR --node-prefix N [--vni N] [--port N] [--grace S]
+                [--mtu N] [--encrypt wireguard]   a network each node leases a /N of
+  agent NAME --cluster [--vtep IP] [--lease-ttl S]
+                                lease this node's subnet, keep the overlay (foreground)
+  leave NAME --cluster          release this node's subnet
+  nodes NAME --cluster          node, subnet, VTEP, encryption, last seen
+  inspect NAME --cluster        the network, its nodes, this node's MTU and how it was derived
+  rm NAME --cluster             remove a network no node holds"""
 
 OPTIONS = {
     "state": Option(VALUE, "Relay's state directory (default /var/lib/emergence/relay, "
@@ -49,6 +60,22 @@ OPTIONS = {
     "publish": Option(MULTI, "forward HOST port to CONTAINER port (attach)",
                       "HOST:CONT[/PROTO]", aliases=("p",)),
     "json": JSON,
+    "cluster": Option(FLAG, "a cluster network, in the cluster's etcd (create, agent, leave, "
+                            "nodes, inspect, rm)"),
+    "node-prefix": Option(VALUE, "the prefix length of each node's subnet (create --cluster)",
+                          "N"),
+    "vni": Option(VALUE, "VXLAN network id (create --cluster; default from the name)", "N"),
+    "port": Option(VALUE, "UDP port (create --cluster; default 4789, with --encrypt 51820)", "N"),
+    "grace": Option(VALUE, "seconds a gone node keeps its subnet (create --cluster; default "
+                           "86400)", "S"),
+    "encrypt": Option(VALUE, "carry a cluster network over kernel WireGuard (create "
+                             "--cluster)", "wireguard"),
+    "vtep": Option(VALUE, "this node's underlay address (agent; default the one etcd is "
+                          "reached from)", "IP"),
+    "lease-ttl": Option(VALUE, "seconds of the node's etcd lease (agent; default 10)", "S"),
+    "name": Option(VALUE, "this node's name (with --insecure; else its certificate's)",
+                   "NAME"),
+    **CLUSTER_OPTIONS,
 }
 
 
@@ -95,6 +122,9 @@ def _net(ctx, opts, args):
     if not args:
         raise UsageError("usage: emergence net SUBCOMMAND ...; see `emergence net --help`")
     sub, rest = args[0], args[1:]
+    if opts.get("cluster") or sub in ("agent", "leave", "nodes"):
+        from .clusternet import run
+        return run(opts, sub, rest)
     from .. import fastjson
     if sub == "create":
         from .engine import network_from_options

@@ -25,7 +25,7 @@ from .fields import MAX_IFNAME
 from .fields import bad as _bad
 
 NET_FIELDS = {"bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix",
-              "allow_overlap", "owner"}
+              "allow_overlap", "owner", "cluster_subnet"}
 ATT_FIELDS = {"network", "container", "netns", "ifname", "address", "mac", "origin", "owner"}
 PF_FIELDS = {"network", "container", "host_address", "host_port", "container_port", "proto",
              "owner"}
@@ -61,10 +61,11 @@ _int = fields.integer
 
 class Network:
     __slots__ = ("name", "bridge", "subnets", "gateways", "mtu", "nat", "isolated",
-                 "veth_prefix", "owner", "allow_overlap")
+                 "veth_prefix", "owner", "allow_overlap", "cluster_subnet")
 
     def __init__(self, name, bridge, subnets, gateways=None, mtu=1500, nat=True,
-                 isolated=True, veth_prefix="ev", owner=CLI, allow_overlap=False):
+                 isolated=True, veth_prefix="ev", owner=CLI, allow_overlap=False,
+                 cluster_subnet=None):
         self.name = name
         self.bridge = bridge
         self.subnets = [ipaddress.ip_network(s) for s in subnets]
@@ -80,6 +81,9 @@ class Network:
         self.veth_prefix = veth_prefix
         self.owner = owner
         self.allow_overlap = allow_overlap
+        # a node subnet of a cluster network (relay/agent.py): traffic to the
+        # rest of the cluster network goes over the overlay, not masqueraded
+        self.cluster_subnet = ipaddress.ip_network(cluster_subnet) if cluster_subnet else None
 
     @property
     def key(self):
@@ -95,7 +99,8 @@ class Network:
         return {"bridge": self.bridge, "subnets": [str(s) for s in self.subnets],
                 "gateway": [str(g) for g in self.gateways], "mtu": self.mtu, "nat": self.nat,
                 "isolated": self.isolated, "veth_prefix": self.veth_prefix,
-                "owner": self.owner, **({"allow_overlap": True} if self.allow_overlap else {})}
+                "owner": self.owner, **({"allow_overlap": True} if self.allow_overlap else {}),
+                **({"cluster_subnet": str(self.cluster_subnet)} if self.cluster_subnet else {})}
 
     def __eq__(self, other):
         return isinstance(other, Network) and self.to_dict() == other.to_dict() \
@@ -427,8 +432,13 @@ def network_from_dict(name, d, where, instance="", trusted=False):
         _bad(f"{where}.owner", "must be a string")
     mtu = fields.mtu(f"{where}.mtu", d.get("mtu", 1500), () if trusted else
                      {n.version for n in nets})
+    cluster = d.get("cluster_subnet")
+    if cluster is not None:
+        cluster = fields.cidr(f"{where}.cluster_subnet", cluster)
+        if not all(n.version == cluster.version and n.subnet_of(cluster) for n in nets):
+            _bad(f"{where}.cluster_subnet", f"{cluster} must hold the network's subnets")
     return Network(name, bridge, nets, gw, mtu, d.get("nat", True), d.get("isolated", True),
-                   prefix, owner, d.get("allow_overlap", False))
+                   prefix, owner, d.get("allow_overlap", False), cluster)
 
 
 def attachment_from_dict(d, where, trusted=False):

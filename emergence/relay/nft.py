@@ -30,7 +30,9 @@ def ruleset(graph, dead=()):
         if net.nat:
             for s in net.subnets:
                 fam = "ip" if s.version == 4 else "ip6"
-                post.append(f'{fam} saddr {s} oifname != "{br}" masquerade')
+                # a cluster network's peers see the container's own address
+                peers = f"{fam} daddr != {net.cluster_subnet} " if net.cluster_subnet else ""
+                post.append(f'{fam} saddr {s} {peers}oifname != "{br}" masquerade')
         # port forwards from loopback reach the bridge with a 127/8 source
         post.append(f'ip saddr 127.0.0.0/8 oifname "{br}" masquerade')
         if net.name in published:

@@ -1,0 +1,262 @@
+"""The overlay agent: one process per node and cluster network that leases
+the node subnet (leases.py), makes the local Relay network and the VXLAN
+device (overlay.py), then follows its peers from an etcd watch — a change
+under `netlease/` or `netclaim/NET/` wakes it; it reads the peers once and
+changes only the differences in the kernel.  Between events it renews its
+alive key, refreshes `seen` and reclaims the claims of nodes gone longer
+than the grace.  SIGTERM is a clean stop: the subnet is released (peers
+drop their entries at once) and the VXLAN device removed; SIGKILL keeps
+everything, and the next start takes the same subnet back.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+from ..errors import EmergenceError
+from . import leases
+from .overlay import VXLAN_OVERHEAD, Dataplane, derive_mtu, device_mac
+
+
+def status_path(state_dir, net):
+    return os.path.join(state_dir, f"overlay-{net}.json")
+
+
+def read_status(state_dir, net):
+    try:
+        with open(status_path(state_dir, net)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Agent:
+    def __init__(self, cluster, net, node, vtep, state_dir, instance=None, ttl=10.0,
+                 mtu=None, log=None):
+        self.cluster, self.net, self.node, self.vtep = cluster, net, node, vtep
+        self.log = log or (lambda line: print(line, flush=True))
+        self.state_dir, self.instance, self.ttl, self.mtu = state_dir, instance, ttl, mtu
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.watch = None
+
+    def start(self):
+        self.lease = leases.NodeLease(self.cluster, self.net, self.node, self.vtep,
+                                      mac=device_mac(self.node, self.net), ttl=self.ttl)
+        doc = self.lease.doc
+        overhead = VXLAN_OVERHEAD
+        if doc.get("encrypt") == "wireguard":
+            from .wg import WIREGUARD_OVERHEAD, WireguardPlane, keypair
+            private, self.lease.wg_public = keypair(self.state_dir, self.net)
+            self.dp = WireguardPlane(self.net, doc["port"], self.vtep, None, private)
+            overhead = WIREGUARD_OVERHEAD
+        else:
+            self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, None,
+                                self.lease.mac)
+        under, _, under_mtu = self.dp.underlay()    # before leasing: a wrong --vtep holds nothing
+        self.subnet = self.dp.subnet = self.lease.acquire()
+        leased_at = time.time()
+        self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"), overhead)
+        device_mtu = under_mtu - overhead
+        if not 576 <= self.mtu_value <= device_mtu:
+            raise EmergenceError(f"MTU {self.mtu_value} does not fit: the overlay carries at "
+                                 f"most {device_mtu} ({under} MTU {under_mtu} - "
+                                 f"{overhead}) and IPv4 needs 576; drop --mtu")
+        self._relay_network()
+        try:
+            self.dp.ensure(device_mtu)
+        except Exception as e:
+            if type(e).__name__ != "NetlinkError":
+                raise
+            raise EmergenceError(f"cannot make the overlay device {self.dp.ifname} on {under}: "
+                                 f"{e}; is VXLAN port {doc['port']} free on this host?")
+        self.status = {"network": self.net, "node": self.node, "subnet": str(self.subnet),
+                       "vtep": self.vtep, "device": self.dp.ifname,
+                       "encrypt": doc.get("encrypt"),
+                       "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
+                       "underlay": under, "underlay_mtu": under_mtu, "vni": doc["vni"],
+                       "port": doc["port"], "pid": os.getpid(), "leased_at": leased_at}
+        self._write_status()
+        return self.subnet
+
+    def _write_status(self):
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        path = status_path(self.state_dir, self.net)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(self.status, peers=sorted(self.dp.peers), kernel_ops=len(self.dp.ops),
+                           updated=time.time()), f, indent=1)
+        os.replace(tmp, path)
+
+    def _relay_network(self):
+        """The local Relay network: the node subnet on a bridge, the derived MTU."""
+        from .engine import Relay
+        from .graph import network_from_dict
+        relay = Relay(self.state_dir, instance=self.instance)
+        have = relay.desired().networks.get(self.net)
+        want = {"subnets": [str(self.subnet)], "mtu": self.mtu_value,
+                "owner": f"cluster:{self.net}", "allow_overlap": True,
+                "cluster_subnet": self.lease.doc["subnet"]}
+        if have is not None:
+            if have.to_dict().items() >= {k: v for k, v in want.items()
+                                          if k != "allow_overlap"}.items():
+                return
+            relay.remove_network(self.net, force=True)
+        relay.create_network(network_from_dict(self.net, want, f"network {self.net}",
+                                                relay.instance))
+
+    def wanted(self):
+        third = "wg_public" if self.lease.doc.get("encrypt") == "wireguard" else "mac"
+        return {n: (r["subnet"], r["vtep"], r.get(third))
+                for n, r in leases.peers(self.cluster, self.net).items()
+                if n != self.node and r.get("vtep") and r.get(third)}
+
+    def sync(self):
+        before = dict(self.dp.peers)
+        n = self.dp.sync(self.wanted())
+        if n:
+            for node in sorted(set(before) | set(self.dp.peers)):
+                if before.get(node) != self.dp.peers.get(node):
+                    now = self.dp.peers.get(node)
+                    self.log(f"{self.net}: peer {node} " + (f"at {now[1]} holds {now[0]}"
+                                                            if now else "gone"))
+            self._write_status()
+        return n
+
+    def _kernel_events(self):
+        """Wake the loop when a route, neighbour or FDB entry of our device is
+        deleted by someone (the loop repairs); without it the quarter-grace
+        check still does."""
+        try:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_NEIGH
+            ipr = IPRoute()
+            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+            while not self.stopping.is_set():
+                for msg in ipr.get():
+                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH"):
+                        continue
+                    idx = (msg.get_attr("RTA_OIF") if msg["event"] == "RTM_DELROUTE"
+                           else msg.get("ifindex"))
+                    if idx == self.dp.index:
+                        self.repair_needed = True
+                        self.wake.set()
+        except Exception as e:
+            self.log(f"{self.net}: kernel events off ({e}); repairs every quarter grace")
+
+    def run(self):
+        """Follow the peers until stop(): a kernel change only when the watch
+        says something changed; between events, renew the alive key, and
+        every quarter grace refresh `seen`, reclaim, drop peers gone longer
+        than the grace and repair entries someone removed from the kernel."""
+        from ..place.watch import PrefixWatch
+        self.watch = PrefixWatch(self.cluster, self.cluster.prefix, self.wake,
+                                 sections=("netlease/", f"netclaim/{self.net}/"))
+        grace = float(self.lease.doc.get("grace", leases.DEFAULT_GRACE))
+        tick = max(0.2, min(self.ttl / 3.0, grace / 4.0))
+        touched = time.monotonic()
+        self.repair_needed = False
+        threading.Thread(target=self._kernel_events, name="kernel events", daemon=True).start()
+        deadline = time.monotonic() + 3.0
+        while self.watch.watches == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)           # watching before the first read: nothing missed
+        self.sync()
+        while not self.stopping.is_set():
+            woken = self.wake.wait(tick)
+            if self.stopping.is_set():
+                break
+            self.wake.clear()
+            try:
+                now = time.monotonic()
+                touch = now - touched >= min(grace / 4.0, 300.0)
+                self.lease.renew(touch=touch)
+                if touch:
+                    touched = now
+                    leases.reclaim(self.cluster, self.net)
+                if touch or self.repair_needed:
+                    self.repair_needed = False
+                    self.dp.repair()
+                if woken or touch:
+                    self.sync()
+            except Exception as e:      # etcd away for a moment: keep the kernel as is
+                self.log(f"{self.net}: {e}")
+        self.watch.stop()
+
+    def stop(self, release=True):
+        self.stopping.set()
+        self.wake.set()
+        if release:
+            self.lease.release()
+            self.dp.remove()
+            try:
+                os.unlink(status_path(self.state_dir, self.net))
+            except OSError:
+                pass
+
+
+def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=None):
+    agent = Agent(cluster, net, node, vtep, state_dir, instance, ttl, mtu)
+    subnet = agent.start()
+    print(f"{net}: node {node} holds {subnet} (VTEP {vtep}, MTU {agent.mtu_value})",
+          flush=True)
+    done = threading.Event()
+
+    def on_term(signum, frame):
+        done.set()
+        agent.stopping.set()
+        agent.wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    while not done.is_set() and t.is_alive():
+        done.wait(0.5)
+    agent.stopping.set()
+    agent.wake.set()
+    t.join(timeout=10)
+    agent.stop(release=True)
+    return 0
+
+
+class ClusterNetworks:
+    """The agents a node runs for `[relay] cluster_networks = ["NAME", ...]`:
+    the node's relay service makes one at start (in a worker thread: it talks
+    to etcd) and stops it at stop, which releases the subnets (a clean stop).
+    OPTS are the cluster connection's (`etcd`, `prefix`, `cluster-dir`,
+    `insecure`, as on the command line); the VTEP defaults as `net agent`'s."""
+
+    def __init__(self, names, state_dir, instance=None, opts=None, vtep=None, ttl=10.0,
+                 log=None):
+        self.names, self.state_dir, self.instance = list(names), state_dir, instance
+        self.log = log
+        self.opts, self.vtep, self.ttl = dict(opts or {}), vtep, ttl
+        self.agents, self.threads = [], []
+
+    def start(self):
+        from .clusternet import _cluster, _node, _vtep
+        cluster = _cluster(self.opts)
+        node = _node(self.opts)
+        vtep = self.vtep or _vtep({"vtep": None}, cluster)
+        for name in self.names:
+            agent = Agent(cluster, name, node, vtep, self.state_dir, self.instance, self.ttl,
+                          log=self.log)
+            agent.start()
+            t = threading.Thread(target=agent.run, name=f"overlay {name}", daemon=True)
+            t.start()
+            self.agents.append(agent)
+            self.threads.append(t)
+        return [a.status for a in self.agents]
+
+    def stop(self, release=True):
+        for agent in self.agents:
+            agent.stopping.set()
+            agent.wake.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        for agent in self.agents:
+            agent.stop(release=release)
+        self.agents, self.threads = [], []
