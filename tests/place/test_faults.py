@@ -94,7 +94,8 @@ def test_leader_and_two_workers_die_all_200_finish_once(cluster, tmp_path):
             procs[w].send_signal(signal.SIGKILL)
         orphaned = [w for w in busy_workers() if w in victims[:2]]
         assert orphaned, "both victims' tasks ended before the kill"
-        assert wait_for(lambda: cluster.get("leader") not in (None, leader), TTL + 3)
+        # within a few lease times (etcd expires leases late under load)
+        assert wait_for(lambda: cluster.get("leader") not in (None, leader), TTL + 8)
         took = time.monotonic() - t_kill
         new_leader = cluster.get("leader")
         time.sleep(TTL + 2)  # longer than its lease: it is gone for the cluster
