@@ -21,7 +21,7 @@ import threading
 import time
 
 import pytest
-from conftest import podman_env, unmount_below
+from conftest import MAKE_ROOTFS, podman_env, unmount_below
 from test_engines import EMERGENCE
 from test_sdnotify import SDN_C
 
@@ -63,8 +63,10 @@ class Pod:
         self.cmd = ["nsenter", f"--net=/var/run/netns/{ns}", "podman",
                     "--root", os.path.join(base, "root"),
                     "--runroot", os.path.join(base, "runroot"), "--storage-driver", "vfs"]
+        # a fresh rootfs, not the session's: earlier tests leave mount points in
+        # that one (a /run of 0755 would change what --read-only's tmpfs shows)
         image = os.path.join(base, "image")
-        subprocess.run(["cp", "-a", rootfs, image], check=True)
+        subprocess.run([MAKE_ROOTFS, image], check=True, stdout=subprocess.DEVNULL)
         os.makedirs(os.path.join(image, "www"))
         with open(os.path.join(image, "www", "index.html"), "w") as f:
             f.write("served\n")
