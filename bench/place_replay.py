@@ -29,6 +29,9 @@ import os
 import random
 import time
 
+# Kubernetes' node scores, as the synthetic simulation has them
+from place_sim import _fits, balanced_allocation, least_allocated, random_choice
+
 RESOURCES = ("cpu", "memory", "disk_io", "net")
 UNIT = {"cpu": 2.0, "memory": 8.0, "disk_io": 0.5, "net": 0.5}
 TRACE_KEYS = {"cpu": "cpu", "memory": "memory", "disk_io": "io", "net": "net"}
@@ -77,29 +80,6 @@ def make_tasks(n, hosts, profs, load, rng):
         tasks.append({"id": i, "at": t, "run": rng.uniform(20.0, 100.0), "class": cls,
                       "use": use, "request": {"cpu": use["cpu"], "memory": use["memory"]}})
     return tasks
-
-
-def _fits(h, d):
-    cap, al = h["capacity"], h["allocated"]
-    return (al["cpu"] + d["cpu"] <= cap["cpu"] + 1e-9
-            and al["memory"] + d["memory"] <= cap["memory"] + 1e-9)
-
-
-def _fracs(h, d):
-    cap, al = h["capacity"], h["allocated"]
-    return ((al["cpu"] + d["cpu"]) / cap["cpu"], (al["memory"] + d["memory"]) / cap["memory"])
-
-
-def least_allocated(cands, d, rng):
-    return max(cands, key=lambda h: sum(1 - f for f in _fracs(h, d)) / 2)
-
-
-def balanced_allocation(cands, d, rng):
-    return max(cands, key=lambda h: 1 - abs(_fracs(h, d)[0] - _fracs(h, d)[1]) / 2)
-
-
-def random_choice(cands, d, rng):
-    return rng.choice(cands)
 
 
 K8S = {"LeastAllocated": least_allocated, "BalancedAllocation": balanced_allocation,

@@ -55,3 +55,77 @@ def ci_fixture(tmp_path):
     c = Ci(tmp_path)
     yield c
     assert c.containers() == []
+
+
+def six_stages(pause=""):
+    """The six-stage pipeline the shared-cache and cluster tests run: gen, lint,
+    docs (each followed by PAUSE, e.g. "; sleep 1" so they overlap and spread),
+    build, test, package."""
+    return f"""
+[stages.gen]
+image = "image.nix"
+command = "mkdir -p /out/g && echo generated > /out/g/v{pause}"
+outputs = ["g"]
+
+[stages.build]
+image = "image.nix"
+command = "cat /in/gen/g/v > /out/b; echo built >> /out/b"
+inputs = ["@gen", "src/*.sh"]
+outputs = ["b"]
+
+[stages.lint]
+image = "image.nix"
+command = "for f in /src/src/*.sh; do sh -n $f; done; echo lint ok{pause}"
+inputs = ["src/*.sh"]
+
+[stages.docs]
+image = "image.nix"
+command = "cp /src/docs/README.txt /out/d{pause}"
+inputs = ["docs"]
+outputs = ["d"]
+
+[stages.test]
+image = "image.nix"
+command = "grep built /in/build/b && echo tested"
+inputs = ["@build"]
+needs = ["lint"]
+
+[stages.package]
+image = "image.nix"
+command = "cat /in/build/b /in/docs/d > /out/p; sha256sum /out/p"
+inputs = ["@build", "@docs"]
+needs = ["test"]
+outputs = ["p"]
+"""
+
+
+class ShareNode:
+    """The share service over STORE on 127.0.0.1 (its node key made at start)."""
+
+    def __init__(self, store, state):
+        import socket
+        import sys
+        import time
+        self.store = store
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "emergence.share.service", "--listen",
+             f"127.0.0.1:{self.port}", "--state", state, "--config",
+             json.dumps({"store": store})],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        for _ in range(400):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, "the share service died"
+                time.sleep(0.05)
+        import requests
+        self.key = requests.get(self.url + "/share/v1/info").json()["public_key"]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()

@@ -9,7 +9,6 @@ The attacks on the new task kind (secrets, host network, outputs outside
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-from cihelp import ci_fixture
+from cihelp import ShareNode, ci_fixture, six_stages
 from conftest import emergence_command
 
 from emergence.pipeline import dispatch
@@ -30,71 +29,8 @@ from place.conftest import SecureEtcd, join_node, stop_all, wait_for  # noqa: E4
 needs_nix = pytest.mark.skipif(shutil.which("nix-build") is None or os.geteuid() != 0,
                                reason="needs root and nix-build")
 
-SIX = """
-[stages.gen]
-image = "image.nix"
-command = "mkdir -p /out/g && echo generated > /out/g/v; sleep 1"
-outputs = ["g"]
-
-[stages.build]
-image = "image.nix"
-command = "cat /in/gen/g/v > /out/b; echo built >> /out/b"
-inputs = ["@gen", "src/*.sh"]
-outputs = ["b"]
-
-[stages.lint]
-image = "image.nix"
-command = "for f in /src/src/*.sh; do sh -n $f; done; echo lint ok; sleep 1"
-inputs = ["src/*.sh"]
-
-[stages.docs]
-image = "image.nix"
-command = "cp /src/docs/README.txt /out/d; sleep 1"
-inputs = ["docs"]
-outputs = ["d"]
-
-[stages.test]
-image = "image.nix"
-command = "grep built /in/build/b && echo tested"
-inputs = ["@build"]
-needs = ["lint"]
-
-[stages.package]
-image = "image.nix"
-command = "cat /in/build/b /in/docs/d > /out/p; sha256sum /out/p"
-inputs = ["@build", "@docs"]
-needs = ["test"]
-outputs = ["p"]
-"""
-
-
-class Share:
-    """The share service over STORE on 127.0.0.1 (its node key made at start)."""
-
-    def __init__(self, store, state):
-        self.store = store
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emergence.share.service", "--listen",
-             f"127.0.0.1:{self.port}", "--state", state, "--config",
-             json.dumps({"store": store})],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None, "the share service died"
-                time.sleep(0.05)
-        import requests
-        self.key = requests.get(self.url + "/share/v1/info").json()["public_key"]
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
+SIX = six_stages("; sleep 1")
+Share = ShareNode
 
 
 # -- what keeps a pipeline, or a task, off the cluster (fast) --

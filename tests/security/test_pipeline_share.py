@@ -8,86 +8,25 @@ points at another stage's result is refused and the stage rebuilt."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pipeline"))
-from cihelp import ci_fixture  # noqa: E402
+from cihelp import ShareNode, ci_fixture, six_stages  # noqa: E402
 from conftest import emergence_command  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("nix-build") is None or os.geteuid() != 0,
                                  reason="needs root and nix-build")]
 
-SIX = """
-[stages.gen]
-image = "image.nix"
-command = "mkdir -p /out/g && echo generated > /out/g/v"
-outputs = ["g"]
-
-[stages.build]
-image = "image.nix"
-command = "cat /in/gen/g/v > /out/b; echo built >> /out/b"
-inputs = ["@gen", "src/*.sh"]
-outputs = ["b"]
-
-[stages.lint]
-image = "image.nix"
-command = "for f in /src/src/*.sh; do sh -n $f; done; echo lint ok"
-inputs = ["src/*.sh"]
-
-[stages.docs]
-image = "image.nix"
-command = "cp /src/docs/README.txt /out/d"
-inputs = ["docs"]
-outputs = ["d"]
-
-[stages.test]
-image = "image.nix"
-command = "grep built /in/build/b && echo tested"
-inputs = ["@build"]
-needs = ["lint"]
-
-[stages.package]
-image = "image.nix"
-command = "cat /in/build/b /in/docs/d > /out/p; sha256sum /out/p"
-inputs = ["@build", "@docs"]
-needs = ["test"]
-outputs = ["p"]
-"""
+SIX = six_stages()
 
 
-class Node:
-    """The share service over STORE on 127.0.0.1 (its node key made at start)."""
-
-    def __init__(self, tmp, i):
-        self.store, self.state = str(tmp / f"n{i}-store"), str(tmp / f"n{i}-state")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emergence.share.service", "--listen",
-             f"127.0.0.1:{self.port}", "--state", self.state,
-             "--config", json.dumps({"store": self.store})],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None, "the node died"
-                time.sleep(0.05)
-        import requests
-        self.key = requests.get(self.url + "/share/v1/info").json()["public_key"]
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
+def Node(tmp, i):
+    """Share node I: its store and state under TMP."""
+    return ShareNode(str(tmp / f"n{i}-store"), str(tmp / f"n{i}-state"))
 
 
 @pytest.fixture
