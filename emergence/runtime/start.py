@@ -78,13 +78,25 @@ def _start(root, container_id):
             notify.close()
 
 
+def _stop(c, send, patience=2.0):
+    """SIGKILL the init and wait (briefly) until it is dead, so that a failed
+    `start` returns with the container stopped: a `state` right after it must
+    not see the init still running (the signal is delivered asynchronously)."""
+    import time
+    if not send(c.pid, c.data.get("startTime"), 9):
+        return
+    deadline = time.monotonic() + patience
+    while c.init_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def _release(c, container_id, send):
     said = _released(c, os.path.join(c.dir, FIFO))
     crashpoint("start:said")
     os.unlink(os.path.join(c.dir, FIFO))
     crashpoint("start:unlinked")
     if not said.startswith(b"0"):
-        send(c.pid, c.data.get("startTime"), 9)  # stop the container, as the spec says
+        _stop(c, send)  # stop the container, as the spec says
         text = said.decode(errors="replace").strip()
         if text.startswith("error "):
             from .launch import ShimError
@@ -99,6 +111,6 @@ def _release(c, container_id, send):
             hk.run("poststart", hooks["poststart"],
                    hk.oci_state(c.data, "running", c.pid))
         except EmergenceError as e:
-            send(c.pid, c.data.get("startTime"), 9)
+            _stop(c, send)
             raise HookFailed(e) from None
 
