@@ -86,9 +86,12 @@ def _session_class():
             headers = dict(kw.pop("headers", None) or {})
             headers["Authorization"] = self.token
             r = self._send(method, url, *args, headers=headers, **kw)
-            for _ in range(5):  # users may change again meanwhile (nodes joining)
-                if not _stale_token(r):
-                    break
+            # users may change again and again meanwhile (nodes joining): a stale
+            # token means nothing was applied, so sending again is safe; for a
+            # while, not a number of times (a burst of joins outlasts any count)
+            import time
+            deadline = time.monotonic() + 15.0
+            while _stale_token(r) and time.monotonic() < deadline:
                 self.login()
                 headers["Authorization"] = self.token
                 r = self._send(method, url, *args, headers=headers, **kw)
