@@ -62,7 +62,17 @@ def test_an_early_ctrl_c_ends_the_call_as_cold_does(rt, delay):
                          preexec_fn=_default_int)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    try:
+        out, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        # The signal reached the init after its release but before sh set its
+        # trap: the kernel drops a signal with no handler sent to a pid
+        # namespace's init (pid_namespaces(7)), under runc too.  The call is
+        # alive and well: a second ^C is passed on and trapped.
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 7 and "got-INT" in out, (p.returncode, out, err)
+        return
     if out.startswith("ready"):  # it was quicker than the signal: passed on
         assert p.returncode == 7
         return
