@@ -72,7 +72,8 @@ def start_members(data_dirs, names, client_ports, peer_ports, log=None, detach=F
             try:
                 procs.append(subprocess.Popen(argv, stdout=out, stderr=out,
                                               stdin=subprocess.DEVNULL,
-                                              start_new_session=detach))
+                                              start_new_session=detach,
+                                              preexec_fn=_tied(detach)))
             finally:
                 out.close()
         for url, proc in zip(urls, procs):
@@ -83,6 +84,18 @@ def start_members(data_dirs, names, client_ports, peer_ports, log=None, detach=F
             proc.wait()
         raise
     return procs, urls
+
+
+def _tied(detach):
+    """A member not detached is its starter's (a test, the node's embedded
+    etcd): it dies with it, even by kill -9.  Only from the main thread, to
+    which the death signal is tied (the node starts its etcd from a worker
+    thread and stops it itself)."""
+    import threading
+    if detach or threading.current_thread() is not threading.main_thread():
+        return None
+    from ..lifetime import dies_with_us
+    return dies_with_us()
 
 
 def wait_ready(url, proc=None, timeout=20.0, material=None):

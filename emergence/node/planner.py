@@ -461,6 +461,7 @@ def work(conn, resets):
             csock.send(fields("EXIT", code))
         except OSError:
             pass
+    _die_with_caller(csock, answered)
     try:
         if os.path.basename(argv[0]) == "emergence-cni":
             # a CNI DEL may answer before its last kernel work (relay/cni.py)
@@ -473,6 +474,32 @@ def work(conn, resets):
         code = e.code if isinstance(e.code, int) else 1
     answer(code, final=True)
     return 0
+
+
+def _die_with_caller(csock, answered):
+    """A cold call is the caller's own process: a kill -9 of it ends the call.
+    A warm call must too, or a long verb (`cluster join`, `pipeline run`, `net
+    agent`) whose front-end was killed runs on for ever.  The front-end's end
+    of the socket closes only when it dies or after our EXIT; a thread waits
+    for that hang-up and, if no EXIT was sent, kills this worker as the
+    front-end's death would have killed the cold process."""
+    import _thread
+    import select
+
+    def watch():
+        p = select.poll()
+        p.register(csock.fileno(), 0)  # only POLLHUP/POLLERR, never the replies
+        while True:
+            try:
+                events = p.poll()
+            except InterruptedError:
+                continue
+            if any(e & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for _, e in events):
+                break
+        if not answered:
+            os.kill(os.getpid(), 9)
+    _thread.start_new_thread(watch, ())
 
 
 def _signal_resets():

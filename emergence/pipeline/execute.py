@@ -148,8 +148,8 @@ _preexec = []
 
 def _pdeathsig():
     if not _preexec:
-        from .watch import pdeathsig_preexec
-        _preexec.append(pdeathsig_preexec())
+        from ..lifetime import dies_with_us
+        _preexec.append(dies_with_us())
     return _preexec[0]
 
 

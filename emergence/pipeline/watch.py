@@ -25,20 +25,6 @@ import threading
 RUNS = os.path.join("pipeline", "runs")
 
 
-def pdeathsig_preexec():
-    """A preexec_fn: SIGKILL when the runner (its thread) dies; exits at once
-    if the runner is already gone.  libc is looked up now, not in the child."""
-    import ctypes
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec():
-        prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-        if os.getppid() != parent:
-            os._exit(1)
-    return preexec
-
-
 def make_run_dir(store_root, run_id):
     """STORE/pipeline/runs/RUN_ID (0700), with RUN_ID.lock beside it, locked by
     us (before the dir exists) while the run lives."""

@@ -55,33 +55,13 @@ def state_template(data, status):
     return text.replace('"pid": 0', '"pid": %PID%', 1)
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def dies_with_us():
-    """A preexec_fn that gives the child SIGKILL when we die, so a hook does not
-    outlive a runtime killed with kill -9 (a create killed mid-hook).  The signal
-    is tied to the forking thread: hooks are forked from the main thread, which
-    lives as long as the process.  A hook's own children are not affected (the
-    setting is not inherited), so a daemon a hook starts stays.  The cost, only
-    when there are hooks: ctypes (~1.5 ms, once) and a fork instead of a vfork."""
-    import ctypes
-    prctl = ctypes.CDLL(None).prctl
-    parent = os.getpid()
-
-    def preexec():
-        prctl(PR_SET_PDEATHSIG, 9)
-        if os.getppid() != parent:  # we died before it was set
-            os.kill(os.getpid(), 9)
-    return preexec
-
-
 def run(kind, hooks, state):
     """Run KIND hooks in order with STATE on stdin; raise on the first failure.
     A hook gets exactly the env of its entry (ours if it has none), and our stdout and stderr (its
-    stderr is also kept for the error line); it dies with us (dies_with_us)."""
+    stderr is also kept for the error line); it dies with us (lifetime.dies_with_us)."""
     import subprocess
     payload = fastjson.dumps(state).encode()
+    from ..lifetime import dies_with_us
     preexec = dies_with_us() if hooks else None
     for i, hook in enumerate(hooks):
         what = f"{kind} hook {i} ({shown(hook['path'])})"

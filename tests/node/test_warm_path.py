@@ -206,6 +206,34 @@ def test_worker_killed_mid_call_takes_its_container_with_it(rt, node, calls):
     assert json.loads(calls("off", "state", cid).stdout)["status"] == "stopped"
 
 
+def test_a_front_end_killed_mid_call_ends_its_worker(rt, node, calls, tmp_path):
+    """kill -9 of a cold call's process ends the call; so it must on the warm
+    path, or a long verb (here `events`, which never asks the front-end for
+    anything) would run on in its worker for ever."""
+    cid = rt.new_id("w")
+    assert calls("off", "create", "--bundle", rt.bundle(["sleep", "60"]), cid).returncode == 0
+    where = tmp_path / "caller"  # the worker takes the caller's cwd: how we find it
+    where.mkdir()
+    p = calls(node.socket, "events", "--interval", "1", cid, wait=False, cwd=str(where))
+
+    def worker():
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and int(pid) != p.pid and \
+                        os.readlink(f"/proc/{pid}/cwd") == str(where):
+                    return int(pid)
+            except OSError:
+                continue
+    assert _until(worker, 20)
+    w = worker()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert _until(lambda: not os.path.exists(f"/proc/{w}") or
+                  open(f"/proc/{w}/stat").read().split()[2] == "Z", 10), \
+        f"worker {w} outlived its front-end"
+    assert calls("off", "delete", "--force", cid).returncode == 0
+
+
 def test_parallel_warm_runs_do_not_fail_or_leak(rt, node, calls):
     b = rt.bundle(["true"])
     ids = [rt.new_id("p") for _ in range(20)]

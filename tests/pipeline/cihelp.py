@@ -8,6 +8,8 @@ import subprocess
 
 from conftest import REPO, emergence_command
 
+from emergence.lifetime import dies_with_us
+
 
 class Ci:
     def __init__(self, tmp_path):
@@ -115,7 +117,8 @@ class ShareNode:
             [sys.executable, "-m", "emergence.share.service", "--listen",
              f"127.0.0.1:{self.port}", "--state", state, "--config",
              json.dumps({"store": store})],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            preexec_fn=dies_with_us())  # a killed test run leaves no service behind
         for _ in range(400):
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()

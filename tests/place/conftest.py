@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from emergence.cluster import bootstrap
+from emergence.lifetime import dies_with_us
 
 
 def emergence_command():
@@ -36,7 +37,8 @@ def join_node(sec, logdir, name, role, etcd_url, ttl, extra=(), before=(), globa
         list(before) + emergence_command() + list(globals_) + [
             "cluster", "join", "--etcd", etcd_url, "--prefix", sec.prefix, "--role", role,
             "--name", name, "--cluster-dir", creds.dir, "--lease-ttl", str(ttl), *extra],
-        stderr=open(log, "w"), stdout=subprocess.DEVNULL)
+        stderr=open(log, "w"), stdout=subprocess.DEVNULL,
+        preexec_fn=dies_with_us())  # a killed test run leaves no node behind
     return p, log
 
 
