@@ -39,14 +39,12 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from common import find_emergence, make_bundle  # noqa: E402
 
-# about 1-3 s alone on a small VM
+# about 1-3 s alone on a small VM: the recorded traces' workloads, smaller
+from place_traces import CLASSES as TRACED  # noqa: E402
+
 CLASSES = {
-    "cpu": "i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done",
-    "memory": "dd if=/dev/zero of=/dev/shm/m bs=1M count=192 2>/dev/null; "
-              "i=0; while [ $i -lt 60 ]; do cat /dev/shm/m >/dev/null; i=$((i+1)); done",
-    "io": "f=/work/$(cat /proc/sys/kernel/random/uuid); "
-          "dd if=/dev/zero of=$f bs=4k count=12000 oflag=direct 2>/dev/null; "
-          "dd if=$f of=/dev/null bs=4k iflag=direct 2>/dev/null; rm $f",
+    **{k: TRACED[k].format(n=1500000, mb=192, n4=60, io=12000)
+       for k in ("cpu", "memory", "io")},
     "net": "ip link set lo up; mkdir -p /dev/shm/w; "
            "dd if=/dev/zero of=/dev/shm/w/f bs=1M count=64 2>/dev/null; "
            "httpd -p 127.0.0.1:8080 -h /dev/shm/w; i=0; "
