@@ -13,7 +13,7 @@ import tempfile
 import pytest
 from conftest import marked_front_end
 
-from .test_planner import _got_hello, _serve_planted
+from .test_planner import _ask_as, _fields, _got_hello, _serve_planted
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs real containers: needs root")
 
@@ -59,3 +59,43 @@ def test_a_planted_on_demand_socket_is_refused(rt, tmp_path, shared_root, other_
     assert p.stderr == (f"emergence: the planner socket's directory {d} {why}; "
                         "running without the node\n")
     assert sorted(os.listdir(d)) == ["planner.sock"]  # no lock taken, no planner started
+
+
+def test_the_on_demand_planner_serves_root_only(rt, shared_root, other_user):
+    """A planner the front-end started for a state root: out of another user's
+    reach (the root, .planner and BUILD are 0700, the socket 0600), and were
+    the files open to them, the worker's own peer check still refuses."""
+    import pathlib
+    import time
+
+    from emergence.node import BUILD_ID
+    exe, _ = marked_front_end(pathlib.Path(os.path.dirname(shared_root)))
+    b = rt.bundle(["true"])
+    env = dict(os.environ, EMERGENCE_PLANNER_IDLE="5")
+    env.pop("EMERGENCE_PLANNER_SOCKET", None)
+    for i in range(2):  # the first makes the root, the second starts the planner
+        subprocess.run([exe, "--root", shared_root, "run", "--bundle", b, f"od{i}"],
+                       env=env, capture_output=True, timeout=60)
+    d = os.path.join(shared_root, ".planner", BUILD_ID)
+    sock = os.path.join(d, "planner.sock")
+    end = time.monotonic() + 20
+    while not os.path.exists(sock) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert os.path.exists(sock), "no planner came up"
+    hello = _fields("HELLO", "x", "/", "", 2, "emergence", "list", 0)
+    assert _ask_as(other_user, sock, hello, "SOCK_SEQPACKET") == "PermissionError"
+    opened = [shared_root, os.path.dirname(d), d]
+    for path in opened:
+        os.chmod(path, 0o711)
+    os.chmod(sock, 0o666)
+    try:
+        assert _ask_as(other_user, sock, hello, "SOCK_SEQPACKET") in \
+            ("b''", "ConnectionResetError")
+    finally:
+        os.chmod(sock, 0o600)
+        for path in opened:
+            os.chmod(path, 0o700)
+    # root is still served
+    p = subprocess.run([exe, "--root", shared_root, "list"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
