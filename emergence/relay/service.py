@@ -85,8 +85,12 @@ class Service:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         await self._loop.run_in_executor(None, self._locked, self._refresh_names)
+        self._subscribed = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="relay-netlink", daemon=True)
         self._thread.start()
+        # converge only once subscribed: a change between the first compare and the
+        # subscription would otherwise go unseen until the periodic one
+        await self._loop.run_in_executor(None, self._subscribed.wait, 10)
         self._full = True       # converge once at start
         self._wake.set()
         self._tasks = [asyncio.create_task(self._reconciler()),
@@ -143,6 +147,7 @@ class Service:
                 events = Events(netns_path(self.host_netns), int(self.config["rcvbuf"]))
                 events.sock.settimeout(0.5)    # to see _stopping
                 self._events = events
+                self._subscribed.set()
                 while not self._stopping.is_set():
                     try:
                         batch = events.get()

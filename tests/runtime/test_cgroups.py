@@ -74,7 +74,29 @@ def test_cgroups_path_is_honoured_and_removed(rt):
             os.rmdir(d)
 
 
-def test_default_parent_cgroup_goes_away_with_the_last_container(rt):
+@pytest.fixture
+def no_stale_default_parent():
+    """An interrupted earlier run (a kill -9 of the suite) can leave empty container
+    cgroups under the default parent, which then cannot go away: rmdir removes only
+    what is empty, so a live container's cgroup stays and the test says so."""
+    for h in os.listdir("/sys/fs/cgroup"):
+        parent = f"/sys/fs/cgroup/{h}/emergence"
+        if not os.path.isdir(parent):
+            continue
+        for child in os.listdir(parent):
+            if os.path.isdir(os.path.join(parent, child)):
+                try:
+                    os.rmdir(os.path.join(parent, child))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(parent)
+        except OSError as e:
+            pytest.fail(f"{parent} is in use by live containers ({e}); "
+                        "this test needs the default parent to itself")
+
+
+def test_default_parent_cgroup_goes_away_with_the_last_container(rt, no_stale_default_parent):
     p = rt.run(["true"])
     assert p.returncode == 0
     assert not any(os.path.exists(f"/sys/fs/cgroup/{h}/emergence")
@@ -126,7 +148,7 @@ def run_on_pure_cgroup2(rt, bundle, cid):
                           capture_output=True, text=True, timeout=60)
 
 
-def test_pure_cgroup2_host(rt, restore_v2_root):
+def test_pure_cgroup2_host(rt, restore_v2_root, no_stale_default_parent):
     """A private mount namespace where /sys/fs/cgroup is the real cgroup2 hierarchy
     alone, as on a unified host: the container lives and dies in cgroup2 only."""
     with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
