@@ -69,12 +69,19 @@ def secure_root(root, create=False):
 
 
 def at_barrier(pid):
-    """True while PID still runs the shim (from its sealed memfd): the init has not
-    exec'd the container's process.  Unknown (no /proc access) counts as true."""
+    """True while PID still runs the shim (from its sealed memfd) blocked opening
+    exec.fifo: `start` has not released it.  A released init still runs the shim
+    for a moment (startContainer hooks, then exec) and is running by then: the
+    kernel's wait channel tells the two apart.  Unknown (no /proc access, or a
+    kernel that hides wait channels) counts as at the barrier."""
     try:
-        return os.readlink(f"/proc/{pid}/exe").startswith("/memfd:emergence-shim")
+        if not os.readlink(f"/proc/{pid}/exe").startswith("/memfd:emergence-shim"):
+            return False
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
     except OSError:
         return True
+    return wchan in ("wait_for_partner", "0", "")
 
 
 def valid_id(container_id):
