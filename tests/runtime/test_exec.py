@@ -100,7 +100,12 @@ def test_exec_detach(rt, running, tmp_path):
     p = rt("exec", "--detach", "--pid-file", str(pid_file), cid, "sleep", "30")
     assert p.returncode == 0, p.stderr
     pid = int(pid_file.read_text())
-    assert "sleep" in open(f"/proc/{pid}/cmdline").read()
+    # the pid is the process's from the start; as with runc, exec returns once it
+    # is set up, and the execve itself may come a moment later
+    deadline = time.monotonic() + 10
+    while "sleep" not in open(f"/proc/{pid}/cmdline").read():
+        assert time.monotonic() < deadline, open(f"/proc/{pid}/cmdline").read()
+        time.sleep(0.01)
     with open(f"/sys/fs/cgroup/pids/emergence/{cid}/cgroup.procs") as f:
         assert str(pid) in f.read().split()
 
