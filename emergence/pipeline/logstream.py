@@ -24,7 +24,7 @@ log still comes with the result, as before, for the reports.
 Masking: secrets never reach a worker (dispatch.check, stagetask.check), so
 a value can reach a remote stage only inside its inputs; the runner masks
 every streamed line with the pipeline's secret values (execute.mask, as the
-logs it writes) before it is shown."""
+logs it writes; each line of a multi-line value too) before it is shown."""
 
 import threading
 import time
@@ -33,8 +33,7 @@ CHUNK = 4096          # bytes of output per etcd key
 MAX_CHUNKS = 64       # keys per task attempt, the last one kept for the drop marker
 FLUSH = 0.25          # seconds between writes while output comes
 LOG_TTL = 120.0       # seconds the chunks outlive the stage (its lease)
-PENDING = 4 * CHUNK   # bytes held while etcd is slow; past it output is dropped
-LINE = 8192           # a line longer than this is shown in pieces
+LINE = 8192           # an unfinished line longer than this is shown in pieces
 BATCH = 4             # keys per read (an etcd value may be 1.5 MiB: a lying worker's)
 
 
@@ -44,6 +43,16 @@ def prefix(host, tid, attempt):
 
 def _seq(n):
     return f"{n:04d}"
+
+
+def _cut(buf, n):
+    """N, or less so that BUF[:N] does not end inside a UTF-8 character."""
+    if n >= len(buf):
+        return len(buf)
+    k = n
+    while k > max(0, n - 3) and buf[k] & 0xC0 == 0x80:
+        k -= 1
+    return k if k > 0 else n
 
 
 class Shipper:
@@ -56,6 +65,7 @@ class Shipper:
         self.pending = bytearray()
         self.seq = 0
         self.dropped = 0
+        self.ended_line = True  # the last byte sent was a newline (or nothing was sent)
         self.disabled = False
         self.lease = None
         self.done = threading.Event()
@@ -64,9 +74,9 @@ class Shipper:
         self.thread.start()
 
     def feed(self, data):
-        with self.lock:
-            room = PENDING - len(self.pending)
-            if self.disabled or self.seq >= MAX_CHUNKS - 1 or room <= 0:
+        with self.lock:  # held: at most what may still be sent (< 256 KiB)
+            room = (MAX_CHUNKS - 1 - self.seq) * CHUNK - len(self.pending)
+            if self.disabled or room <= 0:
                 self.dropped += len(data)
                 return
             self.pending += data[:room]
@@ -86,17 +96,19 @@ class Shipper:
     def _flush(self, final):
         with self.lock:
             if self.seq < MAX_CHUNKS - 1:
-                data = bytes(self.pending[:CHUNK])
+                data = bytes(self.pending[:_cut(self.pending, CHUNK)])
             else:  # full: the rest is dropped, said once at the end
                 self.dropped += len(self.pending)
                 self.pending.clear()
                 data = b""
         if data:
             self._put(data.decode(errors="replace"))
+            self.ended_line = data.endswith(b"\n")
             with self.lock:
                 del self.pending[:len(data)]
         if final and not self.pending and self.dropped:
-            self._put(f"\n\u2026 {self.dropped} bytes dropped\n")
+            nl = "" if self.ended_line else "\n"
+            self._put(f"{nl}\u2026 {self.dropped} bytes dropped\n")
             self.dropped = 0
         return bool(self.pending)
 
@@ -108,7 +120,8 @@ class Shipper:
                 while self._flush(final) and (final or len(self.pending) >= CHUNK):
                     pass
                 if self.lease is not None and time.monotonic() - renewed > LOG_TTL / 3:
-                    self.lease.refresh()
+                    if self.lease.refresh() <= 0:
+                        self.lease = None  # expired (etcd was away): a new one next
                     renewed = time.monotonic()
             except Exception as e:  # refused (an old role) or etcd away: logs come at the end
                 from ..place.state import Refused
@@ -129,16 +142,17 @@ class Follower:
 
     def __init__(self, cluster, tid, emit, secrets=()):
         self.cluster, self.tid, self.emit = cluster, tid, emit
-        self.secrets = [s for s in secrets if s]
+        # lines are shown one by one: a multi-line value (a PEM key) is masked line by line
+        self.secrets = sorted({p for s in secrets if s
+                               for p in [s] + [x for x in s.splitlines() if len(x.strip()) >= 4]
+                               }, key=len, reverse=True)
         self.at = None      # (host, attempt) followed
         self.seq = 0
         self.carry = b""
-        self.shown = 0      # lines shown, for a test and the marker of a move
 
     def _line(self, raw):
         from .execute import mask
         self.emit(mask(raw, self.secrets).decode(errors="replace"))
-        self.shown += 1
 
     def _lines(self, data, final=False):
         self.carry += data
@@ -146,8 +160,9 @@ class Follower:
         for raw in whole:
             self._line(raw)
         while len(self.carry) > LINE:
-            self._line(self.carry[:LINE])
-            self.carry = self.carry[LINE:]
+            n = _cut(self.carry, LINE)
+            self._line(self.carry[:n])
+            self.carry = self.carry[n:]
         if final and self.carry:
             self._line(self.carry)
             self.carry = b""

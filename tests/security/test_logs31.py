@@ -132,10 +132,12 @@ def test_a_lying_workers_oversized_chunks_are_cut_and_masked(nodes):
     secret = "s3cr3t-" + uuid.uuid4().hex
     for n in range(logstream.MAX_CHUNKS + 5):  # more keys than the cap, each 200 kB
         w1.put(("y" * 200000) + "\n", "logs", "lgw1", tid, "1", f"{n:04d}")
-    w1.put(f"the token is {secret}\n", "logs", "lgw1", tid, "1", "0000")
-    f, lines = _follow(runner, tid, [secret])
+    pem = "-----BEGIN KEY-----\nc2VjcmV0LWtleQ==\n-----END KEY-----"
+    w1.put(f"the token is {secret}\n{pem}\n", "logs", "lgw1", tid, "1", "0000")
+    f, lines = _follow(runner, tid, [secret, pem])
     f.finish()
-    assert lines[0] == "the token is ***" and secret not in "".join(lines)
+    assert lines[:4] == ["the token is ***", "***", "***", "***"], lines[:4]
+    assert secret not in "".join(lines) and "c2VjcmV0LWtleQ" not in "".join(lines)
     shown = sum(len(x) for x in lines)
     assert shown <= logstream.MAX_CHUNKS * (logstream.CHUNK + 64), shown
 
@@ -148,3 +150,14 @@ def _until(pred, timeout=30.0):
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_chunk_boundary_never_splits_a_character(nodes):
+    runner, w1 = nodes["runner"], nodes["w1"]
+    tid = f"lg-{uuid.uuid4().hex[:8]}"
+    _assign(runner, tid, "lgw1")
+    text = "a" + "\u00e9" * 5000 + "\nb" + "\u00e9" * 5000 + "\n"  # across chunks
+    _ship(w1, "lgw1", tid, text.encode())
+    f, lines = _follow(runner, tid)
+    f.finish()
+    assert "".join(lines) == text.replace("\n", "") and "\ufffd" not in "".join(lines)
