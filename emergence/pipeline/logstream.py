@@ -37,6 +37,9 @@ LINE = 8192           # an unfinished line longer than this is shown in pieces
 BATCH = 4             # keys per read (an etcd value may be 1.5 MiB: a lying worker's)
 
 
+_TOLD = set()  # hosts whose role may not write logs/, said once
+
+
 def prefix(host, tid, attempt):
     return ("logs", host, tid, str(attempt))
 
@@ -129,8 +132,10 @@ class Shipper:
                     with self.lock:
                         self.disabled = True
                         self.pending.clear()
-                    if isinstance(e, Refused):
-                        self.log(f"live log of {'/'.join(self.where[2:])}: {e}")
+                    if isinstance(e, Refused) and self.where[1] not in _TOLD:
+                        _TOLD.add(self.where[1])  # once: a role from before logs/ was granted
+                        self.log(f"worker {self.where[1]}: no live logs ({e}); stage logs "
+                                 "come with their results")
                     return
             if final:
                 return

@@ -73,6 +73,10 @@ def test_the_assigned_worker_streams_and_no_other_can_write_for_it(nodes):
     with pytest.raises(Etcd3Exception) as e:  # the raw client too
         w2.client.put(w2.key("logs", "lgw1", tid, "1", "9999"), '"forged\\n"')
     assert "permission denied" in e.value.detail_text
+    w1.put("kept\n", "logs", "lgw1", tid, "9", "0000")
+    with pytest.raises(Refused):  # nor delete what w1 wrote
+        w2.delete("logs", "lgw1", tid, "9", "0000")
+    assert w1.get("logs", "lgw1", tid, "9", "0000") == "kept\n"
     # under its own name for a task it was not given: written, never shown
     _ship(w2, "lgw2", tid, b"from w2, not assigned\n")
     # nor can it point the runner at itself: status/ is the leader's
