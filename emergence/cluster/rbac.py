@@ -11,6 +11,9 @@
                               can forge one and so block a subnet, but never
                               take a node's traffic, which follows netlease/),
                               P/assign/NAME/ (deleting what it finished),
+                              P/logs/NAME/ (the live output of the stages it
+                              runs: pipeline/logstream.py; the runner reads
+                              only the assigned host's),
                               P/ack/ and P/results/ (keyed by task: etcd's
                               prefix permissions cannot narrow these to a
                               host, so a worker can forge another's ack or
@@ -83,6 +86,7 @@ def add_node(admin, prefix, name, roles, password):
         _perm(admin, role, "READ", prefix, _end(prefix))
         for key in (f"members/{name}", f"telemetry/{name}", f"holdings/{name}"):
             _perm(admin, role, "READWRITE", prefix + key)
-        for sub in (f"assign/{name}/", "ack/", "results/", f"netlease/{name}/", "netclaim/"):
+        for sub in (f"assign/{name}/", "ack/", "results/", f"netlease/{name}/", "netclaim/",
+                    f"logs/{name}/"):
             _perm(admin, role, "READWRITE", prefix + sub, _end(prefix + sub))
         admin.call("auth/user/grant", {"user": name, "role": role})

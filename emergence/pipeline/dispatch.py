@@ -5,6 +5,8 @@ places it, a worker verifies the signature, applies its policy, runs it and
 records the digest of the result it published.  The runner pulls that
 result by digest (share verifies it), restores the outputs and the log, and
 goes on: the reports are a local run's, with the host in each attempt.
+While the task runs, its output streams back (logstream.py): each line is
+shown as it comes, masked, prefixed with the stage's name.
 
 Cancelling (fail-fast, ^C) records a result for the task first: the worker
 sees the task is over and removes its container, as for any duplicate."""
@@ -65,6 +67,7 @@ class Dispatch:
         self.store = shared.store
         self.peers = list(dict.fromkeys(p.rstrip("/") for p in peers))
         self.run_id, self.id_prefix, self.poll = run_id, id_prefix, poll
+        self.changes = self.watch = None  # _changes()
         self.tagged = {}  # image digest -> this run's tag of it
         self.refs = []    # this run's tags in the store, dropped by close()
 
@@ -92,25 +95,20 @@ class Dispatch:
             tid = submit(self.cluster, spec)
         except EmergenceError as e:
             raise ClusterError(f"stage {st.name!r}: submitting its task: {e}") from None
-        deadline = t0 + spec["timeout"] + 600
-        result = None
-        while result is None:
-            if ctx.cancel.is_set() or time.monotonic() > deadline:
-                timed_out = not ctx.cancel.is_set()
-                self._cancel(tid)
-                result = self.cluster.get("results", tid) or {}
-                if result.get("host") == "runner" or not result:
-                    msg = ("cancelled: another stage failed (fail-fast); task withdrawn"
-                           if not timed_out else "no worker finished it in time")
-                    return 137, b"", "cancelled" if not timed_out else "timeout", msg, \
-                        time.monotonic() - t0, "", None
-                break
-            try:
-                result = self.cluster.get("results", tid)
-            except Exception:  # etcd away for a moment: the task goes on
-                result = None
-            if result is None:
-                time.sleep(self.poll)
+        from .logstream import Follower
+        emit = getattr(ctx, "on_line", None) or (lambda name, line: None)
+        live = Follower(self.cluster, tid, lambda line: emit(st.name, line),
+                        ctx.secrets.values())
+        try:
+            result = self._wait(ctx, tid, spec, t0, live)
+        finally:
+            live.finish()  # the last lines, before the stage's end is told
+        if result.get("host") == "runner" or result.get("withdrawn"):
+            timed_out = result.get("withdrawn") == "timeout"
+            msg = ("cancelled: another stage failed (fail-fast); task withdrawn"
+                   if not timed_out else "no worker finished it in time")
+            return 137, b"", "cancelled" if not timed_out else "timeout", msg, \
+                time.monotonic() - t0, "", None
         elapsed = time.monotonic() - t0
         host = str(result.get("host", "?"))
         log = str(result.get("output", "")).encode()
@@ -135,8 +133,44 @@ class Dispatch:
                 elapsed, host, None
         return 0, full, None, "", elapsed, host, result["result"]
 
+    def _wait(self, ctx, tid, spec, t0, live):
+        """The task's result, following its live log meanwhile; woken by a
+        watch on results/, status/ and logs/ (polling only as a fallback)."""
+        deadline = t0 + spec["timeout"] + 600
+        seen = self._changes().gen
+        while True:
+            if ctx.cancel.is_set() or time.monotonic() > deadline:
+                timed_out = not ctx.cancel.is_set()
+                self._cancel(tid)
+                result = self.cluster.get("results", tid) or {}
+                if result.get("host") == "runner" or not result:
+                    return {"withdrawn": "timeout" if timed_out else "cancelled"}
+                return result
+            try:
+                result = self.cluster.get("results", tid)
+                if result is not None:
+                    return result
+                live.poll()
+            except Exception:  # etcd away for a moment: the task goes on
+                pass
+            seen = self.changes.wait(seen, self.poll if self.watch is None else 1.0)
+
+    def _changes(self):
+        """One watch for the run, started with its first task."""
+        if self.changes is None:
+            from ..place.watch import PrefixWatch
+            self.changes = _Changes()
+            try:
+                self.watch = PrefixWatch(self.cluster, self.cluster.prefix, self.changes,
+                                         sections=("results/", "status/", "logs/"))
+            except Exception:
+                self.watch = None  # polled instead
+        return self.changes
+
     def close(self):
         """The run is over: its image and input tags go (their blobs to gc)."""
+        if self.watch is not None:
+            self.watch.stop()
         try:
             self.store.remove_refs(self.refs)
         except (EmergenceError, OSError):
@@ -149,6 +183,25 @@ class Dispatch:
                                             "finished": time.time(), "seconds": 0.0})
         except Exception:
             pass  # the worker's timeout ends it
+
+
+class _Changes:
+    """What a PrefixWatch sets: a counter several waiting stages can follow."""
+
+    def __init__(self):
+        import threading
+        self.cond = threading.Condition()
+        self.gen = 0
+
+    def set(self):
+        with self.cond:
+            self.gen += 1
+            self.cond.notify_all()
+
+    def wait(self, seen, timeout):
+        with self.cond:
+            self.cond.wait_for(lambda: self.gen != seen, timeout)
+            return self.gen
 
 
 def from_options(opts, pipeline, shared_cfg, run_id, id_prefix, shared):

@@ -99,12 +99,15 @@ def mask(data, secrets):
     return data
 
 
-def run_container(root, cid, bundle, timeout, cancel=None, error_log=None, watcher=None):
+def run_container(root, cid, bundle, timeout, cancel=None, error_log=None, watcher=None,
+                  sink=None):
     """(exit code, output bytes, why stopped: None | "timeout" | "cancelled").
     On a timeout, or CANCEL (a threading.Event) being set, the container is
     killed and `run` (our child) deletes it; we delete again to be sure.
     The runtime's own errors (not the command's) also go to ERROR_LOG.
-    WATCHER (watch.Watcher) hears of the container before it exists."""
+    WATCHER (watch.Watcher) hears of the container before it exists.  SINK,
+    when given, is called with each piece of output as it comes (a cluster
+    stage's live log, logstream.py)."""
     argv = emergence_argv() + ["--root", root]
     log = ["--log", error_log] if error_log else []
     if watcher is not None:
@@ -114,6 +117,7 @@ def run_container(root, cid, bundle, timeout, cancel=None, error_log=None, watch
                          preexec_fn=_pdeathsig())
     if watcher is not None:
         watcher.runner(p.pid)
+    reader = _Reader(p.stdout, sink) if sink is not None else None
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -121,17 +125,23 @@ def run_container(root, cid, bundle, timeout, cancel=None, error_log=None, watch
             why = "timeout" if left <= 0 else "cancelled" if cancel and cancel.is_set() else None
             if why:
                 break
-            try:  # output is not lost between tries (subprocess docs)
+            try:
+                if reader is not None:
+                    p.wait(timeout=min(left, 0.1 if cancel else left))
+                    return p.returncode, reader.output(), None
                 out, _ = p.communicate(timeout=min(left, 0.1 if cancel else left))
-                return p.returncode, out, None
+                return p.returncode, out, None  # output is not lost between tries
             except subprocess.TimeoutExpired:
                 continue
         subprocess.run(argv + ["kill", cid, "KILL"], capture_output=True)
         try:
+            if reader is not None:
+                p.wait(timeout=10)
+                return 137, reader.output(), why
             out, _ = p.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
-            out, _ = p.communicate()
+            out = reader.output() if reader is not None else p.communicate()[0]
         return 137, out, why
     finally:
         if p.poll() is None:
@@ -141,6 +151,35 @@ def run_container(root, cid, bundle, timeout, cancel=None, error_log=None, watch
             subprocess.run(argv + ["delete", "--force", cid], capture_output=True)
         if watcher is not None:
             watcher.finished(cid)
+
+
+class _Reader:
+    """Reads a pipe to its end in a thread, handing each piece to SINK too."""
+
+    def __init__(self, pipe, sink):
+        import threading
+        self.pipe, self.sink, self.parts = pipe, sink, []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        fd = self.pipe.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            self.parts.append(data)
+            try:
+                self.sink(data)
+            except Exception:
+                pass  # the live copy is best effort; the log is whole here
+
+    def output(self, timeout=10.0):
+        """All of it, once the pipe closed (or TIMEOUT: a child kept it open)."""
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.pipe.close()
+        return b"".join(self.parts)
 
 
 _preexec = []

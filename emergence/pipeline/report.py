@@ -61,7 +61,11 @@ class LineView:
     def _event(self, kind, r):
         if self.tty:
             self.stream.write("\r\033[K")
-        if kind == "start":
+        if kind == "line":  # a cluster stage's output as it runs (masked already)
+            r, line = r  # no control bytes: a worker's output cannot drive the terminal
+            text = xml_text(line.encode()).replace("\r", "")
+            self.stream.write(f"{r.name} | {text}\n")
+        elif kind == "start":
             self.running[r.name] = time.monotonic()
             self.stream.write(f"{r.name}: started ({r.key[7:19]})\n")
         elif kind == "retry":

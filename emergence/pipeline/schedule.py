@@ -130,6 +130,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
             finish(ctx)
             raise
     results = {n: Result(n) for n in pipeline.order()}
+    ctx.on_line = lambda name, line: on_event("line", (results[name], line))  # --cluster, live
     for n, r in results.items():
         r.key = keys[n]
         r.log_path = os.path.join(logs_dir, f"{n}.log")

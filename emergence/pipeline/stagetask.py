@@ -20,9 +20,11 @@ again as it is unpacked).  The worker runs the stage as the local runner does
 emergence-ci-result:HEX(KEY), its share service signs the tag) and records
 the manifest digest in the task's result; the runner pulls it by digest.
 
-Logs come back with the result, not streamed: a passing stage's whole log is
-the artifact's log layer; a failing stage's last LOG_TAIL bytes are in the
-task result.  Secrets never go to a worker (etcd holds tasks in clear): the
+Logs stream back live through etcd (logstream.py: bounded chunks under the
+worker's own logs/NAME/, which the runner follows for the host the leader
+assigned), and come back whole with the result: a passing stage's log is the
+artifact's log layer; a failing stage's last LOG_TAIL bytes are in the task
+result.  Secrets never go to a worker (etcd holds tasks in clear): the
 runner refuses a stage with secrets in cluster mode, and the worker refuses a
 stage task that carries any.  A stage task asks nothing of the worker's host:
 no host or Relay network, no host paths (the worker makes every mount)."""
@@ -145,9 +147,10 @@ def check(spec):
     return None
 
 
-def execute(spec, store_root, root, cid, stop=None):
+def execute(spec, store_root, root, cid, stop=None, output=None):
     """Run the stage task SPEC here: (exit code, log tail, {"result": manifest
-    digest} when it passed).  STOP (a threading.Event) kills the container."""
+    digest} when it passed).  STOP (a threading.Event) kills the container;
+    OUTPUT (logstream.Shipper.feed) gets its output as it comes."""
     from ..image.store import Store
     from .cache import Cache, output_digests, unpack
     from .execute import collect, make_bundle, run_container
@@ -188,7 +191,7 @@ def execute(spec, store_root, root, cid, stop=None):
                     {}, "none", st["limits"])
         t0 = time.monotonic()
         code, log, why = run_container(root, cid, bundle, st["timeout"], stop,
-                                       os.path.join(scratch, "runtime-errors"))
+                                       os.path.join(scratch, "runtime-errors"), sink=output)
         took = time.monotonic() - t0
         text = log.decode(errors="replace")
         if why == "timeout":

@@ -19,6 +19,8 @@ Keys under PREFIX (default /emergence/):
   assign/HOST/ID      the current attempt sent to HOST
   ack/ID/ATTEMPT      the host that started it
   results/ID          the first result; created once, never overwritten
+  logs/HOST/ID/ATTEMPT/SEQ  a running stage's output, by its host (on a lease;
+                      pipeline/logstream.py)
   unresponsive/HOST   when and why the leader stopped trusting HOST
   probe/HOST          the leader's request for fresh load figures
   estimates/IMAGE     the per-image EWMA of demand (demand.py)

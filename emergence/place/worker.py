@@ -29,7 +29,8 @@ Task kinds:
            a cluster on a small machine; it exercises the same dispatch path)
   stage    a CI stage of `pipeline run --cluster` (pipeline/stagetask.py):
            inputs pulled by digest through share, the result published as
-           the shared cache's artifact, its manifest digest in the result
+           the shared cache's artifact, its manifest digest in the result;
+           its output goes live to logs/NAME/ (pipeline/logstream.py)
 """
 
 import os
@@ -402,10 +403,13 @@ class Worker:
                 except Exception:
                     pass  # etcd away: finish the run, report later
         threading.Thread(target=watch, daemon=True).start()
+        from ..pipeline.logstream import Shipper
+        live = Shipper(self.cluster, self.name, tid, attempt, self.log)  # logs/NAME/ only
         try:
             got = execute(spec, self.config["store"] or _default_store(), self.config["root"],
-                          self._container_id(tid, attempt), stop)
+                          self._container_id(tid, attempt), stop, live.feed)
         finally:
+            live.close()  # the last lines are in etcd before the result is
             done.set()
         if stop.is_set():
             self.log(f"duplicate: {tid} attempt {attempt} on {self.name}: the task has a "
