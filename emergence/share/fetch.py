@@ -84,7 +84,7 @@ class Puller:
             self.progress(0, total)
             for b in blobs:
                 if not self.store.has(b["digest"]):
-                    await self._blob(name, b["digest"], b["size"])
+                    await self._blob_once(name, b["digest"], b["size"])
             self.store.put(data)
             tag = reference if not reference.startswith("sha256:") else None
             self.store.set_ref(f"{name}:{tag}" if tag else f"{name}@{digest}",
@@ -150,6 +150,23 @@ class Puller:
         return data, media, digest
 
     # -- blobs --
+    async def _blob_once(self, name, digest, size):
+        """One pull of a blob at a time per state dir: two pulls of one image (two
+        stages on one worker) would otherwise write one partial file at once.  The
+        second waits, then finds the blob in the store."""
+        loop = asyncio.get_running_loop()
+        lock = os.path.join(self.partial_dir, digest[7:] + ".lock")
+        fd = await loop.run_in_executor(None, _hold, lock)
+        try:
+            if not self.store.has(digest):
+                await self._blob(name, digest, size)
+        finally:
+            try:
+                os.unlink(lock)   # while held: a waiter finds the path gone and retries
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
     async def _blob(self, name, digest, size):
         path = f"/v2/{name}/blobs/{digest}"
         holders = [p for p, _ in await who_has(self.session, self.peers, path)
@@ -668,6 +685,21 @@ def _write_atomic(path, obj):
     with open(tmp, "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
+
+
+def _hold(path):
+    """An exclusive flock on PATH, made if missing; retried if the holder before us
+    removed the file it locked (so nobody locks an unlinked file)."""
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _file_digest(path):

@@ -293,3 +293,25 @@ def test_the_blob_hash_follows_the_verified_prefix(tmp_path):
             short.close()
     finally:
         os.close(fd)
+
+
+def test_two_pulls_of_one_image_into_one_store_at_once(seed, nodes, tmp_path):  # noqa: F811
+    """Two stages on one worker pull the same image at the same moment: one
+    partial file per blob must not be written by both (it failed one of them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emergence.image.store import Store
+    from emergence.share import pull_image
+    store, digest, _ = seed
+    n = nodes(store, {"piece_size": PIECE})
+    dest = Store(str(tmp_path / "sh-dest"))
+    state = str(tmp_path / "sh-s")
+
+    def pull(_):
+        return pull_image(dest, "big:1", [n.url], trusted_keys=[n.public_key], state_dir=state)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(pull, range(4)))
+    assert all(o["digest"] == digest for o in outs)
+    assert sum(o["bytes"] for o in outs) < 2 * SIZE   # fetched once, not four times
+    store_is_clean(dest.root)
+    assert os.listdir(os.path.join(state, "partial")) == []
