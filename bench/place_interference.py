@@ -159,11 +159,39 @@ class Recorder:
         raise SystemExit(f"victim printed no time: {text[-200:]!r}")
 
 
+def spread(xs):
+    """The largest deviation from the median, relative to it."""
+    m = statistics.median(xs)
+    return round(max(abs(x - m) for x in xs) / m, 3) if m else 0.0
+
+
+def summary(alone, ratio, vcpu, acpu):
+    names = sorted(alone)
+    return {"cpus": {"victim": vcpu, "aggressor": acpu}, "reps": len(alone[names[0]]),
+            "alone": {c: round(statistics.median(alone[c]), 3) for c in names},
+            "alone_spread": {c: spread(alone[c]) for c in names},
+            "matrix": {v: {g: round(statistics.median(ratio[v][g]), 3) for g in names}
+                       for v in names},
+            "spread": {v: {g: spread(ratio[v][g]) for g in names} for v in names}}
+
+
+def save(out, result, started):
+    result["loadavg_after"] = os.getloadavg()[0]
+    result["seconds"] = round(time.time() - started)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(out + ".tmp", out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="rounds of the separate placement")
     ap.add_argument("--shared-reps", type=int, default=1, help="rounds of the shared placement")
     ap.add_argument("--scale", type=float, default=0.6, help="work per run (1.0: about 3 s)")
+    ap.add_argument("--budget", type=float, default=600.0,
+                    help="seconds: no round starts that would end after this")
     ap.add_argument("--out", default=os.path.join(HERE, "data", "place_interference.json"))
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -195,6 +223,7 @@ def main():
             alone = {c: [] for c in names}
             ratio = {v: {g: [] for g in names} for v in names}
             for rnd in range(reps):
+                took = time.time()
                 for v in names:
                     t0 = rec.timed(victims[v])
                     alone[v].append(t0)
@@ -202,23 +231,15 @@ def main():
                         ratio[v][g].append(rec.timed(victims[v], aggressors[g]) / t0)
                     print(f"{placement} round {rnd + 1}: {v:<6} alone {t0:.2f}s  " + "  ".join(
                         f"+{g} x{ratio[v][g][-1]:.2f}" for g in names), file=sys.stderr)
-
-            def spread(xs):
-                m = statistics.median(xs)
-                return round(max(abs(x - m) for x in xs) / m, 3) if m else 0.0
-            result[placement] = {
-                "cpus": {"victim": vcpu, "aggressor": acpu}, "reps": reps,
-                "alone": {c: round(statistics.median(alone[c]), 3) for c in names},
-                "alone_spread": {c: spread(alone[c]) for c in names},
-                "matrix": {v: {g: round(statistics.median(ratio[v][g]), 3) for g in names}
-                           for v in names},
-                "spread": {v: {g: spread(ratio[v][g]) for g in names} for v in names}}
-        result["loadavg_after"] = os.getloadavg()[0]
-        result["seconds"] = round(time.time() - started)
-        os.makedirs(os.path.dirname(a.out), exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(result, f, indent=1, sort_keys=True)
-            f.write("\n")
+                result[placement] = summary(alone, ratio, vcpu, acpu)
+                save(a.out, result, started)  # a round at a time: the budget may end it
+                took = time.time() - took
+                if time.time() - started + took > a.budget:
+                    print(f"{placement}: {rnd + 1} round(s); another would pass the "
+                          f"{a.budget:.0f} s budget", file=sys.stderr)
+                    break
+            if time.time() - started > a.budget:
+                break
         print(f"matrix (victim row, aggressor column), separate CPUs; {result['seconds']} s")
         m = result.get("separate", {}).get("matrix", {})
         print("        " + " ".join(f"{g:>7}" for g in names))
