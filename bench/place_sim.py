@@ -28,6 +28,7 @@ end), makespan, and the cost of a decision; then ratios against D_max.
   python bench/place_sim.py [--hosts 1000] [--tasks 5000] [--seed 1] [--png FILE]
                             [--burst-only] [--replay-only] [--replay-hosts 1000]
                             [--replay-tasks 5000] [--traces FILE]
+                            [--interference matrix|shares] [--matrix FILE]
 """
 
 import argparse
@@ -209,7 +210,8 @@ def replay_report(a):
     loads = (0.5, 0.65, 0.8)
     print(f"\ntrace replay with interference: {a.replay_tasks} tasks on {a.replay_hosts} hosts "
           f"(seed {a.seed}; traces {a.traces or 'bench/data/place_traces.json'}; "
-          f"interference {a.interference})")
+          f"interference {a.interference}"
+          + (f" from {a.matrix}" if a.matrix and a.interference == "matrix" else "") + ")")
     print(f"{'load':>5} {'policy':<19} {'mean slowdown':>13} {'p99 completion s':>16} "
           f"{'makespan s':>10} {'decision ms (median/p99)':>25}")
     out = {}
@@ -217,7 +219,7 @@ def replay_report(a):
         for p in place_replay.POLICIES:
             t0 = time.perf_counter()
             r = out[load, p] = place_replay.replay(p, a.replay_hosts, a.replay_tasks, load,
-                                                   a.seed, a.traces, a.interference)
+                                                   a.seed, a.traces, a.interference, a.matrix)
             print(f"  replayed {p} at {load:.2f} in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             c = sorted(r["costs"])
@@ -250,6 +252,8 @@ def main():
     ap.add_argument("--interference", choices=("matrix", "shares"), default="matrix",
                     help="the replay's interference: the measured matrix "
                          "(bench/data/place_interference.json) or processor sharing")
+    ap.add_argument("--matrix", default=None,
+                    help="another matrix file (as bench/place_interference.py writes)")
     a = ap.parse_args()
     if a.replay_only:
         replay_report(a)
