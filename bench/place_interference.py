@@ -25,8 +25,14 @@ shared machine the figures are noisy and the file says how noisy.
 The network class sends to a sink in a network namespace of this script's
 own (a veth pair), never the host's interfaces.
 
-  python bench/place_interference.py [--reps 3] [--scale 0.6]
-                                     [--out bench/data/place_interference.json]
+The file is written after every round; no round starts that would end after
+--budget seconds (the recording kept here: 3 rounds separate + 1 shared at
+--scale 0.35 in 6.5 min, load average about 10 on 2 CPUs from other work,
+alone-times varying by up to 87 % between rounds: re-record on a quiet
+machine before reading much into single entries).
+
+  python bench/place_interference.py [--reps 3] [--shared-reps 1] [--scale 0.6]
+                                     [--budget 600] [--out bench/data/place_interference.json]
 """
 
 import argparse
