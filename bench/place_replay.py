@@ -10,12 +10,21 @@ disk and half its network (the trace's figures are of one small VM; the
 shape — which resource a class leans on and how much the others — is what
 carries over).  Tasks of a class vary ±30 % around its profile.
 
-Interference is processor sharing per resource: on a host whose tasks use
-more of a resource than it has, every task using that resource progresses
-at capacity / use of it (the worst over the resources it uses counts), so
-two disk-bound tasks on one disk take twice as long.  CPU and memory are
-requested (what Kubernetes' scores see) and fit-checked; disk and network
-are not, as in Kubernetes.
+Interference comes from measurements (bench/data/place_interference.json,
+made by bench/place_interference.py): M[a][b] is how much slower a task of
+class a ran next to one looping task of class b than alone, each pinned to
+its own CPU of this host — what co-location costs when CPU is reserved.  On
+a host, a task of class a runs at rate 1 / (1 + Σ_j (M[a][b_j] − 1)·k_j·s_j)
+over its co-located tasks j: s_j is j's intensity (its use over its class's
+profile, 0.7–1.3) and k_j scales a measurement taken on a 2-CPU machine to
+the host: disk and network are one device per host (k = 1), caches and
+memory bandwidth grow with the cores (k = 2 / host CPUs).  Pairs are summed
+(an additive model: only pairs were measured).  CPU and memory are also
+processor-shared, though the fit check keeps them from being over-committed.
+`interference="shares"` is the earlier model instead: processor sharing per
+resource (two disk-bound tasks on one disk take twice as long).  CPU and
+memory are requested (what Kubernetes' scores see) and fit-checked; disk and
+network are not, as in Kubernetes.
 
 The D_max policy sees what Overwatch would measure: each host's current use
 of all four resources as a fraction of its capacity, and the task's profile
@@ -37,6 +46,19 @@ UNIT = {"cpu": 2.0, "memory": 8.0, "disk_io": 0.5, "net": 0.5}
 TRACE_KEYS = {"cpu": "cpu", "memory": "memory", "disk_io": "io", "net": "net"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRACES = os.path.join(HERE, "data", "place_traces.json")
+MATRIX = os.path.join(HERE, "data", "place_interference.json")
+# the resource a class leans on: disk and network are per host, the rest per core
+PER_HOST = {"io", "net"}
+
+
+def interference(path=None):
+    """(M, cpus): the measured matrix (separate CPUs) with its entries below
+    1 (noise: a neighbour cannot speed a task up) raised to 1, and how many
+    CPUs the measuring machine had."""
+    with open(path or MATRIX) as f:
+        rec = json.load(f)
+    m = rec["separate"]["matrix"]
+    return {a: {b: max(1.0, x) for b, x in row.items()} for a, row in m.items()}, rec["cpus"]
 
 
 def profiles(path=None):
@@ -77,8 +99,10 @@ def make_tasks(n, hosts, profs, load, rng):
         t += rng.expovariate(rate)
         cls = rng.choice(names)
         use = {r: profs[cls][r] * rng.uniform(0.7, 1.3) for r in RESOURCES}
+        own = [use[r] / profs[cls][r] for r in RESOURCES if profs[cls][r]]
         tasks.append({"id": i, "at": t, "run": rng.uniform(20.0, 100.0), "class": cls,
-                      "use": use, "request": {"cpu": use["cpu"], "memory": use["memory"]}})
+                      "use": use, "request": {"cpu": use["cpu"], "memory": use["memory"]},
+                      "intensity": sum(own) / len(own)})
     return tasks
 
 
@@ -90,9 +114,10 @@ POLICIES = ["D_max"] + list(K8S)
 class Replay:
     """One policy over one workload: an event simulation with processor sharing."""
 
-    def __init__(self, policy, hosts, tasks, profs, seed):
+    def __init__(self, policy, hosts, tasks, profs, seed, matrix=None):
         from emergence.place import score
         self.score, self.policy = score, policy
+        self.matrix = matrix  # (M, cpus) or None: processor sharing per resource
         self.hosts, self.tasks, self.profs = hosts, tasks, profs
         self.rng = random.Random(seed)
         self.by_name = {h["name"]: h for h in hosts}
@@ -115,10 +140,26 @@ class Replay:
             s["rem"] -= (self.now - s["last"]) * s["rate"]
             s["last"] = self.now
         load = {r: h["use"][r] / cap[r] for r in RESOURCES}
+        if self.matrix:
+            m, cpus = self.matrix
+            press = {}
+            for tid in h["running"]:
+                t = self.tasks[tid]
+                press[t["class"]] = press.get(t["class"], 0.0) + t["intensity"]
+            k = {b: 1.0 if b in PER_HOST else cpus / cap["cpu"] for b in press}
+            shared = max(1.0, load["cpu"], load["memory"])
         for tid in h["running"]:
-            s, use = self.state[tid], self.tasks[tid]["use"]
-            worst = max((load[r] for r in RESOURCES if use[r] > 0.02 * UNIT[r]), default=1.0)
-            s["rate"] = 1.0 / max(1.0, worst)
+            s, t = self.state[tid], self.tasks[tid]
+            if self.matrix:
+                row, a = m[t["class"]], t["class"]
+                slow = 1.0 + sum((row[b] - 1.0) * k[b] * (p - (t["intensity"] if b == a else 0))
+                                 for b, p in press.items())
+                s["rate"] = 1.0 / (max(1.0, slow) * shared)
+            else:
+                use = t["use"]
+                worst = max((load[r] for r in RESOURCES if use[r] > 0.02 * UNIT[r]),
+                            default=1.0)
+                s["rate"] = 1.0 / max(1.0, worst)
             s["ver"] += 1
             self._push(self.now + max(0.0, s["rem"]) / s["rate"], "end", (tid, s["ver"]))
         for r in RESOURCES:
@@ -184,8 +225,12 @@ class Replay:
                 "wait": sum(self.waits) / len(self.waits), "costs": self.costs}
 
 
-def replay(policy, n_hosts, n_tasks, load, seed, trace_path=None):
+def replay(policy, n_hosts, n_tasks, load, seed, trace_path=None, model="matrix",
+           matrix_path=None):
+    """One policy's figures; MODEL is "matrix" (the measured interference) or
+    "shares" (processor sharing per resource)."""
     profs = profiles(trace_path)
     hosts = make_hosts(n_hosts, random.Random(seed))
     tasks = make_tasks(n_tasks, hosts, profs, load, random.Random(seed + 1))
-    return Replay(policy, hosts, tasks, profs, seed).run()
+    matrix = interference(matrix_path) if model == "matrix" else None
+    return Replay(policy, hosts, tasks, profs, seed, matrix).run()

@@ -18,7 +18,9 @@ time per policy is written (matplotlib, imported only here).
 Then the trace replay (bench/place_replay.py): tasks drawn from the workload
 traces Overwatch recorded from real CPU-, memory-, I/O- and network-bound
 containers (bench/data/place_traces.json, made by bench/place_traces.py),
-with interference (processor sharing per resource on each host), at 50, 65
+with interference as measured between those classes on this machine
+(bench/data/place_interference.json, made by bench/place_interference.py;
+--interference shares: processor sharing per resource instead), at 50, 65
 and 80 % of the cluster's CPU requested.  Printed per load and policy: mean
 slowdown (time on the host over time alone), p99 completion time (arrival to
 end), makespan, and the cost of a decision; then ratios against D_max.
@@ -26,6 +28,7 @@ end), makespan, and the cost of a decision; then ratios against D_max.
   python bench/place_sim.py [--hosts 1000] [--tasks 5000] [--seed 1] [--png FILE]
                             [--burst-only] [--replay-only] [--replay-hosts 1000]
                             [--replay-tasks 5000] [--traces FILE]
+                            [--interference matrix|shares] [--matrix FILE]
 """
 
 import argparse
@@ -206,7 +209,9 @@ def replay_report(a):
     import place_replay
     loads = (0.5, 0.65, 0.8)
     print(f"\ntrace replay with interference: {a.replay_tasks} tasks on {a.replay_hosts} hosts "
-          f"(seed {a.seed}; traces {a.traces or 'bench/data/place_traces.json'})")
+          f"(seed {a.seed}; traces {a.traces or 'bench/data/place_traces.json'}; "
+          f"interference {a.interference}"
+          + (f" from {a.matrix}" if a.matrix and a.interference == "matrix" else "") + ")")
     print(f"{'load':>5} {'policy':<19} {'mean slowdown':>13} {'p99 completion s':>16} "
           f"{'makespan s':>10} {'decision ms (median/p99)':>25}")
     out = {}
@@ -214,7 +219,7 @@ def replay_report(a):
         for p in place_replay.POLICIES:
             t0 = time.perf_counter()
             r = out[load, p] = place_replay.replay(p, a.replay_hosts, a.replay_tasks, load,
-                                                   a.seed, a.traces)
+                                                   a.seed, a.traces, a.interference, a.matrix)
             print(f"  replayed {p} at {load:.2f} in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             c = sorted(r["costs"])
@@ -244,6 +249,11 @@ def main():
     ap.add_argument("--replay-hosts", type=int, default=1000)
     ap.add_argument("--replay-tasks", type=int, default=5000)
     ap.add_argument("--traces", default=None, help="a traces file (default bench/data/...)")
+    ap.add_argument("--interference", choices=("matrix", "shares"), default="matrix",
+                    help="the replay's interference: the measured matrix "
+                         "(bench/data/place_interference.json) or processor sharing")
+    ap.add_argument("--matrix", default=None,
+                    help="another matrix file (as bench/place_interference.py writes)")
     a = ap.parse_args()
     if a.replay_only:
         replay_report(a)
