@@ -41,23 +41,42 @@ class Agent:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.watch = None
+        self.relay = None
+        # in the node, its reconciler repairs the peers' entries (service.py) and
+        # is told when they change; alone (`net agent`), this agent listens itself
+        self.reconciler = None
 
     def start(self):
         self.lease = leases.NodeLease(self.cluster, self.net, self.node, self.vtep,
                                       mac=device_mac(self.node, self.net), ttl=self.ttl)
         doc = self.lease.doc
         overhead = VXLAN_OVERHEAD
-        if doc.get("encrypt") == "wireguard":
-            from .wg import WIREGUARD_OVERHEAD, WireguardPlane, keypair
-            private, self.lease.wg_public = keypair(self.state_dir, self.net)
-            self.dp = WireguardPlane(self.net, doc["port"], self.vtep, None, private)
+        wireguard = doc.get("encrypt") == "wireguard"
+        if wireguard:
+            from .wg import WIREGUARD_OVERHEAD, WireguardPlane, keypair, require_wireguard
+            self.dp = WireguardPlane(self.net, doc["port"], self.vtep, None, None)
+            require_wireguard(self.dp.ipr)      # before anything is made or leased
             overhead = WIREGUARD_OVERHEAD
         else:
             self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, None,
                                 self.lease.mac)
         under, _, under_mtu = self.dp.underlay()    # before leasing: a wrong --vtep holds nothing
+        if wireguard:
+            self.dp.private_key, self.lease.wg_public = keypair(self.state_dir, self.net)
+        held = leases.held_by(self.cluster, self.net, self.node)
         self.subnet = self.dp.subnet = self.lease.acquire()
         leased_at = time.time()
+        try:
+            return self._make(doc, under, under_mtu, overhead, leased_at)
+        except BaseException:
+            if held is None:    # a fresh lease: give it back (a restart keeps its own)
+                try:
+                    self.lease.release()
+                except Exception:  # noqa: BLE001 - the first error is the one to show
+                    pass
+            raise
+
+    def _make(self, doc, under, under_mtu, overhead, leased_at):
         self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"), overhead)
         device_mtu = under_mtu - overhead
         if not 576 <= self.mtu_value <= device_mtu:
@@ -78,8 +97,28 @@ class Agent:
                        "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
                        "underlay": under, "underlay_mtu": under_mtu, "vni": doc["vni"],
                        "port": doc["port"], "pid": os.getpid(), "leased_at": leased_at}
+        if not self._wireguard():       # after a reboot: the peers' entries again
+            self.relay.apply(check=self._peer_keys())
         self._write_status()
         return self.subnet
+
+    def _wireguard(self):
+        return self.lease.doc.get("encrypt") == "wireguard"
+
+    def _peer_keys(self):
+        prefix = f"peer:{self.net}/"
+        return {k for k in self.relay.desired().peers if k.startswith(prefix)}
+
+    def peers(self):
+        """{node: (subnet, vtep, mac)} of the peers as the graph (VXLAN) or
+        the WireGuard device holds them."""
+        if self._wireguard():
+            return dict(self.dp.peers)
+        return {p.node: (str(p.subnet), p.vtep, p.mac)
+                for p in self.relay.desired().peers.values() if p.network == self.net}
+
+    def kernel_ops(self):
+        return len(self.dp.ops) + (len(self.relay.kernel.ops) if self.relay else 0)
 
     def _write_status(self):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -87,15 +126,17 @@ class Agent:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(dict(self.status, peers=sorted(self.dp.peers), kernel_ops=len(self.dp.ops),
-                           updated=time.time()), f, indent=1)
+            json.dump(dict(self.status, peers=sorted(self.peers()),
+                           kernel_ops=self.kernel_ops(), updated=time.time()), f, indent=1)
         os.replace(tmp, path)
 
     def _relay_network(self):
         """The local Relay network: the node subnet on a bridge, the derived MTU."""
         from .engine import Relay
         from .graph import network_from_dict
-        relay = Relay(self.state_dir, instance=self.instance)
+        if self.relay is None:
+            self.relay = Relay(self.state_dir, instance=self.instance)
+        relay = self.relay
         have = relay.desired().networks.get(self.net)
         want = {"subnets": [str(self.subnet)], "mtu": self.mtu_value,
                 "owner": f"cluster:{self.net}", "allow_overlap": True,
@@ -115,16 +156,55 @@ class Agent:
                 if n != self.node and r.get("vtep") and r.get(third)}
 
     def sync(self):
-        before = dict(self.dp.peers)
-        n = self.dp.sync(self.wanted())
-        if n:
-            for node in sorted(set(before) | set(self.dp.peers)):
-                if before.get(node) != self.dp.peers.get(node):
-                    now = self.dp.peers.get(node)
+        """Make the peers what etcd says: WireGuard's in its device; VXLAN's
+        as nodes of Relay's graph, one edit of the peers that differ (Relay
+        applies it: three kernel operations a peer).  Returns the number of
+        kernel operations."""
+        before = self.peers()
+        ops = self.kernel_ops()
+        if self._wireguard():
+            self.dp.sync(self.wanted())
+        else:
+            self._edit_peers(self.wanted())
+        after = self.peers()
+        n = self.kernel_ops() - ops
+        if before != after:
+            for node in sorted(set(before) | set(after)):
+                if before.get(node) != after.get(node):
+                    now = after.get(node)
                     self.log(f"{self.net}: peer {node} " + (f"at {now[1]} holds {now[0]}"
                                                             if now else "gone"))
+            if self.reconciler is not None:
+                self.reconciler()       # the node's reconciler learns the new keys
+        if n or before != after:
             self._write_status()
         return n
+
+    def _edit_peers(self, wanted):
+        from .peers import Peer
+        prefix = f"peer:{self.net}/"
+        touched = set()
+
+        def change(g):
+            for key in [k for k in g.peers if k.startswith(prefix)]:
+                p = g.peers[key]
+                if wanted.get(p.node) != (str(p.subnet), p.vtep, p.mac):
+                    del g.peers[key]
+                    touched.add(key)
+            for node, (subnet, vtep, mac) in wanted.items():
+                p = Peer(self.net, node, subnet, vtep, mac, self.dp.ifname)
+                if g.peers.get(p.key) != p:
+                    g.peers[p.key] = p
+                    touched.add(p.key)
+        self.relay.edit(change, touched=touched)
+
+    def repair(self):
+        """Read the peers' entries back from the kernel and put back what is
+        missing (Relay's check of those keys); the node's reconciler does this
+        on its own events."""
+        if self._wireguard():
+            return self.dp.repair()
+        return len(self.relay.apply(check=self._peer_keys()))
 
     def _kernel_events(self):
         """Wake the loop when a route, neighbour or FDB entry of our device is
@@ -159,7 +239,9 @@ class Agent:
         tick = max(0.2, min(self.ttl / 3.0, grace / 4.0))
         touched = time.monotonic()
         self.repair_needed = False
-        threading.Thread(target=self._kernel_events, name="kernel events", daemon=True).start()
+        if self.reconciler is None or self._wireguard():
+            threading.Thread(target=self._kernel_events, name="kernel events",
+                             daemon=True).start()
         deadline = time.monotonic() + 3.0
         while self.watch.watches == 0 and time.monotonic() < deadline:
             time.sleep(0.02)           # watching before the first read: nothing missed
@@ -178,7 +260,7 @@ class Agent:
                     leases.reclaim(self.cluster, self.net)
                 if touch or self.repair_needed:
                     self.repair_needed = False
-                    self.dp.repair()
+                    self.repair()
                 if woken or touch:
                     self.sync()
             except Exception as e:      # etcd away for a moment: keep the kernel as is
@@ -190,7 +272,14 @@ class Agent:
         self.wake.set()
         if release:
             self.lease.release()
+            if self.relay is not None and not self._wireguard():
+                try:
+                    self._edit_peers({})     # out of the graph (their entries go with it)
+                except Exception as e:  # noqa: BLE001 - the device goes all the same
+                    self.log(f"{self.net}: {e}")
             self.dp.remove()
+            if self.reconciler is not None:
+                self.reconciler()
             try:
                 os.unlink(status_path(self.state_dir, self.net))
             except OSError:
@@ -224,39 +313,83 @@ def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=
 
 class ClusterNetworks:
     """The agents a node runs for `[relay] cluster_networks = ["NAME", ...]`:
-    the node's relay service makes one at start (in a worker thread: it talks
-    to etcd) and stops it at stop, which releases the subnets (a clean stop).
+    the node's relay service calls start in a worker thread (it talks to
+    etcd) and again, with backoff, while some failed (etcd away, no
+    WireGuard: `errors` says why); stop releases the subnets (a clean stop).
     OPTS are the cluster connection's (`etcd`, `prefix`, `cluster-dir`,
-    `insecure`, as on the command line); the VTEP defaults as `net agent`'s."""
+    `insecure`, as on the command line); the VTEP defaults as `net agent`'s.
+    RECONCILER() is called when an agent changed its peers in the graph, so
+    the node's reconciler watches their kernel entries."""
 
     def __init__(self, names, state_dir, instance=None, opts=None, vtep=None, ttl=10.0,
-                 log=None):
+                 log=None, reconciler=None):
         self.names, self.state_dir, self.instance = list(names), state_dir, instance
         self.log = log
         self.opts, self.vtep, self.ttl = dict(opts or {}), vtep, ttl
-        self.agents, self.threads = [], []
+        self.reconciler = reconciler
+        self.agents, self.threads = {}, []
+        self.errors = {}
+        self.lock = threading.Lock()
 
     def start(self):
+        """Start the agents not running yet; returns the statuses of those running."""
         from .clusternet import _cluster, _node, _vtep
-        cluster = _cluster(self.opts)
-        node = _node(self.opts)
-        vtep = self.vtep or _vtep({"vtep": None}, cluster)
-        for name in self.names:
-            agent = Agent(cluster, name, node, vtep, self.state_dir, self.instance, self.ttl,
-                          log=self.log)
-            agent.start()
-            t = threading.Thread(target=agent.run, name=f"overlay {name}", daemon=True)
-            t.start()
-            self.agents.append(agent)
-            self.threads.append(t)
-        return [a.status for a in self.agents]
+        with self.lock:
+            try:
+                cluster = _cluster(self.opts)
+                node = _node(self.opts)
+                vtep = self.vtep or _vtep({"vtep": None}, cluster)
+            except Exception as e:  # noqa: BLE001 - every network waits for the cluster
+                self._failed(self.names, e)
+                return [a.status for a in self.agents.values()]
+            for name in self.names:
+                if name in self.agents:
+                    continue
+                agent = Agent(cluster, name, node, vtep, self.state_dir, self.instance,
+                              self.ttl, log=self.log)
+                agent.reconciler = self.reconciler
+                try:
+                    agent.start()
+                except Exception as e:  # noqa: BLE001 - this network's own failure
+                    self._failed([name], e)
+                    continue
+                self.errors.pop(name, None)
+                t = threading.Thread(target=agent.run, name=f"overlay {name}", daemon=True)
+                t.start()
+                self.agents[name] = agent
+                self.threads.append(t)
+                if self.log:
+                    self.log(f"{name}: node {node} holds {agent.subnet} (VTEP {vtep}, "
+                             f"MTU {agent.mtu_value})")
+            return [a.status for a in self.agents.values()]
+
+    def _failed(self, names, err):
+        line = str(err) if isinstance(err, EmergenceError) else f"{type(err).__name__}: {err}"
+        for name in names:
+            if self.errors.get(name) != line and self.log:
+                self.log(f"{name}: cannot join the cluster network: {line}")
+            self.errors[name] = line
+
+    def status(self):
+        """{name: what the agent's status file says, or the error}."""
+        out = {name: {"error": why} for name, why in self.errors.items()}
+        for name, agent in list(self.agents.items()):
+            out[name] = {k: agent.status.get(k) for k in ("subnet", "vtep", "device", "mtu",
+                                                          "mtu_derived", "encrypt")}
+            out[name]["peers"] = sorted(agent.peers())
+        return out
 
     def stop(self, release=True):
-        for agent in self.agents:
-            agent.stopping.set()
-            agent.wake.set()
-        for t in self.threads:
-            t.join(timeout=10)
-        for agent in self.agents:
-            agent.stop(release=release)
-        self.agents, self.threads = [], []
+        with self.lock:
+            agents = list(self.agents.values())
+            for agent in agents:
+                agent.stopping.set()
+                agent.wake.set()
+            for t in self.threads:
+                t.join(timeout=10)
+            for agent in agents:
+                try:
+                    agent.stop(release=release)
+                except Exception as e:  # noqa: BLE001 - stop the others all the same
+                    self._failed([agent.net], e)
+            self.agents, self.threads = {}, []

@@ -8,6 +8,7 @@ runs its own `emergence net agent` with its own state dir and node
 certificate against one secure etcd; "containers" are namespaces attached
 to the host's Relay network with `emergence net attach`."""
 
+import contextlib
 import json
 import os
 import random
@@ -98,6 +99,13 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path):
+    with lab_context(tmp_path) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def lab_context(tmp_path):
+    """The Lab and its etcd (also for test_overlay_nodes.py); all removed after."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     lab = Lab(str(tmp_path))
@@ -252,7 +260,6 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
 
     # someone removes A's route to C: the agent puts it back
     nsx(lab.hosts[1]["ns"], "ip", "route", "del", subnets[3], "dev", st["device"])
-    assert not reaches(ca, c_ip)
     assert wait_for(lambda: subnets[3] in peer_entries(lab, 1)[2], 10)
     assert reaches(ca, c_ip)
 
@@ -452,6 +459,36 @@ def test_cli_errors_are_one_line(etcd, tmp_path):
     assert not admin(etcd).items("netclaim", NET) and not admin(etcd).items("netlease")
 
 
+def links(ns):
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in
+                  nsx(ns, "ip", "-o", "link", "show").stdout.splitlines())
+
+
+def wireguard_refused(lab, h):
+    """This kernel has no WireGuard: one line from `net create` (nothing
+    stored) and from the agent of a network a command node with WireGuard
+    stored (no lease, no device, no bridge, no key file)."""
+    from emergence.relay import leases
+    ns = h["ns"]
+    r = cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix",
+            "24", "--encrypt", "wireguard", ns=ns, check=False)
+    assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr, r.stderr
+    assert "modprobe wireguard" in r.stderr and "VXLAN" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert admin(lab.sec).get("net", NET) is None
+    leases.create_network(admin(lab.sec), NET, "10.218.0.0/16", 24, encrypt="wireguard")
+    before = links(ns)
+    r = nsx(ns, *emergence_command(), "net", "agent", NET, "--cluster", "--etcd", lab.url,
+            "--prefix", lab.sec.prefix, "--cluster-dir", h["creds"], "--vtep", h["vtep"],
+            "--state", h["state"], check=False)
+    assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert links(ns) == before
+    assert admin(lab.sec).items("netlease") == {} and admin(lab.sec).items("netclaim") == {}
+    assert not os.path.exists(os.path.join(h["state"], f"overlay-{NET}.wg.key"))
+    assert not os.path.exists(os.path.join(h["state"], f"overlay-{NET}.json"))
+
+
 def wireguard_in_kernel(ns):
     r = nsx(ns, "ip", "link", "add", "wgprobe", "type", "wireguard", check=False)
     nsx(ns, "ip", "link", "del", "wgprobe", check=False)
@@ -463,22 +500,17 @@ def test_wireguard_network(lab):
     """`--encrypt wireguard`: where the kernel has WireGuard, containers on two
     hosts reach each other over it with MTU underlay - 80, the private key
     stays in a 0600 file and only the public key reaches etcd; where it has
-    not (this machine's kernel), the agent says so in one line."""
-    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
-        "--encrypt", "wireguard")
+    not (this machine's kernel), `net create` and the agent say so in one line
+    and leave nothing behind: no etcd entry, no device, no key."""
     for i in (1, 2):
         lab.add_host(i)
     h = lab.hosts[1]
     h["creds"] = lab.sec.issue("h1", ["worker"]).dir
     if not wireguard_in_kernel(h["ns"]):
-        r = nsx(h["ns"], *emergence_command(), "net", "agent", NET, "--cluster", "--etcd",
-                lab.url, "--prefix", lab.sec.prefix, "--cluster-dir", h["creds"], "--vtep",
-                h["vtep"], "--state", h["state"], check=False)
-        assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-        key = os.path.join(h["state"], f"overlay-{NET}.wg.key")
-        assert os.stat(key).st_mode & 0o777 == 0o600
+        wireguard_refused(lab, h)
         return
+    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
+        "--encrypt", "wireguard")
     subnets = {i: start_agent(lab, i)["subnet"] for i in (1, 2)}
     assert subnets[1] != subnets[2]
     assert wait_for(lambda: len(status(lab, 1)["peers"]) == 1, 20)

@@ -1,0 +1,169 @@
+"""Relay across hosts, each host running its own `emergence node` (the issue's
+layout): `[relay] cluster_networks` makes the node's relay service join the
+network (lease, VXLAN device, peers), the peers' FDB entries, neighbours and
+routes are nodes of Relay's graph that the node's reconciler puts back, and
+`--encrypt wireguard` on a kernel without it is one line that leaves nothing.
+
+The hosts, underlay and etcd are test_overlay's Lab (network namespaces and
+a secure etcd, all removed at teardown); each node runs in the foreground as
+a child that dies with the test run."""
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from place.conftest import emergence_command, wait_for
+
+from emergence.lifetime import dies_with_us
+
+from .test_overlay import (
+    NET,
+    UNDERLAY_MTU,
+    cli,
+    lab_context,
+    nsx,
+    peer_entries,
+    reaches,
+    sh,
+    transfer,
+)
+
+
+@pytest.fixture(name="lab")
+def _lab(tmp_path):
+    with lab_context(tmp_path) as lab:
+        yield lab
+
+
+def start_node(lab, i):
+    """`emergence node start --foreground` in host I's netns: relay only,
+    its own run and state dirs, the cluster material in <state>/cluster
+    (the default [relay] cluster_dir), the network as a flag."""
+    from emergence.cluster import bootstrap
+    h = lab.hosts[i]
+    root = os.path.join(lab.tmp, f"node-h{i}")
+    h["state"] = os.path.join(root, "state", "relay")     # the relay service's state
+    h["run"] = os.path.join(root, "run")
+    if "creds" not in h:
+        m = bootstrap.install(os.path.join(root, "state", "cluster"),
+                              bootstrap.issue(lab.sec.material.dir, f"h{i}", ["worker"]))
+        h["creds"] = m.dir
+        with open(os.path.join(root, "node.toml"), "w") as f:
+            f.write(f'[node]\nrun_dir = "{h["run"]}"\nstate_dir = "{root}/state"\n'
+                    'planner = false\nservices = ["relay"]\n'
+                    f'[relay]\ncluster_etcd = "{lab.url}"\ncluster_vtep = "{h["vtep"]}"\n'
+                    'cluster_lease_ttl = 2.0\nresync_interval = 5.0\n')
+    log = open(os.path.join(root, "node.log"), "a")
+    p = subprocess.Popen(["ip", "netns", "exec", h["ns"]] + emergence_command() + [
+        "node", "start", "--foreground", "--config", os.path.join(root, "node.toml"),
+        "--relay-cluster-networks", NET], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        preexec_fn=dies_with_us())
+    lab.agents[i] = p
+    assert wait_for(lambda: (net_status(lab, i) or {}).get("subnet"), 30), \
+        (node_status(lab, i), open(log.name).read()[-3000:])
+    return net_status(lab, i)
+
+
+def node_status(lab, i):
+    r = sh(*emergence_command(), "node", "status", "--json", "--node-run-dir",
+           lab.hosts[i]["run"], check=False)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return None
+
+
+def net_status(lab, i):
+    """This network's entry in the node's status (its relay service's)."""
+    st = node_status(lab, i) or {}
+    relay = st.get("services", {}).get("relay", {})
+    return relay.get("cluster_networks", {}).get(NET)
+
+
+def overlay_file(lab, i):
+    with open(os.path.join(lab.hosts[i]["state"], f"overlay-{NET}.json")) as f:
+        return json.load(f)
+
+
+def stop_node(lab, i):
+    r = sh(*emergence_command(), "node", "stop", "--node-run-dir", lab.hosts[i]["run"],
+           check=False)
+    assert lab.agents[i].wait(timeout=30) == 0, r.stdout + r.stderr
+
+
+def repaired(lab, i, what, delete):
+    """Delete one of host I's peer entries with `ip`/`bridge`; True once it is back."""
+    nsx(lab.hosts[i]["ns"], *delete)
+    return wait_for(lambda: what in "".join(peer_entries(lab, i)), 15)
+
+
+@pytest.mark.slow
+def test_three_nodes_carry_the_cluster_network(lab):
+    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
+        "--grace", "4")
+    for i in (1, 2, 3):
+        lab.add_host(i)
+    subnets = {i: start_node(lab, i)["subnet"] for i in (1, 2)}
+    assert wait_for(lambda: net_status(lab, 1)["peers"] == ["h2"], 20)
+    # a join costs each existing node three kernel operations: FDB, neighbour, route
+    ops = {i: overlay_file(lab, i)["kernel_ops"] for i in (1, 2)}
+    subnets[3] = start_node(lab, 3)["subnet"]
+    assert len(set(subnets.values())) == 3
+    for i in (1, 2, 3):
+        assert wait_for(lambda i=i: len(net_status(lab, i)["peers"]) == 2, 20), \
+            [net_status(lab, j) for j in (1, 2, 3)]
+    assert [overlay_file(lab, i)["kernel_ops"] - ops[i] for i in (1, 2)] == [3, 3]
+
+    ca, a_ip = lab.container(1, "ca")
+    cb, b_ip = lab.container(2, "cb")
+    cc, c_ip = lab.container(3, "cc")
+    # the MTU derived from the underlay, in the container and in `net inspect`
+    st = net_status(lab, 1)
+    assert st["mtu"] == UNDERLAY_MTU - 50 and "underlay eth0 MTU 1400 - 50" in st["mtu_derived"]
+    assert f"mtu {UNDERLAY_MTU - 50} " in nsx(ca, "ip", "link", "show", "eth0").stdout
+    doc = json.loads(cli(lab, "inspect", NET, "--cluster", "--state", lab.hosts[1]["state"],
+                         creds=lab.hosts[1]["creds"]).stdout)
+    assert {n["node"] for n in doc["nodes"]} == {"h1", "h2", "h3"}
+    assert doc["this_node"]["peers"] == ["h2", "h3"]
+    assert "underlay eth0 MTU 1400 - 50" in doc["this_node"]["mtu_derived"]
+    assert wait_for(lambda: reaches(ca, b_ip), 10) and reaches(ca, c_ip) and reaches(cb, c_ip)
+    assert transfer(lab, ca, cc, c_ip) == (1 << 20, a_ip)     # DF set: no black hole
+
+    # the peers are nodes of the node's Relay graph, and its reconciler repairs them:
+    # an FDB entry, a neighbour and a route deleted by hand come back
+    dev, h3 = st["device"], overlay_file(lab, 3)
+    gw3 = subnets[3].split("/")[0]
+    before = node_status(lab, 1)["services"]["relay"]["reconciles"]
+    assert repaired(lab, 1, h3["mac"], ("bridge", "fdb", "del", h3["mac"], "dev", dev,
+                                        "dst", h3["vtep"]))
+    assert repaired(lab, 1, f"{gw3} lladdr", ("ip", "neigh", "del", gw3, "dev", dev))
+    assert repaired(lab, 1, subnets[3], ("ip", "route", "del", subnets[3], "dev", dev))
+    assert node_status(lab, 1)["services"]["relay"]["reconciles"] > before
+    assert wait_for(lambda: reaches(ca, c_ip), 10)
+
+    # host B killed and restarted: the same subnet, A's kernel entries never changed
+    entries = peer_entries(lab, 1)
+    lab.agents[2].send_signal(signal.SIGKILL)
+    lab.agents[2].wait()
+    assert peer_entries(lab, 1) == entries
+    assert start_node(lab, 2)["subnet"] == subnets[2]
+    assert wait_for(lambda: reaches(ca, b_ip), 10)
+    assert peer_entries(lab, 1) == entries
+
+    # host C dies for good: after the grace its entries are gone from A and B
+    lab.agents[3].send_signal(signal.SIGKILL)
+    lab.agents[3].wait()
+    assert wait_for(lambda: all(gw3 not in "".join(peer_entries(lab, i)) and
+                                h3["mac"] not in peer_entries(lab, i)[0]
+                                for i in (1, 2)), 30)
+    assert reaches(ca, b_ip)
+
+    # B stops cleanly: its subnet is released, A drops it at once, B's device is gone
+    stop_node(lab, 2)
+    assert wait_for(lambda: subnets[2] not in peer_entries(lab, 1)[2], 10)
+    assert nsx(lab.hosts[2]["ns"], "ip", "link", "show", dev, check=False).returncode != 0
+    rows = json.loads(cli(lab, "nodes", NET, "--cluster", "--json").stdout)
+    assert [r["node"] for r in rows] == ["h1"]
+    stop_node(lab, 1)
