@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -540,44 +539,3 @@ def test_wireguard_keys_stay_on_the_node(tmp_path):
     with pytest.raises(EmergenceError, match="readable by others"):
         wg.keypair(state, NET)
     assert not wg.valid_public("not a key") and not wg.valid_public(private[:-4])
-
-
-NODE_SERVICE = """
-import json, signal, sys, threading
-from emergence.relay.agent import ClusterNetworks
-nets = ClusterNetworks([sys.argv[1]], sys.argv[2], opts=json.loads(sys.argv[3]),
-                       vtep=sys.argv[4], ttl=2, log=lambda line: print(line, file=sys.stderr))
-print(json.dumps(nets.start()), flush=True)
-done = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: done.set())
-done.wait()
-nets.stop()
-print("stopped", flush=True)
-"""
-
-
-@pytest.mark.slow
-def test_the_node_service_runs_the_agents(lab):
-    """What the node's relay service calls (agent.ClusterNetworks): start
-    leases and makes the device, stop releases the subnet and removes it."""
-    from emergence.relay import leases
-    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24")
-    for i in (1, 2):
-        lab.add_host(i)
-    start_agent(lab, 2)
-    h = lab.hosts[1]
-    h["creds"] = lab.sec.issue("h1", ["worker"]).dir
-    opts = {"etcd": lab.url, "prefix": lab.sec.prefix, "cluster-dir": h["creds"]}
-    p = subprocess.Popen(["ip", "netns", "exec", h["ns"], sys.executable, "-c", NODE_SERVICE,
-                          NET, h["state"], json.dumps(opts), h["vtep"]],
-                         stdout=subprocess.PIPE, text=True)
-    lab.agents[9] = p
-    (st,) = json.loads(p.stdout.readline())
-    assert st["node"] == "h1" and st["mtu"] == UNDERLAY_MTU - 50
-    assert wait_for(lambda: "h1" in status(lab, 2)["peers"], 20)
-    assert "h1" in leases.holders(admin(lab.sec), NET)
-    p.send_signal(signal.SIGTERM)
-    assert p.stdout.readline().strip() == "stopped" and p.wait(timeout=20) == 0
-    assert "h1" not in leases.holders(admin(lab.sec), NET)
-    assert wait_for(lambda: "h1" not in status(lab, 2)["peers"], 20)
-    assert nsx(h["ns"], "ip", "link", "show", st["device"], check=False).returncode != 0

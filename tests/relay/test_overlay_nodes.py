@@ -21,13 +21,16 @@ from emergence.lifetime import dies_with_us
 from .test_overlay import (
     NET,
     UNDERLAY_MTU,
+    admin,
     cli,
     lab_context,
+    links,
     nsx,
     peer_entries,
     reaches,
     sh,
     transfer,
+    wireguard_in_kernel,
 )
 
 
@@ -37,7 +40,7 @@ def _lab(tmp_path):
         yield lab
 
 
-def start_node(lab, i):
+def start_node(lab, i, wait=True):
     """`emergence node start --foreground` in host I's netns: relay only,
     its own run and state dirs, the cluster material in <state>/cluster
     (the default [relay] cluster_dir), the network as a flag."""
@@ -61,8 +64,9 @@ def start_node(lab, i):
         "--relay-cluster-networks", NET], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         preexec_fn=dies_with_us())
     lab.agents[i] = p
-    assert wait_for(lambda: (net_status(lab, i) or {}).get("subnet"), 30), \
-        (node_status(lab, i), open(log.name).read()[-3000:])
+    if wait:
+        assert wait_for(lambda: (net_status(lab, i) or {}).get("subnet"), 30), \
+            (node_status(lab, i), open(log.name).read()[-3000:])
     return net_status(lab, i)
 
 
@@ -91,6 +95,13 @@ def stop_node(lab, i):
     r = sh(*emergence_command(), "node", "stop", "--node-run-dir", lab.hosts[i]["run"],
            check=False)
     assert lab.agents[i].wait(timeout=30) == 0, r.stdout + r.stderr
+
+
+def held(lab, i, container):
+    """Whether host I's IPAM holds an address for CONTAINER on the network."""
+    from emergence.relay.ipam import IPAM
+    return any(f"/{container}/" in h["key"]
+               for h in IPAM(lab.hosts[i]["state"]).holders(NET).values())
 
 
 def repaired(lab, i, what, delete):
@@ -152,6 +163,13 @@ def test_three_nodes_carry_the_cluster_network(lab):
     assert wait_for(lambda: reaches(ca, b_ip), 10)
     assert peer_entries(lab, 1) == entries
 
+    # IPAM GC: a container that no longer exists gives its address back (the node's
+    # reconciler sees its netns gone)
+    cx, x_ip = lab.container(2, "cx")
+    assert held(lab, 2, "cx")
+    sh("ip", "netns", "del", cx)
+    assert wait_for(lambda: not held(lab, 2, "cx"), 30)
+
     # host C dies for good: after the grace its entries are gone from A and B
     lab.agents[3].send_signal(signal.SIGKILL)
     lab.agents[3].wait()
@@ -159,6 +177,18 @@ def test_three_nodes_carry_the_cluster_network(lab):
                                 h3["mac"] not in peer_entries(lab, i)[0]
                                 for i in (1, 2)), 30)
     assert reaches(ca, b_ip)
+    # ... its subnet is free again: a new host D gets it; C, back after the grace,
+    # gets another one, and the leases of its old containers are released
+    assert held(lab, 3, "cc")
+    lab.add_host(4)
+    assert wait_for(lambda: subnets[3] not in json.dumps(
+        admin(lab.sec).items("netclaim", NET)), 20)
+    assert start_node(lab, 4)["subnet"] == subnets[3]
+    back = start_node(lab, 3)["subnet"]
+    assert back not in subnets.values() and not held(lab, 3, "cc")
+    assert wait_for(lambda: net_status(lab, 1)["peers"] == ["h2", "h3", "h4"], 20)
+    stop_node(lab, 3)
+    stop_node(lab, 4)
 
     # B stops cleanly: its subnet is released, A drops it at once, B's device is gone
     stop_node(lab, 2)
@@ -166,4 +196,23 @@ def test_three_nodes_carry_the_cluster_network(lab):
     assert nsx(lab.hosts[2]["ns"], "ip", "link", "show", dev, check=False).returncode != 0
     rows = json.loads(cli(lab, "nodes", NET, "--cluster", "--json").stdout)
     assert [r["node"] for r in rows] == ["h1"]
+    stop_node(lab, 1)
+
+
+def test_a_node_without_wireguard_says_so(lab):
+    """A node told to join a WireGuard network on a kernel without it: its
+    relay service runs on, status names the problem in one line, and
+    nothing is leased or made."""
+    from emergence.relay import leases
+    lab.add_host(1)
+    if wireguard_in_kernel(lab.hosts[1]["ns"]):
+        pytest.skip("this kernel has WireGuard")
+    leases.create_network(admin(lab.sec), NET, "10.218.0.0/16", 24, encrypt="wireguard")
+    before = links(lab.hosts[1]["ns"])
+    start_node(lab, 1, wait=False)
+    assert wait_for(lambda: "error" in (net_status(lab, 1) or {}), 30)
+    why = net_status(lab, 1)["error"]
+    assert why.startswith("this kernel has no WireGuard") and "\n" not in why
+    assert links(lab.hosts[1]["ns"]) == before
+    assert admin(lab.sec).items("netlease") == {} and admin(lab.sec).items("netclaim") == {}
     stop_node(lab, 1)
