@@ -42,6 +42,7 @@ class Agent:
         self.wake = threading.Event()
         self.watch = None
         self.relay = None
+        self.repair_needed = False
         # in the node, its reconciler repairs the peers' entries (service.py) and
         # is told when they change; alone (`net agent`), this agent listens itself
         self.reconciler = None
@@ -78,7 +79,7 @@ class Agent:
 
     def _make(self, doc, under, under_mtu, overhead, leased_at):
         self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"), overhead)
-        device_mtu = under_mtu - overhead
+        device_mtu = self.device_mtu = under_mtu - overhead
         if not 576 <= self.mtu_value <= device_mtu:
             raise EmergenceError(f"MTU {self.mtu_value} does not fit: the overlay carries at "
                                  f"most {device_mtu} ({under} MTU {under_mtu} - "
@@ -202,6 +203,12 @@ class Agent:
         """Read the peers' entries back from the kernel and put back what is
         missing (Relay's check of those keys); the node's reconciler does this
         on its own events."""
+        if self.relay.kernel.index(self.dp.ifname) is None:     # the device itself went
+            self.log(f"{self.net}: overlay device {self.dp.ifname} was removed; remaking it")
+            self.dp.ensure(self.device_mtu)
+            if self._wireguard():
+                self.dp.peers.clear()
+                self.sync()
         if self._wireguard():
             return self.dp.repair()
         return len(self.relay.apply(check=self._peer_keys()))
@@ -212,15 +219,16 @@ class Agent:
         check still does."""
         try:
             from pyroute2 import IPRoute
-            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_NEIGH
+            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH
             ipr = IPRoute()
-            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH | RTMGRP_LINK)
             while not self.stopping.is_set():
                 for msg in ipr.get():
-                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH"):
+                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH", "RTM_DELLINK"):
                         continue
                     idx = (msg.get_attr("RTA_OIF") if msg["event"] == "RTM_DELROUTE"
-                           else msg.get("ifindex"))
+                           else msg.get("ifindex") if msg["event"] == "RTM_DELNEIGH"
+                           else msg.get("index"))
                     if idx == self.dp.index:
                         self.repair_needed = True
                         self.wake.set()
@@ -258,7 +266,8 @@ class Agent:
                 if touch:
                     touched = now
                     leases.reclaim(self.cluster, self.net)
-                if touch or self.repair_needed:
+                # (in the node its reconciler checks the peers' entries itself)
+                if self.repair_needed or (touch and self.reconciler is None):
                     self.repair_needed = False
                     self.repair()
                 if woken or touch:
@@ -362,6 +371,14 @@ class ClusterNetworks:
                     self.log(f"{name}: node {node} holds {agent.subnet} (VTEP {vtep}, "
                              f"MTU {agent.mtu_value})")
             return [a.status for a in self.agents.values()]
+
+    def device_gone(self, ifname):
+        """The node's reconciler saw IFNAME deleted: if it is an agent's
+        overlay device, that agent remakes it and its peers' entries now."""
+        for agent in list(self.agents.values()):
+            if agent.dp.ifname == ifname:
+                agent.repair_needed = True
+                agent.wake.set()
 
     def _failed(self, names, err):
         line = str(err) if isinstance(err, EmergenceError) else f"{type(err).__name__}: {err}"

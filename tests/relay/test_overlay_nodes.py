@@ -105,9 +105,12 @@ def held(lab, i, container):
 
 
 def repaired(lab, i, what, delete):
-    """Delete one of host I's peer entries with `ip`/`bridge`; True once it is back."""
+    """Delete one of host I's peer entries with `ip`/`bridge`; True once it is
+    back, put back by the node's reconciler (its count of changes grew)."""
+    changes = node_status(lab, i)["services"]["relay"]["changes"]
     nsx(lab.hosts[i]["ns"], *delete)
-    return wait_for(lambda: what in "".join(peer_entries(lab, i)), 15)
+    return wait_for(lambda: what in "".join(peer_entries(lab, i)), 15) and \
+        node_status(lab, i)["services"]["relay"]["changes"] > changes
 
 
 @pytest.mark.slow
@@ -146,13 +149,16 @@ def test_three_nodes_carry_the_cluster_network(lab):
     # an FDB entry, a neighbour and a route deleted by hand come back
     dev, h3 = st["device"], overlay_file(lab, 3)
     gw3 = subnets[3].split("/")[0]
-    before = node_status(lab, 1)["services"]["relay"]["reconciles"]
     assert repaired(lab, 1, h3["mac"], ("bridge", "fdb", "del", h3["mac"], "dev", dev,
                                         "dst", h3["vtep"]))
     assert repaired(lab, 1, f"{gw3} lladdr", ("ip", "neigh", "del", gw3, "dev", dev))
     assert repaired(lab, 1, subnets[3], ("ip", "route", "del", subnets[3], "dev", dev))
-    assert node_status(lab, 1)["services"]["relay"]["reconciles"] > before
     assert wait_for(lambda: reaches(ca, c_ip), 10)
+    # the device itself deleted: remade, with both peers' entries
+    nsx(lab.hosts[1]["ns"], "ip", "link", "del", dev)
+    assert wait_for(lambda: all(s in peer_entries(lab, 1)[2] for s in
+                                (subnets[2], subnets[3])), 15)
+    assert wait_for(lambda: reaches(ca, c_ip), 10) and reaches(ca, b_ip)
 
     # host B killed and restarted: the same subnet, A's kernel entries never changed
     entries = peer_entries(lab, 1)
