@@ -539,3 +539,21 @@ def test_wireguard_keys_stay_on_the_node(tmp_path):
     with pytest.raises(EmergenceError, match="readable by others"):
         wg.keypair(state, NET)
     assert not wg.valid_public("not a key") and not wg.valid_public(private[:-4])
+
+
+def test_wireguard_records_carry_only_the_public_key(etcd, tmp_path):
+    """What reaches etcd of a node's WireGuard keys is the public key, in the
+    node's own record; a record without a valid one is no peer."""
+    from emergence.relay import leases, wg
+    leases.create_network(admin(etcd), "wgn", "10.219.0.0/16", 24, encrypt="wireguard")
+    private, public = wg.keypair(str(tmp_path / "state"), "wgn")
+    n1 = leases.NodeLease(as_node(etcd, "n1"), "wgn", "n1", "192.0.2.1",
+                          mac="02:00:00:00:00:01", wg_public=public)
+    n1.acquire()
+    n2 = leases.NodeLease(as_node(etcd, "n2"), "wgn", "n2", "192.0.2.2",
+                          mac="02:00:00:00:00:02", wg_public="not a key")
+    n2.acquire()
+    dump = json.dumps(admin(etcd).snapshot())
+    assert public in dump and private not in dump
+    held = leases.holders(admin(etcd), "wgn")
+    assert held["n1"]["wg_public"] == public and "n2" not in held
