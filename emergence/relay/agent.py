@@ -293,6 +293,8 @@ class Agent:
                 os.unlink(status_path(self.state_dir, self.net))
             except OSError:
                 pass
+        if self.relay is not None:
+            self.relay.close()
 
 
 def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=None):
@@ -320,11 +322,67 @@ def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=
     return 0
 
 
+def held_here(state_dir):
+    """The cluster networks this node's state says it holds (their status files)."""
+    try:
+        names = os.listdir(state_dir)
+    except OSError:
+        return []
+    return sorted(n[len("overlay-"):-len(".json")] for n in names
+                  if n.startswith("overlay-") and n.endswith(".json"))
+
+
+def leave(cluster, net, node, state_dir, instance=None, log=print):
+    """This node leaves cluster network NET, which its state says it held:
+    the subnet released (peers drop it at once), its peers out of the graph,
+    its device removed, and its local network too unless containers are
+    still attached (then `net rm --force` is theirs to decide)."""
+    import ipaddress
+
+    from .engine import Relay
+    from .overlay import device_name
+    st = read_status(state_dir, net) or {}
+    try:
+        lease = leases.NodeLease(cluster, net, node, None)
+        if st.get("subnet"):
+            lease.subnet = ipaddress.ip_network(st["subnet"])
+        lease.release()
+    except EmergenceError as e:     # e.g. the network is gone from the cluster
+        log(f"{net}: {e}")
+    relay = Relay(state_dir, instance=instance)
+    try:
+        prefix, touched = f"peer:{net}/", set()
+
+        def drop(g):
+            for key in [k for k in g.peers if k.startswith(prefix)]:
+                del g.peers[key]
+                touched.add(key)
+        relay.edit(drop, touched=touched)
+        have = relay.network(net)
+        if have is not None and have.owner == f"cluster:{net}":
+            try:
+                relay.remove_network(net)
+            except EmergenceError as e:
+                log(f"{net}: the local network stays: {e}")
+        for ifname in {st.get("device") or device_name(net), device_name(net)}:
+            relay.kernel.link_del(ifname)
+    finally:
+        relay.close()
+    try:
+        os.unlink(status_path(state_dir, net))
+    except OSError:
+        pass
+    log(f"{net}: left (subnet {st.get('subnet')} released)")
+
+
 class ClusterNetworks:
     """The agents a node runs for `[relay] cluster_networks = ["NAME", ...]`:
     the node's relay service calls start in a worker thread (it talks to
     etcd) and again, with backoff, while some failed (etcd away, no
-    WireGuard: `errors` says why); stop releases the subnets (a clean stop).
+    WireGuard: `errors` says why).  The node's stop keeps the subnets, the
+    devices and the peers' entries (a restart changes nothing for the peers,
+    and containers keep talking meanwhile); a network dropped from the
+    configuration is left at the next start (`leave`).
     OPTS are the cluster connection's (`etcd`, `prefix`, `cluster-dir`,
     `insecure`, as on the command line); the VTEP defaults as `net agent`'s.
     RECONCILER() is called when an agent changed its peers in the graph, so
@@ -351,6 +409,13 @@ class ClusterNetworks:
             except Exception as e:  # noqa: BLE001 - every network waits for the cluster
                 self._failed(self.names, e)
                 return [a.status for a in self.agents.values()]
+            for name in held_here(self.state_dir):
+                if name not in self.names:      # dropped from the configuration: leave
+                    try:
+                        leave(cluster, name, node, self.state_dir, self.instance,
+                              self.log or print)
+                    except Exception as e:  # noqa: BLE001 - tried again at the next start
+                        self._failed([name], e)
             for name in self.names:
                 if name in self.agents:
                     continue

@@ -104,7 +104,9 @@ class Service:
         self._wake.set()
         self._tasks = [asyncio.create_task(self._reconciler()),
                        asyncio.create_task(self._periodic())]
-        if self.config["cluster_networks"]:
+        from .agent import held_here
+        if self.config["cluster_networks"] or held_here(self.state_dir):
+            # (held but no longer configured: joined only to leave them)
             self._tasks.append(asyncio.create_task(self._cluster_networks()))
 
     async def _cluster_networks(self):
@@ -155,8 +157,10 @@ class Service:
                     await self._cn_busy
                 except Exception:  # noqa: BLE001 - recorded in its errors
                     pass
-            # a clean stop releases the subnets (peers drop this node at once)
-            await asyncio.get_running_loop().run_in_executor(None, self.clusternets.stop)
+            # a stop keeps the subnets, devices and peers' entries: a restart changes
+            # nothing for the peers (after the grace they drop a node that stays away)
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.clusternets.stop(release=False))
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.relay is not None:

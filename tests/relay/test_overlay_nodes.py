@@ -40,7 +40,7 @@ def _lab(tmp_path):
         yield lab
 
 
-def start_node(lab, i, wait=True):
+def start_node(lab, i, wait=True, networks=NET):
     """`emergence node start --foreground` in host I's netns: relay only,
     its own run and state dirs, the cluster material in <state>/cluster
     (the default [relay] cluster_dir), the network as a flag."""
@@ -61,10 +61,10 @@ def start_node(lab, i, wait=True):
     log = open(os.path.join(root, "node.log"), "a")
     p = subprocess.Popen(["ip", "netns", "exec", h["ns"]] + emergence_command() + [
         "node", "start", "--foreground", "--config", os.path.join(root, "node.toml"),
-        "--relay-cluster-networks", NET], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        "--relay-cluster-networks", networks], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         preexec_fn=dies_with_us())
     lab.agents[i] = p
-    if wait:
+    if wait and networks:
         assert wait_for(lambda: (net_status(lab, i) or {}).get("subnet"), 30), \
             (node_status(lab, i), open(log.name).read()[-3000:])
     return net_status(lab, i)
@@ -193,16 +193,22 @@ def test_three_nodes_carry_the_cluster_network(lab):
     back = start_node(lab, 3)["subnet"]
     assert back not in subnets.values() and not held(lab, 3, "cc")
     assert wait_for(lambda: net_status(lab, 1)["peers"] == ["h2", "h3", "h4"], 20)
-    stop_node(lab, 3)
-    stop_node(lab, 4)
 
-    # B stops cleanly: its subnet is released, A drops it at once, B's device is gone
+    # B's node stops: a stop keeps its lease, device and peers' entries, so A changes
+    # nothing and still reaches B's container while B's node is down
+    entries = peer_entries(lab, 1)
     stop_node(lab, 2)
-    assert wait_for(lambda: subnets[2] not in peer_entries(lab, 1)[2], 10)
-    assert nsx(lab.hosts[2]["ns"], "ip", "link", "show", dev, check=False).returncode != 0
+    assert reaches(ca, b_ip) and peer_entries(lab, 1) == entries
+    # B started without the network in its configuration leaves it: the subnet is
+    # released, A drops B at once, B's device goes
+    start_node(lab, 2, networks="")
+    assert wait_for(lambda: subnets[2] not in peer_entries(lab, 1)[2], 30)
+    assert wait_for(lambda: nsx(lab.hosts[2]["ns"], "ip", "link", "show", dev,
+                                check=False).returncode != 0, 15)
     rows = json.loads(cli(lab, "nodes", NET, "--cluster", "--json").stdout)
-    assert [r["node"] for r in rows] == ["h1"]
-    stop_node(lab, 1)
+    assert sorted(r["node"] for r in rows) == ["h1", "h3", "h4"]
+    for i in (1, 2, 3, 4):
+        stop_node(lab, i)
 
 
 def test_a_node_without_wireguard_says_so(lab):
