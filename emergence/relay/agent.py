@@ -1,12 +1,19 @@
-"""The overlay agent: one process per node and cluster network that leases
-the node subnet (leases.py), makes the local Relay network and the VXLAN
-device (overlay.py), then follows its peers from an etcd watch — a change
-under `netlease/` or `netclaim/NET/` wakes it; it reads the peers once and
-changes only the differences in the kernel.  Between events it renews its
-alive key, refreshes `seen` and reclaims the claims of nodes gone longer
-than the grace.  SIGTERM is a clean stop: the subnet is released (peers
-drop their entries at once) and the VXLAN device removed; SIGKILL keeps
-everything, and the next start takes the same subnet back.
+"""The overlay agent: one per node and cluster network.  It leases the node
+subnet (leases.py), makes the local Relay network and the VXLAN device
+(overlay.py), then follows its peers from an etcd watch -- a change under
+`netlease/` or `netclaim/NET/` wakes it; it reads the peers once and edits
+only the differences into Relay's graph as `peer:NET/NODE` nodes
+(peers.py), which Relay's engine applies: three kernel operations a peer.
+Inside `emergence node` (`[relay] cluster_networks`, ClusterNetworks) the
+node's reconciler puts back what someone deletes; alone (`net agent`) the
+agent listens for those deletions itself and asks the same engine.
+Between events it renews its alive key, refreshes `seen` and reclaims the
+claims of nodes gone longer than the grace.
+
+`net agent`'s SIGTERM is a clean leave: the subnet is released (peers drop
+their entries at once) and the device removed.  A node's stop, and any
+SIGKILL, keep everything: the next start takes the same subnet back and
+the peers change nothing.
 """
 
 import json

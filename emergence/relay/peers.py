@@ -170,25 +170,35 @@ def remove(kernel, p):
     _ok(lambda: sock.request(fdb, index, p.mac, p.vtep, True), ENOENT, ENODEV)
 
 
-def observe(kernel, p):
-    """What of the peer's entries the kernel lacks ("" if none)."""
+def _dumps(kernel, cache):
+    """The host's FDB entries, neighbours and routes as sets, read once per
+    plan (CACHE) however many peers it checks."""
+    if not cache:
+        sock = kernel.host
+        kernel.lookups += 1
+        cache["fdb"] = {(d["index"], d["mac"], d["dst"]) for d in map(decode_neigh, sock.request(
+            neigh_dump, AF_BRIDGE, want=RTM_NEWNEIGH))}
+        cache["neigh"] = {(d["index"], d["dst"], d["mac"]) for d in map(
+            decode_neigh, sock.request(neigh_dump, nlmsg.AF_INET, want=RTM_NEWNEIGH))}
+        cache["route"] = set()
+        for body in sock.request(nlmsg.route_dump, nlmsg.AF_INET, want=nlmsg.RTM_NEWROUTE):
+            d = nlmsg.decode_route(body)
+            if d["table"] == nlmsg.RT_TABLE_MAIN:
+                cache["route"].add((d["oif"], f"{d['dst']}/{d['dst_len']}", d["gateway"]))
+    return cache
+
+
+def observe(kernel, p, cache=None):
+    """What of the peer's entries the kernel lacks ("" if none).  CACHE: a
+    dict shared by the checks of one plan."""
     index = kernel.index(p.device)
     if index is None:
         return "overlay device missing"
-    sock = kernel.host
-    kernel.lookups += 1
-    fdbs = {(d["mac"], d["dst"]) for d in map(decode_neigh, sock.request(
-        neigh_dump, AF_BRIDGE, want=RTM_NEWNEIGH)) if d["index"] == index}
-    if (p.mac, p.vtep) not in fdbs:
+    seen = _dumps(kernel, {} if cache is None else cache)
+    if (index, p.mac, p.vtep) not in seen["fdb"]:
         return "FDB entry missing"
-    neighs = {(d["dst"], d["mac"]) for d in map(decode_neigh, sock.request(
-        neigh_dump, nlmsg.AF_INET, want=RTM_NEWNEIGH)) if d["index"] == index}
-    if (p.gateway, p.mac) not in neighs:
+    if (index, p.gateway, p.mac) not in seen["neigh"]:
         return "neighbour missing"
-    for body in sock.request(nlmsg.route_dump, nlmsg.AF_INET, want=nlmsg.RTM_NEWROUTE):
-        d = nlmsg.decode_route(body)
-        if (d["table"] == nlmsg.RT_TABLE_MAIN and d["oif"] == index
-                and d["dst"] == str(p.subnet.network_address)
-                and d["dst_len"] == p.subnet.prefixlen and d["gateway"] == p.gateway):
-            return ""
-    return "route missing"
+    if (index, str(p.subnet), p.gateway) not in seen["route"]:
+        return "route missing"
+    return ""
