@@ -1,12 +1,19 @@
-"""The overlay agent: one process per node and cluster network that leases
-the node subnet (leases.py), makes the local Relay network and the VXLAN
-device (overlay.py), then follows its peers from an etcd watch — a change
-under `netlease/` or `netclaim/NET/` wakes it; it reads the peers once and
-changes only the differences in the kernel.  Between events it renews its
-alive key, refreshes `seen` and reclaims the claims of nodes gone longer
-than the grace.  SIGTERM is a clean stop: the subnet is released (peers
-drop their entries at once) and the VXLAN device removed; SIGKILL keeps
-everything, and the next start takes the same subnet back.
+"""The overlay agent: one per node and cluster network.  It leases the node
+subnet (leases.py), makes the local Relay network and the VXLAN device
+(overlay.py), then follows its peers from an etcd watch -- a change under
+`netlease/` or `netclaim/NET/` wakes it; it reads the peers once and edits
+only the differences into Relay's graph as `peer:NET/NODE` nodes
+(peers.py), which Relay's engine applies: three kernel operations a peer.
+Inside `emergence node` (`[relay] cluster_networks`, ClusterNetworks) the
+node's reconciler puts back what someone deletes; alone (`net agent`) the
+agent listens for those deletions itself and asks the same engine.
+Between events it renews its alive key, refreshes `seen` and reclaims the
+claims of nodes gone longer than the grace.
+
+`net agent`'s SIGTERM is a clean leave: the subnet is released (peers drop
+their entries at once) and the device removed.  A node's stop, and any
+SIGKILL, keep everything: the next start takes the same subnet back and
+the peers change nothing.
 """
 
 import json
@@ -41,25 +48,45 @@ class Agent:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.watch = None
+        self.relay = None
+        self.repair_needed = False
+        # in the node, its reconciler repairs the peers' entries (service.py) and
+        # is told when they change; alone (`net agent`), this agent listens itself
+        self.reconciler = None
 
     def start(self):
         self.lease = leases.NodeLease(self.cluster, self.net, self.node, self.vtep,
                                       mac=device_mac(self.node, self.net), ttl=self.ttl)
         doc = self.lease.doc
         overhead = VXLAN_OVERHEAD
-        if doc.get("encrypt") == "wireguard":
-            from .wg import WIREGUARD_OVERHEAD, WireguardPlane, keypair
-            private, self.lease.wg_public = keypair(self.state_dir, self.net)
-            self.dp = WireguardPlane(self.net, doc["port"], self.vtep, None, private)
+        wireguard = doc.get("encrypt") == "wireguard"
+        if wireguard:
+            from .wg import WIREGUARD_OVERHEAD, WireguardPlane, keypair, require_wireguard
+            self.dp = WireguardPlane(self.net, doc["port"], self.vtep, None, None)
+            require_wireguard(self.dp.ipr)      # before anything is made or leased
             overhead = WIREGUARD_OVERHEAD
         else:
             self.dp = Dataplane(self.net, doc["vni"], doc["port"], self.vtep, None,
                                 self.lease.mac)
         under, _, under_mtu = self.dp.underlay()    # before leasing: a wrong --vtep holds nothing
+        if wireguard:
+            self.dp.private_key, self.lease.wg_public = keypair(self.state_dir, self.net)
+        held = leases.held_by(self.cluster, self.net, self.node)
         self.subnet = self.dp.subnet = self.lease.acquire()
         leased_at = time.time()
+        try:
+            return self._make(doc, under, under_mtu, overhead, leased_at)
+        except BaseException:
+            if held is None:    # a fresh lease: give it back (a restart keeps its own)
+                try:
+                    self.lease.release()
+                except Exception:  # noqa: BLE001 - the first error is the one to show
+                    pass
+            raise
+
+    def _make(self, doc, under, under_mtu, overhead, leased_at):
         self.mtu_value, how = derive_mtu(under, under_mtu, self.mtu or doc.get("mtu"), overhead)
-        device_mtu = under_mtu - overhead
+        device_mtu = self.device_mtu = under_mtu - overhead
         if not 576 <= self.mtu_value <= device_mtu:
             raise EmergenceError(f"MTU {self.mtu_value} does not fit: the overlay carries at "
                                  f"most {device_mtu} ({under} MTU {under_mtu} - "
@@ -78,8 +105,28 @@ class Agent:
                        "mac": self.lease.mac, "mtu": self.mtu_value, "mtu_derived": how,
                        "underlay": under, "underlay_mtu": under_mtu, "vni": doc["vni"],
                        "port": doc["port"], "pid": os.getpid(), "leased_at": leased_at}
+        if not self._wireguard():       # after a reboot: the peers' entries again
+            self.relay.apply(check=self._peer_keys())
         self._write_status()
         return self.subnet
+
+    def _wireguard(self):
+        return self.lease.doc.get("encrypt") == "wireguard"
+
+    def _peer_keys(self):
+        prefix = f"peer:{self.net}/"
+        return {k for k in self.relay.desired().peers if k.startswith(prefix)}
+
+    def peers(self):
+        """{node: (subnet, vtep, mac)} of the peers as the graph (VXLAN) or
+        the WireGuard device holds them."""
+        if self._wireguard():
+            return dict(self.dp.peers)
+        return {p.node: (str(p.subnet), p.vtep, p.mac)
+                for p in self.relay.desired().peers.values() if p.network == self.net}
+
+    def kernel_ops(self):
+        return len(self.dp.ops) + (len(self.relay.kernel.ops) if self.relay else 0)
 
     def _write_status(self):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -87,15 +134,17 @@ class Agent:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(dict(self.status, peers=sorted(self.dp.peers), kernel_ops=len(self.dp.ops),
-                           updated=time.time()), f, indent=1)
+            json.dump(dict(self.status, peers=sorted(self.peers()),
+                           kernel_ops=self.kernel_ops(), updated=time.time()), f, indent=1)
         os.replace(tmp, path)
 
     def _relay_network(self):
         """The local Relay network: the node subnet on a bridge, the derived MTU."""
         from .engine import Relay
         from .graph import network_from_dict
-        relay = Relay(self.state_dir, instance=self.instance)
+        if self.relay is None:
+            self.relay = Relay(self.state_dir, instance=self.instance)
+        relay = self.relay
         have = relay.desired().networks.get(self.net)
         want = {"subnets": [str(self.subnet)], "mtu": self.mtu_value,
                 "owner": f"cluster:{self.net}", "allow_overlap": True,
@@ -115,16 +164,61 @@ class Agent:
                 if n != self.node and r.get("vtep") and r.get(third)}
 
     def sync(self):
-        before = dict(self.dp.peers)
-        n = self.dp.sync(self.wanted())
-        if n:
-            for node in sorted(set(before) | set(self.dp.peers)):
-                if before.get(node) != self.dp.peers.get(node):
-                    now = self.dp.peers.get(node)
+        """Make the peers what etcd says: WireGuard's in its device; VXLAN's
+        as nodes of Relay's graph, one edit of the peers that differ (Relay
+        applies it: three kernel operations a peer).  Returns the number of
+        kernel operations."""
+        before = self.peers()
+        ops = self.kernel_ops()
+        if self._wireguard():
+            self.dp.sync(self.wanted())
+        else:
+            self._edit_peers(self.wanted())
+        after = self.peers()
+        n = self.kernel_ops() - ops
+        if before != after:
+            for node in sorted(set(before) | set(after)):
+                if before.get(node) != after.get(node):
+                    now = after.get(node)
                     self.log(f"{self.net}: peer {node} " + (f"at {now[1]} holds {now[0]}"
                                                             if now else "gone"))
+            if self.reconciler is not None:
+                self.reconciler()       # the node's reconciler learns the new keys
+        if n or before != after:
             self._write_status()
         return n
+
+    def _edit_peers(self, wanted):
+        from .peers import Peer
+        prefix = f"peer:{self.net}/"
+        touched = set()
+
+        def change(g):
+            for key in [k for k in g.peers if k.startswith(prefix)]:
+                p = g.peers[key]
+                if wanted.get(p.node) != (str(p.subnet), p.vtep, p.mac):
+                    del g.peers[key]
+                    touched.add(key)
+            for node, (subnet, vtep, mac) in wanted.items():
+                p = Peer(self.net, node, subnet, vtep, mac, self.dp.ifname)
+                if g.peers.get(p.key) != p:
+                    g.peers[p.key] = p
+                    touched.add(p.key)
+        self.relay.edit(change, touched=touched)
+
+    def repair(self):
+        """Read the peers' entries back from the kernel and put back what is
+        missing (Relay's check of those keys); the node's reconciler does this
+        on its own events."""
+        if self.relay.kernel.index(self.dp.ifname) is None:     # the device itself went
+            self.log(f"{self.net}: overlay device {self.dp.ifname} was removed; remaking it")
+            self.dp.ensure(self.device_mtu)
+            if self._wireguard():
+                self.dp.peers.clear()
+                self.sync()
+        if self._wireguard():
+            return self.dp.repair()
+        return len(self.relay.apply(check=self._peer_keys()))
 
     def _kernel_events(self):
         """Wake the loop when a route, neighbour or FDB entry of our device is
@@ -132,15 +226,16 @@ class Agent:
         check still does."""
         try:
             from pyroute2 import IPRoute
-            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_NEIGH
+            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH
             ipr = IPRoute()
-            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH | RTMGRP_LINK)
             while not self.stopping.is_set():
                 for msg in ipr.get():
-                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH"):
+                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH", "RTM_DELLINK"):
                         continue
                     idx = (msg.get_attr("RTA_OIF") if msg["event"] == "RTM_DELROUTE"
-                           else msg.get("ifindex"))
+                           else msg.get("ifindex") if msg["event"] == "RTM_DELNEIGH"
+                           else msg.get("index"))
                     if idx == self.dp.index:
                         self.repair_needed = True
                         self.wake.set()
@@ -159,7 +254,9 @@ class Agent:
         tick = max(0.2, min(self.ttl / 3.0, grace / 4.0))
         touched = time.monotonic()
         self.repair_needed = False
-        threading.Thread(target=self._kernel_events, name="kernel events", daemon=True).start()
+        if self.reconciler is None or self._wireguard():
+            threading.Thread(target=self._kernel_events, name="kernel events",
+                             daemon=True).start()
         deadline = time.monotonic() + 3.0
         while self.watch.watches == 0 and time.monotonic() < deadline:
             time.sleep(0.02)           # watching before the first read: nothing missed
@@ -176,9 +273,10 @@ class Agent:
                 if touch:
                     touched = now
                     leases.reclaim(self.cluster, self.net)
-                if touch or self.repair_needed:
+                # (in the node its reconciler checks the peers' entries itself)
+                if self.repair_needed or (touch and self.reconciler is None):
                     self.repair_needed = False
-                    self.dp.repair()
+                    self.repair()
                 if woken or touch:
                     self.sync()
             except Exception as e:      # etcd away for a moment: keep the kernel as is
@@ -190,11 +288,20 @@ class Agent:
         self.wake.set()
         if release:
             self.lease.release()
+            if self.relay is not None and not self._wireguard():
+                try:
+                    self._edit_peers({})     # out of the graph (their entries go with it)
+                except Exception as e:  # noqa: BLE001 - the device goes all the same
+                    self.log(f"{self.net}: {e}")
             self.dp.remove()
+            if self.reconciler is not None:
+                self.reconciler()
             try:
                 os.unlink(status_path(self.state_dir, self.net))
             except OSError:
                 pass
+        if self.relay is not None:
+            self.relay.close()
 
 
 def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=None):
@@ -222,41 +329,156 @@ def run_agent(cluster, net, node, vtep, state_dir, instance=None, ttl=10.0, mtu=
     return 0
 
 
+def held_here(state_dir):
+    """The cluster networks this node's state says it holds (their status files)."""
+    try:
+        names = os.listdir(state_dir)
+    except OSError:
+        return []
+    return sorted(n[len("overlay-"):-len(".json")] for n in names
+                  if n.startswith("overlay-") and n.endswith(".json"))
+
+
+def leave(cluster, net, node, state_dir, instance=None, log=print):
+    """This node leaves cluster network NET, which its state says it held:
+    the subnet released (peers drop it at once), its peers out of the graph,
+    its device removed, and its local network too unless containers are
+    still attached (then `net rm --force` is theirs to decide)."""
+    import ipaddress
+
+    from .engine import Relay
+    from .overlay import device_name
+    st = read_status(state_dir, net) or {}
+    try:
+        lease = leases.NodeLease(cluster, net, node, None)
+        if st.get("subnet"):
+            lease.subnet = ipaddress.ip_network(st["subnet"])
+        lease.release()
+    except EmergenceError as e:     # e.g. the network is gone from the cluster
+        log(f"{net}: {e}")
+    relay = Relay(state_dir, instance=instance)
+    try:
+        prefix, touched = f"peer:{net}/", set()
+
+        def drop(g):
+            for key in [k for k in g.peers if k.startswith(prefix)]:
+                del g.peers[key]
+                touched.add(key)
+        relay.edit(drop, touched=touched)
+        have = relay.network(net)
+        if have is not None and have.owner == f"cluster:{net}":
+            try:
+                relay.remove_network(net)
+            except EmergenceError as e:
+                log(f"{net}: the local network stays: {e}")
+        for ifname in {st.get("device") or device_name(net), device_name(net)}:
+            relay.kernel.link_del(ifname)
+    finally:
+        relay.close()
+    try:
+        os.unlink(status_path(state_dir, net))
+    except OSError:
+        pass
+    log(f"{net}: left (subnet {st.get('subnet')} released)")
+
+
 class ClusterNetworks:
     """The agents a node runs for `[relay] cluster_networks = ["NAME", ...]`:
-    the node's relay service makes one at start (in a worker thread: it talks
-    to etcd) and stops it at stop, which releases the subnets (a clean stop).
+    the node's relay service calls start in a worker thread (it talks to
+    etcd) and again, with backoff, while some failed (etcd away, no
+    WireGuard: `errors` says why).  The node's stop keeps the subnets, the
+    devices and the peers' entries (a restart changes nothing for the peers,
+    and containers keep talking meanwhile); a network dropped from the
+    configuration is left at the next start (`leave`).
     OPTS are the cluster connection's (`etcd`, `prefix`, `cluster-dir`,
-    `insecure`, as on the command line); the VTEP defaults as `net agent`'s."""
+    `insecure`, as on the command line); the VTEP defaults as `net agent`'s.
+    RECONCILER() is called when an agent changed its peers in the graph, so
+    the node's reconciler watches their kernel entries."""
 
     def __init__(self, names, state_dir, instance=None, opts=None, vtep=None, ttl=10.0,
-                 log=None):
+                 log=None, reconciler=None):
         self.names, self.state_dir, self.instance = list(names), state_dir, instance
         self.log = log
         self.opts, self.vtep, self.ttl = dict(opts or {}), vtep, ttl
-        self.agents, self.threads = [], []
+        self.reconciler = reconciler
+        self.agents, self.threads = {}, []
+        self.errors = {}
+        self.lock = threading.Lock()
 
     def start(self):
+        """Start the agents not running yet; returns the statuses of those running."""
         from .clusternet import _cluster, _node, _vtep
-        cluster = _cluster(self.opts)
-        node = _node(self.opts)
-        vtep = self.vtep or _vtep({"vtep": None}, cluster)
-        for name in self.names:
-            agent = Agent(cluster, name, node, vtep, self.state_dir, self.instance, self.ttl,
-                          log=self.log)
-            agent.start()
-            t = threading.Thread(target=agent.run, name=f"overlay {name}", daemon=True)
-            t.start()
-            self.agents.append(agent)
-            self.threads.append(t)
-        return [a.status for a in self.agents]
+        with self.lock:
+            try:
+                cluster = _cluster(self.opts)
+                node = _node(self.opts)
+                vtep = self.vtep or _vtep({"vtep": None}, cluster)
+            except Exception as e:  # noqa: BLE001 - every network waits for the cluster
+                self._failed(self.names, e)
+                return [a.status for a in self.agents.values()]
+            for name in held_here(self.state_dir):
+                if name not in self.names:      # dropped from the configuration: leave
+                    try:
+                        leave(cluster, name, node, self.state_dir, self.instance,
+                              self.log or print)
+                    except Exception as e:  # noqa: BLE001 - tried again at the next start
+                        self._failed([name], e)
+            for name in self.names:
+                if name in self.agents:
+                    continue
+                agent = Agent(cluster, name, node, vtep, self.state_dir, self.instance,
+                              self.ttl, log=self.log)
+                agent.reconciler = self.reconciler
+                try:
+                    agent.start()
+                except Exception as e:  # noqa: BLE001 - this network's own failure
+                    self._failed([name], e)
+                    continue
+                self.errors.pop(name, None)
+                t = threading.Thread(target=agent.run, name=f"overlay {name}", daemon=True)
+                t.start()
+                self.agents[name] = agent
+                self.threads.append(t)
+                if self.log:
+                    self.log(f"{name}: node {node} holds {agent.subnet} (VTEP {vtep}, "
+                             f"MTU {agent.mtu_value})")
+            return [a.status for a in self.agents.values()]
+
+    def device_gone(self, ifname):
+        """The node's reconciler saw IFNAME deleted: if it is an agent's
+        overlay device, that agent remakes it and its peers' entries now."""
+        for agent in list(self.agents.values()):
+            if agent.dp.ifname == ifname:
+                agent.repair_needed = True
+                agent.wake.set()
+
+    def _failed(self, names, err):
+        line = str(err) if isinstance(err, EmergenceError) else f"{type(err).__name__}: {err}"
+        for name in names:
+            if self.errors.get(name) != line and self.log:
+                self.log(f"{name}: cannot join the cluster network: {line}")
+            self.errors[name] = line
+
+    def status(self):
+        """{name: what the agent's status file says, or the error}."""
+        out = {name: {"error": why} for name, why in self.errors.items()}
+        for name, agent in list(self.agents.items()):
+            out[name] = {k: agent.status.get(k) for k in ("subnet", "vtep", "device", "mtu",
+                                                          "mtu_derived", "encrypt")}
+            out[name]["peers"] = sorted(agent.peers())
+        return out
 
     def stop(self, release=True):
-        for agent in self.agents:
-            agent.stopping.set()
-            agent.wake.set()
-        for t in self.threads:
-            t.join(timeout=10)
-        for agent in self.agents:
-            agent.stop(release=release)
-        self.agents, self.threads = [], []
+        with self.lock:
+            agents = list(self.agents.values())
+            for agent in agents:
+                agent.stopping.set()
+                agent.wake.set()
+            for t in self.threads:
+                t.join(timeout=10)
+            for agent in agents:
+                try:
+                    agent.stop(release=release)
+                except Exception as e:  # noqa: BLE001 - stop the others all the same
+                    self._failed([agent.net], e)
+            self.agents, self.threads = {}, []

@@ -90,6 +90,10 @@ def run(opts, sub, rest):
         subnets = opts.get("subnet") or []
         if len(subnets) != 1 or not opts.get("node-prefix"):
             raise UsageError("net create --cluster: one --subnet CIDR and --node-prefix N")
+        if opts.get("encrypt") == "wireguard":
+            # this node's kernel at least must carry it: refused before etcd holds anything
+            from .wg import require_wireguard
+            require_wireguard()
         doc = leases.create_network(c, name, subnets[0], opts["node-prefix"],
                                     vni=_number(opts, "vni", int),
                                     port=_number(opts, "port", int),

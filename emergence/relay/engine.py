@@ -57,7 +57,7 @@ class Tracked(dict):
         super().__delitem__(k)
 
 
-APPLIED_TABLES = (("networks", "net:"), ("attachments", ""), ("routes", ""))
+APPLIED_TABLES = (("networks", "net:"), ("attachments", ""), ("routes", ""), ("peers", ""))
 
 
 class Relay(Planner, Executor):
@@ -134,7 +134,8 @@ class Relay(Planner, Executor):
         if key in ("nft", "pending"):
             self._a[key] = rec if rec is not None else ("" if key == "nft" else [])
             return
-        table = {"net": "networks", "att": "attachments", "route": "routes"}[key.split(":")[0]]
+        table = {"net": "networks", "att": "attachments", "route": "routes",
+                 "peer": "peers"}[key.split(":")[0]]
         k = key[4:] if table == "networks" else key
         if rec is None:
             dict.pop(self._a[table], k, None)

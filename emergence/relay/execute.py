@@ -51,7 +51,15 @@ class Executor:
     def _execute(self, g, applied, by, body, touched=None):
         k = self.kernel
         anets, aatts, aroutes = applied["networks"], applied["attachments"], applied["routes"]
-        # removals: routes, attachments, networks
+        apeers = applied["peers"]
+        # removals: peers, routes, attachments, networks
+        if apeers:
+            from . import peers
+            for key, rec in list(apeers.items()):
+                c = by.get(key)
+                if c and c.action in ("remove", "replace"):
+                    peers.remove(k, peers.peer_from_dict(rec, key, trusted=True))
+                    del apeers[key]
         for key, rec in list(aroutes.items()):
             c = by.get(key)
             if c and c.action in ("remove", "replace", "repair"):
@@ -111,6 +119,12 @@ class Executor:
             if key not in aroutes:
                 k.route_add(k.host, r.via, r.destination, label="host")
                 aroutes[key] = r.to_dict()
+        for key, p in g.peers.items():
+            c = by.get(key)
+            if c and c.action in ("add", "replace", "repair"):
+                from . import peers
+                peers.add(k, p)     # FDB entry, neighbour, route: three operations
+                apeers[key] = p.to_dict()
         want = nft.digest(body) if body else ""
         if "nft:emergence" in by:
             self._hairpin_published(g, aatts, touched)

@@ -261,6 +261,7 @@ class Graph:
         self.attachments = StateNodes(Attachment.from_state)
         self.forwards = {}
         self.routes = {}
+        self.peers = {}       # peer:NET/NODE, a cluster network's peers (peers.py)
 
     def copy(self):
         return Graph.from_dict(self.to_dict(), trusted=True)
@@ -305,7 +306,8 @@ class Graph:
     def _table(self, key):
         kind = key.split(":", 1)[0]
         return {"net": self.networks, "att": self.attachments, "pf": self.forwards,
-                "route": self.routes}[kind], (key[4:] if kind == "net" else key)
+                "route": self.routes, "peer": self.peers}[kind], \
+            (key[4:] if kind == "net" else key)
 
     def get(self, key):
         """The node with KEY, or None."""
@@ -314,7 +316,8 @@ class Graph:
 
     def items(self):
         """(key, node) of every node."""
-        for table in (self.networks, self.attachments, self.forwards, self.routes):
+        for table in (self.networks, self.attachments, self.forwards, self.routes,
+                      self.peers):
             for node in table.values():
                 yield node.key, node
 
@@ -330,6 +333,9 @@ class Graph:
             table.put_state(k, d)  # decoded when looked at
         elif table is self.forwards:
             table[k] = forward_from_dict(d, key, trusted=True)
+        elif table is self.peers:
+            from .peers import peer_from_dict
+            table[k] = peer_from_dict(d, key, trusted=True)
         else:
             table[k] = route_from_dict(d, key, trusted=True)
 
@@ -349,17 +355,20 @@ class Graph:
     # ---- (de)serialisation -----------------------------------------------------
 
     def to_dict(self):
-        return {"networks": {n: net.to_dict() for n, net in sorted(self.networks.items())},
-                "attachments": [a.to_dict() for _, a in sorted(self.attachments.items())],
-                "port_forwards": [p.to_dict() for _, p in sorted(self.forwards.items())],
-                "routes": [r.to_dict() for _, r in sorted(self.routes.items())]}
+        doc = {"networks": {n: net.to_dict() for n, net in sorted(self.networks.items())},
+               "attachments": [a.to_dict() for _, a in sorted(self.attachments.items())],
+               "port_forwards": [p.to_dict() for _, p in sorted(self.forwards.items())],
+               "routes": [r.to_dict() for _, r in sorted(self.routes.items())]}
+        if self.peers:      # only cluster networks have them
+            doc["peers"] = [p.to_dict() for _, p in sorted(self.peers.items())]
+        return doc
 
     @classmethod
     def from_dict(cls, doc, where="graph", instance="", owner=None, trusted=False):
         """A graph from a document; OWNER (a file's path) owns every node.
         TRUSTED: Relay's own state, whose values may predate today's checks
         (a name, a prefix length): loaded, not refused."""
-        _fields(where, doc, {"networks", "attachments", "port_forwards", "routes"})
+        _fields(where, doc, {"networks", "attachments", "port_forwards", "routes", "peers"})
         g = cls()
         nets = doc.get("networks", {})
         if not isinstance(nets, dict):
@@ -381,6 +390,11 @@ class Graph:
         for i, d in enumerate(_list(doc, "routes")):
             r = route_from_dict(d, f"routes[{i}]", trusted)
             g.routes[r.key] = r
+        if doc.get("peers"):
+            from .peers import peer_from_dict
+            for i, d in enumerate(_list(doc, "peers")):
+                p = peer_from_dict(d, f"peers[{i}]", trusted)
+                g.peers[p.key] = p
         if owner is not None:
             for _, node in g.items():
                 node.owner = owner
@@ -553,6 +567,9 @@ def validate(g, keys=None):
         if r.network and r.network not in g.networks:
             raise ConfigError(f"{key}.network: no network {r.network!r}")
         _check_route(g, key, r)
+    for key, p in sorted(g.peers.items()):
+        if p.network not in g.networks:
+            raise ConfigError(f"{key}.network: no network {p.network!r}")
 
 
 def _check_route(g, key, r):
@@ -597,6 +614,9 @@ def _validate_nodes(g, keys):
                     for a in g.attachments.values()):
                 raise ConfigError(f"{key}.container: {node.container!r} is not attached to "
                                   f"network {node.network!r}")
+        elif key.startswith("peer:"):
+            if node is not None and node.network not in g.networks:
+                raise ConfigError(f"{key}.network: no network {node.network!r}")
         elif node is not None:
             raise ValueError(f"validate: {key} is not an attachment or forward")
 

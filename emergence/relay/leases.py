@@ -173,6 +173,12 @@ def holders(cluster, name, doc=None, now=None):
     return {node: rec for _, node, rec in best.values()}
 
 
+def held_by(cluster, name, node):
+    """NODE's own record of NAME (a subnet it held before), or None."""
+    rec = cluster.get("netlease", node, name)
+    return rec if isinstance(rec, dict) and rec.get("subnet") else None
+
+
 def peers(cluster, name, doc=None):
     return holders(cluster, name, doc)
 

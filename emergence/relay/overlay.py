@@ -1,8 +1,9 @@
-"""The data plane of a cluster network: one VXLAN device per network, and
-per peer one FDB entry (its VTEP), one neighbour entry and one route for its
-node subnet — flannel's layout, kept incrementally: a peer joining or
-leaving costs each other node exactly three kernel operations, whatever the
-cluster's size (`ops` records them; the tests and the bench count them).
+"""The data plane of a cluster network: one VXLAN device per network,
+flannel's layout.  Its peers -- per peer one FDB entry (its VTEP), one
+neighbour entry and one route for its node subnet -- are nodes of Relay's
+graph (peers.py), applied by the engine and repaired by the reconciler: a
+peer joining or leaving costs each other node exactly three kernel
+operations, whatever the cluster's size.
 
 The VXLAN device holds the node subnet's first address as a /32 and a MAC
 derived from the node and network, so a node that restarts (or whose
@@ -15,8 +16,6 @@ import hashlib
 import ipaddress
 
 VXLAN_OVERHEAD = 50     # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-NUD_PERMANENT = 0x80
-RTNH_F_ONLINK = 4
 
 
 def device_name(net):
@@ -49,7 +48,8 @@ def derive_mtu(underlay_if, underlay_mtu, override=None, overhead=VXLAN_OVERHEAD
 
 
 class Dataplane:
-    """The VXLAN device of network NET on this host, and its peer entries."""
+    """The VXLAN device of network NET on this host (its peers are nodes of
+    Relay's graph, peers.py; WireguardPlane keeps its own, through sync)."""
 
     def __init__(self, net, vni, port, vtep, subnet, mac, ipr=None):
         from pyroute2 import IPRoute
@@ -59,7 +59,8 @@ class Dataplane:
         self.subnet = ipaddress.ip_network(subnet) if subnet else None
         self.ifname = device_name(net)
         self.index = None
-        self.peers = {}        # node: (subnet, vtep, mac) as in the kernel
+        self.peers = {}        # WireGuard's peers: node -> (subnet, endpoint, public key)
+        self.known = set()
         self.ops = []          # every kernel change: (op, what)
 
     # -- the underlay ------------------------------------------------------------
@@ -101,21 +102,7 @@ class Dataplane:
             self.ipr.addr("del", index=self.index, address=a, prefixlen=32)
         if gw not in have:
             self.ipr.addr("add", index=self.index, address=gw, prefixlen=32)
-        self._read_peers()
         return self.index
-
-    def _read_peers(self):
-        """What the kernel holds already (a restarted agent changes nothing)."""
-        routes = {}
-        for r in self.ipr.get_routes(family=2, oif=self.index):
-            if r["dst_len"] and r.get_attr("RTA_GATEWAY"):
-                routes[r.get_attr("RTA_GATEWAY")] = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
-        neigh = {n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
-                 for n in self.ipr.get_neighbours(ifindex=self.index, family=2)}
-        fdb = {f.get_attr("NDA_LLADDR"): f.get_attr("NDA_DST")
-               for f in self.ipr.fdb("dump", ifindex=self.index) if f.get_attr("NDA_DST")}
-        self.known = {(routes[g], fdb.get(m), m) for g, m in neigh.items()
-                      if g in routes and m in fdb}
 
     def repair(self):
         """Put back peer entries someone removed from the kernel; returns how many."""
@@ -133,34 +120,7 @@ class Dataplane:
             self.ops.append(("link-del", self.ifname))
         self.peers.clear()
 
-    # -- peers ---------------------------------------------------------------------
-    def add_peer(self, node, subnet, vtep, mac):
-        gw = gateway_of(subnet)
-        self.ipr.fdb("append", ifindex=self.index, lladdr=mac, dst=vtep)
-        self.ops.append(("fdb-add", node))
-        self.ipr.neigh("replace", dst=gw, lladdr=mac, ifindex=self.index, state=NUD_PERMANENT)
-        self.ops.append(("neigh-add", node))
-        self.ipr.route("replace", dst=str(subnet), gateway=gw, oif=self.index,
-                       flags=RTNH_F_ONLINK)
-        self.ops.append(("route-add", node))
-        self.peers[node] = (str(subnet), vtep, mac)
-
-    def remove_peer(self, node):
-        subnet, vtep, mac = self.peers.pop(node)
-        gw = gateway_of(subnet)
-        for op, call in (("route-del", lambda: self.ipr.route(
-                              "del", dst=subnet, gateway=gw, oif=self.index)),
-                         ("neigh-del", lambda: self.ipr.neigh(
-                              "del", dst=gw, lladdr=mac, ifindex=self.index)),
-                         ("fdb-del", lambda: self.ipr.fdb(
-                              "del", ifindex=self.index, lladdr=mac, dst=vtep))):
-            try:
-                call()
-            except Exception as e:      # already gone (someone removed it): fine
-                if getattr(e, "code", None) not in (2, 3, 19):
-                    raise
-            self.ops.append((op, node))
-
+    # -- peers (WireGuard's: wg.py gives add_peer, remove_peer, _read_peers) ------
     def sync(self, wanted):
         """Make the peers WANTED {node: (subnet, vtep, mac)}: only the
         differences touch the kernel.  Returns the number of kernel ops."""

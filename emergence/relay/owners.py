@@ -51,6 +51,8 @@ def _drop_network(g, name):
         del g.forwards[k]
     for k in [k for k, r in g.routes.items() if r.network == name]:
         del g.routes[k]
+    for k in [k for k, p in g.peers.items() if p.network == name]:
+        del g.peers[k]
 
 
 def remove_network(g, name, force=False):

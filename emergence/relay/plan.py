@@ -122,6 +122,19 @@ class Planner:
         for key in aroutes:
             if key not in g.routes:
                 changes.append(Change("remove", key))
+        apeers, kernel_peers = applied["peers"], {}
+        for key, p in g.peers.items():
+            rec = apeers.get(key)
+            if rec is None or rec != p.to_dict():
+                changes.append(Change("add" if rec is None else "replace", key))
+            elif observe(key):
+                from .peers import observe as observe_peer
+                why = observe_peer(self.kernel, p, kernel_peers)
+                if why:
+                    changes.append(Change("repair", key, why))
+        for key in apeers:
+            if key not in g.peers:
+                changes.append(Change("remove", key))
         body = nft.ruleset(g, dead)
         want = nft.digest(body) if body else ""
         if applied.get("nft", "") != want:

@@ -37,7 +37,13 @@ class Service:
 
     name = "relay"
     DEFAULTS = {"state_dir": "", "host_netns": "", "resync_interval": 30.0,
-                "rcvbuf": 1048576, "instance": ""}
+                "rcvbuf": 1048576, "instance": "",
+                # cluster networks this node joins (agent.py), as `net agent` would
+                "cluster_networks": [],
+                "cluster_vtep": "",       # default: the address etcd is reached from
+                "cluster_etcd": "",       # default: the endpoints of the node's cluster.json
+                "cluster_dir": "",        # default: <[node] state_dir>/cluster
+                "cluster_lease_ttl": 10.0}
 
     def __init__(self, config, state_dir, log):
         self.config = dict(self.DEFAULTS, **(config or {}))
@@ -61,6 +67,9 @@ class Service:
                       "last_error": ""}
         self._names = {}               # kernel name -> key (replaced whole, never edited)
         self._routes = {}              # destination -> key
+        self._neighs = {}              # a peer's neighbour address or FDB MAC -> its key
+        self.clusternets = None        # agent.ClusterNetworks, with cluster_networks
+        self._cn_busy = None
 
     # ---- the node's contract ------------------------------------------------------
 
@@ -95,6 +104,37 @@ class Service:
         self._wake.set()
         self._tasks = [asyncio.create_task(self._reconciler()),
                        asyncio.create_task(self._periodic())]
+        from .agent import held_here
+        if self.config["cluster_networks"] or held_here(self.state_dir):
+            # (held but no longer configured: joined only to leave them)
+            self._tasks.append(asyncio.create_task(self._cluster_networks()))
+
+    async def _cluster_networks(self):
+        """Join the cluster networks (agent.ClusterNetworks: lease, device,
+        peers); those that fail (etcd away, no WireGuard) are tried again
+        with backoff, and status says why."""
+        import os
+
+        from .agent import ClusterNetworks
+        c = self.config
+        opts = {"etcd": c["cluster_etcd"] or None, "cluster-dir": c["cluster_dir"] or
+                os.path.join(os.path.dirname(self.state_dir.rstrip("/")), "cluster")}
+        self.clusternets = ClusterNetworks(
+            c["cluster_networks"], self.state_dir, c["instance"] or None, opts,
+            c["cluster_vtep"] or None, float(c["cluster_lease_ttl"]), log=self.log,
+            reconciler=lambda: self._loop.call_soon_threadsafe(self._mark_refresh))
+        delay = BACKOFF_FIRST * 2
+        while True:
+            self._cn_busy = self._loop.run_in_executor(None, self.clusternets.start)
+            try:
+                await asyncio.shield(self._cn_busy)
+            finally:
+                self._cn_busy = None
+            self._mark_refresh()
+            if not self.clusternets.errors:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
 
     async def stop(self):
         self._stopping.set()
@@ -111,6 +151,16 @@ class Service:
                 await self._busy
             except Exception:  # noqa: BLE001 - logged by the reconciler already
                 pass
+        if self.clusternets is not None:
+            if self._cn_busy is not None:
+                try:
+                    await self._cn_busy
+                except Exception:  # noqa: BLE001 - recorded in its errors
+                    pass
+            # a stop keeps the subnets, devices and peers' entries: a restart changes
+            # nothing for the peers (after the grace they drop a node that stays away)
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.clusternets.stop(release=False))
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.relay is not None:
@@ -120,8 +170,11 @@ class Service:
     def status(self):
         failing = {k: {"error": o["error"], "attempts": o["attempts"]}
                    for k, o in list(self.objects.items()) if o["status"] == "error"}
-        return dict(self.stats, watching=len(self._names), dirty=len(self._dirty),
-                    failing=failing)
+        out = dict(self.stats, watching=len(self._names), dirty=len(self._dirty),
+                   failing=failing)
+        if self.clusternets is not None:
+            out["cluster_networks"] = self.clusternets.status()
+        return out
 
     def _locked(self, fn, *args):
         with self.lock:
@@ -137,14 +190,20 @@ class Service:
         names = {rec["host"]: key for key, rec in a["attachments"].items()}
         names.update({rec["bridge"]: f"net:{n}" for n, rec in a["networks"].items()})
         self._names = names
-        self._routes = {r["destination"]: key for key, r in a["routes"].items()}
+        routes = {r["destination"]: key for key, r in a["routes"].items()}
+        neighs = {}
+        for key, p in a["peers"].items():   # a cluster network's: FDB, neighbour, route
+            routes[p["subnet"]] = key
+            neighs[p["subnet"].split("/")[0]] = neighs[p["mac"]] = key
+        self._routes, self._neighs = routes, neighs
 
     def _listen(self):
         from .kernel import Events, netns_path
         while not self._stopping.is_set():
             events = None
             try:
-                events = Events(netns_path(self.host_netns), int(self.config["rcvbuf"]))
+                events = Events(netns_path(self.host_netns), int(self.config["rcvbuf"]),
+                                neighbours=bool(self.config["cluster_networks"]))
                 events.sock.settimeout(0.5)    # to see _stopping
                 self._events = events
                 self._subscribed.set()
@@ -182,6 +241,9 @@ class Service:
         if what == "link":
             name = d["ifname"]
             key = self._names.get(name)
+            if not new and self.clusternets is not None and name \
+                    and name.startswith(("evx-", "ewg-")):
+                self.clusternets.device_gone(name)   # an overlay device: its agent remakes it
             if key is None and not new and name:
                 unknown = name      # made since by a CLI or a CNI call?
             if key and new and d["flags"] & 1 and (
@@ -192,6 +254,8 @@ class Service:
             key = k if k and k.startswith("net:") else None
         elif what == "route" and not new and d["dst"] is not None:
             key = self._routes.get(f"{d['dst']}/{d['dst_len']}")
+        elif what == "neigh":
+            key = self._neighs.get(d["mac"] if d["family"] == 7 else d["dst"])
         if key is None and unknown is None:
             self.stats["ignored"] += 1
             return
@@ -202,6 +266,11 @@ class Service:
             self._dirty.add(key)
         if unknown is not None:
             self._unknown.add(unknown)
+        self._wake.set()
+
+    def _mark_refresh(self):
+        """The peers changed (an agent's edit): the next pass reads the names again."""
+        self._unknown.add("")
         self._wake.set()
 
     def _mark_full(self):

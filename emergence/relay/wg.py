@@ -53,6 +53,33 @@ def keypair(state_dir, net):
     return private, base64.b64encode(public).decode()
 
 
+NO_WIREGUARD = ("this kernel has no WireGuard (`ip link add type wireguard`: Unknown device "
+                "type); load the module (modprobe wireguard) or use a VXLAN network (without "
+                "--encrypt)")
+
+
+def require_wireguard(ipr=None):
+    """One line unless this kernel can make a WireGuard device: a probe device
+    is made and deleted at once.  Without the right to make links (not
+    root) nothing can be told, and nothing is said."""
+    from pyroute2 import IPRoute
+    ipr = ipr or IPRoute()
+    name = f"ewgprobe{os.getpid() % 10000000}"[:15]
+    try:
+        ipr.link("add", ifname=name, kind="wireguard")
+    except Exception as e:
+        code = getattr(e, "code", 0)
+        if type(e).__name__ == "NetlinkError" and code in (95, 22, 19):
+            raise EmergenceError(NO_WIREGUARD) from None
+        if code in (1, 13):     # EPERM, EACCES: not ours to probe
+            return
+        raise
+    try:
+        ipr.link("del", ifname=name)
+    except Exception:  # noqa: BLE001 - gone already
+        pass
+
+
 def valid_public(key):
     try:
         return isinstance(key, str) and len(base64.b64decode(key, validate=True)) == 32
@@ -83,9 +110,7 @@ class WireguardPlane(Dataplane):
                 self.ipr.link("add", ifname=self.ifname, kind="wireguard")
             except Exception as e:
                 if type(e).__name__ == "NetlinkError" and getattr(e, "code", 0) in (95, 22):
-                    raise EmergenceError("this kernel has no WireGuard (`ip link add type "
-                                         "wireguard` fails); load the wireguard module or "
-                                         "use a network without --encrypt") from None
+                    raise EmergenceError(NO_WIREGUARD) from None
                 raise
             self.ops.append(("link-add", self.ifname))
             found = self.ipr.link_lookup(ifname=self.ifname)

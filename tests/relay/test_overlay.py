@@ -8,12 +8,12 @@ runs its own `emergence net agent` with its own state dir and node
 certificate against one secure etcd; "containers" are namespaces attached
 to the host's Relay network with `emergence net attach`."""
 
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -98,6 +98,13 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path):
+    with lab_context(tmp_path) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def lab_context(tmp_path):
+    """The Lab and its etcd (also for test_overlay_nodes.py); all removed after."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     lab = Lab(str(tmp_path))
@@ -252,7 +259,6 @@ def test_three_hosts_reach_each_other_and_keep_subnets(lab):
 
     # someone removes A's route to C: the agent puts it back
     nsx(lab.hosts[1]["ns"], "ip", "route", "del", subnets[3], "dev", st["device"])
-    assert not reaches(ca, c_ip)
     assert wait_for(lambda: subnets[3] in peer_entries(lab, 1)[2], 10)
     assert reaches(ca, c_ip)
 
@@ -452,6 +458,36 @@ def test_cli_errors_are_one_line(etcd, tmp_path):
     assert not admin(etcd).items("netclaim", NET) and not admin(etcd).items("netlease")
 
 
+def links(ns):
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in
+                  nsx(ns, "ip", "-o", "link", "show").stdout.splitlines())
+
+
+def wireguard_refused(lab, h):
+    """This kernel has no WireGuard: one line from `net create` (nothing
+    stored) and from the agent of a network a command node with WireGuard
+    stored (no lease, no device, no bridge, no key file)."""
+    from emergence.relay import leases
+    ns = h["ns"]
+    r = cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix",
+            "24", "--encrypt", "wireguard", ns=ns, check=False)
+    assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr, r.stderr
+    assert "modprobe wireguard" in r.stderr and "VXLAN" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert admin(lab.sec).get("net", NET) is None
+    leases.create_network(admin(lab.sec), NET, "10.218.0.0/16", 24, encrypt="wireguard")
+    before = links(ns)
+    r = nsx(ns, *emergence_command(), "net", "agent", NET, "--cluster", "--etcd", lab.url,
+            "--prefix", lab.sec.prefix, "--cluster-dir", h["creds"], "--vtep", h["vtep"],
+            "--state", h["state"], check=False)
+    assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert links(ns) == before
+    assert admin(lab.sec).items("netlease") == {} and admin(lab.sec).items("netclaim") == {}
+    assert not os.path.exists(os.path.join(h["state"], f"overlay-{NET}.wg.key"))
+    assert not os.path.exists(os.path.join(h["state"], f"overlay-{NET}.json"))
+
+
 def wireguard_in_kernel(ns):
     r = nsx(ns, "ip", "link", "add", "wgprobe", "type", "wireguard", check=False)
     nsx(ns, "ip", "link", "del", "wgprobe", check=False)
@@ -463,22 +499,17 @@ def test_wireguard_network(lab):
     """`--encrypt wireguard`: where the kernel has WireGuard, containers on two
     hosts reach each other over it with MTU underlay - 80, the private key
     stays in a 0600 file and only the public key reaches etcd; where it has
-    not (this machine's kernel), the agent says so in one line."""
-    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
-        "--encrypt", "wireguard")
+    not (this machine's kernel), `net create` and the agent say so in one line
+    and leave nothing behind: no etcd entry, no device, no key."""
     for i in (1, 2):
         lab.add_host(i)
     h = lab.hosts[1]
     h["creds"] = lab.sec.issue("h1", ["worker"]).dir
     if not wireguard_in_kernel(h["ns"]):
-        r = nsx(h["ns"], *emergence_command(), "net", "agent", NET, "--cluster", "--etcd",
-                lab.url, "--prefix", lab.sec.prefix, "--cluster-dir", h["creds"], "--vtep",
-                h["vtep"], "--state", h["state"], check=False)
-        assert r.returncode != 0 and "this kernel has no WireGuard" in r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-        key = os.path.join(h["state"], f"overlay-{NET}.wg.key")
-        assert os.stat(key).st_mode & 0o777 == 0o600
+        wireguard_refused(lab, h)
         return
+    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24",
+        "--encrypt", "wireguard")
     subnets = {i: start_agent(lab, i)["subnet"] for i in (1, 2)}
     assert subnets[1] != subnets[2]
     assert wait_for(lambda: len(status(lab, 1)["peers"]) == 1, 20)
@@ -510,42 +541,19 @@ def test_wireguard_keys_stay_on_the_node(tmp_path):
     assert not wg.valid_public("not a key") and not wg.valid_public(private[:-4])
 
 
-NODE_SERVICE = """
-import json, signal, sys, threading
-from emergence.relay.agent import ClusterNetworks
-nets = ClusterNetworks([sys.argv[1]], sys.argv[2], opts=json.loads(sys.argv[3]),
-                       vtep=sys.argv[4], ttl=2, log=lambda line: print(line, file=sys.stderr))
-print(json.dumps(nets.start()), flush=True)
-done = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: done.set())
-done.wait()
-nets.stop()
-print("stopped", flush=True)
-"""
-
-
-@pytest.mark.slow
-def test_the_node_service_runs_the_agents(lab):
-    """What the node's relay service calls (agent.ClusterNetworks): start
-    leases and makes the device, stop releases the subnet and removes it."""
-    from emergence.relay import leases
-    cli(lab, "create", NET, "--cluster", "--subnet", "10.218.0.0/16", "--node-prefix", "24")
-    for i in (1, 2):
-        lab.add_host(i)
-    start_agent(lab, 2)
-    h = lab.hosts[1]
-    h["creds"] = lab.sec.issue("h1", ["worker"]).dir
-    opts = {"etcd": lab.url, "prefix": lab.sec.prefix, "cluster-dir": h["creds"]}
-    p = subprocess.Popen(["ip", "netns", "exec", h["ns"], sys.executable, "-c", NODE_SERVICE,
-                          NET, h["state"], json.dumps(opts), h["vtep"]],
-                         stdout=subprocess.PIPE, text=True)
-    lab.agents[9] = p
-    (st,) = json.loads(p.stdout.readline())
-    assert st["node"] == "h1" and st["mtu"] == UNDERLAY_MTU - 50
-    assert wait_for(lambda: "h1" in status(lab, 2)["peers"], 20)
-    assert "h1" in leases.holders(admin(lab.sec), NET)
-    p.send_signal(signal.SIGTERM)
-    assert p.stdout.readline().strip() == "stopped" and p.wait(timeout=20) == 0
-    assert "h1" not in leases.holders(admin(lab.sec), NET)
-    assert wait_for(lambda: "h1" not in status(lab, 2)["peers"], 20)
-    assert nsx(h["ns"], "ip", "link", "show", st["device"], check=False).returncode != 0
+def test_wireguard_records_carry_only_the_public_key(etcd, tmp_path):
+    """What reaches etcd of a node's WireGuard keys is the public key, in the
+    node's own record; a record without a valid one is no peer."""
+    from emergence.relay import leases, wg
+    leases.create_network(admin(etcd), "wgn", "10.219.0.0/16", 24, encrypt="wireguard")
+    private, public = wg.keypair(str(tmp_path / "state"), "wgn")
+    n1 = leases.NodeLease(as_node(etcd, "n1"), "wgn", "n1", "192.0.2.1",
+                          mac="02:00:00:00:00:01", wg_public=public)
+    n1.acquire()
+    n2 = leases.NodeLease(as_node(etcd, "n2"), "wgn", "n2", "192.0.2.2",
+                          mac="02:00:00:00:00:02", wg_public="not a key")
+    n2.acquire()
+    dump = json.dumps(admin(etcd).snapshot())
+    assert public in dump and private not in dump
+    held = leases.holders(admin(etcd), "wgn")
+    assert held["n1"]["wg_public"] == public and "n2" not in held
