@@ -79,7 +79,10 @@ def test_a_planted_socket_where_the_cni_plugin_looks_is_refused(tmp_path, other_
     assert _got_hello(got) == [], f"the planted planner got the call: {got}"
     # a socket file of theirs is not even connected to; one of root's is, for
     # its peer's credentials, and closed with nothing sent
-    assert got == ([] if how == "file-owned-by-user" else [[{"record": "", "fds": 0}]]), got
+    if how == "file-owned-by-user":
+        assert got == []
+    else:
+        assert got and all(conn == [{"record": "", "fds": 0}] for conn in got), got
     assert p.returncode == 0, p.stdout + p.stderr
     assert json.loads(p.stdout)["ips"][0]["address"] == "10.87.0.2/24"
     assert len(marks.read_text().splitlines()) == 1  # cold
