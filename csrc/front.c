@@ -14,7 +14,8 @@
  * Which planner: EMERGENCE_PLANNER_SOCKET's ("off", or --no-planner: none);
  * else the node's (or systemd's) at DEFAULT_SOCKET; else the state root's own,
  * ROOT/.planner/BUILD/planner.sock, which the first hot verb (as root, under a
- * state root of root's alone, not below a subreaper such as conmon) starts when
+ * state root of root's alone, not below a subreaper such as conmon; for the
+ * CNI plugin, an ADD, DEL or CHECK under the default root) starts when
  * none answers: it takes ROOT/.planner/BUILD/lock
  * (the planner holds it for its whole life, so calls at once start one, and a
  * planner killed with SIGKILL frees it), execs emergence-planner in the
@@ -473,6 +474,16 @@ static int hot(const char *verb)
 	return 0;
 }
 
+/* The CNI plugin's calls worth a planner started on demand: those that
+ * change or check an attachment (podman's CNI backend calls the plugin with
+ * no node up; a cold Python start is most of such a call). */
+static int hot_cni(void)
+{
+	const char *cmd = getenv("CNI_COMMAND");
+	return cmd && (strcmp(cmd, "ADD") == 0 || strcmp(cmd, "DEL") == 0 ||
+		       strcmp(cmd, "CHECK") == 0);
+}
+
 static double timeout, started;
 
 /* A connection to the planner at PATH, checked: -1 when none is there (no
@@ -672,16 +683,19 @@ int main(int argc, char **argv)
 			cold();
 	} else if ((sock = planner_at(path = DEFAULT_SOCKET)) < 0) {
 		/* No node: the state root's own planner, if one is up, for any
-		 * verb; started on demand by a hot verb only. */
+		 * verb; started on demand by a hot verb only.  The CNI plugin
+		 * has no --root: it shares the default root's planner. */
 		static char own[108];
-		if (geteuid() != 0 || strcmp(program(), "emergence") != 0 ||
-		    demand_path(own, sizeof own, c.root ? c.root : DEFAULT_ROOT,
-				"planner.sock") < 0)
+		int cni = strcmp(program(), "emergence-cni") == 0;
+		const char *root = c.root && !cni ? c.root : DEFAULT_ROOT;
+		if (geteuid() != 0 || demand_path(own, sizeof own, root, "planner.sock") < 0)
 			cold();
 		path = own;
 		if ((sock = planner_at(path)) < 0) {
-			if (hot(c.verb))
-				start_planner(c.root ? c.root : DEFAULT_ROOT);
+			if (cni && hot_cni())
+				mkdir(root, 0700); /* as the runtime makes it */
+			if (cni ? hot_cni() : hot(c.verb))
+				start_planner(root);
 			cold();
 		}
 	}

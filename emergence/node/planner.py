@@ -58,10 +58,11 @@ RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "run
                    "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
                    "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
                    "runtime.state", "runtime.cgroups.manager", "runtime._native")
-# Relay's CNI plugin, whose netlink library alone takes ~200 ms to import and
-# ~20 MB: the node's planner only (the CNI front-end asks the node's; a planner
-# started on demand serves the runtime's verbs, in ~16 MB)
-CNI_MODULES = ("relay.cni", "relay.engine", "relay.kernel", "pyroute2")
+# Relay's CNI plugin: its own rtnetlink, no netlink library (~9 ms of imports
+# a cold call; pyroute2, once here, cost ~200 ms and ~20 MB).  Every planner
+# preloads it: the CNI front-end asks the node's, else the default root's one
+# started on demand (podman's CNI backend calls it with no node up).
+CNI_MODULES = ("relay.cni", "relay.engine", "relay.kernel")
 HOT_MODULES = RUNTIME_MODULES + CNI_MODULES
 _hot = HOT_MODULES  # what this planner preloaded (serve's CNI)
 
@@ -117,7 +118,7 @@ class Remote:
 
 
 def _module(name):
-    return name if name == "pyroute2" else f"emergence.{name}"
+    return f"emergence.{name}"
 
 
 def _call_each(hook, scratch):
@@ -624,7 +625,7 @@ def main():
             else:
                 fd = int(opts["--lock-fd"])
                 os.set_inheritable(fd, False)
-                serve(path, SPARES, idle=idle, lock_fd=fd, cni=False)
+                serve(path, SPARES, idle=idle, lock_fd=fd)
             return
         path = args[0] if args else DEFAULT_SOCKET
         serve(path, max(1, int(args[1])) if len(args) > 1 else SPARES)

@@ -85,12 +85,16 @@ class Relay(Planner, Executor):
         if self._g is None:
             self._migrate()
         changed = self._gj.refresh()
+        whole = changed is None or self._g is None or self._a is None
         if changed is None or self._g is None:
             self._g = Graph.from_items(self._gj.data)
         else:
             for key in changed:
                 self._g.set_item(key, self._gj.data.get(key))
+        seen = set(changed or ())
         changed = self._aj.refresh()
+        whole = whole or changed is None
+        seen.update(changed or ())
         if changed is None or self._a is None:
             d = self._aj.data
             self._a = {"nft": d.get("nft", ""), "pending": list(d.get("pending", []))}
@@ -107,6 +111,36 @@ class Relay(Planner, Executor):
                 self._set_applied(key, self._aj.data.get(key))
         for table, _ in APPLIED_TABLES:
             self._a[table].dirty.clear()
+        if whole or self._unapplied is None:
+            self._count_pending()
+        else:
+            self._note_pending(seen)
+
+    def _count_pending(self):
+        """Which attachments are desired but not applied, and the reverse: the
+        whole comparison, after a full load or an edit of unnamed keys."""
+        g, a = self._g.attachments, self._a["attachments"]
+        self._unapplied, self._orphans = set(g.keys() - a.keys()), set(a.keys() - g.keys())
+
+    def _note_pending(self, keys):
+        """The same for KEYS only (the rest did not change)."""
+        g, a = self._g.attachments, self._a["attachments"]
+        for k in keys:
+            if not k.startswith("att:"):
+                continue
+            (self._unapplied.add if k in g and k not in a else self._unapplied.discard)(k)
+            (self._orphans.add if k in a and k not in g else self._orphans.discard)(k)
+
+    def _pending_for(self, g, applied, touched):
+        """(unapplied, orphans) as they are once an edit changed only TOUCHED
+        of the loaded graph; None when they must be computed whole."""
+        if touched is None or self._unapplied is None or g is not self._g \
+                or applied is not self._a:
+            return None
+        ga, aa = g.attachments, applied["attachments"]
+        t = [k for k in touched if k.startswith("att:")]
+        return ((self._unapplied.difference(t) | {k for k in t if k in ga and k not in aa}),
+                (self._orphans.difference(t) | {k for k in t if k in aa and k not in ga}))
 
     def _migrate(self):
         """State written whole by earlier versions (graph.json, applied.json)
@@ -193,6 +227,7 @@ class Relay(Planner, Executor):
         a, data = self._a, self._aj.data   # (not synced: it describes the kernel,
         # which a reboot empties as well; a lost line means the next apply redoes a node)
         changes = {}
+        self._moved.update(a["attachments"].dirty)
         for table, prefix in APPLIED_TABLES:
             t = a[table]
             for k in t.dirty:
@@ -339,10 +374,23 @@ class Relay(Planner, Executor):
     # ---- doing it ----------------------------------------------------------------------
 
     def _apply(self, g, full=False, check=None, gc=False, touched=None, committed=None):
-        before = self._gj.data
-        applied = self._a
         if gc or full:
             touched = None
+        self._pending = self._pending_for(g, self._a, touched)
+        self._moved = set()
+        try:
+            return self._apply_pending(g, full, check, gc, touched, committed)
+        finally:
+            pending, self._pending = self._pending, None
+            if self._g is not None and self._a is not None:
+                if pending is None:
+                    self._count_pending()
+                else:   # what the edit named or found pending, or the kernel work moved
+                    self._note_pending(set(touched) | pending[0] | pending[1] | self._moved)
+
+    def _apply_pending(self, g, full, check, gc, touched, committed):
+        before = self._gj.data
+        applied = self._a
         keys = self._att_keys(g, applied, touched)
         try:
             self._allocate(g, applied, keys)

@@ -69,6 +69,7 @@ class Executor:
                 del aroutes[key]
         gone_nets = any(c.key.startswith("net:") and c.action in ("remove", "replace")
                         for c in by.values())
+        removed = set()
         for key, rec in list(aatts.items()) if gone_nets else \
                 [(key, aatts[key]) for key in by if key in aatts]:
             c = by.get(key)
@@ -79,6 +80,7 @@ class Executor:
                 if c is None:   # its network went: nothing else frees it
                     self.ipam.release(rec["att"]["network"], key)
                 del aatts[key]
+                removed.add(key)
         for name, rec in list(anets.items()):
             c = by.get("net:" + name)
             if c and c.action in ("remove", "replace"):
@@ -99,7 +101,12 @@ class Executor:
         # the error is raised after, if it is about a key the caller named
         # (TOUCHED; None: any) -- another's is left to the reconciler's retries
         failed = None
-        for key in sorted(g.attachments.keys() - aatts.keys()):
+        pending = getattr(self, "_pending", None)
+        if pending is None or touched is None:
+            todo = g.attachments.keys() - aatts.keys()
+        else:   # not applied before, or taken out above; not released since
+            todo = {k for k in pending[0] | removed if k in g.attachments and k not in aatts}
+        for key in sorted(todo):
             att, c = g.attachments[key], by.get(key)
             if c is None or c.action != "release":
                 net = g.networks[att.network]

@@ -15,7 +15,6 @@ forwards).  `net apply FILE` changes only FILE's nodes (owners.py).  State
 written before owners existed loads as `cli` (attachments by their origin).
 """
 
-import hashlib
 import ipaddress
 import os
 
@@ -23,6 +22,7 @@ from ..errors import ConfigError
 from . import fields
 from .fields import MAX_IFNAME
 from .fields import bad as _bad
+from .sha import sha256
 
 NET_FIELDS = {"bridge", "subnets", "gateway", "mtu", "nat", "isolated", "veth_prefix",
               "allow_overlap", "owner", "cluster_subnet"}
@@ -38,7 +38,7 @@ def default_bridge(name, instance=""):
     another, r + 4 hex digits of its name, so two instances' bridges differ."""
     if not instance:
         return ("rel-" + name)[:MAX_IFNAME]
-    tag = hashlib.sha256(instance.encode()).hexdigest()[:4]
+    tag = sha256(instance.encode()).hexdigest()[:4]
     return f"r{tag}-{name}"[:MAX_IFNAME]
 
 
@@ -141,7 +141,7 @@ class Attachment:
     def host_ifname(self, prefix, instance=""):
         """The host end's name: the prefix and a hash of the key (fits
         IFNAMSIZ); another instance's keys are hashed with its name."""
-        digest = hashlib.sha256(((instance + "/") if instance else "").encode()
+        digest = sha256(((instance + "/") if instance else "").encode()
                                 + self.key.encode()).hexdigest()
         return (prefix + digest)[:MAX_IFNAME]
 

@@ -13,10 +13,10 @@ A later call naming another instance for the same directory is refused:
 renaming would orphan the objects the old names made.
 """
 
-import hashlib
 import os
 
 from ..errors import ConfigError, EmergenceError
+from .sha import sha256
 
 FILE = "instance"
 TABLE = "emergence"
@@ -54,7 +54,7 @@ def resolve(state_dir, wanted=None, default_state=None):
             or any(os.path.exists(os.path.join(state_dir, n)) for n in LEGACY):
         name = ""
     else:
-        name = "s" + hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:8]
+        name = "s" + sha256(os.path.realpath(state_dir).encode()).hexdigest()[:8]
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
               "w") as f:

@@ -424,8 +424,8 @@ class Kernel:
         takes the lowest of its ports', so the gateway's MAC changes when a
         container with a lower one joins (stale neighbour entries in every
         container) and each new port makes the kernel recompute it."""
-        import hashlib
-        mac = "02:" + ":".join(f"{b:02x}" for b in hashlib.sha256(key.encode()).digest()[:5])
+        from .sha import sha256
+        mac = "02:" + ":".join(f"{b:02x}" for b in sha256(key.encode()).digest()[:5])
         self._op("bridge.add", name)
         self.host.request(nlmsg.bridge_add, name, mtu, mac)
         index = self.get_link(name)["index"]

@@ -13,7 +13,7 @@ The ruleset's digest is kept as the table's comment: a full compare reads
 one line to know whether the kernel still holds what was applied.
 """
 
-import hashlib
+from .sha import sha256
 
 TABLE = "emergence"   # the default instance's (instance.table)
 
@@ -81,7 +81,7 @@ def ruleset(graph, dead=()):
 
 
 def digest(body):
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    return sha256(body.encode()).hexdigest()[:16]
 
 
 def script(body, table=TABLE):

@@ -55,15 +55,17 @@ class Planner:
             a.addresses = self.ipam.allocate(net.name, net.subnets, net.gateways, a.key,
                                              netns_identity(a.netns), a.addresses)
 
-    @staticmethod
-    def _att_keys(g, applied, touched):
+    _pending = None   # (unapplied, orphans) when the engine keeps them (engine.py)
+
+    def _att_keys(self, g, applied, touched):
         """The attachments a plan looks at: TOUCHED, and those not yet applied
-        (an interrupted apply) -- set differences of the key views, cheap at
-        any size.  All of them when TOUCHED is None."""
+        (an interrupted apply; kept key by key by the engine, else a set
+        difference of the key views).  All of them when TOUCHED is None."""
         if touched is None:
             return list(g.attachments)
         keys = {k for k in touched if k in g.attachments}
-        keys.update(g.attachments.keys() - applied["attachments"].keys())
+        keys.update(self._pending[0] if self._pending is not None
+                    else g.attachments.keys() - applied["attachments"].keys())
         return sorted(keys)
 
     def _plan(self, g, applied, full, check, gc=False, touched=None):
@@ -109,7 +111,9 @@ class Planner:
                 why = self._observe_attachment(g.networks[att.network], att, rec)
                 if why:
                     changes.append(Change("repair", key, why))
-        for key in sorted(aatts.keys() - g.attachments.keys()):
+        gone = self._pending[1] if self._pending is not None and touched is not None \
+            else aatts.keys() - g.attachments.keys()
+        for key in sorted(gone):
             changes.append(Change("remove", key))
         for key, r in g.routes.items():
             rec = aroutes.get(key)

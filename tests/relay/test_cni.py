@@ -17,7 +17,8 @@ CNI = os.path.join(os.path.dirname(sys.executable), "emergence-cni")
 
 def cni(host, command, conf, cid="", netns="", ifname="eth0", stdin=None):
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-           "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": os.path.dirname(CNI)}
+           "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": os.path.dirname(CNI),
+           "EMERGENCE_PLANNER_SOCKET": "off"}  # cold; test_cni_on_demand.py: the default
     p = subprocess.run(["ip", "netns", "exec", host, CNI],
                        input=stdin if stdin is not None else json.dumps(conf),
                        capture_output=True, text=True, env=env, timeout=60)

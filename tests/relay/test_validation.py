@@ -107,7 +107,7 @@ def test_malformed_configs_are_error_7_and_leave_nothing(tmp_path, netns, host, 
     a = netns.new("a")
     before = kernel(host, a)
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "cm",
-           "CNI_NETNS": netns.path(a), "CNI_IFNAME": "eth0"}
+           "CNI_NETNS": netns.path(a), "CNI_IFNAME": "eth0", "EMERGENCE_PLANNER_SOCKET": "off"}
     p = subprocess.run(["ip", "netns", "exec", host, EM[0] + "-cni"], input=json.dumps(c),
                        capture_output=True, text=True, env=env, timeout=60)
     err = json.loads(p.stdout)
