@@ -195,6 +195,45 @@ def test_discover_skips_shadowed_mounts(tmp_path):
     assert hierarchy.layout(hs) == "unified"
 
 
+DISCOVER_AFTER_MOUNTS = r"""
+import os, subprocess, sys
+from emergence.runtime.cgroups import hierarchy
+def mount(*args):
+    subprocess.run(["mount", *args], check=True)
+mount("--make-rprivate", "/")
+first = hierarchy.discover()
+assert first, "no cgroup hierarchy here"
+assert [repr(h) for h in hierarchy.discover()] == [repr(h) for h in first]
+mount("-t", "tmpfs", "shadow", "/sys/fs/cgroup")  # hides every hierarchy
+assert hierarchy.discover() == [], "a mount made after a reading went unseen"
+subprocess.run(["umount", "/sys/fs/cgroup"], check=True)
+assert [repr(h) for h in hierarchy.discover()] == [repr(h) for h in first]
+# a fork shares the open mountinfo (and the kernel's note of what it saw): a
+# child that reads it must not hide a change from its parent
+pid = os.fork()
+if pid == 0:
+    mount("-t", "tmpfs", "shadow", "/sys/fs/cgroup")
+    os._exit(0 if hierarchy.discover() == [] else 1)
+_, status = os.waitpid(pid, 0)
+assert status == 0, "the child missed its own mount"
+assert hierarchy.discover() == [], "the parent missed the child's mount"
+print("ok")
+"""
+
+
+def test_discover_sees_every_mount_change_after_a_reading():
+    """discover() keeps its last reading while mountinfo says nothing changed
+    (POLLPRI): a mount or unmount after it, in this process or a child
+    forked from it, is seen by the next call.  In a mount namespace of its own."""
+    import subprocess
+    import sys
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace)")
+    r = subprocess.run(["unshare", "-m", sys.executable, "-c", DISCOVER_AFTER_MOUNTS],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_v1_settings():
     res = {"memory": {"limit": 100, "swap": 200, "disableOOMKiller": True},
            "cpu": {"shares": 512, "quota": 5000, "period": 10000, "cpus": "0"},
