@@ -54,10 +54,13 @@ DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
 SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait for forks
 GRACE = 0.25  # how long a worker that took a call stands in for its successor
+# (every module a hot verb imports, its lazy imports too: one left out costs its
+# import, ~0.5 ms, in every call that needs it)
 RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
-                   "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
-                   "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
-                   "runtime.state", "runtime.cgroups.manager", "runtime._native")
+                   "runtime.delete", "runtime.execute", "runtime.hooks", "runtime.kill",
+                   "runtime.launch", "runtime.planner", "runtime.run", "runtime.scheduling",
+                   "runtime.seccomp", "runtime.start", "runtime.state", "runtime.userdb",
+                   "runtime.cgroups.hierarchy", "runtime.cgroups.manager", "runtime._native")
 # Relay's CNI plugin, whose netlink library alone takes ~200 ms to import and
 # ~20 MB: the node's planner only (the CNI front-end asks the node's; a planner
 # started on demand serves the runtime's verbs, in ~16 MB)

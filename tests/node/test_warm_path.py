@@ -416,3 +416,68 @@ def test_no_planner_is_started_below_a_subreaper(rt, calls, front, demand):
     assert p.returncode == 1 and "does not exist" in p.stderr
     time.sleep(1)
     assert _planners(sock) == [] and not _listening(sock)
+
+
+PRELOAD_CHECK = r"""
+import os, sys, time
+root, bundle_true, bundle_sleep, cid = sys.argv[1:5]
+sys.argv[0] = "emergence"
+from emergence.node import planner
+scratch = os.path.join(root + "-scratch")
+os.makedirs(scratch, exist_ok=True)
+planner._hot = planner.RUNTIME_MODULES  # a planner started on demand
+planner.preload(scratch)
+planner._warm_up(root + "-no-such-root", scratch)
+from emergence import cli
+
+def call(*args):
+    # as a worker does: a fork of the warmed-up planner runs the verb
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        before = set(sys.modules)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        try:
+            cli.main(["--root", root, *args])
+        except SystemExit:
+            pass
+        new = sorted(m for m in set(sys.modules) - before if m.startswith("emergence"))
+        os.write(w, " ".join(new).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.waitpid(pid, 0)
+    return data.decode().split()
+
+out = {}
+out["run"] = call("run", "--bundle", bundle_true, cid + "r")
+out["create"] = call("create", "--bundle", bundle_sleep, cid)
+for args in (["state", cid], ["start", cid], ["exec", cid, "true"], ["kill", cid, "KILL"]):
+    out[args[0]] = call(*args)
+import contextlib, io, json
+for _ in range(500):  # the init's SIGKILL is delivered asynchronously
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        cli.main(["--root", root, "state", cid])
+    if json.loads(buf.getvalue())["status"] == "stopped":
+        break
+    time.sleep(0.01)
+out["delete"] = call("delete", cid)
+print(repr(out))
+"""
+
+
+def test_a_warm_worker_imports_nothing_for_a_hot_verb(rt):
+    """The planner preloads every module a hot verb imports, lazy imports
+    included: each one missed costs every call its import (~0.5 ms)."""
+    cid = rt.new_id("pre")
+    r = subprocess.run([sys.executable, "-c", PRELOAD_CHECK, rt.root, rt.bundle(["true"]),
+                        rt.bundle(["sleep", "300"]), cid], cwd="/", capture_output=True,
+                       text=True, timeout=120)  # (cwd: the installed package, not the tree's)
+    assert r.returncode == 0, r.stderr
+    out = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr)
+    assert out == {v: [] for v in out}, out
