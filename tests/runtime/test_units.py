@@ -470,3 +470,41 @@ def test_makedirs_survives_the_parent_removed_between_two_mkdirs(tmp_path):
         stop.set()
         p.join()
     assert removed.value >= 3000, (removed.value, i)
+
+
+SHIM_COPY = r"""
+import fcntl, os
+from emergence.runtime import launch
+a = launch.sealed_shim()
+b = launch.sealed_shim()
+assert os.fstat(a).st_ino == os.fstat(b).st_ino, "a second copy was made"
+assert fcntl.fcntl(b, fcntl.F_GET_SEALS) == launch.SEALS
+try:
+    os.write(b, b"x")
+    raise SystemExit("the kept copy is writable")
+except PermissionError:
+    pass
+os.close(a)
+os.close(b)
+# a worker taking a call closes low descriptors, and may reuse the number
+kept = launch._kept[0]
+os.close(kept)
+os.dup2(os.open(os.devnull, os.O_RDONLY), kept)
+c = launch.sealed_shim()
+assert os.readlink(f"/proc/self/fd/{c}").startswith("/memfd:emergence-shim")
+assert fcntl.fcntl(c, fcntl.F_GET_SEALS) == launch.SEALS
+assert os.readlink(f"/proc/self/fd/{kept}") == os.devnull, "closed what was not its own"
+print("ok")
+"""
+
+
+def test_the_shim_copy_is_made_once_and_stays_sealed():
+    """A planner copies the shim once and its workers share the sealed copy; one
+    whose descriptor was closed (and the number reused) is made again, and the
+    descriptor that took the number is left alone.  (The installed package: the
+    shim is built there.)"""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", SHIM_COPY], capture_output=True, text=True,
+                       cwd="/", timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -51,11 +51,9 @@ def _shadowed(i, mountpoint, last):
 # with many mounts makes mountinfo long (a thousand lines here: 10-25 ms a
 # call, on every create, exec and delete); the kernel marks an open mountinfo
 # POLLPRI once the namespace's mounts change, so an unchanged one is not read
-# again.  A planner's worker reads it in its warm-up, before any call; as it
-# takes a call it closes every descriptor below the caller's highest, so the
-# one kept sits high (KEEP_FD and up, when the descriptor limit allows).
+# again.  A planner's worker reads it in its warm-up, before any call (the
+# descriptor kept where taking a call leaves it: parent.keep).
 _last = None
-KEEP_FD = 900
 
 
 def discover(mountinfo=None):
@@ -73,14 +71,8 @@ def discover(mountinfo=None):
                     if h.version == 2 else h for h in _last[4]]
         _forget(_last)
         _last = None
-    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        import fcntl
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, KEEP_FD)
-        os.close(fd)
-        fd = high
-    except OSError:
-        pass  # a limit below KEEP_FD: kept low (a worker then reads it again)
+    from ..parent import keep
+    fd = keep(os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC))
     try:
         st = os.fstat(fd)
         ns = os.stat("/proc/self/ns/mnt").st_ino
