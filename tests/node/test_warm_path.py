@@ -481,3 +481,56 @@ def test_a_warm_worker_imports_nothing_for_a_hot_verb(rt):
     assert r.returncode == 0, r.stderr
     out = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr)
     assert out == {v: [] for v in out}, out
+
+
+def test_the_cold_path_executes_python_without_a_shell(rt, tmp_path):
+    """emergence-py is a sh/Python polyglot whose sh part only executes Python
+    -sS on itself: the front-end does that itself (a shell's start spared on
+    every cold call); a script in any other form (the marked front-end's) is
+    still executed as it is, by the tests above."""
+    import shutil
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    from conftest import emergence_command
+    exe = os.path.join(os.path.dirname(emergence_command()[0]), "emergence")
+    log = tmp_path / "execs"
+    p = subprocess.run(["strace", "-f", "-e", "trace=execve", "-o", str(log), exe,
+                        "--no-planner", "--root", rt.root, "state", "no-such-id"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "does not exist" in p.stderr, p.stderr
+    execs = [line for line in log.read_text().splitlines() if "execve(" in line
+             and "= 0" in line]
+    assert len(execs) == 2, execs  # the front-end, then Python on emergence-py
+    assert '"-sS"' in execs[1] and "emergence-py" in execs[1], execs
+
+
+WARM_UP_CHECK = r"""
+import socket, sys
+from emergence import cli
+from emergence.node import planner
+top = sys.argv[1]
+ran = []
+cli.main = lambda argv: ran.append(argv[2])
+lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+lsock.bind(top + "/s")
+lsock.listen(4)
+waiting = lambda: planner._call_waiting(lsock)
+planner._warm_up(top + "/none", top, waiting)
+print(ran)
+ran.clear()
+caller = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+caller.connect(top + "/s")  # a call in the backlog
+planner._warm_up(top + "/none", top, waiting)
+print(ran)
+"""
+
+
+def test_a_spare_leaves_its_warm_up_when_a_call_waits(tmp_path):
+    """A spare warms up (the verbs run once, the modules' prefault) only while
+    no call waits in the backlog; it checks before each step, so a call that
+    found no spare in accept waits for one step at most, never the whole
+    warm-up.  With none waiting it does every step."""
+    out = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, str(tmp_path)], cwd="/",
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['state', 'kill', 'start', 'delete', 'list']", "[]"]
