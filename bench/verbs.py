@@ -306,9 +306,10 @@ def _before_rev(repo):
     revs = subprocess.run(["git", "-C", repo, "log", "-n", "500", "--format=%H"],
                           capture_output=True, text=True, check=True).stdout.split()
     for rev in revs:
-        src = subprocess.run(["git", "-C", repo, "show", f"{rev}:csrc/front.c"],
-                             capture_output=True, text=True, check=True).stdout
-        if "SO_PEERCRED" not in src:
+        # (front.c alone before it was split, front.c and front_*.c since)
+        found = subprocess.run(["git", "-C", repo, "grep", "-q", "SO_PEERCRED", rev, "--",
+                                "csrc/front.c", "csrc/front_*.c"], capture_output=True)
+        if found.returncode == 1:
             return rev
     raise SystemExit("no front-end without the peer check in this repository's history")
 
