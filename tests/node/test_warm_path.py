@@ -494,7 +494,7 @@ def test_the_cold_path_executes_python_without_a_shell(rt, tmp_path):
     from conftest import emergence_command
     exe = os.path.join(os.path.dirname(emergence_command()[0]), "emergence")
     log = tmp_path / "execs"
-    p = subprocess.run(["strace", "-f", "-e", "trace=execve", "-o", str(log), exe,
+    p = subprocess.run(["strace", "-f", "-s", "512", "-e", "trace=execve", "-o", str(log), exe,
                         "--no-planner", "--root", rt.root, "state", "no-such-id"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "does not exist" in p.stderr, p.stderr
