@@ -12,6 +12,8 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The shim's parts, in the manner of crun's libcrun: one file per concern.
 SHIM_SOURCES = ["shim.c", "rootfs.c", "process.c", "seccomp.c", "sync.c", "copyup.c"]
+# The front-end's: csrc/front.c and its parts, front_*.c (front.h says which is what).
+FRONT_SOURCES = ["front.c", "front_wire.c", "front_child.c", "front_trust.c", "front_demand.c"]
 
 
 class BuildWithShim(build_ext):
@@ -71,15 +73,16 @@ BUILD_ID = build_id()
 
 
 def front_end(name="emergence"):
-    """bin/emergence (and bin/emergence-cni): the C front-end (csrc/front.c)
-    that asks the node's warm planner to run the call, or executes NAME-py
+    """bin/emergence (and bin/emergence-cni): the C front-end (csrc/front.c and
+    its parts) that asks the node's warm planner to run the call, or executes NAME-py
     (the cold path)."""
     import subprocess
     out_dir = os.path.join(HERE, "build", "scripts-launcher")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name)
     subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-static", "-s",
-                    f'-DBUILD_ID="{BUILD_ID}"', os.path.join(HERE, "csrc", "front.c"),
+                    f'-DBUILD_ID="{BUILD_ID}"',
+                    *[os.path.join(HERE, "csrc", src) for src in FRONT_SOURCES],
                     "-o", path], check=True)
     return os.path.relpath(path, HERE)
 

@@ -306,15 +306,17 @@ def _before_rev(repo):
     revs = subprocess.run(["git", "-C", repo, "log", "-n", "500", "--format=%H"],
                           capture_output=True, text=True, check=True).stdout.split()
     for rev in revs:
-        src = subprocess.run(["git", "-C", repo, "show", f"{rev}:csrc/front.c"],
-                             capture_output=True, text=True, check=True).stdout
-        if "SO_PEERCRED" not in src:
+        # (front.c alone before it was split, front.c and front_*.c since)
+        found = subprocess.run(["git", "-C", repo, "grep", "-q", "SO_PEERCRED", rev, "--",
+                                "csrc/front.c", "csrc/front_*.c"], capture_output=True)
+        if found.returncode == 1:
             return rev
     raise SystemExit("no front-end without the peer check in this repository's history")
 
 
-def _warm_pair(emergence, workdir, name, front_src, planner_src):
-    """A front-end built from FRONT_SRC and a planner running PLANNER_SRC, over a
+def _warm_pair(emergence, workdir, name, front_srcs, planner_src):
+    """A front-end built from FRONT_SRCS ({file name: source}: front.c, and since
+    it was split its parts and front.h) and a planner running PLANNER_SRC, over a
     copy of the installed package (the same runtime on both sides), of a build
     of their own.  (front-end path, socket, planner process)"""
     python = os.path.join(os.path.dirname(emergence), "python3")
@@ -329,11 +331,13 @@ def _warm_pair(emergence, workdir, name, front_src, planner_src):
         f.write(f'BUILD_ID = "{name}"\n')
     bin_dir = os.path.join(top, "bin")
     os.makedirs(bin_dir)
-    with open(os.path.join(top, "front.c"), "w") as f:
-        f.write(front_src)
+    for file, src in front_srcs.items():
+        with open(os.path.join(top, file), "w") as f:
+            f.write(src)
     exe = os.path.join(bin_dir, "emergence")
     subprocess.run([os.environ.get("CC", "cc"), "-O2", "-static", "-s", f'-DBUILD_ID="{name}"',
-                    os.path.join(top, "front.c"), "-o", exe], check=True)
+                    *[os.path.join(top, file) for file in front_srcs if file.endswith(".c")],
+                    "-o", exe], check=True)
     os.symlink(os.path.join(os.path.dirname(emergence), "emergence-py"),
                os.path.join(bin_dir, "emergence-py"))  # the cold path, if ever taken
     run = os.path.join(top, "run")
@@ -366,7 +370,18 @@ def trust_cost(emergence, workdir, bundle_sleep, rounds, warmup):
                         return f.read()
                 return subprocess.run(["git", "-C", repo, "show", f"{where}:{path}"],
                                       capture_output=True, text=True, check=True).stdout
-            exe, sock, planner = _warm_pair(emergence, workdir, name, src("csrc/front.c"),
+
+            def front_files(where=where):
+                """csrc/front.c, front.h and front_*.c of that tree."""
+                if where is None:
+                    names = os.listdir(os.path.join(repo, "csrc"))
+                else:
+                    names = [os.path.basename(p) for p in subprocess.run(
+                        ["git", "-C", repo, "ls-tree", "--name-only", where, "csrc/"],
+                        capture_output=True, text=True, check=True).stdout.split()]
+                return {n: src(f"csrc/{n}") for n in names
+                        if n in ("front.c", "front.h") or n.startswith("front_")}
+            exe, sock, planner = _warm_pair(emergence, workdir, name, front_files(),
                                             src("emergence/node/planner.py"))
             procs.append(planner)
             env = dict(os.environ, EMERGENCE_PLANNER_SOCKET=sock)

@@ -37,51 +37,61 @@
  * descriptors in SCM_RIGHTS; emergence/node/planner.py is the other side and
  * documents the protocol.
  */
-#define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/file.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/time.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#include "front.h"
 
-#ifndef BUILD_ID
-#define BUILD_ID "dev"
-#endif
-#define DEFAULT_SOCKET "/run/emergence/node/planner.sock"
-#define DEFAULT_ROOT "/run/emergence"
-#define MAX_MSG (256 * 1024)
-#define MAX_FDS 250
-#define DEFAULT_TIMEOUT 2.0
-
-extern char **environ;
-static char **g_argv;
+char **g_argv;
 static volatile pid_t worker = 0;
 
 /* Which program we are: `emergence`, or `emergence-cni` (the same front-end,
  * installed under the CNI plugin's name); its cold path is NAME-py. */
-static const char *program(void)
+const char *program(void)
 {
 	const char *base = strrchr(g_argv[0], '/');
 	base = base ? base + 1 : g_argv[0];
 	return strcmp(base, "emergence-cni") == 0 ? "emergence-cni" : "emergence";
 }
 
-static void cold(void) __attribute__((noreturn));
-static void cold(void)
+/* NAME-py is setup.py's sh/Python polyglot, whose sh part only executes a
+ * Python with -sS on the file itself: done here, the shell's start (~0.5 ms
+ * of every cold call) is spared.  Anything else at PATH (not in that form)
+ * is left to execv. */
+static void exec_polyglot(const char *path)
+{
+	static const char first[] = "#!/bin/sh\n\"exec\" \"", rest[] = "\" \"-sS\" \"$0\" \"$@\"\n";
+	char head[PATH_MAX + 64];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, head, sizeof head - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	head[n] = 0;
+	if (strncmp(head, first, sizeof first - 1) != 0)
+		return;
+	char *python = head + sizeof first - 1, *end = strstr(python, rest);
+	if (!end || python[0] != '/' || memchr(python, '\n', end - python) ||
+	    memchr(python, '"', end - python) || memchr(python, '$', end - python) ||
+	    memchr(python, '\\', end - python))
+		return;
+	*end = 0;
+	int argc = 0;
+	while (g_argv[argc])
+		argc++;
+	char **args = calloc(argc + 3, sizeof *args);
+	if (!args)
+		return;
+	args[0] = python;
+	args[1] = "-sS";
+	args[2] = (char *)path;
+	for (int i = 1; i < argc; i++)
+		args[i + 2] = g_argv[i];
+	execv(python, args);
+	free(args);
+}
+
+void cold(void) __attribute__((noreturn));
+void cold(void)
 {
 	char self[PATH_MAX], path[PATH_MAX + 16];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -91,6 +101,7 @@ static void cold(void)
 		if (slash) {
 			*slash = 0;
 			snprintf(path, sizeof path, "%s/%s-py", self, program());
+			exec_polyglot(path);
 			execv(path, g_argv);
 		}
 	}
@@ -107,321 +118,6 @@ static void forward(int sig)
 {
 	if (worker > 0 && kill(worker, sig) == 0 && sig != SIGWINCH && sig != SIGCONT)
 		forwarded_last = sig;
-}
-
-/* A record: fields appended NUL-terminated. */
-struct msg {
-	char buf[MAX_MSG];
-	size_t len;
-	int fds[MAX_FDS];
-	int nfds;
-};
-
-static int put(struct msg *m, const char *s)
-{
-	size_t l = strlen(s) + 1;
-	if (m->len + l > sizeof m->buf)
-		return -1;
-	memcpy(m->buf + m->len, s, l);
-	m->len += l;
-	return 0;
-}
-
-static int putnum(struct msg *m, long v)
-{
-	char tmp[32];
-	snprintf(tmp, sizeof tmp, "%ld", v);
-	return put(m, tmp);
-}
-
-static int send_msg(int sock, struct msg *m)
-{
-	struct iovec iov = { .iov_base = m->buf, .iov_len = m->len };
-	union {
-		char b[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-		struct cmsghdr align;
-	} ctl;
-	struct msghdr h = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (m->nfds) {
-		h.msg_control = ctl.b;
-		h.msg_controllen = CMSG_SPACE(sizeof(int) * m->nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * m->nfds);
-		memcpy(CMSG_DATA(c), m->fds, sizeof(int) * m->nfds);
-	}
-	ssize_t n;
-	do
-		n = sendmsg(sock, &h, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	return n == (ssize_t)m->len ? 0 : -1;
-}
-
-/* Returns the record's length; 0 at EOF; -1 on error.  Fields are split into F. */
-static ssize_t recv_msg(int sock, struct msg *m, char **f, int maxf, int *nf)
-{
-	struct iovec iov = { .iov_base = m->buf, .iov_len = sizeof m->buf - 1 };
-	union {
-		char b[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-		struct cmsghdr align;
-	} ctl;
-	struct msghdr h = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-			    .msg_controllen = sizeof ctl.b };
-	ssize_t n;
-	do
-		n = recvmsg(sock, &h, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	m->nfds = 0;
-	if (n <= 0)
-		return n;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			memcpy(m->fds + m->nfds, CMSG_DATA(c), sizeof(int) * k);
-			m->nfds += k;
-		}
-	m->buf[n] = 0;
-	*nf = 0;
-	for (char *p = m->buf; p < m->buf + n && *nf < maxf; p += strlen(p) + 1)
-		f[(*nf)++] = p;
-	return n;
-}
-
-/* The descriptors a cold start would pass on: every one without FD_CLOEXEC. */
-static int inherited_fds(struct msg *m, char *nums, size_t size)
-{
-	DIR *d = opendir("/proc/self/fd");
-	size_t used = 0;
-	nums[0] = 0;
-	if (!d)
-		return -1;
-	int dfd = dirfd(d);
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		int fd = atoi(e->d_name);
-		if (fd == dfd)
-			continue;
-		int fl = fcntl(fd, F_GETFD);
-		if (fl < 0 || (fl & FD_CLOEXEC))
-			continue;
-		if (m->nfds == MAX_FDS) {
-			closedir(d);
-			return -1;
-		}
-		m->fds[m->nfds++] = fd;
-		used += snprintf(nums + used, size - used, used ? ",%d" : "%d", fd);
-		if (used >= size) {
-			closedir(d);
-			return -1;
-		}
-	}
-	closedir(d);
-	return 0;
-}
-
-/* SPAWN targets argc argv... with fds [exe, one per target]: fork, place the
- * descriptors at their numbers, execute the memfd.  Replies PID or ERR. */
-static void do_spawn(int sock, struct msg *m, char **f, int nf)
-{
-	struct msg out = { .len = 0 };
-	int err = EINVAL;
-	int ntargets = 0, targets[MAX_FDS];
-	if (nf < 3)
-		goto fail;
-	for (char *p = f[1]; *p && ntargets < MAX_FDS;) {
-		targets[ntargets++] = (int)strtol(p, &p, 10);
-		if (*p == ',')
-			p++;
-	}
-	char *argv[64];
-	int argc = atoi(f[2]);
-	if (argc < 1 || argc > nf - 3 || argc >= 64 || m->nfds != ntargets + 1)
-		goto fail;
-	for (int i = 0; i < argc; i++)
-		argv[i] = f[3 + i];
-	argv[argc] = NULL;
-	pid_t pid = fork();
-	if (pid < 0) {
-		err = errno;
-		goto fail;
-	}
-	if (pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		for (int s = 1; s < NSIG; s++)
-			signal(s, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		/* Move everything above every target first, then into place. */
-		int hi = 0;
-		for (int i = 0; i < ntargets; i++)
-			hi = targets[i] > hi ? targets[i] : hi;
-		for (int i = 0; i < m->nfds; i++)
-			if ((m->fds[i] = fcntl(m->fds[i], F_DUPFD_CLOEXEC, hi + 1)) < 0)
-				_exit(127);
-		for (int i = 0; i < ntargets; i++)
-			if (dup2(m->fds[i + 1], targets[i]) < 0)
-				_exit(127);
-		char *envp[] = { NULL };
-		syscall(SYS_execveat, m->fds[0], "", argv, envp, AT_EMPTY_PATH);
-		_exit(127);
-	}
-	for (int i = 0; i < m->nfds; i++)
-		close(m->fds[i]);
-	put(&out, "PID");
-	putnum(&out, pid);
-	send_msg(sock, &out);
-	return;
-fail:
-	for (int i = 0; i < m->nfds; i++)
-		close(m->fds[i]);
-	put(&out, "ERR");
-	putnum(&out, err);
-	send_msg(sock, &out);
-}
-
-static void kill_children(void);
-
-/* A blocking wait also watches the connection: if the worker dies while we
- * wait for its container, we must not wait forever for a process nobody
- * will finish. */
-static int wait_or_hangup(int sock, pid_t pid, int *status, int options)
-{
-	if (!(options & WNOHANG) && pid > 0) {
-		int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-		if (pfd >= 0) {
-			struct pollfd p[2] = { { .fd = pfd, .events = POLLIN },
-					       { .fd = sock, .events = POLLIN } };
-			for (;;) {
-				int n = poll(p, 2, -1);
-				if (n < 0 && errno == EINTR)
-					continue;
-				if (n > 0 && p[1].revents) {
-					close(pfd);
-					return -2;
-				}
-				if (n > 0 && p[0].revents)
-					break;
-			}
-			close(pfd);
-		}
-	}
-	pid_t r;
-	do
-		r = waitpid(pid, status, options | __WALL);
-	while (r < 0 && errno == EINTR);
-	return r;
-}
-
-static int do_wait(int sock, char **f, int nf)
-{
-	struct msg out = { .len = 0 };
-	int status = 0;
-	pid_t r = -1;
-	errno = EINVAL;
-	if (nf >= 3)
-		r = wait_or_hangup(sock, atoi(f[1]), &status, atoi(f[2]));
-	if (r == -2)
-		return -1;
-	if (r < 0) {
-		put(&out, "ERR");
-		putnum(&out, errno);
-	} else {
-		put(&out, "STATUS");
-		putnum(&out, r);
-		putnum(&out, status);
-	}
-	send_msg(sock, &out);
-	return 0;
-}
-
-/* The worker died mid-call: what we spawned for it (shim, container init,
- * exec'd process) has nobody to finish it, so it goes too, as it would with
- * the cold path's process.  `delete` removes the state left. */
-static void kill_children(void)
-{
-	char path[64], buf[4096];
-	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = 0;
-	for (char *p = buf; *p;) {
-		long pid = strtol(p, &p, 10);
-		if (pid > 0)
-			kill((pid_t)pid, SIGKILL);
-		while (*p == ' ')
-			p++;
-	}
-	while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
-		;
-}
-
-/* Say why the planner at hand is not used (one line), and return -1. */
-static int refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int refuse(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("emergence: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputs("; running without the node\n", stderr);
-	va_end(ap);
-	return -1;
-}
-
-/* A file the planner's trust rests on (ST, from lstat: a symlink is not
- * followed): owned by root or the caller, writable by nobody else, of TYPE. */
-static int trusted_file(const char *what, const char *path, const struct stat *st, mode_t type,
-			uid_t me)
-{
-	if ((st->st_mode & S_IFMT) != type)
-		return refuse("%s %s is %s", what, path, S_ISLNK(st->st_mode) ? "a symlink" :
-			      type == S_IFDIR ? "not a directory" : "not a socket");
-	if (st->st_uid != 0 && st->st_uid != me)
-		return refuse("%s %s is owned by uid %u, not root", what, path,
-			      (unsigned)st->st_uid);
-	if (st->st_mode & (S_IWGRP | S_IWOTH))
-		return refuse("%s %s is writable by group or others (mode %04o)", what, path,
-			      (unsigned)(st->st_mode & 07777));
-	return 0;
-}
-
-/* EMERGENCE_PLANNER_TIMEOUT: seconds to wait for the planner to take a call. */
-static double timeout_seconds(void)
-{
-	const char *s = getenv("EMERGENCE_PLANNER_TIMEOUT");
-	char *end;
-	double v = s && *s ? strtod(s, &end) : 0;
-	return v > 0 && v <= 3600 && *end == 0 ? v : DEFAULT_TIMEOUT;
-}
-
-static void too_slow(const char *path, double timeout) __attribute__((noreturn));
-static void too_slow(const char *path, double timeout)
-{
-	fprintf(stderr, "emergence: the node's planner at %s did not answer within %g s; "
-		"running without the node\n", path, timeout);
-	cold();
-}
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-static void set_send_timeout(int sock, double seconds)
-{
-	struct timeval tv = { .tv_sec = (time_t)seconds,
-			      .tv_usec = (suseconds_t)((seconds - (time_t)seconds) * 1e6) };
-	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
 /* The call as the front-end needs to know it: the verb, the state root
@@ -484,188 +180,7 @@ static int hot_cni(void)
 		       strcmp(cmd, "CHECK") == 0);
 }
 
-static double timeout, started;
-
-/* A connection to the planner at PATH, checked: -1 when none is there (no
- * socket, or one nobody serves: a planner that died); a socket we may not
- * trust, or one that does not answer in time, is the cold path. */
-static int planner_at(const char *path)
-{
-	uid_t me = geteuid();
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	if (strlen(path) >= sizeof dir)
-		cold();
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == path)
-		strcpy(dir, "/");
-	else
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-	/* No socket we may see (no node, or not ours to use, as from a user
-	 * namespace): silently none.  Then the directory, then the socket. */
-	struct stat dst, sst;
-	if (lstat(path, &sst) < 0 || lstat(dir, &dst) < 0)
-		return -1;
-	if (trusted_file("the planner socket's directory", dir, &dst, S_IFDIR, me) < 0 ||
-	    trusted_file("the planner socket", path, &sst, S_IFSOCK, me) < 0)
-		cold();
-	started = now();
-	int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	if (sock < 0 || strlen(path) >= sizeof addr.sun_path)
-		cold();
-	strcpy(addr.sun_path, path);
-	set_send_timeout(sock, timeout); /* a full backlog blocks connect: bounded too */
-	if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
-		if (errno == EAGAIN || errno == EINPROGRESS)
-			too_slow(path, timeout);
-		if (errno == ECONNREFUSED || errno == ENOENT) {
-			close(sock);
-			return -1;
-		}
-		cold();
-	}
-	struct ucred peer;
-	socklen_t peer_len = sizeof peer;
-	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) < 0)
-		cold();
-	if (peer.uid != 0 && peer.uid != me) {
-		refuse("the planner at %s is served by uid %u, not root", path, (unsigned)peer.uid);
-		cold();
-	}
-	return sock;
-}
-
-/* A planner started on demand lives in ROOT/.planner/BUILD (a container id
- * never starts with a dot; one directory per build, so an upgrade, or two
- * installs sharing a root, never find each other's planner): its socket, its
- * lock (held by the planner for its whole life, so two calls never start
- * two), its pid and its log. */
-#define DEMAND_TOP ".planner"
-#define DEMAND_DIR DEMAND_TOP "/" BUILD_ID
-#define DEMAND_RETRY 5 /* s: a planner that failed to start is not retried sooner */
-
-static int demand_path(char *out, size_t size, const char *root, const char *name)
-{
-	char cwd[PATH_MAX];
-	int n;
-	if (root[0] == '/')
-		n = snprintf(out, size, "%s/" DEMAND_DIR "%s%s", root, *name ? "/" : "", name);
-	else if (getcwd(cwd, sizeof cwd))
-		n = snprintf(out, size, "%s/%s/" DEMAND_DIR "%s%s", cwd, root, *name ? "/" : "",
-			     name);
-	else
-		return -1;
-	return n > 0 && (size_t)n < size ? 0 : -1;
-}
-
-/* Start a planner for ROOT in the background, unless one is starting or up
- * (its lock is held), one failed to start a moment ago, or ROOT is not a
- * state root of root's alone (then the cold path says what is wrong).  Never
- * waits for it: this call runs cold, the next ones warm.  Costs a mkdir, an
- * open, an flock and two forks. */
-static void start_planner(const char *root)
-{
-	char dir[PATH_MAX], lock[PATH_MAX], sock[108], exe[PATH_MAX], log[PATH_MAX];
-	struct stat st;
-	if (demand_path(dir, sizeof dir, root, "") < 0 || demand_path(lock, sizeof lock, root,
-		"lock") < 0 || demand_path(sock, sizeof sock, root, "planner.sock") < 0 ||
-	    demand_path(log, sizeof log, root, "planner.log") < 0)
-		return;
-	/* the state root, then ROOT/.planner, then ROOT/.planner/BUILD: each a
-	 * directory of root's that nobody else may enter (made so if missing,
-	 * but the root: the cold path makes that) */
-	char *build = strrchr(dir, '/'), *top;
-	*build = 0;
-	top = strrchr(dir, '/');
-	*top = 0;
-	int bad = lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
-		  (st.st_mode & 077);
-	*top = '/';
-	for (int level = 0; !bad && level < 2; level++) {
-		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-			return;
-		bad = lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
-		      (st.st_mode & 077);
-		*build = '/';
-	}
-	if (bad)
-		return;
-	int fresh = 1, fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0 && errno == EEXIST) {
-		fresh = 0;
-		fd = open(lock, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	}
-	if (fd < 0)
-		return;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
-	    (!fresh && time(NULL) - st.st_mtime < DEMAND_RETRY)) {
-		close(fd); /* one is starting or serving, or failed just now */
-		return;
-	}
-	futimens(fd, NULL); /* the attempt's time; a planner that exits cleanly clears it */
-	unlink(sock);       /* left by a planner that was killed */
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-	char *slash = n > 0 ? (self[n] = 0, strrchr(self, '/')) : NULL;
-	if (!slash || snprintf(exe, sizeof exe, "%.*s/emergence-planner", (int)(slash - self),
-			       self) >= (int)sizeof exe) {
-		close(fd);
-		return;
-	}
-	/* EMERGENCE_PLANNER_IDLE: seconds without a call before it exits; a value
-	 * that is not a number is left out (the default, 60 s), not a planner
-	 * that fails to start */
-	char idle[32] = "", *rest;
-	const char *s = getenv("EMERGENCE_PLANNER_IDLE");
-	if (s && *s && strlen(s) < sizeof idle && strtod(s, &rest) >= 0 && *rest == 0)
-		strcpy(idle, s);
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* Its own session, a grandchild: it outlives this call, and the
-		 * engine that ran us never waits for it. */
-		setsid();
-		pid_t mid = getpid();
-		if (fork() != 0)
-			_exit(0);
-		/* Orphaned, it goes to the nearest subreaper: an engine's conmon or
-		 * containerd shim would then wait for it, long after its container.
-		 * Only under init does it stay (the lock's time keeps the next
-		 * try DEMAND_RETRY seconds away). */
-		for (int i = 0; i < 2000 && getppid() == mid; i++)
-			usleep(500);
-		if (getppid() != 1)
-			_exit(0);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		int null = open("/dev/null", O_RDWR);
-		int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
-		if (null < 0 || dup2(null, 0) < 0 || dup2(out < 0 ? null : out, 1) < 0 ||
-		    dup2(out < 0 ? null : out, 2) < 0 || dup2(fd, 3) < 0 || fcntl(3, F_SETFD, 0) < 0)
-			_exit(127);
-		/* none of the caller's descriptors: an engine reads its pipes to EOF */
-		if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
-			for (int i = 4; i < 65536; i++)
-				close(i);
-		if (chdir("/") < 0)
-			_exit(127);
-		char *args[] = { "emergence-planner", "--on-demand", sock, "--lock-fd", "3",
-				 "--idle", idle, NULL };
-		if (!*idle)
-			args[5] = NULL;
-		/* not the caller's environment: the planner serves every caller */
-		char *envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				 "LC_ALL=C.UTF-8", NULL };
-		execve(exe, args, envp);
-		_exit(127);
-	}
-	close(fd);
-	if (pid > 0)
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-}
+double timeout, started;
 
 int main(int argc, char **argv)
 {

@@ -54,10 +54,13 @@ DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
 SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait for forks
 GRACE = 0.25  # how long a worker that took a call stands in for its successor
+# (every module a hot verb imports, its lazy imports too: one left out costs its
+# import, ~0.5 ms, in every call that needs it)
 RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
-                   "runtime.delete", "runtime.execute", "runtime.kill", "runtime.launch",
-                   "runtime.planner", "runtime.run", "runtime.seccomp", "runtime.start",
-                   "runtime.state", "runtime.cgroups.manager", "runtime._native")
+                   "runtime.delete", "runtime.execute", "runtime.hooks", "runtime.kill",
+                   "runtime.launch", "runtime.planner", "runtime.run", "runtime.scheduling",
+                   "runtime.seccomp", "runtime.start", "runtime.state", "runtime.userdb",
+                   "runtime.cgroups.hierarchy", "runtime.cgroups.manager", "runtime._native")
 # Relay's CNI plugin: its own rtnetlink, no netlink library (~9 ms of imports
 # a cold call; pyroute2, once here, cost ~200 ms and ~20 MB).  Every planner
 # preloads it: the CNI front-end asks the node's, else the default root's one
@@ -121,17 +124,20 @@ def _module(name):
     return f"emergence.{name}"
 
 
-def _call_each(hook, scratch):
+def _call_each(hook, scratch, waiting=lambda: False):
     """HOOK(SCRATCH) of every loaded hot module that has one (SCRATCH: a
-    root-only directory of the planner's it may use); a failure is skipped (a
-    warm-up never stops the planner nor costs a call)."""
+    root-only directory of the planner's it may use), until WAITING(); a failure
+    is skipped (a warm-up never stops the planner nor costs a call)."""
     for name in _hot:
         fn = getattr(sys.modules.get(_module(name)), hook, None)
-        if fn is not None:
-            try:
-                fn(scratch)
-            except Exception:  # noqa: BLE001
-                pass
+        if fn is None:
+            continue
+        if waiting():
+            return
+        try:
+            fn(scratch)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def preload(scratch):
@@ -223,10 +229,7 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, c
                 del busy[pidfd]
                 os.close(pidfd)
             while not spares or len(spares) + len(busy) < spares_wanted:
-                # None waiting: a call may be in the backlog now (calls back to
-                # back), and a warm-up would only delay it
-                pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd,
-                                  warm=bool(spares))
+                pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd)
                 spares[os.pidfd_open(pid)] = pid
             # a spare took a call (it says so on the pipe), died without one, or
             # a busy worker ended
@@ -288,8 +291,12 @@ def _leave(path, bound, lsock, spares, pid_file, lock_fd):
         os.close(lock_fd)
 
 
-def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None, warm=True):
-    """A worker that warms up, then waits in accept for one call."""
+def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None):
+    """A worker that warms up, then waits in accept for one call.  It stops
+    warming up as soon as a call waits (calls back to back found no spare
+    in accept): the call then pays the faults the warm-up did not take, not
+    the warm-up's time.  (A spare forked when none was waiting used to skip
+    the warm-up altogether, and the burst's next calls paid ~1-3 ms each.)"""
     import signal
     sys.stdout.flush()
     sys.stderr.flush()
@@ -305,9 +312,8 @@ def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None, warm=True):
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:
             os._exit(0)
-        if warm:
-            _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"),
-                     scratch_dir(path))
+        _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"),
+                 scratch_dir(path), lambda: _call_waiting(lsock))
         resets = _signal_resets()  # found while no call waits
         conn = _accept_root(lsock)
         prctl(PR_SET_PDEATHSIG, 0)
@@ -319,12 +325,13 @@ def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None, warm=True):
         os._exit(code)
 
 
-def _warm_up(root, scratch):
+def _warm_up(root, scratch, waiting=lambda: False):
     """Run the light verbs once against a root that does not exist, while no
-    call waits: a fresh fork pays its copy-on-write faults here, not in the
-    caller's time (a first `state` in a fork takes ~1-3 ms, after this ~0.3).
-    They fail with "does not exist" and create nothing.  Hot modules'
-    `prefault(scratch)` do the same for their own paths."""
+    call waits (WAITING() says when one does: the rest is then left): a fresh
+    fork pays its copy-on-write faults here, not in the caller's time (a first
+    `state` in a fork takes ~1-3 ms, after this ~0.3).  They fail with "does
+    not exist" and create nothing.  Hot modules' `prefault(scratch)` do the
+    same for their own paths."""
     import contextlib
     import io
 
@@ -332,14 +339,25 @@ def _warm_up(root, scratch):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         for verb in (["state", "x"], ["kill", "x", "KILL"], ["start", "x"], ["delete", "x"],
                      ["list"]):
+            if waiting():
+                return
             try:
                 cli.main(["--root", root, *verb])
             except BaseException:  # never let a warm-up cost a call
                 pass
+    if waiting():
+        return
     # a call replaces the environment (~150 page faults when first done)
     _set_environ(dict(os.environ))
     # and a hot module may have a call's path to touch (Relay's CNI plugin)
-    _call_each("prefault", scratch)
+    _call_each("prefault", scratch, waiting)
+
+
+def _call_waiting(lsock):
+    """A connection waits in LSOCK's backlog (no spare is in accept)."""
+    p = select.poll()
+    p.register(lsock.fileno(), select.POLLIN)
+    return bool(p.poll(0))
 
 
 def _set_environ(env):

@@ -17,8 +17,41 @@ SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emergence-shim"
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
+# The sealed copy this process made, kept for its next calls: (descriptor,
+# (st_dev, st_ino)).  A planner makes it once, in its warm-up, and its
+# workers share it: sealed, it is as unwritable for one container as for
+# the next, and a create or exec then copies nothing (~850 KB).
+_kept = None
+
+
 def sealed_shim():
-    """An fd of a read-only, sealed in-memory copy of the shim binary."""
+    """A descriptor (close it) of a read-only, sealed in-memory copy of the shim binary."""
+    global _kept
+    if _kept is not None:
+        fd, ident = _kept
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == ident:
+                return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        except OSError:
+            pass
+        _kept = None  # closed (a worker taking a call): not ours to close now
+    mfd = _copy_shim()
+    try:
+        kept = parent.keep(fcntl.fcntl(mfd, fcntl.F_DUPFD_CLOEXEC, 3))
+        st = os.fstat(kept)
+        _kept = (kept, (st.st_dev, st.st_ino))
+    except OSError:
+        pass  # no descriptor to spare: a copy per call
+    return mfd
+
+
+def warm_up(_scratch):
+    """The planner's copy, made before it forks its workers."""
+    os.close(sealed_shim())
+
+
+def _copy_shim():
     try:
         src = os.open(SHIM, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

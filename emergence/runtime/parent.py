@@ -13,6 +13,22 @@ runtime code; only these two calls differ.
 import os
 
 _remote = None
+KEEP_FD = 900
+
+
+def keep(fd):
+    """FD, or a duplicate of it at KEEP_FD or above (FD is then closed): where a
+    descriptor a process keeps from one call to the next (a planner's worker
+    made it in its warm-up) survives the worker taking a call, which closes
+    every descriptor below the caller's highest.  Where the descriptor limit is
+    lower, FD as it is (the keeper must then find it gone, by fstat)."""
+    import fcntl
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, KEEP_FD)
+    except OSError:
+        return fd
+    os.close(fd)
+    return high
 
 
 def spawn(exe_fd, argv, fds):

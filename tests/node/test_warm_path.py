@@ -416,3 +416,121 @@ def test_no_planner_is_started_below_a_subreaper(rt, calls, front, demand):
     assert p.returncode == 1 and "does not exist" in p.stderr
     time.sleep(1)
     assert _planners(sock) == [] and not _listening(sock)
+
+
+PRELOAD_CHECK = r"""
+import os, sys, time
+root, bundle_true, bundle_sleep, cid = sys.argv[1:5]
+sys.argv[0] = "emergence"
+from emergence.node import planner
+scratch = os.path.join(root + "-scratch")
+os.makedirs(scratch, exist_ok=True)
+planner._hot = planner.RUNTIME_MODULES  # a planner started on demand
+planner.preload(scratch)
+planner._warm_up(root + "-no-such-root", scratch)
+from emergence import cli
+
+def call(*args):
+    # as a worker does: a fork of the warmed-up planner runs the verb
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        before = set(sys.modules)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        try:
+            cli.main(["--root", root, *args])
+        except SystemExit:
+            pass
+        new = sorted(m for m in set(sys.modules) - before if m.startswith("emergence"))
+        os.write(w, " ".join(new).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.waitpid(pid, 0)
+    return data.decode().split()
+
+out = {}
+out["run"] = call("run", "--bundle", bundle_true, cid + "r")
+out["create"] = call("create", "--bundle", bundle_sleep, cid)
+for args in (["state", cid], ["start", cid], ["exec", cid, "true"], ["kill", cid, "KILL"]):
+    out[args[0]] = call(*args)
+import contextlib, io, json
+for _ in range(500):  # the init's SIGKILL is delivered asynchronously
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        cli.main(["--root", root, "state", cid])
+    if json.loads(buf.getvalue())["status"] == "stopped":
+        break
+    time.sleep(0.01)
+out["delete"] = call("delete", cid)
+print(repr(out))
+"""
+
+
+def test_a_warm_worker_imports_nothing_for_a_hot_verb(rt):
+    """The planner preloads every module a hot verb imports, lazy imports
+    included: each one missed costs every call its import (~0.5 ms)."""
+    cid = rt.new_id("pre")
+    r = subprocess.run([sys.executable, "-c", PRELOAD_CHECK, rt.root, rt.bundle(["true"]),
+                        rt.bundle(["sleep", "300"]), cid], cwd="/", capture_output=True,
+                       text=True, timeout=120)  # (cwd: the installed package, not the tree's)
+    assert r.returncode == 0, r.stderr
+    out = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr)
+    assert out == {v: [] for v in out}, out
+
+
+def test_the_cold_path_executes_python_without_a_shell(rt, tmp_path):
+    """emergence-py is a sh/Python polyglot whose sh part only executes Python
+    -sS on itself: the front-end does that itself (a shell's start spared on
+    every cold call); a script in any other form (the marked front-end's) is
+    still executed as it is, by the tests above."""
+    import shutil
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    from conftest import emergence_command
+    exe = os.path.join(os.path.dirname(emergence_command()[0]), "emergence")
+    log = tmp_path / "execs"
+    p = subprocess.run(["strace", "-f", "-s", "512", "-e", "trace=execve", "-o", str(log), exe,
+                        "--no-planner", "--root", rt.root, "state", "no-such-id"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "does not exist" in p.stderr, p.stderr
+    execs = [line for line in log.read_text().splitlines() if "execve(" in line
+             and "= 0" in line]
+    assert len(execs) == 2, execs  # the front-end, then Python on emergence-py
+    assert '"-sS"' in execs[1] and "emergence-py" in execs[1], execs
+
+
+WARM_UP_CHECK = r"""
+import socket, sys
+from emergence import cli
+from emergence.node import planner
+top = sys.argv[1]
+ran = []
+cli.main = lambda argv: ran.append(argv[2])
+lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+lsock.bind(top + "/s")
+lsock.listen(4)
+waiting = lambda: planner._call_waiting(lsock)
+planner._warm_up(top + "/none", top, waiting)
+print(ran)
+ran.clear()
+caller = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+caller.connect(top + "/s")  # a call in the backlog
+planner._warm_up(top + "/none", top, waiting)
+print(ran)
+"""
+
+
+def test_a_spare_leaves_its_warm_up_when_a_call_waits(tmp_path):
+    """A spare warms up (the verbs run once, the modules' prefault) only while
+    no call waits in the backlog; it checks before each step, so a call that
+    found no spare in accept waits for one step at most, never the whole
+    warm-up.  With none waiting it does every step."""
+    out = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, str(tmp_path)], cwd="/",
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['state', 'kill', 'start', 'delete', 'list']", "[]"]

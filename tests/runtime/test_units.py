@@ -195,6 +195,45 @@ def test_discover_skips_shadowed_mounts(tmp_path):
     assert hierarchy.layout(hs) == "unified"
 
 
+DISCOVER_AFTER_MOUNTS = r"""
+import os, subprocess, sys
+from emergence.runtime.cgroups import hierarchy
+def mount(*args):
+    subprocess.run(["mount", *args], check=True)
+mount("--make-rprivate", "/")
+first = hierarchy.discover()
+assert first, "no cgroup hierarchy here"
+assert [repr(h) for h in hierarchy.discover()] == [repr(h) for h in first]
+mount("-t", "tmpfs", "shadow", "/sys/fs/cgroup")  # hides every hierarchy
+assert hierarchy.discover() == [], "a mount made after a reading went unseen"
+subprocess.run(["umount", "/sys/fs/cgroup"], check=True)
+assert [repr(h) for h in hierarchy.discover()] == [repr(h) for h in first]
+# a fork shares the open mountinfo (and the kernel's note of what it saw): a
+# child that reads it must not hide a change from its parent
+pid = os.fork()
+if pid == 0:
+    mount("-t", "tmpfs", "shadow", "/sys/fs/cgroup")
+    os._exit(0 if hierarchy.discover() == [] else 1)
+_, status = os.waitpid(pid, 0)
+assert status == 0, "the child missed its own mount"
+assert hierarchy.discover() == [], "the parent missed the child's mount"
+print("ok")
+"""
+
+
+def test_discover_sees_every_mount_change_after_a_reading():
+    """discover() keeps its last reading while mountinfo says nothing changed
+    (POLLPRI): a mount or unmount after it, in this process or a child
+    forked from it, is seen by the next call.  In a mount namespace of its own."""
+    import subprocess
+    import sys
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace)")
+    r = subprocess.run(["unshare", "-m", sys.executable, "-c", DISCOVER_AFTER_MOUNTS],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_v1_settings():
     res = {"memory": {"limit": 100, "swap": 200, "disableOOMKiller": True},
            "cpu": {"shares": 512, "quota": 5000, "period": 10000, "cpus": "0"},
@@ -431,3 +470,41 @@ def test_makedirs_survives_the_parent_removed_between_two_mkdirs(tmp_path):
         stop.set()
         p.join()
     assert removed.value >= 3000, (removed.value, i)
+
+
+SHIM_COPY = r"""
+import fcntl, os
+from emergence.runtime import launch
+a = launch.sealed_shim()
+b = launch.sealed_shim()
+assert os.fstat(a).st_ino == os.fstat(b).st_ino, "a second copy was made"
+assert fcntl.fcntl(b, fcntl.F_GET_SEALS) == launch.SEALS
+try:
+    os.write(b, b"x")
+    raise SystemExit("the kept copy is writable")
+except PermissionError:
+    pass
+os.close(a)
+os.close(b)
+# a worker taking a call closes low descriptors, and may reuse the number
+kept = launch._kept[0]
+os.close(kept)
+os.dup2(os.open(os.devnull, os.O_RDONLY), kept)
+c = launch.sealed_shim()
+assert os.readlink(f"/proc/self/fd/{c}").startswith("/memfd:emergence-shim")
+assert fcntl.fcntl(c, fcntl.F_GET_SEALS) == launch.SEALS
+assert os.readlink(f"/proc/self/fd/{kept}") == os.devnull, "closed what was not its own"
+print("ok")
+"""
+
+
+def test_the_shim_copy_is_made_once_and_stays_sealed():
+    """A planner copies the shim once and its workers share the sealed copy; one
+    whose descriptor was closed (and the number reused) is made again, and the
+    descriptor that took the number is left alone.  (The installed package: the
+    shim is built there.)"""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", SHIM_COPY], capture_output=True, text=True,
+                       cwd="/", timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -28,25 +28,119 @@ class Hierarchy:
 
 
 def _unescape(field):
+    if "\\" not in field:
+        return field
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
                 .replace("\\134", "\\")
 
 
-def _shadowed(mountpoint, later):
-    """Is MOUNTPOINT hidden by a mount made later on it or on one of its parents?"""
-    for other in later:
-        if other == mountpoint or mountpoint.startswith(other.rstrip("/") + "/"):
+def _shadowed(i, mountpoint, last):
+    """Is MOUNTPOINT (line I) hidden by a mount made later on it or on one of its
+    parents?  LAST: each mount point's last line."""
+    path = mountpoint
+    while True:
+        if last.get(path, -1) > i:
             return True
-    return False
+        if path == "/":
+            return False
+        path = os.path.dirname(path) or "/"
 
 
-def discover(mountinfo="/proc/self/mountinfo"):
-    """The visible cgroup hierarchies of this mount namespace (first mount of each)."""
+# This process's last reading: (pid, descriptor of its mountinfo, that file's
+# (st_dev, st_ino), the mount namespace's inode, the hierarchies).  A host
+# with many mounts makes mountinfo long (a thousand lines here: 10-25 ms a
+# call, on every create, exec and delete); the kernel marks an open mountinfo
+# POLLPRI once the namespace's mounts change, so an unchanged one is not read
+# again.  A planner's worker reads it in its warm-up, before any call (the
+# descriptor kept where taking a call leaves it: parent.keep).
+_last = None
+
+
+def discover(mountinfo=None):
+    """The visible cgroup hierarchies of this mount namespace (first mount of each);
+    of the mountinfo file MOUNTINFO if given (read each time)."""
+    global _last
+    if mountinfo is not None:
+        with open(mountinfo) as f:
+            return _parse(f.read())
+    if _last is not None:
+        if _unchanged(_last):
+            # cgroup2's controllers change without a mount: a v1 hierarchy
+            # unmounted gives its controller back only once its cgroups are gone
+            return [Hierarchy(h.mountpoint, 2, _v2_controllers(h.mountpoint), h.name)
+                    if h.version == 2 else h for h in _last[4]]
+        _forget(_last)
+        _last = None
+    from ..parent import keep
+    fd = keep(os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC))
+    try:
+        st = os.fstat(fd)
+        ns = os.stat("/proc/self/ns/mnt").st_ino
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except BaseException:
+        os.close(fd)
+        raise
+    found = _parse(b"".join(chunks).decode("utf-8", "surrogateescape"))
+    _last = (os.getpid(), fd, (st.st_dev, st.st_ino), ns, found)
+    return list(found)
+
+
+def _ours(last):
+    """Is LAST's descriptor still the one it opened?  (A planner's worker closes
+    every descriptor below the caller's as it takes a call.)"""
+    try:
+        st = os.fstat(last[1])
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == last[2]
+
+
+def _unchanged(last):
+    """LAST still says what mountinfo would: this process opened it (a fork
+    shares the open file, and with it the kernel's record of what was seen), in
+    this mount namespace, and no mount or unmount came since."""
+    import select
+    if last[0] != os.getpid() or not _ours(last):
+        return False
+    try:
+        if os.stat("/proc/self/ns/mnt").st_ino != last[3]:
+            return False
+    except OSError:
+        return False
+    p = select.poll()
+    p.register(last[1], select.POLLPRI)
+    return not any(e & (select.POLLPRI | select.POLLERR | select.POLLNVAL) for _, e in p.poll(0))
+
+
+def _forget(last):
+    if _ours(last):
+        os.close(last[1])
+
+
+def prefault(_scratch):
+    """A planner's worker reads the hierarchies before it takes a call."""
+    discover()
+
+
+def _v2_controllers(mountpoint):
+    try:
+        with open(os.path.join(mountpoint, "cgroup.controllers")) as c:
+            return set(c.read().split())
+    except OSError:
+        return set()
+
+
+def _parse(text):
     found = []
     seen = set()
-    with open(mountinfo) as f:
-        lines = f.read().splitlines()
+    lines = text.splitlines()
     mountpoints = [_unescape(line.split(None, 5)[4]) for line in lines]
+    last = {mp: i for i, mp in enumerate(mountpoints)}
     for i, line in enumerate(lines):
         pre, _, post = line.partition(" - ")
         fstype, _source, superopts = (post.split() + ["", ""])[:3]
@@ -56,18 +150,13 @@ def discover(mountinfo="/proc/self/mountinfo"):
         root, mountpoint = _unescape(fields[3]), mountpoints[i]
         if root != "/":
             continue  # a bind of a sub-cgroup, e.g. inside a container
-        if _shadowed(mountpoint, mountpoints[i + 1:]):
+        if _shadowed(i, mountpoint, last):
             continue
         if fstype == "cgroup2":
             key = "cgroup2"
             if key in seen:
                 continue
-            try:
-                with open(os.path.join(mountpoint, "cgroup.controllers")) as c:
-                    controllers = set(c.read().split())
-            except OSError:
-                controllers = set()
-            found.append(Hierarchy(mountpoint, 2, controllers,
+            found.append(Hierarchy(mountpoint, 2, _v2_controllers(mountpoint),
                                    "unified" if mountpoint != CGROUP_ROOT else ""))
         else:
             opts = superopts.split(",")
