@@ -90,6 +90,10 @@ def wait_port(host, port, netns=None):
 
 
 PIECE_SIZE = None  # --piece-mb; None: the node's default
+# Each pull runs in its own process (cold), not in a planner worker: its CPU is then
+# its own (wait4), and no planner that another install of the same build started
+# (the state root's on-demand planner is shared) runs our pulls.
+COLD = {**os.environ, "EMERGENCE_PLANNER_SOCKET": "off"}
 
 
 def start_node(i, store, state):
@@ -148,7 +152,7 @@ def scenario(name, n, key, emergence, swarm):
                 args += ["--peer", p]
             pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + args,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+                                          text=True, env=COLD))
         times, pulled = {}, [0.0, 0.0]
         while len(times) < len(pulls):  # each pull's own finishing time, and its CPU
             for k, p in enumerate(pulls):
