@@ -379,23 +379,18 @@ class _Swarm:
         """Write DATA at LO of the partial file for REQ (from a piece thread); DATA
         None: REQ's streamed bytes checked out.  False, and nothing written, once
         run() has ended (the caller closes the file then, and its number may be
-        reused), once REQ is fenced off or its piece sealed.  A piece's first
-        request streams its bytes here unverified (the piece is nobody's to read
-        until it is in `.have`); a duplicate (hedged) request writes only a whole
-        verified piece, fencing off the first request before it does; either
-        seals the piece, so no byte lands in a piece after it was verified."""
+        reused) or once REQ's piece is sealed.  One request at a time streams a
+        piece's bytes here unverified (the piece is nobody's to read until it is
+        in `.have`; worker() makes only a piece's first request in flight a
+        DIRECT one); a duplicate (hedged) request writes only a whole verified
+        piece.  Either seals the piece: no byte lands in it after it checked out."""
         with self.writing:
-            if not self.open or req.fenced or req.i in self.sealed:
+            if not self.open or req.i in self.sealed:
                 return False
-            if data is None:
+            if data is None or not req.direct:
                 self.sealed.add(req.i)
-                return True
-            if not req.direct:
-                first = self.direct.get(req.i)
-                if first is not None:
-                    first.fenced = True
-                self.sealed.add(req.i)
-            os.pwrite(self.fd, data, lo)
+            if data is not None:
+                os.pwrite(self.fd, data, lo)
             return True
 
     def _changed(self):
@@ -607,13 +602,12 @@ class _Chained:
 
 class _Request:
     """One request for piece I: DIRECT if its bytes stream into the partial file
-    as they come (the piece's first request), FENCED once a duplicate's verified
-    copy was written there (it may write nothing more)."""
+    as they come (no other request in flight streams that piece)."""
 
-    __slots__ = ("i", "direct", "fenced")
+    __slots__ = ("i", "direct")
 
     def __init__(self, i, direct):
-        self.i, self.direct, self.fenced = i, direct, False
+        self.i, self.direct = i, direct
 
 
 CHUNK = 256 << 10  # bytes received, hashed and written at a time: they stay in the CPU's cache
