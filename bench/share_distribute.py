@@ -23,6 +23,10 @@ all is removed at the end.  The CPU line is the nodes' and pullers' CPU
 seconds (not the seed's): on a small machine the swarm, which moves eight
 times the bytes of one pull at once, can run out of CPU before network: at
 400 mbit/s per node these 2 cores are the limit, at 200 they are not quite.
+Each pull runs cold, in a process of its own (not in a planner worker), so
+that its CPU is counted; the bridge of the simulated wire passes no frame
+through netfilter (br_netfilter, loaded on container hosts, would add a
+firewall pass per frame that a real wire does not have).
 """
 
 import argparse
