@@ -27,15 +27,13 @@ def _load():
     global _lib
     if _lib is None:
         import ctypes
-        import ctypes.util
 
         class Ctx(ctypes.Structure):  # SHA256_CTX of openssl/sha.h, unchanged since 0.9.8
             _fields_ = [("h", ctypes.c_uint32 * 8), ("Nl", ctypes.c_uint32),
                         ("Nh", ctypes.c_uint32), ("data", ctypes.c_uint32 * 16),
                         ("num", ctypes.c_uint), ("md_len", ctypes.c_uint)]
         try:
-            import _hashlib  # noqa: F401  (loads the libcrypto that hashlib uses)
-            lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
+            lib = ctypes.CDLL(_libcrypto())
             for name, args in (("SHA256_Init", [ctypes.POINTER(Ctx)]),
                                ("SHA256_Update", [ctypes.POINTER(Ctx), ctypes.c_void_p,
                                                   ctypes.c_size_t]),
@@ -47,6 +45,22 @@ def _load():
         except (OSError, AttributeError, ImportError):
             _lib = False
     return _lib
+
+
+def _libcrypto():
+    """The libcrypto that hashlib loaded (found in our own mappings: no
+    ldconfig run), else the system's."""
+    import _hashlib  # noqa: F401
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rstrip("\n").partition("/")[2]
+                if "/libcrypto.so" in "/" + path:
+                    return "/" + path
+    except OSError:
+        pass
+    import ctypes.util
+    return ctypes.util.find_library("crypto") or "libcrypto.so.3"
 
 
 def _selftest(lib):
