@@ -136,3 +136,42 @@ def test_pull_checks_pieces_both_ways(tmp_path, nodes):  # noqa: F811
                 assert "sha256:" + hashlib.sha256(f.read()).hexdigest() == layer
         finally:
             bad.stop()
+
+
+def test_a_silent_peer_is_given_up_after_stall():
+    """A peer that sends part of a streamed piece and then nothing is given up
+    after `stall` seconds, not waited for."""
+    import socket
+    import threading
+    import time
+
+    from emergence.share.fetch import _PieceConn
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    held = []
+
+    def serve():
+        c, _ = srv.accept()
+        held.append(c)
+        c.recv(4096)
+        c.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000000\r\n"
+                  b"Content-Range: bytes 0-999999/1000000\r\n\r\n" + b"x" * 300000)
+    threading.Thread(target=serve, daemon=True).start()
+    conn = _PieceConn(f"http://127.0.0.1:{srv.getsockname()[1]}", 1.0)
+    s = _Swarm.__new__(_Swarm)
+    s.fd = os.open("/dev/null", os.O_WRONLY)
+    s.open, s.writing, s.direct, s.sealed = True, threading.Lock(), {}, set()
+    t = time.monotonic()
+    try:
+        with pytest.raises(OSError):
+            conn.get("/v2/x/blobs/sha256:" + "0" * 64, 1000000, 0,
+                     _Checker({"pieces": ["0" * 64], "pieceSize": 1000000,
+                               "digest": "sha256:" + "0" * 64}, None)(0),
+                     _Request(0, True), s._write)
+        assert time.monotonic() - t < 30
+    finally:
+        os.close(s.fd)
+        srv.close()
+        for c in held:
+            c.close()
