@@ -23,6 +23,10 @@ all is removed at the end.  The CPU line is the nodes' and pullers' CPU
 seconds (not the seed's): on a small machine the swarm, which moves eight
 times the bytes of one pull at once, can run out of CPU before network: at
 400 mbit/s per node these 2 cores are the limit, at 200 they are not quite.
+Each pull runs cold, in a process of its own (not in a planner worker), so
+that its CPU is counted; the bridge of the simulated wire passes no frame
+through netfilter (br_netfilter, loaded on container hosts, would add a
+firewall pass per frame that a real wire does not have).
 """
 
 import argparse
@@ -59,6 +63,10 @@ def setup_network(n, rate):
     sh("ip", "netns", "add", BR)
     sh("ip", "-n", BR, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", BR, "link", "set", "br0", "up")
+    for family in ("iptables", "ip6tables", "arptables"):  # a wire has no firewall on it: with
+        # br_netfilter loaded (a container host) the bridge sends every frame through it
+        sh("ip", "netns", "exec", BR, "sysctl", "-q", "-w",
+           f"net.bridge.bridge-nf-call-{family}=0", check=False)
     for i in range(n + 1):
         sh("ip", "netns", "add", ns(i))
         sh("ip", "-n", BR, "link", "add", f"shb{i}", "type", "veth", "peer", "name", "eth0",
@@ -90,6 +98,10 @@ def wait_port(host, port, netns=None):
 
 
 PIECE_SIZE = None  # --piece-mb; None: the node's default
+# Each pull runs in its own process (cold), not in a planner worker: its CPU is then
+# its own (wait4), and no planner that another install of the same build started
+# (the state root's on-demand planner is shared) runs our pulls.
+COLD = {**os.environ, "EMERGENCE_PLANNER_SOCKET": "off"}
 
 
 def start_node(i, store, state):
@@ -148,7 +160,7 @@ def scenario(name, n, key, emergence, swarm):
                 args += ["--peer", p]
             pulls.append(subprocess.Popen(["ip", "netns", "exec", ns(i)] + args,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+                                          text=True, env=COLD))
         times, pulled = {}, [0.0, 0.0]
         while len(times) < len(pulls):  # each pull's own finishing time, and its CPU
             for k, p in enumerate(pulls):

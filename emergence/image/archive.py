@@ -48,11 +48,12 @@ def export(store_root, image, out_path, fmt="oci-archive"):
         with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
             if fmt == "oci-archive":
                 _dir(tar, "blobs")
-                _dir(tar, "blobs/sha256")
                 digests = sorted({desc["digest"], manifest["config"]["digest"],
                                   *(layer["digest"] for layer in manifest["layers"])})
+                for algo in sorted({d.partition(":")[0] for d in digests}):
+                    _dir(tar, f"blobs/{algo}")  # sha256, and sha512 for blobs pushed so
                 for d in digests:
-                    _entry(tar, f"blobs/sha256/{d[7:]}", path=store.blob_path(d))
+                    _entry(tar, _blob_name(d), path=store.blob_path(d))
                 index = {"schemaVersion": 2, "manifests": [
                     {"mediaType": MANIFEST, "digest": desc["digest"],
                      "size": len(manifest_bytes), "annotations": {REF: ref}}]}
@@ -87,8 +88,19 @@ def _docker_tag(ref):
     return f"{name if '/' in name else 'localhost/' + name}:{tag}"
 
 
+def _blob_name(digest):
+    """blobs/ALGORITHM/HEX of an OCI layout."""
+    algo, _, hexd = digest.partition(":")
+    return f"blobs/{algo}/{hexd}"
+
+
 def _put_checked(store, data, digest=None):
-    got, size = store.put(data)
+    from .store import ALGORITHMS
+    algo = digest.partition(":")[0] if digest else "sha256"
+    if algo not in ALGORITHMS:
+        raise EmergenceError(f"the archive's blob {digest} has a digest that is neither "
+                             "sha256 nor sha512")
+    got, size = store.put(data, algo)
     if digest is not None and got != digest:
         raise EmergenceError(f"the archive's blob {digest} is corrupt (it hashes to {got})")
     return got, size
@@ -121,11 +133,11 @@ def import_archive(store_root, path, ref=None):
             index = read_json("index.json")
             added = []
             for i, desc in enumerate(index.get("manifests", [])):
-                manifest_bytes = read(f"blobs/sha256/{desc['digest'][7:]}")
+                manifest_bytes = read(_blob_name(desc["digest"]))
                 _put_checked(store, manifest_bytes, desc["digest"])  # verified before parsed
-                manifest = read_json(f"blobs/sha256/{desc['digest'][7:]}")
+                manifest = read_json(_blob_name(desc["digest"]))
                 for blob in [manifest["config"]] + manifest["layers"]:
-                    data = read(f"blobs/sha256/{blob['digest'][7:]}")
+                    data = read(_blob_name(blob["digest"]))
                     _put_checked(store, data, blob["digest"])
                 name = ref if ref and i == 0 else desc.get("annotations", {}).get(REF)
                 name = name or f"imported:{desc['digest'][7:19]}"

@@ -177,7 +177,8 @@ class Puller:
             others = [p for p in self.peers if p not in holders and p not in self.t.banned]
             plist = await self._piece_list(holders + others, digest)
             if plist and plist["size"] == size:
-                if await self._pieces(path, holders, others, plist, part):
+                states = piecelist.states(plist, self.trusted)
+                if await self._pieces(path, holders, others, plist, part, states):
                     return
         for peer in holders:  # whole, one source at a time
             if peer not in self.t.banned and await self._whole(peer + path, None, digest,
@@ -206,14 +207,19 @@ class Puller:
             self.log(f"share: {peer}'s piece list for {digest} is not signed by a trusted key")
         return None
 
-    async def _pieces(self, path, holders, others, plist, part):
-        psize, size, hashes = plist["pieceSize"], plist["size"], plist["pieces"]
+    async def _pieces(self, path, holders, others, plist, part, states):
+        """Fetch the pieces of PLIST into PART and commit it.  With STATES (a
+        version-2 list) each piece is checked by resuming the blob's SHA-256,
+        and all of them checked means the blob hashes to its digest; without,
+        by its own SHA-256, and the blob hashed again as it fills (_Prefix)."""
+        psize, size = plist["pieceSize"], plist["size"]
+        checker = _Checker(plist, states)
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             resuming = os.fstat(fd).st_size > 0
             os.ftruncate(fd, size)
             done = await asyncio.get_running_loop().run_in_executor(
-                None, _verified_pieces, fd, psize, size, hashes) if resuming else set()
+                None, _verified_pieces, fd, psize, size, checker) if resuming else set()
             _write_atomic(part + ".pieces", plist)
             have_fd = os.open(part + ".have", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -221,10 +227,10 @@ class Puller:
                 resumed = sum(min(psize, size - i * psize) for i in done)
                 self.t.resumed += resumed
                 self.progress(resumed)
-                whole = _Prefix(fd, psize, size)
+                whole = _Chained(plist["digest"]) if states else _Prefix(fd, psize, size)
                 try:
                     whole.advance(done)
-                    swarm = _Swarm(self, path, plist, fd, have_fd, done, whole)
+                    swarm = _Swarm(self, path, plist, fd, have_fd, done, whole, checker)
                     complete = await swarm.run(holders, others)
                     hashed = await whole.digest() if complete else None
                 finally:
@@ -322,9 +328,9 @@ class _Swarm:
     CLAIM_FOR = 3.0    # seconds another puller's claim on a piece keeps us off the seeds
     POLL = 0.5         # at least this long between two have-list polls of one peer
 
-    def __init__(self, puller, path, plist, fd, have_fd, done, whole):
+    def __init__(self, puller, path, plist, fd, have_fd, done, whole, checker):
         import random
-        self.whole = whole
+        self.whole, self.checker = whole, checker
         self.p, self.t, self.path, self.fd, self.have_fd = puller, puller.t, path, fd, have_fd
         self.psize, self.size, self.hashes = plist["pieceSize"], plist["size"], plist["pieces"]
         self.digest = plist["digest"]
@@ -338,6 +344,8 @@ class _Swarm:
         self.waiting = []   # futures of the workers waiting for something to change
         self.rng = random.Random()
         self.conns = []
+        self.direct = {}    # piece -> the _Request streaming it into the partial file
+        self.sealed = set(done)  # pieces whose verified bytes are in the file: never rewritten
         import threading
         self.open = True  # the partial file may be written (until run() ends)
         self.writing = threading.Lock()
@@ -384,13 +392,23 @@ class _Swarm:
             self.pool.shutdown(wait=False)
         return self.finished()
 
-    def _write(self, data, lo):
-        """Write verified DATA at LO of the partial file (from a piece thread), never
-        once run() has ended: the caller closes the file then, and its number may
-        be reused."""
+    def _write(self, req, data, lo):
+        """Write DATA at LO of the partial file for REQ (from a piece thread); DATA
+        None: REQ's streamed bytes checked out.  False, and nothing written, once
+        run() has ended (the caller closes the file then, and its number may be
+        reused) or once REQ's piece is sealed.  One request at a time streams a
+        piece's bytes here unverified (the piece is nobody's to read until it is
+        in `.have`; worker() makes only a piece's first request in flight a
+        DIRECT one); a duplicate (hedged) request writes only a whole verified
+        piece.  Either seals the piece: no byte lands in it after it checked out."""
         with self.writing:
-            if self.open:
+            if not self.open or req.i in self.sealed:
+                return False
+            if data is None or not req.direct:
+                self.sealed.add(req.i)
+            if data is not None:
                 os.pwrite(self.fd, data, lo)
+            return True
 
     def _changed(self):
         """Wake every waiting worker (each waits on its own future: none can
@@ -507,10 +525,13 @@ class _Swarm:
             lo = i * self.psize
             n = min(self.psize, self.size - lo)
             target = self.path if spare else f"/share/v1/partial/{self.digest}/{i}"
+            req = _Request(i, i not in self.direct)
+            if req.direct:
+                self.direct[i] = req
             good = None  # written and verified; False: bad bytes; None: none came
             try:
                 good = await loop.run_in_executor(self.pool, conn.get, target, n, lo,
-                                                  self.hashes[i], self._write)
+                                                  self.checker(i), req, self._write)
             except Exception as e:
                 if not _err(e):
                     raise
@@ -518,6 +539,9 @@ class _Swarm:
                     self._ban(peer, f"failed: {type(e).__name__} {e}"[:120])
                 else:
                     self._forget(peer, i)  # it does not have it after all
+            finally:
+                if self.direct.get(i) is req:
+                    del self.direct[i]
             by = self.inflight.get(i, {})
             by.pop(peer, None)
             if i in self.done:
@@ -545,6 +569,67 @@ class _Swarm:
         self._changed()
 
 
+class _Checker:
+    """Checkers of the pieces of PLIST: CHECKER(i) is a fresh one for piece i
+    (update(bytes), then ok()).  With STATES, piece i resumes the blob's
+    SHA-256 from STATES[i] and must end in STATES[i + 1] (the last one: in
+    the blob's digest); without, its own SHA-256 must be the list's."""
+
+    def __init__(self, plist, states):
+        self.hashes, self.states = plist["pieces"], states
+        self.psize, self.digest = plist["pieceSize"], plist["digest"]
+
+    def __call__(self, i):
+        if self.states is None:
+            return _Hashed(self.hashes[i])
+        from .midstate import Chain
+        last = i + 1 == len(self.states)
+        return _Hashed(self.digest[7:] if last else self.states[i + 1],
+                       Chain(self.states[i], i * self.psize), not last)
+
+
+class _Hashed:
+    def __init__(self, want, h=None, midstate=False):
+        self.want, self.midstate = want, midstate
+        self.h = h or hashlib.sha256()
+
+    def update(self, data):
+        self.h.update(data)
+
+    def ok(self):
+        return (self.h.state() if self.midstate else self.h.hexdigest()) == self.want
+
+
+class _Chained:
+    """The whole blob's hash when its pieces were checked as links of it
+    (_Checker with states): every piece checked is the blob hashed."""
+
+    def __init__(self, digest):
+        self.d = digest
+
+    def advance(self, done):
+        pass
+
+    async def digest(self):
+        return self.d
+
+    def close(self):
+        pass
+
+
+class _Request:
+    """One request for piece I: DIRECT if its bytes stream into the partial file
+    as they come (no other request in flight streams that piece)."""
+
+    __slots__ = ("i", "direct")
+
+    def __init__(self, i, direct):
+        self.i, self.direct = i, direct
+
+
+CHUNK = 256 << 10  # bytes received, hashed and written at a time: they stay in the CPU's cache
+
+
 class _Prefix:
     """The whole blob's SHA-256, taken while it is fetched: pieces arrive in any
     order, so the hash follows the verified prefix, each piece read back from
@@ -560,7 +645,7 @@ class _Prefix:
         self.next = 0        # the first piece not handed to the thread yet
         self.last = None     # the future of the last piece handed over
         self.failed = False
-        self.buf = bytearray(psize)
+        self.buf = bytearray(min(psize, CHUNK))
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="blobhash")
 
     def advance(self, done):
@@ -570,15 +655,17 @@ class _Prefix:
             self.next += 1
 
     def _feed(self, i):
-        lo = i * self.psize
-        view = memoryview(self.buf)[:min(self.psize, self.size - lo)]
-        try:
-            if os.preadv(self.fd, [view], lo) != len(view):
+        lo, end = i * self.psize, min((i + 1) * self.psize, self.size)
+        while lo < end and not self.failed:  # in chunks that stay in the cache to be hashed
+            view = memoryview(self.buf)[:min(len(self.buf), end - lo)]
+            try:
+                if os.preadv(self.fd, [view], lo) != len(view):
+                    self.failed = True
+            except OSError:
                 self.failed = True
-        except OSError:
-            self.failed = True
-        if not self.failed:
-            self.hash.update(view)
+            if not self.failed:
+                self.hash.update(view)
+            lo += len(view)
 
     async def digest(self):
         """sha256:HEX of the blob (every piece handed over), None if a read failed."""
@@ -607,13 +694,17 @@ class _PieceConn:
         self.stall = stall
         self.c = None
         self.closed = False  # by the swarm at its end: no more requests
-        self.buf = bytearray()
+        self.buf = bytearray(CHUNK)  # a direct request's chunks
+        self.whole = bytearray()     # a duplicate request's piece, grown when first needed
 
-    def get(self, target, n, lo, want, write):
-        """Fetch the N bytes at LO of TARGET by Range and, if their SHA-256 hex is
-        WANT, hand them to WRITE(bytes, LO): True; False if they are not.  Received into
-        one buffer per connection (a fresh 1 MB buffer a piece costs page faults
-        and zeroing), checked and written here, off the event loop.  EOFError if
+    def get(self, target, n, lo, check, req, write):
+        """Fetch the N bytes at LO of TARGET by Range for REQ, handing them to
+        WRITE(REQ, bytes, LO): True if CHECK (a _Hashed) finds them good, False if not,
+        None if WRITE refused them (another request's copy won).  A DIRECT
+        request streams them in chunks (received, hashed and written while in
+        the CPU's cache; a 4 MB buffer per connection cost page faults, zeroing
+        and a copy from memory); a duplicate receives the whole piece first and
+        hands it over only if it checks out.  Off the event loop.  EOFError if
         the peer does not have them, OSError if it failed."""
         import http.client
         if self.closed:
@@ -632,21 +723,40 @@ class _PieceConn:
             if r.length != n:
                 self.close()
                 raise EOFError(f"sends {r.length} bytes for a {n}-byte piece")
-            if len(self.buf) < n:
-                self.buf = bytearray(n)
-            buf = memoryview(self.buf)[:n]
+            if req.direct:
+                return self._stream(r, n, lo, check, req, write)
+            if len(self.whole) < n:
+                self.whole = bytearray(n)
+            buf = memoryview(self.whole)[:n]
             if r.readinto(buf) != n:
                 raise ConnectionError(f"sent less than the {n}-byte piece")
-            if hashlib.sha256(buf).hexdigest() != want:
+            check.update(buf)
+            if not check.ok():
                 return False
-            write(buf, lo)
-            return True
+            return True if write(req, buf, lo) else None
         except http.client.HTTPException as e:
             self.close()
             raise ConnectionError(f"{type(e).__name__} {e}") from None
         except OSError:
             self.close()
             raise
+
+    def _stream(self, r, n, lo, check, req, write):
+        end = lo + n
+        while lo < end:
+            view = memoryview(self.buf)[:min(len(self.buf), end - lo)]
+            got = r.readinto(view)
+            if not got:
+                raise ConnectionError(f"sent less than the {n}-byte piece")
+            view = view[:got]
+            check.update(view)
+            if not write(req, view, lo):
+                self.close()  # the rest of the response is not wanted
+                return None
+            lo += got
+        if not check.ok():
+            return False
+        return True if write(req, None, lo) else None
 
     def interrupt(self):
         """From another thread: make the blocking call of the thread using this
@@ -714,11 +824,14 @@ def _file_digest(path):
     return "sha256:" + h.hexdigest()
 
 
-def _verified_pieces(fd, psize, size, hashes):
-    """The pieces of a partial file that already match their hashes (a resume)."""
+def _verified_pieces(fd, psize, size, checker):
+    """The pieces of a partial file that already check out (a resume)."""
     done = set()
-    for i, want in enumerate(hashes):
+    for i in range(-(-size // psize)):
         data = os.pread(fd, min(psize, size - i * psize), i * psize)
-        if data.count(0) != len(data) and hashlib.sha256(data).hexdigest() == want:
-            done.add(i)
+        if data.count(0) != len(data):
+            check = checker(i)
+            check.update(data)
+            if check.ok():
+                done.add(i)
     return done

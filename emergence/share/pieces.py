@@ -6,6 +6,16 @@ learning only at the end that the whole blob is wrong.
 The signed message is `emergence-pieces-1;<digest>;<size>;<piece size>;
 <hex,hex,...>`: the blob's digest is inside it, so a list cannot be
 replayed for another blob.
+
+Version 2 adds `states`: SHA-256's state at the start of every piece
+(midstate.py), signed as `statesSig` over `emergence-pieces-2;<digest>;
+<size>;<piece size>;<hex,...>;<state,...>`.  A puller that has them checks
+each piece by resuming the blob's own hash: one pass per byte checks the
+piece and, all pieces checked, the whole blob against its digest.  A list
+keeps `pieces` and `sig` (version 1) for pullers that know nothing else, and
+a puller takes a version-1 list (no states, or a piece size that is not a
+multiple of 64 bytes) as before: per-piece hashes, then the whole blob hashed
+again.
 """
 
 import hashlib
@@ -15,20 +25,28 @@ PIECE = 4 << 20
 
 def make(path, digest, piece_size=PIECE):
     """The piece list of the blob at PATH, or None if it is not DIGEST."""
-    hashes = []
+    from . import midstate
+    hashes, states = [], []
     size = 0
-    whole = hashlib.sha256()
+    chain = midstate.Chain() if piece_size % midstate.BLOCK == 0 and midstate.available() \
+        else None
+    whole = chain or hashlib.sha256()
     with open(path, "rb") as f:
         while True:
             data = f.read(piece_size)
             if not data:
                 break
+            if chain:
+                states.append(chain.state())
             size += len(data)
             whole.update(data)
             hashes.append(hashlib.sha256(data).hexdigest())
     if "sha256:" + whole.hexdigest() != digest:
         return None
-    return {"digest": digest, "size": size, "pieceSize": piece_size, "pieces": hashes}
+    plist = {"digest": digest, "size": size, "pieceSize": piece_size, "pieces": hashes}
+    if chain and hashes:
+        plist["states"] = states
+    return plist
 
 
 def message(plist):
@@ -36,8 +54,16 @@ def message(plist):
             + ",".join(plist["pieces"]))
 
 
+def message2(plist):
+    return message(plist).replace("emergence-pieces-1;", "emergence-pieces-2;", 1) + ";" + \
+        ",".join(plist["states"])
+
+
 def sign(plist, key):
-    return {**plist, "sig": key.sign(message(plist))}
+    signed = {**plist, "sig": key.sign(message(plist))}
+    if "states" in plist:
+        signed["statesSig"] = key.sign(message2(plist))
+    return signed
 
 
 def check(plist, digest, trusted_keys):
@@ -51,6 +77,30 @@ def check(plist, digest, trusted_keys):
     except (KeyError, TypeError):
         return False
     return ok and verify(trusted_keys, message(plist), plist.get("sig", ""))
+
+
+def states(plist, trusted_keys):
+    """The midstates of PLIST (one that check() accepted) if it has them, well
+    formed and signed by a trusted key (version 2); None: check pieces the
+    version-1 way."""
+    from .midstate import BLOCK, IV, available
+    from .signing import verify
+    st = plist.get("states")
+    try:
+        ok = (isinstance(st, list) and len(st) == len(plist["pieces"]) > 0 and st[0] == IV
+              and plist["pieceSize"] % BLOCK == 0
+              and all(isinstance(h, str) and _hex(h) for h in st)
+              and isinstance(plist.get("statesSig"), str))
+    except (KeyError, TypeError):
+        return None
+    if ok and available() and verify(trusted_keys, message2(plist), plist["statesSig"]):
+        return st
+    return None
+
+
+def _hex(s):
+    import re
+    return re.fullmatch("[0-9a-f]{64}", s) is not None
 
 
 def pick(need, held, count, rng, spare=False, claimed=()):

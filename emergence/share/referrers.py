@@ -41,7 +41,8 @@ def index(descriptors):
 async def get(registry, request):
     """GET /v2/<name>/referrers/<digest>[?artifactType=]: 200 always (an empty
     index for a digest nothing refers to, or an unknown repository), 400 for a
-    digest that is not one."""
+    digest that is not one; in pages of at most [share] max_manifest bytes,
+    each with a Link to the next (`last`: the digest the page ended with)."""
     import json
 
     from .registry import ANY_DIGEST_RE, echo, error
@@ -56,8 +57,29 @@ async def get(registry, request):
     if wanted:
         found = [d for d in found if d.get("artifactType") in wanted]
         headers["OCI-Filters-Applied"] = "artifactType"
-    return web.Response(body=json.dumps(index(found)).encode(), headers=headers,
+    body, rest = page(found, request.query.get("last"), registry.max_manifest)
+    if rest:  # the spec: a Link to the next page when one index cannot hold them all
+        from urllib.parse import urlencode
+        query = urlencode([("last", body["manifests"][-1]["digest"])]
+                          + [("artifactType", w) for w in wanted])
+        headers["Link"] = f'<{request.path}?{query}>; rel="next"'
+    return web.Response(body=json.dumps(body).encode(), headers=headers,
                         content_type=INDEX)
+
+
+def page(descriptors, last, limit):
+    """(the index of DESCRIPTORS after digest LAST, in digest order, as many as
+    fit in LIMIT bytes of JSON (one at least), whether more follow)."""
+    import json
+    found = sorted(descriptors, key=lambda d: d["digest"])
+    if last:
+        found = [d for d in found if d["digest"] > last]
+    size = len(json.dumps(index([])))
+    for n, d in enumerate(found):
+        size += len(json.dumps(d)) + 2
+        if size > limit and n:
+            return index(found[:n]), True
+    return index(found), False
 
 
 def refresh(registry, name, subjects, exclude=()):
