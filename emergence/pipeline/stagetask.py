@@ -153,8 +153,9 @@ def execute(spec, store_root, root, cid, stop=None, output=None):
     OUTPUT (logstream.Shipper.feed) gets its output as it comes."""
     from ..image.store import Store
     from .cache import Cache, output_digests, unpack
-    from .execute import collect, make_bundle, run_container
+    from .execute import collect, emergence_argv, make_bundle, run_container
     from .shared import Shared
+    from .watch import Watcher
     st = spec["stage"]
     store = Store(store_root)
     cache = Cache(store_root)
@@ -163,6 +164,9 @@ def execute(spec, store_root, root, cid, stop=None, output=None):
     tasks = os.path.join(store.root, "pipeline", "tasks")
     os.makedirs(tasks, mode=0o700, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=f"{st['name']}-", dir=tasks)
+    # a worker killed mid-stage (kill -9 too) leaves no container and no scratch:
+    # the runner's watcher (watch.py) deletes them when this process is gone
+    watcher = Watcher(emergence_argv(), root, scratch)
     peers = st["peers"]
     pulled = []
     try:
@@ -191,7 +195,8 @@ def execute(spec, store_root, root, cid, stop=None, output=None):
                     {}, "none", st["limits"])
         t0 = time.monotonic()
         code, log, why = run_container(root, cid, bundle, st["timeout"], stop,
-                                       os.path.join(scratch, "runtime-errors"), sink=output)
+                                       os.path.join(scratch, "runtime-errors"),
+                                       watcher=watcher, sink=output)
         took = time.monotonic() - t0
         text = log.decode(errors="replace")
         if why == "timeout":
@@ -210,4 +215,5 @@ def execute(spec, store_root, root, cid, stop=None, output=None):
         return 0, text[-LOG_TAIL:], {"result": digest}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        watcher.close()
         store.remove_refs(pulled)  # inputs are not kept past the stage (gc takes them)

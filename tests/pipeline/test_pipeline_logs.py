@@ -119,3 +119,59 @@ def test_remote_output_streams_live_masked_and_capped(ci, sec, tmp_path):  # noq
         stop_all(procs)
         for s in shares:
             s.stop()
+
+
+WAITS = ('[stages.waits]\nimage = "image.nix"\ntimeout = 600\n'
+         'command = "echo waiting; while true; do sleep 0.2; done"\n')
+
+
+@needs_nix
+@pytest.mark.slow
+def test_a_worker_killed_mid_stage_leaves_no_container(ci, sec, tmp_path):  # noqa: F811
+    """kill -9 of the worker while its stage runs: the stage's container and its
+    scratch dir go (the watcher of pipeline/watch.py), not left running."""
+    cluster = Cluster(sec.url, prefix=sec.prefix, material=sec.material)
+    ci.write("waits.toml", WAITS)
+    store, root = str(tmp_path / "kw-store"), str(tmp_path / "kw-root")
+    shares, procs, logs = [], [], []
+    runner_proc = None
+    try:
+        runner = ShareNode(ci.store, str(tmp_path / "runner-share"))
+        shares.append(runner)
+        worker = ShareNode(store, str(tmp_path / "kw-share"))
+        shares.append(worker)
+        for name, role, g in (("kww", "worker", ["--root", root, "--store", store]),
+                              ("kwcmd", "command", [])):
+            p, log = join_node(sec, tmp_path, name, role, sec.url, 3, [], globals_=g)
+            procs.append(p)
+            logs.append(log)
+        assert wait_for(lambda: len(cluster.items("members")) == 1
+                        and cluster.get("leader") is not None, 60)
+        runner_proc = subprocess.Popen(emergence_command() + [
+            "--root", ci.root, "--store", ci.store, "pipeline", "run",
+            str(ci.dir / "waits.toml"), "--id-prefix", "plkw-", "--config", "/dev/null",
+            "--cluster", "--advertise", runner.url, "--peer", worker.url],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.DEVNULL)
+        for line in runner_proc.stdout:
+            if line.strip() == "waits | waiting":
+                break
+        listed = lambda: json.loads(subprocess.run(  # noqa: E731
+            emergence_command() + ["--root", root, "list", "--format", "json"],
+            capture_output=True, text=True).stdout or "[]")
+        running = listed()
+        assert [c["status"] for c in running] == ["running"], running
+        cg = [f"/sys/fs/cgroup/{h}/emergence/{running[0]['id']}"
+              for h in os.listdir("/sys/fs/cgroup")]
+        procs[0].kill()
+        procs[0].wait()
+        assert wait_for(lambda: listed() == [] and not any(map(os.path.exists, cg)), 60), \
+            listed()
+        assert glob.glob(os.path.join(store, "pipeline", "tasks", "waits-*")) == []
+    finally:
+        if runner_proc is not None and runner_proc.poll() is None:
+            runner_proc.kill()
+            runner_proc.wait()
+        stop_all(procs)
+        for s in shares:
+            s.stop()
