@@ -38,6 +38,7 @@ class Shared:
         self.cache, self.store = cache, cache.store
         self.peers, self.trusted = list(peers), list(trusted_keys)
         self.state_dir = state_dir
+        self.why = {}  # key -> why its peers' result was not taken (said in the report)
 
     def publish(self, entry):
         """Tag ENTRY's result in the store, for the node's share service to serve."""
@@ -74,16 +75,25 @@ class Shared:
 
     def _pull(self, key, reference, trusted):
         from .. import share
-        try:
-            got = share.pull_image(self.store, reference, self.peers, "", trusted,
-                                   self.state_dir)
-            manifest = self.store.read_json(got["digest"])
-            meta = self.store.read_json(manifest["config"]["digest"])
-            outputs, log = (d["digest"] for d in manifest["layers"][:2])
-        except (EmergenceError, OSError, KeyError, TypeError, ValueError):
-            return None
+        for attempt in (1, 2):  # a pull that failed midway resumes (a stall, a dead peer)
+            try:
+                got = share.pull_image(self.store, reference, self.peers, "", trusted,
+                                       self.state_dir)
+                manifest = self.store.read_json(got["digest"])
+                meta = self.store.read_json(manifest["config"]["digest"])
+                outputs, log = (d["digest"] for d in manifest["layers"][:2])
+                break
+            except EmergenceError as e:
+                self.why[key] = str(e)
+                if "again to resume" not in str(e) or attempt == 2:
+                    return None
+            except (OSError, KeyError, TypeError, ValueError) as e:
+                self.why[key] = f"{type(e).__name__}: {e}"
+                return None
         if meta.get("key") != key or not isinstance(meta.get("output_digests"), dict):
+            self.why[key] = "the peers' result names another key"
             return None  # a signed tag for another key's result: not this stage's
+        self.why.pop(key, None)
         entry = {"key": key, "outputs": outputs, "log": log, "exit_code": 0,
                  "output_digests": meta["output_digests"], "stage": meta.get("stage", ""),
                  "duration": meta.get("duration", 0), "from_peer": sorted(got.get("from", {}))}

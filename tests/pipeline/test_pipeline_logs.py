@@ -6,12 +6,14 @@ first; a secret it prints is masked there; a chatty stage is capped on the
 way, its whole log still in the reports.  The attacks on the log keys are in
 tests/security/test_logs31.py."""
 
+import contextlib
 import glob
 import json
 import os
 import queue
 import subprocess
 import threading
+import types
 
 import pytest
 from cihelp import ShareNode
@@ -32,6 +34,37 @@ LIVE = (
     f'command = "i=0; while [ $i -lt 12000 ]; do echo chatty line $i {X}; i=$((i+1)); done"\n')
 
 
+
+@contextlib.contextmanager
+def one_worker(ci, sec, tmp_path, name, extra=()):  # noqa: F811
+    """A worker NAME (its own root and store) and a command node on the cluster,
+    each with a share service; everything, runners too (W.runners), stopped at
+    the end."""
+    store, root = str(tmp_path / f"{name}-store"), str(tmp_path / f"{name}-root")
+    shares, procs, logs, runners = [], [], [], []
+    try:
+        runner = ShareNode(ci.store, str(tmp_path / "runner-share"))
+        shares.append(runner)
+        worker = ShareNode(store, str(tmp_path / f"{name}-share"))
+        shares.append(worker)
+        for node, role, more, g in ((name, "worker", list(extra),
+                                     ["--root", root, "--store", store]),
+                                    (f"{name}cmd", "command", [], [])):
+            p, log = join_node(sec, tmp_path, node, role, sec.url, 3, more, globals_=g)
+            procs.append(p)
+            logs.append(log)
+        yield types.SimpleNamespace(runner=runner, worker=worker, procs=procs, logs=logs,
+                                    store=store, root=root, runners=runners)
+    finally:
+        for r in runners:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
+        stop_all(procs)
+        for s in shares:
+            s.stop()
+
+
 @needs_nix
 @pytest.mark.slow
 def test_remote_output_streams_live_masked_and_capped(ci, sec, tmp_path):  # noqa: F811
@@ -39,20 +72,8 @@ def test_remote_output_streams_live_masked_and_capped(ci, sec, tmp_path):  # noq
     secret = "pl-s3cret-" + os.urandom(8).hex()
     ci.write("live.toml", LIVE)
     ci.write("tok.txt", secret + "\n")
-    store, root = str(tmp_path / "lgw-store"), str(tmp_path / "lgw-root")
-    shares, procs, logs = [], [], []
-    runner_proc = None
-    try:
-        runner = ShareNode(ci.store, str(tmp_path / "runner-share"))
-        shares.append(runner)
-        worker = ShareNode(store, str(tmp_path / "lgw-share"))
-        shares.append(worker)
-        for name, role, extra, g in (("lgw", "worker", ["--cpu", "2"],
-                                      ["--root", root, "--store", store]),
-                                     ("lgcmd", "command", [], [])):
-            p, log = join_node(sec, tmp_path, name, role, sec.url, 3, extra, globals_=g)
-            procs.append(p)
-            logs.append(log)
+    with one_worker(ci, sec, tmp_path, "lgw", ["--cpu", "2"]) as w:
+        store, runner, worker, logs = w.store, w.runner, w.worker, w.logs
         text = lambda: "".join(open(p).read() for p in logs)  # noqa: E731
         assert wait_for(lambda: len(cluster.items("members")) == 1
                         and cluster.get("leader") is not None, 60), text()
@@ -65,6 +86,7 @@ def test_remote_output_streams_live_masked_and_capped(ci, sec, tmp_path):  # noq
             "--advertise", runner.url, "--peer", worker.url],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             stdin=subprocess.DEVNULL, env=dict(os.environ, PL_LOG_SECRET=secret))
+        w.runners.append(runner_proc)
         lines = queue.Queue()
         seen = []
         threading.Thread(target=lambda: [lines.put(x.rstrip("\n"))
@@ -112,13 +134,6 @@ def test_remote_output_streams_live_masked_and_capped(ci, sec, tmp_path):  # noq
         stages = {s["name"]: s for s in json.loads(rep.read_text())["stages"]}
         assert {s["state"] for s in stages.values()} == {"passed"}, stages
         assert cluster.items("logs") == {}  # read, then deleted: nothing left in etcd
-    finally:
-        if runner_proc is not None and runner_proc.poll() is None:
-            runner_proc.kill()
-            runner_proc.wait()
-        stop_all(procs)
-        for s in shares:
-            s.stop()
 
 
 WAITS = ('[stages.waits]\nimage = "image.nix"\ntimeout = 600\n'
@@ -132,19 +147,8 @@ def test_a_worker_killed_mid_stage_leaves_no_container(ci, sec, tmp_path):  # no
     scratch dir go (the watcher of pipeline/watch.py), not left running."""
     cluster = Cluster(sec.url, prefix=sec.prefix, material=sec.material)
     ci.write("waits.toml", WAITS)
-    store, root = str(tmp_path / "kw-store"), str(tmp_path / "kw-root")
-    shares, procs, logs = [], [], []
-    runner_proc = None
-    try:
-        runner = ShareNode(ci.store, str(tmp_path / "runner-share"))
-        shares.append(runner)
-        worker = ShareNode(store, str(tmp_path / "kw-share"))
-        shares.append(worker)
-        for name, role, g in (("kww", "worker", ["--root", root, "--store", store]),
-                              ("kwcmd", "command", [])):
-            p, log = join_node(sec, tmp_path, name, role, sec.url, 3, [], globals_=g)
-            procs.append(p)
-            logs.append(log)
+    with one_worker(ci, sec, tmp_path, "kww") as w:
+        store, root, runner, worker, procs = w.store, w.root, w.runner, w.worker, w.procs
         assert wait_for(lambda: len(cluster.items("members")) == 1
                         and cluster.get("leader") is not None, 60)
         runner_proc = subprocess.Popen(emergence_command() + [
@@ -153,6 +157,7 @@ def test_a_worker_killed_mid_stage_leaves_no_container(ci, sec, tmp_path):  # no
             "--cluster", "--advertise", runner.url, "--peer", worker.url],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             stdin=subprocess.DEVNULL)
+        w.runners.append(runner_proc)
         for line in runner_proc.stdout:
             if line.strip() == "waits | waiting":
                 break
@@ -168,10 +173,3 @@ def test_a_worker_killed_mid_stage_leaves_no_container(ci, sec, tmp_path):  # no
         assert wait_for(lambda: listed() == [] and not any(map(os.path.exists, cg)), 60), \
             listed()
         assert glob.glob(os.path.join(store, "pipeline", "tasks", "waits-*")) == []
-    finally:
-        if runner_proc is not None and runner_proc.poll() is None:
-            runner_proc.kill()
-            runner_proc.wait()
-        stop_all(procs)
-        for s in shares:
-            s.stop()

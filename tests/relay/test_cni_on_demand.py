@@ -12,6 +12,7 @@ import time
 
 import pytest
 from conftest import marked_front_end
+from node.test_warm_path import _planners
 
 from emergence.relay.ipam import IPAM
 
@@ -23,22 +24,6 @@ IDLE = "5"
 def _demand_dir():
     from emergence.node import BUILD_ID  # the installed build's: one dir per build
     return os.path.join("/run/emergence/.planner", BUILD_ID)
-
-
-def _planners(sock):
-    """Pids of the planners (not their workers) serving SOCK."""
-    mine = {}
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        if b"--on-demand" in argv and sock.encode() in argv:
-            mine[int(pid)] = ppid
-    return sorted(pid for pid, ppid in mine.items() if ppid not in mine)
 
 
 def _listening(path):
