@@ -602,6 +602,36 @@ USAGE = ("usage: emergence-planner SOCKET [SPARES]  (the node's)\n"
 IDLE = 60.0  # s: how long a planner started on demand or by systemd waits for a call
 
 
+def sweep_builds(sock):
+    """Remove the directories other builds' on-demand planners left beside ours
+    (ROOT/.planner/OTHER: a lock and a log each, one per upgrade): only those
+    whose lock nobody holds, so a planner of another install that is starting
+    or serving keeps its own."""
+    import fcntl
+    import shutil
+    own = os.path.dirname(os.path.abspath(sock))
+    top = os.path.dirname(own)
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    for name in names:
+        d = os.path.join(top, name)
+        if d == own:
+            continue
+        try:
+            fd = os.open(os.path.join(d, "lock"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # being made now, or not ours to judge
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(d, ignore_errors=True)  # while held: no planner starts there
+        except OSError:
+            pass  # its planner is up (or starting)
+        finally:
+            os.close(fd)
+
+
 def idle_seconds(text):
     """EMERGENCE_PLANNER_IDLE / --idle: seconds without a call before a planner
     that started on its own exits (0: never)."""
@@ -643,6 +673,7 @@ def main():
             else:
                 fd = int(opts["--lock-fd"])
                 os.set_inheritable(fd, False)
+                sweep_builds(path)
                 serve(path, SPARES, idle=idle, lock_fd=fd)
             return
         path = args[0] if args else DEFAULT_SOCKET

@@ -365,6 +365,29 @@ def test_a_planner_starts_on_demand_and_exits_when_idle(rt, calls, demand):
     assert calls("off", "delete", "--force", cid).returncode == 0
 
 
+def test_a_planner_on_demand_sweeps_what_older_builds_left(rt, calls, demand):
+    """Each upgrade's planner has its own ROOT/.planner/BUILD: the new one removes
+    the dirs of builds whose planner is gone (their lock free), never one whose
+    lock is held (a planner of another install, up or starting)."""
+    import fcntl
+    top = os.path.dirname(demand)
+    os.makedirs(top, mode=0o700, exist_ok=True)
+    gone, alive = os.path.join(top, "0" * 16), os.path.join(top, "1" * 16)
+    for d in (gone, alive):
+        os.mkdir(d, 0o700)
+        for f in ("lock", "planner.log"):
+            open(os.path.join(d, f), "w").close()
+    held = os.open(os.path.join(alive, "lock"), os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        calls(None, "state", "no-such-id", env=IDLE)  # starts ours
+        assert _until(lambda: _listening(os.path.join(demand, "planner.sock")))
+        assert _until(lambda: not os.path.exists(gone))
+        assert os.path.exists(os.path.join(alive, "lock")) and os.path.exists(demand)
+    finally:
+        os.close(held)
+
+
 def test_opting_out_starts_no_planner(rt, calls, demand):
     sock = os.path.join(demand, "planner.sock")
     assert calls("off", "state", "no-such-id", env=IDLE).returncode == 1
