@@ -26,10 +26,13 @@ The network class sends to a sink in a network namespace of this script's
 own (a veth pair), never the host's interfaces.
 
 The file is written after every round; no round starts that would end after
---budget seconds (the recording kept here: 3 rounds separate + 1 shared at
---scale 0.35 in 6.5 min, load average about 10 on 2 CPUs from other work,
-alone-times varying by up to 87 % between rounds: re-record on a quiet
-machine before reading much into single entries).
+--budget seconds.  The recording kept here: 5 rounds separate + 1 shared at
+--scale 0.6 in 6.4 min on a quiet machine (load average 0.5 before).  With
+CPUs reserved, no pair slows its victim by more than 17 % (most within the
+rounds' noise): on this host what is left beside CPU time (caches, memory
+bandwidth, disk, network path) barely interferes.  An earlier recording
+under a load average of 10 showed cross-class slowdowns up to 2.5x: that was
+the other load, not the pairs.
 
   python bench/place_interference.py [--reps 3] [--shared-reps 1] [--scale 0.6]
                                      [--budget 600] [--out bench/data/place_interference.json]
