@@ -14,8 +14,9 @@ import requests
 from sharelib import NEEDS, Faulty, emergence, nodes, random_image  # noqa: F401
 
 from emergence.share import midstate, pieces
-from emergence.share.fetch import _Checker, _Request, _Swarm, _verified_pieces
+from emergence.share.fetch import _verified_pieces
 from emergence.share.signing import SecretKey
+from emergence.share.swarm import _Checker, _Request, _Swarm
 
 pytestmark = pytest.mark.skipif(not midstate.available(), reason="no libcrypto")
 
@@ -145,7 +146,7 @@ def test_a_silent_peer_is_given_up_after_stall():
     import threading
     import time
 
-    from emergence.share.fetch import _PieceConn
+    from emergence.share.swarm import _PieceConn
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()

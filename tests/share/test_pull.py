@@ -265,7 +265,7 @@ def test_the_blob_hash_follows_the_verified_prefix(tmp_path):
     import asyncio
     import random
 
-    from emergence.share.fetch import _Prefix
+    from emergence.share.swarm import _Prefix
     psize, size = 1000, 5500
     data = random.Random(7).randbytes(size)
     path = tmp_path / "part"
