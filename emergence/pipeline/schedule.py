@@ -198,7 +198,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                 r.output_digests = cache_mod.output_digests(r.outputs_dir, st.outputs)
                 if len(r.attempts) > 1:
                     r.message = f"passed on attempt {len(r.attempts)}"
-                if shared and r.key in shared.why and " has " not in shared.why[r.key]:
+                if shared and r.key in shared.why:
                     # the peers had it, but it could not be taken: say why it ran here
                     r.message = (r.message + "; " if r.message else "") + \
                         f"built here: the peers' result was refused ({shared.why[r.key]})"

@@ -75,6 +75,7 @@ class Shared:
 
     def _pull(self, key, reference, trusted):
         from .. import share
+        from ..share.fetch import Interrupted, Missing
         for attempt in (1, 2):  # a pull that failed midway resumes (a stall, a dead peer)
             try:
                 got = share.pull_image(self.store, reference, self.peers, "", trusted,
@@ -83,11 +84,13 @@ class Shared:
                 meta = self.store.read_json(manifest["config"]["digest"])
                 outputs, log = (d["digest"] for d in manifest["layers"][:2])
                 break
-            except EmergenceError as e:
+            except Missing:
+                return None  # a plain miss: nothing to say
+            except Interrupted as e:
                 self.why[key] = str(e)
-                if "again to resume" not in str(e) or attempt == 2:
+                if attempt == 2:
                     return None
-            except (OSError, KeyError, TypeError, ValueError) as e:
+            except (EmergenceError, OSError, KeyError, TypeError, ValueError) as e:
                 self.why[key] = f"{type(e).__name__}: {e}"
                 return None
         if meta.get("key") != key or not isinstance(meta.get("output_digests"), dict):

@@ -41,12 +41,11 @@ def pull_image(store, ref, peers=(), upstream="", trusted_keys=(),
 
     import aiohttp
 
-    from ..errors import EmergenceError
-    from .fetch import Puller
+    from .fetch import Interrupted, Puller
     try:
         return asyncio.run(Puller(store, state_dir, peers, upstream, trusted_keys).pull(ref))
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        raise EmergenceError(f"pull of {ref} failed: {type(e).__name__} {e}; "
+        raise Interrupted(f"pull of {ref} failed: {type(e).__name__} {e}; "
                              "run it again to resume") from None
 
 

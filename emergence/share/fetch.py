@@ -32,6 +32,14 @@ from .peers import announced_holders, discover, who_has
 from .swarm import _Chained, _Checker, _err, _Prefix, _Swarm
 
 
+class Missing(EmergenceError):
+    """No peer (nor the upstream) has what was asked: a plain miss."""
+
+
+class Interrupted(EmergenceError):
+    """The pull failed midway (peers failed, stalled or lied); run again, it resumes."""
+
+
 class Transfer:
     """One pull: its peers, bans, and counters (for --json and `peers`)."""
 
@@ -130,7 +138,7 @@ class Puller:
             raise EmergenceError(f"no peer gave a manifest for {name}:{reference} that checks "
                                  "out (" + "; ".join(f"{p}: {w}" for p, w in
                                                      self.t.banned.items()) + ")")
-        raise EmergenceError(f"no peer{' nor the upstream' if self.upstream else ''} has "
+        raise Missing(f"no peer{' nor the upstream' if self.upstream else ''} has "
                              f"{name}:{reference} (peers: {', '.join(self.peers) or 'none'}; "
                              "set [share] peers or upstream)")
 
@@ -182,7 +190,7 @@ class Puller:
         if self.upstream and await self._whole(path, self.upstream, digest, size, part,
                                                "upstream"):
             return
-        raise EmergenceError(f"could not get blob {digest} from any peer"
+        raise Interrupted(f"could not get blob {digest} from any peer"
                              f"{' or the upstream' if self.upstream else ''}; banned: "
                              f"{self.t.banned or 'none'}; run the pull again to resume")
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import marked_front_end
-from node.test_warm_path import _planners
+from node.test_warm_path import _listening, _planners
 
 from emergence.relay.ipam import IPAM
 
@@ -24,18 +24,6 @@ IDLE = "5"
 def _demand_dir():
     from emergence.node import BUILD_ID  # the installed build's: one dir per build
     return os.path.join("/run/emergence/.planner", BUILD_ID)
-
-
-def _listening(path):
-    import socket
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def _until(what, timeout=30):
