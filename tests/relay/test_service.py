@@ -4,6 +4,7 @@
 import asyncio
 import json
 import subprocess
+import threading
 import time
 
 import pytest
@@ -106,10 +107,19 @@ def test_lost_events_trigger_a_full_resync(tmp_path, netns, host):
         await svc.start()
         try:
             await _until(lambda: svc.stats["resyncs"] >= 1)
+            # hold the listener at its next event while the burst lands, so the
+            # kernel's queue overflows whatever the machine's load
+            gate, on_event = threading.Event(), svc._on_event
+
+            def slow(*ev):
+                gate.wait(30)
+                on_event(*ev)
+            svc._on_event = slow
             burst = "".join(f"link add rlb{i} type veth peer name rlc{i}\n" for i in range(200))
             burst += "".join(f"link del rlb{i}\n" for i in range(200))
             subprocess.run(["ip", "-n", host, "-batch", "-"], input=burst, text=True,
                            check=True)
+            gate.set()
             assert await _until(lambda: svc.stats["enobufs"] >= 1)
             assert await _until(lambda: svc.stats["resyncs"] >= 2)
         finally:
