@@ -473,6 +473,12 @@ class Kernel:
             self.host.request(nlmsg.veth_add, host_name, mtu, master, ifname, fd, mtu, mac)
         finally:
             os.close(fd)
+        # before the peer comes up (carrier), so the port never gets an address;
+        # where it cannot be had (no IPv6 in this kernel) the port just keeps one
+        try:
+            self.host.request(nlmsg.link_no_ipv6_addresses, host_name)
+        except NetlinkError:
+            pass
 
     def route_add(self, sock, gateway, dst=None, label=""):
         """The route to DST (None: default) via GATEWAY, created or replaced."""

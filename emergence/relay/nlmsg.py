@@ -116,6 +116,19 @@ def link_set(seq, index, state=None, mtu=None, ifalias=None):
     return message(RTM_NEWLINK, 0, seq, body)
 
 
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
+
+
+def link_no_ipv6_addresses(seq, name):
+    """Link NAME makes no IPv6 addresses of its own (addr_gen_mode none): a
+    bridge port has no use for a link-local address, and every one of them
+    is a route the kernel walks when any port goes (fib6_ifdown) and a group
+    it joins (MLD).  The kernel takes it on an existing link, not on create."""
+    inet6 = attr(AF_INET6, attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE])))
+    return message(RTM_NEWLINK, 0, seq,
+                   ifinfo() + attr(IFLA_IFNAME, _name(name)) + attr(IFLA_AF_SPEC, inet6))
+
+
 def link_del(seq, name):
     return message(RTM_DELLINK, 0, seq, ifinfo() + attr(IFLA_IFNAME, _name(name)))
 

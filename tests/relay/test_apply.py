@@ -51,6 +51,12 @@ def test_same_network_pings_isolated_networks_do_not(relay, netns, host):
     assert wait_ping(c, "10.89.0.1")
     assert not ping(a, ip_c)                  # isolated: forward drops red -> blue
     assert not ping(c, ip_b)
+    # the host ends of the pairs are bridge ports: no IPv6 address of their own
+    # (each would be a route and a multicast group per port); the containers'
+    # ends keep their link-local ones
+    host_ends = relay.applied()["attachments"][f"att:red/{a}/eth0"]["host"]
+    assert sh("ip", "-n", host, "-6", "-o", "addr", "show", "dev", host_ends).stdout == ""
+    assert "fe80::" in sh("ip", "-n", a, "-6", "-o", "addr", "show", "dev", "eth0").stdout
 
 
 def uplink(netns, host):

@@ -144,3 +144,11 @@ def test_decoding_matches_pyroute2s_reading():
         "gateway": "fd00:1::9", "oif": 5}
     # two messages in one datagram, as a dump sends them
     assert [m[2] for m in nlmsg.messages(link + addr)] == [1, 2]
+
+
+def test_link_no_ipv6_addresses():
+    want = pyroute2(ifinfmsg, 16, 0, 5, {"index": 0}, [
+        ("IFLA_IFNAME", "rl0a1b2c3d4e5f"),
+        ("IFLA_AF_SPEC", {"attrs": [("AF_INET6", {"attrs": [
+            ("IFLA_INET6_ADDR_GEN_MODE", 1)]})]})])
+    assert nlmsg.link_no_ipv6_addresses(5, "rl0a1b2c3d4e5f") == want
