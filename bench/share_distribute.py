@@ -13,7 +13,7 @@ static file server) for the same blob with curl on loopback.
                                    [--piece-mb MB] [--skip-seed] [--dir DIR]
 
 Defaults: a 256 MB image (one random layer; small for the shared machine),
-400 mbit/s per node, 8 nodes, the node's own piece size (4 MB), stores on
+400 mbit/s per node, 8 nodes, the node's own piece size (1 MB at this size), stores on
 tmpfs (/dev/shm: eight nodes on one machine share one disk, real ones do not;
 --dir /var/tmp to see the disk).  The issue's figure is
 `--size 1024 --rate 200 --skip-seed` (about 2 minutes; the all-from-the-seed

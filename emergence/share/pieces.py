@@ -19,13 +19,31 @@ again.
 """
 
 import hashlib
+import os
 
-PIECE = 4 << 20
+MIN_PIECE, MAX_PIECE, PIECES = 1 << 20, 16 << 20, 1024
 
 
-def make(path, digest, piece_size=PIECE):
-    """The piece list of the blob at PATH, or None if it is not DIGEST."""
+def size_for(blob_size):
+    """The piece size for a blob of BLOB_SIZE bytes: 1 MiB up to 1 GiB, then
+    the power of two that keeps about 1,024 pieces, at most 16 MiB.  A piece
+    is passed on only once it is whole and checked, so every hop a piece
+    takes costs a piece's transfer time: small pieces spread through a swarm
+    sooner (8 pulls of 256 MB at once: 1.24-1.31x one pull with 1 MiB
+    pieces, 1.33-1.38x with 2 MiB, 1.58-1.63x with 4 MiB).  Above ~1,024
+    pieces the signed list and the requests grow for little gain."""
+    size = MIN_PIECE
+    while size < MAX_PIECE and size * PIECES < blob_size:
+        size <<= 1
+    return size
+
+
+def make(path, digest, piece_size=None):
+    """The piece list of the blob at PATH, or None if it is not DIGEST.
+    PIECE_SIZE None (or 0): size_for() the blob's size."""
     from . import midstate
+    if not piece_size:
+        piece_size = size_for(os.path.getsize(path))
     hashes, states = [], []
     size = 0
     chain = midstate.Chain() if piece_size % midstate.BLOCK == 0 and midstate.available() \

@@ -22,7 +22,7 @@ class Service:
         "trusted_keys": [],        # Nix-format public keys whose piece lists we accept
         "key_name": "",            # the key's name ("" = emergence-<hostname>-<8 hex of key>)
         "nix_store": "/nix/store",
-        "piece_size": 4 << 20,     # bytes per piece of a piece list
+        "piece_size": 0,           # bytes per piece of a piece list (0: by the blob's size)
         "advertise": "",           # the URL peers reach this node at (announced on push)
         "member_networks": [],     # learned members must be inside these ([] = anywhere)
         "gossip_interval": 2.0,    # seconds between membership exchanges

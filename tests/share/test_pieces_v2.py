@@ -176,3 +176,20 @@ def test_a_silent_peer_is_given_up_after_stall():
         srv.close()
         for c in held:
             c.close()
+
+
+def test_the_piece_size_follows_the_blob_size():
+    """1 MiB pieces up to 1 GiB (they spread through a swarm sooner), then about
+    1,024 pieces, at most 16 MiB; a list made with no size takes it."""
+    assert pieces.size_for(0) == pieces.size_for(256 << 20) == pieces.size_for(1 << 30) == 1 << 20
+    assert pieces.size_for((1 << 30) + 1) == 2 << 20
+    assert pieces.size_for(4 << 30) == 4 << 20
+    assert pieces.size_for(1 << 40) == 16 << 20
+
+
+def test_a_list_made_with_no_size_uses_the_blob_size(tmp_path):
+    data = os.urandom((3 << 20) + 5)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    plist = pieces.make(str(path), "sha256:" + hashlib.sha256(data).hexdigest())
+    assert plist["pieceSize"] == 1 << 20 and len(plist["pieces"]) == 4
