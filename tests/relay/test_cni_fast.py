@@ -45,7 +45,9 @@ def test_a_worker_loads_recent_state_before_the_call(tmp_path, monkeypatch):
                         or orig(self, snap))
     declare(Network("blue", "rlblue", ["10.89.0.0/24"]))   # another process appends
     relay = cni._relay({"stateDir": state})
-    assert relay is loaded and cni._warm == {}      # the call takes the loaded one
+    assert relay is loaded                          # the call takes the loaded one
+    # and leaves it referenced: the worker exits without freeing its journals
+    assert cni._warm == {os.path.abspath(state): loaded}
     assert relay.network("blue") is not None        # and reads only what was appended
     assert relay.network("red") is not None
     assert reloads == []
