@@ -221,26 +221,37 @@ class Agent:
         return len(self.relay.apply(check=self._peer_keys()))
 
     def _kernel_events(self):
-        """Wake the loop when a route, neighbour or FDB entry of our device is
-        deleted by someone (the loop repairs); without it the quarter-grace
-        check still does."""
+        """Wake the loop when a route, neighbour or FDB entry of our device, or
+        the device itself, is deleted by someone (the loop repairs); events the
+        kernel dropped (ENOBUFS) count as such a deletion.  Without it the
+        quarter-grace check still does."""
+        import errno
+
+        from .kernel import Events
+        events = None
         try:
-            from pyroute2 import IPRoute
-            from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH
-            ipr = IPRoute()
-            ipr.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH | RTMGRP_LINK)
+            events = Events(neighbours=True)
+            events.sock.settimeout(0.5)     # to see stopping
             while not self.stopping.is_set():
-                for msg in ipr.get():
-                    if msg.get("event") not in ("RTM_DELROUTE", "RTM_DELNEIGH", "RTM_DELLINK"):
-                        continue
-                    idx = (msg.get_attr("RTA_OIF") if msg["event"] == "RTM_DELROUTE"
-                           else msg.get("ifindex") if msg["event"] == "RTM_DELNEIGH"
-                           else msg.get("index"))
-                    if idx == self.dp.index:
-                        self.repair_needed = True
-                        self.wake.set()
+                try:
+                    batch = events.get()
+                except TimeoutError:
+                    continue
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    batch = None
+                if batch is None or any(
+                        not new and what in ("link", "route", "neigh")
+                        and d["oif" if what == "route" else "index"] == self.dp.index
+                        for what, new, d in batch):
+                    self.repair_needed = True
+                    self.wake.set()
         except Exception as e:
             self.log(f"{self.net}: kernel events off ({e}); repairs every quarter grace")
+        finally:
+            if events is not None:
+                events.close()
 
     def run(self):
         """Follow the peers until stop(): a kernel change only when the watch

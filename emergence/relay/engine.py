@@ -74,6 +74,10 @@ class Relay(Planner, Executor):
         self._aj = Journal(self._path("applied"))
         self._g = None     # the desired graph, as the graph journal says
         self._a = None     # the applied record, as the applied journal says
+        # attachment keys desired but not applied, and applied but not desired
+        # (kept key by key from the journals' changes: _note_pending)
+        self._unapplied = self._orphans = None
+        self._moved = set()
 
     # ---- state -------------------------------------------------------------------
 
@@ -131,13 +135,12 @@ class Relay(Planner, Executor):
             (self._unapplied.add if k in g and k not in a else self._unapplied.discard)(k)
             (self._orphans.add if k in a and k not in g else self._orphans.discard)(k)
 
-    def _pending_for(self, g, applied, touched):
+    def _pending_for(self, g, touched):
         """(unapplied, orphans) as they are once an edit changed only TOUCHED
         of the loaded graph; None when they must be computed whole."""
-        if touched is None or self._unapplied is None or g is not self._g \
-                or applied is not self._a:
+        if touched is None or self._unapplied is None or g is not self._g:
             return None
-        ga, aa = g.attachments, applied["attachments"]
+        ga, aa = g.attachments, self._a["attachments"]
         t = [k for k in touched if k.startswith("att:")]
         return ((self._unapplied.difference(t) | {k for k in t if k in ga and k not in aa}),
                 (self._orphans.difference(t) | {k for k in t if k in aa and k not in ga}))
@@ -376,7 +379,7 @@ class Relay(Planner, Executor):
     def _apply(self, g, full=False, check=None, gc=False, touched=None, committed=None):
         if gc or full:
             touched = None
-        self._pending = self._pending_for(g, self._a, touched)
+        self._pending = self._pending_for(g, touched)
         self._moved = set()
         try:
             return self._apply_pending(g, full, check, gc, touched, committed)

@@ -101,7 +101,7 @@ class Executor:
         # the error is raised after, if it is about a key the caller named
         # (TOUCHED; None: any) -- another's is left to the reconciler's retries
         failed = None
-        pending = getattr(self, "_pending", None)
+        pending = self._pending
         if pending is None or touched is None:
             todo = g.attachments.keys() - aatts.keys()
         else:   # not applied before, or taken out above; not released since
@@ -126,12 +126,18 @@ class Executor:
             if key not in aroutes:
                 k.route_add(k.host, r.via, r.destination, label="host")
                 aroutes[key] = r.to_dict()
-        for key, p in g.peers.items():
-            c = by.get(key)
-            if c and c.action in ("add", "replace", "repair"):
-                from . import peers
+        for key in sorted(key for key in by if key.startswith("peer:")):
+            p = g.peers.get(key)
+            if p is None or by[key].action not in ("add", "replace", "repair"):
+                continue
+            from . import peers
+            try:
                 peers.add(k, p)     # FDB entry, neighbour, route: three operations
-                apeers[key] = p.to_dict()
+            except Exception as e:  # noqa: BLE001 - as an attachment's, raised below
+                if failed is None and (touched is None or key in touched):
+                    failed = e
+                continue
+            apeers[key] = p.to_dict()
         want = nft.digest(body) if body else ""
         if "nft:emergence" in by:
             self._hairpin_published(g, aatts, touched)

@@ -149,9 +149,6 @@ class Rtnl:
         self.sock.close()
 
 
-RTMGRP_NEIGH = 0x4
-
-
 class Events:
     """The rtnetlink events of a netns (links, addresses, routes), decoded:
     ("link", new, fields), ("addr", new, fields), ("route", new, fields).
@@ -160,14 +157,14 @@ class Events:
     KINDS = {nlmsg.RTM_NEWLINK: ("link", True), nlmsg.RTM_DELLINK: ("link", False),
              nlmsg.RTM_NEWADDR: ("addr", True), nlmsg.RTM_DELADDR: ("addr", False),
              nlmsg.RTM_NEWROUTE: ("route", True), nlmsg.RTM_DELROUTE: ("route", False),
-             29: ("neigh", False)}      # RTM_DELNEIGH: a peer's neighbour or FDB entry
+             nlmsg.RTM_DELNEIGH: ("neigh", False)}  # a peer's neighbour or FDB entry
     DECODE = {"link": nlmsg.decode_link, "addr": nlmsg.decode_addr,
               "route": nlmsg.decode_route}
 
     def __init__(self, path=None, rcvbuf=None, neighbours=False):
         """NEIGHBOURS: also the deletions of neighbour and FDB entries (a
         cluster network's peers, peers.py); off, their group is not joined."""
-        groups = nlmsg.EVENT_GROUPS | (RTMGRP_NEIGH if neighbours else 0)
+        groups = nlmsg.EVENT_GROUPS | (nlmsg.RTMGRP_NEIGH if neighbours else 0)
         self.sock = made_in(path, lambda: _netlink(groups, rcvbuf))
         if neighbours:
             from .peers import decode_neigh

@@ -15,9 +15,8 @@ import ipaddress
 import struct
 
 from . import nlmsg
-from .nlmsg import attr, message
+from .nlmsg import RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, attr, message  # noqa: F401 - peers' names
 
-RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 NDA_DST, NDA_LLADDR = 1, 2
 AF_BRIDGE = 7
 NUD_PERMANENT = 0x80
@@ -82,12 +81,8 @@ def _ndmsg(family, index, state=NUD_PERMANENT, flags=0):
     return struct.pack("BxxxiHBB", family, index, state, flags, 0)
 
 
-def _mac(mac):
-    return bytes(int(x, 16) for x in mac.split(":"))
-
-
 def fdb(seq, index, mac, vtep, delete=False):
-    body = _ndmsg(AF_BRIDGE, index, flags=NTF_SELF) + attr(NDA_LLADDR, _mac(mac)) \
+    body = _ndmsg(AF_BRIDGE, index, flags=NTF_SELF) + attr(NDA_LLADDR, nlmsg._mac(mac)) \
         + attr(NDA_DST, ipaddress.IPv4Address(vtep).packed)
     if delete:
         return message(RTM_DELNEIGH, 0, seq, body)
@@ -98,7 +93,7 @@ def neigh(seq, index, gw, mac, delete=False):
     body = _ndmsg(nlmsg.AF_INET, index) + attr(NDA_DST, ipaddress.IPv4Address(gw).packed)
     if delete:
         return message(RTM_DELNEIGH, 0, seq, body)
-    body += attr(NDA_LLADDR, _mac(mac))
+    body += attr(NDA_LLADDR, nlmsg._mac(mac))
     return message(RTM_NEWNEIGH, nlmsg.NLM_F_CREATE | nlmsg.NLM_F_REPLACE, seq, body)
 
 

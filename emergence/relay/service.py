@@ -241,8 +241,7 @@ class Service:
         if what == "link":
             name = d["ifname"]
             key = self._names.get(name)
-            if not new and self.clusternets is not None and name \
-                    and name.startswith(("evx-", "ewg-")):
+            if not new and self.clusternets is not None and name:
                 self.clusternets.device_gone(name)   # an overlay device: its agent remakes it
             if key is None and not new and name:
                 unknown = name      # made since by a CLI or a CNI call?
