@@ -59,14 +59,8 @@ static void exec_polyglot(const char *path)
 {
 	static const char first[] = "#!/bin/sh\n\"exec\" \"", rest[] = "\" \"-sS\" \"$0\" \"$@\"\n";
 	char head[PATH_MAX + 64];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_small(path, head, sizeof head) <= 0)
 		return;
-	ssize_t n = read(fd, head, sizeof head - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	head[n] = 0;
 	if (strncmp(head, first, sizeof first - 1) != 0)
 		return;
 	char *python = head + sizeof first - 1, *end = strstr(python, rest);

@@ -62,6 +62,7 @@ int inherited_fds(struct msg *m, char *nums, size_t size);
 void do_spawn(int sock, struct msg *m, char **f, int nf);
 int do_wait(int sock, char **f, int nf);
 void kill_children(void);
+ssize_t read_small(const char *path, char *buf, size_t size);
 
 /* front_trust.c */
 double timeout_seconds(void);

@@ -117,6 +117,20 @@ int do_wait(int sock, char **f, int nf)
 	return 0;
 }
 
+/* The first SIZE - 1 bytes of the file at PATH, NUL-terminated; <= 0 if
+ * it cannot be read or is empty. */
+ssize_t read_small(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	if (n >= 0)
+		buf[n] = 0;
+	return n;
+}
+
 /* The worker died mid-call: what we spawned for it (shim, container init,
  * exec'd process) has nobody to finish it, so it goes too, as it would with
  * the cold path's process.  `delete` removes the state left. */
@@ -124,14 +138,8 @@ void kill_children(void)
 {
 	char path[64], buf[4096];
 	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_small(path, buf, sizeof buf) <= 0)
 		return;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = 0;
 	for (char *p = buf; *p;) {
 		long pid = strtol(p, &p, 10);
 		if (pid > 0)

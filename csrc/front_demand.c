@@ -68,6 +68,11 @@ void start_planner(const char *root)
 		close(fd); /* one is starting or serving, or failed just now */
 		return;
 	}
+	struct stat named;
+	if (lstat(lock, &named) < 0 || named.st_ino != st.st_ino || named.st_dev != st.st_dev) {
+		close(fd); /* swept between our open and flock (planner.py's sweep_builds) */
+		return;
+	}
 	futimens(fd, NULL); /* the attempt's time; a planner that exits cleanly clears it */
 	unlink(sock);       /* left by a planner that was killed */
 	char self[PATH_MAX];

@@ -67,7 +67,7 @@ RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "run
 # started on demand (podman's CNI backend calls it with no node up).
 CNI_MODULES = ("relay.cni", "relay.engine", "relay.kernel")
 HOT_MODULES = RUNTIME_MODULES + CNI_MODULES
-_hot = HOT_MODULES  # what this planner preloaded (serve's CNI)
+_hot = HOT_MODULES  # what a planner preloads (a test narrows it)
 
 
 def fields(*items):
@@ -156,7 +156,7 @@ def scratch_dir(path):
     return os.path.join(os.path.dirname(path), "warm-up")
 
 
-def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, cni=True):
+def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     """Accept calls on PATH (root-only socket) until stopped, or, with IDLE,
     until no call came for IDLE seconds.
 
@@ -164,10 +164,7 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None, c
     accept() themselves, so a call waits for no fork; one that takes a call
     tells us on a pipe, and we fork the next.  A planner of the node dies with
     it; one started on demand (`front.c`: LOCK_FD, the flock it holds for its
-    life) or by systemd (LISTEN_FD, socket activation) lives on its own.
-    Without CNI, Relay's plugin is not preloaded (a CNI call still works)."""
-    global _hot
-    _hot = HOT_MODULES if cni else RUNTIME_MODULES
+    life) or by systemd (LISTEN_FD, socket activation) lives on its own."""
     import ctypes
     import signal
     prctl = ctypes.CDLL(None).prctl

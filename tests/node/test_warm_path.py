@@ -448,7 +448,7 @@ sys.argv[0] = "emergence"
 from emergence.node import planner
 scratch = os.path.join(root + "-scratch")
 os.makedirs(scratch, exist_ok=True)
-planner._hot = planner.RUNTIME_MODULES  # a planner started on demand
+planner._hot = planner.RUNTIME_MODULES  # the runtime's modules alone
 planner.preload(scratch)
 planner._warm_up(root + "-no-such-root", scratch)
 from emergence import cli
