@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import marked_front_end
-from node.test_warm_path import _listening, _planners
+from node.test_warm_path import _listening, _planners, _until
 
 from emergence.relay.ipam import IPAM
 
@@ -24,15 +24,6 @@ IDLE = "5"
 def _demand_dir():
     from emergence.node import BUILD_ID  # the installed build's: one dir per build
     return os.path.join("/run/emergence/.planner", BUILD_ID)
-
-
-def _until(what, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if what():
-            return True
-        time.sleep(0.05)
-    return what()
 
 
 @pytest.fixture
