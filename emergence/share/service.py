@@ -262,9 +262,11 @@ class Service:
             kind = line[:1] if line[:1] in (b"c", b"u") else b""
             if line[len(kind):].isdigit():
                 lists[kind].append(int(line[len(kind):]))
+        shape = self._partial_shape(part)   # its piece size: the numbers are of its list's pieces
         return web.json_response({"digest": digest, "have": lists[b""], "claimed": lists[b"c"],
                                   "unclaimed": lists[b"u"], "reset": reset,
-                                  "end": (0 if reset else start) + len(data)})
+                                  "end": (0 if reset else start) + len(data),
+                                  "pieceSize": shape[1] if shape else None})
 
     def _have_state(self, digest, part):
         """(whole in the store, size of PART's .have list or None)."""

@@ -36,9 +36,9 @@ class _Swarm:
         import random
         self.whole, self.checker = whole, checker
         self.p, self.t, self.path, self.fd, self.have_fd = puller, puller.t, path, fd, have_fd
-        self.psize, self.size, self.hashes = plist["pieceSize"], plist["size"], plist["pieces"]
+        self.psize, self.size = plist["pieceSize"], plist["size"]
         self.digest = plist["digest"]
-        self.n = len(self.hashes)
+        self.n = len(plist["pieces"])
         self.done = done
         self.need = set(range(self.n)) - done
         self.inflight = {}  # piece -> {peer: start time}
@@ -167,6 +167,8 @@ class _Swarm:
                 if not _err(e) and not isinstance(e, ValueError):
                     raise
                 got, failures = None, failures + 1
+            if got and got.get("pieceSize") not in (None, self.psize):
+                break   # its list cuts the blob otherwise: its piece numbers are not ours
             if got and got.get("complete"):
                 self._learn(peer, range(self.n))
                 self._changed()
