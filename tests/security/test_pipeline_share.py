@@ -101,7 +101,8 @@ def test_a_tampered_result_is_refused_and_rebuilt(ci, three):
     got = run(ci, b, "b", "--peer", a.url, "--trusted-key", a.key)
     assert not got["package"]["cache_hit"] and got["package"]["state"] == "passed"
     assert "the peers' result was refused" in got["package"]["message"], got["package"]
-    assert all(s["cache_hit"] for n, s in got.items() if n != "package"), got
+    assert all(s["cache_hit"] for n, s in got.items() if n != "package"), \
+        [(n, s["state"], s["cache_hit"], s.get("message")) for n, s in got.items()]
     assert got["package"]["output_digests"] == first["package"]["output_digests"]
     # gc keeps the published results; gc --pipeline drops them and their tags
     def refs(store):
