@@ -420,7 +420,13 @@ class Kernel:
         """A bridge with a MAC of its own, derived from KEY: without one it
         takes the lowest of its ports', so the gateway's MAC changes when a
         container with a lower one joins (stale neighbour entries in every
-        container) and each new port makes the kernel recompute it."""
+        container) and each new port makes the kernel recompute it.
+
+        No multicast snooping: with it, each port coming up re-arms the
+        multicast timers of every port (~0.3 ms an attach at 1,000 ports),
+        and it buys nothing here: no querier runs, so groups are flooded
+        anyway, and containers of an IPv4 network send no multicast of their
+        own (see Kernel.veth_add and execute.py)."""
         from .sha import sha256
         mac = "02:" + ":".join(f"{b:02x}" for b in sha256(key.encode()).digest()[:5])
         self._op("bridge.add", name)
@@ -470,10 +476,34 @@ class Kernel:
             self.host.request(nlmsg.veth_add, host_name, mtu, master, ifname, fd, mtu, mac)
         finally:
             os.close(fd)
-        # before the peer comes up (carrier), so the port never gets an address;
-        # where it cannot be had (no IPv6 in this kernel) the port just keeps one
+        # a bridge port needs no IPv6 of its own: with it, each port kept a
+        # multicast route (and, once its peer was up, a link-local address
+        # and its route), so every port's change walked routes of all ports
+        self.port_without_ipv6(host_name)
+
+    def port_without_ipv6(self, name):
+        """IPv6 off on bridge port NAME (in the host's netns), where the kernel
+        has IPv6; the bridge still forwards IPv6 between its ports."""
+        def off():
+            try:
+                fd = os.open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6",
+                             os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return False      # no IPv6 in this kernel, or the port went
+            try:
+                os.write(fd, b"1")
+            finally:
+                os.close(fd)
+            return True
+        if in_netns(self.host_netns, off):
+            self._op("sysctl", f"net/ipv6/conf/{name}/disable_ipv6", "1")
+
+    def no_ipv6_addresses(self, name, sock=None):
+        """Link NAME (down yet) makes no IPv6 address of its own; where that
+        cannot be had (no IPv6 in this kernel) it just keeps making them."""
+        self._op("link.set", name, ("addr_gen_mode",))
         try:
-            self.host.request(nlmsg.link_no_ipv6_addresses, host_name)
+            (sock or self.host).request(nlmsg.link_no_ipv6_addresses, name)
         except NetlinkError:
             pass
 

@@ -91,13 +91,18 @@ def veth_add(seq, host_name, mtu, master, peer_name, netns_fd, peer_mtu, peer_ma
     return message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq, body)
 
 
+IFLA_BR_MCAST_SNOOPING = 23
+
+
 def bridge_add(seq, name, mtu, mac=None):
-    """A bridge called NAME, up, with MTU (and MAC: see Kernel.bridge_add)."""
+    """A bridge called NAME, up, with MTU (and MAC: see Kernel.bridge_add), and
+    no multicast snooping (see Kernel.bridge_add)."""
     body = ifinfo(0, IFF_UP, IFF_UP) + attr(IFLA_IFNAME, _name(name)) \
         + attr(IFLA_MTU, _u32(mtu))
     if mac:
         body += attr(IFLA_ADDRESS, _mac(mac))
-    body += attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, _name("bridge")))
+    body += attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, _name("bridge"))
+                 + attr(IFLA_INFO_DATA, attr(IFLA_BR_MCAST_SNOOPING, b"\0")))
     return message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq, body)
 
 

@@ -52,11 +52,34 @@ def test_same_network_pings_isolated_networks_do_not(relay, netns, host):
     assert not ping(a, ip_c)                  # isolated: forward drops red -> blue
     assert not ping(c, ip_b)
     # the host ends of the pairs are bridge ports: no IPv6 address of their own
-    # (each would be a route and a multicast group per port); the containers'
-    # ends keep their link-local ones
+    # (each would be a route and a multicast group per port); nor do the
+    # containers' ends on an IPv4 network (DAD, MLD and router solicitations,
+    # flooded to every port)
     host_ends = relay.applied()["attachments"][f"att:red/{a}/eth0"]["host"]
     assert sh("ip", "-n", host, "-6", "-o", "addr", "show", "dev", host_ends).stdout == ""
-    assert "fe80::" in sh("ip", "-n", a, "-6", "-o", "addr", "show", "dev", "eth0").stdout
+    assert sh("ip", "netns", "exec", host, "cat",
+              f"/proc/sys/net/ipv6/conf/{host_ends}/disable_ipv6").stdout.strip() == "1"
+    assert sh("ip", "-n", a, "-6", "-o", "addr", "show", "dev", "eth0").stdout == ""
+    # and the bridge does no multicast snooping (each port's change re-armed
+    # every port's multicast timers)
+    assert "mcast_snooping 0" in sh("ip", "-d", "-n", host, "link", "show", "rlred").stdout
+
+
+def test_a_dual_stack_network_keeps_ipv6_link_local_and_pings_over_ipv6(relay, netns, host):
+    a, b = netns.new("a"), netns.new("b")
+    relay.apply(graph([net_doc("red", subnets=["10.88.0.0/24", "fd00:88::/64"])],
+                      [att(netns, a), att(netns, b)]))
+    shown = sh("ip", "-n", a, "-6", "-o", "addr", "show", "dev", "eth0").stdout
+    assert "fe80::" in shown and "fd00:88::" in shown
+    ip6_b = [str(x) for x in relay.desired().attachments[f"att:red/{b}/eth0"].addresses
+             if x.version == 6][0]
+    for _ in range(50):   # the address is usable once its DAD is done (~1-2 s)
+        if subprocess.run(["ip", "netns", "exec", a, "ping", "-6", "-c1", "-W1", ip6_b],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"{a} cannot ping {ip6_b} over IPv6")
 
 
 def uplink(netns, host):
@@ -199,8 +222,8 @@ def test_one_node_change_costs_the_same_at_10_100_and_1000(relay, netns, host):
                         _written(relay) - w0)
         assert len(relay.desired().attachments) == size
     assert counts[10][:3] == counts[100][:3] == counts[1000][:3]
-    assert counts[10][0][0] == ["veth.add", "addr.add", "link.set", "route.add",
-                                "brport.hairpin", "nft.transaction"]
+    assert counts[10][0][0] == ["veth.add", "sysctl", "link.set", "addr.add", "link.set",
+                                "route.add", "brport.hairpin", "nft.transaction"]
     assert counts[10][1] == ["link.del", "nft.transaction"]
     # bytes written for the change: a few lines, whatever the size (the
     # addresses differ in length by a few characters between sizes)

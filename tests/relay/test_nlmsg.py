@@ -87,7 +87,8 @@ def pyroute2_msg(cls, mtype, flags, seq, fields, attrs):
 def test_bridge_add(mac):
     want = pyroute2(ifinfmsg, 16, 0x600, 4, {"index": 0, "flags": 1, "change": 1}, [
         ("IFLA_IFNAME", "rlred"), ("IFLA_MTU", 9000)] + ([("IFLA_ADDRESS", mac)] if mac else [])
-        + [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})])
+        + [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {
+            "attrs": [("IFLA_BR_MCAST_SNOOPING", 0)]})]})])
     assert nlmsg.bridge_add(4, "rlred", 9000, mac) == want
 
 

@@ -62,8 +62,8 @@ def test_reconciler_repairs_releases_and_resyncs(tmp_path, netns, host):
                                 and any(victim in line for line in _veths(host)))
             await asyncio.sleep(0.3)    # the events of its own repair: checked, no ops
             ops = list(svc.relay.kernel.ops)
-            assert [o[0] for o in ops] == ["link.del", "veth.add", "addr.add", "link.set",
-                                           "route.add"]
+            assert [o[0] for o in ops] == ["link.del", "veth.add", "sysctl", "link.set",
+                                           "addr.add", "link.set", "route.add"]
             assert ops[1][1] == victim
             # the bridge's address removed by hand returns
             sh("ip", "-n", host, "addr", "flush", "dev", "rlred")
