@@ -53,7 +53,9 @@ MAX_MSG = 256 * 1024
 DEFAULT_SOCKET = "/run/emergence/node/planner.sock"
 PR_SET_PDEATHSIG = 1
 SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait for forks
-GRACE = 0.25  # how long a worker that took a call stands in for its successor
+QUIET = 0.05  # s without a call that ends a burst: the pool is refilled only then
+BURSTS = 8    # the largest of the last BURSTS bursts sizes the pool ...
+GROWTH = 4    # ... up to GROWTH x planner_spares
 # (every module a hot verb imports, its lazy imports too: one left out costs its
 # import, ~0.5 ms, in every call that needs it)
 RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
@@ -160,9 +162,10 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     """Accept calls on PATH (root-only socket) until stopped, or, with IDLE,
     until no call came for IDLE seconds.
 
-    SPARES_WANTED workers are always forked (and warmed up) ahead and wait in
-    accept() themselves, so a call waits for no fork; one that takes a call
-    tells us on a pipe, and we fork the next.  A planner of the node dies with
+    SPARES_WANTED workers (more after bursts of more calls: Pool) are forked
+    and warmed up ahead and wait in accept() themselves, so a call waits for
+    no fork; one that takes a call tells us on a pipe, and its successor is
+    forked once the burst is over.  A planner of the node dies with
     it; one started on demand (`front.c`: LOCK_FD, the flock it holds for its
     life) or by systemd (LISTEN_FD, socket activation) lives on its own."""
     import ctypes
@@ -211,49 +214,70 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     gc.freeze()
     gc.disable()
     spares = {}  # pidfd -> pid of the workers waiting in accept
-    busy = {}    # pidfd -> when, of workers that took a call within GRACE
-    last_call = time.monotonic()
+    pool = Pool(spares_wanted)
+    last_call = time.monotonic() - QUIET   # no burst yet: fill the pool at once
     try:
         while True:
-            # A worker that just took a call counts as a spare for GRACE seconds
-            # or until it exits: the fork and warm-up of its successor (~10 ms of
-            # CPU on a 2-core host) then run after the call, not beside it.  With
-            # no spare left the next one is forked at once.
             now = time.monotonic()
-            if idle and not busy and now - last_call >= idle:
+            if idle and now - last_call >= idle:
                 break
-            for pidfd in [f for f, t in busy.items() if now - t >= GRACE]:
-                del busy[pidfd]
-                os.close(pidfd)
-            while not spares or len(spares) + len(busy) < spares_wanted:
+            for _ in range(pool.forks(len(spares), now - last_call >= QUIET)):
                 pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd)
                 spares[os.pidfd_open(pid)] = pid
-            # a spare took a call (it says so on the pipe), died without one, or
-            # a busy worker ended
-            timeout = None if not busy else max(0.0, min(busy.values()) + GRACE - now)
+            # a spare took a call (it says so on the pipe) or died without one;
+            # or the burst is over (QUIET): time to refill
+            timeout = None if now - last_call >= QUIET else last_call + QUIET - now
             if idle:
                 timeout = min(timeout if timeout is not None else idle,
                               max(0.0, last_call + idle - now))
             try:
-                ready, _, _ = select.select([taken_r, *spares, *busy], [], [], timeout)
+                ready, _, _ = select.select([taken_r, *spares], [], [], timeout)
             except InterruptedError:
                 continue
             if taken_r in ready:
                 data = os.read(taken_r, 4096)  # whole pids: writes of 4 bytes are atomic
                 last_call = time.monotonic()
                 for pid in struct.unpack(f"{len(data) // 4}i", data):
+                    pool.took()
                     for pidfd in [f for f, p in spares.items() if p == pid]:
                         del spares[pidfd]
-                        busy[pidfd] = time.monotonic()
+                        os.close(pidfd)
             for pidfd in ready:
-                if pidfd in spares:
+                if pidfd in spares:     # died without a call
                     del spares[pidfd]
-                    os.close(pidfd)
-                elif pidfd in busy:
-                    del busy[pidfd]
                     os.close(pidfd)
     finally:
         _leave(path, bound, lsock, spares, pid_file if lock_fd is not None else None, lock_fd)
+
+
+class Pool:
+    """How many spares to fork now.  Calls come in bursts (an engine's
+    create, start, state, kill, delete; a pod's containers): a fork and its
+    warm-up (~5 ms of CPU, mostly copy-on-write faults) during a burst take
+    a core from the burst's own calls.  So during a burst a spare is forked
+    only when fewer than WANTED are left (the pipeline a steady stream of
+    calls needs: each spare then has a few calls' time to warm up), and the
+    rest once the burst is over (QUIET), up to WANTED more than the largest
+    of the recent bursts (at most GROWTH x WANTED): the next burst like them
+    forks nothing until it is over."""
+
+    def __init__(self, wanted):
+        import collections
+        self.wanted = max(1, wanted)
+        self.burst = 0
+        self.sizes = collections.deque(maxlen=BURSTS)
+
+    def took(self):
+        self.burst += 1
+
+    def target(self):
+        return min(self.wanted + max(self.sizes, default=0), GROWTH * self.wanted)
+
+    def forks(self, have, quiet):
+        if quiet and self.burst:
+            self.sizes.append(self.burst)
+            self.burst = 0
+        return max(0, (self.target() if quiet else self.wanted) - have)
 
 
 def _leave(path, bound, lsock, spares, pid_file, lock_fd):

@@ -365,6 +365,33 @@ def test_a_planner_starts_on_demand_and_exits_when_idle(rt, calls, demand):
     assert calls("off", "delete", "--force", cid).returncode == 0
 
 
+def _spares(planner):
+    with open(f"/proc/{planner}/task/{planner}/children") as f:
+        return len(f.read().split())
+
+
+def test_after_a_burst_the_planner_keeps_a_spare_for_each_call_of_it(rt, calls, demand):
+    """A burst of calls leaves the pool one spare bigger per call (forked once
+    the burst is over), so the next burst like it waits for no fork."""
+    idle = {"EMERGENCE_PLANNER_IDLE": "30"}
+    sock = os.path.join(demand, "planner.sock")
+    calls(None, "state", "no-such-id", env=idle)
+    assert _until(lambda: _listening(sock)), "no planner came up"
+    planner = _planners(sock)[0]
+    assert _until(lambda: _spares(planner) == 3)
+    time.sleep(0.5)   # the probe of _listening was a call: its burst is over
+    burst = [calls(None, "state", "no-such-id", env=idle, wait=False) for _ in range(6)]
+    assert [p.wait(timeout=60) for p in burst] == [1] * 6
+    # one burst of 6 (two, were the machine slow to start them: the larger sizes it)
+    assert _until(lambda: _spares(planner) >= 3 + 3)
+    time.sleep(1)
+    assert 3 + 3 <= _spares(planner) <= 3 + 6
+    for p in burst:
+        p.stdout.close()
+        p.stderr.close()
+    os.kill(planner, signal.SIGTERM)
+
+
 def test_a_planner_on_demand_sweeps_what_older_builds_left(rt, calls, demand):
     """Each upgrade's planner has its own ROOT/.planner/BUILD: the new one removes
     the dirs of builds whose planner is gone (their lock free), never one whose
