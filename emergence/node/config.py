@@ -15,7 +15,7 @@ NODE_DEFAULTS = {
     "run_dir": "/run/emergence/node",      # pid file, control and planner sockets (root-only)
     "state_dir": "/var/lib/emergence",     # each service gets state_dir/<part>
     "planner": True,                       # serve the C front-end's warm path
-    "planner_spares": 3,                   # workers forked and warmed ahead of calls (up to 4x after bursts)
+    "planner_spares": 3,                   # warm workers ahead of calls (up to 4x after bursts)
     "services": ["relay", "share", "overwatch", "place", "cluster"],  # those installed start
     "readers": [],                         # networks that may read ([] = whoever connects)
     "tls_cert": "",                        # serve HTTPS with this certificate (PEM)...
