@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import HugetlbOnV1, find_emergence, make_bundle  # noqa: E402
 
 VERBS = ("run", "exec", "create", "start", "state", "kill", "delete")
-SETTLE = 0.3  # s: longer than the planner's GRACE, so a new spare is ready
+SETTLE = 0.3  # s: longer than the planner's QUIET, so its pool is refilled and warm
 NODE_SOCKET = "/run/emergence/node/planner.sock"
 
 
