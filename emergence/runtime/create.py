@@ -165,8 +165,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             cg.create(resources)
         finally:
             c.data["cgroup"]["created"] = cg.created
+            leaves = set(cg.paths)
             if any(os.path.basename(p) != "emergence" for p in cg.created
-                   if p not in cg.paths):
+                   if p not in leaves):
                 c.save()  # parents made for a cgroupsPath: delete removes them too
         cg.apply(resources)
         crashpoint("create:cgroup")
