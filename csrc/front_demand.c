@@ -100,12 +100,18 @@ void start_planner(const char *root)
 			_exit(0);
 		/* Orphaned, it goes to the nearest subreaper: an engine's conmon or
 		 * containerd shim would then wait for it, long after its container.
-		 * Only under init does it stay (the lock's time keeps the next
-		 * try DEMAND_RETRY seconds away). */
+		 * Only under init does it stay.  Under a subreaper it takes the
+		 * lock's time back: the engine's next call from outside one (podman
+		 * runs `create` from conmon, `start` and `delete` itself) may start
+		 * the planner at once, not DEMAND_RETRY seconds later, by which time
+		 * the next conmon had stamped it again (so podman never got one). */
 		for (int i = 0; i < 2000 && getppid() == mid; i++)
 			usleep(500);
-		if (getppid() != 1)
+		if (getppid() != 1) {
+			struct timespec never[2] = { { 0, 0 }, { 0, 0 } };
+			futimens(fd, never);
 			_exit(0);
+		}
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);

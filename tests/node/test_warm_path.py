@@ -466,6 +466,12 @@ def test_no_planner_is_started_below_a_subreaper(rt, calls, front, demand):
     assert p.returncode == 1 and "does not exist" in p.stderr
     time.sleep(1)
     assert _planners(sock) == [] and not _listening(sock)
+    # the engine's next call from outside a subreaper (podman's `start`, after
+    # conmon's `create`) starts one at once, not DEMAND_RETRY (5 s) later
+    t0 = time.monotonic()
+    assert calls(None, "state", "nope", env=IDLE).returncode == 1
+    assert _until(lambda: _listening(sock), 10)
+    assert time.monotonic() - t0 < 4.5, "the subreaper's try kept the next one waiting"
 
 
 PRELOAD_CHECK = r"""
