@@ -273,3 +273,29 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
         if listener is not None:
             listener.close()
         c.close()
+
+
+def warm_up(scratch):
+    """The planner writes a bundle (SCRATCH/create) its workers' prefault plans."""
+    from .spec import default_config
+    d = os.path.join(scratch, "create")
+    os.makedirs(os.path.join(d, "rootfs"), mode=0o700, exist_ok=True)
+    config = default_config(args=["true"], terminal=False)
+    config["root"]["path"] = os.path.join(d, "rootfs")
+    write_atomic(os.path.join(d, "config.json"), fastjson.dumps(config).encode())
+
+
+def prefault(scratch):
+    """A worker plans a create of that bundle, never run (no state, cgroup or
+    process is made): loading and checking a config, planning and encoding
+    pay their copy-on-write faults before a call, as the warm-up's verbs do
+    for theirs (a first create in a fresh worker took ~0.5 ms more)."""
+    from .planner import Planner
+    bundle = os.path.join(scratch, "create")
+    config = config_mod.load(bundle)
+    rootfs = config_mod.root_path(config, bundle)
+    check_capabilities_held(config.get("process"))
+    hierarchies = discover()
+    cg = Cgroup(hierarchies, relative_path(None, "prefault"))
+    Planner(config, bundle, rootfs, "/proc/self/fd", cg, hierarchies,
+            barrier="3").build(None).encode()

@@ -590,3 +590,22 @@ def test_a_spare_leaves_its_warm_up_when_a_call_waits(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["['state', 'kill', 'start', 'delete', 'list']", "[]"]
+
+
+def test_the_create_prefault_plans_without_making_anything(tmp_path):
+    """A worker's prefault plans a create of the planner's scratch bundle: it
+    must succeed (a failure would be skipped silently, and the first create of
+    each worker would pay its faults again) and make no state, cgroup or
+    process."""
+    from emergence.runtime import create
+    before = {p for p in os.listdir("/proc") if p.isdigit()}
+    create.warm_up(str(tmp_path))
+    create.prefault(str(tmp_path))    # raises on any failure
+    assert sorted(os.listdir(tmp_path / "create")) == ["config.json", "rootfs"]
+    assert os.listdir(tmp_path / "create" / "rootfs") == []
+    from emergence.runtime.cgroups.hierarchy import discover
+    assert not [h.mountpoint for h in discover()
+                if os.path.exists(os.path.join(h.mountpoint, "emergence", "prefault"))]
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and p not in before
+                and os.path.exists(f"/proc/{p}/exe")
+                and os.readlink(f"/proc/{p}/exe").startswith("/memfd:emergence-shim")]
