@@ -31,6 +31,11 @@ class Result:
     def __init__(self, name):
         self.name = name
         self.state = "pending"   # passed | failed | skipped
+        # set by the scheduling thread once the stage's thread has returned: its
+        # state is set before its output digests are, and a stage that needs
+        # it must not be keyed from digests not yet there (a key that differed
+        # between two runs of the same inputs: a cache miss, or a false hit)
+        self.finished = False
         self.key = ""
         self.duration = 0.0
         self.exit_code = None
@@ -232,6 +237,7 @@ def run_pipeline(pipeline, store_root, root, jobs=1, keep_going=False, use_cache
                         name = running.pop(fut)
                         try:
                             r = fut.result()
+                            r.finished = True
                         except InfraError:
                             raise
                         except (EmergenceError, OSError) as e:  # the machinery, not the stage
@@ -268,16 +274,18 @@ def _launch(pipeline, results, pending, running, pool, one, jobs, stop, on_event
     """Start what can start; skip what never will.  Returns STOP."""
     for name in list(pending):
         needs = pipeline.stages[name].needs
-        bad = [n for n in needs if results[n].state in ("failed", "skipped")]
+        bad = [n for n in needs
+               if results[n].finished and results[n].state in ("failed", "skipped")]
         if bad or stop:
             r = results[name]
-            r.state = "skipped"
+            r.state, r.finished = "skipped", True
             r.message = (f"not run: needs {bad[0]!r}, which did not pass" if bad
                          else "not run: an earlier stage failed (fail-fast)")
             pending.remove(name)
             on_event("done", r)
             continue
-        if all(results[n].state == "passed" for n in needs) and len(running) < max(1, jobs):
+        if all(results[n].finished and results[n].state == "passed" for n in needs) \
+                and len(running) < max(1, jobs):
             pending.remove(name)
             keyed(name)
             results[name].state = "running"
