@@ -250,7 +250,6 @@ def rt(tmp_path, rootfs, planner_path):
     # A short root of its own: the planner started on demand listens at
     # ROOT/.planner/BUILD/planner.sock, which must fit a socket address (108
     # bytes; a longer root runs cold), and tmp_path grows with pytest's run count
-    import tempfile
     short = tempfile.mkdtemp(prefix="em-", dir="/tmp")
     root = os.path.join(short, "state")
     r = Runtime(root, tmp_path, rootfs)
@@ -260,7 +259,6 @@ def rt(tmp_path, rootfs, planner_path):
         r("delete", "--force", cid)
     left = [cid for cid in r.ids if os.path.exists(os.path.join(r.root, cid))]
     stray = [x for cid in r.ids for x in leftovers(cid)]
-    import shutil
     shutil.rmtree(short, ignore_errors=True)
     assert not left, f"state left behind for {left}"
     assert not stray, f"cgroups or mounts left behind: {stray}"

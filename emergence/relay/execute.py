@@ -130,7 +130,7 @@ class Executor:
             p = g.peers.get(key)
             if p is None or by[key].action not in ("add", "replace", "repair"):
                 continue
-            from . import peers
+            from . import peers     # here: a CNI call, with no peers, never loads it
             try:
                 peers.add(k, p)     # FDB entry, neighbour, route: three operations
             except Exception as e:  # noqa: BLE001 - as an attachment's, raised below
@@ -224,7 +224,7 @@ class Executor:
         try:
             inner_sock = k.raw(att.netns)
             inner = k.index(att.ifname, att.netns)
-            if all(s.version == 4 for s in net.subnets) and net.subnets:
+            if net.subnets and all(s.version == 4 for s in net.subnets):
                 # an IPv4 network: no link-local address, so no DAD, MLD reports
                 # or router solicitations, which the bridge floods to every port
                 # (at 1,000 containers a steady load of a million deliveries)

@@ -479,24 +479,9 @@ class Kernel:
         # a bridge port needs no IPv6 of its own: with it, each port kept a
         # multicast route (and, once its peer was up, a link-local address
         # and its route), so every port's change walked routes of all ports
-        self.port_without_ipv6(host_name)
-
-    def port_without_ipv6(self, name):
-        """IPv6 off on bridge port NAME (in the host's netns), where the kernel
-        has IPv6; the bridge still forwards IPv6 between its ports."""
-        def off():
-            try:
-                fd = os.open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6",
-                             os.O_WRONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return False      # no IPv6 in this kernel, or the port went
-            try:
-                os.write(fd, b"1")
-            finally:
-                os.close(fd)
-            return True
-        if in_netns(self.host_netns, off):
-            self._op("sysctl", f"net/ipv6/conf/{name}/disable_ipv6", "1")
+        # (the bridge still forwards IPv6 between its ports); none where the
+        # kernel has no IPv6
+        self.sysctl(f"net/ipv6/conf/{host_name}/disable_ipv6", "1", missing_ok=True)
 
     def no_ipv6_addresses(self, name, sock=None):
         """Link NAME (down yet) makes no IPv6 address of its own; where that
@@ -524,14 +509,20 @@ class Kernel:
             if e.code not in (ESRCH, ENOENT):
                 raise
 
-    def sysctl(self, path, value):
-        """Write /proc/sys/PATH in the host's netns if it differs."""
+    def sysctl(self, path, value, missing_ok=False):
+        """Write /proc/sys/PATH in the host's netns if it differs (MISSING_OK:
+        nothing if there is no such setting)."""
         full = os.path.join("/proc/sys", path)
 
         def rw():
-            with open(full) as f:
-                if f.read().strip() == value:
+            try:
+                with open(full) as f:
+                    if f.read().strip() == value:
+                        return False
+            except FileNotFoundError:
+                if missing_ok:
                     return False
+                raise
             with open(full, "w") as f:
                 f.write(value)
             return True

@@ -51,7 +51,7 @@ def _u32(v):
     return struct.pack("I", v)
 
 
-def _mac(mac):
+def mac_bytes(mac):
     return bytes.fromhex(mac.replace(":", ""))
 
 
@@ -82,7 +82,7 @@ def veth_add(seq, host_name, mtu, master, peer_name, netns_fd, peer_mtu, peer_ma
     peer = attr(IFLA_IFNAME, _name(peer_name)) + attr(IFLA_NET_NS_FD, _u32(netns_fd)) \
         + attr(IFLA_MTU, _u32(peer_mtu))
     if peer_mac:
-        peer += attr(IFLA_ADDRESS, _mac(peer_mac))
+        peer += attr(IFLA_ADDRESS, mac_bytes(peer_mac))
     info = attr(IFLA_INFO_KIND, _name("veth")) \
         + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, ifinfo() + peer))
     body = ifinfo(0, IFF_UP, IFF_UP) + attr(IFLA_IFNAME, _name(host_name)) \
@@ -100,7 +100,7 @@ def bridge_add(seq, name, mtu, mac=None):
     body = ifinfo(0, IFF_UP, IFF_UP) + attr(IFLA_IFNAME, _name(name)) \
         + attr(IFLA_MTU, _u32(mtu))
     if mac:
-        body += attr(IFLA_ADDRESS, _mac(mac))
+        body += attr(IFLA_ADDRESS, mac_bytes(mac))
     body += attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, _name("bridge"))
                  + attr(IFLA_INFO_DATA, attr(IFLA_BR_MCAST_SNOOPING, b"\0")))
     return message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq, body)

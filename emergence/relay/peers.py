@@ -15,7 +15,7 @@ import ipaddress
 import struct
 
 from . import nlmsg
-from .nlmsg import RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, attr, message  # noqa: F401 - peers' names
+from .nlmsg import RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, attr, mac_bytes, message
 
 NDA_DST, NDA_LLADDR = 1, 2
 AF_BRIDGE = 7
@@ -82,7 +82,7 @@ def _ndmsg(family, index, state=NUD_PERMANENT, flags=0):
 
 
 def fdb(seq, index, mac, vtep, delete=False):
-    body = _ndmsg(AF_BRIDGE, index, flags=NTF_SELF) + attr(NDA_LLADDR, nlmsg._mac(mac)) \
+    body = _ndmsg(AF_BRIDGE, index, flags=NTF_SELF) + attr(NDA_LLADDR, mac_bytes(mac)) \
         + attr(NDA_DST, ipaddress.IPv4Address(vtep).packed)
     if delete:
         return message(RTM_DELNEIGH, 0, seq, body)
@@ -93,7 +93,7 @@ def neigh(seq, index, gw, mac, delete=False):
     body = _ndmsg(nlmsg.AF_INET, index) + attr(NDA_DST, ipaddress.IPv4Address(gw).packed)
     if delete:
         return message(RTM_DELNEIGH, 0, seq, body)
-    body += attr(NDA_LLADDR, nlmsg._mac(mac))
+    body += attr(NDA_LLADDR, mac_bytes(mac))
     return message(RTM_NEWNEIGH, nlmsg.NLM_F_CREATE | nlmsg.NLM_F_REPLACE, seq, body)
 
 
