@@ -130,7 +130,7 @@ class Executor:
             p = g.peers.get(key)
             if p is None or by[key].action not in ("add", "replace", "repair"):
                 continue
-            from . import peers     # here: a CNI call, with no peers, never loads it
+            from . import peers  # here: a CNI call, with no peers, never loads it
             try:
                 peers.add(k, p)     # FDB entry, neighbour, route: three operations
             except Exception as e:  # noqa: BLE001 - as an attachment's, raised below
