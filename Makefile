@@ -7,7 +7,7 @@ APT_PACKAGES = gcc libc6-dev make libseccomp-dev busybox-static iproute2 procps 
                util-linux file runc crun hyperfine podman conmon containerd \
                nix-bin skopeo umoci curl \
                iputils-ping nftables containernetworking-plugins etcd-server \
-               prometheus iperf3
+               prometheus iperf3 strace
 export PIP_BREAK_SYSTEM_PACKAGES = 1
 export PIP_ROOT_USER_ACTION = ignore
 export DEBIAN_FRONTEND = noninteractive

@@ -13,7 +13,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The shim's parts, in the manner of crun's libcrun: one file per concern.
 SHIM_SOURCES = ["shim.c", "rootfs.c", "process.c", "seccomp.c", "sync.c", "copyup.c"]
 # The front-end's: csrc/front.c and its parts, front_*.c (front.h says which is what).
-FRONT_SOURCES = ["front.c", "front_wire.c", "front_child.c", "front_trust.c", "front_demand.c"]
+FRONT_SOURCES = ["front.c", "front_wire.c", "front_child.c", "front_trust.c", "front_demand.c",
+                 "front_prime.c"]
 
 
 class BuildWithShim(build_ext):

@@ -174,6 +174,13 @@ static int hot_cni(void)
 		       strcmp(cmd, "CHECK") == 0);
 }
 
+/* The verbs that move a process into a container's cgroups. */
+static int attaches(const char *verb)
+{
+	return verb && (strcmp(verb, "run") == 0 || strcmp(verb, "create") == 0 ||
+			strcmp(verb, "exec") == 0);
+}
+
 double timeout, started;
 
 int main(int argc, char **argv)
@@ -182,6 +189,8 @@ int main(int argc, char **argv)
 	g_argv = argv;
 	struct call c = { 0 };
 	scan(argv, &c);
+	if (attaches(c.verb) && strcmp(program(), "emergence") == 0)
+		prime_cgroup_attach(); /* front_prime.c: the kernel's wait, beside ours */
 	const char *path = getenv("EMERGENCE_PLANNER_SOCKET");
 	if (c.no_planner || (path && strcmp(path, "off") == 0))
 		cold();

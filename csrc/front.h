@@ -1,8 +1,8 @@
 /* What the front-end's parts share: front.c (main: which planner, the
  * hand-over, serving the worker), front_wire.c (records), front_child.c
  * (SPAWN, WAIT, the children of a dead worker), front_trust.c (whom a
- * planner's socket may belong to, the deadline) and front_demand.c (a
- * planner started on demand). */
+ * planner's socket may belong to, the deadline), front_demand.c (a
+ * planner started on demand) and front_prime.c (the cgroup lock primed). */
 #ifndef EMERGENCE_FRONT_H
 #define EMERGENCE_FRONT_H
 #define _GNU_SOURCE
@@ -74,5 +74,8 @@ int planner_at(const char *path);
 /* front_demand.c */
 int demand_path(char *out, size_t size, const char *root, const char *name);
 void start_planner(const char *root);
+
+/* front_prime.c */
+void prime_cgroup_attach(void);
 
 #endif

@@ -560,6 +560,55 @@ def test_the_cold_path_executes_python_without_a_shell(rt, tmp_path):
     assert '"-sS"' in execs[1] and "emergence-py" in execs[1], execs
 
 
+def _primers(logs):
+    """Of strace -ff's logs (one per pid: openat, write, close_range), the pids
+    that wrote "0" (themselves) to a cgroup.procs file, each with its calls."""
+    import re
+    out = {}
+    for log in logs:
+        seq = [line.split("(", 1) for line in log.read_text().splitlines() if "(" in line]
+        opened = {m.group(2) for name, rest in seq if name == "openat"
+                  for m in [re.search(r'"([^"]*/cgroup\.procs)".* = (\d+)$', rest)] if m}
+        if any(name == "write" and rest.startswith(tuple(f"{fd}, \"0\", 1)" for fd in opened))
+               for name, rest in seq):
+            out[int(log.name.rsplit(".", 1)[1])] = [name for name, _ in seq]
+    return out
+
+
+@pytest.mark.parametrize("path", ["cold", "warm"])
+def test_an_attaching_verb_primes_the_cgroup_lock_beside_its_call(rt, tmp_path, request, path):
+    """run, create and exec move a process into cgroups: the kernel's first such
+    move after a pause waits a whole RCU grace period, so the front-end starts
+    that wait at once, in a grandchild that moves itself to where it is (the
+    front-end's stdio closed first), on both paths; other verbs do not."""
+    import shutil
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    from conftest import emergence_command
+    exe = os.path.join(os.path.dirname(emergence_command()[0]), "emergence")
+    sock = request.getfixturevalue("node").socket if path == "warm" else "off"
+    env = dict(os.environ, EMERGENCE_PLANNER_SOCKET=sock)
+    b = rt.bundle(["true"])
+
+    def traced(*args):
+        log = tmp_path / args[0] / "pid"
+        log.parent.mkdir()
+        p = subprocess.run(["strace", "-ff", "-qq", "-e", "trace=openat,write,close_range",
+                            "-e", "signal=none", "-o", str(log), exe, "--root", rt.root, *args],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return list(log.parent.iterdir())
+
+    cid = rt.new_id()
+    logs = traced("run", "--bundle", b, cid)
+    primers = _primers(logs)
+    assert len(primers) == 1, primers
+    seq = next(iter(primers.values()))  # a process of its own, stdio closed first
+    assert seq[0] == "close_range" and len(seq) <= 5, seq
+    rt("delete", cid)
+    assert _primers(traced("list")) == {}  # a verb that moves nothing
+
+
 WARM_UP_CHECK = r"""
 import socket, sys
 from emergence import cli
