@@ -88,6 +88,7 @@ void cold(void) __attribute__((noreturn));
 void cold(void)
 {
 	char self[PATH_MAX], path[PATH_MAX + 16];
+	prime_cgroup_attach();
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 	if (n > 0) {
 		self[n] = 0;
@@ -189,8 +190,8 @@ int main(int argc, char **argv)
 	g_argv = argv;
 	struct call c = { 0 };
 	scan(argv, &c);
-	if (attaches(c.verb) && strcmp(program(), "emergence") == 0)
-		prime_cgroup_attach(); /* front_prime.c: the kernel's wait, beside ours */
+	/* front_prime.c: the kernel's wait for cgroup moves, beside the call */
+	prime_wanted = attaches(c.verb) && strcmp(program(), "emergence") == 0;
 	const char *path = getenv("EMERGENCE_PLANNER_SOCKET");
 	if (c.no_planner || (path && strcmp(path, "off") == 0))
 		cold();
@@ -248,6 +249,7 @@ int main(int argc, char **argv)
 			too_slow(path, timeout);
 		cold();
 	}
+	prime_cgroup_attach(); /* while the worker reads HELLO */
 
 	char *f[4096];
 	int nf = 0;

@@ -75,7 +75,8 @@ int planner_at(const char *path);
 int demand_path(char *out, size_t size, const char *root, const char *name);
 void start_planner(const char *root);
 
-/* front_prime.c */
+/* front_prime.c: once, if prime_wanted */
+extern int prime_wanted;
 void prime_cgroup_attach(void);
 
 #endif

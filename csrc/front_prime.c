@@ -12,7 +12,8 @@
  * start, beside the call: a grandchild writes itself into the cgroup it is
  * already in (a move to nowhere; the lock is taken all the same) and exits.
  * By the time the shim moves the container's process, the grace period
- * has passed or is partly over.
+ * has passed or is partly over.  When: once the call is sent to a planner
+ * (the worker reads it meanwhile), or before the cold path's exec.
  *
  * A grandchild, so that nobody waits for it: the front-end reaps the child
  * at once, and the orphan goes to init or the engine's subreaper (which
@@ -69,10 +70,14 @@ static void move_to_own_cgroup(void)
 	}
 }
 
+int prime_wanted;
+
 void prime_cgroup_attach(void)
 {
-	if (geteuid() != 0)
+	static int done;
+	if (!prime_wanted || done || geteuid() != 0)
 		return;
+	done = 1;
 	pid_t mid = fork();
 	if (mid > 0) {
 		while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
