@@ -279,15 +279,23 @@ def running(rt):
 def restore_v2_root():
     """Enabling a controller in the cgroup2 root outlives the container; put it back
     so the host stays as it was (e.g. for moving hugetlb to v1 for crun)."""
-    path = "/sys/fs/cgroup/unified/cgroup.subtree_control"
+    top = "/sys/fs/cgroup/unified"
+    path = os.path.join(top, "cgroup.subtree_control")
     with open(path) as f:
         before = set(f.read().split())
     yield
     with open(path) as f:
-        after = set(f.read().split())
-    for c in after - before:
-        with open(path, "w") as f:
-            f.write("-" + c)
+        added = set(f.read().split()) - before
+    # off below first (the runtime's own parent enabled it too), or the root's is busy
+    for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        try:
+            with open(os.path.join(d, "cgroup.subtree_control")) as f:
+                on = set(f.read().split()) & added
+            for c in on:
+                with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                    f.write("-" + c)
+        except FileNotFoundError:
+            pass  # removed meanwhile
 
 
 @contextlib.asynccontextmanager

@@ -111,8 +111,9 @@ def test_unmounted_controller_is_reported_by_name(rt):
 
 
 
-def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(rt, running, restore_v2_root):
-    """Read from the host: the container sees the v1 hierarchies only, as with runc."""
+def test_hugetlb_limit_on_the_cgroup2_part_of_a_hybrid_host(restore_v2_root, rt, running):
+    """Read from the host: the container sees the v1 hierarchies only, as with runc.
+    (restore_v2_root first: it is undone after the container is deleted.)"""
     with open("/sys/fs/cgroup/unified/cgroup.controllers") as f:
         if "hugetlb" not in f.read().split():
             pytest.skip("hugetlb is not bound to cgroup2 on this host")
