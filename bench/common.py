@@ -60,6 +60,15 @@ class HugetlbOnV1:
     def __exit__(self, *exc):
         if not self.mounted:
             return
+        # cgroups the runtimes left in it (podman's libpod_parent, say), emptied of
+        # processes by now: removed, or the hierarchy outlives the unmount and keeps
+        # hugetlb from cgroup2 for good
+        for d, _, _ in sorted(os.walk("/sys/fs/cgroup/hugetlb"), key=lambda w: -w[0].count("/")):
+            if d != "/sys/fs/cgroup/hugetlb":
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass  # a live process's
         subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
         try:
             os.rmdir("/sys/fs/cgroup/hugetlb")
