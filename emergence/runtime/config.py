@@ -328,8 +328,11 @@ def validate_semantics(config, bundle):
     if root is None:
         _fail("root", "missing: a Linux container needs root.path")
     validate_process(config)
-    from .scheduling import check as check_scheduling
-    check_scheduling(config)
+    proc = config.get("process") or {}
+    if proc.get("scheduler") or proc.get("ioPriority") or \
+            config.get("linux", {}).get("memoryPolicy"):
+        from .scheduling import check as check_scheduling  # only then: loading it costs
+        check_scheduling(config)
     for i, m in enumerate(config.get("mounts", ())):
         if not m["destination"].startswith("/"):
             _fail(f"mounts[{i}].destination", f"{shown(m['destination'])} must be an absolute path")

@@ -6,7 +6,7 @@ so a failure inside the container comes back as one readable line.
 The numbers must match csrc/plan.h.
 """
 
-import struct
+import sys
 
 SETNS = 1
 UNSHARE = 2
@@ -83,14 +83,16 @@ class Plan:
         self.ops.append((op, what, tuple(str(a) for a in args)))
 
     def encode(self):
+        # u32s in the host's byte order (csrc/plan.h); int.to_bytes, not struct:
+        # the cold path would load _struct's shared library for this alone
         out = [b"EMPLAN1\0"]
-        pack = struct.pack
+        order = sys.byteorder
         for op, what, args in self.ops:
             fields = (what,) + args
-            out.append(pack("=II", op, len(fields)))
+            out.append(op.to_bytes(4, order) + len(fields).to_bytes(4, order))
             for f in fields:
                 b = f.encode("utf-8", "surrogateescape") + b"\0"
-                out.append(pack("=I", len(b)))
+                out.append(len(b).to_bytes(4, order))
                 out.append(b)
         return b"".join(out)
 

@@ -526,6 +526,8 @@ class Planner:
                 add(P.SYMLINK, "link /dev/ptmx", "pts/ptmx", "/dev/ptmx")
 
     def _hook_ops(self, kind):
+        if not self.hooks.get(kind):
+            return  # no import then: the cold path pays each module's load
         from .hooks import timeout
         for i, hook in enumerate(self.hooks.get(kind, ())):
             args = hook.get("args", [])
