@@ -442,7 +442,7 @@ def no_leftovers(private):
     return left, stray + still
 
 
-def test_mutated_configs_through_the_cli(private):
+def test_mutated_configs_through_the_cli(restore_v2_root, private):
     """CLI_CONFIGS mutated bundles: create, sometimes start, delete -f."""
     root, bad, n, made = private["root"], [], 0, 0
     for seed in seeds():
@@ -596,7 +596,7 @@ def random_argv(rng, private, bundle, cid, target):
     return ["--root", private["root"], "--store", private["store"]] + argv
 
 
-def test_random_command_lines(private):
+def test_random_command_lines(restore_v2_root, private):
     """Half are random words, half plausible commands: against a fresh id, a
     running container (`target`: exec, update, pause, kill... may reach it in
     any order), an empty store."""
