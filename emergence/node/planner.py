@@ -56,6 +56,8 @@ SPARES = 3  # default of [node] planner_spares: a burst of calls does not wait f
 QUIET = 0.05  # s without a call that ends a burst: the pool is refilled only then
 BURSTS = 8    # the largest of the last BURSTS bursts sizes the pool ...
 GROWTH = 4    # ... up to GROWTH x planner_spares
+TRIM = 30.0   # s without a call (half the idle time of a planner that has one):
+              # the pool forgets its bursts, and spares above planner_spares go
 # (every module a hot verb imports, its lazy imports too: one left out costs its
 # import, ~0.5 ms, in every call that needs it)
 RUNTIME_MODULES = ("cli", "fastjson", "runtime.commands", "runtime.config", "runtime.create",
@@ -215,18 +217,28 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     gc.disable()
     spares = {}  # pidfd -> pid of the workers waiting in accept
     pool = Pool(spares_wanted)
+    trim = idle / 2 if idle else TRIM
+    leaving = 0  # spares asked to go that have not yet
     last_call = time.monotonic() - QUIET   # no burst yet: fill the pool at once
+    trimmed_for = last_call  # the quiet spell spares were last let go in
     try:
         while True:
             now = time.monotonic()
             if idle and now - last_call >= idle:
                 break
-            for _ in range(pool.forks(len(spares), now - last_call >= QUIET)):
+            if now - last_call >= trim and trimmed_for != last_call:
+                trimmed_for = last_call
+                leaving += _ask_to_leave(path, pool.trims(len(spares) - leaving))
+            for _ in range(pool.forks(len(spares) - leaving, now - last_call >= QUIET)):
                 pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd)
                 spares[os.pidfd_open(pid)] = pid
             # a spare took a call (it says so on the pipe) or died without one;
-            # or the burst is over (QUIET): time to refill
+            # or the burst is over (QUIET): time to refill; or the quiet is
+            # long (TRIM): time for the spares above the configured ones to go
             timeout = None if now - last_call >= QUIET else last_call + QUIET - now
+            if trimmed_for != last_call and len(spares) - leaving > pool.wanted:
+                timeout = max(0.0, min(timeout if timeout is not None else trim,
+                                       last_call + trim - now))
             if idle:
                 timeout = min(timeout if timeout is not None else idle,
                               max(0.0, last_call + idle - now))
@@ -243,9 +255,10 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
                         del spares[pidfd]
                         os.close(pidfd)
             for pidfd in ready:
-                if pidfd in spares:     # died without a call
+                if pidfd in spares:     # died without a call (asked to go, say)
                     del spares[pidfd]
                     os.close(pidfd)
+                    leaving = max(0, leaving - 1)
     finally:
         _leave(path, bound, lsock, spares, pid_file if lock_fd is not None else None, lock_fd)
 
@@ -273,11 +286,36 @@ class Pool:
     def target(self):
         return min(self.wanted + max(self.sizes, default=0), GROWTH * self.wanted)
 
+    def trims(self, have):
+        """After a long quiet: the bursts are forgotten, and how many of HAVE
+        spares are to go (down to WANTED)."""
+        self.sizes.clear()
+        return max(0, have - self.wanted)
+
     def forks(self, have, quiet):
         if quiet and self.burst:
             self.sizes.append(self.burst)
             self.burst = 0
         return max(0, (self.target() if quiet else self.wanted) - have)
+
+
+def _ask_to_leave(path, n):
+    """Ask N spares to go; how many were asked.  Each ask is a connection from
+    this process, which the spare that accepts it knows by its pid
+    (SO_PEERCRED: `_accept_root`) and exits on, having taken no call.  Not a
+    signal: one could reach a spare that has just taken a call."""
+    sent = 0
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+            sent += 1
+        except OSError:
+            break
+        finally:
+            s.close()
+    return sent
 
 
 def _leave(path, bound, lsock, spares, pid_file, lock_fd):
@@ -391,15 +429,18 @@ def _set_environ(env):
 
 def _accept_root(lsock):
     """The next connection from root (or the node's own uid); others are closed
-    (their front-end goes cold, and fails there as non-root)."""
+    (their front-end goes cold, and fails there as non-root).  One from the
+    planner itself asks this spare to go (`_ask_to_leave`)."""
     mine = (0, os.geteuid())
     while True:
         try:
             conn, _ = lsock.accept()
         except InterruptedError:
             continue
-        _, uid, _ = struct.unpack("3i", conn.getsockopt(
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if pid == os.getppid():
+            os._exit(0)
         if uid in mine:
             return conn
         conn.close()

@@ -42,3 +42,13 @@ def test_the_pool_shrinks_back_when_bursts_get_smaller():
         p.took()
         p.forks(9, quiet=True)
     assert p.target() == 4
+
+
+def test_after_a_long_quiet_the_pool_forgets_its_bursts():
+    p = Pool(3)
+    for _ in range(6):
+        p.took()
+    assert p.forks(0, quiet=True) == 9
+    assert p.trims(9) == 6          # down to the configured spares
+    assert p.target() == 3 and p.forks(3, quiet=True) == 0
+    assert Pool(3).trims(2) == 0    # never below them (the pool refills those)

@@ -392,6 +392,32 @@ def test_after_a_burst_the_planner_keeps_a_spare_for_each_call_of_it(rt, calls, 
     os.kill(planner, signal.SIGTERM)
 
 
+def test_after_a_long_quiet_the_spares_a_burst_added_go(rt, calls, demand):
+    """Half the idle time after the last call (30 s of a node's planner's) the
+    spares above planner_spares are asked to go -- by a connection from the
+    planner, which a spare in accept knows by its pid and leaves on, so no
+    call is lost to it -- and the next call still runs warm."""
+    idle = {"EMERGENCE_PLANNER_IDLE": "8"}   # a trim after 4 s
+    sock = os.path.join(demand, "planner.sock")
+    calls(None, "state", "no-such-id", env=idle)
+    assert _until(lambda: _listening(sock)), "no planner came up"
+    planner = _planners(sock)[0]
+    time.sleep(0.5)
+    burst = [calls(None, "state", "no-such-id", env=idle, wait=False) for _ in range(6)]
+    assert [p.wait(timeout=60) for p in burst] == [1] * 6
+    for p in burst:
+        p.stdout.close()
+        p.stderr.close()
+    assert _until(lambda: _spares(planner) >= 3 + 3, timeout=3)
+    assert _until(lambda: _spares(planner) == 3, timeout=3.8 + 2), _spares(planner)
+    assert _planners(sock) == [planner]      # the planner itself stays until idle
+    cold = calls.cold_count()
+    p = calls(None, "state", "no-such-id", env=idle)
+    assert p.returncode == 1 and "does not exist" in p.stderr, p.stderr
+    assert calls.cold_count() == cold        # warm: a spare took it
+    os.kill(planner, signal.SIGTERM)
+
+
 def test_a_planner_on_demand_sweeps_what_older_builds_left(rt, calls, demand):
     """Each upgrade's planner has its own ROOT/.planner/BUILD: the new one removes
     the dirs of builds whose planner is gone (their lock free), never one whose

@@ -39,6 +39,24 @@ def _reopen_writable(fd):
     raise AssertionError("the shim copy stayed busy (an init still runs from it)")
 
 
+def _planner_facts(sock):
+    """For a failure's message: who serves SOCK, and its kept descriptors."""
+    import socket
+    import struct
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(sock)
+        pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        fds = {n: os.readlink(f"/proc/{ppid}/fd/{n}") for n in os.listdir(f"/proc/{ppid}/fd")}
+        limit = [line for line in open(f"/proc/{ppid}/limits") if "open files" in line]
+        return f"planner {ppid}: fds {fds}, {limit}"
+    except OSError as e:
+        return f"the planner at {sock} does not answer: {e}"
+    finally:
+        s.close()
+
+
 def test_one_sealed_shim_copy_for_a_planners_containers_and_nobody_writes_it(
         rt, warm_planner, monkeypatch):
     import errno
@@ -53,7 +71,8 @@ def test_one_sealed_shim_copy_for_a_planners_containers_and_nobody_writes_it(
     exes = [f"/proc/{rt.state(cid)['pid']}/exe" for cid in (first, second)]
     for exe in exes:
         assert os.readlink(exe).startswith("/memfd:emergence-shim")
-    assert os.stat(exes[0]).st_ino == os.stat(exes[1]).st_ino  # one copy
+    # one copy (a second one means a call ran cold, or the planner lost its own)
+    assert os.stat(exes[0]).st_ino == os.stat(exes[1]).st_ino, _planner_facts(warm_planner)
     with pytest.raises(OSError) as refused:  # while an init runs from it
         os.open(exes[0], os.O_WRONLY)
     assert refused.value.errno in (errno.ETXTBSY, errno.EPERM, errno.EACCES)
