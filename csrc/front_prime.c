@@ -8,9 +8,11 @@
  * about one more grace period after the last writer, so calls that come
  * close together (a benchmark's loop) never pay it, while an engine's
  * create after a pause (podman, containerd, kubelet) pays it every time,
- * whatever the runtime.  So the front-end starts that wait at its very
- * start, beside the call: a grandchild writes itself into the cgroup it is
- * already in (a move to nowhere; the lock is taken all the same) and exits.
+ * whatever the runtime.  So the front-end starts that wait early, beside
+ * the call: a grandchild writes itself into the cgroup it is already in (a
+ * move to nowhere; the lock is taken all the same) and exits.  The kernel
+ * holds cgroup_mutex while it waits, so the worker's cgroup mkdirs wait
+ * too: what is won is the time from here to the shim's own move.
  * By the time the shim moves the container's process, the grace period
  * has passed or is partly over.  When: once the call is sent to a planner
  * (the worker reads it meanwhile), or before the cold path's exec.
