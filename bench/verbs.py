@@ -411,7 +411,8 @@ def trust_cost(emergence, workdir, bundle_sleep, rounds, warmup):
             if "front_prime.c" in files:
                 # not what is measured here: the priming changes create's time
                 # (front_prime.c says why), so "after" is built without it
-                files["front_prime.c"] = '#include "front.h"\nvoid prime_cgroup_attach(void) {}\n'
+                files["front_prime.c"] = ('#include "front.h"\nint prime_wanted;\n'
+                                          'void prime_cgroup_attach(void) {}\n')
             exe, sock, planner = _warm_pair(emergence, workdir, name, files,
                                             src("emergence/node/planner.py"))
             procs.append(planner)
