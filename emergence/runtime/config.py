@@ -322,16 +322,21 @@ def _check_uts_sysctls(config, sysctls):
                       f"{shown(config[field])}; remove the sysctl or make them agree")
 
 
+def wants_scheduling(proc, linux):
+    """process.scheduler, process.ioPriority or linux.memoryPolicy is set: only
+    then is scheduling.py loaded, to check or to plan them (a cold call pays
+    each module's load)."""
+    return bool(proc.get("scheduler") or proc.get("ioPriority") or linux.get("memoryPolicy"))
+
+
 def validate_semantics(config, bundle):
     """What the schema cannot say but a Linux runtime needs."""
     root = config.get("root")
     if root is None:
         _fail("root", "missing: a Linux container needs root.path")
     validate_process(config)
-    proc = config.get("process") or {}
-    if proc.get("scheduler") or proc.get("ioPriority") or \
-            config.get("linux", {}).get("memoryPolicy"):
-        from .scheduling import check as check_scheduling  # only then: loading it costs
+    if wants_scheduling(config.get("process") or {}, config.get("linux", {})):
+        from .scheduling import check as check_scheduling
         check_scheduling(config)
     for i, m in enumerate(config.get("mounts", ())):
         if not m["destination"].startswith("/"):

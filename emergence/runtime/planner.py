@@ -11,6 +11,7 @@ import os
 from ..errors import ConfigError, cut, shown, warn
 from . import capabilities
 from . import plan as P
+from .config import wants_scheduling
 
 CLONE_FLAGS = {
     "mount": 0x00020000, "cgroup": 0x02000000, "uts": 0x04000000, "ipc": 0x08000000,
@@ -526,10 +527,11 @@ class Planner:
                 add(P.SYMLINK, "link /dev/ptmx", "pts/ptmx", "/dev/ptmx")
 
     def _hook_ops(self, kind):
-        if not self.hooks.get(kind):
+        hooks = self.hooks.get(kind)
+        if not hooks:
             return  # no import then: the cold path pays each module's load
         from .hooks import timeout
-        for i, hook in enumerate(self.hooks.get(kind, ())):
+        for i, hook in enumerate(hooks):
             args = hook.get("args", [])
             # the shim hands env to execve as it is, as runc and crun do
             self.plan.add(P.HOOK, f"{kind} hook {i} ({shown(hook['path'])})",
@@ -615,7 +617,7 @@ def process_ops(plan, proc, linux_cfg, seccomp_bpf, preserve_fds, barrier, conso
     for rl in proc.get("rlimits", ()):
         add(P.RLIMIT, f"set {rl['type']} to soft {rl['soft']}, hard {rl['hard']}",
             RLIMITS[rl["type"]], rl["soft"], rl["hard"])
-    if proc.get("scheduler") or proc.get("ioPriority") or linux_cfg.get("memoryPolicy"):
+    if wants_scheduling(proc, linux_cfg):
         _scheduling_ops(add, proc, linux_cfg)
     add(P.RESOLVE_CWD, f"enter process.cwd {proc['cwd']}", proc["cwd"])
     env = proc.get("env", [])

@@ -339,6 +339,38 @@ def test_the_planner_socket_serves_root_only(reachable_node, other_user):
         os.chmod(node.run_dir, 0o700)
 
 
+def test_only_the_planner_itself_can_ask_a_spare_to_go(node):
+    """The planner sheds spares (Pool.trims) by connecting to its own socket: a
+    spare that accepts a connection whose SO_PEERCRED pid is the planner's
+    exits.  Anyone else's connection -- root's here, as no other user reaches
+    the socket (test_the_planner_socket_serves_root_only) -- is a call: its
+    worker waits for a HELLO, and no spare goes."""
+    planner = node.status()["planner"]["pid"]
+
+    def children():
+        with open(f"/proc/{planner}/task/{planner}/children") as f:
+            return len(f.read().split())
+    for _ in range(200):
+        if children() == 3:      # planner_spares
+            break
+        time.sleep(0.05)
+    assert children() == 3
+    held = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(node.socket)
+            held.append(s)
+        time.sleep(1)
+        # the two workers wait for these callers' HELLO, beside the spares forked
+        # after them; had they left as asked, the pool would be back at 3
+        assert children() >= 3 + 2
+    finally:
+        for s in held:
+            s.close()
+    assert node.status()["planner"]["pid"] == planner
+
+
 def _node(run_dir, tmp_path, verb):
     return subprocess.run(emergence_command() + [
         "node", verb, "--node-run-dir", run_dir, "--node-state-dir", str(tmp_path / "st"),
