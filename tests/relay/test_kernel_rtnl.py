@@ -43,3 +43,17 @@ def test_a_bridge_keeps_its_mac_when_a_port_with_a_lower_one_joins(relay, netns,
         sh("ip", "-n", host, "link", "set", att.host_ifname("rl", relay.instance), "address",
            f"02:00:00:00:00:0{i + 1}")
         assert relay.kernel.get_link("rlred")["mac"] == mac
+
+
+def test_a_bridge_keeps_its_networks_mtu_when_a_port_with_a_smaller_one_joins(
+        relay, netns, host):
+    """The network's MTU is set on its bridge, not only made with it: the
+    kernel then leaves it (and walks no ports to lower it on each attach)."""
+    relay.create_network(Network("red", "rlred", ["10.88.0.0/24"], veth_prefix="rl", mtu=1450))
+    assert relay.kernel.get_link("rlred")["mtu"] == 1450
+    att = relay.attach("red", "c1", netns.path(netns.new("m")))
+    sh("ip", "-n", host, "link", "set", att.host_ifname("rl", relay.instance), "mtu", "1400")
+    sh("ip", "-n", host, "link", "add", "rlsmall", "mtu", "1300", "type", "veth", "peer", "name",
+       "rlsmall1", "mtu", "1300")
+    sh("ip", "-n", host, "link", "set", "rlsmall", "master", "rlred")
+    assert relay.kernel.get_link("rlred")["mtu"] == 1450
