@@ -60,15 +60,18 @@ class HugetlbOnV1:
     def __exit__(self, *exc):
         if not self.mounted:
             return
-        # cgroups the runtimes left in it (podman's libpod_parent, say), emptied of
-        # processes by now: removed, or the hierarchy outlives the unmount and keeps
-        # hugetlb from cgroup2 for good
-        for d, _, _ in sorted(os.walk("/sys/fs/cgroup/hugetlb"), key=lambda w: -w[0].count("/")):
-            if d != "/sys/fs/cgroup/hugetlb":
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass  # a live process's
+        # cgroups the runtimes left in it (podman's libpod_parent, say): removed,
+        # or the hierarchy outlives the unmount and keeps hugetlb from cgroup2 for
+        # good.  A conmon may still be leaving one: retried for a while.
+        end = time.monotonic() + 15
+        while True:
+            left = self._remove_children("/sys/fs/cgroup/hugetlb")
+            if not left or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        if left:
+            print(f"note: hugetlb stays on v1: cgroups still in use: {', '.join(left)}",
+                  file=sys.stderr)
         subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
         try:
             os.rmdir("/sys/fs/cgroup/hugetlb")
@@ -86,6 +89,23 @@ class HugetlbOnV1:
                 subprocess.run(["umount", spare])
             time.sleep(0.1)
         os.rmdir(spare)
+        if self.hierarchy_of("hugetlb") != 0:
+            print("note: hugetlb stays on a v1 hierarchy (one of its cgroups lives on); "
+                  "tests of hugetlb on cgroup2 skip until it is released", file=sys.stderr)
+
+    @staticmethod
+    def _remove_children(top):
+        """Remove every cgroup below TOP, deepest first; those left (busy)."""
+        left = []
+        for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+            if d != top:
+                try:
+                    os.rmdir(d)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left.append(d)  # a live process's
+        return left
 
     @staticmethod
     def hierarchy_of(controller):
