@@ -63,16 +63,19 @@ def test_one_sealed_shim_copy_for_a_planners_containers_and_nobody_writes_it(
 
     from emergence.runtime.launch import SEALS, SHIM
     monkeypatch.setenv("EMERGENCE_PLANNER_SOCKET", warm_planner)
+    # a loaded machine must not send a call cold (the front-end's deadline)
+    monkeypatch.setenv("EMERGENCE_PLANNER_TIMEOUT", "60")
     first, second = rt.new_id(), rt.new_id()
     with open(SHIM, "rb") as f:
         built = hashlib.sha256(f.read()).hexdigest()
-    for cid in (first, second):
-        rt("create", "--bundle", rt.bundle(["true"]), cid, check=True)
+    said = [rt("create", "--bundle", rt.bundle(["true"]), cid, check=True).stderr
+            for cid in (first, second)]
     exes = [f"/proc/{rt.state(cid)['pid']}/exe" for cid in (first, second)]
     for exe in exes:
         assert os.readlink(exe).startswith("/memfd:emergence-shim")
     # one copy (a second one means a call ran cold, or the planner lost its own)
-    assert os.stat(exes[0]).st_ino == os.stat(exes[1]).st_ino, _planner_facts(warm_planner)
+    assert os.stat(exes[0]).st_ino == os.stat(exes[1]).st_ino, \
+        (_planner_facts(warm_planner), said)
     with pytest.raises(OSError) as refused:  # while an init runs from it
         os.open(exes[0], os.O_WRONLY)
     assert refused.value.errno in (errno.ETXTBSY, errno.EPERM, errno.EACCES)
