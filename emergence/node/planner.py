@@ -179,9 +179,8 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     forked once the burst is over.  A planner of the node dies with
     it; one started on demand (`front.c`: LOCK_FD, the flock it holds for its
     life) or by systemd (LISTEN_FD, socket activation) lives on its own."""
-    import ctypes
     import signal
-    prctl = ctypes.CDLL(None).prctl
+    prctl = _libc().prctl
     own = lock_fd is None and listen_fd is None
     if own:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # go with the node
@@ -639,6 +638,20 @@ def _signal_resets():
 CALLER_NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
 
 
+_LIBC = []
+
+
+def _libc():
+    """libc through ctypes, made once (in the planner: a CDLL builds classes, which
+    its workers would otherwise each build again when a call needs setns)."""
+    if not _LIBC:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setns, libc.prctl  # noqa: B018 - their function pointers, made here
+        _LIBC.append(libc)
+    return _LIBC[0]
+
+
 def _join_caller(pid, ours=None):
     """Enter the caller's namespaces where they differ from ours (OURS: their
     inode numbers, as found before the call), so the call sees the files,
@@ -661,7 +674,7 @@ def _join_caller(pid, ours=None):
     if not todo:
         return None
     import ctypes
-    setns = ctypes.CDLL(None, use_errno=True).setns
+    setns = _libc().setns
     try:
         for ns, fd in todo:
             if setns(fd, 0) != 0:

@@ -50,6 +50,12 @@ def _setns_fd(fd):
     """setns(FD, CLONE_NEWNET) through _ctypes' bare function pointer: the
     `ctypes` package builds dozens of classes on import (~4 ms a cold call)
     for this one libc call (os.setns arrives with Python 3.12)."""
+    (_setns_call or _setns_function())(fd)
+
+
+def _setns_function():
+    """The call _setns_fd makes, built once (in a planner, before it forks:
+    its workers then build no classes for it)."""
     global _setns_call
     if _setns_call is None:
         setns = getattr(os, "setns", None)
@@ -72,7 +78,7 @@ def _setns_fd(fd):
                     e = _ctypes.get_errno()
                     raise OSError(e, os.strerror(e))
             _setns_call = call
-    _setns_call(fd)
+    return _setns_call
 
 
 def _setns(path):
@@ -218,7 +224,9 @@ TOO_LONG = "emergence-warm-up"   # > IFNAMSIZ - 1
 
 def warm_up(scratch=None):
     """In the node's planner, before it forks the workers that run
-    `emergence-cni`: every kind of request once, refused (see prefault)."""
+    `emergence-cni`: every kind of request once, refused (see prefault), and
+    the setns call built."""
+    _setns_function()
     prefault()
 
 
