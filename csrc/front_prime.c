@@ -37,12 +37,20 @@ static int write_self(const char *path)
 	return 0;
 }
 
+/* Write "0" to MOUNT + CGROUP + "/cgroup.procs": 0 once it opened. */
+static int write_self_at(const char *mount, const char *cgroup)
+{
+	char path[PATH_MAX];
+	int n = snprintf(path, sizeof path, "%s%s/cgroup.procs", mount, cgroup);
+	return n > 0 && n < (int)sizeof path ? write_self(path) : -1;
+}
+
 /* Into the cgroup it is in: in the unified hierarchy if there is one, else
  * in the first v1 hierarchy that opens.  /proc/self/cgroup's lines are
  * "ID:CONTROLLERS:PATH", the unified one with no controllers. */
 static void move_to_own_cgroup(void)
 {
-	char buf[4096], path[PATH_MAX];
+	char buf[4096], mount[PATH_MAX];
 	char *ctrls[64], *cgs[64];
 	int n = 0;
 	if (read_small("/proc/self/cgroup", buf, sizeof buf) <= 0)
@@ -59,15 +67,13 @@ static void move_to_own_cgroup(void)
 		cgs[n++] = cg + 1;
 	}
 	for (int i = 0; i < n; i++) /* unified: at .../unified on a hybrid host */
-		if (!*ctrls[i] && ((snprintf(path, sizeof path, "/sys/fs/cgroup/unified%s/cgroup.procs",
-					     cgs[i]) < (int)sizeof path && write_self(path) == 0) ||
-				   (snprintf(path, sizeof path, "/sys/fs/cgroup%s/cgroup.procs",
-					     cgs[i]) < (int)sizeof path && write_self(path) == 0)))
+		if (!*ctrls[i] && (write_self_at("/sys/fs/cgroup/unified", cgs[i]) == 0 ||
+				   write_self_at("/sys/fs/cgroup", cgs[i]) == 0))
 			return;
 	for (int i = 0; i < n; i++) { /* v1: /sys/fs/cgroup/CONTROLLERS, name=X at X */
 		const char *ctrl = strncmp(ctrls[i], "name=", 5) == 0 ? ctrls[i] + 5 : ctrls[i];
-		if (*ctrl && snprintf(path, sizeof path, "/sys/fs/cgroup/%s%s/cgroup.procs", ctrl,
-				      cgs[i]) < (int)sizeof path && write_self(path) == 0)
+		if (*ctrl && snprintf(mount, sizeof mount, "/sys/fs/cgroup/%s", ctrl) <
+				     (int)sizeof mount && write_self_at(mount, cgs[i]) == 0)
 			return;
 	}
 }

@@ -382,12 +382,12 @@ def _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd=None):
         _warm_up(os.path.join(os.path.dirname(path), "warm-up-no-such-root"),
                  scratch_dir(path), lambda: _call_waiting(lsock))
         ready = Ready()  # found while no call waits
-        conn = _accept_root(lsock)
+        conn, peer_pid = _accept_root(lsock)
         prctl(PR_SET_PDEATHSIG, 0)
         os.write(taken_w, struct.pack("i", os.getpid()))
         lsock.close()
         os.close(taken_w)
-        code = work(conn, ready)
+        code = work(conn, peer_pid, ready)
     finally:
         os._exit(code)
 
@@ -412,11 +412,7 @@ def _warm_up(root, scratch, waiting=lambda: False):
                 cli.main(["--root", root, *verb])
             except BaseException:  # never let a warm-up cost a call
                 pass
-    if waiting():
-        return
-    # a call replaces the environment (~150 page faults when first done)
-    _set_environ(dict(os.environ), dict(os.environ))
-    # and a hot module may have a call's path to touch (Relay's CNI plugin)
+    # a hot module may have a call's path to touch (Relay's CNI plugin)
     _call_each("prefault", scratch, waiting)
 
 
@@ -456,7 +452,7 @@ class Ready:
 
 
 def _accept_root(lsock):
-    """The next connection from root (or the node's own uid); others are closed
+    """The next connection from root (or the node's own uid), and its pid; others are closed
     (their front-end goes cold, and fails there as non-root).  One from the
     planner itself asks this spare to go (`_ask_to_leave`)."""
     mine = (0, os.geteuid())
@@ -470,16 +466,15 @@ def _accept_root(lsock):
         if pid == os.getppid():
             os._exit(0)
         if uid in mine:
-            return conn
+            return conn, pid
         conn.close()
 
 
-def work(conn, ready):
-    """One call in a forked worker: become the caller, run the CLI, say EXIT.
-    READY: what the spare found before the call (`Ready`).  A front-end gone
-    before GO (its deadline passed) ends the worker with nothing run."""
-    peer_pid = struct.unpack("3i", conn.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+def work(conn, peer_pid, ready):
+    """One call in a forked worker: become the caller (PEER_PID, by SO_PEERCRED
+    at accept), run the CLI, say EXIT.  READY: what the spare found before the
+    call (`Ready`).  A front-end gone before GO (its deadline passed) ends the
+    worker with nothing run."""
     try:
         data = recv_packet(conn)  # HELLO carries no descriptors (those come with GO)
         f = parse(data)
@@ -638,27 +633,25 @@ def _signal_resets():
 CALLER_NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
 
 
-_LIBC = []
+_libc_handle = None
 
 
 def _libc():
     """libc through ctypes, made once (in the planner: a CDLL builds classes, which
     its workers would otherwise each build again when a call needs setns)."""
-    if not _LIBC:
+    global _libc_handle
+    if _libc_handle is None:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.setns, libc.prctl  # noqa: B018 - their function pointers, made here
-        _LIBC.append(libc)
-    return _LIBC[0]
+        _libc_handle = ctypes.CDLL(None, use_errno=True)
+        _libc_handle.setns, _libc_handle.prctl  # noqa: B018 - their function pointers
+    return _libc_handle
 
 
-def _join_caller(pid, ours=None):
+def _join_caller(pid, ours):
     """Enter the caller's namespaces where they differ from ours (OURS: their
     inode numbers, as found before the call), so the call sees the files,
     network and cgroups the caller sees (an engine may run in a mount
     namespace of its own).  Returns why not, or None."""
-    ours = ours or {}
-
     def ino(who, ns):
         if who == "self" and ns in ours:
             return ours[ns]
