@@ -34,7 +34,7 @@
  * run twice, and a stopped planner holds none of our pipes open.
  *
  * Messages are SOCK_SEQPACKET records of NUL-terminated fields, with
- * descriptors in SCM_RIGHTS; emergence/node/planner.py is the other side and
+ * descriptors in SCM_RIGHTS; emergence/node/worker.py is the other side and
  * documents the protocol.
  */
 #include "front.h"

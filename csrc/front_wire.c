@@ -1,5 +1,5 @@
 /* The front-end's records: NUL-terminated fields, descriptors in SCM_RIGHTS
- * (emergence/node/planner.py documents the protocol). */
+ * (emergence/node/worker.py documents the protocol). */
 #include "front.h"
 
 

@@ -6,7 +6,7 @@ ran.  On the cold path that is this interpreter: spawn and wait are local.
 On the warm path (`emergence node`'s planner) this code runs in a worker
 forked by the planner, and the engine's process is the C front-end: the
 worker asks it, over the connection it came in on, to spawn the shim and to
-reap children (`node/planner.py` installs `Remote`).  Both paths run the same
+reap children (`node/worker.py` installs `Remote`).  Both paths run the same
 runtime code; only these two calls differ.
 """
 

@@ -1,7 +1,7 @@
-"""The planner's pool of spares (planner.Pool): how many to fork, during a
+"""The planner's pool of spares (pool.Pool): how many to fork, during a
 burst of calls and once it is over.  A pure function of the calls seen."""
 
-from emergence.node.planner import GROWTH, Pool
+from emergence.node.pool import GROWTH, Pool
 
 
 def test_an_idle_pool_holds_the_configured_spares():
@@ -32,7 +32,7 @@ def test_after_a_burst_the_pool_grows_by_its_size_up_to_a_cap():
 
 
 def test_the_pool_shrinks_back_when_bursts_get_smaller():
-    from emergence.node.planner import BURSTS
+    from emergence.node.pool import BURSTS
     p = Pool(3)
     for _ in range(6):
         p.took()

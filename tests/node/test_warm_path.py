@@ -276,7 +276,7 @@ def test_signal_resets_make_a_fresh_processs_dispositions():
     import sys
     code = (
         "import signal\n"
-        "from emergence.node.planner import _signal_resets\n"
+        "from emergence.node.worker import _signal_resets\n"
         "signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
         "signal.signal(signal.SIGTERM, lambda *a: None)\n"
         "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
