@@ -19,7 +19,7 @@ an RCU grace period); the bridge plugin's DEL returns after the deletion.
 
 Everything happens in network namespaces this script makes (rl-bench-*);
 the host's own interfaces and rules are never touched.  Run as root:
-  python3 bench/relay_attach.py [--n 100] [--sizes 10,100,1000]
+  python3 bench/relay_attach.py [--n 100] [--sizes 10,100,1000] [--rounds 15]
 """
 
 import argparse
@@ -101,6 +101,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--rounds", type=int, default=15,
+                    help="calls of each plugin per size, taking turns (medians)")
     args = ap.parse_args()
     from emergence.relay.engine import Relay
     from emergence.relay.graph import Network
@@ -237,13 +239,13 @@ def main():
         r = Relay(scale_state)
         r.create_network(Network("rlbs", "rlbs0", ["10.80.0.0/16"], veth_prefix="rl"))
         have = []
-        extra = [f"rl-bench-x{i}" for i in range(9)]
+        extra = [f"rl-bench-x{i}" for i in range(args.rounds)]
         # the peer on the same bridge at each size: the bridge plugin's own
         # one-container change shows what the kernel's growth costs anyone
-        peer = [f"rl-bench-y{i}" for i in range(9)]
-        via_node = [f"rl-bench-n{i}" for i in range(9)]
-        via_cold = [f"rl-bench-c{i}" for i in range(9)]
-        via_demand = [f"rl-bench-o{i}" for i in range(9)]
+        peer = [f"rl-bench-y{i}" for i in range(args.rounds)]
+        via_node = [f"rl-bench-n{i}" for i in range(args.rounds)]
+        via_cold = [f"rl-bench-c{i}" for i in range(args.rounds)]
+        via_demand = [f"rl-bench-o{i}" for i in range(args.rounds)]
         make_netns(extra + peer + via_node + via_cold + via_demand)
         made += extra + peer + via_node + via_cold + via_demand
         on_rlbs = {"cniVersion": "1.0.0", "name": "rlbp", "type": "bridge", "bridge": "rlbs0",

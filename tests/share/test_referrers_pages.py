@@ -5,8 +5,8 @@ the artifactType filter kept from page to page."""
 import json
 
 import requests
+from distlib import SBOM, SIG, Client, digest_of, referrer
 from sharelib import nodes  # noqa: F401
-from test_distribution_spec import SBOM, SIG, Client, digest_of, referrer
 
 
 def test_referrers_come_in_pages(nodes):  # noqa: F811
