@@ -58,6 +58,7 @@ enum {
     OP_SEND_SOURCE = 53,   /* what, host path: open it in the init's mount namespace, send it (launcher, after clone) */
     OP_MOUNT_SOURCE = 54,  /* what, in-root target, flags, resolve: bind the next descriptor sent */
     OP_CHOWN_STDIO = 55,   /* what, uid, gid: give stdio to the user (not /dev/null; a tty keeps its group) */
+    OP_GATE = 56,          /* what, fd: wait for one byte on fd; EOF ends the launch (launcher, after clone) */
 };
 
 #endif

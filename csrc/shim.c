@@ -16,7 +16,7 @@
  * Plan wire format (PLAN_FD): "EMPLAN1\0", then records
  *     u32 op, u32 nargs, nargs * (u32 len, len bytes incl. trailing NUL)
  * Status channel (STATUS_FD): text lines to the caller
- *     "pid N"            host pid of the init (sent by the launcher)
+ *     "pid N"            host pid of the init (sent by the launcher once cloned)
  *     "ready"            init reached the start barrier
  *     "error ERRNO TEXT" an operation failed; TEXT names it
  */
@@ -426,6 +426,8 @@ int main(int argc, char **argv)
         die_errno(EINVAL);
     }
     close(go[0]);
+    /* Its pid first: a caller that gives up at the GATE can still reap it. */
+    say("pid %d", pid);
     /* Launcher, after clone: id maps and cgroups for the init. */
     for (i++; i < nops && ops[i].code != OP_CHILD; i++) {
         char **a = ops[i].args;
@@ -454,6 +456,21 @@ int main(int argc, char **argv)
                 close(fd);
             }
             break;
+        case OP_GATE: {
+            /* The caller's go-ahead (its cgroups made meanwhile): one byte;
+             * EOF means it gave up, and the init goes with us. */
+            ssize_t r;
+            do
+                r = read((int)num(a[1]), &c, 1);
+            while (r < 0 && errno == EINTR);
+            close((int)num(a[1]));
+            if (r != 1) {
+                int err = r < 0 ? errno : ECANCELED;
+                kill(pid, SIGKILL);
+                die_errno(err);
+            }
+            break;
+        }
         case OP_SEND_SOURCE:
             if (send_source(pid, a) < 0) {
                 int err = errno;
@@ -466,7 +483,6 @@ int main(int argc, char **argv)
             die_errno(EINVAL);
         }
     }
-    say("pid %d", pid);
     if (write(go[1], "g", 1) != 1) {
         int err = errno;
         kill(pid, SIGKILL);

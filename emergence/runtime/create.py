@@ -114,7 +114,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     """Create the container; return (init pid, pty master or None). The caller owns the
     init.  With process.terminal, the pty master goes to CONSOLE_SOCKET, or, with
     KEEP_TERMINAL (a foreground `run`), is returned to proxy."""
-    from .launch import Launch
+    from .launch import Gate, Launch
     from .planner import Planner
 
     check_id(container_id)  # before the config: a bad id is the first thing to say
@@ -160,17 +160,6 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             prepare(config, c.dir)
         write_atomic(os.path.join(c.dir, "config.json"), fastjson.dumps(config).encode())
         crashpoint("create:config")
-        resources = _device_allow(config)
-        try:
-            cg.create(resources)
-        finally:
-            c.data["cgroup"]["created"] = cg.created
-            leaves = set(cg.paths)
-            if any(os.path.basename(p) != "emergence" for p in cg.created
-                   if p not in leaves):
-                c.save()  # parents made for a cgroupsPath: delete removes them too
-        cg.apply(resources)
-        crashpoint("create:cgroup")
         # The init opens the fifo for writing (and blocks there) as the process's
         # user, through /proc/self/fd and a descriptor of it that we open here:
         # the state dir is 0700, so no path leads there but root's.
@@ -210,20 +199,41 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
                                 3 + preserve_fds)
             pass_fds.append(listener.child_fd)
             bpf = (*bpf, listener.child_fd)
+        # The shim is spawned first and waits at the gate once it has cloned
+        # the init: its exec and clone run while the cgroups are made.
+        gate = Gate(3 + preserve_fds)
         planner = Planner(config, bundle, rootfs, "/proc/self/fd", cg, hierarchies,
                           no_pivot=no_pivot, barrier=str(fifo_fd),
                           preserve_fds=preserve_fds, console=console_plan,
-                          hook_state=hook_state, resume_fd=resume[0] if resume else None)
-        plan = planner.build(bpf)
-        if debug:
-            os.write(2, "".join(f"emergence: plan: {line}\n"
-                                for line in plan.describe()).encode())
-        launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds)
+                          hook_state=hook_state, resume_fd=resume[0] if resume else None,
+                          gate_fd=gate.fd)
+        try:
+            plan = planner.build(bpf)
+            if debug:
+                os.write(2, "".join(f"emergence: plan: {line}\n"
+                                    for line in plan.describe()).encode())
+            launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds,
+                            gate=gate)
+        except BaseException:
+            gate.close()
+            raise
         os.close(fifo_fd)
         fifo_fd = None
         if listener is not None:
             listener.spawned()
         crashpoint("create:spawned")
+        resources = _device_allow(config)
+        try:
+            cg.create(resources)
+        finally:
+            c.data["cgroup"]["created"] = cg.created
+            leaves = set(cg.paths)
+            if any(os.path.basename(p) != "emergence" for p in cg.created
+                   if p not in leaves):
+                c.save()  # parents made for a cgroupsPath: delete removes them too
+        cg.apply(resources)
+        crashpoint("create:cgroup")
+        gate.open()
 
         def runtime_hooks(_label):
             from . import hooks as hk

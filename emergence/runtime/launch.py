@@ -69,12 +69,43 @@ def _copy_shim():
         os.close(src)
 
 
+class Gate:
+    """A pipe the launcher waits on after it cloned the init (the plan's GATE),
+    so that a create spawns the shim before the container's cgroups exist: the
+    shim's exec and clone then run beside the kernel's wait for cgroup_mutex
+    (a grace period, when no cgroup move came lately), not after it.  One
+    byte lets the launcher go on; the pipe closed without it ends the launch
+    (the launcher kills the init)."""
+
+    def __init__(self, min_fd):
+        r, self.w = os.pipe2(os.O_CLOEXEC)
+        self.fd = fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, min_fd)  # the launcher's end
+        os.close(r)
+
+    def spawned(self):
+        os.close(self.fd)
+        self.fd = None
+
+    def open(self):
+        os.write(self.w, b"g")
+        self.close()
+
+    def close(self):
+        for fd in (self.fd, self.w):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.w = None
+
+
 class Launch:
     """One run of the shim: spawn, then read 'pid', 'ready' or 'error'."""
 
-    def __init__(self, plan_bytes, min_fd=3, pass_fds=()):
+    def __init__(self, plan_bytes, min_fd=3, pass_fds=(), gate=None):
         self.init_pid = None
         self.launcher_pid = None
+        self.gate = gate  # a Gate in the plan: the launch waits for gate.open()
+        if gate is not None:
+            pass_fds = (*pass_fds, gate.fd)
         plan_fd = os.memfd_create("emergence-plan", os.MFD_CLOEXEC)
         os.write(plan_fd, plan_bytes)
         os.lseek(plan_fd, 0, os.SEEK_SET)
@@ -96,6 +127,8 @@ class Launch:
             os.close(mfd)
             os.close(hi_plan)
             os.close(hi_w)
+            if gate is not None:
+                gate.spawned()
         self.status_fd = r
 
     def wait_ready(self, on_sync=None, listener=None):
@@ -137,6 +170,7 @@ class Launch:
                         error = (int(code), what)
         finally:
             os.close(self.status_fd)
+            self.status_fd = None
             self._reap_launcher()
         if ready:
             if listener is not None:
@@ -157,6 +191,21 @@ class Launch:
             else:
                 listener.deliver(self.init_pid)
         return status
+
+    def _drain(self):
+        """Read the status pipe to its end (the launcher and the init gone),
+        noting the init's pid; then reap the launcher."""
+        buf = b""
+        try:
+            while chunk := os.read(self.status_fd, 4096):
+                buf += chunk
+        finally:
+            os.close(self.status_fd)
+            self.status_fd = None
+            self._reap_launcher()
+        for line in buf.split(b"\n"):
+            if line.startswith(b"pid "):
+                self.init_pid = int(line[4:])
 
     def _reap_launcher(self):
         if self.launcher_pid:
@@ -181,7 +230,11 @@ class Launch:
         return f"the container init exited with status {os.WEXITSTATUS(status)} during setup"
 
     def abort(self):
-        """Kill and reap an init that will not be used."""
+        """Kill and reap an init that will not be used.  A launch still at its
+        gate gives up once the gate closes; its words say the init's pid."""
+        if self.gate is not None and self.gate.w is not None:
+            self.gate.close()
+            self._drain()
         if self.init_pid:
             try:
                 os.kill(self.init_pid, 9)

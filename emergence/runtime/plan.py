@@ -60,6 +60,7 @@ FD_CHANNEL = 52
 SEND_SOURCE = 53
 MOUNT_SOURCE = 54
 CHOWN_STDIO = 55
+GATE = 56
 
 NAMES = {v: k for k, v in globals().items() if isinstance(v, int) and k.isupper()}
 

@@ -152,7 +152,7 @@ class Planner:
 
     def __init__(self, config, bundle, rootfs, state_dir, cgroup, hierarchies, no_pivot=False,
                  preserve_fds=0, console=None, hook_state=None, resume_fd=None,
-                 barrier="exec.fifo"):
+                 barrier="exec.fifo", gate_fd=None):
         self.config = config
         self.bundle = bundle
         self.rootfs = rootfs
@@ -166,6 +166,7 @@ class Planner:
         self.hooks = config.get("hooks", {})
         self.hook_state = hook_state  # state JSON template for hooks run inside
         self.resume_fd = resume_fd    # read end the init waits on while runtime hooks run
+        self.gate_fd = gate_fd        # read end the launcher waits on until the cgroups exist
         self.linux = config.get("linux", {})
         self.process = config.get("process")
         self.ns = namespaces(config)
@@ -241,6 +242,8 @@ class Planner:
             add(P.CHILD_WRITE, f"set process.oomScoreAdj to {self.process['oomScoreAdj']}",
                 "oom_score_adj", self.process["oomScoreAdj"])
         if self.cgroup is not None:
+            if self.gate_fd is not None:
+                add(P.GATE, "wait for the container's cgroups", self.gate_fd)
             for procs in self.cgroup.procs_files():
                 add(P.CHILD_WRITE, f"move the init into cgroup {procs}", procs, "$PID")
 

@@ -3,6 +3,7 @@ nothing behind: no state dir, cgroup, mount or process."""
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -287,3 +288,42 @@ def test_a_cgroups_path_too_long_is_refused_before_anything_is_made(rt):
     assert_clean_failure(rt, cid, p, "linux.cgroupsPath", "too long")
     for h in os.listdir("/sys/fs/cgroup"):
         assert not os.path.exists(f"/sys/fs/cgroup/{h}/{cid}"), "parent cgroup left"
+
+
+def test_a_limit_the_kernel_refuses_ends_the_shim_waiting_at_its_gate(rt, tmp_path):
+    """The shim is spawned before the cgroups are made and waits at a gate once
+    it has cloned the init (create.py).  A limit the kernel refuses then closes
+    the gate: the launcher kills the init, and the runtime reaps both.  Run
+    below a subreaper (as an engine's conmon is), neither reaches it (only the
+    front-end's priming grandchild does, by design)."""
+    import json
+    cid = rt.new_id()
+    b = rt.bundle(["true"], edit=lambda c: c["linux"].setdefault("resources", {}).update(
+        cpu={"cpus": "1000000"}))  # beyond any CPU: the kernel's ERANGE (or EINVAL)
+    probe = tmp_path / "below_a_subreaper.py"
+    probe.write_text(
+        "import ctypes, json, os, subprocess, sys, time\n"
+        "ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=30)\n"
+        "orphans, end = [], time.monotonic() + 1.0\n"
+        "while time.monotonic() < end:\n"
+        "    try:\n"
+        "        got = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)\n"
+        "    except ChildProcessError:\n"
+        "        got = None\n"
+        "    if got is None:\n"
+        "        time.sleep(0.02)\n"
+        "        continue\n"
+        "    with open(f'/proc/{got.si_pid}/comm') as f:\n"
+        "        orphans.append(f.read().strip())\n"
+        "    os.waitpid(got.si_pid, 0)\n"
+        "print(json.dumps({'rc': p.returncode, 'stderr': p.stderr, 'orphans': orphans}))\n")
+    out = subprocess.run([sys.executable, str(probe), *rt.cmd, "--root", rt.root,
+                          "create", "--bundle", b, cid],
+                         capture_output=True, text=True, timeout=60)
+    got = json.loads(out.stdout)
+    p = subprocess.CompletedProcess([], got["rc"], "", got["stderr"])
+    assert_clean_failure(rt, cid, p, "cpuset.cpus")
+    # the front-end's one orphan by design: its cgroup-priming grandchild (front_prime.c)
+    assert [o for o in got["orphans"] if o != "emergence"] == [], \
+        ("the init or its launcher was left for the subreaper", got["orphans"])

@@ -360,6 +360,27 @@ def test_plan_order_puts_barrier_after_privileges_drop(tmp_path):
     assert kinds.index(plan.BARRIER) < kinds.index(plan.SECCOMP)
 
 
+def test_the_launcher_waits_at_the_gate_before_it_moves_the_init_into_cgroups(tmp_path):
+    """create.py spawns the shim before the cgroups exist: the plan's GATE (the
+    pipe create opens once they do) comes after the clone and before every
+    cgroup move; with no gate (exec: its cgroups exist) there is none."""
+    from emergence.runtime.cgroups.hierarchy import Hierarchy
+    from emergence.runtime.cgroups.manager import Cgroup
+    hs = [Hierarchy(f"/sys/fs/cgroup/{c}", 1, {c}, c) for c in ("memory", "pids")]
+    cg = Cgroup(hs, "emergence/gated")
+    c = base_config(["sh"])
+    p = planner.Planner(c, str(tmp_path), str(tmp_path), str(tmp_path), cg, hs,
+                        gate_fd=7).build(None)
+    moves = [i for i, (op, what, args) in enumerate(p.ops)
+             if op == plan.CHILD_WRITE and args[0].endswith("cgroup.procs")]
+    kinds = p.kinds()
+    assert len(moves) == 2 and kinds.count(plan.GATE) == 1
+    assert kinds.index(plan.CLONE) < kinds.index(plan.GATE) < min(moves)
+    assert p.ops[kinds.index(plan.GATE)][2] == ("7",)
+    ungated = planner.Planner(c, str(tmp_path), str(tmp_path), str(tmp_path), cg, hs).build(None)
+    assert plan.GATE not in ungated.kinds()
+
+
 # ---- signals, JSON ----
 
 @pytest.mark.parametrize("text,num", [("9", 9), ("KILL", 9), ("SIGKILL", 9), ("term", 15),
