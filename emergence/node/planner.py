@@ -155,7 +155,12 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
                 leaving += _ask_to_leave(path, pool.trims(len(spares) - leaving))
             for _ in range(pool.forks(len(spares) - leaving, now - last_call >= QUIET)):
                 pid = _fork_spare(lsock, taken_w, taken_r, path, prctl, lock_fd)
-                spares[os.pidfd_open(pid)] = pid
+                try:
+                    spares[os.pidfd_open(pid)] = pid
+                except ProcessLookupError:
+                    # it ran first on a loaded machine, took a call and is gone
+                    # (reaped at once): nothing to watch; the pipe says it took one
+                    pass
             # a spare took a call (it says so on the pipe) or died without one;
             # or the burst is over (QUIET): time to refill; or the quiet is
             # long (TRIM): time for the spares above the configured ones to go

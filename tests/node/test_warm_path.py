@@ -687,3 +687,4 @@ def test_the_create_prefault_plans_without_making_anything(tmp_path):
     assert not [h.mountpoint for h in discover()
                 if os.path.exists(os.path.join(h.mountpoint, "emergence", "prefault"))]
     assert children() == before     # no shim, no launcher
+
