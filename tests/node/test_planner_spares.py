@@ -4,7 +4,6 @@ watches it."""
 import subprocess
 import sys
 
-
 SPARE_GONE = r"""
 import os, sys
 from emergence.node import planner
