@@ -145,6 +145,21 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
     leaving = 0  # spares asked to go that have not yet
     last_call = time.monotonic() - QUIET   # no burst yet: fill the pool at once
     trimmed_for = last_call  # the quiet spell spares were last let go in
+
+    def took_calls():
+        """The pids the spares that took a call wrote on the pipe (whole
+        pids: writes of 4 bytes are atomic), now out of the pool."""
+        nonlocal last_call
+        data = os.read(taken_r, 4096)
+        last_call = time.monotonic()
+        pids = struct.unpack(f"{len(data) // 4}i", data)
+        for pid in pids:
+            pool.took()
+            for pidfd in [f for f, p in spares.items() if p == pid]:
+                del spares[pidfd]
+                os.close(pidfd)
+        return pids
+
     try:
         while True:
             now = time.monotonic()
@@ -158,9 +173,12 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
                 try:
                     spares[os.pidfd_open(pid)] = pid
                 except ProcessLookupError:
-                    # it ran first on a loaded machine, took a call and is gone
-                    # (reaped at once): nothing to watch; the pipe says it took one
-                    pass
+                    # It ran first on a loaded machine and is gone (reaped at
+                    # once): it took a call, and then said so on the pipe
+                    # before it exited, or it took an ask to go.
+                    took = select.select([taken_r], [], [], 0)[0] and took_calls()
+                    if pid not in (took or ()):
+                        leaving = max(0, leaving - 1)
             # a spare took a call (it says so on the pipe) or died without one;
             # or the burst is over (QUIET): time to refill; or the quiet is
             # long (TRIM): time for the spares above the configured ones to go
@@ -176,13 +194,7 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
             except InterruptedError:
                 continue
             if taken_r in ready:
-                data = os.read(taken_r, 4096)  # whole pids: writes of 4 bytes are atomic
-                last_call = time.monotonic()
-                for pid in struct.unpack(f"{len(data) // 4}i", data):
-                    pool.took()
-                    for pidfd in [f for f, p in spares.items() if p == pid]:
-                        del spares[pidfd]
-                        os.close(pidfd)
+                took_calls()
             for pidfd in ready:
                 if pidfd in spares:     # died without a call (asked to go, say)
                     del spares[pidfd]
