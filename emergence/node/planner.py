@@ -204,8 +204,6 @@ def serve(path, spares_wanted=SPARES, idle=None, lock_fd=None, listen_fd=None):
         _leave(path, bound, lsock, spares, pid_file if lock_fd is not None else None, lock_fd)
 
 
-
-
 def _ask_to_leave(path, n):
     """Ask N spares to go; how many were asked.  Each ask is a connection from
     this process, which the spare that accepts it knows by its pid

@@ -193,19 +193,26 @@ class Launch:
         return status
 
     def _drain(self):
-        """Read the status pipe to its end (the launcher and the init gone),
-        noting the init's pid; then reap the launcher."""
+        """Read the status pipe to its end, killing the init as soon as the
+        launcher says its pid (right after the clone; an init not yet reaped
+        keeps its pid): the launcher then stops too, and the pipe ends.  Then
+        reap the launcher."""
         buf = b""
         try:
             while chunk := os.read(self.status_fd, 4096):
                 buf += chunk
+                if self.init_pid is None:
+                    said = [w for w in buf.split(b"\n")[:-1] if w.startswith(b"pid ")]
+                    if said:
+                        self.init_pid = int(said[0][4:])
+                        try:
+                            os.kill(self.init_pid, 9)
+                        except ProcessLookupError:
+                            pass
         finally:
             os.close(self.status_fd)
             self.status_fd = None
             self._reap_launcher()
-        for line in buf.split(b"\n"):
-            if line.startswith(b"pid "):
-                self.init_pid = int(line[4:])
 
     def _reap_launcher(self):
         if self.launcher_pid:
@@ -231,9 +238,11 @@ class Launch:
 
     def abort(self):
         """Kill and reap an init that will not be used.  A launch still at its
-        gate gives up once the gate closes; its words say the init's pid."""
-        if self.gate is not None and self.gate.w is not None:
+        gate gives up once the gate closes; one whose words were never read
+        (a failure before wait_ready) says the init's pid first thing."""
+        if self.gate is not None:
             self.gate.close()
+        if self.status_fd is not None:
             self._drain()
         if self.init_pid:
             try:
