@@ -69,9 +69,6 @@ class HugetlbOnV1:
             if not left or time.monotonic() > end:
                 break
             time.sleep(0.2)
-        if left:
-            print(f"note: hugetlb stays on v1: cgroups still in use: {', '.join(left)}",
-                  file=sys.stderr)
         subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"])
         try:
             os.rmdir("/sys/fs/cgroup/hugetlb")
@@ -90,7 +87,8 @@ class HugetlbOnV1:
             time.sleep(0.1)
         os.rmdir(spare)
         if self.hierarchy_of("hugetlb") != 0:
-            print("note: hugetlb stays on a v1 hierarchy (one of its cgroups lives on); "
+            busy = f": {', '.join(left)} still in use" if left else ""
+            print(f"note: hugetlb stays on a v1 hierarchy (one of its cgroups lives on{busy}); "
                   "tests of hugetlb on cgroup2 skip until it is released", file=sys.stderr)
 
     @staticmethod

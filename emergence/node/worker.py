@@ -101,7 +101,6 @@ class Remote:
         raise OSError(err, os.strerror(err))
 
 
-
 def _set_environ(env, now):
     """Make the environment ENV, NOW being what it is (a copy made before the
     call): only what differs is set or removed.  os.environ's own iteration

@@ -150,6 +150,7 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
     crashpoint("create:claimed")
     cg = Cgroup(hierarchies, rel)
     launch = None
+    gate = None
     console = None
     resume = None
     fifo_fd = None
@@ -207,16 +208,11 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
                           preserve_fds=preserve_fds, console=console_plan,
                           hook_state=hook_state, resume_fd=resume[0] if resume else None,
                           gate_fd=gate.fd)
-        try:
-            plan = planner.build(bpf)
-            if debug:
-                os.write(2, "".join(f"emergence: plan: {line}\n"
-                                    for line in plan.describe()).encode())
-            launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds,
-                            gate=gate)
-        except BaseException:
-            gate.close()
-            raise
+        plan = planner.build(bpf)
+        if debug:
+            os.write(2, "".join(f"emergence: plan: {line}\n"
+                                for line in plan.describe()).encode())
+        launch = Launch(plan.encode(), min_fd=3 + preserve_fds, pass_fds=pass_fds, gate=gate)
         os.close(fifo_fd)
         fifo_fd = None
         if listener is not None:
@@ -273,7 +269,9 @@ def create(root, container_id, bundle, pid_file=None, no_pivot=False, preserve_f
             if fd is not None:
                 os.close(fd)  # an init waiting on the pipe gives up
         if launch is not None:
-            launch.abort()
+            launch.abort()    # closes the gate too
+        elif gate is not None:
+            gate.close()
         try:
             cg.remove()
         finally:
